@@ -1,0 +1,207 @@
+//! Core bindings: logging, time, failure, JSON, allow-listed environment and the incident notes.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use rhai::plugin::*;
+use serde_json::json;
+
+use crate::recorder::{self, Binding, BindingError, Effect, ScriptResult, unit_placeholder};
+
+static SLEEP: Binding = Binding {
+    name: "sleep",
+    effect: Effect::ReadOnly,
+    placeholder: unit_placeholder,
+};
+static NOW: Binding = Binding {
+    name: "now",
+    effect: Effect::ReadOnly,
+    placeholder: unit_placeholder,
+};
+static ENV: Binding = Binding {
+    name: "env",
+    effect: Effect::ReadOnly,
+    placeholder: unit_placeholder,
+};
+static NOTES_APPEND: Binding = Binding {
+    name: "notes::append",
+    effect: Effect::Mutating,
+    placeholder: unit_placeholder,
+};
+
+fn parse_duration(text: &str) -> Result<Duration, BindingError> {
+    humantime::parse_duration(text).map_err(|e| {
+        BindingError::new(
+            "bad_argument",
+            format!("{text:?} is not a duration such as \"500ms\" or \"2s\": {e}"),
+        )
+    })
+}
+
+fn sleep_for(ctx: &NativeCallContext, d: Duration, shown: String) -> ScriptResult<()> {
+    recorder::call(ctx, &SLEEP, json!({ "duration": shown }), |host| {
+        host.interrupt
+            .sleep(d)
+            .map(|()| Dynamic::UNIT)
+            .map_err(|stop| BindingError::new(stop.token(), "sleep interrupted"))
+    })
+    .map(|_| ())
+}
+
+fn log_at(ctx: &NativeCallContext, level: &str, message: &Dynamic) -> ScriptResult<()> {
+    let host = recorder::host_of(ctx)?;
+    let text = message.to_string();
+    host.console.log(level, &host.redactor.redact(&text));
+    host.recorder.log(level, &text);
+    Ok(())
+}
+
+/// Logging, time, failing and the allow-listed environment.
+#[export_module]
+pub mod core_api {
+    /// Writes `message` to the run log: shown on the terminal and recorded in the transcript
+    /// (secrets redacted). Any value is accepted and printed as text.
+    #[rhai_fn(name = "log", return_raw)]
+    pub fn log(ctx: NativeCallContext, message: Dynamic) -> ScriptResult<()> {
+        log_at(&ctx, "info", &message)
+    }
+
+    /// Writes `message` at a level: `"info"`, `"warn"` or `"error"`.
+    #[rhai_fn(name = "log", return_raw)]
+    pub fn log_level(ctx: NativeCallContext, level: &str, message: Dynamic) -> ScriptResult<()> {
+        if !matches!(level, "info" | "warn" | "error") {
+            return Err(recorder::runtime_error(
+                "bad_argument",
+                &format!("log level {level:?} must be \"info\", \"warn\" or \"error\""),
+                ctx.call_position(),
+            ));
+        }
+        log_at(&ctx, level, &message)
+    }
+
+    /// Waits for a duration such as `"500ms"`, `"2s"` or `"1m"`. Ends early, with the step, on
+    /// its timeout or on Ctrl-C.
+    #[rhai_fn(name = "sleep", return_raw)]
+    pub fn sleep(ctx: NativeCallContext, duration: &str) -> ScriptResult<()> {
+        let d = parse_duration(duration)
+            .map_err(|e| recorder::runtime_error(&e.code, &e.message, ctx.call_position()))?;
+        sleep_for(&ctx, d, duration.to_string())
+    }
+
+    /// Waits for `millis` milliseconds (see `sleep(duration)`).
+    #[rhai_fn(name = "sleep", return_raw)]
+    pub fn sleep_ms(ctx: NativeCallContext, millis: i64) -> ScriptResult<()> {
+        let d = Duration::from_millis(millis.max(0) as u64);
+        sleep_for(&ctx, d, format!("{}ms", millis.max(0)))
+    }
+
+    /// The current time in UTC, as `"2026-11-23T10:30:00.000Z"`.
+    #[rhai_fn(return_raw)]
+    pub fn now(ctx: NativeCallContext) -> ScriptResult<String> {
+        recorder::call(&ctx, &NOW, json!({}), |_| {
+            Ok(crate::transcript::now_utc().into())
+        })
+        .map(|v| v.to_string())
+    }
+
+    /// Fails the current step with `message` (its `on_failure` runs, if it has one).
+    /// Scripts can catch it: the error is `#{ code: "fail", message }`.
+    #[rhai_fn(return_raw)]
+    pub fn fail(ctx: NativeCallContext, message: &str) -> ScriptResult<()> {
+        Err(recorder::runtime_error("fail", message, ctx.call_position()))
+    }
+
+    /// Fails the current step with `message` unless `condition` is true.
+    #[rhai_fn(name = "assert", return_raw)]
+    pub fn assert(ctx: NativeCallContext, condition: bool, message: &str) -> ScriptResult<()> {
+        if condition {
+            Ok(())
+        } else {
+            Err(recorder::runtime_error(
+                "assertion_failed",
+                &format!("assertion failed: {message}"),
+                ctx.call_position(),
+            ))
+        }
+    }
+
+    /// Reads an environment variable the runbook lists in its metadata (`env: ["NAME"]`), or `()`
+    /// when it is unset. Values are treated as secrets: they never reach the transcript.
+    #[rhai_fn(return_raw)]
+    pub fn env(ctx: NativeCallContext, name: &str) -> ScriptResult<Dynamic> {
+        recorder::call(&ctx, &ENV, json!({ "name": name }), |host| {
+            if !host.env_allow.borrow().iter().any(|n| n == name) {
+                return Err(BindingError::new(
+                    "denied",
+                    format!("env({name:?}) is not allowed: list it in the runbook's `env` metadata"),
+                ));
+            }
+            match std::env::var(name) {
+                Ok(value) => {
+                    host.redactor.add_secret(&value);
+                    Ok(value.into())
+                }
+                Err(_) => Ok(Dynamic::UNIT),
+            }
+        })
+    }
+}
+
+/// JSON conversion (pure functions: nothing is recorded).
+#[export_module]
+pub mod json_api {
+    /// Parses JSON text into maps, arrays, strings, numbers, booleans and `()` for null.
+    #[rhai_fn(return_raw)]
+    pub fn parse(ctx: NativeCallContext, text: &str) -> ScriptResult<Dynamic> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+            recorder::runtime_error("bad_json", &format!("invalid JSON: {e}"), ctx.call_position())
+        })?;
+        rhai::serde::to_dynamic(value)
+    }
+
+    /// Encodes a value as compact JSON text.
+    #[rhai_fn(return_raw)]
+    pub fn encode(ctx: NativeCallContext, value: Dynamic) -> ScriptResult<String> {
+        let _ = ctx;
+        Ok(recorder::to_json(&value).to_string())
+    }
+
+    /// Encodes a value as indented JSON text.
+    #[rhai_fn(return_raw)]
+    pub fn encode_pretty(ctx: NativeCallContext, value: Dynamic) -> ScriptResult<String> {
+        serde_json::to_string_pretty(&recorder::to_json(&value)).map_err(|e| {
+            recorder::runtime_error("bad_json", &e.to_string(), ctx.call_position())
+        })
+    }
+}
+
+/// The incident notes file, kept next to the transcript (`<run-id>.notes.md`).
+#[export_module]
+pub mod notes_api {
+    /// Appends a timestamped line to the incident notes (mutating: plan mode only records it).
+    /// Secrets are redacted before the line is written.
+    #[rhai_fn(return_raw)]
+    pub fn append(ctx: NativeCallContext, text: &str) -> ScriptResult<()> {
+        recorder::call(&ctx, &NOTES_APPEND, json!({ "text": text }), |host| {
+            let path = host.notes_path.borrow().clone().ok_or_else(|| {
+                BindingError::new("no_notes", "this run has no notes file (it has no transcript)")
+            })?;
+            // A Markdown list item; continuation lines are indented so they stay inside it.
+            let body = host.redactor.redact(text).replace('\n', "\n  ");
+            let line = format!("- {} {body}\n", crate::transcript::now_utc());
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .and_then(|mut f| {
+                    f.write_all(line.as_bytes())?;
+                    f.sync_data()
+                })
+                .map_err(|e| {
+                    BindingError::new("io", format!("cannot append to {}: {e}", path.display()))
+                })?;
+            Ok(Dynamic::UNIT)
+        })
+        .map(|_| ())
+    }
+}

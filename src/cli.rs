@@ -1,0 +1,474 @@
+//! The command line: argument definitions (clap derive) and one function per command.
+//!
+//! stdout carries what a command produces (a listing, a plan, a rendered timeline); stderr carries
+//! progress and diagnostics, so `runbook show x > x.md` and `runbook plan ... | tee` work.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use crate::catalog::{self, Target};
+use crate::console::Console;
+use crate::engine::Host;
+use crate::error::{Error, Result, ScriptDiagnostic, exit};
+use crate::executor::{self, Executor, RunOptions, Unattended};
+use crate::recorder::Mode;
+use crate::runbook::{Phase, Runbook};
+use crate::transcript;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "runbook",
+    version,
+    about = "Run incident runbooks step by step, with a verifiable audit transcript",
+    after_help = "Exit codes: 0 ok, 1 run failed (or check/verify found a problem), 2 invalid input, 3 aborted or timed out."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Folders that hold runbooks (default: ./runbooks)
+    #[arg(long, global = true, env = "RUNBOOK_PATH", value_delimiter = ':')]
+    pub runbooks: Vec<PathBuf>,
+
+    /// Print only results and errors, no progress
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every step of a runbook, unattended
+    Run(RunArgs),
+    /// Run a runbook without sending any mutating call: each is recorded as "would call"
+    Plan(PlanArgs),
+    /// Validate runbooks (files or folders; default: the runbook folders)
+    Check {
+        paths: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+    /// List the runbooks in the runbook folders
+    List {
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+    /// Print a runbook's metadata and steps as Markdown
+    Show {
+        /// A runbook file, or ID[@VERSION]
+        target: String,
+    },
+    /// Verify, show or render a run transcript
+    #[command(subcommand)]
+    Transcript(TranscriptCommand),
+    /// Print the API reference of every function a runbook can call
+    Docs,
+    /// Print shell completions
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Output {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// A runbook file, or ID[@VERSION] (the version pin refuses any other version)
+    pub target: String,
+    /// A parameter, as NAME=VALUE (repeatable)
+    #[arg(short = 'p', long = "param", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    /// Where to write the transcript (default: transcripts/YYYY-MM-DD/<run-id>.jsonl)
+    #[arg(long)]
+    pub transcript: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub common: PlanArgs,
+    /// Give confirmation in advance to steps that ask for it (recorded as your decision)
+    #[arg(long)]
+    pub yes: bool,
+    /// Same as `runbook plan`
+    #[arg(long)]
+    pub plan: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TranscriptCommand {
+    /// Check the hash chain; exit 1 naming the first broken line
+    Verify { file: PathBuf },
+    /// A readable timeline of the run
+    Show { file: PathBuf },
+    /// An incident timeline for the post-incident review
+    Render {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = RenderFormat::Md)]
+        format: RenderFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RenderFormat {
+    Md,
+}
+
+fn parse_param(text: &str) -> std::result::Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected NAME=VALUE, got {text:?}")),
+    }
+}
+
+/// Entry point used by `main.rs`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(err) => {
+            report(&err);
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+fn init_tracing() {
+    // Quiet unless asked: diagnostics are for developers, progress is the console's job.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn color() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+fn render_all(diags: &[ScriptDiagnostic]) -> String {
+    diags.iter().map(|d| d.render(color())).collect::<Vec<_>>().join("\n")
+}
+
+fn report(err: &Error) {
+    let mut stderr = std::io::stderr().lock();
+    match err {
+        Error::Script(diags) => {
+            let _ = write!(stderr, "{}", render_all(diags));
+        }
+        other => {
+            let _ = writeln!(stderr, "error: {other}");
+        }
+    }
+}
+
+pub fn dispatch(cli: Cli) -> Result<()> {
+    let dirs = catalog::search_dirs(&cli.runbooks);
+    match cli.command {
+        Command::Run(args) => {
+            let mode = if args.plan { Mode::Plan } else { Mode::Run };
+            run(&dirs, &args.common, mode, args.yes, cli.quiet)
+        }
+        Command::Plan(args) => run(&dirs, &args, Mode::Plan, false, cli.quiet),
+        Command::Check { paths, output } => check(&dirs, &paths, output),
+        Command::List { output } => list(&dirs, output),
+        Command::Show { target } => {
+            let rb = load_target(&dirs, &target, silent_host(Mode::Plan))?;
+            print!("{}", rb.to_markdown());
+            Ok(())
+        }
+        Command::Transcript(cmd) => transcript_command(cmd),
+        Command::Docs => {
+            print!("{}", crate::docs::markdown()?);
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "runbook", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+fn silent_host(mode: Mode) -> Rc<Host> {
+    Host::new(mode, Console::silent(), Arc::new(AtomicBool::new(false)))
+}
+
+/// The id a runbook file declares, or None when it does not load.
+fn id_of(path: &Path) -> Option<String> {
+    Runbook::load(path, silent_host(Mode::Plan))
+        .ok()
+        .map(|rb| rb.meta.id)
+}
+
+/// Resolves and loads a target, enforcing its version pin.
+fn load_target(dirs: &[PathBuf], target: &str, host: Rc<Host>) -> Result<Runbook> {
+    let target = Target::parse(target);
+    let path = catalog::locate(&target, dirs, id_of)?;
+    let rb = Runbook::load(&path, host)?;
+    if let Target::Id { id, pin: Some(pin) } = &target
+        && !catalog::pin_matches(pin, &rb.meta.version)?
+    {
+        return Err(Error::VersionMismatch {
+            id: id.clone(),
+            pinned: pin.clone(),
+            found: rb.meta.version.to_string(),
+        });
+    }
+    Ok(rb)
+}
+
+fn run(dirs: &[PathBuf], args: &PlanArgs, mode: Mode, yes: bool, quiet: bool) -> Result<()> {
+    let abort = Arc::new(AtomicBool::new(false));
+    let flag = abort.clone();
+    // Ctrl-C asks the running step to stop at its next operation or wait; the executor then
+    // records the abort and finishes the transcript properly.
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+
+    let host = Host::new(mode, Console::detect(quiet), abort);
+    let rb = load_target(dirs, &args.target, host)?;
+    for w in &rb.warnings {
+        rb.host.console.line(&format!("warning: {}", w.render(color()).trim_end()));
+    }
+    let params = rb.resolve_params(&args.params)?;
+    let run_id = executor::new_run_id();
+    let transcript = args
+        .transcript
+        .clone()
+        .unwrap_or_else(|| executor::default_transcript_path(&run_id));
+    let operator = executor::operator();
+    let console = &rb.host.console;
+    console.line(&format!(
+        "{} {}@{} · {} · run {run_id}",
+        if mode == Mode::Plan { "planning" } else { "running" },
+        rb.meta.id,
+        rb.meta.version,
+        rb.meta.title
+    ));
+    let mut driver = Unattended { yes, operator: operator.clone() };
+    let report = Executor::new(&rb, &mut driver).run(RunOptions {
+        run_id,
+        transcript,
+        environment: "local".into(),
+        operator,
+        params,
+    })?;
+    let c = &report.counts;
+    console.line(&format!(
+        "run {}: {} ok, {} failed, {} skipped, {} timed out, {} aborted, {} not run · {:.1?}",
+        report.status.as_str(),
+        c.ok,
+        c.failed,
+        c.skipped,
+        c.timed_out,
+        c.aborted,
+        c.not_run,
+        report.duration
+    ));
+    console.line(&format!("transcript: {}", report.transcript.display()));
+    if mode == Mode::Plan {
+        print!("{}", executor::plan_summary(&report));
+    }
+    report.into_result().map(|_| ())
+}
+
+/// One file's `check` result.
+struct Checked {
+    file: PathBuf,
+    result: Result<Runbook>,
+}
+
+fn check(dirs: &[PathBuf], paths: &[PathBuf], output: Output) -> Result<()> {
+    let roots: Vec<PathBuf> = if paths.is_empty() { dirs.to_vec() } else { paths.to_vec() };
+    let mut files = Vec::new();
+    for root in &roots {
+        if root.is_dir() {
+            files.extend(catalog::runbook_files(std::slice::from_ref(root)));
+        } else if root.is_file() {
+            files.push(root.clone());
+        } else {
+            return Err(Error::NotFound(root.display().to_string()));
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::Usage(format!(
+            "no runbooks found in {}",
+            roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let checked: Vec<Checked> = files
+        .into_iter()
+        .map(|file| Checked { result: Runbook::load(&file, silent_host(Mode::Plan)), file })
+        .collect();
+
+    // Problems that only show across files: two runbooks with one id.
+    let mut cross: Vec<(usize, String)> = Vec::new();
+    for (i, c) in checked.iter().enumerate() {
+        if let Ok(rb) = &c.result
+            && let Some(first) = checked[..i]
+                .iter()
+                .find(|o| o.result.as_ref().is_ok_and(|r| r.meta.id == rb.meta.id))
+        {
+            cross.push((i, format!("id {:?} is already used by {}", rb.meta.id, first.file.display())));
+        }
+    }
+
+    let mut bad = 0;
+    let mut json_rows = Vec::new();
+    for (i, c) in checked.iter().enumerate() {
+        let mut errors: Vec<serde_json::Value> = Vec::new();
+        let mut warnings: Vec<serde_json::Value> = Vec::new();
+        let diag_json = |d: &ScriptDiagnostic| {
+            json!({"file": d.location.file, "line": d.location.line, "col": d.location.col, "message": d.message})
+        };
+        let mut text = String::new();
+        match &c.result {
+            Ok(rb) => {
+                for w in &rb.warnings {
+                    warnings.push(diag_json(w));
+                    text.push_str(&format!("warning: {}", w.render(color())));
+                }
+                let stem = c.file.file_stem().map(|s| s.to_string_lossy().into_owned());
+                if stem.as_deref() != Some(rb.meta.id.as_str()) {
+                    let msg = format!("file name does not match the id {:?}: `runbook run {}` will have to search for it", rb.meta.id, rb.meta.id);
+                    warnings.push(json!({"file": rb.file, "line": 1, "col": 1, "message": msg}));
+                    text.push_str(&format!("warning: {}: {msg}\n", rb.file));
+                }
+                for (_, msg) in cross.iter().filter(|(j, _)| *j == i) {
+                    errors.push(json!({"file": rb.file, "line": 1, "col": 1, "message": msg}));
+                    text.push_str(&format!("{}:1:1: {msg}\n", rb.file));
+                }
+            }
+            Err(Error::Script(diags)) => {
+                errors.extend(diags.iter().map(diag_json));
+                text.push_str(&render_all(diags));
+            }
+            Err(other) => {
+                errors.push(json!({"file": c.file.display().to_string(), "message": other.to_string()}));
+                text.push_str(&format!("{}: {other}\n", c.file.display()));
+            }
+        }
+        if !errors.is_empty() {
+            bad += 1;
+        }
+        match output {
+            Output::Human => {
+                let head = match (&c.result, errors.is_empty()) {
+                    (Ok(rb), true) => format!("ok      {} ({}@{}, {} steps)", c.file.display(), rb.meta.id, rb.meta.version, rb.steps.len()),
+                    _ => format!("INVALID {}", c.file.display()),
+                };
+                println!("{head}");
+                if !text.is_empty() {
+                    eprint!("{text}");
+                }
+            }
+            Output::Json => {
+                let (id, version) = match &c.result {
+                    Ok(rb) => (json!(rb.meta.id), json!(rb.meta.version.to_string())),
+                    Err(_) => (json!(null), json!(null)),
+                };
+                json_rows.push(json!({
+                    "file": c.file.display().to_string(),
+                    "id": id,
+                    "version": version,
+                    "ok": errors.is_empty(),
+                    "errors": errors,
+                    "warnings": warnings,
+                }));
+            }
+        }
+    }
+    if let Output::Json = output {
+        println!("{}", serde_json::to_string_pretty(&json_rows).unwrap_or_default());
+    }
+    if bad > 0 { Err(Error::Invalid { count: bad }) } else { Ok(()) }
+}
+
+fn list(dirs: &[PathBuf], output: Output) -> Result<()> {
+    let mut rows = Vec::new();
+    for file in catalog::runbook_files(dirs) {
+        let row = match Runbook::load(&file, silent_host(Mode::Plan)) {
+            Ok(rb) => {
+                let phases: Vec<String> = Phase::ALL
+                    .iter()
+                    .map(|p| {
+                        let n = rb.steps.iter().filter(|s| s.phase == *p).count();
+                        format!("{}{n}", &p.as_str()[..1].to_uppercase())
+                    })
+                    .collect();
+                json!({
+                    "id": rb.meta.id,
+                    "version": rb.meta.version.to_string(),
+                    "severity": rb.meta.severity.as_str(),
+                    "phases": phases.join(" "),
+                    "reviewed": rb.meta.reviewed.map(|d| d.to_string()),
+                    "title": rb.meta.title,
+                    "file": file.display().to_string(),
+                    "valid": true,
+                })
+            }
+            Err(_) => json!({"id": null, "file": file.display().to_string(), "valid": false}),
+        };
+        rows.push(row);
+    }
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default()),
+        Output::Human => {
+            println!("{:<28} {:<9} {:<4} {:<10} {:<11} TITLE", "ID", "VERSION", "SEV", "PHASES", "REVIEWED");
+            for r in &rows {
+                if r["valid"] == true {
+                    println!(
+                        "{:<28} {:<9} {:<4} {:<10} {:<11} {}",
+                        r["id"].as_str().unwrap_or(""),
+                        r["version"].as_str().unwrap_or(""),
+                        r["severity"].as_str().unwrap_or(""),
+                        r["phases"].as_str().unwrap_or(""),
+                        r["reviewed"].as_str().unwrap_or("never"),
+                        r["title"].as_str().unwrap_or("")
+                    );
+                } else {
+                    println!("{:<28} (invalid: run `runbook check {}`)", "?", r["file"].as_str().unwrap_or(""));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn transcript_command(cmd: TranscriptCommand) -> Result<()> {
+    match cmd {
+        TranscriptCommand::Verify { file } => {
+            let (_, report) = transcript::read_verified(&file)?;
+            let end = match &report.finished {
+                Some(status) => format!("run finished: {status}"),
+                None => "the run never finished (crashed, or still running)".into(),
+            };
+            println!(
+                "ok: {} · {} events · chain intact · head {} · {end}",
+                file.display(),
+                report.events,
+                report.head
+            );
+            Ok(())
+        }
+        TranscriptCommand::Show { file } => {
+            let (events, _) = transcript::read_verified(&file)?;
+            print!("{}", transcript::show(&events));
+            Ok(())
+        }
+        TranscriptCommand::Render { file, format: RenderFormat::Md } => {
+            let (events, report) = transcript::read_verified(&file)?;
+            print!("{}", transcript::render_markdown(&events, &report, &file));
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! What a person watching a run sees on stderr: an indicatif spinner with the current step and its
+//! elapsed time on a terminal, plain one-line-per-event output everywhere else (CI logs, pipes),
+//! because spinners in a log file are noise.
+//!
+//! Everything printed here has already been redacted by the caller.
+
+use std::cell::RefCell;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+pub struct Console {
+    tty: bool,
+    quiet: bool,
+    spinner: RefCell<Option<ProgressBar>>,
+}
+
+impl Console {
+    /// A console that decides for itself whether stderr is a terminal.
+    pub fn detect(quiet: bool) -> Self {
+        Console {
+            tty: std::io::stderr().is_terminal(),
+            quiet,
+            spinner: RefCell::new(None),
+        }
+    }
+
+    /// A console that prints nothing (check, list, benchmarks).
+    pub fn silent() -> Self {
+        Console {
+            tty: false,
+            quiet: true,
+            spinner: RefCell::new(None),
+        }
+    }
+
+    pub fn is_tty(&self) -> bool {
+        self.tty
+    }
+
+    /// Prints a line above the spinner (or plainly).
+    pub fn line(&self, text: &str) {
+        if self.quiet {
+            return;
+        }
+        match self.spinner.borrow().as_ref() {
+            Some(bar) => bar.println(text),
+            None => {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "{text}");
+            }
+        }
+    }
+
+    pub fn log(&self, level: &str, message: &str) {
+        self.line(&format!("    {level}: {message}"));
+    }
+
+    pub fn step_started(&self, index: usize, total: usize, phase: &str, title: &str) {
+        let label = format!("[{}/{total}] {phase} · {title}", index + 1);
+        if self.quiet {
+            return;
+        }
+        if self.tty {
+            let bar = ProgressBar::new_spinner();
+            let style = ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner());
+            bar.set_style(style);
+            bar.set_message(label);
+            bar.enable_steady_tick(Duration::from_millis(100));
+            *self.spinner.borrow_mut() = Some(bar);
+        } else {
+            self.line(&format!("{label} ..."));
+        }
+    }
+
+    pub fn step_finished(&self, index: usize, total: usize, title: &str, status: &str, ms: u64) {
+        if let Some(bar) = self.spinner.borrow_mut().take() {
+            bar.finish_and_clear();
+        }
+        let mark = match status {
+            "ok" => "✓",
+            "skipped" => "-",
+            _ => "✗",
+        };
+        self.line(&format!(
+            "{mark} [{}/{total}] {title}: {status} ({ms} ms)",
+            index + 1
+        ));
+    }
+}

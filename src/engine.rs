@@ -1,0 +1,507 @@
+//! The sandboxed Rhai engine and the host state its functions see.
+//!
+//! The engine starts from `Engine::new_raw()` (nothing registered) and gets exactly: Rhai's
+//! standard package (pure data functions: strings, arrays, maps, maths; none touches files, the
+//! network or processes), the runbook declaration functions, and our bindings. Every limit is set,
+//! `eval` is disabled, variables must be declared, and `import` resolves only inside `stdlib/` and
+//! the runbook's own folder. A step's timeout and Ctrl-C are checked through `on_progress`, so
+//! even `loop {}` ends as `timed_out` or `aborted`, never a hang.
+
+use std::cell::RefCell;
+use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rhai::packages::{Package, StandardPackage};
+use rhai::{Dynamic, Engine, EvalAltResult, Module, Position, Scope, Shared};
+
+pub type SharedModule = Shared<Module>;
+use sha2::{Digest, Sha256};
+
+use crate::console::Console;
+use crate::recorder::{Mode, Recorder, Stage};
+use crate::redact::Redactor;
+use crate::runbook::Declarations;
+
+/// Operations one step (or the whole declaration pass) may perform. A step's timeout is the main
+/// guard against runaway scripts; this bound is the backstop for a step with a long timeout.
+pub const MAX_OPERATIONS: u64 = 200_000_000;
+pub const MAX_CALL_LEVELS: usize = 48;
+pub const MAX_EXPR_DEPTH: usize = 64;
+pub const MAX_FN_EXPR_DEPTH: usize = 32;
+pub const MAX_STRING_SIZE: usize = 4 * 1024 * 1024;
+pub const MAX_ARRAY_SIZE: usize = 100_000;
+pub const MAX_MAP_SIZE: usize = 20_000;
+pub const MAX_VARIABLES: usize = 2_000;
+pub const MAX_FUNCTIONS: usize = 2_000;
+pub const MAX_MODULES: usize = 64;
+/// How often (in operations) the progress callback looks at the clock and the abort flag:
+/// often enough to stop within a millisecond, rarely enough to cost nothing measurable.
+const PROGRESS_EVERY: u64 = 512;
+
+/// Why a running script must stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    TimedOut,
+    Aborted,
+}
+
+impl Stop {
+    pub fn token(self) -> &'static str {
+        match self {
+            Stop::TimedOut => "timed_out",
+            Stop::Aborted => "aborted",
+        }
+    }
+
+    /// Recognises the error a stop produced (non-catchable, so scripts cannot swallow it).
+    pub fn from_error(err: &EvalAltResult) -> Option<Stop> {
+        match err.unwrap_inner() {
+            EvalAltResult::ErrorTerminated(token, _) => match token.clone().into_string().ok()?.as_str() {
+                "timed_out" => Some(Stop::TimedOut),
+                "aborted" => Some(Stop::Aborted),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// The current step's deadline and the run's abort flag (set by Ctrl-C from another thread).
+pub struct Interrupt {
+    deadline: std::cell::Cell<Option<Instant>>,
+    abort: Arc<AtomicBool>,
+}
+
+impl Interrupt {
+    pub fn new(abort: Arc<AtomicBool>) -> Self {
+        Interrupt {
+            deadline: std::cell::Cell::new(None),
+            abort,
+        }
+    }
+
+    pub fn set_deadline(&self, deadline: Option<Instant>) {
+        self.deadline.set(deadline);
+    }
+
+    pub fn abort_flag(&self) -> &Arc<AtomicBool> {
+        &self.abort
+    }
+
+    pub fn check(&self) -> Option<Stop> {
+        if self.abort.load(Ordering::Relaxed) {
+            return Some(Stop::Aborted);
+        }
+        match self.deadline.get() {
+            Some(d) if Instant::now() >= d => Some(Stop::TimedOut),
+            _ => None,
+        }
+    }
+
+    /// [`check`](Self::check) as a script error at `pos`.
+    pub fn check_at(&self, pos: Position) -> Result<(), Box<EvalAltResult>> {
+        match self.check() {
+            Some(stop) => Err(terminated(stop, pos)),
+            None => Ok(()),
+        }
+    }
+
+    /// Sleeps for `total`, waking early (with the reason) on timeout or abort.
+    pub fn sleep(&self, total: Duration) -> Result<(), Stop> {
+        let end = Instant::now() + total;
+        loop {
+            if let Some(stop) = self.check() {
+                return Err(stop);
+            }
+            let now = Instant::now();
+            if now >= end {
+                return Ok(());
+            }
+            let mut slice = (end - now).min(Duration::from_millis(20));
+            if let Some(d) = self.deadline.get() {
+                slice = slice.min(d.saturating_duration_since(now) + Duration::from_millis(1));
+            }
+            std::thread::sleep(slice);
+        }
+    }
+}
+
+pub fn terminated(stop: Stop, pos: Position) -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorTerminated(stop.token().into(), pos))
+}
+
+/// A module a runbook imported, as it was when loaded (its hash goes into the transcript).
+#[derive(Debug, Clone)]
+pub struct ModuleRecord {
+    /// The import path as written, e.g. `stdlib/ec2_helpers`.
+    pub import: String,
+    /// Where it was read from, as shown in diagnostics.
+    pub file: String,
+    pub sha256: String,
+    pub source: Rc<str>,
+}
+
+/// Everything the engine's host functions can reach, shared through the engine's tag.
+pub struct Host {
+    pub recorder: Recorder,
+    pub interrupt: Interrupt,
+    pub redactor: Rc<Redactor>,
+    pub console: Console,
+    pub decls: RefCell<Declarations>,
+    pub modules: RefCell<Vec<ModuleRecord>>,
+    /// Modules evaluated so far, by import path, so top-level imports can be made visible to steps.
+    pub loaded: RefCell<Vec<(String, SharedModule)>>,
+    /// Environment variables the runbook declared it reads (`env` in its metadata).
+    pub env_allow: RefCell<Vec<String>>,
+    /// The incident notes file next to the transcript (`notes::append`).
+    pub notes_path: RefCell<Option<PathBuf>>,
+}
+
+impl Host {
+    pub fn new(mode: Mode, console: Console, abort: Arc<AtomicBool>) -> Rc<Self> {
+        Rc::new(Host {
+            recorder: Recorder::new(mode),
+            interrupt: Interrupt::new(abort),
+            redactor: Rc::new(Redactor::new()),
+            console,
+            decls: RefCell::new(Declarations::default()),
+            modules: RefCell::new(Vec::new()),
+            loaded: RefCell::new(Vec::new()),
+            env_allow: RefCell::new(Vec::new()),
+            notes_path: RefCell::new(None),
+        })
+    }
+
+    /// The source text of a file the engine loaded (the runbook is registered as a module too).
+    pub fn source_of(&self, file: &str) -> Option<Rc<str>> {
+        self.modules
+            .borrow()
+            .iter()
+            .find(|m| m.file == file)
+            .map(|m| m.source.clone())
+    }
+}
+
+/// Where `import` may look.
+#[derive(Debug, Clone)]
+pub struct ImportRoots {
+    /// The runbook's own folder (canonical).
+    pub runbook_dir: PathBuf,
+    /// The nearest `stdlib/` folder above the runbook (canonical), if any.
+    pub stdlib_dir: Option<PathBuf>,
+}
+
+impl ImportRoots {
+    /// Roots for a runbook at `file`: its folder, and the first `stdlib/` found walking up from it.
+    pub fn for_runbook(file: &Path) -> Self {
+        let dir = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let runbook_dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        let stdlib_dir = std::env::var_os("RUNBOOK_STDLIB")
+            .map(PathBuf::from)
+            .or_else(|| {
+                runbook_dir
+                    .ancestors()
+                    .map(|a| a.join("stdlib"))
+                    .find(|c| c.is_dir())
+            })
+            .and_then(|p| p.canonicalize().ok());
+        ImportRoots {
+            runbook_dir,
+            stdlib_dir,
+        }
+    }
+
+    /// Maps an import path to a file, or says why it is refused.
+    pub fn locate(&self, import: &str) -> Result<PathBuf, String> {
+        let refuse = |why: &str| {
+            format!(
+                "import \"{import}\" refused: {why}; modules may only come from stdlib/ or the runbook's own folder"
+            )
+        };
+        let rel = Path::new(import);
+        if import.is_empty()
+            || import.contains('\\')
+            || import.contains(':')
+            || import.starts_with('~')
+            || rel.is_absolute()
+        {
+            return Err(refuse("absolute or platform-specific paths are not allowed"));
+        }
+        if rel
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_)))
+        {
+            return Err(refuse("\"..\" and \".\" are not allowed in import paths"));
+        }
+        let (root, rest) = match import.strip_prefix("stdlib/") {
+            Some(rest) => match &self.stdlib_dir {
+                Some(dir) => (dir, rest),
+                None => return Err(refuse("no stdlib/ folder was found above the runbook")),
+            },
+            None => (&self.runbook_dir, import),
+        };
+        let mut file = root.join(rest);
+        if file.extension().is_none() {
+            file.set_extension("rhai");
+        }
+        let canonical = file
+            .canonicalize()
+            .map_err(|_| format!("import \"{import}\": module not found at {}", file.display()))?;
+        // A symlink inside the folder must not lead out of it.
+        if !canonical.starts_with(root) {
+            return Err(refuse("the module resolves outside its folder"));
+        }
+        Ok(canonical)
+    }
+}
+
+/// Resolves `import` statements under [`ImportRoots`], records each module's hash, and refuses
+/// imports once the declaration pass is over (every module is then known to the first event).
+struct SandboxResolver {
+    roots: ImportRoots,
+    host: Rc<Host>,
+    cache: RefCell<Vec<(PathBuf, SharedModule)>>,
+}
+
+impl rhai::ModuleResolver for SandboxResolver {
+    fn resolve(
+        &self,
+        engine: &Engine,
+        _source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Result<SharedModule, Box<EvalAltResult>> {
+        let fail = |msg: String| {
+            Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(msg), pos))
+        };
+        if self.host.recorder.stage() != Stage::Loading {
+            return Err(fail(format!(
+                "import \"{path}\" refused: imports belong at the top level of a runbook or module, so every module is known before the first step"
+            )));
+        }
+        let file = self.roots.locate(path).map_err(fail)?;
+        if let Some((_, m)) = self.cache.borrow().iter().find(|(p, _)| *p == file) {
+            return Ok(m.clone());
+        }
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| fail(format!("import \"{path}\": cannot read {}: {e}", file.display())))?;
+        let display = display_path(&file);
+        self.host.modules.borrow_mut().push(ModuleRecord {
+            import: path.to_string(),
+            file: display.clone(),
+            sha256: hex::encode(Sha256::digest(text.as_bytes())),
+            source: Rc::from(text.as_str()),
+        });
+        let wrap = |e: Box<EvalAltResult>| Box::new(EvalAltResult::ErrorInModule(display.clone(), e, pos));
+        let mut ast = engine.compile(&text).map_err(|e| wrap(e.into()))?;
+        ast.set_source(display.as_str());
+        let module: SharedModule = Module::eval_ast_as_new(Scope::new(), &ast, engine)
+            .map_err(wrap)?
+            .into();
+        self.cache.borrow_mut().push((file, module.clone()));
+        self.host.loaded.borrow_mut().push((path.to_string(), module.clone()));
+        Ok(module)
+    }
+}
+
+/// A path as shown to people: relative to the current folder when it is below it.
+pub fn display_path(path: &Path) -> String {
+    let cwd = std::env::current_dir().ok().and_then(|c| c.canonicalize().ok());
+    match cwd.as_deref().and_then(|c| path.strip_prefix(c).ok()) {
+        Some(rel) => rel.display().to_string(),
+        None => path.display().to_string(),
+    }
+}
+
+/// Builds the sandboxed engine for one runbook. This is the one place bindings are registered.
+pub fn build(host: &Rc<Host>, roots: ImportRoots) -> Engine {
+    let mut engine = Engine::new_raw();
+    engine.register_global_module(StandardPackage::new().as_shared_module());
+    crate::runbook::register_declarations(&mut engine);
+    crate::bindings::register(&mut engine);
+
+    engine.disable_symbol("eval");
+    engine.set_strict_variables(true);
+    engine.set_fail_on_invalid_map_property(false);
+    engine.set_max_operations(MAX_OPERATIONS);
+    engine.set_max_call_levels(MAX_CALL_LEVELS);
+    engine.set_max_expr_depths(MAX_EXPR_DEPTH, MAX_FN_EXPR_DEPTH);
+    engine.set_max_string_size(MAX_STRING_SIZE);
+    engine.set_max_array_size(MAX_ARRAY_SIZE);
+    engine.set_max_map_size(MAX_MAP_SIZE);
+    engine.set_max_variables(MAX_VARIABLES);
+    engine.set_max_functions(MAX_FUNCTIONS);
+    engine.set_max_modules(MAX_MODULES);
+
+    engine.set_module_resolver(SandboxResolver {
+        roots,
+        host: host.clone(),
+        cache: RefCell::new(Vec::new()),
+    });
+    engine.set_default_tag(Dynamic::from(host.clone()));
+
+    let h = host.clone();
+    engine.on_progress(move |ops| {
+        if ops % PROGRESS_EVERY != 0 {
+            return None;
+        }
+        h.interrupt.check().map(|stop| Dynamic::from(stop.token()))
+    });
+    let h = host.clone();
+    engine.on_print(move |text| {
+        h.console.log("print", &h.redactor.redact(text));
+        h.recorder.log("print", text);
+    });
+    let h = host.clone();
+    engine.on_debug(move |text, _source, pos| {
+        let msg = format!("{text} ({pos})");
+        h.console.log("debug", &h.redactor.redact(&msg));
+        h.recorder.log("debug", &msg);
+    });
+    engine
+}
+
+/// A script error flattened for people and transcripts: the innermost message and where it was.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ErrorInfo {
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(skip)]
+    pub file: Option<String>,
+    #[serde(skip)]
+    pub line: usize,
+    #[serde(skip)]
+    pub col: usize,
+}
+
+/// Unwraps nested function-call and module errors to the one that says what went wrong, keeping
+/// track of which file its position refers to.
+pub fn describe_error(err: &EvalAltResult, top_file: &str) -> ErrorInfo {
+    let mut file = top_file.to_string();
+    let mut current = err;
+    loop {
+        match current {
+            EvalAltResult::ErrorInFunctionCall(_, source, inner, _) => {
+                if !source.is_empty() {
+                    file = source.clone();
+                }
+                current = inner;
+            }
+            EvalAltResult::ErrorInModule(name, inner, _) => {
+                file = name.clone();
+                current = inner;
+            }
+            _ => break,
+        }
+    }
+    let (message, code) = match current {
+        EvalAltResult::ErrorRuntime(value, _) => match value.clone().try_cast::<rhai::Map>() {
+            Some(map) => (
+                map.get("message")
+                    .map(|m| m.to_string())
+                    .unwrap_or_else(|| value.to_string()),
+                map.get("code").map(|c| c.to_string()),
+            ),
+            None => (value.to_string(), None),
+        },
+        EvalAltResult::ErrorTerminated(token, _) => (
+            match token.to_string().as_str() {
+                "timed_out" => "the step ran past its timeout".to_string(),
+                "aborted" => "the run was aborted".to_string(),
+                other => other.to_string(),
+            },
+            Some(token.to_string()),
+        ),
+        EvalAltResult::ErrorTooManyOperations(_) => (
+            format!("the script exceeded its budget of {MAX_OPERATIONS} operations"),
+            Some("too_many_operations".into()),
+        ),
+        other => (strip_position(&other.to_string()), None),
+    };
+    let pos = current.position();
+    let (line, col) = (pos.line().unwrap_or(0), pos.position().unwrap_or(0));
+    ErrorInfo {
+        message,
+        code,
+        location: (line > 0).then(|| format!("{file}:{line}:{}", col.max(1))),
+        file: (line > 0).then_some(file),
+        line,
+        col: col.max(1),
+    }
+}
+
+/// Rhai appends " (line L, position P)" to messages; the position is reported separately.
+fn strip_position(text: &str) -> String {
+    match text.rfind(" (line ") {
+        Some(i) if text.ends_with(')') => text[..i].to_string(),
+        _ => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roots(dir: &Path) -> ImportRoots {
+        std::fs::create_dir_all(dir.join("runbooks")).unwrap();
+        std::fs::create_dir_all(dir.join("stdlib")).unwrap();
+        std::fs::write(dir.join("stdlib/helpers.rhai"), "fn x() { 1 }").unwrap();
+        std::fs::write(dir.join("runbooks/local.rhai"), "fn y() { 2 }").unwrap();
+        std::fs::write(dir.join("secret.rhai"), "fn z() { 3 }").unwrap();
+        ImportRoots::for_runbook(&dir.join("runbooks/rb.rhai"))
+    }
+
+    #[test]
+    fn imports_resolve_only_inside_the_two_roots() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = roots(tmp.path());
+        assert!(r.locate("stdlib/helpers").is_ok());
+        assert!(r.locate("local").is_ok());
+        for bad in [
+            "../secret",
+            "/etc/passwd",
+            "stdlib/../secret",
+            "./local",
+            "~/x",
+            "C:\\x",
+            "",
+        ] {
+            let err = r.locate(bad).unwrap_err();
+            assert!(err.contains("refused"), "{bad}: {err}");
+        }
+        assert!(r.locate("missing").unwrap_err().contains("not found"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_cannot_lead_out_of_the_runbook_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = roots(tmp.path());
+        std::os::unix::fs::symlink(tmp.path().join("secret.rhai"), tmp.path().join("runbooks/link.rhai"))
+            .unwrap();
+        assert!(r.locate("link").unwrap_err().contains("outside"));
+    }
+
+    #[test]
+    fn sleep_wakes_at_the_deadline() {
+        let i = Interrupt::new(Arc::new(AtomicBool::new(false)));
+        i.set_deadline(Some(Instant::now() + Duration::from_millis(30)));
+        assert_eq!(i.sleep(Duration::from_secs(10)), Err(Stop::TimedOut));
+    }
+
+    #[test]
+    fn abort_wins_over_everything() {
+        let flag = Arc::new(AtomicBool::new(true));
+        let i = Interrupt::new(flag);
+        assert_eq!(i.check(), Some(Stop::Aborted));
+    }
+}

@@ -1,0 +1,250 @@
+//! The one error type of the library, and the exit codes the CLI maps it to.
+//!
+//! Script problems carry a [`ScriptDiagnostic`] (file, line, column, the source line and a caret)
+//! so that every refusal points at the exact place to fix, whichever command found it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use miette::{Diagnostic, NamedSource, SourceSpan};
+
+/// Process exit codes. Documented in the README; scripts and CI jobs rely on them, so they never change.
+pub mod exit {
+    /// Everything ran and every step finished ok (or the command succeeded).
+    pub const OK: u8 = 0;
+    /// A run failed (a step failed), a check found a violation, or a transcript does not verify.
+    pub const FAILED: u8 = 1;
+    /// Invalid input: a broken runbook, a bad parameter, an unknown runbook or a bad command line.
+    pub const INVALID: u8 = 2;
+    /// The run was aborted (operator, Ctrl-C, a confirmation that nobody gave) or a step timed out.
+    pub const ABORTED: u8 = 3;
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where something is in a source file, 1-based like every editor.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Location {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.col)
+    }
+}
+
+/// A problem at a position in a runbook or module, rendered with the line and a caret.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("{message}")]
+pub struct ScriptDiagnostic {
+    pub message: String,
+    #[source_code]
+    pub src: NamedSource<String>,
+    #[label("{label}")]
+    pub span: SourceSpan,
+    pub label: String,
+    #[help]
+    pub help: Option<String>,
+    pub location: Location,
+}
+
+impl ScriptDiagnostic {
+    /// Builds a diagnostic at 1-based `line`/`col` of `source`. Out-of-range positions are
+    /// clamped to the end of the text rather than trusted, so a bad position never panics.
+    pub fn new(
+        file: &str,
+        source: &str,
+        line: usize,
+        col: usize,
+        message: impl Into<String>,
+        label: impl Into<String>,
+    ) -> Self {
+        let offset = byte_offset(source, line, col);
+        // Span one character (or nothing at the very end) so the caret sits under the spot.
+        let len = source[offset..].chars().next().map_or(0, char::len_utf8);
+        ScriptDiagnostic {
+            message: message.into(),
+            src: NamedSource::new(file, source.to_string()),
+            span: (offset, len).into(),
+            label: label.into(),
+            help: None,
+            location: Location {
+                file: file.to_string(),
+                line: line.max(1),
+                col: col.max(1),
+            },
+        }
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    /// The diagnostic as text: `file:line:col: message`, then the source line with a caret.
+    /// Colour only when asked for (a terminal), so logs and CI output stay clean.
+    pub fn render(&self, color: bool) -> String {
+        let theme = if color {
+            miette::GraphicalTheme::unicode()
+        } else {
+            miette::GraphicalTheme::unicode_nocolor()
+        };
+        let mut out = format!("{}: {}\n", self.location, self.message);
+        let handler = miette::GraphicalReportHandler::new_themed(theme).with_context_lines(1);
+        if handler.render_report(&mut out, self).is_err() {
+            // The header line above already carries the position; never fail to report.
+            out.push_str("(could not render the source excerpt)\n");
+        }
+        out
+    }
+}
+
+/// Converts a 1-based line/column (columns count characters, as Rhai does) to a byte offset.
+fn byte_offset(source: &str, line: usize, col: usize) -> usize {
+    let mut offset = 0;
+    for (i, text) in source.split_inclusive('\n').enumerate() {
+        if i + 1 == line.max(1) {
+            let within: usize = text
+                .chars()
+                .take(col.saturating_sub(1))
+                .map(char::len_utf8)
+                .sum();
+            return (offset + within).min(source.len());
+        }
+        offset += text.len();
+    }
+    source.len()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad command-line input (an unknown flag value, a malformed `--param`).
+    #[error("{0}")]
+    Usage(String),
+
+    /// A runbook or module that cannot be accepted: every problem found, each with its position.
+    #[error("{}", script_summary(.0))]
+    Script(Vec<ScriptDiagnostic>),
+
+    /// `check` found problems in this many runbooks (each was reported on its own).
+    #[error("{count} runbook(s) with problems")]
+    Invalid { count: usize },
+
+    /// No runbook with that id (or file) could be found.
+    #[error("runbook not found: {0}")]
+    NotFound(String),
+
+    /// `ID@VERSION` pinned a version the file does not have.
+    #[error("runbook {id} is at version {found}, but {pinned} was pinned")]
+    VersionMismatch {
+        id: String,
+        pinned: String,
+        found: String,
+    },
+
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A transcript whose hash chain does not hold.
+    #[error("{}:{line}: transcript broken: {reason}", path.display())]
+    TranscriptBroken {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+
+    /// A run that ended in a non-ok state; the transcript has the details.
+    #[error("run {status}: {reason}")]
+    RunEnded { status: RunEndStatus, reason: String },
+}
+
+/// The non-ok ends of a run, each with its own exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEndStatus {
+    Failed,
+    Aborted,
+    TimedOut,
+}
+
+impl fmt::Display for RunEndStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RunEndStatus::Failed => "failed",
+            RunEndStatus::Aborted => "aborted",
+            RunEndStatus::TimedOut => "timed out",
+        })
+    }
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_)
+            | Error::Script(_)
+            | Error::Invalid { .. }
+            | Error::NotFound(_)
+            | Error::VersionMismatch { .. } => exit::INVALID,
+            Error::Io { .. } | Error::TranscriptBroken { .. } => exit::FAILED,
+            Error::RunEnded { status, .. } => match status {
+                RunEndStatus::Failed => exit::FAILED,
+                RunEndStatus::Aborted | RunEndStatus::TimedOut => exit::ABORTED,
+            },
+        }
+    }
+
+    pub fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub fn script(diag: ScriptDiagnostic) -> Self {
+        Error::Script(vec![diag])
+    }
+}
+
+fn script_summary(diags: &[ScriptDiagnostic]) -> String {
+    match diags {
+        [] => "invalid runbook".into(),
+        [one] => format!("{}: {}", one.location, one.message),
+        [first, rest @ ..] => format!(
+            "{}: {} (and {} more problem(s))",
+            first.location,
+            first.message,
+            rest.len()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_follow_lines_and_chars() {
+        let src = "ab\nçd\nef";
+        assert_eq!(byte_offset(src, 1, 1), 0);
+        assert_eq!(byte_offset(src, 2, 2), 5); // 'ç' is two bytes
+        assert_eq!(byte_offset(src, 3, 2), 8);
+        assert_eq!(byte_offset(src, 9, 9), src.len());
+    }
+
+    #[test]
+    fn rendering_names_the_position_and_shows_the_line() {
+        let d = ScriptDiagnostic::new("rb.rhai", "let x = 1;\nlet y = ;\n", 2, 9, "bad", "here");
+        let text = d.render(false);
+        assert!(text.starts_with("rb.rhai:2:9: bad"), "{text}");
+        assert!(text.contains("let y = ;"), "{text}");
+        assert!(text.contains("here"), "{text}");
+    }
+}

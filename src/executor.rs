@@ -1,0 +1,609 @@
+//! The executor: walks a loaded runbook's steps in order and records every step boundary.
+//!
+//! Per step: its `when` guard, the [`Driver`]'s decision (confirmation lives there), the body
+//! with its timeout, automatic retries with exponential backoff, the driver's choice after a
+//! final failure, the `on_failure` rollback, and `step_finished` with a snapshot of `ctx` (the
+//! state resume will restore). The executor never knows which bindings a step calls, and the
+//! driver never touches the engine: that is what lets interactive, hook and drill modes reuse it.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rhai::{Dynamic, EvalAltResult, FnPtr, Map};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::engine::{self, ErrorInfo, Stop};
+use crate::error::{Error, Result, ScriptDiagnostic};
+use crate::recorder::{PlannedCall, Stage, to_json};
+use crate::runbook::{Confirm, Runbook, Step};
+use crate::transcript::{Counts, Durability, RunStatus, StepStatus, TranscriptWriter};
+
+/// The longest wait between two retries, whatever the backoff doubling says.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// What a driver decided, and whether (and how) it is worth recording.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub action: Action,
+    /// Who decided (an operator identity, `--yes`, `unattended`, a hook rule).
+    pub by: String,
+    pub reason: String,
+    /// Routine decisions (run a step that needs no confirmation) are not recorded.
+    pub record: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Run,
+    Skip,
+    Abort,
+}
+
+/// After a step failed and its automatic retries are spent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Try the step once more.
+    Retry,
+    /// Leave it failed (its rollback runs) and stop the run, unless the step allows failure.
+    Stop,
+}
+
+/// Decides, for each step, whether it runs. Unattended, interactive, hook and drill modes each
+/// implement this; the executor does the rest.
+pub trait Driver {
+    fn before_step(&mut self, step: &Step, total: usize) -> Decision;
+
+    fn after_failure(&mut self, _step: &Step, _error: &ErrorInfo) -> AfterFailure {
+        AfterFailure::Stop
+    }
+}
+
+/// `run` without a person at the keyboard: every step runs, and a step that needs confirmation
+/// stops the run unless `--yes` was given (recorded either way).
+pub struct Unattended {
+    pub yes: bool,
+    pub operator: String,
+}
+
+impl Driver for Unattended {
+    fn before_step(&mut self, step: &Step, _total: usize) -> Decision {
+        let Some(confirm) = &step.confirm else {
+            return Decision {
+                action: Action::Run,
+                by: "unattended".into(),
+                reason: String::new(),
+                record: false,
+            };
+        };
+        let asked = match confirm {
+            Confirm::Yes => "confirmation".to_string(),
+            Confirm::Word(w) => format!("the typed confirmation {w:?}"),
+        };
+        if self.yes {
+            Decision {
+                action: Action::Run,
+                by: self.operator.clone(),
+                reason: format!("step needs {asked}; given in advance with --yes"),
+                record: true,
+            }
+        } else {
+            Decision {
+                action: Action::Abort,
+                by: "unattended".into(),
+                reason: format!(
+                    "step needs {asked} and nobody can give it: run interactively, or pass --yes"
+                ),
+                record: true,
+            }
+        }
+    }
+}
+
+/// Everything about a run that does not come from the runbook.
+pub struct RunOptions {
+    pub run_id: String,
+    pub transcript: PathBuf,
+    pub environment: String,
+    pub operator: String,
+    pub params: Map,
+}
+
+/// How a run went, for the CLI's summary and exit code.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub run_id: String,
+    pub status: RunStatus,
+    pub reason: String,
+    pub counts: Counts,
+    pub transcript: PathBuf,
+    pub notes: PathBuf,
+    pub planned: Vec<PlannedCall>,
+    pub duration: Duration,
+}
+
+impl RunReport {
+    /// The report as the library's error when the run did not end ok.
+    pub fn into_result(self) -> Result<RunReport> {
+        use crate::error::RunEndStatus;
+        let status = match self.status {
+            RunStatus::Ok => return Ok(self),
+            RunStatus::Failed => RunEndStatus::Failed,
+            RunStatus::Aborted => RunEndStatus::Aborted,
+            RunStatus::TimedOut => RunEndStatus::TimedOut,
+        };
+        Err(Error::RunEnded {
+            status,
+            reason: self.reason,
+        })
+    }
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum StepEvent<'a> {
+    StepStarted {
+        step: usize,
+        phase: &'a str,
+        title: &'a str,
+        attempt: u32,
+    },
+    Decision {
+        step: usize,
+        action: Action,
+        by: &'a str,
+        reason: &'a str,
+    },
+    Retry {
+        step: usize,
+        attempt: u32,
+        delay_ms: u64,
+        error: &'a ErrorInfo,
+    },
+    OnFailureStarted {
+        step: usize,
+    },
+    OnFailureFinished {
+        step: usize,
+        status: StepStatus,
+        duration_ms: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<&'a ErrorInfo>,
+    },
+    StepFinished {
+        step: usize,
+        status: StepStatus,
+        duration_ms: u64,
+        attempts: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<&'a ErrorInfo>,
+        ctx: Value,
+    },
+    RunFinished {
+        status: RunStatus,
+        reason: &'a str,
+        duration_ms: u64,
+        counts: &'a Counts,
+        calls: u64,
+        mutating_calls_sent: u64,
+    },
+}
+
+/// The outcome of one step.
+struct StepEnd {
+    status: StepStatus,
+    error: Option<ErrorInfo>,
+    reason: Option<String>,
+}
+
+pub struct Executor<'a> {
+    rb: &'a Runbook,
+    driver: &'a mut dyn Driver,
+}
+
+fn status_of(err: &EvalAltResult) -> StepStatus {
+    match Stop::from_error(err) {
+        Some(Stop::TimedOut) => StepStatus::TimedOut,
+        Some(Stop::Aborted) => StepStatus::Aborted,
+        None => StepStatus::Failed,
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+impl<'a> Executor<'a> {
+    pub fn new(rb: &'a Runbook, driver: &'a mut dyn Driver) -> Self {
+        Executor { rb, driver }
+    }
+
+    fn record(&self, event: &StepEvent, durability: Durability) {
+        // A failed write is kept by the recorder and ends the run at the next step boundary.
+        let _ = self.rb.host.recorder.record(event, durability);
+    }
+
+    /// Runs every step. Errors only when the transcript cannot be created; everything after that
+    /// is recorded and reported in the [`RunReport`].
+    pub fn run(&mut self, opts: RunOptions) -> Result<RunReport> {
+        let rb = self.rb;
+        let host = &rb.host;
+        let started = Instant::now();
+        let writer = TranscriptWriter::create(&opts.transcript, host.redactor.clone())?;
+        host.recorder.attach(writer);
+        let notes = opts.transcript.with_extension("notes.md");
+        *host.notes_path.borrow_mut() = Some(notes.clone());
+
+        let first = self.run_started(&opts);
+        host.recorder
+            .record(&first, Durability::Synced)
+            .map_err(|e| Error::io("cannot write transcript", &opts.transcript, std::io::Error::other(e)))?;
+
+        let mut ctx_map = opts.params.clone();
+        let mut run_info = Map::new();
+        run_info.insert("id".into(), opts.run_id.clone().into());
+        run_info.insert("mode".into(), host.recorder.mode().as_str().into());
+        run_info.insert("environment".into(), opts.environment.clone().into());
+        run_info.insert("runbook".into(), rb.meta.id.clone().into());
+        run_info.insert("version".into(), rb.meta.version.to_string().into());
+        ctx_map.insert("run".into(), run_info.into());
+        // Shared, so a step's `ctx.x = ...` is seen by every later step.
+        let ctx = Dynamic::from_map(ctx_map).into_shared();
+
+        let total = rb.steps.len();
+        let mut counts = Counts::default();
+        let mut run_status = RunStatus::Ok;
+        let mut reason = String::new();
+        for step in &rb.steps {
+            if run_status != RunStatus::Ok {
+                counts.not_run += 1;
+                continue;
+            }
+            if host.interrupt.check() == Some(Stop::Aborted) {
+                run_status = RunStatus::Aborted;
+                reason = "interrupted (Ctrl-C) between steps".into();
+                counts.not_run += 1;
+                continue;
+            }
+            let end = self.run_step(step, total, &ctx);
+            counts.add(end.status);
+            if let Some(failure) = host.recorder.take_failure() {
+                run_status = RunStatus::Failed;
+                reason = format!("the transcript could not be written: {failure}");
+                continue;
+            }
+            let stops = match end.status {
+                StepStatus::Ok | StepStatus::Skipped => None,
+                StepStatus::Failed if step.allow_failure => None,
+                StepStatus::Failed => Some(RunStatus::Failed),
+                StepStatus::TimedOut if step.allow_failure => None,
+                StepStatus::TimedOut => Some(RunStatus::TimedOut),
+                StepStatus::Aborted => Some(RunStatus::Aborted),
+            };
+            if let Some(status) = stops {
+                run_status = status;
+                let why = end
+                    .error
+                    .as_ref()
+                    .map(|e| e.message.clone())
+                    .or(end.reason.clone())
+                    .unwrap_or_default();
+                reason = format!("step {} {:?} {}: {why}", step.index + 1, step.title, end.status.as_str());
+            }
+        }
+
+        let duration = started.elapsed();
+        let (calls, sent) = host.recorder.call_counts();
+        self.record(
+            &StepEvent::RunFinished {
+                status: run_status,
+                reason: &reason,
+                duration_ms: ms(duration),
+                counts: &counts,
+                calls,
+                mutating_calls_sent: sent,
+            },
+            Durability::Synced,
+        );
+        host.recorder.set_stage(Stage::Idle);
+        if let Some(failure) = host.recorder.take_failure() {
+            // Even run_finished could not be written: say so loudly, the transcript is incomplete.
+            return Err(failure);
+        }
+        host.recorder.detach();
+        Ok(RunReport {
+            run_id: opts.run_id,
+            status: run_status,
+            reason,
+            counts,
+            transcript: opts.transcript,
+            notes,
+            planned: host.recorder.planned(),
+            duration,
+        })
+    }
+
+    fn run_started(&self, opts: &RunOptions) -> Value {
+        let rb = self.rb;
+        let modules: Vec<Value> = rb
+            .modules()
+            .iter()
+            .map(|m| json!({ "import": m.import, "file": m.file, "sha256": m.sha256 }))
+            .collect();
+        let dir = rb.path.parent().unwrap_or(std::path::Path::new("."));
+        let module_paths: Vec<PathBuf> = rb.modules().iter().map(|m| PathBuf::from(&m.file)).collect();
+        let mut files: Vec<&std::path::Path> = vec![rb.path.as_path()];
+        files.extend(module_paths.iter().map(PathBuf::as_path));
+        let git = crate::git::info(dir, &files);
+        let params = to_json(&Dynamic::from_map(opts.params.clone()));
+        let steps: Vec<Value> = rb
+            .steps
+            .iter()
+            .map(|s| {
+                json!({
+                    "index": s.index,
+                    "phase": s.phase.as_str(),
+                    "title": s.title,
+                    "timeout_ms": ms(s.timeout),
+                    "retries": s.retries,
+                    "confirm": s.confirm.is_some(),
+                    "rollback": s.on_failure.is_some(),
+                })
+            })
+            .collect();
+        json!({
+            "type": "run_started",
+            "run_id": opts.run_id,
+            "runbook": {
+                "id": rb.meta.id,
+                "version": rb.meta.version.to_string(),
+                "title": rb.meta.title,
+                "severity": rb.meta.severity.as_str(),
+                "service": rb.meta.service,
+                "file": rb.file,
+                "sha256": rb.sha256,
+                "modules": modules,
+                "git": git,
+            },
+            "operator": opts.operator,
+            "mode": rb.host.recorder.mode().as_str(),
+            "environment": opts.environment,
+            "params": params,
+            "tool": format!("runbook {}", env!("CARGO_PKG_VERSION")),
+            "steps": steps,
+        })
+    }
+
+    /// Calls a closure with `ctx` under the step's deadline, in the given stage.
+    fn invoke(&self, f: &FnPtr, ctx: &Dynamic, stage: Stage, timeout: Duration) -> std::result::Result<Dynamic, Box<EvalAltResult>> {
+        let host = &self.rb.host;
+        host.recorder.set_stage(stage);
+        host.interrupt.set_deadline(Some(Instant::now() + timeout));
+        let result = f.call::<Dynamic>(&self.rb.engine, &self.rb.ast, (ctx.clone(),));
+        host.interrupt.set_deadline(None);
+        host.recorder.set_stage(Stage::Idle);
+        result
+    }
+
+    fn describe(&self, err: &EvalAltResult) -> ErrorInfo {
+        let mut info = engine::describe_error(err, &self.rb.file);
+        info.message = self.rb.host.redactor.redact(&info.message);
+        info
+    }
+
+    /// Shows a step error on the console with its source line, when it has one.
+    fn report_error(&self, info: &ErrorInfo) {
+        let console = &self.rb.host.console;
+        match (&info.file, info.line) {
+            (Some(file), line) if line > 0 => {
+                let source = self.rb.host.source_of(file).unwrap_or_else(|| std::rc::Rc::from(""));
+                let diag = ScriptDiagnostic::new(file, &source, line, info.col, info.message.clone(), "here");
+                console.line(diag.render(console.is_tty()).trim_end());
+            }
+            _ => console.line(&format!("    error: {}", info.message)),
+        }
+    }
+
+    fn finish_step(&self, step: &Step, total: usize, started: Instant, attempts: u32, end: StepEnd, ctx: &Dynamic) -> StepEnd {
+        let elapsed = ms(started.elapsed());
+        self.record(
+            &StepEvent::StepFinished {
+                step: step.index,
+                status: end.status,
+                duration_ms: elapsed,
+                attempts,
+                reason: end.reason.as_deref(),
+                error: end.error.as_ref(),
+                ctx: to_json(&ctx.flatten_clone()),
+            },
+            Durability::Synced,
+        );
+        self.rb.host.console.step_finished(step.index, total, &step.title, end.status.as_str(), elapsed);
+        end
+    }
+
+    fn run_step(&mut self, step: &Step, total: usize, ctx: &Dynamic) -> StepEnd {
+        let started = Instant::now();
+        let host = &self.rb.host;
+
+        if let Some(when) = &step.when {
+            match self.invoke(when, ctx, Stage::Step(step.index), step.timeout) {
+                Ok(v) if v.as_bool() == Ok(false) => {
+                    let end = StepEnd { status: StepStatus::Skipped, error: None, reason: Some("its `when` condition is false".into()) };
+                    return self.finish_step(step, total, started, 0, end, ctx);
+                }
+                Ok(v) if v.is_bool() => {}
+                Ok(v) => {
+                    let info = ErrorInfo {
+                        message: format!("`when` must return a bool, not {}", v.type_name()),
+                        code: Some("bad_when".into()),
+                        location: Some(step.location.to_string()),
+                        file: None,
+                        line: 0,
+                        col: 0,
+                    };
+                    let end = StepEnd { status: StepStatus::Failed, error: Some(info), reason: None };
+                    return self.finish_step(step, total, started, 0, end, ctx);
+                }
+                Err(err) => {
+                    let info = self.describe(&err);
+                    self.report_error(&info);
+                    let end = StepEnd { status: status_of(&err), error: Some(info), reason: None };
+                    return self.finish_step(step, total, started, 0, end, ctx);
+                }
+            }
+        }
+
+        let decision = self.driver.before_step(step, total);
+        if decision.record {
+            self.record(
+                &StepEvent::Decision { step: step.index, action: decision.action, by: &decision.by, reason: &decision.reason },
+                Durability::Synced,
+            );
+        }
+        match decision.action {
+            Action::Run => {}
+            Action::Skip => {
+                let end = StepEnd { status: StepStatus::Skipped, error: None, reason: Some(decision.reason) };
+                return self.finish_step(step, total, started, 0, end, ctx);
+            }
+            Action::Abort => {
+                host.console.line(&format!("    stopped: {}", decision.reason));
+                let end = StepEnd { status: StepStatus::Aborted, error: None, reason: Some(decision.reason) };
+                return self.finish_step(step, total, started, 0, end, ctx);
+            }
+        }
+
+        let mut attempt: u32 = 0;
+        let mut automatic_left = step.retries;
+        let failure = loop {
+            attempt += 1;
+            host.console.step_started(step.index, total, step.phase.as_str(), &step.title);
+            self.record(
+                &StepEvent::StepStarted { step: step.index, phase: step.phase.as_str(), title: &step.title, attempt },
+                Durability::Synced,
+            );
+            let err = match self.invoke(&step.body, ctx, Stage::Step(step.index), step.timeout) {
+                Ok(_) => {
+                    let end = StepEnd { status: StepStatus::Ok, error: None, reason: None };
+                    return self.finish_step(step, total, started, attempt, end, ctx);
+                }
+                Err(err) => err,
+            };
+            let status = status_of(&err);
+            let info = self.describe(&err);
+            self.report_error(&info);
+            if status != StepStatus::Failed {
+                // Timeouts and aborts are not retried: a timed-out step may have changed things
+                // half-way, and an abort means a person wants the run to stop.
+                break (status, info);
+            }
+            if automatic_left > 0 {
+                automatic_left -= 1;
+                let doubling = 2u32.saturating_pow(attempt - 1);
+                let delay = step.backoff.saturating_mul(doubling).min(MAX_BACKOFF);
+                self.record(
+                    &StepEvent::Retry { step: step.index, attempt: attempt + 1, delay_ms: ms(delay), error: &info },
+                    Durability::Written,
+                );
+                host.console.line(&format!("    retrying in {} ({} left)", humantime::format_duration(delay), automatic_left));
+                if host.interrupt.sleep(delay).is_err() {
+                    break (StepStatus::Aborted, info);
+                }
+                continue;
+            }
+            match self.driver.after_failure(step, &info) {
+                AfterFailure::Retry => continue,
+                AfterFailure::Stop => break (status, info),
+            }
+        };
+        let (status, info) = failure;
+
+        if let Some(rollback) = &step.on_failure {
+            if status == StepStatus::Aborted {
+                self.record(
+                    &StepEvent::Decision {
+                        step: step.index,
+                        action: Action::Skip,
+                        by: "runbook",
+                        reason: "on_failure not run: the run was aborted",
+                    },
+                    Durability::Synced,
+                );
+            } else {
+                self.run_rollback(step, rollback, ctx);
+            }
+        }
+        let end = StepEnd { status, error: Some(info), reason: None };
+        self.finish_step(step, total, started, attempt, end, ctx)
+    }
+
+    fn run_rollback(&self, step: &Step, rollback: &FnPtr, ctx: &Dynamic) {
+        let host = &self.rb.host;
+        host.console.line(&format!("    ↺ running on_failure of {:?}", step.title));
+        self.record(&StepEvent::OnFailureStarted { step: step.index }, Durability::Synced);
+        let started = Instant::now();
+        let result = self.invoke(rollback, ctx, Stage::OnFailure(step.index), step.timeout);
+        let (status, error) = match &result {
+            Ok(_) => (StepStatus::Ok, None),
+            Err(err) => {
+                let info = self.describe(err);
+                self.report_error(&info);
+                (status_of(err), Some(info))
+            }
+        };
+        host.console.line(&format!("    ↺ on_failure {}", status.as_str()));
+        self.record(
+            &StepEvent::OnFailureFinished { step: step.index, status, duration_ms: ms(started.elapsed()), error: error.as_ref() },
+            Durability::Synced,
+        );
+    }
+}
+
+/// A new run id: a ULID, so ids sort by start time and never collide.
+pub fn new_run_id() -> String {
+    ulid::Ulid::generate().to_string().to_lowercase()
+}
+
+/// Where a run's transcript goes by default: `<dir>/YYYY-MM-DD/<run-id>.jsonl`, with `<dir>` from
+/// `RUNBOOK_TRANSCRIPTS` or `transcripts/` under the current folder.
+pub fn default_transcript_path(run_id: &str) -> PathBuf {
+    let dir = std::env::var_os("RUNBOOK_TRANSCRIPTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("transcripts"));
+    dir.join(chrono::Utc::now().format("%Y-%m-%d").to_string())
+        .join(format!("{run_id}.jsonl"))
+}
+
+/// Who is running this: `RUNBOOK_OPERATOR`, or `user@host`.
+pub fn operator() -> String {
+    if let Ok(op) = std::env::var("RUNBOOK_OPERATOR")
+        && !op.trim().is_empty()
+    {
+        return op;
+    }
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    format!("{user}@{host}")
+}
+
+/// Convenience for a plan: the would-be mutating calls in order.
+pub fn plan_summary(report: &RunReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if report.planned.is_empty() {
+        out.push_str("plan: no mutating calls would be made\n");
+    } else {
+        let _ = writeln!(out, "plan: {} mutating call(s) would be made:", report.planned.len());
+        for (i, c) in report.planned.iter().enumerate() {
+            let step = c.step.map(|s| format!("step {}", s + 1)).unwrap_or_else(|| "-".into());
+            let _ = writeln!(out, "  {}. [{step}] {}({})", i + 1, c.binding, c.args);
+        }
+    }
+    out
+}

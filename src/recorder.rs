@@ -1,0 +1,395 @@
+//! The recorder: the one door every binding call passes through.
+//!
+//! A binding declares itself once, as a static [`Binding`]: its name, whether it is read-only or
+//! mutating, and the placeholder it returns in plan mode. It then hands its work to
+//! [`call`] as a closure. The recorder, not the binding, decides what happens:
+//!
+//! - outside a step (while the runbook is loading) every binding is refused, so loading a runbook
+//!   can never touch anything;
+//! - in plan mode a mutating binding is recorded as "would call" and its closure never runs, which
+//!   makes a plan complete by construction: nothing mutating can slip through;
+//! - a mutating call writes (and fsyncs) an `intent` before it is sent and its result after, so a
+//!   crash between the two leaves the call visibly uncertain instead of silently lost;
+//! - every call becomes one `call` event, with its arguments redacted, its duration and a summary
+//!   of its result or its error;
+//! - a step's timeout or an abort is honoured before any call is made.
+//!
+//! Bindings never write the transcript and never look at the mode themselves.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Instant;
+
+use rhai::{Dynamic, EvalAltResult, NativeCallContext, Position};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::engine::Host;
+use crate::error::Error;
+use crate::transcript::{Durability, TranscriptWriter};
+
+/// What every host function returns: a value, or a script error (catchable or not).
+pub type ScriptResult<T> = Result<T, Box<EvalAltResult>>;
+
+/// Whether a binding changes anything outside the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    ReadOnly,
+    Mutating,
+}
+
+/// A binding's declaration: made once, next to its implementation.
+pub struct Binding {
+    /// The name a runbook author uses, e.g. `notes::append`.
+    pub name: &'static str,
+    pub effect: Effect,
+    /// What a mutating binding returns in plan mode, from its (unredacted) arguments.
+    pub placeholder: fn(&Value) -> Dynamic,
+}
+
+/// Plan-mode placeholder for bindings that return nothing.
+pub fn unit_placeholder(_: &Value) -> Dynamic {
+    Dynamic::UNIT
+}
+
+/// Whether mutating calls are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Run,
+    Plan,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Run => "run",
+            Mode::Plan => "plan",
+        }
+    }
+}
+
+/// Where the run is, as far as bindings are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The declaration pass: no binding may run.
+    Loading,
+    /// Inside step N (0-based).
+    Step(usize),
+    /// Inside step N's `on_failure` closure.
+    OnFailure(usize),
+    /// Between steps (executor bookkeeping).
+    Idle,
+}
+
+impl Stage {
+    pub fn step(self) -> Option<usize> {
+        match self {
+            Stage::Step(i) | Stage::OnFailure(i) => Some(i),
+            Stage::Loading | Stage::Idle => None,
+        }
+    }
+}
+
+/// A failure reported by a binding: becomes a catchable script error and a recorded call error.
+#[derive(Debug, Clone, Serialize)]
+pub struct BindingError {
+    /// A stable code a script can match on (`InvalidInstanceID.NotFound`, `io`, `denied`, ...).
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl BindingError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        BindingError {
+            code: code.into(),
+            message: message.into(),
+            request_id: None,
+        }
+    }
+}
+
+/// A mutating call that plan mode did not send, kept for the plan summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedCall {
+    pub step: Option<usize>,
+    pub binding: &'static str,
+    pub args: Value,
+}
+
+/// Events the recorder writes (the executor writes the step-level ones through [`Recorder::record`]).
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum CallEvent<'a> {
+    Intent {
+        step: Option<usize>,
+        binding: &'a str,
+        args: &'a Value,
+    },
+    Call {
+        step: Option<usize>,
+        binding: &'a str,
+        args: &'a Value,
+        mutating: bool,
+        planned: bool,
+        duration_ms: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<&'a BindingError>,
+    },
+    Log {
+        step: Option<usize>,
+        level: &'a str,
+        message: &'a str,
+    },
+}
+
+/// Results longer than this (as JSON text) are summarised, not stored whole.
+const MAX_RESULT_CHARS: usize = 2000;
+
+pub struct Recorder {
+    mode: Mode,
+    stage: Cell<Stage>,
+    transcript: RefCell<Option<TranscriptWriter>>,
+    /// The first transcript write failure; the executor ends the run on it.
+    failure: RefCell<Option<Error>>,
+    planned: RefCell<Vec<PlannedCall>>,
+    calls: Cell<u64>,
+    mutating_sent: Cell<u64>,
+}
+
+impl Recorder {
+    pub fn new(mode: Mode) -> Self {
+        Recorder {
+            mode,
+            stage: Cell::new(Stage::Loading),
+            transcript: RefCell::new(None),
+            failure: RefCell::new(None),
+            planned: RefCell::new(Vec::new()),
+            calls: Cell::new(0),
+            mutating_sent: Cell::new(0),
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn stage(&self) -> Stage {
+        self.stage.get()
+    }
+
+    pub fn set_stage(&self, stage: Stage) {
+        self.stage.set(stage);
+    }
+
+    pub fn attach(&self, writer: TranscriptWriter) {
+        *self.transcript.borrow_mut() = Some(writer);
+    }
+
+    pub fn detach(&self) -> Option<TranscriptWriter> {
+        self.transcript.borrow_mut().take()
+    }
+
+    pub fn transcript_path(&self) -> Option<std::path::PathBuf> {
+        self.transcript
+            .borrow()
+            .as_ref()
+            .map(|w| w.path().to_path_buf())
+    }
+
+    /// Mutating calls that plan mode recorded instead of sending.
+    pub fn planned(&self) -> Vec<PlannedCall> {
+        self.planned.borrow().clone()
+    }
+
+    /// (all calls, mutating calls actually sent)
+    pub fn call_counts(&self) -> (u64, u64) {
+        (self.calls.get(), self.mutating_sent.get())
+    }
+
+    /// Takes the first transcript write failure, if any.
+    pub fn take_failure(&self) -> Option<Error> {
+        self.failure.borrow_mut().take()
+    }
+
+    /// Appends an event. Without a transcript (check, list) events are dropped. A write failure
+    /// is kept for the executor and reported to the caller, so a mutating call is never sent
+    /// when its intent could not be recorded.
+    pub fn record(&self, event: &impl Serialize, durability: Durability) -> Result<(), String> {
+        let mut guard = self.transcript.borrow_mut();
+        let Some(writer) = guard.as_mut() else {
+            return Ok(());
+        };
+        match writer.append(event, durability) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let text = e.to_string();
+                self.failure.borrow_mut().get_or_insert(e);
+                Err(text)
+            }
+        }
+    }
+
+    pub fn log(&self, level: &str, message: &str) {
+        // A log line that cannot be written is reported by the executor through take_failure.
+        let _ = self.record(
+            &CallEvent::Log {
+                step: self.stage.get().step(),
+                level,
+                message,
+            },
+            Durability::Written,
+        );
+    }
+}
+
+/// The host behind a native call (the engine's tag).
+pub fn host_of(ctx: &NativeCallContext) -> Result<Rc<Host>, Box<EvalAltResult>> {
+    ctx.tag()
+        .and_then(|tag| tag.clone().try_cast::<Rc<Host>>())
+        .ok_or_else(|| {
+            // Only reachable if an engine is built without `engine::build`: a programming error,
+            // reported as a script error rather than a panic.
+            runtime_error("internal", "binding called outside a runbook host", ctx.call_position())
+        })
+}
+
+/// A catchable script error carrying `#{ code, message }` (and `request_id` when known).
+pub fn runtime_error(code: &str, message: &str, pos: Position) -> Box<EvalAltResult> {
+    binding_error_to_rhai(&BindingError::new(code, message), pos)
+}
+
+fn binding_error_to_rhai(err: &BindingError, pos: Position) -> Box<EvalAltResult> {
+    let mut map = rhai::Map::new();
+    map.insert("code".into(), err.code.clone().into());
+    map.insert("message".into(), err.message.clone().into());
+    if let Some(id) = &err.request_id {
+        map.insert("request_id".into(), id.clone().into());
+    }
+    Box::new(EvalAltResult::ErrorRuntime(map.into(), pos))
+}
+
+/// Runs one binding call through the recorder. See the module documentation for what happens.
+pub fn call(
+    ctx: &NativeCallContext,
+    spec: &'static Binding,
+    args: Value,
+    work: impl FnOnce(&Host) -> Result<Dynamic, BindingError>,
+) -> Result<Dynamic, Box<EvalAltResult>> {
+    let pos = ctx.call_position();
+    let host = host_of(ctx)?;
+    let rec = &host.recorder;
+    let stage = rec.stage();
+    if stage == Stage::Loading {
+        return Err(runtime_error(
+            "not_in_step",
+            &format!(
+                "{} cannot be called while the runbook loads: nothing may run until a step does; move the call into a step",
+                spec.name
+            ),
+            pos,
+        ));
+    }
+    host.interrupt.check_at(pos)?;
+    let step = stage.step();
+    let mutating = spec.effect == Effect::Mutating;
+    rec.calls.set(rec.calls.get() + 1);
+
+    if mutating && rec.mode == Mode::Plan {
+        let placeholder = (spec.placeholder)(&args);
+        // Kept for the console summary, so redacted like everything else that is shown.
+        let mut shown = args.clone();
+        host.redactor.redact_json(&mut shown);
+        rec.planned.borrow_mut().push(PlannedCall {
+            step,
+            binding: spec.name,
+            args: shown,
+        });
+        let event = CallEvent::Call {
+            step,
+            binding: spec.name,
+            args: &args,
+            mutating: true,
+            planned: true,
+            duration_ms: 0,
+            result: Some(summarise(&placeholder)),
+            error: None,
+        };
+        rec.record(&event, Durability::Written)
+            .map_err(|e| runtime_error("transcript", &e, pos))?;
+        return Ok(placeholder);
+    }
+
+    if mutating {
+        let intent = CallEvent::Intent {
+            step,
+            binding: spec.name,
+            args: &args,
+        };
+        rec.record(&intent, Durability::Synced).map_err(|e| {
+            runtime_error(
+                "transcript",
+                &format!("{} not sent: its intent could not be recorded: {e}", spec.name),
+                pos,
+            )
+        })?;
+        rec.mutating_sent.set(rec.mutating_sent.get() + 1);
+    }
+
+    tracing::debug!(binding = spec.name, mutating, "call");
+    let started = Instant::now();
+    let outcome = work(&host);
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let (result, error) = match &outcome {
+        Ok(v) => (Some(summarise(v)), None),
+        Err(e) => (None, Some(e)),
+    };
+    let event = CallEvent::Call {
+        step,
+        binding: spec.name,
+        args: &args,
+        mutating,
+        planned: false,
+        duration_ms,
+        result,
+        error,
+    };
+    let durability = if mutating {
+        Durability::Synced
+    } else {
+        Durability::Written
+    };
+    // The call already happened: a failure to record it must not hide its result from the
+    // script, but it is kept and ends the run at the step boundary.
+    let _ = rec.record(&event, durability);
+    outcome.map_err(|e| match host.interrupt.check() {
+        // A binding that gave up because the step timed out or the run was aborted: the stop is
+        // what matters, and it must not be catchable by the script.
+        Some(stop) => crate::engine::terminated(stop, pos),
+        None => binding_error_to_rhai(&e, pos),
+    })
+}
+
+/// A JSON summary of a call result: whole when small, truncated with its size when not.
+fn summarise(value: &Dynamic) -> Value {
+    let json = to_json(value);
+    let text = json.to_string();
+    if text.len() <= MAX_RESULT_CHARS {
+        json
+    } else {
+        let cut: String = text.chars().take(MAX_RESULT_CHARS).collect();
+        json!({ "truncated": cut, "bytes": text.len() })
+    }
+}
+
+/// Converts a script value to JSON for recording. Values JSON cannot hold (function pointers,
+/// custom types) are recorded by their type name rather than failing the call.
+pub fn to_json(value: &Dynamic) -> Value {
+    rhai::serde::from_dynamic::<Value>(value)
+        .unwrap_or_else(|_| Value::String(format!("<{}>", value.type_name())))
+}
