@@ -157,7 +157,11 @@ fn color() -> bool {
 }
 
 fn render_all(diags: &[ScriptDiagnostic]) -> String {
-    diags.iter().map(|d| d.render(color())).collect::<Vec<_>>().join("\n")
+    diags
+        .iter()
+        .map(|d| d.render(color()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn report(err: &Error) {
@@ -193,7 +197,12 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "runbook", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "runbook",
+                &mut std::io::stdout(),
+            );
             Ok(())
         }
     }
@@ -237,7 +246,9 @@ fn run(dirs: &[PathBuf], args: &PlanArgs, mode: Mode, yes: bool, quiet: bool) ->
     let host = Host::new(mode, Console::detect(quiet), abort);
     let rb = load_target(dirs, &args.target, host)?;
     for w in &rb.warnings {
-        rb.host.console.line(&format!("warning: {}", w.render(color()).trim_end()));
+        rb.host
+            .console
+            .line(&format!("warning: {}", w.render(color()).trim_end()));
     }
     let params = rb.resolve_params(&args.params)?;
     let run_id = executor::new_run_id();
@@ -249,12 +260,19 @@ fn run(dirs: &[PathBuf], args: &PlanArgs, mode: Mode, yes: bool, quiet: bool) ->
     let console = &rb.host.console;
     console.line(&format!(
         "{} {}@{} · {} · run {run_id}",
-        if mode == Mode::Plan { "planning" } else { "running" },
+        if mode == Mode::Plan {
+            "planning"
+        } else {
+            "running"
+        },
         rb.meta.id,
         rb.meta.version,
         rb.meta.title
     ));
-    let mut driver = Unattended { yes, operator: operator.clone() };
+    let mut driver = Unattended {
+        yes,
+        operator: operator.clone(),
+    };
     let report = Executor::new(&rb, &mut driver).run(RunOptions {
         run_id,
         transcript,
@@ -288,7 +306,11 @@ struct Checked {
 }
 
 fn check(dirs: &[PathBuf], paths: &[PathBuf], output: Output) -> Result<()> {
-    let roots: Vec<PathBuf> = if paths.is_empty() { dirs.to_vec() } else { paths.to_vec() };
+    let roots: Vec<PathBuf> = if paths.is_empty() {
+        dirs.to_vec()
+    } else {
+        paths.to_vec()
+    };
     let mut files = Vec::new();
     for root in &roots {
         if root.is_dir() {
@@ -302,12 +324,19 @@ fn check(dirs: &[PathBuf], paths: &[PathBuf], output: Output) -> Result<()> {
     if files.is_empty() {
         return Err(Error::Usage(format!(
             "no runbooks found in {}",
-            roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
+            roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     let checked: Vec<Checked> = files
         .into_iter()
-        .map(|file| Checked { result: Runbook::load(&file, silent_host(Mode::Plan)), file })
+        .map(|file| Checked {
+            result: Runbook::load(&file, silent_host(Mode::Plan)),
+            file,
+        })
         .collect();
 
     // Problems that only show across files: two runbooks with one id.
@@ -318,7 +347,14 @@ fn check(dirs: &[PathBuf], paths: &[PathBuf], output: Output) -> Result<()> {
                 .iter()
                 .find(|o| o.result.as_ref().is_ok_and(|r| r.meta.id == rb.meta.id))
         {
-            cross.push((i, format!("id {:?} is already used by {}", rb.meta.id, first.file.display())));
+            cross.push((
+                i,
+                format!(
+                    "id {:?} is already used by {}",
+                    rb.meta.id,
+                    first.file.display()
+                ),
+            ));
         }
     }
 
@@ -327,9 +363,7 @@ fn check(dirs: &[PathBuf], paths: &[PathBuf], output: Output) -> Result<()> {
     for (i, c) in checked.iter().enumerate() {
         let mut errors: Vec<serde_json::Value> = Vec::new();
         let mut warnings: Vec<serde_json::Value> = Vec::new();
-        let diag_json = |d: &ScriptDiagnostic| {
-            json!({"file": d.location.file, "line": d.location.line, "col": d.location.col, "message": d.message})
-        };
+        let diag_json = |d: &ScriptDiagnostic| json!({"file": d.location.file, "line": d.location.line, "col": d.location.col, "message": d.message});
         let mut text = String::new();
         match &c.result {
             Ok(rb) => {
@@ -339,7 +373,10 @@ fn check(dirs: &[PathBuf], paths: &[PathBuf], output: Output) -> Result<()> {
                 }
                 let stem = c.file.file_stem().map(|s| s.to_string_lossy().into_owned());
                 if stem.as_deref() != Some(rb.meta.id.as_str()) {
-                    let msg = format!("file name does not match the id {:?}: `runbook run {}` will have to search for it", rb.meta.id, rb.meta.id);
+                    let msg = format!(
+                        "file name does not match the id {:?}: `runbook run {}` will have to search for it",
+                        rb.meta.id, rb.meta.id
+                    );
                     warnings.push(json!({"file": rb.file, "line": 1, "col": 1, "message": msg}));
                     text.push_str(&format!("warning: {}: {msg}\n", rb.file));
                 }
@@ -353,7 +390,9 @@ fn check(dirs: &[PathBuf], paths: &[PathBuf], output: Output) -> Result<()> {
                 text.push_str(&render_all(diags));
             }
             Err(other) => {
-                errors.push(json!({"file": c.file.display().to_string(), "message": other.to_string()}));
+                errors.push(
+                    json!({"file": c.file.display().to_string(), "message": other.to_string()}),
+                );
                 text.push_str(&format!("{}: {other}\n", c.file.display()));
             }
         }
@@ -363,7 +402,13 @@ fn check(dirs: &[PathBuf], paths: &[PathBuf], output: Output) -> Result<()> {
         match output {
             Output::Human => {
                 let head = match (&c.result, errors.is_empty()) {
-                    (Ok(rb), true) => format!("ok      {} ({}@{}, {} steps)", c.file.display(), rb.meta.id, rb.meta.version, rb.steps.len()),
+                    (Ok(rb), true) => format!(
+                        "ok      {} ({}@{}, {} steps)",
+                        c.file.display(),
+                        rb.meta.id,
+                        rb.meta.version,
+                        rb.steps.len()
+                    ),
                     _ => format!("INVALID {}", c.file.display()),
                 };
                 println!("{head}");
@@ -388,9 +433,16 @@ fn check(dirs: &[PathBuf], paths: &[PathBuf], output: Output) -> Result<()> {
         }
     }
     if let Output::Json = output {
-        println!("{}", serde_json::to_string_pretty(&json_rows).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json_rows).unwrap_or_default()
+        );
     }
-    if bad > 0 { Err(Error::Invalid { count: bad }) } else { Ok(()) }
+    if bad > 0 {
+        Err(Error::Invalid { count: bad })
+    } else {
+        Ok(())
+    }
 }
 
 fn list(dirs: &[PathBuf], output: Output) -> Result<()> {
@@ -421,9 +473,15 @@ fn list(dirs: &[PathBuf], output: Output) -> Result<()> {
         rows.push(row);
     }
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default()),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        ),
         Output::Human => {
-            println!("{:<28} {:<9} {:<4} {:<10} {:<11} TITLE", "ID", "VERSION", "SEV", "PHASES", "REVIEWED");
+            println!(
+                "{:<28} {:<9} {:<4} {:<10} {:<11} TITLE",
+                "ID", "VERSION", "SEV", "PHASES", "REVIEWED"
+            );
             for r in &rows {
                 if r["valid"] == true {
                     println!(
@@ -436,7 +494,11 @@ fn list(dirs: &[PathBuf], output: Output) -> Result<()> {
                         r["title"].as_str().unwrap_or("")
                     );
                 } else {
-                    println!("{:<28} (invalid: run `runbook check {}`)", "?", r["file"].as_str().unwrap_or(""));
+                    println!(
+                        "{:<28} (invalid: run `runbook check {}`)",
+                        "?",
+                        r["file"].as_str().unwrap_or("")
+                    );
                 }
             }
         }
@@ -465,7 +527,10 @@ fn transcript_command(cmd: TranscriptCommand) -> Result<()> {
             print!("{}", transcript::show(&events));
             Ok(())
         }
-        TranscriptCommand::Render { file, format: RenderFormat::Md } => {
+        TranscriptCommand::Render {
+            file,
+            format: RenderFormat::Md,
+        } => {
             let (events, report) = transcript::read_verified(&file)?;
             print!("{}", transcript::render_markdown(&events, &report, &file));
             Ok(())

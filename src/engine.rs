@@ -59,11 +59,13 @@ impl Stop {
     /// Recognises the error a stop produced (non-catchable, so scripts cannot swallow it).
     pub fn from_error(err: &EvalAltResult) -> Option<Stop> {
         match err.unwrap_inner() {
-            EvalAltResult::ErrorTerminated(token, _) => match token.clone().into_string().ok()?.as_str() {
-                "timed_out" => Some(Stop::TimedOut),
-                "aborted" => Some(Stop::Aborted),
-                _ => None,
-            },
+            EvalAltResult::ErrorTerminated(token, _) => {
+                match token.clone().into_string().ok()?.as_str() {
+                    "timed_out" => Some(Stop::TimedOut),
+                    "aborted" => Some(Stop::Aborted),
+                    _ => None,
+                }
+            }
             _ => None,
         }
     }
@@ -231,12 +233,11 @@ impl ImportRoots {
             || import.starts_with('~')
             || rel.is_absolute()
         {
-            return Err(refuse("absolute or platform-specific paths are not allowed"));
+            return Err(refuse(
+                "absolute or platform-specific paths are not allowed",
+            ));
         }
-        if rel
-            .components()
-            .any(|c| !matches!(c, Component::Normal(_)))
-        {
+        if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
             return Err(refuse("\"..\" and \".\" are not allowed in import paths"));
         }
         let (root, rest) = match import.strip_prefix("stdlib/") {
@@ -250,9 +251,12 @@ impl ImportRoots {
         if file.extension().is_none() {
             file.set_extension("rhai");
         }
-        let canonical = file
-            .canonicalize()
-            .map_err(|_| format!("import \"{import}\": module not found at {}", file.display()))?;
+        let canonical = file.canonicalize().map_err(|_| {
+            format!(
+                "import \"{import}\": module not found at {}",
+                file.display()
+            )
+        })?;
         // A symlink inside the folder must not lead out of it.
         if !canonical.starts_with(root) {
             return Err(refuse("the module resolves outside its folder"));
@@ -277,9 +281,7 @@ impl rhai::ModuleResolver for SandboxResolver {
         path: &str,
         pos: Position,
     ) -> Result<SharedModule, Box<EvalAltResult>> {
-        let fail = |msg: String| {
-            Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(msg), pos))
-        };
+        let fail = |msg: String| Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(msg), pos));
         if self.host.recorder.stage() != Stage::Loading {
             return Err(fail(format!(
                 "import \"{path}\" refused: imports belong at the top level of a runbook or module, so every module is known before the first step"
@@ -289,8 +291,12 @@ impl rhai::ModuleResolver for SandboxResolver {
         if let Some((_, m)) = self.cache.borrow().iter().find(|(p, _)| *p == file) {
             return Ok(m.clone());
         }
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| fail(format!("import \"{path}\": cannot read {}: {e}", file.display())))?;
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            fail(format!(
+                "import \"{path}\": cannot read {}: {e}",
+                file.display()
+            ))
+        })?;
         let display = display_path(&file);
         self.host.modules.borrow_mut().push(ModuleRecord {
             import: path.to_string(),
@@ -298,21 +304,27 @@ impl rhai::ModuleResolver for SandboxResolver {
             sha256: hex::encode(Sha256::digest(text.as_bytes())),
             source: Rc::from(text.as_str()),
         });
-        let wrap = |e: Box<EvalAltResult>| Box::new(EvalAltResult::ErrorInModule(display.clone(), e, pos));
+        let wrap =
+            |e: Box<EvalAltResult>| Box::new(EvalAltResult::ErrorInModule(display.clone(), e, pos));
         let mut ast = engine.compile(&text).map_err(|e| wrap(e.into()))?;
         ast.set_source(display.as_str());
         let module: SharedModule = Module::eval_ast_as_new(Scope::new(), &ast, engine)
             .map_err(wrap)?
             .into();
         self.cache.borrow_mut().push((file, module.clone()));
-        self.host.loaded.borrow_mut().push((path.to_string(), module.clone()));
+        self.host
+            .loaded
+            .borrow_mut()
+            .push((path.to_string(), module.clone()));
         Ok(module)
     }
 }
 
 /// A path as shown to people: relative to the current folder when it is below it.
 pub fn display_path(path: &Path) -> String {
-    let cwd = std::env::current_dir().ok().and_then(|c| c.canonicalize().ok());
+    let cwd = std::env::current_dir()
+        .ok()
+        .and_then(|c| c.canonicalize().ok());
     match cwd.as_deref().and_then(|c| path.strip_prefix(c).ok()) {
         Some(rel) => rel.display().to_string(),
         None => path.display().to_string(),
@@ -486,8 +498,11 @@ mod tests {
     fn a_symlink_cannot_lead_out_of_the_runbook_folder() {
         let tmp = tempfile::tempdir().unwrap();
         let r = roots(tmp.path());
-        std::os::unix::fs::symlink(tmp.path().join("secret.rhai"), tmp.path().join("runbooks/link.rhai"))
-            .unwrap();
+        std::os::unix::fs::symlink(
+            tmp.path().join("secret.rhai"),
+            tmp.path().join("runbooks/link.rhai"),
+        )
+        .unwrap();
         assert!(r.locate("link").unwrap_err().contains("outside"));
     }
 

@@ -163,7 +163,10 @@ pub enum Error {
 
     /// A run that ended in a non-ok state; the transcript has the details.
     #[error("run {status}: {reason}")]
-    RunEnded { status: RunEndStatus, reason: String },
+    RunEnded {
+        status: RunEndStatus,
+        reason: String,
+    },
 }
 
 /// The non-ok ends of a run, each with its own exit code.

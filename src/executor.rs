@@ -240,7 +240,13 @@ impl<'a> Executor<'a> {
         let first = self.run_started(&opts);
         host.recorder
             .record(&first, Durability::Synced)
-            .map_err(|e| Error::io("cannot write transcript", &opts.transcript, std::io::Error::other(e)))?;
+            .map_err(|e| {
+                Error::io(
+                    "cannot write transcript",
+                    &opts.transcript,
+                    std::io::Error::other(e),
+                )
+            })?;
 
         let mut ctx_map = opts.params.clone();
         let mut run_info = Map::new();
@@ -291,7 +297,12 @@ impl<'a> Executor<'a> {
                     .map(|e| e.message.clone())
                     .or(end.reason.clone())
                     .unwrap_or_default();
-                reason = format!("step {} {:?} {}: {why}", step.index + 1, step.title, end.status.as_str());
+                reason = format!(
+                    "step {} {:?} {}: {why}",
+                    step.index + 1,
+                    step.title,
+                    end.status.as_str()
+                );
             }
         }
 
@@ -334,7 +345,11 @@ impl<'a> Executor<'a> {
             .map(|m| json!({ "import": m.import, "file": m.file, "sha256": m.sha256 }))
             .collect();
         let dir = rb.path.parent().unwrap_or(std::path::Path::new("."));
-        let module_paths: Vec<PathBuf> = rb.modules().iter().map(|m| PathBuf::from(&m.file)).collect();
+        let module_paths: Vec<PathBuf> = rb
+            .modules()
+            .iter()
+            .map(|m| PathBuf::from(&m.file))
+            .collect();
         let mut files: Vec<&std::path::Path> = vec![rb.path.as_path()];
         files.extend(module_paths.iter().map(PathBuf::as_path));
         let git = crate::git::info(dir, &files);
@@ -378,7 +393,13 @@ impl<'a> Executor<'a> {
     }
 
     /// Calls a closure with `ctx` under the step's deadline, in the given stage.
-    fn invoke(&self, f: &FnPtr, ctx: &Dynamic, stage: Stage, timeout: Duration) -> std::result::Result<Dynamic, Box<EvalAltResult>> {
+    fn invoke(
+        &self,
+        f: &FnPtr,
+        ctx: &Dynamic,
+        stage: Stage,
+        timeout: Duration,
+    ) -> std::result::Result<Dynamic, Box<EvalAltResult>> {
         let host = &self.rb.host;
         host.recorder.set_stage(stage);
         host.interrupt.set_deadline(Some(Instant::now() + timeout));
@@ -399,15 +420,34 @@ impl<'a> Executor<'a> {
         let console = &self.rb.host.console;
         match (&info.file, info.line) {
             (Some(file), line) if line > 0 => {
-                let source = self.rb.host.source_of(file).unwrap_or_else(|| std::rc::Rc::from(""));
-                let diag = ScriptDiagnostic::new(file, &source, line, info.col, info.message.clone(), "here");
+                let source = self
+                    .rb
+                    .host
+                    .source_of(file)
+                    .unwrap_or_else(|| std::rc::Rc::from(""));
+                let diag = ScriptDiagnostic::new(
+                    file,
+                    &source,
+                    line,
+                    info.col,
+                    info.message.clone(),
+                    "here",
+                );
                 console.line(diag.render(console.is_tty()).trim_end());
             }
             _ => console.line(&format!("    error: {}", info.message)),
         }
     }
 
-    fn finish_step(&self, step: &Step, total: usize, started: Instant, attempts: u32, end: StepEnd, ctx: &Dynamic) -> StepEnd {
+    fn finish_step(
+        &self,
+        step: &Step,
+        total: usize,
+        started: Instant,
+        attempts: u32,
+        end: StepEnd,
+        ctx: &Dynamic,
+    ) -> StepEnd {
         let elapsed = ms(started.elapsed());
         self.record(
             &StepEvent::StepFinished {
@@ -421,7 +461,13 @@ impl<'a> Executor<'a> {
             },
             Durability::Synced,
         );
-        self.rb.host.console.step_finished(step.index, total, &step.title, end.status.as_str(), elapsed);
+        self.rb.host.console.step_finished(
+            step.index,
+            total,
+            &step.title,
+            end.status.as_str(),
+            elapsed,
+        );
         end
     }
 
@@ -432,7 +478,11 @@ impl<'a> Executor<'a> {
         if let Some(when) = &step.when {
             match self.invoke(when, ctx, Stage::Step(step.index), step.timeout) {
                 Ok(v) if v.as_bool() == Ok(false) => {
-                    let end = StepEnd { status: StepStatus::Skipped, error: None, reason: Some("its `when` condition is false".into()) };
+                    let end = StepEnd {
+                        status: StepStatus::Skipped,
+                        error: None,
+                        reason: Some("its `when` condition is false".into()),
+                    };
                     return self.finish_step(step, total, started, 0, end, ctx);
                 }
                 Ok(v) if v.is_bool() => {}
@@ -445,13 +495,21 @@ impl<'a> Executor<'a> {
                         line: 0,
                         col: 0,
                     };
-                    let end = StepEnd { status: StepStatus::Failed, error: Some(info), reason: None };
+                    let end = StepEnd {
+                        status: StepStatus::Failed,
+                        error: Some(info),
+                        reason: None,
+                    };
                     return self.finish_step(step, total, started, 0, end, ctx);
                 }
                 Err(err) => {
                     let info = self.describe(&err);
                     self.report_error(&info);
-                    let end = StepEnd { status: status_of(&err), error: Some(info), reason: None };
+                    let end = StepEnd {
+                        status: status_of(&err),
+                        error: Some(info),
+                        reason: None,
+                    };
                     return self.finish_step(step, total, started, 0, end, ctx);
                 }
             }
@@ -460,19 +518,33 @@ impl<'a> Executor<'a> {
         let decision = self.driver.before_step(step, total);
         if decision.record {
             self.record(
-                &StepEvent::Decision { step: step.index, action: decision.action, by: &decision.by, reason: &decision.reason },
+                &StepEvent::Decision {
+                    step: step.index,
+                    action: decision.action,
+                    by: &decision.by,
+                    reason: &decision.reason,
+                },
                 Durability::Synced,
             );
         }
         match decision.action {
             Action::Run => {}
             Action::Skip => {
-                let end = StepEnd { status: StepStatus::Skipped, error: None, reason: Some(decision.reason) };
+                let end = StepEnd {
+                    status: StepStatus::Skipped,
+                    error: None,
+                    reason: Some(decision.reason),
+                };
                 return self.finish_step(step, total, started, 0, end, ctx);
             }
             Action::Abort => {
-                host.console.line(&format!("    stopped: {}", decision.reason));
-                let end = StepEnd { status: StepStatus::Aborted, error: None, reason: Some(decision.reason) };
+                host.console
+                    .line(&format!("    stopped: {}", decision.reason));
+                let end = StepEnd {
+                    status: StepStatus::Aborted,
+                    error: None,
+                    reason: Some(decision.reason),
+                };
                 return self.finish_step(step, total, started, 0, end, ctx);
             }
         }
@@ -481,20 +553,36 @@ impl<'a> Executor<'a> {
         let mut automatic_left = step.retries;
         let failure = loop {
             attempt += 1;
-            host.console.step_started(step.index, total, step.phase.as_str(), &step.title);
+            host.console
+                .step_started(step.index, total, step.phase.as_str(), &step.title);
             self.record(
-                &StepEvent::StepStarted { step: step.index, phase: step.phase.as_str(), title: &step.title, attempt },
+                &StepEvent::StepStarted {
+                    step: step.index,
+                    phase: step.phase.as_str(),
+                    title: &step.title,
+                    attempt,
+                },
                 Durability::Synced,
             );
             let err = match self.invoke(&step.body, ctx, Stage::Step(step.index), step.timeout) {
                 Ok(_) => {
-                    let end = StepEnd { status: StepStatus::Ok, error: None, reason: None };
+                    let end = StepEnd {
+                        status: StepStatus::Ok,
+                        error: None,
+                        reason: None,
+                    };
                     return self.finish_step(step, total, started, attempt, end, ctx);
                 }
                 Err(err) => err,
             };
             let status = status_of(&err);
-            let info = self.describe(&err);
+            let mut info = self.describe(&err);
+            if status == StepStatus::TimedOut {
+                info.message = format!(
+                    "the step ran past its timeout of {}",
+                    humantime::format_duration(step.timeout)
+                );
+            }
             self.report_error(&info);
             if status != StepStatus::Failed {
                 // Timeouts and aborts are not retried: a timed-out step may have changed things
@@ -506,10 +594,19 @@ impl<'a> Executor<'a> {
                 let doubling = 2u32.saturating_pow(attempt - 1);
                 let delay = step.backoff.saturating_mul(doubling).min(MAX_BACKOFF);
                 self.record(
-                    &StepEvent::Retry { step: step.index, attempt: attempt + 1, delay_ms: ms(delay), error: &info },
+                    &StepEvent::Retry {
+                        step: step.index,
+                        attempt: attempt + 1,
+                        delay_ms: ms(delay),
+                        error: &info,
+                    },
                     Durability::Written,
                 );
-                host.console.line(&format!("    retrying in {} ({} left)", humantime::format_duration(delay), automatic_left));
+                host.console.line(&format!(
+                    "    retrying in {} ({} left)",
+                    humantime::format_duration(delay),
+                    automatic_left
+                ));
                 if host.interrupt.sleep(delay).is_err() {
                     break (StepStatus::Aborted, info);
                 }
@@ -537,14 +634,22 @@ impl<'a> Executor<'a> {
                 self.run_rollback(step, rollback, ctx);
             }
         }
-        let end = StepEnd { status, error: Some(info), reason: None };
+        let end = StepEnd {
+            status,
+            error: Some(info),
+            reason: None,
+        };
         self.finish_step(step, total, started, attempt, end, ctx)
     }
 
     fn run_rollback(&self, step: &Step, rollback: &FnPtr, ctx: &Dynamic) {
         let host = &self.rb.host;
-        host.console.line(&format!("    ↺ running on_failure of {:?}", step.title));
-        self.record(&StepEvent::OnFailureStarted { step: step.index }, Durability::Synced);
+        host.console
+            .line(&format!("    ↺ running on_failure of {:?}", step.title));
+        self.record(
+            &StepEvent::OnFailureStarted { step: step.index },
+            Durability::Synced,
+        );
         let started = Instant::now();
         let result = self.invoke(rollback, ctx, Stage::OnFailure(step.index), step.timeout);
         let (status, error) = match &result {
@@ -555,9 +660,15 @@ impl<'a> Executor<'a> {
                 (status_of(err), Some(info))
             }
         };
-        host.console.line(&format!("    ↺ on_failure {}", status.as_str()));
+        host.console
+            .line(&format!("    ↺ on_failure {}", status.as_str()));
         self.record(
-            &StepEvent::OnFailureFinished { step: step.index, status, duration_ms: ms(started.elapsed()), error: error.as_ref() },
+            &StepEvent::OnFailureFinished {
+                step: step.index,
+                status,
+                duration_ms: ms(started.elapsed()),
+                error: error.as_ref(),
+            },
             Durability::Synced,
         );
     }
@@ -599,9 +710,16 @@ pub fn plan_summary(report: &RunReport) -> String {
     if report.planned.is_empty() {
         out.push_str("plan: no mutating calls would be made\n");
     } else {
-        let _ = writeln!(out, "plan: {} mutating call(s) would be made:", report.planned.len());
+        let _ = writeln!(
+            out,
+            "plan: {} mutating call(s) would be made:",
+            report.planned.len()
+        );
         for (i, c) in report.planned.iter().enumerate() {
-            let step = c.step.map(|s| format!("step {}", s + 1)).unwrap_or_else(|| "-".into());
+            let step = c
+                .step
+                .map(|s| format!("step {}", s + 1))
+                .unwrap_or_else(|| "-".into());
             let _ = writeln!(out, "  {}. [{step}] {}({})", i + 1, c.binding, c.args);
         }
     }

@@ -16,7 +16,13 @@ pub fn info(dir: &Path, files: &[&Path]) -> Option<GitInfo> {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
-        .args(["status", "--porcelain=v2", "--branch", "--untracked-files=all", "--"])
+        .args([
+            "status",
+            "--porcelain=v2",
+            "--branch",
+            "--untracked-files=all",
+            "--",
+        ])
         .args(files)
         .stdin(Stdio::null())
         .stderr(Stdio::null())

@@ -255,7 +255,11 @@ pub fn host_of(ctx: &NativeCallContext) -> Result<Rc<Host>, Box<EvalAltResult>> 
         .ok_or_else(|| {
             // Only reachable if an engine is built without `engine::build`: a programming error,
             // reported as a script error rather than a panic.
-            runtime_error("internal", "binding called outside a runbook host", ctx.call_position())
+            runtime_error(
+                "internal",
+                "binding called outside a runbook host",
+                ctx.call_position(),
+            )
         })
 }
 
@@ -334,7 +338,10 @@ pub fn call(
         rec.record(&intent, Durability::Synced).map_err(|e| {
             runtime_error(
                 "transcript",
-                &format!("{} not sent: its intent could not be recorded: {e}", spec.name),
+                &format!(
+                    "{} not sent: its intent could not be recorded: {e}",
+                    spec.name
+                ),
                 pos,
             )
         })?;

@@ -65,7 +65,13 @@ pub fn register_declarations(engine: &mut Engine) {
     engine.register_global_module(exported_module!(declare_api).into());
 }
 
-fn declare(ctx: &NativeCallContext, phase: Phase, title: &str, body: FnPtr, options: Map) -> ScriptResult<()> {
+fn declare(
+    ctx: &NativeCallContext,
+    phase: Phase,
+    title: &str,
+    body: FnPtr,
+    options: Map,
+) -> ScriptResult<()> {
     let host = crate::recorder::host_of(ctx)?;
     if host.recorder.stage() != Stage::Loading {
         return Err(crate::recorder::runtime_error(
@@ -119,7 +125,12 @@ pub mod declare_api {
     /// `on_failure` (a rollback closure `|ctx| { ... }`), `when` (a closure returning whether to
     /// run), `allow_failure` (the run goes on when this step fails) and `description`.
     #[rhai_fn(name = "containment", return_raw)]
-    pub fn containment_with(ctx: NativeCallContext, title: &str, body: FnPtr, options: Map) -> ScriptResult<()> {
+    pub fn containment_with(
+        ctx: NativeCallContext,
+        title: &str,
+        body: FnPtr,
+        options: Map,
+    ) -> ScriptResult<()> {
         declare(&ctx, Phase::Containment, title, body, options)
     }
 
@@ -131,7 +142,12 @@ pub mod declare_api {
 
     /// Declares an eradication step with options (see `containment`).
     #[rhai_fn(name = "eradication", return_raw)]
-    pub fn eradication_with(ctx: NativeCallContext, title: &str, body: FnPtr, options: Map) -> ScriptResult<()> {
+    pub fn eradication_with(
+        ctx: NativeCallContext,
+        title: &str,
+        body: FnPtr,
+        options: Map,
+    ) -> ScriptResult<()> {
         declare(&ctx, Phase::Eradication, title, body, options)
     }
 
@@ -143,7 +159,12 @@ pub mod declare_api {
 
     /// Declares a recovery step with options (see `containment`).
     #[rhai_fn(name = "recovery", return_raw)]
-    pub fn recovery_with(ctx: NativeCallContext, title: &str, body: FnPtr, options: Map) -> ScriptResult<()> {
+    pub fn recovery_with(
+        ctx: NativeCallContext,
+        title: &str,
+        body: FnPtr,
+        options: Map,
+    ) -> ScriptResult<()> {
         declare(&ctx, Phase::Recovery, title, body, options)
     }
 }
@@ -364,7 +385,8 @@ static ENV_NAME: LazyLock<Regex> =
 impl Runbook {
     /// Reads, compiles and declares a runbook, then validates everything it declared.
     pub fn load(path: &Path, host: Rc<Host>) -> Result<Runbook> {
-        let source = std::fs::read_to_string(path).map_err(|e| Error::io("cannot read runbook", path, e))?;
+        let source =
+            std::fs::read_to_string(path).map_err(|e| Error::io("cannot read runbook", path, e))?;
         let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         let file = engine::display_path(&canonical);
         let source: Rc<str> = Rc::from(source.as_str());
@@ -403,7 +425,12 @@ impl Runbook {
         let declared = engine.run_ast(&ast);
         host.interrupt.set_deadline(None);
         if let Err(err) = declared {
-            return Err(Error::script(error_diagnostic(&host, &err, &file, "while loading the runbook")));
+            return Err(Error::script(error_diagnostic(
+                &host,
+                &err,
+                &file,
+                "while loading the runbook",
+            )));
         }
 
         // A closure called later (a step) does not see the imports of the evaluation that
@@ -437,7 +464,14 @@ impl Runbook {
     }
 
     fn param_diag(&self, p: &ParamSpec, message: String) -> ScriptDiagnostic {
-        ScriptDiagnostic::new(&self.file, &self.source, p.line, p.col, message, "declared here")
+        ScriptDiagnostic::new(
+            &self.file,
+            &self.source,
+            p.line,
+            p.col,
+            message,
+            "declared here",
+        )
     }
 
     /// Checks and converts `--param k=v` values against the declared params: unknown names,
@@ -452,12 +486,20 @@ impl Runbook {
                 return Err(Error::Usage(format!(
                     "unknown parameter {name:?} for runbook {}; it declares: {}",
                     self.meta.id,
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 )));
             }
         }
         for p in &self.meta.params {
-            let raw = given.iter().rev().find(|(n, _)| *n == p.name).map(|(_, v)| v.as_str());
+            let raw = given
+                .iter()
+                .rev()
+                .find(|(n, _)| *n == p.name)
+                .map(|(_, v)| v.as_str());
             let value = match raw {
                 Some(text) => match p.ty.convert(text) {
                     Ok(v) => v,
@@ -480,21 +522,37 @@ impl Runbook {
             };
             if let Some(why) = p.check_value(&value) {
                 // Never echo a secret value in the error.
-                let shown = if p.secret { "the given value".to_string() } else { format!("{value:?}") };
+                let shown = if p.secret {
+                    "the given value".to_string()
+                } else {
+                    format!("{value:?}")
+                };
                 problems.push(self.param_diag(p, format!("parameter {}: {shown} {why}", p.name)));
                 continue;
             }
-            if p.secret && let Ok(s) = value.clone().into_string() {
+            if p.secret
+                && let Ok(s) = value.clone().into_string()
+            {
                 self.host.redactor.add_secret(&s);
             }
             values.insert(p.name.as_str().into(), value);
         }
-        if problems.is_empty() { Ok(values) } else { Err(Error::Script(problems)) }
+        if problems.is_empty() {
+            Ok(values)
+        } else {
+            Err(Error::Script(problems))
+        }
     }
 
     /// Imported modules (import path, file, sha256), in load order; the runbook itself excluded.
     pub fn modules(&self) -> Vec<ModuleRecord> {
-        self.host.modules.borrow().iter().filter(|m| !m.import.is_empty()).cloned().collect()
+        self.host
+            .modules
+            .borrow()
+            .iter()
+            .filter(|m| !m.import.is_empty())
+            .cloned()
+            .collect()
     }
 
     /// Metadata and steps as Markdown (`runbook show`).
@@ -513,11 +571,21 @@ impl Runbook {
         let _ = writeln!(
             out,
             "| Reviewed | {} |",
-            m.reviewed.map(|d| d.to_string()).unwrap_or_else(|| "never".into())
+            m.reviewed
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "never".into())
         );
-        let _ = writeln!(out, "| File | `{}` (sha256 `{}`) |", self.file, &self.sha256[..12]);
+        let _ = writeln!(
+            out,
+            "| File | `{}` (sha256 `{}`) |",
+            self.file,
+            &self.sha256[..12]
+        );
         if !m.params.is_empty() {
-            let _ = writeln!(out, "\n## Parameters\n\n| Name | Type | Required | Default | Description |\n|---|---|---|---|---|");
+            let _ = writeln!(
+                out,
+                "\n## Parameters\n\n| Name | Type | Required | Default | Description |\n|---|---|---|---|---|"
+            );
             for p in &m.params {
                 let default = match (&p.default, p.secret) {
                     (_, true) => "(secret)".to_string(),
@@ -559,7 +627,13 @@ impl Runbook {
                 if s.allow_failure {
                     flags.push("may fail".into());
                 }
-                let _ = writeln!(out, "{}. **{}** ({})", s.index + 1, s.title, flags.join(", "));
+                let _ = writeln!(
+                    out,
+                    "{}. **{}** ({})",
+                    s.index + 1,
+                    s.title,
+                    flags.join(", ")
+                );
                 if !s.description.is_empty() {
                     let _ = writeln!(out, "   {}", s.description);
                 }
@@ -593,34 +667,62 @@ impl ParamSpec {
 }
 
 /// Registers each top-level `import "path" as alias` as a static module named `alias`.
-fn expose_imports(engine: &mut Engine, ast: &AST, host: &Host, file: &str, source: &str) -> Result<()> {
+fn expose_imports(
+    engine: &mut Engine,
+    ast: &AST,
+    host: &Host,
+    file: &str,
+    source: &str,
+) -> Result<()> {
     let mut problems = Vec::new();
     for stmt in ast.statements() {
-        let rhai::Stmt::Import(import, pos) = stmt else { continue };
+        let rhai::Stmt::Import(import, pos) = stmt else {
+            continue;
+        };
         let (expr, alias) = &**import;
         let at = (pos.line().unwrap_or(1), pos.position().unwrap_or(1));
         let diag = |msg: String| ScriptDiagnostic::new(file, source, at.0, at.1, msg, "here");
         let rhai::Expr::StringConstant(path, _) = expr else {
-            problems.push(diag("an import path must be a string literal, so it is known before anything runs".into()));
+            problems.push(diag(
+                "an import path must be a string literal, so it is known before anything runs"
+                    .into(),
+            ));
             continue;
         };
         if alias.name.is_empty() {
             continue;
         }
         if crate::bindings::NAMESPACES.contains(&alias.name.as_str()) {
-            problems.push(diag(format!("`as {}` would hide the {}:: bindings; choose another alias", alias.name, alias.name)));
+            problems.push(diag(format!(
+                "`as {}` would hide the {}:: bindings; choose another alias",
+                alias.name, alias.name
+            )));
             continue;
         }
-        let module = host.loaded.borrow().iter().find(|(p, _)| p == path.as_str()).map(|(_, m)| m.clone());
+        let module = host
+            .loaded
+            .borrow()
+            .iter()
+            .find(|(p, _)| p == path.as_str())
+            .map(|(_, m)| m.clone());
         if let Some(module) = module {
             engine.register_static_module(alias.name.as_str(), module);
         }
     }
-    if problems.is_empty() { Ok(()) } else { Err(Error::Script(problems)) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Script(problems))
+    }
 }
 
 /// Turns a load-time script error into a diagnostic pointing into the right file.
-pub fn error_diagnostic(host: &Host, err: &EvalAltResult, top_file: &str, context: &str) -> ScriptDiagnostic {
+pub fn error_diagnostic(
+    host: &Host,
+    err: &EvalAltResult,
+    top_file: &str,
+    context: &str,
+) -> ScriptDiagnostic {
     let info = engine::describe_error(err, top_file);
     let file = info.file.clone().unwrap_or_else(|| top_file.to_string());
     let source = host.source_of(&file).unwrap_or_else(|| Rc::from(""));
@@ -645,7 +747,12 @@ fn offset_of(source: &str, line: usize, col: usize) -> usize {
     let mut offset = 0;
     for (i, text) in source.split_inclusive('\n').enumerate() {
         if i + 1 == line {
-            return offset + text.chars().take(col.saturating_sub(1)).map(char::len_utf8).sum::<usize>();
+            return offset
+                + text
+                    .chars()
+                    .take(col.saturating_sub(1))
+                    .map(char::len_utf8)
+                    .sum::<usize>();
         }
         offset += text.len();
     }
@@ -657,7 +764,10 @@ fn offset_of(source: &str, line: usize, col: usize) -> usize {
 fn key_position(source: &str, from: (usize, usize), key: &str) -> (usize, usize) {
     let start = offset_of(source, from.0, from.1);
     let pattern = format!(r#"(?:\b{k}|"{k}")\s*:"#, k = regex::escape(key));
-    match Regex::new(&pattern).ok().and_then(|re| re.find(&source[start..])) {
+    match Regex::new(&pattern)
+        .ok()
+        .and_then(|re| re.find(&source[start..]))
+    {
         Some(m) => line_col_at(source, start + m.start()),
         None => from,
     }
@@ -672,19 +782,40 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn error(&mut self, at: (usize, usize), message: String) {
-        self.errors
-            .push(ScriptDiagnostic::new(self.file, self.source, at.0, at.1, message, "here"));
+        self.errors.push(ScriptDiagnostic::new(
+            self.file,
+            self.source,
+            at.0,
+            at.1,
+            message,
+            "here",
+        ));
     }
 
     fn warn(&mut self, at: (usize, usize), message: String) {
-        self.warnings
-            .push(ScriptDiagnostic::new(self.file, self.source, at.0, at.1, message, "here"));
+        self.warnings.push(ScriptDiagnostic::new(
+            self.file,
+            self.source,
+            at.0,
+            at.1,
+            message,
+            "here",
+        ));
     }
 
-    fn string(&mut self, map: &Map, key: &str, at: (usize, usize), required: bool) -> Option<String> {
+    fn string(
+        &mut self,
+        map: &Map,
+        key: &str,
+        at: (usize, usize),
+        required: bool,
+    ) -> Option<String> {
         match map.get(key) {
             None if required => {
-                self.error(at, format!("runbook metadata is missing the required key `{key}`"));
+                self.error(
+                    at,
+                    format!("runbook metadata is missing the required key `{key}`"),
+                );
                 None
             }
             None => None,
@@ -700,9 +831,13 @@ impl Validator<'_> {
     }
 
     fn strings(&mut self, map: &Map, key: &str, at: (usize, usize)) -> Vec<String> {
-        let Some(v) = map.get(key) else { return Vec::new() };
+        let Some(v) = map.get(key) else {
+            return Vec::new();
+        };
         let items = v.clone().try_cast::<rhai::Array>().map(|a| {
-            a.into_iter().map(|d| d.into_string().ok()).collect::<Option<Vec<_>>>()
+            a.into_iter()
+                .map(|d| d.into_string().ok())
+                .collect::<Option<Vec<_>>>()
         });
         match items {
             Some(Some(list)) => list,
@@ -714,7 +849,13 @@ impl Validator<'_> {
         }
     }
 
-    fn duration(&mut self, opts: &Map, key: &str, at: (usize, usize), default: Duration) -> Duration {
+    fn duration(
+        &mut self,
+        opts: &Map,
+        key: &str,
+        at: (usize, usize),
+        default: Duration,
+    ) -> Duration {
         match opts.get(key) {
             None => default,
             Some(v) => {
@@ -723,7 +864,12 @@ impl Validator<'_> {
                     Ok(d) if !d.is_zero() => d,
                     _ => {
                         let at = key_position(self.source, at, key);
-                        self.error(at, format!("`{key}` must be a duration such as \"90s\" or \"2m\", not {text:?}"));
+                        self.error(
+                            at,
+                            format!(
+                                "`{key}` must be a duration such as \"90s\" or \"2m\", not {text:?}"
+                            ),
+                        );
                         default
                     }
                 }
@@ -735,12 +881,24 @@ impl Validator<'_> {
 type Validated = (Metadata, Vec<Step>, Vec<ScriptDiagnostic>);
 
 /// Checks everything the declaration pass collected; returns every problem found, not just the first.
-fn validate(file: &str, source: &str, decls: &Declarations) -> std::result::Result<Validated, Vec<ScriptDiagnostic>> {
-    let mut v = Validator { file, source, errors: Vec::new(), warnings: Vec::new() };
+fn validate(
+    file: &str,
+    source: &str,
+    decls: &Declarations,
+) -> std::result::Result<Validated, Vec<ScriptDiagnostic>> {
+    let mut v = Validator {
+        file,
+        source,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
     let pos = |p: Position| (p.line().unwrap_or(1), p.position().unwrap_or(1));
 
     if let Some(p) = decls.duplicate_meta {
-        v.error(pos(p), "runbook(...) is called more than once; a file declares one runbook".into());
+        v.error(
+            pos(p),
+            "runbook(...) is called more than once; a file declares one runbook".into(),
+        );
     }
     let Some((meta, meta_pos)) = &decls.meta else {
         v.error((1, 1), "this file never declares its metadata: call runbook(#{ id: ..., version: ..., title: ..., severity: ... }) at the top".into());
@@ -750,19 +908,31 @@ fn validate(file: &str, source: &str, decls: &Declarations) -> std::result::Resu
     for key in meta.keys() {
         if !META_KEYS.contains(&key.as_str()) {
             let kp = key_position(source, at, key);
-            v.error(kp, format!("unknown metadata key `{key}`; known keys: {}", META_KEYS.join(", ")));
+            v.error(
+                kp,
+                format!(
+                    "unknown metadata key `{key}`; known keys: {}",
+                    META_KEYS.join(", ")
+                ),
+            );
         }
     }
     let id = v.string(meta, "id", at, true).unwrap_or_default();
     if !id.is_empty() && !KEBAB.is_match(&id) {
-        v.error(key_position(source, at, "id"), format!("id {id:?} must be kebab-case (a-z, 0-9 and single dashes)"));
+        v.error(
+            key_position(source, at, "id"),
+            format!("id {id:?} must be kebab-case (a-z, 0-9 and single dashes)"),
+        );
     }
     let version_text = v.string(meta, "version", at, true).unwrap_or_default();
     let version = match semver::Version::parse(&version_text) {
         Ok(ver) => ver,
         Err(e) => {
             if meta.contains_key("version") {
-                v.error(key_position(source, at, "version"), format!("version {version_text:?} is not semver (MAJOR.MINOR.PATCH): {e}"));
+                v.error(
+                    key_position(source, at, "version"),
+                    format!("version {version_text:?} is not semver (MAJOR.MINOR.PATCH): {e}"),
+                );
             }
             semver::Version::new(0, 0, 0)
         }
@@ -771,7 +941,10 @@ fn validate(file: &str, source: &str, decls: &Declarations) -> std::result::Resu
     let severity_text = v.string(meta, "severity", at, true).unwrap_or_default();
     let severity = Severity::parse(&severity_text).unwrap_or_else(|| {
         if meta.contains_key("severity") {
-            v.error(key_position(source, at, "severity"), format!("severity {severity_text:?} must be one of P1, P2, P3, P4"));
+            v.error(
+                key_position(source, at, "severity"),
+                format!("severity {severity_text:?} must be one of P1, P2, P3, P4"),
+            );
         }
         Severity::P4
     });
@@ -779,7 +952,10 @@ fn validate(file: &str, source: &str, decls: &Declarations) -> std::result::Resu
         match chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d") {
             Ok(d) => Some(d),
             Err(_) => {
-                v.error(key_position(source, at, "reviewed"), format!("reviewed {text:?} must be a date, YYYY-MM-DD"));
+                v.error(
+                    key_position(source, at, "reviewed"),
+                    format!("reviewed {text:?} must be a date, YYYY-MM-DD"),
+                );
                 None
             }
         }
@@ -787,7 +963,10 @@ fn validate(file: &str, source: &str, decls: &Declarations) -> std::result::Resu
     let env = v.strings(meta, "env", at);
     for name in &env {
         if !ENV_NAME.is_match(name) {
-            v.error(key_position(source, at, "env"), format!("env entry {name:?} is not an environment variable name"));
+            v.error(
+                key_position(source, at, "env"),
+                format!("env entry {name:?} is not an environment variable name"),
+            );
         }
     }
     let params = match meta.get("params") {
@@ -795,7 +974,10 @@ fn validate(file: &str, source: &str, decls: &Declarations) -> std::result::Resu
         Some(p) => match p.clone().try_cast::<Map>() {
             Some(map) => validate_params(&mut v, &map, key_position(source, at, "params")),
             None => {
-                v.error(key_position(source, at, "params"), "`params` must be a map of parameter specs".into());
+                v.error(
+                    key_position(source, at, "params"),
+                    "`params` must be a map of parameter specs".into(),
+                );
                 Vec::new()
             }
         },
@@ -828,7 +1010,12 @@ fn validate_params(v: &mut Validator, map: &Map, at: (usize, usize)) -> Vec<Para
     for (name, spec) in map {
         let pat = key_position(v.source, at, name);
         if !IDENT.is_match(name) || name == "run" {
-            v.error(pat, format!("parameter name {name:?} must be snake_case and not `run` (ctx.run is reserved)"));
+            v.error(
+                pat,
+                format!(
+                    "parameter name {name:?} must be snake_case and not `run` (ctx.run is reserved)"
+                ),
+            );
             continue;
         }
         let Some(spec) = spec.clone().try_cast::<Map>() else {
@@ -838,21 +1025,40 @@ fn validate_params(v: &mut Validator, map: &Map, at: (usize, usize)) -> Vec<Para
         for key in spec.keys() {
             if !PARAM_KEYS.contains(&key.as_str()) {
                 let kp = key_position(v.source, pat, key);
-                v.error(kp, format!("parameter {name}: unknown key `{key}`; known keys: {}", PARAM_KEYS.join(", ")));
+                v.error(
+                    kp,
+                    format!(
+                        "parameter {name}: unknown key `{key}`; known keys: {}",
+                        PARAM_KEYS.join(", ")
+                    ),
+                );
             }
         }
-        let ty_text = spec.get("type").map(|t| t.to_string()).unwrap_or_else(|| "string".into());
+        let ty_text = spec
+            .get("type")
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "string".into());
         let Some(ty) = ParamType::parse(&ty_text) else {
-            v.error(key_position(v.source, pat, "type"), format!("parameter {name}: type {ty_text:?} must be string, int, float or bool"));
+            v.error(
+                key_position(v.source, pat, "type"),
+                format!("parameter {name}: type {ty_text:?} must be string, int, float or bool"),
+            );
             continue;
         };
-        let flag = |key: &str| spec.get(key).and_then(|d| d.as_bool().ok()).unwrap_or(false);
+        let flag = |key: &str| {
+            spec.get(key)
+                .and_then(|d| d.as_bool().ok())
+                .unwrap_or(false)
+        };
         let pattern = match spec.get("pattern").map(|p| p.to_string()) {
             None => None,
             Some(text) => match Regex::new(&text) {
                 Ok(re) => Some(re),
                 Err(e) => {
-                    v.error(key_position(v.source, pat, "pattern"), format!("parameter {name}: invalid pattern: {e}"));
+                    v.error(
+                        key_position(v.source, pat, "pattern"),
+                        format!("parameter {name}: invalid pattern: {e}"),
+                    );
                     None
                 }
             },
@@ -873,14 +1079,20 @@ fn validate_params(v: &mut Validator, map: &Map, at: (usize, usize)) -> Vec<Para
             pattern,
             choices,
             secret: flag("secret"),
-            description: spec.get("description").map(|d| d.to_string()).unwrap_or_default(),
+            description: spec
+                .get("description")
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
             line: pat.0,
             col: pat.1,
         };
         if let Some(d) = &p.default
             && let Some(why) = p.check_value(d)
         {
-            v.error(key_position(v.source, pat, "default"), format!("parameter {name}: the default {why}"));
+            v.error(
+                key_position(v.source, pat, "default"),
+                format!("parameter {name}: the default {why}"),
+            );
         }
         out.push(p);
     }
@@ -898,8 +1110,17 @@ fn validate_steps(v: &mut Validator, raw: &[RawStep]) -> Vec<Step> {
         if r.title.trim().is_empty() {
             v.error(at, "a step needs a title".into());
         }
-        if let Some(first) = steps.iter().find(|s| s.title.eq_ignore_ascii_case(&r.title)) {
-            v.error(at, format!("duplicate step title {:?} (first declared at line {})", r.title, first.location.line));
+        if let Some(first) = steps
+            .iter()
+            .find(|s| s.title.eq_ignore_ascii_case(&r.title))
+        {
+            v.error(
+                at,
+                format!(
+                    "duplicate step title {:?} (first declared at line {})",
+                    r.title, first.location.line
+                ),
+            );
         }
         if r.phase < latest_phase {
             v.warn(at, format!(
@@ -911,7 +1132,13 @@ fn validate_steps(v: &mut Validator, raw: &[RawStep]) -> Vec<Step> {
         for key in r.options.keys() {
             if !STEP_KEYS.contains(&key.as_str()) {
                 let kp = key_position(v.source, at, key);
-                v.error(kp, format!("unknown step option `{key}`; known options: {}", STEP_KEYS.join(", ")));
+                v.error(
+                    kp,
+                    format!(
+                        "unknown step option `{key}`; known options: {}",
+                        STEP_KEYS.join(", ")
+                    ),
+                );
             }
         }
         let timeout = v.duration(&r.options, "timeout", at, DEFAULT_TIMEOUT);
@@ -920,7 +1147,10 @@ fn validate_steps(v: &mut Validator, raw: &[RawStep]) -> Vec<Step> {
             None => 0,
             Some(Ok(n)) if (0..=MAX_RETRIES).contains(&n) => n as u32,
             Some(_) => {
-                v.error(key_position(v.source, at, "retries"), format!("`retries` must be an int from 0 to {MAX_RETRIES}"));
+                v.error(
+                    key_position(v.source, at, "retries"),
+                    format!("`retries` must be an int from 0 to {MAX_RETRIES}"),
+                );
                 0
             }
         };
@@ -930,12 +1160,18 @@ fn validate_steps(v: &mut Validator, raw: &[RawStep]) -> Vec<Step> {
             Some(c) if c.is_string() => {
                 let word = c.to_string();
                 if word.trim().is_empty() || word.contains(char::is_whitespace) {
-                    v.error(key_position(v.source, at, "confirm"), "`confirm` must be true or one word to type".into());
+                    v.error(
+                        key_position(v.source, at, "confirm"),
+                        "`confirm` must be true or one word to type".into(),
+                    );
                 }
                 Some(Confirm::Word(word))
             }
             Some(_) => {
-                v.error(key_position(v.source, at, "confirm"), "`confirm` must be true or one word to type".into());
+                v.error(
+                    key_position(v.source, at, "confirm"),
+                    "`confirm` must be true or one word to type".into(),
+                );
                 None
             }
         };
@@ -944,15 +1180,26 @@ fn validate_steps(v: &mut Validator, raw: &[RawStep]) -> Vec<Step> {
             Some(f) => match f.clone().try_cast::<FnPtr>() {
                 Some(f) => Some(f),
                 None => {
-                    v.error(key_position(v.source, at, key), format!("`{key}` must be a closure such as |ctx| {{ ... }}"));
+                    v.error(
+                        key_position(v.source, at, key),
+                        format!("`{key}` must be a closure such as |ctx| {{ ... }}"),
+                    );
                     None
                 }
             },
         };
         let on_failure = closure("on_failure");
         let when = closure("when");
-        let allow_failure = r.options.get("allow_failure").and_then(|d| d.as_bool().ok()).unwrap_or(false);
-        let description = r.options.get("description").map(|d| d.to_string()).unwrap_or_default();
+        let allow_failure = r
+            .options
+            .get("allow_failure")
+            .and_then(|d| d.as_bool().ok())
+            .unwrap_or(false);
+        let description = r
+            .options
+            .get("description")
+            .map(|d| d.to_string())
+            .unwrap_or_default();
         steps.push(Step {
             index,
             phase: r.phase,

@@ -208,7 +208,10 @@ fn hash_line(line: &Value) -> String {
 fn write_canonical(value: &Value, out: &mut String, skip_hash: bool) {
     match value {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().filter(|k| !(skip_hash && *k == "hash")).collect();
+            let mut keys: Vec<&String> = map
+                .keys()
+                .filter(|k| !(skip_hash && *k == "hash"))
+                .collect();
             keys.sort();
             out.push('{');
             for (i, k) in keys.iter().enumerate() {
@@ -454,7 +457,7 @@ pub fn show(events: &[Value]) -> String {
                 ms(&e["duration_ms"]),
                 e["reason"].as_str().unwrap_or("")
             ),
-            other => format!("{other}"),
+            other => other.to_string(),
         };
         let _ = writeln!(out, "{t}  {}", line.trim_end());
     }
@@ -499,16 +502,26 @@ pub fn render_markdown(events: &[Value], report: &VerifyReport, path: &Path) -> 
                 "`{}@{}` (sha256 `{}`)",
                 rb["id"].as_str().unwrap_or("?"),
                 rb["version"].as_str().unwrap_or("?"),
-                rb["sha256"].as_str().unwrap_or("?").get(..12).unwrap_or("?")
+                rb["sha256"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .get(..12)
+                    .unwrap_or("?")
             ),
         ),
-        ("Run", format!("`{}`", first["run_id"].as_str().unwrap_or("?"))),
+        (
+            "Run",
+            format!("`{}`", first["run_id"].as_str().unwrap_or("?")),
+        ),
         ("Mode", first["mode"].as_str().unwrap_or("?").to_string()),
         (
             "Environment",
             first["environment"].as_str().unwrap_or("?").to_string(),
         ),
-        ("Operator", first["operator"].as_str().unwrap_or("?").to_string()),
+        (
+            "Operator",
+            first["operator"].as_str().unwrap_or("?").to_string(),
+        ),
         ("Started", first["ts"].as_str().unwrap_or("?").to_string()),
         ("Last event", last["ts"].as_str().unwrap_or("?").to_string()),
         ("Status", status.to_string()),
@@ -572,7 +585,9 @@ pub fn render_markdown(events: &[Value], report: &VerifyReport, path: &Path) -> 
         );
     }
 
-    let duration = finished.map(|e| ms(&e["duration_ms"])).unwrap_or("-".into());
+    let duration = finished
+        .map(|e| ms(&e["duration_ms"]))
+        .unwrap_or("-".into());
     let _ = writeln!(out, "\n## Notification\n\n```");
     if status == "ok" {
         let _ = writeln!(
@@ -626,8 +641,11 @@ mod tests {
             Durability::Synced,
         )
         .unwrap();
-        w.append(&json!({"type": "log", "message": "hi"}), Durability::Written)
-            .unwrap();
+        w.append(
+            &json!({"type": "log", "message": "hi"}),
+            Durability::Written,
+        )
+        .unwrap();
         w.append(
             &json!({"type": "run_finished", "status": "ok"}),
             Durability::Synced,

@@ -108,7 +108,11 @@ pub mod core_api {
     /// Scripts can catch it: the error is `#{ code: "fail", message }`.
     #[rhai_fn(return_raw)]
     pub fn fail(ctx: NativeCallContext, message: &str) -> ScriptResult<()> {
-        Err(recorder::runtime_error("fail", message, ctx.call_position()))
+        Err(recorder::runtime_error(
+            "fail",
+            message,
+            ctx.call_position(),
+        ))
     }
 
     /// Fails the current step with `message` unless `condition` is true.
@@ -133,7 +137,9 @@ pub mod core_api {
             if !host.env_allow.borrow().iter().any(|n| n == name) {
                 return Err(BindingError::new(
                     "denied",
-                    format!("env({name:?}) is not allowed: list it in the runbook's `env` metadata"),
+                    format!(
+                        "env({name:?}) is not allowed: list it in the runbook's `env` metadata"
+                    ),
                 ));
             }
             match std::env::var(name) {
@@ -154,7 +160,11 @@ pub mod json_api {
     #[rhai_fn(return_raw)]
     pub fn parse(ctx: NativeCallContext, text: &str) -> ScriptResult<Dynamic> {
         let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-            recorder::runtime_error("bad_json", &format!("invalid JSON: {e}"), ctx.call_position())
+            recorder::runtime_error(
+                "bad_json",
+                &format!("invalid JSON: {e}"),
+                ctx.call_position(),
+            )
         })?;
         rhai::serde::to_dynamic(value)
     }
@@ -169,9 +179,8 @@ pub mod json_api {
     /// Encodes a value as indented JSON text.
     #[rhai_fn(return_raw)]
     pub fn encode_pretty(ctx: NativeCallContext, value: Dynamic) -> ScriptResult<String> {
-        serde_json::to_string_pretty(&recorder::to_json(&value)).map_err(|e| {
-            recorder::runtime_error("bad_json", &e.to_string(), ctx.call_position())
-        })
+        serde_json::to_string_pretty(&recorder::to_json(&value))
+            .map_err(|e| recorder::runtime_error("bad_json", &e.to_string(), ctx.call_position()))
     }
 }
 
@@ -184,7 +193,10 @@ pub mod notes_api {
     pub fn append(ctx: NativeCallContext, text: &str) -> ScriptResult<()> {
         recorder::call(&ctx, &NOTES_APPEND, json!({ "text": text }), |host| {
             let path = host.notes_path.borrow().clone().ok_or_else(|| {
-                BindingError::new("no_notes", "this run has no notes file (it has no transcript)")
+                BindingError::new(
+                    "no_notes",
+                    "this run has no notes file (it has no transcript)",
+                )
             })?;
             // A Markdown list item; continuation lines are indented so they stay inside it.
             let body = host.redactor.redact(text).replace('\n', "\n  ");

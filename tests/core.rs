@@ -1,0 +1,616 @@
+//! End-to-end behaviour of the core, through the real binary.
+
+mod common;
+
+use common::{Workspace, events, header, of_type};
+use serde_json::Value;
+
+const ORDERED: &str = r#"
+runbook(#{ id: "ordered", version: "1.2.0", title: "Three steps", severity: "P2" });
+
+containment("First", |ctx| { ctx.order = ["a"]; notes::append("first"); });
+eradication("Second", |ctx| { ctx.order.push("b"); notes::append("second"); });
+recovery("Third", |ctx| { ctx.order.push("c"); log(`order: ${ctx.order}`); });
+"#;
+
+#[test]
+fn a_runbook_runs_every_step_in_order_and_its_transcript_verifies() {
+    let ws = Workspace::new();
+    ws.write("runbooks/ordered.rhai", ORDERED);
+    ws.run(&["run", "ordered", "--transcript", "t.jsonl"])
+        .expect_code(0);
+
+    let ev = events(&ws.path().join("t.jsonl"));
+    assert_eq!(ev[0]["type"], "run_started");
+    assert_eq!(ev[0]["runbook"]["id"], "ordered");
+    assert_eq!(ev[0]["runbook"]["version"], "1.2.0");
+    assert_eq!(ev[0]["operator"], "tester@ci");
+    assert_eq!(ev[0]["runbook"]["sha256"].as_str().unwrap().len(), 64);
+    let started: Vec<u64> = of_type(&ev, "step_started")
+        .iter()
+        .map(|e| e["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(started, vec![0, 1, 2]);
+    let finished = of_type(&ev, "step_finished");
+    assert!(finished.iter().all(|e| e["status"] == "ok"));
+    // The context is recorded after each step and carries what earlier steps stored.
+    assert_eq!(
+        finished[2]["ctx"]["order"],
+        serde_json::json!(["a", "b", "c"])
+    );
+    assert_eq!(ev.last().unwrap()["type"], "run_finished");
+    assert_eq!(ev.last().unwrap()["status"], "ok");
+    assert_eq!(ev.last().unwrap()["counts"]["ok"], 3);
+
+    let notes = ws.read("t.notes.md");
+    let first = notes.find("first").expect("first note");
+    let second = notes.find("second").expect("second note");
+    assert!(first < second);
+
+    let verify = ws.run(&["transcript", "verify", "t.jsonl"]);
+    verify.expect_code(0);
+    assert!(verify.stdout.contains("chain intact"), "{}", verify.stdout);
+    assert!(
+        verify.stdout.contains("run finished: ok"),
+        "{}",
+        verify.stdout
+    );
+}
+
+#[test]
+fn flipping_one_byte_of_any_line_breaks_verify_at_that_line() {
+    let ws = Workspace::new();
+    ws.write("runbooks/ordered.rhai", ORDERED);
+    ws.run(&["run", "ordered", "--transcript", "t.jsonl"])
+        .expect_code(0);
+    let original = std::fs::read(ws.path().join("t.jsonl")).unwrap();
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(
+            original
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| i + 1),
+        )
+        .filter(|i| *i < original.len())
+        .collect();
+    assert!(line_starts.len() >= 10, "expected a real transcript");
+
+    for (n, start) in line_starts.iter().enumerate() {
+        let end = line_starts.get(n + 1).copied().unwrap_or(original.len()) - 1;
+        // Flip a byte in the middle of the line (its content, not the newline).
+        let at = start + (end - start) / 2;
+        let mut tampered = original.clone();
+        tampered[at] ^= 0x01;
+        std::fs::write(ws.path().join("tampered.jsonl"), &tampered).unwrap();
+        let run = ws.run(&["transcript", "verify", "tampered.jsonl"]);
+        run.expect_code(1);
+        let needle = format!("tampered.jsonl:{}:", n + 1);
+        assert!(
+            run.stderr.contains(&needle),
+            "line {} flipped, expected {needle} in: {}",
+            n + 1,
+            run.stderr
+        );
+    }
+
+    // Dropping a line and swapping two lines are caught at the first line out of place.
+    let text = String::from_utf8(original).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let dropped: Vec<&str> = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3)
+        .map(|(_, l)| *l)
+        .collect();
+    ws.write("dropped.jsonl", &(dropped.join("\n") + "\n"));
+    let run = ws.run(&["transcript", "verify", "dropped.jsonl"]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("dropped.jsonl:4:"), "{}", run.stderr);
+    let mut swapped = lines.clone();
+    swapped.swap(2, 5);
+    ws.write("swapped.jsonl", &(swapped.join("\n") + "\n"));
+    let run = ws.run(&["transcript", "verify", "swapped.jsonl"]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("swapped.jsonl:3:"), "{}", run.stderr);
+}
+
+#[test]
+fn a_syntax_error_shows_line_col_and_a_caret_and_nothing_runs() {
+    let ws = Workspace::new();
+    let src = format!(
+        "{}\ncontainment(\"Broken\", |ctx| {{\n    let x = ;\n}});\n",
+        header("broken")
+    );
+    ws.write("runbooks/broken.rhai", &src);
+    let run = ws.run(&["run", "runbooks/broken.rhai", "--transcript", "t.jsonl"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr
+            .contains("runbooks/broken.rhai:4:13: syntax error"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("let x = ;"), "{}", run.stderr);
+    assert!(run.stderr.contains('┬'), "expected a caret: {}", run.stderr);
+    assert!(!ws.exists("t.jsonl"), "no transcript may be written");
+    assert!(!ws.exists("transcripts"));
+}
+
+#[test]
+fn invalid_metadata_steps_and_params_are_refused_before_any_step() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "runbook(#{ id: \"x\", version: \"1.0.0\", title: \"t\", severity: \"P3\",\n  colour: \"blue\" });\ncontainment(\"a\", |ctx| { notes::append(\"ran\"); });\n",
+            "x.rhai:2:3: unknown metadata key `colour`",
+            "",
+        ),
+        (
+            "runbook(#{ id: \"x\",\n version: \"1.0\", title: \"t\", severity: \"P3\" });\ncontainment(\"a\", |ctx| { notes::append(\"ran\"); });\n",
+            "x.rhai:2:2: version \"1.0\" is not semver",
+            "",
+        ),
+        (
+            "runbook(#{ id: \"x\", version: \"1.0.0\", title: \"t\", severity: \"P3\" });\ncontainment(\"a\", |ctx| { notes::append(\"ran\"); });\nrecovery(\"A\", |ctx| {});\n",
+            "x.rhai:3:1: duplicate step title \"A\"",
+            "",
+        ),
+        (
+            "runbook(#{ id: \"x\", version: \"1.0.0\", title: \"t\", severity: \"P3\",\n  params: #{\n    instance_id: #{ type: \"string\", required: true, pattern: \"^i-[0-9a-f]{8,17}$\" } } });\ncontainment(\"a\", |ctx| { notes::append(\"ran\"); });\n",
+            "x.rhai:3:5: missing required parameter instance_id",
+            "",
+        ),
+        (
+            "runbook(#{ id: \"x\", version: \"1.0.0\", title: \"t\", severity: \"P3\",\n  params: #{\n    instance_id: #{ type: \"string\", required: true, pattern: \"^i-[0-9a-f]{8,17}$\" } } });\ncontainment(\"a\", |ctx| { notes::append(\"ran\"); });\n",
+            "x.rhai:3:5: parameter instance_id: \"i-XYZ\" does not match the pattern",
+            "instance_id=i-XYZ",
+        ),
+        (
+            "runbook(#{ id: \"x\", version: \"1.0.0\", title: \"t\", severity: \"P3\",\n  params: #{ count: #{ type: \"int\" } } });\ncontainment(\"a\", |ctx| { notes::append(\"ran\"); });\n",
+            "x.rhai:2:14: parameter count: \"many\" is not an int",
+            "count=many",
+        ),
+        (
+            "runbook(#{ id: \"x\", version: \"1.0.0\", title: \"t\", severity: \"P3\" });\nnotes::append(\"at load\");\ncontainment(\"a\", |ctx| {});\n",
+            "x.rhai:2:8: while loading the runbook: notes::append cannot be called while the runbook loads",
+            "",
+        ),
+        (
+            "runbook(#{ id: \"x\", version: \"1.0.0\", title: \"t\", severity: \"P3\" });\ncontainment(\"a\", |ctx| { eval(\"1\"); });\n",
+            "x.rhai:2:26: syntax error",
+            "",
+        ),
+    ];
+    for (src, expected, param) in cases {
+        let ws = Workspace::new();
+        ws.write("x.rhai", src);
+        let mut args = vec!["run", "x.rhai", "--transcript", "t.jsonl"];
+        if !param.is_empty() {
+            args.extend(["--param", param]);
+        }
+        let run = ws.run(&args);
+        run.expect_code(2);
+        assert!(
+            run.stderr.contains(expected),
+            "expected {expected:?} in:\n{}",
+            run.stderr
+        );
+        assert!(
+            !ws.exists("t.jsonl"),
+            "{expected}: no transcript may be written"
+        );
+        assert!(!ws.exists("t.notes.md"), "{expected}: no step may run");
+    }
+}
+
+#[test]
+fn an_endless_loop_stops_at_the_step_timeout() {
+    let ws = Workspace::new();
+    let src = format!(
+        "{}containment(\"Spin\", |ctx| {{ let n = 0; loop {{ n += 1; }} }}, #{{ timeout: \"300ms\" }});\nrecovery(\"After\", |ctx| {{ notes::append(\"must not run\"); }});\n",
+        header("spin")
+    );
+    ws.write("runbooks/spin.rhai", &src);
+    let run = ws.run(&["run", "spin", "--transcript", "t.jsonl"]);
+    run.expect_code(3);
+    assert!(
+        run.stderr.contains("ran past its timeout of 300ms"),
+        "{}",
+        run.stderr
+    );
+    let ev = events(&ws.path().join("t.jsonl"));
+    let finished = of_type(&ev, "step_finished");
+    assert_eq!(finished.len(), 1);
+    assert_eq!(finished[0]["status"], "timed_out");
+    assert!(finished[0]["duration_ms"].as_u64().unwrap() >= 300);
+    assert_eq!(ev.last().unwrap()["status"], "timed_out");
+    assert_eq!(ev.last().unwrap()["counts"]["not_run"], 1);
+    assert!(!ws.exists("t.notes.md"));
+    ws.run(&["transcript", "verify", "t.jsonl"]).expect_code(0);
+}
+
+#[test]
+fn imports_resolve_only_inside_stdlib_and_the_runbook_folder() {
+    let ws = Workspace::new();
+    ws.write("stdlib/greet.rhai", "fn hello(name) { `hello ${name}` }\n");
+    ws.write("runbooks/local_helpers.rhai", "fn twice(x) { x * 2 }\n");
+    ws.write("outside.rhai", "fn leak() { \"leaked\" }\n");
+    let ok = format!(
+        "import \"stdlib/greet\" as g;\nimport \"local_helpers\" as h;\n{}containment(\"Use\", |ctx| {{ ctx.msg = g::hello(\"ops\"); ctx.n = h::twice(21); }});\n",
+        header("imports")
+    );
+    ws.write("runbooks/imports.rhai", &ok);
+    ws.run(&["run", "imports", "--transcript", "t.jsonl"])
+        .expect_code(0);
+    let ev = events(&ws.path().join("t.jsonl"));
+    let ctx = &of_type(&ev, "step_finished")[0]["ctx"];
+    assert_eq!(ctx["msg"], "hello ops");
+    assert_eq!(ctx["n"], 42);
+    let modules = ev[0]["runbook"]["modules"].as_array().unwrap();
+    assert_eq!(
+        modules.len(),
+        2,
+        "every imported module is hashed: {modules:?}"
+    );
+    assert!(
+        modules
+            .iter()
+            .all(|m| m["sha256"].as_str().unwrap().len() == 64)
+    );
+
+    for bad in ["../outside", "/etc/passwd", "stdlib/../../outside"] {
+        let src = format!(
+            "import \"{bad}\" as x;\n{}containment(\"a\", |ctx| {{ notes::append(\"ran\"); }});\n",
+            header("bad")
+        );
+        ws.write("runbooks/bad.rhai", &src);
+        let run = ws.run(&["run", "runbooks/bad.rhai", "--transcript", "bad.jsonl"]);
+        run.expect_code(2);
+        assert!(run.stderr.contains("refused"), "{bad}: {}", run.stderr);
+        assert!(run.stderr.contains("bad.rhai:1:8"), "{bad}: {}", run.stderr);
+        assert!(!ws.exists("bad.jsonl"));
+    }
+}
+
+#[test]
+fn plan_mode_sends_no_mutating_call() {
+    let ws = Workspace::new();
+    ws.write("runbooks/ordered.rhai", ORDERED);
+    let plan = ws.run(&["plan", "ordered", "--transcript", "p.jsonl"]);
+    plan.expect_code(0);
+    assert!(
+        !ws.exists("p.notes.md"),
+        "plan must not write the notes file"
+    );
+    assert!(
+        plan.stdout.contains("2 mutating call(s) would be made"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("notes::append({\"text\":\"first\"})"),
+        "{}",
+        plan.stdout
+    );
+    let ev = events(&ws.path().join("p.jsonl"));
+    assert_eq!(ev[0]["mode"], "plan");
+    assert!(
+        of_type(&ev, "intent").is_empty(),
+        "no intent: nothing was about to be sent"
+    );
+    let calls = of_type(&ev, "call");
+    let writes: Vec<&&Value> = calls.iter().filter(|c| c["mutating"] == true).collect();
+    assert_eq!(writes.len(), 2);
+    assert!(writes.iter().all(|c| c["planned"] == true));
+    assert_eq!(ev.last().unwrap()["mutating_calls_sent"], 0);
+
+    // The same runbook, run for real, does write: the plan's silence is not an accident.
+    ws.run(&["run", "ordered", "--transcript", "r.jsonl"])
+        .expect_code(0);
+    assert!(ws.read("r.notes.md").contains("second"));
+    assert_eq!(
+        events(&ws.path().join("r.jsonl")).last().unwrap()["mutating_calls_sent"],
+        2
+    );
+}
+
+#[test]
+fn a_planted_secret_never_reaches_the_transcript_notes_or_terminal() {
+    let ws = Workspace::new();
+    let secret = "pl4nted-S3CRET-value";
+    let src = r#"
+runbook(#{ id: "secret", version: "1.0.0", title: "t", severity: "P3",
+  params: #{ token: #{ type: "string", secret: true, required: true },
+             note:  #{ type: "string", "default": "" } } });
+containment("Use the secret", |ctx| {
+    log(`token=${ctx.token}`);
+    print(ctx.token);
+    ctx.copy = "prefix-" + ctx.token + "-suffix";
+    ctx.nested = #{ list: [ctx.token] };
+    notes::append(`calling with ${ctx.token} and ${ctx.note}`);
+});
+recovery("Fail with it", |ctx| { fail(`bad token ${ctx.token}`); });
+"#;
+    ws.write("runbooks/secret.rhai", src);
+    let slack = "xoxb-123456789-abcdefghij";
+    let run = ws.run(&[
+        "run",
+        "secret",
+        "--transcript",
+        "t.jsonl",
+        "--param",
+        &format!("token={secret}"),
+        "--param",
+        &format!("note={slack}"),
+    ]);
+    run.expect_code(1);
+    let transcript = ws.read("t.jsonl");
+    let notes = ws.read("t.notes.md");
+    for (what, text) in [
+        ("transcript", &transcript),
+        ("notes", &notes),
+        ("stderr", &run.stderr),
+        ("stdout", &run.stdout),
+    ] {
+        assert!(!text.contains(secret), "secret found in {what}:\n{text}");
+        assert!(
+            !text.contains(slack),
+            "token shape found in {what}:\n{text}"
+        );
+    }
+    assert!(transcript.contains("[redacted:"), "{transcript}");
+    ws.run(&["transcript", "verify", "t.jsonl"]).expect_code(0);
+}
+
+#[test]
+fn a_failing_step_runs_its_on_failure_and_the_run_exits_1() {
+    let ws = Workspace::new();
+    let src = format!(
+        "{}containment(\"Change\", |ctx| {{ notes::append(\"changed\"); fail(\"boom\"); }},\n  #{{ on_failure: |ctx| {{ notes::append(\"rolled back\"); }} }});\nrecovery(\"Never\", |ctx| {{ notes::append(\"must not run\"); }});\n",
+        header("rollback")
+    );
+    ws.write("runbooks/rollback.rhai", &src);
+    let run = ws.run(&["run", "rollback", "--transcript", "t.jsonl"]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("boom"), "{}", run.stderr);
+    let notes = ws.read("t.notes.md");
+    assert!(notes.contains("changed") && notes.contains("rolled back"));
+    assert!(!notes.contains("must not run"));
+    let ev = events(&ws.path().join("t.jsonl"));
+    let kinds: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let rb_start = kinds
+        .iter()
+        .position(|k| *k == "on_failure_started")
+        .unwrap();
+    let rb_end = kinds
+        .iter()
+        .position(|k| *k == "on_failure_finished")
+        .unwrap();
+    let step_end = kinds.iter().position(|k| *k == "step_finished").unwrap();
+    assert!(rb_start < rb_end && rb_end < step_end);
+    assert_eq!(ev[rb_end]["status"], "ok");
+    let finished = of_type(&ev, "step_finished");
+    assert_eq!(finished.len(), 1);
+    assert_eq!(finished[0]["status"], "failed");
+    assert_eq!(finished[0]["error"]["code"], "fail");
+    assert!(
+        finished[0]["error"]["location"]
+            .as_str()
+            .unwrap()
+            .ends_with("rollback.rhai:2:57"),
+        "{}",
+        finished[0]["error"]
+    );
+    assert_eq!(ev.last().unwrap()["status"], "failed");
+    assert_eq!(ev.last().unwrap()["counts"]["not_run"], 1);
+}
+
+#[test]
+fn retries_back_off_and_then_succeed() {
+    let ws = Workspace::new();
+    let src = format!(
+        "{}containment(\"Flaky\", |ctx| {{\n  ctx.tries = (ctx.tries ?? 0) + 1;\n  if ctx.tries < 3 {{ fail(`attempt ${{ctx.tries}}`); }}\n}}, #{{ retries: 2, backoff: \"10ms\" }});\n",
+        header("flaky")
+    );
+    ws.write("runbooks/flaky.rhai", &src);
+    ws.run(&["run", "flaky", "--transcript", "t.jsonl"])
+        .expect_code(0);
+    let ev = events(&ws.path().join("t.jsonl"));
+    let retries = of_type(&ev, "retry");
+    assert_eq!(retries.len(), 2);
+    assert_eq!(retries[0]["delay_ms"], 10);
+    assert_eq!(retries[1]["delay_ms"], 20, "backoff doubles");
+    assert_eq!(of_type(&ev, "step_started").len(), 3);
+    assert_eq!(of_type(&ev, "step_finished")[0]["attempts"], 3);
+}
+
+#[test]
+fn a_step_that_needs_confirmation_stops_an_unattended_run_unless_yes() {
+    let ws = Workspace::new();
+    let src = format!(
+        "{}containment(\"Look\", |ctx| {{ notes::append(\"looked\"); }});\neradication(\"Terminate\", |ctx| {{ notes::append(\"terminated\"); }}, #{{ confirm: \"TERMINATE\" }});\n",
+        header("confirm")
+    );
+    ws.write("runbooks/confirm.rhai", &src);
+    let run = ws.run(&["run", "confirm", "--transcript", "t.jsonl"]);
+    run.expect_code(3);
+    assert!(run.stderr.contains("--yes"), "{}", run.stderr);
+    assert!(!ws.read("t.notes.md").contains("terminated"));
+    let ev = events(&ws.path().join("t.jsonl"));
+    let decision = of_type(&ev, "decision");
+    assert_eq!(decision.len(), 1);
+    assert_eq!(decision[0]["action"], "abort");
+    assert_eq!(ev.last().unwrap()["status"], "aborted");
+
+    ws.run(&["run", "confirm", "--yes", "--transcript", "y.jsonl"])
+        .expect_code(0);
+    assert!(ws.read("y.notes.md").contains("terminated"));
+    let ev = events(&ws.path().join("y.jsonl"));
+    assert_eq!(of_type(&ev, "decision")[0]["by"], "tester@ci");
+}
+
+#[test]
+fn a_version_pin_refuses_any_other_version() {
+    let ws = Workspace::new();
+    ws.write("runbooks/ordered.rhai", ORDERED);
+    let run = ws.run(&["run", "ordered@1.3.0", "--transcript", "t.jsonl"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("version 1.2.0, but 1.3.0 was pinned"),
+        "{}",
+        run.stderr
+    );
+    assert!(!ws.exists("t.jsonl"));
+    ws.run(&["run", "ordered@1.2.0", "--transcript", "t.jsonl"])
+        .expect_code(0);
+}
+
+#[test]
+fn env_reads_only_declared_variables_and_redacts_them() {
+    let ws = Workspace::new();
+    let src = r#"
+runbook(#{ id: "envy", version: "1.0.0", title: "t", severity: "P3", env: ["PAGER_KEY"] });
+containment("Read", |ctx| { ctx.key = env("PAGER_KEY"); ctx.missing = env("PAGER_KEY") == (); });
+recovery("Sneak", |ctx| { env("HOME"); });
+"#;
+    ws.write("runbooks/envy.rhai", src);
+    let run = ws
+        .cmd()
+        .args(&["run", "envy", "--transcript", "t.jsonl"])
+        .env("PAGER_KEY", "pager-key-0123456789")
+        .output();
+    run.expect_code(1);
+    let text = ws.read("t.jsonl");
+    assert!(!text.contains("pager-key-0123456789"));
+    let ev = events(&ws.path().join("t.jsonl"));
+    let finished = of_type(&ev, "step_finished");
+    assert_eq!(finished[0]["status"], "ok");
+    assert_eq!(finished[0]["ctx"]["missing"], false);
+    assert_eq!(finished[1]["error"]["code"], "denied");
+}
+
+#[test]
+fn ctrl_c_aborts_the_running_step_and_the_transcript_still_ends_properly() {
+    let ws = Workspace::new();
+    let src = format!(
+        "{}containment(\"Wait\", |ctx| {{ loop {{ sleep(\"50ms\"); }} }}, #{{ timeout: \"60s\" }});\n",
+        header("interrupt")
+    );
+    ws.write("runbooks/interrupt.rhai", &src);
+    let child = ws
+        .cmd()
+        .args(&["run", "interrupt", "--transcript", "t.jsonl"])
+        .spawn();
+    let path = ws.path().join("t.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::fs::read_to_string(&path).is_ok_and(|t| t.contains("step_started")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev = events(&path);
+    assert_eq!(of_type(&ev, "step_finished")[0]["status"], "aborted");
+    assert_eq!(ev.last().unwrap()["type"], "run_finished");
+    assert_eq!(ev.last().unwrap()["status"], "aborted");
+    ws.run(&["transcript", "verify", "t.jsonl"]).expect_code(0);
+}
+
+#[test]
+fn the_repository_runbooks_check_clean_and_render() {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let ws = Workspace::new();
+    let runbooks = format!("{repo}/runbooks");
+    let check = ws.run(&["check", &runbooks]);
+    check.expect_code(0);
+    assert!(check.stdout.contains("ok      "), "{}", check.stdout);
+
+    let json = ws.run(&["check", &runbooks, "--output", "json"]);
+    json.expect_code(0);
+    let rows: Vec<Value> = serde_json::from_str(&json.stdout).unwrap();
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r["ok"] == true));
+
+    let list = ws.run(&["list", "--runbooks", &runbooks]);
+    list.expect_code(0);
+    assert!(list.stdout.contains("incident-record"), "{}", list.stdout);
+    let show = ws.run(&["show", "incident-record", "--runbooks", &runbooks]);
+    show.expect_code(0);
+    assert!(show.stdout.contains("## Containment"), "{}", show.stdout);
+
+    ws.run(&[
+        "run",
+        "incident-record",
+        "--runbooks",
+        &runbooks,
+        "--param",
+        "incident=2026-1123-001",
+        "--transcript",
+        "t.jsonl",
+    ])
+    .expect_code(0);
+    let md = ws.run(&["transcript", "render", "t.jsonl", "--format", "md"]);
+    md.expect_code(0);
+    assert!(md.stdout.contains("✅ INCIDENT RESOLVED"), "{}", md.stdout);
+    assert!(
+        md.stdout.contains("Incident: #2026-1123-001"),
+        "{}",
+        md.stdout
+    );
+    assert!(md.stdout.contains("hash chain verified"), "{}", md.stdout);
+    assert!(ws.read("t.notes.md").contains("🚨 INCIDENT ALERT 🚨"));
+}
+
+#[test]
+fn check_reports_every_problem_and_warns_on_phase_order() {
+    let ws = Workspace::new();
+    ws.write(
+        "runbooks/order.rhai",
+        &format!(
+            "{}recovery(\"Back\", |ctx| {{}});\ncontainment(\"Late\", |ctx| {{}});\n",
+            header("order")
+        ),
+    );
+    ws.write(
+        "runbooks/two.rhai",
+        "runbook(#{ id: \"Two_Bad\", version: \"x\", title: \"t\", severity: \"P9\" });\ncontainment(\"a\", |ctx| {});\n",
+    );
+    let run = ws.run(&["check"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr
+            .contains("order.rhai:3:1: containment step \"Late\" comes after a recovery step"),
+        "{}",
+        run.stderr
+    );
+    for expected in [
+        "must be kebab-case",
+        "is not semver",
+        "must be one of P1, P2, P3, P4",
+    ] {
+        assert!(run.stderr.contains(expected), "{expected}: {}", run.stderr);
+    }
+    assert!(
+        run.stdout.contains("ok      runbooks/order.rhai"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("INVALID runbooks/two.rhai"),
+        "{}",
+        run.stdout
+    );
+}
