@@ -14,6 +14,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
 use crate::catalog::{self, Target};
+use crate::config::Config;
 use crate::console::Console;
 use crate::engine::Host;
 use crate::error::{Error, Result, ScriptDiagnostic, exit};
@@ -40,6 +41,10 @@ pub struct Cli {
     /// Print only results and errors, no progress
     #[arg(long, short, global = true)]
     pub quiet: bool,
+
+    /// The environments file (default: the first runbook.toml walking up from here)
+    #[arg(long, global = true, env = "RUNBOOK_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +94,15 @@ pub struct PlanArgs {
     /// Where to write the transcript (default: transcripts/YYYY-MM-DD/<run-id>.jsonl)
     #[arg(long)]
     pub transcript: Option<PathBuf>,
+    /// The environment to run against, from runbook.toml (default: its `default`, else `sim`)
+    #[arg(long = "env", env = "RUNBOOK_ENV")]
+    pub env: Option<String>,
+    /// Confirm mutating calls in a protected environment by naming it (e.g. --confirm-env prod)
+    #[arg(long, value_name = "ENV")]
+    pub confirm_env: Option<String>,
+    /// With the sim backend: write the simulated cloud's final state here (JSON)
+    #[arg(long, value_name = "PATH")]
+    pub sim_state_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -181,9 +195,23 @@ pub fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => {
             let mode = if args.plan { Mode::Plan } else { Mode::Run };
-            run(&dirs, &args.common, mode, args.yes, cli.quiet)
+            run(
+                &dirs,
+                cli.config.as_deref(),
+                &args.common,
+                mode,
+                args.yes,
+                cli.quiet,
+            )
         }
-        Command::Plan(args) => run(&dirs, &args, Mode::Plan, false, cli.quiet),
+        Command::Plan(args) => run(
+            &dirs,
+            cli.config.as_deref(),
+            &args,
+            Mode::Plan,
+            false,
+            cli.quiet,
+        ),
         Command::Check { paths, output } => check(&dirs, &paths, output),
         Command::List { output } => list(&dirs, output),
         Command::Show { target } => {
@@ -236,15 +264,66 @@ fn load_target(dirs: &[PathBuf], target: &str, host: Rc<Host>) -> Result<Runbook
     Ok(rb)
 }
 
-fn run(dirs: &[PathBuf], args: &PlanArgs, mode: Mode, yes: bool, quiet: bool) -> Result<()> {
+/// The account the environment's credentials resolve to, refusing the run when it is not the
+/// one `runbook.toml` expects (a staging profile pointed at production is how outages start).
+fn verify_account(host: &Host) -> Result<Option<String>> {
+    let env = host.cloud.environment();
+    let found = host.cloud.account(&host.interrupt);
+    match (&env.account_id, found) {
+        (Some(expected), Ok(found)) if *expected != found => Err(Error::Usage(format!(
+            "environment {}: the credentials resolve to account {found}, not {expected}: refusing to run",
+            env.name
+        ))),
+        (Some(_), Err(e)) => Err(Error::Usage(format!(
+            "environment {}: cannot confirm the account ({}: {}): refusing to run",
+            env.name, e.code, e.message
+        ))),
+        (_, Ok(found)) => Ok(Some(found)),
+        (None, Err(e)) => {
+            tracing::warn!(code = %e.code, "could not resolve the account: {}", e.message);
+            Ok(None)
+        }
+    }
+}
+
+fn run(
+    dirs: &[PathBuf],
+    config_path: Option<&Path>,
+    args: &PlanArgs,
+    mode: Mode,
+    yes: bool,
+    quiet: bool,
+) -> Result<()> {
     let abort = Arc::new(AtomicBool::new(false));
     let flag = abort.clone();
     // Ctrl-C asks the running step to stop at its next operation or wait; the executor then
     // records the abort and finishes the transcript properly.
     let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
 
-    let host = Host::new(mode, Console::detect(quiet), abort);
+    let config = Config::load(config_path)?;
+    let env = config.select(args.env.as_deref())?;
+    let env_name = env.name.clone();
+    let protected = env.protected;
+    let host = Host::with_environment(mode, Console::detect(quiet), abort, env);
     let rb = load_target(dirs, &args.target, host)?;
+    if protected {
+        match (&args.confirm_env, mode) {
+            (Some(given), _) if *given == env_name => rb.host.protected_confirmed.set(true),
+            (Some(given), _) => {
+                return Err(Error::Usage(format!(
+                    "--confirm-env {given} does not name the environment of this run ({env_name})"
+                )));
+            }
+            // A plan sends nothing, so it needs no confirmation.
+            (None, Mode::Plan) => {}
+            (None, Mode::Run) => {
+                return Err(Error::Usage(format!(
+                    "environment {env_name} is protected: mutating calls need confirmation; pass --confirm-env {env_name} (or plan first with `runbook plan`)"
+                )));
+            }
+        }
+    }
+    let account = verify_account(&rb.host)?;
     for w in &rb.warnings {
         rb.host
             .console
@@ -259,7 +338,7 @@ fn run(dirs: &[PathBuf], args: &PlanArgs, mode: Mode, yes: bool, quiet: bool) ->
     let operator = executor::operator();
     let console = &rb.host.console;
     console.line(&format!(
-        "{} {}@{} · {} · run {run_id}",
+        "{} {}@{} · {} · env {env_name} · run {run_id}",
         if mode == Mode::Plan {
             "planning"
         } else {
@@ -276,10 +355,14 @@ fn run(dirs: &[PathBuf], args: &PlanArgs, mode: Mode, yes: bool, quiet: bool) ->
     let report = Executor::new(&rb, &mut driver).run(RunOptions {
         run_id,
         transcript,
-        environment: "local".into(),
+        environment: env_name.clone(),
+        account,
         operator,
         params,
     })?;
+    if let Some(path) = &args.sim_state_out {
+        write_sim_state(&rb.host, path)?;
+    }
     let c = &report.counts;
     console.line(&format!(
         "run {}: {} ok, {} failed, {} skipped, {} timed out, {} aborted, {} not run · {:.1?}",
@@ -297,6 +380,21 @@ fn run(dirs: &[PathBuf], args: &PlanArgs, mode: Mode, yes: bool, quiet: bool) ->
         print!("{}", executor::plan_summary(&report));
     }
     report.into_result().map(|_| ())
+}
+
+fn write_sim_state(host: &Host, path: &Path) -> Result<()> {
+    if host.cloud.environment().backend != crate::config::Backend::Sim {
+        return Err(Error::Usage(
+            "--sim-state-out needs a sim environment".into(),
+        ));
+    }
+    // Connect even when the runbook never touched the cloud, so the state is always written.
+    host.cloud
+        .get()
+        .map_err(|e| Error::Usage(format!("{}: {}", e.code, e.message)))?;
+    let state = host.cloud.sim_state().unwrap_or_default();
+    let text = serde_json::to_string_pretty(&state).unwrap_or_default();
+    std::fs::write(path, text).map_err(|e| Error::io("cannot write", path, e))
 }
 
 /// One file's `check` result.

@@ -75,6 +75,21 @@ impl Console {
         }
     }
 
+    /// A progress bar for fan-out work (SSM results), on a terminal only.
+    pub fn progress(&self, len: u64, label: &str) -> Option<ProgressBar> {
+        if self.quiet || !self.tty {
+            return None;
+        }
+        let bar = ProgressBar::new(len);
+        if let Ok(style) =
+            ProgressStyle::with_template("    {msg} [{bar:30}] {pos}/{len} ({elapsed})")
+        {
+            bar.set_style(style);
+        }
+        bar.set_message(label.to_string());
+        Some(bar)
+    }
+
     pub fn step_finished(&self, index: usize, total: usize, title: &str, status: &str, ms: u64) {
         if let Some(bar) = self.spinner.borrow_mut().take() {
             bar.finish_and_clear();

@@ -69,7 +69,9 @@ pub fn markdown() -> Result<String> {
 fn tidy_signature(sig: &str) -> String {
     let mut sig = sig.to_string();
     if let Some(start) = sig.find("-> ScriptResult<") {
-        let inner = sig[start + "-> ScriptResult<".len()..].trim_end_matches('>').to_string();
+        let inner = sig[start + "-> ScriptResult<".len()..]
+            .trim_end_matches('>')
+            .to_string();
         sig = format!("{}-> {inner}", &sig[..start]);
     }
     let sig = sig
@@ -101,7 +103,12 @@ mod tests {
     #[test]
     fn the_reference_documents_every_binding_module() {
         let md = markdown().unwrap();
-        for needle in ["## `notes::`", "### `json::parse(text: string) -> any`", "### `sleep(duration: string)`", "incident notes"] {
+        for needle in [
+            "## `notes::`",
+            "### `json::parse(text: string) -> any`",
+            "### `sleep(duration: string)`",
+            "incident notes",
+        ] {
             assert!(md.contains(needle), "{needle} missing from:\n{md}");
         }
     }

@@ -160,10 +160,28 @@ pub struct Host {
     pub env_allow: RefCell<Vec<String>>,
     /// The incident notes file next to the transcript (`notes::append`).
     pub notes_path: RefCell<Option<PathBuf>>,
+    /// The environment and its cloud backend (`ec2::`, `ssm::`).
+    pub cloud: crate::cloud::CloudAccess,
+    /// Whether mutating calls in a protected environment were confirmed for this run.
+    pub protected_confirmed: std::cell::Cell<bool>,
 }
 
 impl Host {
     pub fn new(mode: Mode, console: Console, abort: Arc<AtomicBool>) -> Rc<Self> {
+        Self::with_environment(
+            mode,
+            console,
+            abort,
+            crate::config::Environment::builtin_sim(),
+        )
+    }
+
+    pub fn with_environment(
+        mode: Mode,
+        console: Console,
+        abort: Arc<AtomicBool>,
+        env: crate::config::Environment,
+    ) -> Rc<Self> {
         Rc::new(Host {
             recorder: Recorder::new(mode),
             interrupt: Interrupt::new(abort),
@@ -174,6 +192,8 @@ impl Host {
             loaded: RefCell::new(Vec::new()),
             env_allow: RefCell::new(Vec::new()),
             notes_path: RefCell::new(None),
+            cloud: crate::cloud::CloudAccess::new(env),
+            protected_confirmed: std::cell::Cell::new(false),
         })
     }
 

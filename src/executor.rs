@@ -106,6 +106,8 @@ pub struct RunOptions {
     pub run_id: String,
     pub transcript: PathBuf,
     pub environment: String,
+    /// The cloud account the environment resolved to, when known.
+    pub account: Option<String>,
     pub operator: String,
     pub params: Map,
 }
@@ -386,6 +388,13 @@ impl<'a> Executor<'a> {
             "operator": opts.operator,
             "mode": rb.host.recorder.mode().as_str(),
             "environment": opts.environment,
+            "backend": match rb.host.cloud.environment().backend {
+                crate::config::Backend::Aws => "aws",
+                crate::config::Backend::Sim => "sim",
+            },
+            "account": opts.account,
+            "fleet": (rb.host.cloud.environment().backend == crate::config::Backend::Sim)
+                .then(|| rb.host.cloud.environment().fleet_source.clone()),
             "params": params,
             "tool": format!("runbook {}", env!("CARGO_PKG_VERSION")),
             "steps": steps,

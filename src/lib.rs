@@ -8,6 +8,8 @@
 pub mod bindings;
 pub mod catalog;
 pub mod cli;
+pub mod cloud;
+pub mod config;
 pub mod console;
 pub mod docs;
 pub mod engine;

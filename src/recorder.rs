@@ -140,6 +140,8 @@ enum CallEvent<'a> {
         result: Option<Value>,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<&'a BindingError>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        request_ids: Vec<String>,
     },
     Log {
         step: Option<usize>,
@@ -323,10 +325,23 @@ pub fn call(
             duration_ms: 0,
             result: Some(summarise(&placeholder)),
             error: None,
+            request_ids: Vec::new(),
         };
         rec.record(&event, Durability::Written)
             .map_err(|e| runtime_error("transcript", &e, pos))?;
         return Ok(placeholder);
+    }
+
+    if mutating && host.cloud.environment().protected && !host.protected_confirmed.get() {
+        let env = &host.cloud.environment().name;
+        return Err(runtime_error(
+            "protected_environment",
+            &format!(
+                "{} refused: environment {env:?} is protected and this run has no confirmation for it (type it when asked, or pass --confirm-env {env})",
+                spec.name
+            ),
+            pos,
+        ));
     }
 
     if mutating {
@@ -365,6 +380,7 @@ pub fn call(
         duration_ms,
         result,
         error,
+        request_ids: host.cloud.take_request_ids(),
     };
     let durability = if mutating {
         Durability::Synced

@@ -9,13 +9,144 @@ use rhai::Engine;
 use rhai::plugin::*;
 
 pub mod core;
+pub mod ec2;
+pub mod ssm;
 
 /// Namespaces taken by bindings: an `import ... as <alias>` may not reuse them.
-pub const NAMESPACES: &[&str] = &["json", "notes"];
+pub const NAMESPACES: &[&str] = &["json", "notes", "ec2", "ssm"];
 
 /// Registers every binding module on `engine`. Called once, from [`crate::engine::build`].
 pub fn register(engine: &mut Engine) {
     engine.register_global_module(exported_module!(core::core_api).into());
     engine.register_static_module("json", exported_module!(core::json_api).into());
     engine.register_static_module("notes", exported_module!(core::notes_api).into());
+    engine.register_static_module("ec2", exported_module!(ec2::ec2_api).into());
+    engine.register_static_module("ssm", exported_module!(ssm::ssm_api).into());
+}
+
+/// Argument helpers shared by the cloud bindings. Bad arguments are script bugs: they fail the
+/// step with a `bad_argument` error at the call, before anything is sent.
+pub(crate) mod args {
+    use std::time::Duration;
+
+    use rhai::{Dynamic, Map};
+
+    use crate::cloud::Tags;
+    use crate::recorder::BindingError;
+
+    fn bad(message: String) -> BindingError {
+        BindingError::new("bad_argument", message)
+    }
+
+    /// Instance ids from a string, an array of strings, or maps with an `id` (what `ec2::find` returns).
+    pub fn ids(value: &Dynamic, what: &str) -> Result<Vec<String>, BindingError> {
+        let one = |v: &Dynamic| -> Option<String> {
+            if v.is_string() {
+                return v.clone().into_string().ok();
+            }
+            v.clone()
+                .try_cast::<Map>()
+                .and_then(|m| m.get("id").and_then(|id| id.clone().into_string().ok()))
+        };
+        let out = match value.clone().try_cast::<rhai::Array>() {
+            Some(items) => items.iter().map(one).collect::<Option<Vec<_>>>(),
+            None => one(value).map(|id| vec![id]),
+        };
+        match out {
+            Some(ids) if !ids.is_empty() && ids.iter().all(|i| !i.is_empty()) => Ok(ids),
+            _ => Err(bad(format!(
+                "{what} must be an id, an array of ids, or instances from ec2::find"
+            ))),
+        }
+    }
+
+    pub fn tags(value: Option<&Dynamic>) -> Result<Tags, BindingError> {
+        let Some(value) = value else {
+            return Ok(Tags::new());
+        };
+        let map = value.clone().try_cast::<Map>().ok_or_else(|| {
+            bad("tags must be a map such as #{ Incident: \"2025-0914-001\" }".into())
+        })?;
+        Ok(map
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
+    }
+
+    pub fn string(opts: &Map, key: &str) -> Result<Option<String>, BindingError> {
+        match opts.get(key) {
+            None => Ok(None),
+            Some(v) if v.is_unit() => Ok(None),
+            Some(v) => v
+                .clone()
+                .into_string()
+                .map(Some)
+                .map_err(|t| bad(format!("`{key}` must be a string, not {t}"))),
+        }
+    }
+
+    pub fn strings(opts: &Map, key: &str) -> Result<Vec<String>, BindingError> {
+        match opts.get(key) {
+            None => Ok(Vec::new()),
+            Some(v) if v.is_string() => Ok(vec![v.to_string()]),
+            Some(v) => v
+                .clone()
+                .try_cast::<rhai::Array>()
+                .and_then(|a| {
+                    a.into_iter()
+                        .map(|x| x.into_string().ok())
+                        .collect::<Option<Vec<_>>>()
+                })
+                .ok_or_else(|| bad(format!("`{key}` must be a string or an array of strings"))),
+        }
+    }
+
+    pub fn boolean(opts: &Map, key: &str, default: bool) -> Result<bool, BindingError> {
+        match opts.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .as_bool()
+                .map_err(|t| bad(format!("`{key}` must be true or false, not {t}"))),
+        }
+    }
+
+    pub fn int(opts: &Map, key: &str, default: i64) -> Result<i64, BindingError> {
+        match opts.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .as_int()
+                .map_err(|t| bad(format!("`{key}` must be an int, not {t}"))),
+        }
+    }
+
+    pub fn duration(opts: &Map, key: &str, default: Duration) -> Result<Duration, BindingError> {
+        match opts.get(key) {
+            None => Ok(default),
+            Some(v) => {
+                let text = v.to_string();
+                humantime::parse_duration(&text).map_err(|_| {
+                    bad(format!(
+                        "`{key}` must be a duration such as \"30s\", not {text:?}"
+                    ))
+                })
+            }
+        }
+    }
+
+    /// Any serializable result as a script value.
+    pub fn to_dynamic<T: serde::Serialize>(value: &T) -> Result<Dynamic, BindingError> {
+        rhai::serde::to_dynamic(value)
+            .map_err(|e| BindingError::new("internal", format!("cannot convert a result: {e}")))
+    }
+
+    /// Refuses option keys a binding does not know (a typo must not silently change behaviour).
+    pub fn known(opts: &Map, allowed: &[&str]) -> Result<(), BindingError> {
+        match opts.keys().find(|k| !allowed.contains(&k.as_str())) {
+            Some(k) => Err(bad(format!(
+                "unknown option `{k}`; known: {}",
+                allowed.join(", ")
+            ))),
+            None => Ok(()),
+        }
+    }
 }

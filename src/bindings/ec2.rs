@@ -1,0 +1,831 @@
+//! `ec2::`: find, tag, isolate, snapshot, stop/start/reboot/terminate, image and launch instances.
+//!
+//! Composite operations (isolate, waits, fan-out) are written here once, on top of the cloud's
+//! primitive calls, so the sim and AWS backends run exactly the same logic.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use rhai::plugin::*;
+use rhai::{Array, Map};
+use serde_json::{Value, json};
+
+use super::args;
+use crate::cloud::{
+    Cloud, CloudResult, Filter, Instance, InstanceStatus, LaunchSpec, StateAction, Tags,
+};
+use crate::engine::Host;
+use crate::recorder::{self, Binding, BindingError, Effect, ScriptResult, unit_placeholder};
+
+const DEFAULT_WAIT: Duration = Duration::from_secs(10 * 60);
+const DEFAULT_EVERY: Duration = Duration::from_secs(5);
+/// The name of the security group `isolate` creates (or reuses) in the instance's VPC.
+pub const QUARANTINE_GROUP: &str = "runbook-quarantine";
+
+static FIND: Binding = Binding {
+    name: "ec2::find",
+    effect: Effect::ReadOnly,
+    placeholder: unit_placeholder,
+};
+static DESCRIBE: Binding = Binding {
+    name: "ec2::describe",
+    effect: Effect::ReadOnly,
+    placeholder: unit_placeholder,
+};
+static STATUS: Binding = Binding {
+    name: "ec2::status",
+    effect: Effect::ReadOnly,
+    placeholder: unit_placeholder,
+};
+static WAIT_STATUS_OK: Binding = Binding {
+    name: "ec2::wait_status_ok",
+    effect: Effect::ReadOnly,
+    placeholder: unit_placeholder,
+};
+static BY_COLOR: Binding = Binding {
+    name: "ec2::by_color",
+    effect: Effect::ReadOnly,
+    placeholder: unit_placeholder,
+};
+static WAIT_STATE: Binding = Binding {
+    name: "ec2::wait_state",
+    effect: Effect::ReadOnly,
+    placeholder: unit_placeholder,
+};
+static TAG: Binding = Binding {
+    name: "ec2::tag",
+    effect: Effect::Mutating,
+    placeholder: unit_placeholder,
+};
+static UNTAG: Binding = Binding {
+    name: "ec2::untag",
+    effect: Effect::Mutating,
+    placeholder: unit_placeholder,
+};
+static ISOLATE: Binding = Binding {
+    name: "ec2::isolate",
+    effect: Effect::Mutating,
+    placeholder: isolate_placeholder,
+};
+static RESTORE: Binding = Binding {
+    name: "ec2::restore",
+    effect: Effect::Mutating,
+    placeholder: unit_placeholder,
+};
+static SNAPSHOT: Binding = Binding {
+    name: "ec2::snapshot_volumes",
+    effect: Effect::Mutating,
+    placeholder: empty_array,
+};
+static STOP: Binding = Binding {
+    name: "ec2::stop",
+    effect: Effect::Mutating,
+    placeholder: state_placeholder,
+};
+static START: Binding = Binding {
+    name: "ec2::start",
+    effect: Effect::Mutating,
+    placeholder: state_placeholder,
+};
+static REBOOT: Binding = Binding {
+    name: "ec2::reboot",
+    effect: Effect::Mutating,
+    placeholder: state_placeholder,
+};
+static TERMINATE: Binding = Binding {
+    name: "ec2::terminate",
+    effect: Effect::Mutating,
+    placeholder: state_placeholder,
+};
+static CREATE_IMAGE: Binding = Binding {
+    name: "ec2::create_image",
+    effect: Effect::Mutating,
+    placeholder: image_placeholder,
+};
+static LAUNCH: Binding = Binding {
+    name: "ec2::launch",
+    effect: Effect::Mutating,
+    placeholder: launch_placeholder,
+};
+
+fn empty_array(_: &Value) -> Dynamic {
+    Dynamic::from_array(Array::new())
+}
+
+fn isolate_placeholder(args: &Value) -> Dynamic {
+    let mut m = Map::new();
+    m.insert(
+        "instance".into(),
+        args["id"].as_str().unwrap_or_default().into(),
+    );
+    m.insert("quarantine_group".into(), "sg-planned".into());
+    m.insert("created".into(), false.into());
+    m.insert("previous_groups".into(), Map::new().into());
+    m.insert("planned".into(), true.into());
+    m.into()
+}
+
+fn state_placeholder(args: &Value) -> Dynamic {
+    let ids = args["ids"].as_array().cloned().unwrap_or_default();
+    let items: Array = ids
+        .iter()
+        .map(|id| {
+            let mut m = Map::new();
+            m.insert("id".into(), id.as_str().unwrap_or_default().into());
+            m.insert("state".into(), "planned".into());
+            m.into()
+        })
+        .collect();
+    Dynamic::from_array(items)
+}
+
+fn image_placeholder(_: &Value) -> Dynamic {
+    "ami-planned".into()
+}
+
+fn launch_placeholder(args: &Value) -> Dynamic {
+    let n = args["spec"]["count"].as_i64().unwrap_or(1).max(1);
+    let items: Array = (0..n)
+        .map(|k| {
+            let mut m = Map::new();
+            m.insert("id".into(), format!("i-planned{k:08}").into());
+            m.insert("state".into(), "planned".into());
+            m.into()
+        })
+        .collect();
+    Dynamic::from_array(items)
+}
+
+/// Runs `f` against the environment's cloud, interruptibly, and converts its result.
+fn on_cloud<T: serde::Serialize>(
+    host: &Host,
+    f: impl AsyncFnOnce(&Cloud) -> CloudResult<T>,
+) -> Result<Dynamic, BindingError> {
+    let cloud = host.cloud.get()?;
+    let value = host.cloud.block_on(&host.interrupt, f(cloud))?;
+    args::to_dynamic(&value)
+}
+
+fn arg_error(ctx: &NativeCallContext, e: BindingError) -> Box<EvalAltResult> {
+    recorder::runtime_error(&e.code, &e.message, ctx.call_position())
+}
+
+/// Polls until every instance is in `state`, or fails with `WaiterTimeout` naming the laggards.
+pub async fn wait_for_state(
+    cloud: &Cloud,
+    ids: &[String],
+    state: &str,
+    timeout: Duration,
+    every: Duration,
+) -> CloudResult<Vec<Instance>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let found = cloud
+            .describe_instances(&Filter {
+                ids: ids.to_vec(),
+                ..Filter::default()
+            })
+            .await?;
+        let waiting: Vec<String> = found
+            .iter()
+            .filter(|i| i.state != state)
+            .map(|i| format!("{} is {}", i.id, i.state))
+            .collect();
+        if waiting.is_empty() {
+            return Ok(found);
+        }
+        if Instant::now() + every > deadline {
+            return Err(BindingError::new(
+                "WaiterTimeout",
+                format!(
+                    "gave up after {} waiting for {state}: {}",
+                    humantime::format_duration(timeout),
+                    waiting.join(", ")
+                ),
+            ));
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Polls until both status checks of every instance report `ok`.
+pub async fn wait_status_ok(
+    cloud: &Cloud,
+    ids: &[String],
+    timeout: Duration,
+    every: Duration,
+) -> CloudResult<Vec<InstanceStatus>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let statuses = cloud.instance_status(ids).await?;
+        let bad: Vec<String> = ids
+            .iter()
+            .filter(|id| {
+                !statuses
+                    .iter()
+                    .any(|s| &s.id == *id && s.system_status == "ok" && s.instance_status == "ok")
+            })
+            .map(|id| {
+                let s = statuses.iter().find(|s| &s.id == id);
+                format!(
+                    "{id} ({})",
+                    s.map(|s| format!(
+                        "system {}, instance {}",
+                        s.system_status, s.instance_status
+                    ))
+                    .unwrap_or_else(|| "no status yet".into())
+                )
+            })
+            .collect();
+        if bad.is_empty() {
+            return Ok(statuses);
+        }
+        if Instant::now() + every > deadline {
+            return Err(BindingError::new(
+                "WaiterTimeout",
+                format!(
+                    "status checks not ok after {}: {}",
+                    humantime::format_duration(timeout),
+                    bad.join(", ")
+                ),
+            ));
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+fn filter_from(spec: &Map) -> Result<Filter, BindingError> {
+    args::known(spec, &["ids", "tags", "states"])?;
+    Ok(Filter {
+        ids: args::strings(spec, "ids")?,
+        tags: args::tags(spec.get("tags"))?,
+        states: args::strings(spec, "states")?,
+    })
+}
+
+fn change_state(
+    ctx: &NativeCallContext,
+    spec: &'static Binding,
+    ids: Dynamic,
+    opts: Map,
+    action: fn(bool) -> StateAction,
+) -> ScriptResult<Array> {
+    let ids = args::ids(&ids, "ids").map_err(|e| arg_error(ctx, e))?;
+    let parsed = (|| -> Result<_, BindingError> {
+        args::known(&opts, &["wait", "timeout", "every", "force"])?;
+        Ok((
+            args::boolean(&opts, "wait", true)?,
+            args::duration(&opts, "timeout", DEFAULT_WAIT)?,
+            args::duration(&opts, "every", DEFAULT_EVERY)?,
+            args::boolean(&opts, "force", false)?,
+        ))
+    })();
+    let (wait, timeout, every, force) = parsed.map_err(|e| arg_error(ctx, e))?;
+    let action = action(force);
+    let recorded = json!({ "ids": ids, "wait": wait, "force": force });
+    recorder::call(ctx, spec, recorded, |host| {
+        on_cloud(host, async |cloud: &Cloud| {
+            let mut changes = cloud.change_state(&ids, action).await?;
+            if wait && action != StateAction::Reboot {
+                let done =
+                    wait_for_state(cloud, &ids, action.target_state(), timeout, every).await?;
+                for c in &mut changes {
+                    if let Some(i) = done.iter().find(|i| i.id == c.id) {
+                        c.state = i.state.clone();
+                    }
+                }
+            }
+            Ok(changes)
+        })
+    })
+    .map(|d| d.into_array().unwrap_or_default())
+}
+
+/// EC2 instances: read, tag, contain, stop, image and launch.
+#[export_module]
+pub mod ec2_api {
+    /// Finds instances. `filter` may hold `ids` (array), `tags` (map: every tag must match) and
+    /// `states` (array such as `["running"]`). Returns an array of maps: `id`, `state`, `type`,
+    /// `image`, `vpc`, `subnet`, `private_ip`, `security_groups`, `network_interfaces`
+    /// (`#{ id, groups }`), `volumes`, `tags`, `launch_time`. Read-only.
+    #[rhai_fn(return_raw)]
+    pub fn find(ctx: NativeCallContext, filter: Map) -> ScriptResult<Array> {
+        let f = filter_from(&filter).map_err(|e| arg_error(&ctx, e))?;
+        let recorded = json!({ "ids": f.ids, "tags": f.tags, "states": f.states });
+        recorder::call(&ctx, &FIND, recorded, |host| {
+            on_cloud(host, async |c: &Cloud| c.describe_instances(&f).await)
+        })
+        .map(|d| d.into_array().unwrap_or_default())
+    }
+
+    /// Describes one instance (see `find` for its fields). Fails with
+    /// `InvalidInstanceID.NotFound` when it does not exist. Read-only.
+    #[rhai_fn(return_raw)]
+    pub fn describe(ctx: NativeCallContext, id: &str) -> ScriptResult<Map> {
+        let f = Filter {
+            ids: vec![id.to_string()],
+            ..Filter::default()
+        };
+        recorder::call(&ctx, &DESCRIBE, json!({ "id": id }), |host| {
+            on_cloud(host, async |c: &Cloud| {
+                c.describe_instances(&f)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| {
+                        BindingError::new(
+                            "InvalidInstanceID.NotFound",
+                            format!("The instance ID '{}' does not exist", f.ids[0]),
+                        )
+                    })
+            })
+        })
+        .map(|d| d.try_cast::<Map>().unwrap_or_default())
+    }
+
+    /// Status checks of instances: an array of `#{ id, state, system_status, instance_status }`,
+    /// each status `ok`, `impaired`, `initializing`, ... Read-only.
+    #[rhai_fn(return_raw)]
+    pub fn status(ctx: NativeCallContext, ids: Dynamic) -> ScriptResult<Array> {
+        let ids = args::ids(&ids, "ids").map_err(|e| arg_error(&ctx, e))?;
+        recorder::call(&ctx, &STATUS, json!({ "ids": ids }), |host| {
+            on_cloud(host, async |c: &Cloud| c.instance_status(&ids).await)
+        })
+        .map(|d| d.into_array().unwrap_or_default())
+    }
+
+    /// Waits until both status checks of every instance are `ok` (options: `timeout`, default
+    /// `"10m"`; `every`, default `"5s"`). Fails with `WaiterTimeout` naming the instances that are
+    /// not. Read-only.
+    #[rhai_fn(return_raw)]
+    pub fn wait_status_ok(
+        ctx: NativeCallContext,
+        ids: Dynamic,
+        options: Map,
+    ) -> ScriptResult<Array> {
+        let ids = args::ids(&ids, "ids").map_err(|e| arg_error(&ctx, e))?;
+        let timeout =
+            args::duration(&options, "timeout", DEFAULT_WAIT).map_err(|e| arg_error(&ctx, e))?;
+        let every =
+            args::duration(&options, "every", DEFAULT_EVERY).map_err(|e| arg_error(&ctx, e))?;
+        recorder::call(
+            &ctx,
+            &WAIT_STATUS_OK,
+            json!({ "ids": ids, "timeout": humantime::format_duration(timeout).to_string() }),
+            |host| {
+                on_cloud(host, async |c: &Cloud| {
+                    super::wait_status_ok(c, &ids, timeout, every).await
+                })
+            },
+        )
+        .map(|d| d.into_array().unwrap_or_default())
+    }
+
+    /// Waits until every instance is in `state` (`"running"`, `"stopped"`, `"terminated"`, ...).
+    /// Options as for `wait_status_ok`. Read-only.
+    #[rhai_fn(return_raw)]
+    pub fn wait_state(
+        ctx: NativeCallContext,
+        ids: Dynamic,
+        state: &str,
+        options: Map,
+    ) -> ScriptResult<Array> {
+        let ids = args::ids(&ids, "ids").map_err(|e| arg_error(&ctx, e))?;
+        let timeout =
+            args::duration(&options, "timeout", DEFAULT_WAIT).map_err(|e| arg_error(&ctx, e))?;
+        let every =
+            args::duration(&options, "every", DEFAULT_EVERY).map_err(|e| arg_error(&ctx, e))?;
+        let state = state.to_string();
+        recorder::call(
+            &ctx,
+            &WAIT_STATE,
+            json!({ "ids": ids, "state": state }),
+            |host| {
+                on_cloud(host, async |c: &Cloud| {
+                    wait_for_state(c, &ids, &state, timeout, every).await
+                })
+            },
+        )
+        .map(|d| d.into_array().unwrap_or_default())
+    }
+
+    /// The running instances of a blue/green colour: tags `Service = service` and `Color = color`
+    /// (`"blue"` or `"green"`). Read-only.
+    #[rhai_fn(return_raw)]
+    pub fn by_color(ctx: NativeCallContext, service: &str, color: &str) -> ScriptResult<Array> {
+        let f = Filter {
+            ids: Vec::new(),
+            tags: Tags::from([
+                ("Service".to_string(), service.to_string()),
+                ("Color".to_string(), color.to_string()),
+            ]),
+            states: vec!["running".into()],
+        };
+        recorder::call(
+            &ctx,
+            &BY_COLOR,
+            json!({ "service": service, "color": color }),
+            |host| on_cloud(host, async |c: &Cloud| c.describe_instances(&f).await),
+        )
+        .map(|d| d.into_array().unwrap_or_default())
+    }
+
+    /// Adds (or overwrites) tags on instances, snapshots or images. Mutating.
+    #[rhai_fn(name = "tag", return_raw)]
+    pub fn tag(ctx: NativeCallContext, ids: Dynamic, tags: Map) -> ScriptResult<()> {
+        tag_with(ctx, ids, tags, Map::new())
+    }
+
+    /// Adds tags with fan-out options: `chunk` (resource ids per CreateTags call, default 100) and
+    /// `concurrency` (calls in flight, default 10). Returns nothing. Mutating.
+    #[rhai_fn(name = "tag", return_raw)]
+    pub fn tag_with(
+        ctx: NativeCallContext,
+        ids: Dynamic,
+        tags: Map,
+        options: Map,
+    ) -> ScriptResult<()> {
+        let ids = args::ids(&ids, "ids").map_err(|e| arg_error(&ctx, e))?;
+        let tags = args::tags(Some(&Dynamic::from_map(tags))).map_err(|e| arg_error(&ctx, e))?;
+        let parsed = (|| -> Result<_, BindingError> {
+            args::known(&options, &["chunk", "concurrency"])?;
+            Ok((
+                args::int(&options, "chunk", 100)?.clamp(1, 1000) as usize,
+                args::int(&options, "concurrency", 10)?.clamp(1, 1000) as usize,
+            ))
+        })();
+        let (chunk, concurrency) = parsed.map_err(|e| arg_error(&ctx, e))?;
+        let recorded = json!({ "ids": ids, "tags": tags });
+        recorder::call(&ctx, &TAG, recorded, |host| {
+            on_cloud(host, async |c: &Cloud| {
+                let results: Vec<CloudResult<()>> = futures_util::stream::iter(ids.chunks(chunk))
+                    .map(|part| c.create_tags(part, &tags))
+                    .buffer_unordered(concurrency)
+                    .collect()
+                    .await;
+                results
+                    .into_iter()
+                    .collect::<CloudResult<Vec<()>>>()
+                    .map(|_| ())
+            })
+        })
+        .map(|_| ())
+    }
+
+    /// Removes tags (by key) from instances. Mutating.
+    #[rhai_fn(return_raw)]
+    pub fn untag(ctx: NativeCallContext, ids: Dynamic, keys: Array) -> ScriptResult<()> {
+        let ids = args::ids(&ids, "ids").map_err(|e| arg_error(&ctx, e))?;
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        recorder::call(&ctx, &UNTAG, json!({ "ids": ids, "keys": keys }), |host| {
+            on_cloud(host, async |c: &Cloud| c.delete_tags(&ids, &keys).await)
+        })
+        .map(|_| ())
+    }
+
+    /// Quarantines an instance: creates (or reuses) the security group `runbook-quarantine` in its
+    /// VPC with no ingress and no egress, puts it on every network interface in place of the
+    /// current groups, and returns `#{ instance, vpc, quarantine_group, created, previous_groups }`
+    /// where `previous_groups` maps each interface to the groups it had: keep it for
+    /// `ec2::restore`. Mutating.
+    #[rhai_fn(name = "isolate", return_raw)]
+    pub fn isolate(ctx: NativeCallContext, id: &str) -> ScriptResult<Map> {
+        isolate_with(ctx, id, Map::new())
+    }
+
+    /// `isolate` with options: `group_name` (default `runbook-quarantine`) and `incident` (tagged
+    /// on a group it creates).
+    #[rhai_fn(name = "isolate", return_raw)]
+    pub fn isolate_with(ctx: NativeCallContext, id: &str, options: Map) -> ScriptResult<Map> {
+        let parsed = (|| -> Result<_, BindingError> {
+            args::known(&options, &["group_name", "incident"])?;
+            Ok((
+                args::string(&options, "group_name")?.unwrap_or_else(|| QUARANTINE_GROUP.into()),
+                args::string(&options, "incident")?,
+            ))
+        })();
+        let (group_name, incident) = parsed.map_err(|e| arg_error(&ctx, e))?;
+        let id = id.to_string();
+        let recorded = json!({ "id": id, "group_name": group_name });
+        recorder::call(&ctx, &ISOLATE, recorded, |host| {
+            on_cloud(host, async |c: &Cloud| {
+                let filter = Filter {
+                    ids: vec![id.clone()],
+                    ..Filter::default()
+                };
+                let inst = c
+                    .describe_instances(&filter)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| {
+                        BindingError::new(
+                            "InvalidInstanceID.NotFound",
+                            format!("The instance ID '{id}' does not exist"),
+                        )
+                    })?;
+                let (group, created) = match c.find_security_group(&inst.vpc, &group_name).await? {
+                    Some(g) => (g, false),
+                    None => {
+                        let mut tags = Tags::from([
+                            ("Purpose".to_string(), "quarantine".to_string()),
+                            ("CreatedBy".to_string(), "runbook".to_string()),
+                        ]);
+                        if let Some(i) = &incident {
+                            tags.insert("Incident".into(), i.clone());
+                        }
+                        let g = c
+                            .create_closed_security_group(
+                                &inst.vpc,
+                                &group_name,
+                                "Quarantine: no ingress, no egress (created by runbook)",
+                                &tags,
+                            )
+                            .await?;
+                        (g, true)
+                    }
+                };
+                let mut previous = serde_json::Map::new();
+                for eni in &inst.network_interfaces {
+                    previous.insert(eni.id.clone(), json!(eni.groups));
+                    if eni.groups != [group.clone()] {
+                        c.set_eni_groups(&eni.id, std::slice::from_ref(&group))
+                            .await?;
+                    }
+                }
+                Ok(json!({
+                    "instance": inst.id,
+                    "vpc": inst.vpc,
+                    "quarantine_group": group,
+                    "created": created,
+                    "previous_groups": previous,
+                }))
+            })
+        })
+        .map(|d| d.try_cast::<Map>().unwrap_or_default())
+    }
+
+    /// Puts back the groups `isolate` replaced: `previous` is its result (or its
+    /// `previous_groups` map). Mutating.
+    #[rhai_fn(return_raw)]
+    pub fn restore(ctx: NativeCallContext, id: &str, previous: Map) -> ScriptResult<()> {
+        let previous = match previous
+            .get("previous_groups")
+            .and_then(|p| p.clone().try_cast::<Map>())
+        {
+            Some(inner) => inner,
+            None => previous,
+        };
+        let mut plan: Vec<(String, Vec<String>)> = Vec::new();
+        for eni in previous.keys() {
+            let groups = args::strings(&previous, eni).map_err(|e| arg_error(&ctx, e))?;
+            plan.push((eni.to_string(), groups));
+        }
+        let recorded = json!({ "id": id, "previous_groups": plan.iter().cloned().collect::<std::collections::BTreeMap<_, _>>() });
+        recorder::call(&ctx, &RESTORE, recorded, |host| {
+            on_cloud(host, async |c: &Cloud| {
+                for (eni, groups) in &plan {
+                    c.set_eni_groups(eni, groups).await?;
+                }
+                Ok(())
+            })
+        })
+        .map(|_| ())
+    }
+
+    /// Snapshots every EBS volume attached to an instance, tagged `Incident` and
+    /// `SourceInstance`. Options: `incident`, `wait` (default true: until `completed`), `timeout`.
+    /// Returns an array of `#{ volume, snapshot, state }`. Mutating.
+    #[rhai_fn(return_raw)]
+    pub fn snapshot_volumes(ctx: NativeCallContext, id: &str, options: Map) -> ScriptResult<Array> {
+        let parsed = (|| -> Result<_, BindingError> {
+            args::known(&options, &["incident", "wait", "timeout", "every"])?;
+            Ok((
+                args::string(&options, "incident")?,
+                args::boolean(&options, "wait", true)?,
+                args::duration(&options, "timeout", DEFAULT_WAIT)?,
+                args::duration(&options, "every", DEFAULT_EVERY)?,
+            ))
+        })();
+        let (incident, wait, timeout, every) = parsed.map_err(|e| arg_error(&ctx, e))?;
+        let id = id.to_string();
+        let recorded = json!({ "id": id, "incident": incident, "wait": wait });
+        recorder::call(&ctx, &SNAPSHOT, recorded, |host| {
+            on_cloud(host, async |c: &Cloud| {
+                let filter = Filter {
+                    ids: vec![id.clone()],
+                    ..Filter::default()
+                };
+                let inst = c
+                    .describe_instances(&filter)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| {
+                        BindingError::new(
+                            "InvalidInstanceID.NotFound",
+                            format!("The instance ID '{id}' does not exist"),
+                        )
+                    })?;
+                let mut tags = Tags::from([
+                    ("SourceInstance".to_string(), id.clone()),
+                    ("CreatedBy".to_string(), "runbook".to_string()),
+                ]);
+                if let Some(i) = &incident {
+                    tags.insert("Incident".into(), i.clone());
+                }
+                let description = format!(
+                    "runbook forensics snapshot of {id}{}",
+                    incident
+                        .as_deref()
+                        .map(|i| format!(" (incident {i})"))
+                        .unwrap_or_default()
+                );
+                let mut snaps = Vec::new();
+                for volume in &inst.volumes {
+                    snaps.push(c.create_snapshot(volume, &description, &tags).await?);
+                }
+                if wait && !snaps.is_empty() {
+                    let ids: Vec<String> = snaps.iter().map(|s| s.id.clone()).collect();
+                    let deadline = Instant::now() + timeout;
+                    loop {
+                        let now = c.describe_snapshots(&ids).await?;
+                        let pending: Vec<&str> = now
+                            .iter()
+                            .filter(|s| s.state != "completed")
+                            .map(|s| s.id.as_str())
+                            .collect();
+                        for s in &mut snaps {
+                            if let Some(n) = now.iter().find(|n| n.id == s.id) {
+                                s.state = n.state.clone();
+                            }
+                        }
+                        if pending.is_empty() {
+                            break;
+                        }
+                        if Instant::now() + every > deadline {
+                            return Err(BindingError::new(
+                                "WaiterTimeout",
+                                format!("snapshots not completed: {}", pending.join(", ")),
+                            ));
+                        }
+                        tokio::time::sleep(every).await;
+                    }
+                }
+                Ok(snaps
+                    .iter()
+                    .map(|s| json!({ "volume": s.volume, "snapshot": s.id, "state": s.state }))
+                    .collect::<Vec<_>>())
+            })
+        })
+        .map(|d| d.into_array().unwrap_or_default())
+    }
+
+    /// Stops instances and waits until they are `stopped` (see `stop(ids, options)`). Mutating.
+    #[rhai_fn(name = "stop", return_raw)]
+    pub fn stop(ctx: NativeCallContext, ids: Dynamic) -> ScriptResult<Array> {
+        change_state(&ctx, &STOP, ids, Map::new(), |force| StateAction::Stop {
+            force,
+        })
+    }
+
+    /// Stops instances. Options: `wait` (default true), `timeout` (default `"10m"`), `every`,
+    /// `force`. Returns an array of `#{ id, previous_state, state }`. Mutating.
+    #[rhai_fn(name = "stop", return_raw)]
+    pub fn stop_with(ctx: NativeCallContext, ids: Dynamic, options: Map) -> ScriptResult<Array> {
+        change_state(&ctx, &STOP, ids, options, |force| StateAction::Stop {
+            force,
+        })
+    }
+
+    /// Starts instances and waits until they are `running`. Mutating.
+    #[rhai_fn(name = "start", return_raw)]
+    pub fn start(ctx: NativeCallContext, ids: Dynamic) -> ScriptResult<Array> {
+        change_state(&ctx, &START, ids, Map::new(), |_| StateAction::Start)
+    }
+
+    /// Starts instances (options as for `stop`). Mutating.
+    #[rhai_fn(name = "start", return_raw)]
+    pub fn start_with(ctx: NativeCallContext, ids: Dynamic, options: Map) -> ScriptResult<Array> {
+        change_state(&ctx, &START, ids, options, |_| StateAction::Start)
+    }
+
+    /// Reboots instances (they stay `running`). Mutating.
+    #[rhai_fn(name = "reboot", return_raw)]
+    pub fn reboot(ctx: NativeCallContext, ids: Dynamic) -> ScriptResult<Array> {
+        change_state(&ctx, &REBOOT, ids, Map::new(), |_| StateAction::Reboot)
+    }
+
+    /// Terminates instances and waits until they are `terminated`. Mutating.
+    #[rhai_fn(name = "terminate", return_raw)]
+    pub fn terminate(ctx: NativeCallContext, ids: Dynamic) -> ScriptResult<Array> {
+        change_state(&ctx, &TERMINATE, ids, Map::new(), |_| {
+            StateAction::Terminate
+        })
+    }
+
+    /// Terminates instances (options as for `stop`). Mutating.
+    #[rhai_fn(name = "terminate", return_raw)]
+    pub fn terminate_with(
+        ctx: NativeCallContext,
+        ids: Dynamic,
+        options: Map,
+    ) -> ScriptResult<Array> {
+        change_state(&ctx, &TERMINATE, ids, options, |_| StateAction::Terminate)
+    }
+
+    /// Creates an AMI of an instance (for forensics or recovery) and returns its id. Options:
+    /// `name` (default `runbook-<id>-<time>`), `no_reboot` (default true: do not disturb
+    /// evidence), `incident`, `tags`. Mutating.
+    #[rhai_fn(return_raw)]
+    pub fn create_image(ctx: NativeCallContext, id: &str, options: Map) -> ScriptResult<String> {
+        let parsed = (|| -> Result<_, BindingError> {
+            args::known(&options, &["name", "no_reboot", "incident", "tags"])?;
+            let mut tags = args::tags(options.get("tags"))?;
+            if let Some(i) = args::string(&options, "incident")? {
+                tags.insert("Incident".into(), i);
+            }
+            tags.insert("SourceInstance".into(), id.to_string());
+            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+            Ok((
+                args::string(&options, "name")?.unwrap_or_else(|| format!("runbook-{id}-{stamp}")),
+                args::boolean(&options, "no_reboot", true)?,
+                tags,
+            ))
+        })();
+        let (name, no_reboot, tags) = parsed.map_err(|e| arg_error(&ctx, e))?;
+        let id = id.to_string();
+        recorder::call(
+            &ctx,
+            &CREATE_IMAGE,
+            json!({ "id": id, "name": name, "no_reboot": no_reboot, "tags": tags }),
+            |host| {
+                on_cloud(host, async |c: &Cloud| {
+                    c.create_image(&id, &name, no_reboot, &tags).await
+                })
+            },
+        )
+        .map(|d| d.to_string())
+    }
+
+    /// Launches instances. `spec`: `image` or `launch_template` (a name), and optionally
+    /// `instance_type`, `subnet`, `security_groups`, `tags`, `count` (default 1), `wait`
+    /// (default true: until `running`), `timeout`. Returns the new instances (see `find`). Mutating.
+    #[rhai_fn(return_raw)]
+    pub fn launch(ctx: NativeCallContext, spec: Map) -> ScriptResult<Array> {
+        let parsed = (|| -> Result<_, BindingError> {
+            args::known(
+                &spec,
+                &[
+                    "image",
+                    "launch_template",
+                    "instance_type",
+                    "subnet",
+                    "security_groups",
+                    "tags",
+                    "count",
+                    "wait",
+                    "timeout",
+                    "every",
+                ],
+            )?;
+            let launch = LaunchSpec {
+                image: args::string(&spec, "image")?,
+                launch_template: args::string(&spec, "launch_template")?,
+                instance_type: args::string(&spec, "instance_type")?,
+                subnet: args::string(&spec, "subnet")?,
+                security_groups: args::strings(&spec, "security_groups")?,
+                tags: args::tags(spec.get("tags"))?,
+                count: args::int(&spec, "count", 1)?.clamp(1, 100) as i32,
+            };
+            if launch.image.is_none() && launch.launch_template.is_none() {
+                return Err(BindingError::new(
+                    "bad_argument",
+                    "launch needs an `image` or a `launch_template`",
+                ));
+            }
+            Ok((
+                launch,
+                args::boolean(&spec, "wait", true)?,
+                args::duration(&spec, "timeout", DEFAULT_WAIT)?,
+                args::duration(&spec, "every", DEFAULT_EVERY)?,
+            ))
+        })();
+        let (launch, wait, timeout, every) = parsed.map_err(|e| arg_error(&ctx, e))?;
+        let recorded = json!({ "spec": {
+            "image": launch.image, "launch_template": launch.launch_template, "instance_type": launch.instance_type,
+            "subnet": launch.subnet, "security_groups": launch.security_groups, "tags": launch.tags, "count": launch.count,
+        }});
+        recorder::call(&ctx, &LAUNCH, recorded, |host| {
+            on_cloud(host, async |c: &Cloud| {
+                let created = c.run_instances(&launch).await?;
+                if !wait {
+                    return Ok(created);
+                }
+                let ids: Vec<String> = created.iter().map(|i| i.id.clone()).collect();
+                wait_for_state(c, &ids, "running", timeout, every).await
+            })
+        })
+        .map(|d| d.into_array().unwrap_or_default())
+    }
+}

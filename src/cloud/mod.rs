@@ -1,0 +1,399 @@
+//! The cloud behind the `ec2::` and `ssm::` bindings: one interface, two backends.
+//!
+//! - [`aws::AwsCloud`] talks to AWS (or LocalStack, or moto) through aws-sdk-ec2 and aws-sdk-ssm.
+//! - [`sim::SimCloud`] is an in-process, deterministic model of a fleet, loaded from a fixture,
+//!   with scripted faults. It is the default environment, so a fresh clone runs a real runbook
+//!   with no AWS account, and drills run anywhere.
+//!
+//! The interface is a small set of *primitive* API operations (describe, tag, create a group, ...).
+//! Everything composite (isolate an instance, wait for a state, fan a command out and collect its
+//! results) is written once, in the bindings, on top of these primitives, so both backends run
+//! the same logic and the conformance suite compares like with like.
+//!
+//! Dispatch is an enum rather than a trait object because the operations are `async` and there
+//! are exactly two backends.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::recorder::BindingError;
+
+pub mod aws;
+pub mod sim;
+
+pub type CloudResult<T> = Result<T, BindingError>;
+pub type Tags = BTreeMap<String, String>;
+
+/// A network interface and the security groups on it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Eni {
+    pub id: String,
+    pub groups: Vec<String>,
+}
+
+/// An EC2 instance as runbooks see it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Instance {
+    pub id: String,
+    pub state: String,
+    #[serde(rename = "type")]
+    pub instance_type: String,
+    pub image: String,
+    pub vpc: String,
+    pub subnet: String,
+    pub private_ip: String,
+    pub security_groups: Vec<String>,
+    pub network_interfaces: Vec<Eni>,
+    pub volumes: Vec<String>,
+    pub tags: Tags,
+    pub launch_time: String,
+}
+
+/// Which instances to describe. Empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub ids: Vec<String>,
+    pub tags: Tags,
+    pub states: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InstanceStatus {
+    pub id: String,
+    pub state: String,
+    /// `ok`, `impaired`, `initializing`, `insufficient-data` or `not-applicable`.
+    pub system_status: String,
+    pub instance_status: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Snapshot {
+    pub id: String,
+    pub volume: String,
+    pub state: String,
+    pub tags: Tags,
+}
+
+/// A state change request and its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateAction {
+    Stop { force: bool },
+    Start,
+    Reboot,
+    Terminate,
+}
+
+impl StateAction {
+    pub fn api_name(self) -> &'static str {
+        match self {
+            StateAction::Stop { .. } => "StopInstances",
+            StateAction::Start => "StartInstances",
+            StateAction::Reboot => "RebootInstances",
+            StateAction::Terminate => "TerminateInstances",
+        }
+    }
+
+    /// The state a waiter waits for (reboot has none: the instance stays running).
+    pub fn target_state(self) -> &'static str {
+        match self {
+            StateAction::Stop { .. } => "stopped",
+            StateAction::Start | StateAction::Reboot => "running",
+            StateAction::Terminate => "terminated",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StateChange {
+    pub id: String,
+    pub previous_state: String,
+    pub state: String,
+}
+
+/// What to launch.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchSpec {
+    pub image: Option<String>,
+    pub launch_template: Option<String>,
+    pub instance_type: Option<String>,
+    pub subnet: Option<String>,
+    pub security_groups: Vec<String>,
+    pub tags: Tags,
+    pub count: i32,
+}
+
+/// An SSM Run Command request.
+#[derive(Debug, Clone)]
+pub struct CommandRequest {
+    pub instances: Vec<String>,
+    pub document: String,
+    pub parameters: BTreeMap<String, Vec<String>>,
+    pub max_concurrency: String,
+    pub max_errors: String,
+    pub timeout_seconds: i32,
+    pub comment: String,
+}
+
+/// One instance's result of a command.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Invocation {
+    pub instance: String,
+    /// `Pending`, `InProgress`, `Delayed`, `Success`, `Failed`, `TimedOut`, `Cancelled`, ...
+    pub status: String,
+    pub exit_code: i64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Invocation {
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self.status.as_str(),
+            "Success" | "Failed" | "TimedOut" | "Cancelled" | "Undeliverable" | "Terminated"
+        )
+    }
+}
+
+/// The selected backend.
+pub enum Cloud {
+    Aws(Box<aws::AwsCloud>),
+    Sim(sim::SimCloud),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $c:ident => $call:expr) => {
+        match $self {
+            Cloud::Aws($c) => $call.await,
+            Cloud::Sim($c) => $call.await,
+        }
+    };
+}
+
+impl Cloud {
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Cloud::Aws(_) => "aws",
+            Cloud::Sim(_) => "sim",
+        }
+    }
+
+    /// AWS request ids of the calls made since the last time this was asked (for the transcript).
+    pub fn take_request_ids(&self) -> Vec<String> {
+        match self {
+            Cloud::Aws(c) => c.take_request_ids(),
+            Cloud::Sim(c) => c.take_request_ids(),
+        }
+    }
+
+    pub async fn account_id(&self) -> CloudResult<String> {
+        dispatch!(self, c => c.account_id())
+    }
+
+    pub async fn describe_instances(&self, f: &Filter) -> CloudResult<Vec<Instance>> {
+        dispatch!(self, c => c.describe_instances(f))
+    }
+
+    pub async fn instance_status(&self, ids: &[String]) -> CloudResult<Vec<InstanceStatus>> {
+        dispatch!(self, c => c.instance_status(ids))
+    }
+
+    pub async fn create_tags(&self, ids: &[String], tags: &Tags) -> CloudResult<()> {
+        dispatch!(self, c => c.create_tags(ids, tags))
+    }
+
+    pub async fn delete_tags(&self, ids: &[String], keys: &[String]) -> CloudResult<()> {
+        dispatch!(self, c => c.delete_tags(ids, keys))
+    }
+
+    pub async fn find_security_group(&self, vpc: &str, name: &str) -> CloudResult<Option<String>> {
+        dispatch!(self, c => c.find_security_group(vpc, name))
+    }
+
+    /// Creates a group with no ingress and *no egress* (the default allow-all egress is revoked).
+    pub async fn create_closed_security_group(
+        &self,
+        vpc: &str,
+        name: &str,
+        description: &str,
+        tags: &Tags,
+    ) -> CloudResult<String> {
+        dispatch!(self, c => c.create_closed_security_group(vpc, name, description, tags))
+    }
+
+    pub async fn set_eni_groups(&self, eni: &str, groups: &[String]) -> CloudResult<()> {
+        dispatch!(self, c => c.set_eni_groups(eni, groups))
+    }
+
+    pub async fn create_snapshot(
+        &self,
+        volume: &str,
+        description: &str,
+        tags: &Tags,
+    ) -> CloudResult<Snapshot> {
+        dispatch!(self, c => c.create_snapshot(volume, description, tags))
+    }
+
+    pub async fn describe_snapshots(&self, ids: &[String]) -> CloudResult<Vec<Snapshot>> {
+        dispatch!(self, c => c.describe_snapshots(ids))
+    }
+
+    pub async fn change_state(
+        &self,
+        ids: &[String],
+        action: StateAction,
+    ) -> CloudResult<Vec<StateChange>> {
+        dispatch!(self, c => c.change_state(ids, action))
+    }
+
+    pub async fn create_image(
+        &self,
+        instance: &str,
+        name: &str,
+        no_reboot: bool,
+        tags: &Tags,
+    ) -> CloudResult<String> {
+        dispatch!(self, c => c.create_image(instance, name, no_reboot, tags))
+    }
+
+    pub async fn run_instances(&self, spec: &LaunchSpec) -> CloudResult<Vec<Instance>> {
+        dispatch!(self, c => c.run_instances(spec))
+    }
+
+    pub async fn send_command(&self, req: &CommandRequest) -> CloudResult<String> {
+        dispatch!(self, c => c.send_command(req))
+    }
+
+    pub async fn command_invocation(
+        &self,
+        command_id: &str,
+        instance: &str,
+    ) -> CloudResult<Invocation> {
+        dispatch!(self, c => c.command_invocation(command_id, instance))
+    }
+
+    pub async fn get_parameter(&self, name: &str, decrypt: bool) -> CloudResult<String> {
+        dispatch!(self, c => c.get_parameter(name, decrypt))
+    }
+
+    pub async fn put_parameter(
+        &self,
+        name: &str,
+        value: &str,
+        kind: &str,
+        overwrite: bool,
+    ) -> CloudResult<i64> {
+        dispatch!(self, c => c.put_parameter(name, value, kind, overwrite))
+    }
+}
+
+/// The run's way to the cloud: the chosen environment, a tokio runtime and the backend, both made
+/// on first use (a runbook that never touches the cloud pays nothing for them).
+pub struct CloudAccess {
+    env: crate::config::Environment,
+    runtime: std::sync::OnceLock<tokio::runtime::Runtime>,
+    cloud: std::sync::OnceLock<Cloud>,
+}
+
+impl CloudAccess {
+    pub fn new(env: crate::config::Environment) -> Self {
+        CloudAccess {
+            env,
+            runtime: std::sync::OnceLock::new(),
+            cloud: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn environment(&self) -> &crate::config::Environment {
+        &self.env
+    }
+
+    /// A current-thread runtime: the script thread blocks on it, and concurrency (fan-out) comes
+    /// from polling many requests at once, not from threads.
+    pub fn runtime(&self) -> CloudResult<&tokio::runtime::Runtime> {
+        if let Some(rt) = self.runtime.get() {
+            return Ok(rt);
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                BindingError::new("runtime", format!("cannot start the async runtime: {e}"))
+            })?;
+        Ok(self.runtime.get_or_init(|| rt))
+    }
+
+    /// The backend, connected on first use.
+    pub fn get(&self) -> CloudResult<&Cloud> {
+        if let Some(c) = self.cloud.get() {
+            return Ok(c);
+        }
+        let cloud = match self.env.backend {
+            crate::config::Backend::Sim => {
+                let text = self.env.fleet.as_deref().unwrap_or(sim::DEFAULT_FLEET);
+                let sim = sim::SimCloud::from_toml(text).map_err(|e| {
+                    BindingError::new(
+                        "bad_fleet",
+                        format!("fleet fixture {}: {e}", self.env.fleet_source),
+                    )
+                })?;
+                Cloud::Sim(sim)
+            }
+            crate::config::Backend::Aws => {
+                let rt = self.runtime()?;
+                Cloud::Aws(Box::new(rt.block_on(aws::AwsCloud::connect(&self.env.aws))))
+            }
+        };
+        Ok(self.cloud.get_or_init(|| cloud))
+    }
+
+    /// The account the environment resolves to. For the sim it is the fleet's, read without an
+    /// API call (so the fixture's call-numbered faults stay where the drill put them).
+    pub fn account(&self, interrupt: &crate::engine::Interrupt) -> CloudResult<String> {
+        match self.get()? {
+            Cloud::Sim(sim) => Ok(sim.fleet().account_id.clone()),
+            Cloud::Aws(aws) => self.block_on(interrupt, aws.account_id()),
+        }
+    }
+
+    /// Request ids gathered since the last call (empty when the cloud was never used).
+    pub fn take_request_ids(&self) -> Vec<String> {
+        self.cloud
+            .get()
+            .map(Cloud::take_request_ids)
+            .unwrap_or_default()
+    }
+
+    /// The simulated state, when the backend is the sim and it was used.
+    pub fn sim_state(&self) -> Option<serde_json::Value> {
+        match self.cloud.get() {
+            Some(Cloud::Sim(s)) => Some(s.state_json()),
+            _ => None,
+        }
+    }
+
+    /// Runs a cloud future to completion on the script thread, giving up when the step times out
+    /// or the run is aborted (checked every 20 ms while the request is in flight).
+    pub fn block_on<T>(
+        &self,
+        interrupt: &crate::engine::Interrupt,
+        fut: impl std::future::Future<Output = CloudResult<T>>,
+    ) -> CloudResult<T> {
+        let rt = self.runtime()?;
+        rt.block_on(async {
+            tokio::select! {
+                result = fut => result,
+                stop = watch(interrupt) => Err(BindingError::new(stop.token(), "interrupted while waiting for the cloud")),
+            }
+        })
+    }
+}
+
+async fn watch(interrupt: &crate::engine::Interrupt) -> crate::engine::Stop {
+    loop {
+        if let Some(stop) = interrupt.check() {
+            return stop;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
