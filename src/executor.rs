@@ -524,7 +524,20 @@ impl<'a> Executor<'a> {
             }
         }
 
-        let decision = self.driver.before_step(step, total);
+        let decision = if host.recorder.mode() == crate::recorder::Mode::Plan
+            && step.confirm.is_some()
+        {
+            // A plan sends nothing, so there is nothing to confirm yet; the plan still shows
+            // what the step would do, which is what a person deciding needs to see.
+            Decision {
+                action: Action::Run,
+                by: "plan".into(),
+                reason: "confirmation is asked when the runbook runs; a plan sends nothing".into(),
+                record: true,
+            }
+        } else {
+            self.driver.before_step(step, total)
+        };
         if decision.record {
             self.record(
                 &StepEvent::Decision {

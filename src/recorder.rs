@@ -48,6 +48,18 @@ pub struct Binding {
     pub placeholder: fn(&Value) -> Dynamic,
 }
 
+/// Every placeholder id handed out in plan mode contains this (`i-planned00000000`, `sg-planned`).
+pub const PLANNED_MARKER: &str = "planned";
+
+fn mentions_placeholder(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains(PLANNED_MARKER),
+        Value::Array(items) => items.iter().any(mentions_placeholder),
+        Value::Object(map) => map.values().any(mentions_placeholder),
+        _ => false,
+    }
+}
+
 /// Plan-mode placeholder for bindings that return nothing.
 pub fn unit_placeholder(_: &Value) -> Dynamic {
     Dynamic::UNIT
@@ -306,21 +318,26 @@ pub fn call(
     let mutating = spec.effect == Effect::Mutating;
     rec.calls.set(rec.calls.get() + 1);
 
-    if mutating && rec.mode == Mode::Plan {
+    // In a plan, a read that names something only a planned write would have created (a
+    // placeholder id) cannot be asked of the real cloud: it is answered by its placeholder too.
+    let reads_planned = !mutating && rec.mode == Mode::Plan && mentions_placeholder(&args);
+    if (mutating || reads_planned) && rec.mode == Mode::Plan {
         let placeholder = (spec.placeholder)(&args);
-        // Kept for the console summary, so redacted like everything else that is shown.
-        let mut shown = args.clone();
-        host.redactor.redact_json(&mut shown);
-        rec.planned.borrow_mut().push(PlannedCall {
-            step,
-            binding: spec.name,
-            args: shown,
-        });
+        if mutating {
+            // Kept for the console summary, so redacted like everything else that is shown.
+            let mut shown = args.clone();
+            host.redactor.redact_json(&mut shown);
+            rec.planned.borrow_mut().push(PlannedCall {
+                step,
+                binding: spec.name,
+                args: shown,
+            });
+        }
         let event = CallEvent::Call {
             step,
             binding: spec.name,
             args: &args,
-            mutating: true,
+            mutating,
             planned: true,
             duration_ms: 0,
             result: Some(summarise(&placeholder)),
