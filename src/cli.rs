@@ -158,11 +158,14 @@ pub fn main() -> ExitCode {
 
 fn init_tracing() {
     // Quiet unless asked: diagnostics are for developers, progress is the console's job.
+    // The SDK's credential chain warns about every provider it tries (IMDS off a cloud host,
+    // absent profiles); the outcome is reported by us, so its chatter waits for RUST_LOG.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,aws_config=error"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(color())
         .try_init();
 }
 

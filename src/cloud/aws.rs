@@ -51,16 +51,38 @@ where
         }
         .to_string()
     });
-    let message = e
-        .message()
-        .map(str::to_string)
-        .unwrap_or_else(|| aws_sdk_ec2::error::DisplayErrorContext(&e).to_string());
+    let message = e.message().map(str::to_string).unwrap_or_else(|| chain(&e));
     let request_id = RequestId::request_id(e.meta()).map(str::to_string);
     BindingError {
         code,
         message: format!("{operation}: {message}"),
         request_id,
     }
+}
+
+/// A transport or credential error as one readable line: each distinct cause in the chain, the
+/// SDK's full debug dump left to `RUST_LOG=debug`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = current {
+        let text = err.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = err.source();
+    }
+    tracing::debug!(error = ?e, "AWS SDK error");
+    let mut line = parts.join(": ");
+    if line.len() > 400 {
+        let mut end = 400;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+        line.push('…');
+    }
+    line
 }
 
 fn tag_list(tags: &Tags) -> Vec<ec2t::Tag> {

@@ -158,7 +158,7 @@ impl Invocation {
 /// The selected backend.
 pub enum Cloud {
     Aws(Box<aws::AwsCloud>),
-    Sim(sim::SimCloud),
+    Sim(Box<sim::SimCloud>),
 }
 
 macro_rules! dispatch {
@@ -337,7 +337,7 @@ impl CloudAccess {
                         format!("fleet fixture {}: {e}", self.env.fleet_source),
                     )
                 })?;
-                Cloud::Sim(sim)
+                Cloud::Sim(Box::new(sim))
             }
             crate::config::Backend::Aws => {
                 let rt = self.runtime()?;

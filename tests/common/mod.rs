@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // each test file uses a different part of the builder
 
+pub mod moto;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 

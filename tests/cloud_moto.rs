@@ -1,0 +1,401 @@
+//! The AWS backend against a real emulator (moto's server), and the conformance of the sim with it.
+//!
+//! What moto really models (EC2 instances, network interfaces, security groups, snapshots, images,
+//! tags, SSM parameters and command records) is compared for real. What it fakes is covered in the
+//! sim instead: `SendCommand`/`GetCommandInvocation` answer Success at once with empty output, and
+//! `ListCommandInvocations` is not implemented at all (so the bindings never use it: results are
+//! read per instance with `GetCommandInvocation`, concurrently).
+
+mod common;
+
+use common::moto::{Moto, block, with_credentials};
+use common::{Workspace, events, of_type};
+use serde_json::Value;
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+const SIM_BLUE_1: &str = "i-0a1b2c3d4e5f60001";
+const SIM_WORKER: &str = "i-0a1b2c3d4e5f60005";
+
+fn run(ws: &Workspace, args: &[&str]) -> common::Run {
+    with_credentials(ws.cmd()).args(args).output()
+}
+
+fn compromised(ws: &Workspace, env: &str, id: &str, transcript: &str) -> common::Run {
+    let runbooks = format!("{REPO}/runbooks");
+    let id = format!("instance_id={id}");
+    run(
+        ws,
+        &[
+            "run",
+            "ec2-compromised-instance",
+            "--runbooks",
+            &runbooks,
+            "--env",
+            env,
+            "--yes",
+            "--param",
+            &id,
+            "--param",
+            "incident=2026-1123-004",
+            "--transcript",
+            transcript,
+        ],
+    )
+}
+
+/// (step title, status) of every finished step.
+fn outcomes(ev: &[Value]) -> Vec<(String, String)> {
+    let steps = ev[0]["steps"].as_array().unwrap();
+    of_type(ev, "step_finished")
+        .iter()
+        .map(|e| {
+            let i = e["step"].as_u64().unwrap() as usize;
+            (
+                steps[i]["title"].as_str().unwrap().to_string(),
+                e["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn writes(ev: &[Value]) -> Vec<String> {
+    of_type(ev, "call")
+        .iter()
+        .filter(|c| c["mutating"] == true && c["planned"] == false)
+        .map(|c| c["binding"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_compromised_instance_runbook_agrees_between_the_sim_and_moto() {
+    let moto = Moto::start();
+    let (blue, _) = moto.seed();
+    let ws = moto.workspace("123456789012");
+
+    compromised(&ws, "moto", &blue, "moto.jsonl").expect_code(0);
+    compromised(&ws, "drill", SIM_BLUE_1, "sim.jsonl").expect_code(0);
+    let on_moto = events(&ws.path().join("moto.jsonl"));
+    let on_sim = events(&ws.path().join("sim.jsonl"));
+    assert_eq!(outcomes(&on_moto), outcomes(&on_sim));
+    assert_eq!(writes(&on_moto), writes(&on_sim));
+    assert_eq!(on_moto[0]["account"], "123456789012");
+    assert_eq!(on_moto[0]["backend"], "aws");
+    // AWS request ids reach the transcript.
+    let isolate = of_type(&on_moto, "call")
+        .into_iter()
+        .find(|c| c["binding"] == "ec2::isolate")
+        .unwrap();
+    assert!(
+        !isolate["request_ids"].as_array().unwrap().is_empty(),
+        "{isolate}"
+    );
+
+    // The effects, read back from the emulator with the SDK.
+    block(async {
+        let ec2 = moto.ec2();
+        let out = ec2.describe_instances().send().await.unwrap();
+        let all: Vec<_> = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances().to_vec())
+            .collect();
+        let old = all
+            .iter()
+            .find(|i| i.instance_id() == Some(blue.as_str()))
+            .unwrap();
+        assert_eq!(old.state().unwrap().name().unwrap().as_str(), "terminated");
+        let replacement = all
+            .iter()
+            .find(|i| {
+                i.tags()
+                    .iter()
+                    .any(|t| t.key() == Some("ReplacementFor") && t.value() == Some(blue.as_str()))
+            })
+            .expect("a replacement tagged ReplacementFor");
+        assert_eq!(
+            replacement.state().unwrap().name().unwrap().as_str(),
+            "running"
+        );
+
+        let groups = ec2.describe_security_groups().send().await.unwrap();
+        let q = groups
+            .security_groups()
+            .iter()
+            .find(|g| g.group_name() == Some("runbook-quarantine"))
+            .expect("the quarantine group");
+        assert!(q.ip_permissions().is_empty(), "no ingress");
+        assert!(q.ip_permissions_egress().is_empty(), "no egress");
+
+        let snaps = ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .send()
+            .await
+            .unwrap();
+        let ours: Vec<_> = snaps
+            .snapshots()
+            .iter()
+            .filter(|s| {
+                s.tags()
+                    .iter()
+                    .any(|t| t.key() == Some("Incident") && t.value() == Some("2026-1123-004"))
+            })
+            .collect();
+        assert_eq!(ours.len(), 2, "one snapshot per attached volume");
+        let images = ec2.describe_images().owners("self").send().await.unwrap();
+        assert!(images.images().iter().any(|i| {
+            i.name()
+                .is_some_and(|n| n.starts_with("forensics-2026-1123-004"))
+        }));
+    });
+}
+
+#[test]
+fn the_high_cpu_runbook_agrees_as_far_as_moto_models_run_command() {
+    let moto = Moto::start();
+    let (_, worker) = moto.seed();
+    let ws = moto.workspace("123456789012");
+    let runbooks = format!("{REPO}/runbooks");
+    let on = |env: &str, id: &str, t: &str| {
+        let id = format!("instance_id={id}");
+        run(
+            &ws,
+            &[
+                "run",
+                "ec2-high-cpu",
+                "--runbooks",
+                &runbooks,
+                "--env",
+                env,
+                "--param",
+                &id,
+                "--transcript",
+                t,
+            ],
+        )
+    };
+    on("drill", SIM_WORKER, "sim.jsonl").expect_code(0);
+    // moto answers every command with Success and empty output: the runbook refuses to declare
+    // recovery without a CPU reading, which is the correct behaviour on a fake answer.
+    let moto_run = on("moto", &worker, "moto.jsonl");
+    moto_run.expect_code(1);
+    assert!(
+        moto_run.stderr.contains("no CPU reading"),
+        "{}",
+        moto_run.stderr
+    );
+    let on_moto = events(&ws.path().join("moto.jsonl"));
+    let on_sim = events(&ws.path().join("sim.jsonl"));
+    assert_eq!(outcomes(&on_moto)[..2], outcomes(&on_sim)[..2]);
+    assert_eq!(
+        writes(&on_moto)[..3],
+        writes(&on_sim)[..3],
+        "diagnostics, notes, restart"
+    );
+    let sent = block(async {
+        moto.ssm()
+            .list_commands()
+            .send()
+            .await
+            .unwrap()
+            .commands()
+            .len()
+    });
+    assert_eq!(
+        sent, 3,
+        "diagnostics, restart and one recovery check reached SSM"
+    );
+}
+
+/// Everything a plan could change, as moto reports it.
+fn cloud_state(moto: &Moto) -> String {
+    block(async {
+        let ec2 = moto.ec2();
+        let mut out = String::new();
+        let inst = ec2.describe_instances().send().await.unwrap();
+        for r in inst.reservations() {
+            for i in r.instances() {
+                let enis: Vec<Vec<&str>> = i
+                    .network_interfaces()
+                    .iter()
+                    .map(|n| n.groups().iter().filter_map(|g| g.group_id()).collect())
+                    .collect();
+                let mut tags: Vec<String> = i
+                    .tags()
+                    .iter()
+                    .map(|t| format!("{:?}={:?}", t.key(), t.value()))
+                    .collect();
+                tags.sort();
+                out.push_str(&format!(
+                    "{:?} {:?} {enis:?} {tags:?}\n",
+                    i.instance_id(),
+                    i.state().and_then(|s| s.name())
+                ));
+            }
+        }
+        let mut groups: Vec<String> = ec2
+            .describe_security_groups()
+            .send()
+            .await
+            .unwrap()
+            .security_groups()
+            .iter()
+            .map(|g| format!("{:?}", g.group_id()))
+            .collect();
+        groups.sort();
+        out.push_str(&format!("groups {groups:?}\n"));
+        let snaps = ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .send()
+            .await
+            .unwrap();
+        out.push_str(&format!("snapshots {}\n", snaps.snapshots().len()));
+        let images = ec2.describe_images().owners("self").send().await.unwrap();
+        out.push_str(&format!("images {}\n", images.images().len()));
+        let commands = moto.ssm().list_commands().send().await.unwrap();
+        out.push_str(&format!("commands {}\n", commands.commands().len()));
+        out
+    })
+}
+
+#[test]
+fn a_plan_on_moto_changes_nothing() {
+    let moto = Moto::start();
+    let (blue, worker) = moto.seed();
+    let ws = moto.workspace("123456789012");
+    let runbooks = format!("{REPO}/runbooks");
+    let before = cloud_state(&moto);
+    let blue = format!("instance_id={blue}");
+    let plan = run(
+        &ws,
+        &[
+            "plan",
+            "ec2-compromised-instance",
+            "--runbooks",
+            &runbooks,
+            "--env",
+            "moto",
+            "--param",
+            &blue,
+            "--param",
+            "incident=2026-1123-005",
+            "--transcript",
+            "p1.jsonl",
+        ],
+    );
+    plan.expect_code(0);
+    for binding in [
+        "ec2::isolate",
+        "ec2::snapshot_volumes",
+        "ec2::tag",
+        "ec2::stop",
+        "ec2::create_image",
+        "ec2::terminate",
+        "ec2::launch",
+    ] {
+        assert!(
+            plan.stdout.contains(binding),
+            "{binding} missing from the plan:\n{}",
+            plan.stdout
+        );
+    }
+    let worker = format!("instance_id={worker}");
+    run(
+        &ws,
+        &[
+            "plan",
+            "ec2-high-cpu",
+            "--runbooks",
+            &runbooks,
+            "--env",
+            "moto",
+            "--param",
+            &worker,
+            "--transcript",
+            "p2.jsonl",
+        ],
+    );
+    assert!(
+        events(&ws.path().join("p2.jsonl"))
+            .iter()
+            .any(|e| e["type"] == "call"
+                && e["binding"] == "ssm::run_command"
+                && e["planned"] == true)
+    );
+    assert_eq!(
+        cloud_state(&moto),
+        before,
+        "a plan must leave the cloud exactly as it was"
+    );
+}
+
+#[test]
+fn aws_errors_keep_their_code_and_request_id_and_are_catchable() {
+    let moto = Moto::start();
+    moto.seed();
+    let ws = moto.workspace("123456789012");
+    ws.write(
+        "runbooks/probe.rhai",
+        r#"runbook(#{ id: "probe", version: "1.0.0", title: "t", severity: "P3" });
+containment("Probe", |ctx| {
+    try { ec2::describe("i-00000000deadbeef"); } catch (e) { ctx.code = e.code; }
+    ctx.api = ec2::find(#{ tags: #{ Name: "api-blue-1" } }).len();
+    ec2::stop("i-00000000deadbeef");
+});
+"#,
+    );
+    let r = run(
+        &ws,
+        &["run", "probe", "--env", "moto", "--transcript", "t.jsonl"],
+    );
+    r.expect_code(1);
+    let ev = events(&ws.path().join("t.jsonl"));
+    let end = &of_type(&ev, "step_finished")[0];
+    assert_eq!(end["ctx"]["code"], "InvalidInstanceID.NotFound");
+    assert_eq!(end["ctx"]["api"], 1);
+    assert_eq!(end["error"]["code"], "InvalidInstanceID.NotFound");
+    let failed: Vec<&Value> = of_type(&ev, "call")
+        .into_iter()
+        .filter(|c| !c["error"].is_null())
+        .collect();
+    assert_eq!(failed.len(), 2);
+    assert!(
+        failed.iter().all(|c| c["error"]["request_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())),
+        "{failed:?}"
+    );
+}
+
+#[test]
+fn credentials_for_another_account_are_refused_before_anything_runs() {
+    let moto = Moto::start();
+    let ws = moto.workspace("999999999999");
+    let runbooks = format!("{REPO}/runbooks");
+    let r = run(
+        &ws,
+        &[
+            "run",
+            "ec2-compromised-instance",
+            "--runbooks",
+            &runbooks,
+            "--env",
+            "moto",
+            "--param",
+            "instance_id=i-0123456789abcdef0",
+            "--param",
+            "incident=2026-1123-006",
+            "--transcript",
+            "t.jsonl",
+        ],
+    );
+    r.expect_code(2);
+    assert!(
+        r.stderr
+            .contains("resolve to account 123456789012, not 999999999999"),
+        "{}",
+        r.stderr
+    );
+    assert!(!ws.exists("t.jsonl"));
+}
