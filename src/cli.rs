@@ -271,7 +271,7 @@ fn load_target(dirs: &[PathBuf], target: &str, host: Rc<Host>) -> Result<Runbook
 /// one `runbook.toml` expects (a staging profile pointed at production is how outages start).
 fn verify_account(host: &Host) -> Result<Option<String>> {
     let env = host.cloud.environment();
-    let found = host.cloud.account(&host.interrupt);
+    let found = host.cloud.account(&host.io, &host.interrupt);
     match (&env.account_id, found) {
         (Some(expected), Ok(found)) if *expected != found => Err(Error::Usage(format!(
             "environment {}: the credentials resolve to account {found}, not {expected}: refusing to run",
@@ -355,7 +355,14 @@ fn run(
         yes,
         operator: operator.clone(),
     };
-    let report = Executor::new(&rb, &mut driver).run(RunOptions {
+    let mut executor = Executor::new(&rb, &mut driver);
+    if let Some(channel) = &rb.meta.notify_slack {
+        executor = executor.observe(Box::new(crate::bindings::slack::SlackLifecycle::new(
+            rb.host.clone(),
+            channel.clone(),
+        )));
+    }
+    let report = executor.run(RunOptions {
         run_id,
         transcript,
         environment: env_name.clone(),
@@ -393,9 +400,11 @@ fn write_sim_state(host: &Host, path: &Path) -> Result<()> {
     }
     // Connect even when the runbook never touched the cloud, so the state is always written.
     host.cloud
-        .get()
+        .get(&host.io)
         .map_err(|e| Error::Usage(format!("{}: {}", e.code, e.message)))?;
-    let state = host.cloud.sim_state().unwrap_or_default();
+    let mut state = host.cloud.sim_state().unwrap_or_default();
+    // Messages captured instead of sent are part of what a drill asserts on.
+    state["notifications"] = serde_json::Value::Array(host.notifier.captured());
     let text = serde_json::to_string_pretty(&state).unwrap_or_default();
     std::fs::write(path, text).map_err(|e| Error::io("cannot write", path, e))
 }

@@ -27,6 +27,7 @@ use serde::Deserialize;
 
 use crate::cloud::aws::AwsSettings;
 use crate::error::{Error, Result};
+use crate::notify::{Delivery, NotifyFile, NotifySettings};
 
 pub const FILE_NAME: &str = "runbook.toml";
 pub const BUILTIN_SIM: &str = "sim";
@@ -44,6 +45,9 @@ struct ConfigFile {
     default: Option<String>,
     #[serde(default)]
     environments: BTreeMap<String, EnvConfig>,
+    /// Slack/Teams endpoints (the environment variables override these).
+    #[serde(default)]
+    notifications: NotifyFile,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -60,6 +64,8 @@ struct EnvConfig {
     fleet: Option<PathBuf>,
     /// aws only: the SDK's standard-mode retry attempts.
     max_attempts: Option<u32>,
+    /// `send` or `capture` (keep messages in memory); default: capture on sim, send on aws.
+    notifications: Option<Delivery>,
 }
 
 /// One selected environment, ready to connect.
@@ -74,6 +80,7 @@ pub struct Environment {
     pub fleet: Option<String>,
     /// Where the fleet came from, for the transcript.
     pub fleet_source: String,
+    pub notify: NotifySettings,
 }
 
 impl Environment {
@@ -87,6 +94,7 @@ impl Environment {
             protected: false,
             fleet: None,
             fleet_source: "embedded:sim/default-fleet.toml".into(),
+            notify: NotifySettings::resolve(&NotifyFile::default(), Delivery::Capture),
         }
     }
 }
@@ -141,7 +149,9 @@ impl Config {
             .unwrap_or_else(|| BUILTIN_SIM.into());
         let Some(env) = self.file.environments.get(&name) else {
             if name == BUILTIN_SIM {
-                return Ok(Environment::builtin_sim());
+                let mut sim = Environment::builtin_sim();
+                sim.notify = NotifySettings::resolve(&self.file.notifications, Delivery::Capture);
+                return Ok(sim);
             }
             return Err(Error::Usage(format!(
                 "unknown environment {name:?}; known: {}{}",
@@ -184,6 +194,13 @@ impl Config {
             protected: env.protected,
             fleet,
             fleet_source,
+            notify: NotifySettings::resolve(
+                &self.file.notifications,
+                env.notifications.unwrap_or(match env.backend {
+                    Backend::Sim => Delivery::Capture,
+                    Backend::Aws => Delivery::Send,
+                }),
+            ),
         })
     }
 }

@@ -75,6 +75,20 @@ impl Console {
         }
     }
 
+    /// Shows what the current step is waiting for, next to its spinner (terminal only).
+    pub fn status(&self, text: &str) {
+        if let Some(bar) = self.spinner.borrow().as_ref() {
+            bar.set_message(format!(
+                "{} · {text}",
+                bar.message()
+                    .split(" · ")
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" · ")
+            ));
+        }
+    }
+
     /// A progress bar for fan-out work (SSM results), on a terminal only.
     pub fn progress(&self, len: u64, label: &str) -> Option<ProgressBar> {
         if self.quiet || !self.tty {

@@ -160,6 +160,10 @@ pub struct Host {
     pub env_allow: RefCell<Vec<String>>,
     /// The incident notes file next to the transcript (`notes::append`).
     pub notes_path: RefCell<Option<PathBuf>>,
+    /// The async runtime network bindings block on.
+    pub io: crate::io::AsyncIo,
+    /// Slack and Teams delivery (or capture).
+    pub notifier: crate::notify::Notifier,
     /// The environment and its cloud backend (`ec2::`, `ssm::`).
     pub cloud: crate::cloud::CloudAccess,
     /// Whether mutating calls in a protected environment were confirmed for this run.
@@ -182,16 +186,23 @@ impl Host {
         abort: Arc<AtomicBool>,
         env: crate::config::Environment,
     ) -> Rc<Self> {
+        let redactor = Rc::new(Redactor::new());
+        // Webhook URLs and tokens are secrets from the first moment, whatever prints them.
+        for secret in env.notify.secrets() {
+            redactor.add_secret(&secret);
+        }
         Rc::new(Host {
             recorder: Recorder::new(mode),
             interrupt: Interrupt::new(abort),
-            redactor: Rc::new(Redactor::new()),
+            notifier: crate::notify::Notifier::new(env.notify.clone()),
+            redactor,
             console,
             decls: RefCell::new(Declarations::default()),
             modules: RefCell::new(Vec::new()),
             loaded: RefCell::new(Vec::new()),
             env_allow: RefCell::new(Vec::new()),
             notes_path: RefCell::new(None),
+            io: crate::io::AsyncIo::default(),
             cloud: crate::cloud::CloudAccess::new(env),
             protected_confirmed: std::cell::Cell::new(false),
         })

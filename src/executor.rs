@@ -101,6 +101,14 @@ impl Driver for Unattended {
     }
 }
 
+/// Told about a run as it goes (lifecycle notifications). Observers act through the recorder
+/// like any binding, so what they send is recorded, planned in plan mode, and redacted.
+pub trait RunObserver {
+    fn run_started(&mut self, headline: String);
+    fn step_finished(&mut self, step: &Step, status: StepStatus, error: Option<&ErrorInfo>);
+    fn run_finished(&mut self, status: RunStatus, summary: String);
+}
+
 /// Everything about a run that does not come from the runbook.
 pub struct RunOptions {
     pub run_id: String,
@@ -204,6 +212,7 @@ struct StepEnd {
 pub struct Executor<'a> {
     rb: &'a Runbook,
     driver: &'a mut dyn Driver,
+    observers: Vec<Box<dyn RunObserver + 'a>>,
 }
 
 fn status_of(err: &EvalAltResult) -> StepStatus {
@@ -220,7 +229,16 @@ fn ms(d: Duration) -> u64 {
 
 impl<'a> Executor<'a> {
     pub fn new(rb: &'a Runbook, driver: &'a mut dyn Driver) -> Self {
-        Executor { rb, driver }
+        Executor {
+            rb,
+            driver,
+            observers: Vec::new(),
+        }
+    }
+
+    pub fn observe(mut self, observer: Box<dyn RunObserver + 'a>) -> Self {
+        self.observers.push(observer);
+        self
     }
 
     fn record(&self, event: &StepEvent, durability: Durability) {
@@ -258,6 +276,18 @@ impl<'a> Executor<'a> {
         run_info.insert("runbook".into(), rb.meta.id.clone().into());
         run_info.insert("version".into(), rb.meta.version.to_string().into());
         ctx_map.insert("run".into(), run_info.into());
+        let headline = format!(
+            "{} ({}@{}) on {} by {} · run {}",
+            rb.meta.title,
+            rb.meta.id,
+            rb.meta.version,
+            opts.environment,
+            opts.operator,
+            opts.run_id
+        );
+        for o in &mut self.observers {
+            o.run_started(headline.clone());
+        }
         // Shared, so a step's `ctx.x = ...` is seen by every later step.
         let ctx = Dynamic::from_map(ctx_map).into_shared();
 
@@ -278,6 +308,9 @@ impl<'a> Executor<'a> {
             }
             let end = self.run_step(step, total, &ctx);
             counts.add(end.status);
+            for o in &mut self.observers {
+                o.step_finished(step, end.status, end.error.as_ref());
+            }
             if let Some(failure) = host.recorder.take_failure() {
                 run_status = RunStatus::Failed;
                 reason = format!("the transcript could not be written: {failure}");
@@ -309,6 +342,22 @@ impl<'a> Executor<'a> {
         }
 
         let duration = started.elapsed();
+        let summary = format!(
+            "run {}: {} ok, {} failed, {} skipped, {} not run{}",
+            run_status.as_str(),
+            counts.ok,
+            counts.failed + counts.timed_out,
+            counts.skipped,
+            counts.not_run,
+            if reason.is_empty() {
+                String::new()
+            } else {
+                format!(" · {reason}")
+            }
+        );
+        for o in &mut self.observers {
+            o.run_finished(run_status, summary.clone());
+        }
         let (calls, sent) = host.recorder.call_counts();
         self.record(
             &StepEvent::RunFinished {

@@ -16,6 +16,8 @@ pub mod engine;
 pub mod error;
 pub mod executor;
 pub mod git;
+pub mod io;
+pub mod notify;
 pub mod recorder;
 pub mod redact;
 pub mod runbook;

@@ -299,8 +299,18 @@ pub fn call(
     args: Value,
     work: impl FnOnce(&Host) -> Result<Dynamic, BindingError>,
 ) -> Result<Dynamic, Box<EvalAltResult>> {
-    let pos = ctx.call_position();
     let host = host_of(ctx)?;
+    call_at(&host, ctx.call_position(), spec, args, work)
+}
+
+/// [`call`] for callers outside a script (run lifecycle notifications): same door, same rules.
+pub fn call_at(
+    host: &Rc<Host>,
+    pos: Position,
+    spec: &'static Binding,
+    args: Value,
+    work: impl FnOnce(&Host) -> Result<Dynamic, BindingError>,
+) -> Result<Dynamic, Box<EvalAltResult>> {
     let rec = &host.recorder;
     let stage = rec.stage();
     if stage == Stage::Loading {
@@ -382,7 +392,7 @@ pub fn call(
 
     tracing::debug!(binding = spec.name, mutating, "call");
     let started = Instant::now();
-    let outcome = work(&host);
+    let outcome = work(host);
     let duration_ms = started.elapsed().as_millis() as u64;
     let (result, error) = match &outcome {
         Ok(v) => (Some(summarise(v)), None),

@@ -291,6 +291,8 @@ pub struct Metadata {
     pub tags: Vec<String>,
     pub env: Vec<String>,
     pub params: Vec<ParamSpec>,
+    /// `notify: #{ slack: "#channel" }`: lifecycle notifications for every run.
+    pub notify_slack: Option<String>,
 }
 
 /// How a step asks for confirmation.
@@ -339,6 +341,7 @@ const META_KEYS: &[&str] = &[
     "tags",
     "env",
     "params",
+    "notify",
 ];
 const PARAM_KEYS: &[&str] = &[
     "type",
@@ -982,6 +985,30 @@ fn validate(
             }
         },
     };
+    let notify_slack = match meta.get("notify") {
+        None => None,
+        Some(n) => match n.clone().try_cast::<Map>() {
+            Some(map) => {
+                let np = key_position(source, at, "notify");
+                for key in map.keys() {
+                    if key.as_str() != "slack" {
+                        v.error(
+                            key_position(source, np, key),
+                            format!("unknown notify key `{key}`; known: slack"),
+                        );
+                    }
+                }
+                v.string(&map, "slack", np, false)
+            }
+            None => {
+                v.error(
+                    key_position(source, at, "notify"),
+                    "`notify` must be a map such as #{ slack: \"#incidents\" }".into(),
+                );
+                None
+            }
+        },
+    };
     let metadata = Metadata {
         id,
         version,
@@ -995,6 +1022,7 @@ fn validate(
         tags: v.strings(meta, "tags", at),
         env,
         params,
+        notify_slack,
     };
 
     let steps = validate_steps(&mut v, &decls.steps);

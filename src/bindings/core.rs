@@ -3,6 +3,7 @@
 use std::io::Write as _;
 use std::time::Duration;
 
+use rhai::FnPtr;
 use rhai::plugin::*;
 use serde_json::json;
 
@@ -20,6 +21,11 @@ static NOW: Binding = Binding {
 };
 static ENV: Binding = Binding {
     name: "env",
+    effect: Effect::ReadOnly,
+    placeholder: unit_placeholder,
+};
+static WAIT_UNTIL: Binding = Binding {
+    name: "wait_until",
     effect: Effect::ReadOnly,
     placeholder: unit_placeholder,
 };
@@ -46,6 +52,84 @@ fn sleep_for(ctx: &NativeCallContext, d: Duration, shown: String) -> ScriptResul
             .map_err(|stop| BindingError::new(stop.token(), "sleep interrupted"))
     })
     .map(|_| ())
+}
+
+/// Whether a condition's answer means "done": `true`, or a map whose `ok` is true (so a probe
+/// result such as `health::http(url)` can be the condition itself).
+fn satisfied(value: &Dynamic) -> Option<bool> {
+    if let Ok(b) = value.as_bool() {
+        return Some(b);
+    }
+    value
+        .read_lock::<rhai::Map>()
+        .and_then(|m| m.get("ok").and_then(|ok| ok.as_bool().ok()))
+}
+
+fn wait(ctx: &NativeCallContext, condition: FnPtr, options: rhai::Map) -> ScriptResult<i64> {
+    let pos = ctx.call_position();
+    let bad = |e: BindingError| recorder::runtime_error(&e.code, &e.message, pos);
+    super::args::known(&options, &["timeout", "every"]).map_err(bad)?;
+    let timeout =
+        super::args::duration(&options, "timeout", Duration::from_secs(300)).map_err(bad)?;
+    let every = super::args::duration(&options, "every", Duration::from_secs(10)).map_err(bad)?;
+    // An error raised by the condition itself (a failed binding, a timeout) is the script's error,
+    // not the wait's: it is kept here and re-raised as it was.
+    let mut raised: Option<Box<EvalAltResult>> = None;
+    let recorded = json!({ "timeout": humantime::format_duration(timeout).to_string(), "every": humantime::format_duration(every).to_string() });
+    let outcome = recorder::call(ctx, &WAIT_UNTIL, recorded, |host| {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut attempt: i64 = 0;
+        loop {
+            attempt += 1;
+            host.console.status(&format!("waiting: attempt {attempt}"));
+            let value = match condition.call_within_context::<Dynamic>(ctx, ()) {
+                Ok(v) => v,
+                Err(e) => {
+                    raised = Some(e);
+                    return Err(BindingError::new(
+                        "condition_failed",
+                        "the condition raised an error",
+                    ));
+                }
+            };
+            let done = satisfied(&value).ok_or_else(|| {
+                BindingError::new(
+                    "bad_condition",
+                    format!(
+                        "the condition must return a bool (or a map with `ok`), not {}",
+                        value.type_name()
+                    ),
+                )
+            })?;
+            host.recorder.log(
+                "wait",
+                &format!(
+                    "attempt {attempt}: {}",
+                    if done { "done" } else { "not yet" }
+                ),
+            );
+            if done {
+                return Ok(Dynamic::from(attempt));
+            }
+            if std::time::Instant::now() + every > deadline {
+                return Err(BindingError::new(
+                    "WaiterTimeout",
+                    format!(
+                        "condition still false after {attempt} attempt(s) over {}",
+                        humantime::format_duration(timeout)
+                    ),
+                ));
+            }
+            host.interrupt
+                .sleep(every)
+                .map_err(|stop| BindingError::new(stop.token(), "wait interrupted"))?;
+        }
+    });
+    match (outcome, raised) {
+        (_, Some(e)) => Err(e),
+        (Ok(v), None) => Ok(v.as_int().unwrap_or_default()),
+        (Err(e), None) => Err(e),
+    }
 }
 
 fn log_at(ctx: &NativeCallContext, level: &str, message: &Dynamic) -> ScriptResult<()> {
@@ -102,6 +186,25 @@ pub mod core_api {
             Ok(crate::transcript::now_utc().into())
         })
         .map(|v| v.to_string())
+    }
+
+    /// Calls `condition` (a closure such as `|| health::http(url).ok`) until it returns true (or
+    /// a map whose `ok` is true), every `every` (default `"10s"`) for at most `timeout` (default
+    /// `"5m"`); returns the number of attempts. Fails with `WaiterTimeout` when time runs out.
+    /// Each attempt is recorded.
+    #[rhai_fn(name = "wait_until", return_raw)]
+    pub fn wait_until(
+        ctx: NativeCallContext,
+        condition: FnPtr,
+        options: rhai::Map,
+    ) -> ScriptResult<i64> {
+        wait(&ctx, condition, options)
+    }
+
+    /// `wait_until` with the default timeout and interval.
+    #[rhai_fn(name = "wait_until", return_raw)]
+    pub fn wait_until_default(ctx: NativeCallContext, condition: FnPtr) -> ScriptResult<i64> {
+        wait(&ctx, condition, rhai::Map::new())
     }
 
     /// Fails the current step with `message` (its `on_failure` runs, if it has one).

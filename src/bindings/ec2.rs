@@ -161,8 +161,8 @@ fn on_cloud<T: serde::Serialize>(
     host: &Host,
     f: impl AsyncFnOnce(&Cloud) -> CloudResult<T>,
 ) -> Result<Dynamic, BindingError> {
-    let cloud = host.cloud.get()?;
-    let value = host.cloud.block_on(&host.interrupt, f(cloud))?;
+    let cloud = host.cloud.get(&host.io)?;
+    let value = host.io.block_on(&host.interrupt, f(cloud))?;
     args::to_dynamic(&value)
 }
 

@@ -10,10 +10,12 @@ use rhai::plugin::*;
 
 pub mod core;
 pub mod ec2;
+pub mod health;
+pub mod slack;
 pub mod ssm;
 
 /// Namespaces taken by bindings: an `import ... as <alias>` may not reuse them.
-pub const NAMESPACES: &[&str] = &["json", "notes", "ec2", "ssm"];
+pub const NAMESPACES: &[&str] = &["json", "notes", "ec2", "ssm", "slack", "teams", "health"];
 
 /// Registers every binding module on `engine`. Called once, from [`crate::engine::build`].
 pub fn register(engine: &mut Engine) {
@@ -22,6 +24,9 @@ pub fn register(engine: &mut Engine) {
     engine.register_static_module("notes", exported_module!(core::notes_api).into());
     engine.register_static_module("ec2", exported_module!(ec2::ec2_api).into());
     engine.register_static_module("ssm", exported_module!(ssm::ssm_api).into());
+    engine.register_static_module("slack", exported_module!(slack::slack_api).into());
+    engine.register_static_module("teams", exported_module!(slack::teams_api).into());
+    engine.register_static_module("health", exported_module!(health::health_api).into());
 }
 
 /// Argument helpers shared by the cloud bindings. Bad arguments are script bugs: they fail the

@@ -288,10 +288,8 @@ fn send(ctx: &NativeCallContext, req: Request) -> ScriptResult<Map> {
         "timeout": humantime::format_duration(req.timeout).to_string(),
     });
     recorder::call(ctx, &RUN_COMMAND, recorded, |host| {
-        let cloud = host.cloud.get()?;
-        let value = host
-            .cloud
-            .block_on(&host.interrupt, run(host, cloud, &req))?;
+        let cloud = host.cloud.get(&host.io)?;
+        let value = host.io.block_on(&host.interrupt, run(host, cloud, &req))?;
         args::to_dynamic(&value)
     })
     .map(|d| d.try_cast::<Map>().unwrap_or_default())
@@ -375,9 +373,9 @@ pub mod ssm_api {
     pub fn get_parameter(ctx: NativeCallContext, name: &str) -> ScriptResult<String> {
         let name = name.to_string();
         recorder::call(&ctx, &GET_PARAMETER, json!({ "name": name }), |host| {
-            let cloud = host.cloud.get()?;
+            let cloud = host.cloud.get(&host.io)?;
             let value = host
-                .cloud
+                .io
                 .block_on(&host.interrupt, cloud.get_parameter(&name, true))?;
             host.redactor.add_secret(&value);
             Ok(value.into())
@@ -412,8 +410,8 @@ pub mod ssm_api {
             &PUT_PARAMETER,
             json!({ "name": name, "value": value, "type": kind, "overwrite": overwrite }),
             |host| {
-                let cloud = host.cloud.get()?;
-                let version = host.cloud.block_on(
+                let cloud = host.cloud.get(&host.io)?;
+                let version = host.io.block_on(
                     &host.interrupt,
                     cloud.put_parameter(&name, &value, &kind, overwrite),
                 )?;

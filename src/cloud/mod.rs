@@ -287,11 +287,10 @@ impl Cloud {
     }
 }
 
-/// The run's way to the cloud: the chosen environment, a tokio runtime and the backend, both made
-/// on first use (a runbook that never touches the cloud pays nothing for them).
+/// The run's way to the cloud: the chosen environment and its backend, connected on first use
+/// (a runbook that never touches the cloud pays nothing for it).
 pub struct CloudAccess {
     env: crate::config::Environment,
-    runtime: std::sync::OnceLock<tokio::runtime::Runtime>,
     cloud: std::sync::OnceLock<Cloud>,
 }
 
@@ -299,7 +298,6 @@ impl CloudAccess {
     pub fn new(env: crate::config::Environment) -> Self {
         CloudAccess {
             env,
-            runtime: std::sync::OnceLock::new(),
             cloud: std::sync::OnceLock::new(),
         }
     }
@@ -308,23 +306,8 @@ impl CloudAccess {
         &self.env
     }
 
-    /// A current-thread runtime: the script thread blocks on it, and concurrency (fan-out) comes
-    /// from polling many requests at once, not from threads.
-    pub fn runtime(&self) -> CloudResult<&tokio::runtime::Runtime> {
-        if let Some(rt) = self.runtime.get() {
-            return Ok(rt);
-        }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                BindingError::new("runtime", format!("cannot start the async runtime: {e}"))
-            })?;
-        Ok(self.runtime.get_or_init(|| rt))
-    }
-
     /// The backend, connected on first use.
-    pub fn get(&self) -> CloudResult<&Cloud> {
+    pub fn get(&self, io: &crate::io::AsyncIo) -> CloudResult<&Cloud> {
         if let Some(c) = self.cloud.get() {
             return Ok(c);
         }
@@ -340,7 +323,7 @@ impl CloudAccess {
                 Cloud::Sim(Box::new(sim))
             }
             crate::config::Backend::Aws => {
-                let rt = self.runtime()?;
+                let rt = io.runtime()?;
                 Cloud::Aws(Box::new(rt.block_on(aws::AwsCloud::connect(&self.env.aws))))
             }
         };
@@ -349,10 +332,14 @@ impl CloudAccess {
 
     /// The account the environment resolves to. For the sim it is the fleet's, read without an
     /// API call (so the fixture's call-numbered faults stay where the drill put them).
-    pub fn account(&self, interrupt: &crate::engine::Interrupt) -> CloudResult<String> {
-        match self.get()? {
+    pub fn account(
+        &self,
+        io: &crate::io::AsyncIo,
+        interrupt: &crate::engine::Interrupt,
+    ) -> CloudResult<String> {
+        match self.get(io)? {
             Cloud::Sim(sim) => Ok(sim.fleet().account_id.clone()),
-            Cloud::Aws(aws) => self.block_on(interrupt, aws.account_id()),
+            Cloud::Aws(aws) => io.block_on(interrupt, aws.account_id()),
         }
     }
 
@@ -372,28 +359,11 @@ impl CloudAccess {
         }
     }
 
-    /// Runs a cloud future to completion on the script thread, giving up when the step times out
-    /// or the run is aborted (checked every 20 ms while the request is in flight).
-    pub fn block_on<T>(
-        &self,
-        interrupt: &crate::engine::Interrupt,
-        fut: impl std::future::Future<Output = CloudResult<T>>,
-    ) -> CloudResult<T> {
-        let rt = self.runtime()?;
-        rt.block_on(async {
-            tokio::select! {
-                result = fut => result,
-                stop = watch(interrupt) => Err(BindingError::new(stop.token(), "interrupted while waiting for the cloud")),
-            }
-        })
-    }
-}
-
-async fn watch(interrupt: &crate::engine::Interrupt) -> crate::engine::Stop {
-    loop {
-        if let Some(stop) = interrupt.check() {
-            return stop;
+    /// The simulated cloud, when that is the backend and it is connected.
+    pub fn sim(&self) -> Option<&sim::SimCloud> {
+        match self.cloud.get() {
+            Some(Cloud::Sim(s)) => Some(s),
+            _ => None,
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

@@ -45,6 +45,37 @@ pub struct Fleet {
     pub command_outputs: Vec<CommandOutput>,
     #[serde(default)]
     pub faults: Faults,
+    /// HTTP endpoints the `health::` bindings answer for, with scripted behaviour.
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// A health endpoint: healthy by default, down or slow until a step, or flaky.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    pub url: String,
+    #[serde(default = "default_status")]
+    pub status: u16,
+    #[serde(default)]
+    pub body: String,
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Answers 503 while the running step's number (1-based, as in `[3/8]`) is below this.
+    #[serde(default)]
+    pub down_before_step: Option<usize>,
+    /// Answers after `slow_latency_ms` while the step number is below this.
+    #[serde(default)]
+    pub slow_before_step: Option<usize>,
+    #[serde(default)]
+    pub slow_latency_ms: u64,
+    /// Every Nth request to it answers 500.
+    #[serde(default)]
+    pub flaky_every: Option<u64>,
+}
+
+fn default_status() -> u16 {
+    200
 }
 
 fn default_account() -> String {
@@ -244,6 +275,8 @@ struct State {
     next_id: u64,
     /// Every mutating API call, in order: what drills and the conformance suite compare.
     mutations: Vec<String>,
+    /// Requests answered per declared endpoint (same order as the fixture's `endpoints`).
+    probes: Vec<u64>,
 }
 
 pub struct SimCloud {
@@ -310,6 +343,7 @@ impl SimCloud {
             })
             .collect();
         let output_uses = vec![0; fleet.command_outputs.len()];
+        let probes = vec![0; fleet.endpoints.len()];
         SimCloud {
             state: Mutex::new(State {
                 instances,
@@ -322,6 +356,7 @@ impl SimCloud {
                 calls: 0,
                 next_id: 0,
                 mutations: Vec::new(),
+                probes,
             }),
             fleet,
             request_ids: Mutex::new(Vec::new()),
@@ -416,6 +451,30 @@ impl SimCloud {
                 format!("The instance ID '{id}' does not exist"),
             )
         })
+    }
+
+    /// The scripted answer of a declared endpoint at step number `step` (1-based; 0 outside a
+    /// step): `(status, latency_ms, body)`, or None when `url` is not declared.
+    pub fn http(&self, url: &str, step: usize) -> Option<(u16, u64, String)> {
+        let index = self.fleet.endpoints.iter().position(|e| e.url == url)?;
+        let e = &self.fleet.endpoints[index];
+        let n = {
+            let mut s = self.state.lock().ok()?;
+            s.probes[index] += 1;
+            s.probes[index]
+        };
+        if e.down_before_step.is_some_and(|d| step < d) {
+            return Some((503, e.latency_ms, "service unavailable".into()));
+        }
+        if e.flaky_every.is_some_and(|k| k > 0 && n % k == 0) {
+            return Some((500, e.latency_ms, "internal error".into()));
+        }
+        let latency = if e.slow_before_step.is_some_and(|d| step < d) {
+            e.slow_latency_ms
+        } else {
+            e.latency_ms
+        };
+        Some((e.status, latency, e.body.clone()))
     }
 
     pub async fn account_id(&self) -> CloudResult<String> {

@@ -1,0 +1,394 @@
+//! `slack::` and `teams::`: where on-call lives. Posts are mutating (plan mode lists them), go
+//! through the recorder, and on the sim backend are captured in memory instead of sent.
+//!
+//! A post that fails (rate limited past its retries, endpoint down, not configured) is recorded
+//! and answered with `#{ ok: false, error }`: a chat outage must not stop a containment. A runbook
+//! that needs the message to arrive passes `required: true` and gets an error instead.
+
+use std::rc::Rc;
+
+use rhai::Map;
+use rhai::plugin::*;
+use serde_json::{Value, json};
+
+use super::args;
+use crate::engine::{ErrorInfo, Host};
+use crate::executor::RunObserver;
+use crate::notify::{self, slack_blocks, teams_card};
+use crate::recorder::{self, Binding, BindingError, Effect, ScriptResult};
+use crate::runbook::Step;
+use crate::transcript::{RunStatus, StepStatus};
+
+fn sent_placeholder(_: &Value) -> Dynamic {
+    let mut m = Map::new();
+    m.insert("ok".into(), true.into());
+    m.insert("ts".into(), "planned".into());
+    m.insert("planned".into(), true.into());
+    m.into()
+}
+
+static SLACK_POST: Binding = Binding {
+    name: "slack::post",
+    effect: Effect::Mutating,
+    placeholder: sent_placeholder,
+};
+static SLACK_UPDATE: Binding = Binding {
+    name: "slack::update",
+    effect: Effect::Mutating,
+    placeholder: sent_placeholder,
+};
+static TEAMS_POST: Binding = Binding {
+    name: "teams::post",
+    effect: Effect::Mutating,
+    placeholder: sent_placeholder,
+};
+static LIFECYCLE: Binding = Binding {
+    name: "slack::lifecycle",
+    effect: Effect::Mutating,
+    placeholder: sent_placeholder,
+};
+
+/// Where a Slack message goes.
+enum Route {
+    /// `chat.postMessage` to a channel (optionally in a thread).
+    Api {
+        channel: String,
+        thread_ts: Option<String>,
+    },
+    /// The incoming webhook (no channel choice, no threads).
+    Webhook,
+}
+
+/// The route for a message: an explicit channel needs the Web API; without one, the webhook if
+/// configured, else the default channel through the Web API.
+fn route(host: &Host, channel: Option<String>, thread_ts: Option<String>) -> Route {
+    let s = host.notifier.settings();
+    match channel.or_else(|| {
+        (s.slack_webhook_url.is_none())
+            .then(|| s.slack_channel.clone())
+            .flatten()
+    }) {
+        Some(channel) => Route::Api { channel, thread_ts },
+        None => Route::Webhook,
+    }
+}
+
+/// Sends and shapes the answer: `#{ ok, ts, channel }`, or `#{ ok: false, code, error }` (an
+/// error instead when `required`).
+fn deliver(
+    host: &Host,
+    required: bool,
+    send: impl std::future::Future<Output = Result<Value, BindingError>>,
+) -> Result<Dynamic, BindingError> {
+    match host.io.block_on(&host.interrupt, send) {
+        Ok(v) => args::to_dynamic(&v),
+        Err(e) if required || host.interrupt.check().is_some() => Err(e),
+        Err(e) => args::to_dynamic(&json!({ "ok": false, "code": e.code, "error": e.message })),
+    }
+}
+
+fn slack_send(
+    ctx: &NativeCallContext,
+    text: String,
+    blocks: Option<Value>,
+    channel: Option<String>,
+    thread_ts: Option<String>,
+    required: bool,
+) -> ScriptResult<Map> {
+    let host = recorder::host_of(ctx)?;
+    let r = route(&host, channel, thread_ts);
+    let recorded = match &r {
+        Route::Api { channel, thread_ts } => {
+            json!({ "channel": channel, "thread_ts": thread_ts, "text": text })
+        }
+        Route::Webhook => json!({ "webhook": true, "text": text }),
+    };
+    recorder::call(ctx, &SLACK_POST, recorded, |host| {
+        let mut payload = json!({ "text": text });
+        if let Some(b) = &blocks {
+            payload["blocks"] = b.clone();
+        }
+        match r {
+            Route::Api { channel, thread_ts } => {
+                payload["channel"] = json!(channel);
+                if let Some(ts) = thread_ts {
+                    payload["thread_ts"] = json!(ts);
+                }
+                deliver(
+                    host,
+                    required,
+                    host.notifier.slack_api("chat.postMessage", payload),
+                )
+            }
+            Route::Webhook => deliver(host, required, host.notifier.slack_webhook(payload)),
+        }
+    })
+    .map(|d| d.try_cast::<Map>().unwrap_or_default())
+}
+
+fn template_fields(fields: &Map) -> Value {
+    recorder::to_json(&Dynamic::from_map(fields.clone()))
+}
+
+struct PostOptions {
+    channel: Option<String>,
+    thread_ts: Option<String>,
+    blocks: Option<Value>,
+    required: bool,
+}
+
+fn post_options(opts: &Map) -> Result<PostOptions, BindingError> {
+    args::known(opts, &["channel", "thread_ts", "blocks", "required"])?;
+    Ok(PostOptions {
+        channel: args::string(opts, "channel")?,
+        thread_ts: args::string(opts, "thread_ts")?,
+        blocks: opts.get("blocks").map(recorder::to_json),
+        required: args::boolean(opts, "required", false)?,
+    })
+}
+
+fn arg_error(ctx: &NativeCallContext, e: BindingError) -> Box<EvalAltResult> {
+    recorder::runtime_error(&e.code, &e.message, ctx.call_position())
+}
+
+/// Slack: incoming webhook or Web API (bot token), Block Kit, threads, the incident templates.
+#[export_module]
+pub mod slack_api {
+    /// Posts `text` to the incoming webhook (or, without one, to the default channel through the
+    /// Web API). Returns `#{ ok, ts, channel }` or `#{ ok: false, code, error }`. Mutating.
+    #[rhai_fn(name = "post", return_raw)]
+    pub fn post(ctx: NativeCallContext, text: &str) -> ScriptResult<Map> {
+        slack_send(&ctx, text.to_string(), None, None, None, false)
+    }
+
+    /// Posts `text` to `channel` with `chat.postMessage` (needs `SLACK_BOT_TOKEN`). Mutating.
+    #[rhai_fn(name = "post", return_raw)]
+    pub fn post_to(ctx: NativeCallContext, channel: &str, text: &str) -> ScriptResult<Map> {
+        slack_send(
+            &ctx,
+            text.to_string(),
+            None,
+            Some(channel.to_string()),
+            None,
+            false,
+        )
+    }
+
+    /// `post` with options: `blocks` (Block Kit array), `thread_ts` (reply in a thread),
+    /// `required` (error instead of `ok: false`). Mutating.
+    #[rhai_fn(name = "post", return_raw)]
+    pub fn post_with(
+        ctx: NativeCallContext,
+        channel: &str,
+        text: &str,
+        options: Map,
+    ) -> ScriptResult<Map> {
+        let o = post_options(&options).map_err(|e| arg_error(&ctx, e))?;
+        slack_send(
+            &ctx,
+            text.to_string(),
+            o.blocks,
+            Some(channel.to_string()),
+            o.thread_ts,
+            o.required,
+        )
+    }
+
+    /// Replies in the thread of message `thread_ts` in `channel`. Mutating.
+    #[rhai_fn(return_raw)]
+    pub fn reply(
+        ctx: NativeCallContext,
+        channel: &str,
+        thread_ts: &str,
+        text: &str,
+    ) -> ScriptResult<Map> {
+        slack_send(
+            &ctx,
+            text.to_string(),
+            None,
+            Some(channel.to_string()),
+            Some(thread_ts.to_string()),
+            false,
+        )
+    }
+
+    /// Replaces the text of message `ts` in `channel` (`chat.update`). Mutating.
+    #[rhai_fn(return_raw)]
+    pub fn update(
+        ctx: NativeCallContext,
+        channel: &str,
+        ts: &str,
+        text: &str,
+    ) -> ScriptResult<Map> {
+        let (channel, ts, text) = (channel.to_string(), ts.to_string(), text.to_string());
+        recorder::call(
+            &ctx,
+            &SLACK_UPDATE,
+            json!({ "channel": channel, "ts": ts, "text": text }),
+            |host| {
+                let payload = json!({ "channel": channel, "ts": ts, "text": text });
+                deliver(host, false, host.notifier.slack_api("chat.update", payload))
+            },
+        )
+        .map(|d| d.try_cast::<Map>().unwrap_or_default())
+    }
+
+    /// Posts the initial incident report (DevOps document template) as Block Kit. `fields`:
+    /// `severity`, `environment`, `service`, `description`, `started`, `status`, `commander`.
+    /// Mutating.
+    #[rhai_fn(name = "incident_alert", return_raw)]
+    pub fn incident_alert(ctx: NativeCallContext, fields: Map) -> ScriptResult<Map> {
+        incident_alert_with(ctx, fields, Map::new())
+    }
+
+    /// `incident_alert` with `post` options (`channel`, `thread_ts`, `required`).
+    #[rhai_fn(name = "incident_alert", return_raw)]
+    pub fn incident_alert_with(
+        ctx: NativeCallContext,
+        fields: Map,
+        options: Map,
+    ) -> ScriptResult<Map> {
+        let o = post_options(&options).map_err(|e| arg_error(&ctx, e))?;
+        let text = notify::incident_alert_text(&template_fields(&fields));
+        let blocks = Some(slack_blocks(&text));
+        slack_send(&ctx, text, blocks, o.channel, o.thread_ts, o.required)
+    }
+
+    /// Posts the resolution notice (DevOps document template). `fields`: `incident`,
+    /// `duration`, `root_cause`, `resolution`, `postmortem`. Mutating.
+    #[rhai_fn(name = "resolution", return_raw)]
+    pub fn resolution(ctx: NativeCallContext, fields: Map) -> ScriptResult<Map> {
+        resolution_with(ctx, fields, Map::new())
+    }
+
+    /// `resolution` with `post` options.
+    #[rhai_fn(name = "resolution", return_raw)]
+    pub fn resolution_with(ctx: NativeCallContext, fields: Map, options: Map) -> ScriptResult<Map> {
+        let o = post_options(&options).map_err(|e| arg_error(&ctx, e))?;
+        let text = notify::resolution_text(&template_fields(&fields));
+        let blocks = Some(slack_blocks(&text));
+        slack_send(&ctx, text, blocks, o.channel, o.thread_ts, o.required)
+    }
+}
+
+fn teams_send(
+    ctx: &NativeCallContext,
+    payload: Value,
+    shown: String,
+    required: bool,
+) -> ScriptResult<Map> {
+    recorder::call(ctx, &TEAMS_POST, json!({ "text": shown }), |host| {
+        deliver(host, required, host.notifier.teams(payload))
+    })
+    .map(|d| d.try_cast::<Map>().unwrap_or_default())
+}
+
+/// Microsoft Teams incoming webhooks, with Adaptive Cards.
+#[export_module]
+pub mod teams_api {
+    /// Posts `text` to the Teams webhook (`TEAMS_WEBHOOK_URL`) as an Adaptive Card. Mutating.
+    #[rhai_fn(return_raw)]
+    pub fn post(ctx: NativeCallContext, text: &str) -> ScriptResult<Map> {
+        teams_send(&ctx, teams_card(text), text.to_string(), false)
+    }
+
+    /// Posts the initial incident report as an Adaptive Card (fields as for
+    /// `slack::incident_alert`). Mutating.
+    #[rhai_fn(return_raw)]
+    pub fn incident_alert(ctx: NativeCallContext, fields: Map) -> ScriptResult<Map> {
+        let text = notify::incident_alert_text(&template_fields(&fields));
+        teams_send(&ctx, teams_card(&text), text, false)
+    }
+
+    /// Posts the resolution notice as an Adaptive Card. Mutating.
+    #[rhai_fn(return_raw)]
+    pub fn resolution(ctx: NativeCallContext, fields: Map) -> ScriptResult<Map> {
+        let text = notify::resolution_text(&template_fields(&fields));
+        teams_send(&ctx, teams_card(&text), text, false)
+    }
+}
+
+/// Run lifecycle notifications a runbook switches on with `notify: #{ slack: "#channel" }`: one
+/// parent message when the run starts, step failures and the final status as replies in its
+/// thread (and the parent updated with the outcome). Delivery failures are recorded, never fatal.
+pub struct SlackLifecycle {
+    host: Rc<Host>,
+    channel: String,
+    thread_ts: Option<String>,
+    headline: String,
+}
+
+impl SlackLifecycle {
+    pub fn new(host: Rc<Host>, channel: String) -> Self {
+        SlackLifecycle {
+            host,
+            channel,
+            thread_ts: None,
+            headline: String::new(),
+        }
+    }
+
+    fn send(&mut self, method: &'static str, text: String, thread: bool) -> Option<String> {
+        let channel = self.channel.clone();
+        let thread_ts = if thread { self.thread_ts.clone() } else { None };
+        let update_ts = (method == "chat.update")
+            .then(|| self.thread_ts.clone())
+            .flatten();
+        let recorded =
+            json!({ "method": method, "channel": channel, "thread_ts": thread_ts, "text": text });
+        let result = recorder::call_at(&self.host, Position::NONE, &LIFECYCLE, recorded, |host| {
+            let mut payload = json!({ "channel": channel, "text": text });
+            if let Some(ts) = &thread_ts {
+                payload["thread_ts"] = json!(ts);
+            }
+            if let Some(ts) = &update_ts {
+                payload["ts"] = json!(ts);
+            }
+            deliver(host, false, host.notifier.slack_api(method, payload))
+        });
+        result
+            .ok()
+            .and_then(|d| d.try_cast::<Map>())
+            .and_then(|m| m.get("ts").map(|t| t.to_string()))
+    }
+}
+
+impl RunObserver for SlackLifecycle {
+    fn run_started(&mut self, headline: String) {
+        self.headline = headline.clone();
+        self.thread_ts = self
+            .send("chat.postMessage", format!("▶ {headline}"), false)
+            .filter(|ts| !ts.is_empty());
+    }
+
+    fn step_finished(&mut self, step: &Step, status: StepStatus, error: Option<&ErrorInfo>) {
+        if matches!(status, StepStatus::Ok | StepStatus::Skipped) || self.thread_ts.is_none() {
+            return;
+        }
+        let why = error
+            .map(|e| format!(": {}", e.message))
+            .unwrap_or_default();
+        let text = format!(
+            "✗ step {} ({}) {:?} {}{why}",
+            step.index + 1,
+            step.phase.as_str(),
+            step.title,
+            status.as_str()
+        );
+        self.send("chat.postMessage", text, true);
+    }
+
+    fn run_finished(&mut self, status: RunStatus, summary: String) {
+        if self.thread_ts.is_none() {
+            return;
+        }
+        self.send("chat.postMessage", summary.clone(), true);
+        let mark = if status == RunStatus::Ok {
+            "✅"
+        } else {
+            "❌"
+        };
+        let headline = format!("{mark} {} · {summary}", self.headline);
+        self.send("chat.update", headline, false);
+    }
+}
