@@ -161,6 +161,24 @@ pub mod slack_api {
         slack_send(&ctx, text.to_string(), None, None, None, false)
     }
 
+    /// `post(text)` with options: `required` (error instead of `ok: false`), `blocks`. Mutating.
+    #[rhai_fn(name = "post", return_raw)]
+    pub fn post_default_with(
+        ctx: NativeCallContext,
+        text: &str,
+        options: Map,
+    ) -> ScriptResult<Map> {
+        let o = post_options(&options).map_err(|e| arg_error(&ctx, e))?;
+        slack_send(
+            &ctx,
+            text.to_string(),
+            o.blocks,
+            o.channel,
+            o.thread_ts,
+            o.required,
+        )
+    }
+
     /// Posts `text` to `channel` with `chat.postMessage` (needs `SLACK_BOT_TOKEN`). Mutating.
     #[rhai_fn(name = "post", return_raw)]
     pub fn post_to(ctx: NativeCallContext, channel: &str, text: &str) -> ScriptResult<Map> {

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)] // each test file uses a different part of the builder
 
+pub mod http;
 pub mod moto;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,150 @@
+//! A loopback HTTP server for the notification and health tests: it captures Slack Web API,
+//! Slack webhook and Teams webhook requests (headers and JSON bodies), can answer 429 with
+//! `Retry-After` or 500, and serves a `/health` target whose status, latency and body the test
+//! controls.
+
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub path: String,
+    pub authorization: Option<String>,
+    pub body: Value,
+    pub at: Instant,
+}
+
+#[derive(Default)]
+pub struct Control {
+    /// How many Slack API calls answer 429 (Retry-After: 1) before they succeed.
+    pub throttle: AtomicU32,
+    /// Webhooks answer 500 while set.
+    pub fail_webhooks: AtomicBool,
+    /// The health target's answer.
+    pub health_status: AtomicU16,
+    pub health_delay_ms: AtomicU64,
+    pub health_hits: AtomicU64,
+}
+
+#[derive(Clone)]
+struct Shared {
+    captured: Arc<Mutex<Vec<Captured>>>,
+    control: Arc<Control>,
+}
+
+pub struct Server {
+    pub port: u16,
+    captured: Arc<Mutex<Vec<Captured>>>,
+    pub control: Arc<Control>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let shared = Shared {
+            captured: Arc::new(Mutex::new(Vec::new())),
+            control: Arc::new(Control::default()),
+        };
+        shared.control.health_status.store(200, Ordering::SeqCst);
+        let app = Router::new()
+            .route("/api/{method}", post(slack_api))
+            .route("/hooks/{*rest}", post(webhook))
+            .route("/teams/{*rest}", post(webhook))
+            .route("/health", get(health))
+            .with_state(shared.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap().port()).unwrap();
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("test server started");
+        Server {
+            port,
+            captured: shared.captured,
+            control: shared.control,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn captured(&self) -> Vec<Captured> {
+        self.captured.lock().unwrap().clone()
+    }
+}
+
+fn capture(s: &Shared, path: String, headers: &HeaderMap, body: &Bytes) {
+    let body = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    s.captured.lock().unwrap().push(Captured {
+        path,
+        authorization,
+        body,
+        at: Instant::now(),
+    });
+}
+
+async fn slack_api(
+    State(s): State<Shared>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    capture(&s, format!("/api/{method}"), &headers, &body);
+    if s.control.throttle.load(Ordering::SeqCst) > 0 {
+        s.control.throttle.fetch_sub(1, Ordering::SeqCst);
+        return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "").into_response();
+    }
+    let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let n = s.captured.lock().unwrap().len();
+    let ts = match method.as_str() {
+        "chat.update" => sent["ts"].clone(),
+        _ => json!(format!("1700000001.{n:06}")),
+    };
+    axum::Json(json!({ "ok": true, "ts": ts, "channel": "C0INCIDENTS" })).into_response()
+}
+
+async fn webhook(
+    State(s): State<Shared>,
+    Path(rest): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    capture(&s, format!("/hooks/{rest}"), &headers, &body);
+    if s.control.fail_webhooks.load(Ordering::SeqCst) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response();
+    }
+    (StatusCode::OK, "ok").into_response()
+}
+
+async fn health(State(s): State<Shared>) -> Response {
+    s.control.health_hits.fetch_add(1, Ordering::SeqCst);
+    let delay = s.control.health_delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let status = StatusCode::from_u16(s.control.health_status.load(Ordering::SeqCst))
+        .unwrap_or(StatusCode::OK);
+    (status, "{\"status\":\"HEALTHY\"}").into_response()
+}
