@@ -115,6 +115,12 @@ pub struct RunArgs {
     /// Same as `runbook plan`
     #[arg(long)]
     pub plan: bool,
+    /// Ask before every step (the default when stdin is a terminal and --yes is not given)
+    #[arg(long, conflicts_with = "no_interactive")]
+    pub interactive: bool,
+    /// Never ask: run unattended even on a terminal
+    #[arg(long)]
+    pub no_interactive: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,23 +204,28 @@ pub fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => {
             let mode = if args.plan { Mode::Plan } else { Mode::Run };
-            run(
-                &dirs,
-                cli.config.as_deref(),
-                &args.common,
+            let interactive = args.interactive
+                || (!args.no_interactive
+                    && !args.yes
+                    && mode == Mode::Run
+                    && std::io::stdin().is_terminal());
+            let how = How {
                 mode,
-                args.yes,
-                cli.quiet,
-            )
+                yes: args.yes,
+                interactive,
+                quiet: cli.quiet,
+            };
+            run(&dirs, cli.config.as_deref(), &args.common, how)
         }
-        Command::Plan(args) => run(
-            &dirs,
-            cli.config.as_deref(),
-            &args,
-            Mode::Plan,
-            false,
-            cli.quiet,
-        ),
+        Command::Plan(args) => {
+            let how = How {
+                mode: Mode::Plan,
+                yes: false,
+                interactive: false,
+                quiet: cli.quiet,
+            };
+            run(&dirs, cli.config.as_deref(), &args, how)
+        }
         Command::Check { paths, output } => check(&dirs, &paths, output),
         Command::List { output } => list(&dirs, output),
         Command::Show { target } => {
@@ -289,27 +300,38 @@ fn verify_account(host: &Host) -> Result<Option<String>> {
     }
 }
 
-fn run(
-    dirs: &[PathBuf],
-    config_path: Option<&Path>,
-    args: &PlanArgs,
+/// How a run is driven.
+struct How {
     mode: Mode,
     yes: bool,
+    interactive: bool,
     quiet: bool,
-) -> Result<()> {
+}
+
+fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) -> Result<()> {
+    let How {
+        mode,
+        yes,
+        interactive,
+        quiet,
+    } = how;
     let abort = Arc::new(AtomicBool::new(false));
-    let flag = abort.clone();
-    // Ctrl-C asks the running step to stop at its next operation or wait; the executor then
-    // records the abort and finishes the transcript properly.
-    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
 
     let config = Config::load(config_path)?;
     let env = config.select(args.env.as_deref())?;
     let env_name = env.name.clone();
     let protected = env.protected;
-    let host = Host::with_environment(mode, Console::detect(quiet), abort, env);
+    let host = Host::with_environment(mode, Console::detect(quiet), abort.clone(), env);
     let rb = load_target(dirs, &args.target, host)?;
-    if protected {
+    // Ctrl-C asks the running step to stop at its next operation or wait; the executor then
+    // asks what to do (interactive) or records the abort, and finishes the transcript properly.
+    // A second Ctrl-C stops the run.
+    let (flag, presses) = (abort.clone(), rb.host.interrupt.presses_counter().clone());
+    let _ = ctrlc::set_handler(move || {
+        presses.fetch_add(1, Ordering::SeqCst);
+        flag.store(true, Ordering::SeqCst);
+    });
+    if protected && !interactive {
         match (&args.confirm_env, mode) {
             (Some(given), _) if *given == env_name => rb.host.protected_confirmed.set(true),
             (Some(given), _) => {
@@ -351,11 +373,18 @@ fn run(
         rb.meta.version,
         rb.meta.title
     ));
-    let mut driver = Unattended {
+    let mut unattended = Unattended {
         yes,
         operator: operator.clone(),
     };
-    let mut executor = Executor::new(&rb, &mut driver);
+    let mut on_call;
+    let driver: &mut dyn executor::Driver = if interactive {
+        on_call = crate::interactive::Interactive::new(operator.clone()).map_err(Error::Usage)?;
+        &mut on_call
+    } else {
+        &mut unattended
+    };
+    let mut executor = Executor::new(&rb, driver);
     if let Some(channel) = &rb.meta.notify_slack {
         executor = executor.observe(Box::new(crate::bindings::slack::SlackLifecycle::new(
             rb.host.clone(),

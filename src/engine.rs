@@ -75,6 +75,8 @@ impl Stop {
 pub struct Interrupt {
     deadline: std::cell::Cell<Option<Instant>>,
     abort: Arc<AtomicBool>,
+    /// Ctrl-C presses since the last reset: the first stops the step, the second the run.
+    presses: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Interrupt {
@@ -82,7 +84,23 @@ impl Interrupt {
         Interrupt {
             deadline: std::cell::Cell::new(None),
             abort,
+            presses: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }
+    }
+
+    /// The press counter, for a signal handler to count Ctrl-C on.
+    pub fn presses_counter(&self) -> &Arc<std::sync::atomic::AtomicUsize> {
+        &self.presses
+    }
+
+    pub fn presses(&self) -> usize {
+        self.presses.load(Ordering::SeqCst)
+    }
+
+    /// Forgets an interrupt the operator has dealt with (retry or continue after Ctrl-C).
+    pub fn reset(&self) {
+        self.presses.store(0, Ordering::SeqCst);
+        self.abort.store(false, Ordering::SeqCst);
     }
 
     pub fn set_deadline(&self, deadline: Option<Instant>) {

@@ -31,6 +31,32 @@ pub struct Decision {
     pub reason: String,
     /// Routine decisions (run a step that needs no confirmation) are not recorded.
     pub record: bool,
+    /// How long the person took to decide (interactive only).
+    pub decided_ms: Option<u64>,
+    /// The operator typed the protected environment's name: its mutating calls may proceed.
+    pub confirms_environment: bool,
+}
+
+impl Decision {
+    /// A decision nobody needs to see in the transcript.
+    pub fn routine(action: Action, by: &str) -> Self {
+        Decision {
+            action,
+            by: by.into(),
+            reason: String::new(),
+            record: false,
+            decided_ms: None,
+            confirms_environment: false,
+        }
+    }
+
+    pub fn recorded(action: Action, by: &str, reason: impl Into<String>) -> Self {
+        Decision {
+            record: true,
+            reason: reason.into(),
+            ..Decision::routine(action, by)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -39,6 +65,14 @@ pub enum Action {
     Run,
     Skip,
     Abort,
+    /// Open a REPL with `ctx` and every binding, then ask again.
+    Inspect,
+    /// A confirmation that did not match: recorded, then asked again.
+    Refused,
+    /// Try the step again (after a failure or an interrupt).
+    Retry,
+    /// Leave a failed step failed and go on with the next one.
+    Continue,
 }
 
 /// After a step failed and its automatic retries are spent.
@@ -46,17 +80,46 @@ pub enum Action {
 pub enum AfterFailure {
     /// Try the step once more.
     Retry,
+    /// Leave it failed (its rollback runs) and go on with the next step.
+    Continue,
     /// Leave it failed (its rollback runs) and stop the run, unless the step allows failure.
     Stop,
+}
+
+/// What a driver is shown before a step.
+pub struct StepView<'a> {
+    pub step: &'a Step,
+    pub total: usize,
+    /// The mutating calls the step would make (a plan of this one step), when asked for.
+    pub preview: &'a [PlannedCall],
+    /// The preview itself failed (it may still be worth running the step).
+    pub preview_error: Option<&'a str>,
+    /// The protected environment whose name must be typed before its first write, if any.
+    pub protected: Option<&'a str>,
 }
 
 /// Decides, for each step, whether it runs. Unattended, interactive, hook and drill modes each
 /// implement this; the executor does the rest.
 pub trait Driver {
-    fn before_step(&mut self, step: &Step, total: usize) -> Decision;
+    /// Whether to compute a preview (a plan of the step) before asking.
+    fn wants_preview(&self) -> bool {
+        false
+    }
+
+    fn before_step(&mut self, view: &StepView) -> Decision;
 
     fn after_failure(&mut self, _step: &Step, _error: &ErrorInfo) -> AfterFailure {
         AfterFailure::Stop
+    }
+
+    /// After a first Ctrl-C stopped the running step: retry it, continue, or stop the run.
+    fn after_interrupt(&mut self, _step: &Step) -> AfterFailure {
+        AfterFailure::Stop
+    }
+
+    /// A line for the inspect REPL; None leaves it.
+    fn read_line(&mut self, _prompt: &str) -> Option<String> {
+        None
     }
 }
 
@@ -68,35 +131,28 @@ pub struct Unattended {
 }
 
 impl Driver for Unattended {
-    fn before_step(&mut self, step: &Step, _total: usize) -> Decision {
-        let Some(confirm) = &step.confirm else {
-            return Decision {
-                action: Action::Run,
-                by: "unattended".into(),
-                reason: String::new(),
-                record: false,
-            };
+    fn before_step(&mut self, view: &StepView) -> Decision {
+        let Some(confirm) = &view.step.confirm else {
+            return Decision::routine(Action::Run, "unattended");
         };
         let asked = match confirm {
             Confirm::Yes => "confirmation".to_string(),
             Confirm::Word(w) => format!("the typed confirmation {w:?}"),
         };
         if self.yes {
-            Decision {
-                action: Action::Run,
-                by: self.operator.clone(),
-                reason: format!("step needs {asked}; given in advance with --yes"),
-                record: true,
-            }
+            Decision::recorded(
+                Action::Run,
+                &self.operator,
+                format!("step needs {asked}; given in advance with --yes"),
+            )
         } else {
-            Decision {
-                action: Action::Abort,
-                by: "unattended".into(),
-                reason: format!(
+            Decision::recorded(
+                Action::Abort,
+                "unattended",
+                format!(
                     "step needs {asked} and nobody can give it: run interactively, or pass --yes"
                 ),
-                record: true,
-            }
+            )
         }
     }
 }
@@ -164,6 +220,12 @@ enum StepEvent<'a> {
         action: Action,
         by: &'a str,
         reason: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        decided_ms: Option<u64>,
+    },
+    Inspected {
+        step: usize,
+        ctx: Value,
     },
     Retry {
         step: usize,
@@ -207,12 +269,27 @@ struct StepEnd {
     status: StepStatus,
     error: Option<ErrorInfo>,
     reason: Option<String>,
+    /// The operator chose to go on although the step did not succeed.
+    go_on: bool,
+}
+
+impl StepEnd {
+    fn new(status: StepStatus, error: Option<ErrorInfo>, reason: Option<String>) -> Self {
+        StepEnd {
+            status,
+            error,
+            reason,
+            go_on: false,
+        }
+    }
 }
 
 pub struct Executor<'a> {
     rb: &'a Runbook,
     driver: &'a mut dyn Driver,
     observers: Vec<Box<dyn RunObserver + 'a>>,
+    /// Who the operator's choices are recorded as.
+    operator: String,
 }
 
 fn status_of(err: &EvalAltResult) -> StepStatus {
@@ -233,6 +310,7 @@ impl<'a> Executor<'a> {
             rb,
             driver,
             observers: Vec::new(),
+            operator: operator(),
         }
     }
 
@@ -301,10 +379,18 @@ impl<'a> Executor<'a> {
                 continue;
             }
             if host.interrupt.check() == Some(Stop::Aborted) {
-                run_status = RunStatus::Aborted;
-                reason = "interrupted (Ctrl-C) between steps".into();
-                counts.not_run += 1;
-                continue;
+                // Ctrl-C between steps: a second press (or an unattended run) stops here; after a
+                // first one an operator may still choose to go on.
+                let go_on = host.interrupt.presses() < 2
+                    && self.driver.after_interrupt(step) != AfterFailure::Stop;
+                if go_on {
+                    host.interrupt.reset();
+                } else {
+                    run_status = RunStatus::Aborted;
+                    reason = "interrupted (Ctrl-C) between steps".into();
+                    counts.not_run += 1;
+                    continue;
+                }
             }
             let end = self.run_step(step, total, &ctx);
             counts.add(end.status);
@@ -317,6 +403,7 @@ impl<'a> Executor<'a> {
                 continue;
             }
             let stops = match end.status {
+                _ if end.go_on => None,
                 StepStatus::Ok | StepStatus::Skipped => None,
                 StepStatus::Failed if step.allow_failure => None,
                 StepStatus::Failed => Some(RunStatus::Failed),
@@ -529,6 +616,140 @@ impl<'a> Executor<'a> {
         end
     }
 
+    /// A plan of one step, run against a deep copy of `ctx` and not recorded: what the step
+    /// would change, for the operator to see before deciding.
+    fn preview(&self, step: &Step, ctx: &Dynamic) -> (Vec<PlannedCall>, Option<String>) {
+        let copy = Dynamic::from_map(ctx.flatten_clone().try_cast::<Map>().unwrap_or_default())
+            .into_shared();
+        let (result, planned) = self
+            .rb
+            .host
+            .recorder
+            .preview(|| self.invoke(&step.body, &copy, Stage::Step(step.index), step.timeout));
+        (planned, result.err().map(|e| self.describe(&e).message))
+    }
+
+    /// The inspect REPL: lines evaluated with `ctx` and every binding (and the runbook's own
+    /// functions); changes to `ctx` are kept and recorded.
+    fn inspect(&mut self, step: &Step, ctx: &Dynamic) {
+        let host = &self.rb.host;
+        let mut scope = rhai::Scope::new();
+        scope.push_dynamic("ctx", ctx.clone());
+        let functions = self.rb.ast.clone_functions_only();
+        host.recorder.set_stage(Stage::Step(step.index));
+        host.console
+            .line("    inspect: `ctx` and every binding are loaded; an empty line or :q returns");
+        let mut buffer = String::new();
+        while let Some(line) = self.driver.read_line(if buffer.is_empty() {
+            "inspect> "
+        } else {
+            "  ...> "
+        }) {
+            let trimmed = line.trim();
+            if buffer.is_empty() && (trimmed.is_empty() || trimmed == ":q" || trimmed == "exit") {
+                break;
+            }
+            buffer.push_str(&line);
+            buffer.push('\n');
+            let ast = match self.rb.engine.compile_with_scope(&scope, &buffer) {
+                Ok(ast) => ast,
+                // An unfinished statement (an open brace): keep reading lines.
+                Err(e)
+                    if matches!(
+                        e.err_type(),
+                        rhai::ParseErrorType::MissingToken(..)
+                            | rhai::ParseErrorType::UnexpectedEOF
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    host.console.line(&format!("    error: {e}"));
+                    buffer.clear();
+                    continue;
+                }
+            };
+            buffer.clear();
+            match self
+                .rb
+                .engine
+                .eval_ast_with_scope::<Dynamic>(&mut scope, &functions.merge(&ast))
+            {
+                Ok(v) if v.is_unit() => {}
+                Ok(v) => host.console.line(&format!(
+                    "    = {}",
+                    host.redactor.redact(&format!("{v:?}"))
+                )),
+                Err(e) => host
+                    .console
+                    .line(&format!("    error: {}", self.describe(&e).message)),
+            }
+        }
+        host.recorder.set_stage(Stage::Idle);
+        self.record(
+            &StepEvent::Inspected {
+                step: step.index,
+                ctx: to_json(&ctx.flatten_clone()),
+            },
+            Durability::Synced,
+        );
+    }
+
+    /// Asks the driver until it decides to run, skip or abort (inspecting and refused
+    /// confirmations loop back). Every recorded decision is written as it is made.
+    fn decide(&mut self, step: &Step, total: usize, ctx: &Dynamic) -> Decision {
+        let host = &self.rb.host;
+        loop {
+            let decision =
+                if host.recorder.mode() == crate::recorder::Mode::Plan && step.confirm.is_some() {
+                    // A plan sends nothing, so there is nothing to confirm yet; the plan still shows
+                    // what the step would do, which is what a person deciding needs to see.
+                    Decision::recorded(
+                        Action::Run,
+                        "plan",
+                        "confirmation is asked when the runbook runs; a plan sends nothing",
+                    )
+                } else {
+                    let (preview, preview_error) = if self.driver.wants_preview() {
+                        self.preview(step, ctx)
+                    } else {
+                        (Vec::new(), None)
+                    };
+                    let env = host.cloud.environment();
+                    let protected = (env.protected && !host.protected_confirmed.get())
+                        .then_some(env.name.as_str());
+                    let view = StepView {
+                        step,
+                        total,
+                        preview: &preview,
+                        preview_error: preview_error.as_deref(),
+                        protected,
+                    };
+                    self.driver.before_step(&view)
+                };
+            if decision.record {
+                self.record(
+                    &StepEvent::Decision {
+                        step: step.index,
+                        action: decision.action,
+                        by: &decision.by,
+                        reason: &decision.reason,
+                        decided_ms: decision.decided_ms,
+                    },
+                    Durability::Synced,
+                );
+            }
+            if decision.confirms_environment {
+                host.protected_confirmed.set(true);
+            }
+            match decision.action {
+                Action::Inspect => self.inspect(step, ctx),
+                Action::Refused => {}
+                _ => return decision,
+            }
+        }
+    }
+
     fn run_step(&mut self, step: &Step, total: usize, ctx: &Dynamic) -> StepEnd {
         let started = Instant::now();
         let host = &self.rb.host;
@@ -536,11 +757,11 @@ impl<'a> Executor<'a> {
         if let Some(when) = &step.when {
             match self.invoke(when, ctx, Stage::Step(step.index), step.timeout) {
                 Ok(v) if v.as_bool() == Ok(false) => {
-                    let end = StepEnd {
-                        status: StepStatus::Skipped,
-                        error: None,
-                        reason: Some("its `when` condition is false".into()),
-                    };
+                    let end = StepEnd::new(
+                        StepStatus::Skipped,
+                        None,
+                        Some("its `when` condition is false".into()),
+                    );
                     return self.finish_step(step, total, started, 0, end, ctx);
                 }
                 Ok(v) if v.is_bool() => {}
@@ -553,75 +774,36 @@ impl<'a> Executor<'a> {
                         line: 0,
                         col: 0,
                     };
-                    let end = StepEnd {
-                        status: StepStatus::Failed,
-                        error: Some(info),
-                        reason: None,
-                    };
+                    let end = StepEnd::new(StepStatus::Failed, Some(info), None);
                     return self.finish_step(step, total, started, 0, end, ctx);
                 }
                 Err(err) => {
                     let info = self.describe(&err);
                     self.report_error(&info);
-                    let end = StepEnd {
-                        status: status_of(&err),
-                        error: Some(info),
-                        reason: None,
-                    };
+                    let end = StepEnd::new(status_of(&err), Some(info), None);
                     return self.finish_step(step, total, started, 0, end, ctx);
                 }
             }
         }
 
-        let decision = if host.recorder.mode() == crate::recorder::Mode::Plan
-            && step.confirm.is_some()
-        {
-            // A plan sends nothing, so there is nothing to confirm yet; the plan still shows
-            // what the step would do, which is what a person deciding needs to see.
-            Decision {
-                action: Action::Run,
-                by: "plan".into(),
-                reason: "confirmation is asked when the runbook runs; a plan sends nothing".into(),
-                record: true,
-            }
-        } else {
-            self.driver.before_step(step, total)
-        };
-        if decision.record {
-            self.record(
-                &StepEvent::Decision {
-                    step: step.index,
-                    action: decision.action,
-                    by: &decision.by,
-                    reason: &decision.reason,
-                },
-                Durability::Synced,
-            );
-        }
+        let decision = self.decide(step, total, ctx);
         match decision.action {
-            Action::Run => {}
-            Action::Skip => {
-                let end = StepEnd {
-                    status: StepStatus::Skipped,
-                    error: None,
-                    reason: Some(decision.reason),
-                };
+            Action::Skip | Action::Continue => {
+                let end = StepEnd::new(StepStatus::Skipped, None, Some(decision.reason));
                 return self.finish_step(step, total, started, 0, end, ctx);
             }
             Action::Abort => {
                 host.console
                     .line(&format!("    stopped: {}", decision.reason));
-                let end = StepEnd {
-                    status: StepStatus::Aborted,
-                    error: None,
-                    reason: Some(decision.reason),
-                };
+                let end = StepEnd::new(StepStatus::Aborted, None, Some(decision.reason));
                 return self.finish_step(step, total, started, 0, end, ctx);
             }
+            Action::Run | Action::Retry | Action::Inspect | Action::Refused => {}
         }
 
         let mut attempt: u32 = 0;
         let mut automatic_left = step.retries;
+        let mut go_on = false;
         let failure = loop {
             attempt += 1;
             host.console
@@ -637,11 +819,7 @@ impl<'a> Executor<'a> {
             );
             let err = match self.invoke(&step.body, ctx, Stage::Step(step.index), step.timeout) {
                 Ok(_) => {
-                    let end = StepEnd {
-                        status: StepStatus::Ok,
-                        error: None,
-                        reason: None,
-                    };
+                    let end = StepEnd::new(StepStatus::Ok, None, None);
                     return self.finish_step(step, total, started, attempt, end, ctx);
                 }
                 Err(err) => err,
@@ -655,9 +833,36 @@ impl<'a> Executor<'a> {
                 );
             }
             self.report_error(&info);
+            if status == StepStatus::Aborted {
+                // A first Ctrl-C stops the step and asks; a second one (or an unattended run) stops the run.
+                if host.interrupt.presses() < 2 {
+                    let choice = self.driver.after_interrupt(step);
+                    self.record_choice(step, &choice, "after Ctrl-C");
+                    match choice {
+                        AfterFailure::Retry => {
+                            host.interrupt.reset();
+                            continue;
+                        }
+                        AfterFailure::Continue => {
+                            host.interrupt.reset();
+                            go_on = true;
+                        }
+                        AfterFailure::Stop => {}
+                    }
+                }
+                break (status, info);
+            }
             if status != StepStatus::Failed {
-                // Timeouts and aborts are not retried: a timed-out step may have changed things
-                // half-way, and an abort means a person wants the run to stop.
+                // Timeouts are not retried automatically: a timed-out step may have changed things
+                // half-way. A person may still choose to retry below.
+                match self.driver.after_failure(step, &info) {
+                    AfterFailure::Retry => {
+                        self.record_choice(step, &AfterFailure::Retry, "after a timeout");
+                        continue;
+                    }
+                    AfterFailure::Continue => go_on = true,
+                    AfterFailure::Stop => {}
+                }
                 break (status, info);
             }
             if automatic_left > 0 {
@@ -683,21 +888,30 @@ impl<'a> Executor<'a> {
                 }
                 continue;
             }
-            match self.driver.after_failure(step, &info) {
+            let choice = self.driver.after_failure(step, &info);
+            if choice != AfterFailure::Stop {
+                self.record_choice(step, &choice, "after the step failed");
+            }
+            match choice {
                 AfterFailure::Retry => continue,
+                AfterFailure::Continue => {
+                    go_on = true;
+                    break (status, info);
+                }
                 AfterFailure::Stop => break (status, info),
             }
         };
         let (status, info) = failure;
 
         if let Some(rollback) = &step.on_failure {
-            if status == StepStatus::Aborted {
+            if status == StepStatus::Aborted && !go_on {
                 self.record(
                     &StepEvent::Decision {
                         step: step.index,
                         action: Action::Skip,
                         by: "runbook",
                         reason: "on_failure not run: the run was aborted",
+                        decided_ms: None,
                     },
                     Durability::Synced,
                 );
@@ -705,12 +919,27 @@ impl<'a> Executor<'a> {
                 self.run_rollback(step, rollback, ctx);
             }
         }
-        let end = StepEnd {
-            status,
-            error: Some(info),
-            reason: None,
-        };
+        let mut end = StepEnd::new(status, Some(info), None);
+        end.go_on = go_on;
         self.finish_step(step, total, started, attempt, end, ctx)
+    }
+
+    fn record_choice(&self, step: &Step, choice: &AfterFailure, when: &str) {
+        let (action, word) = match choice {
+            AfterFailure::Retry => (Action::Retry, "retry"),
+            AfterFailure::Continue => (Action::Continue, "continue with the next step"),
+            AfterFailure::Stop => (Action::Abort, "stop the run"),
+        };
+        self.record(
+            &StepEvent::Decision {
+                step: step.index,
+                action,
+                by: &self.operator,
+                reason: &format!("{word} {when}"),
+                decided_ms: None,
+            },
+            Durability::Synced,
+        );
     }
 
     fn run_rollback(&self, step: &Step, rollback: &FnPtr, ctx: &Dynamic) {

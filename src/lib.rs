@@ -16,6 +16,7 @@ pub mod engine;
 pub mod error;
 pub mod executor;
 pub mod git;
+pub mod interactive;
 pub mod io;
 pub mod notify;
 pub mod recorder;

@@ -166,7 +166,9 @@ enum CallEvent<'a> {
 const MAX_RESULT_CHARS: usize = 2000;
 
 pub struct Recorder {
-    mode: Mode,
+    mode: Cell<Mode>,
+    /// While set, nothing is written (an interactive step preview is not part of the record).
+    muted: Cell<bool>,
     stage: Cell<Stage>,
     transcript: RefCell<Option<TranscriptWriter>>,
     /// The first transcript write failure; the executor ends the run on it.
@@ -179,7 +181,8 @@ pub struct Recorder {
 impl Recorder {
     pub fn new(mode: Mode) -> Self {
         Recorder {
-            mode,
+            mode: Cell::new(mode),
+            muted: Cell::new(false),
             stage: Cell::new(Stage::Loading),
             transcript: RefCell::new(None),
             failure: RefCell::new(None),
@@ -190,7 +193,24 @@ impl Recorder {
     }
 
     pub fn mode(&self) -> Mode {
-        self.mode
+        self.mode.get()
+    }
+
+    /// Runs `f` as a plan that is not recorded: the preview an operator sees before a step.
+    /// Returns what `f` returned and the mutating calls it would have made.
+    pub fn preview<T>(&self, f: impl FnOnce() -> T) -> (T, Vec<PlannedCall>) {
+        let (mode, muted) = (self.mode.get(), self.muted.get());
+        let before = self.planned.borrow().len();
+        let (calls, sent) = (self.calls.get(), self.mutating_sent.get());
+        self.mode.set(Mode::Plan);
+        self.muted.set(true);
+        let out = f();
+        self.mode.set(mode);
+        self.muted.set(muted);
+        self.calls.set(calls);
+        self.mutating_sent.set(sent);
+        let planned = self.planned.borrow_mut().split_off(before);
+        (out, planned)
     }
 
     pub fn stage(&self) -> Stage {
@@ -235,6 +255,9 @@ impl Recorder {
     /// is kept for the executor and reported to the caller, so a mutating call is never sent
     /// when its intent could not be recorded.
     pub fn record(&self, event: &impl Serialize, durability: Durability) -> Result<(), String> {
+        if self.muted.get() {
+            return Ok(());
+        }
         let mut guard = self.transcript.borrow_mut();
         let Some(writer) = guard.as_mut() else {
             return Ok(());
@@ -330,8 +353,8 @@ pub fn call_at(
 
     // In a plan, a read that names something only a planned write would have created (a
     // placeholder id) cannot be asked of the real cloud: it is answered by its placeholder too.
-    let reads_planned = !mutating && rec.mode == Mode::Plan && mentions_placeholder(&args);
-    if (mutating || reads_planned) && rec.mode == Mode::Plan {
+    let reads_planned = !mutating && rec.mode.get() == Mode::Plan && mentions_placeholder(&args);
+    if (mutating || reads_planned) && rec.mode.get() == Mode::Plan {
         let placeholder = (spec.placeholder)(&args);
         if mutating {
             // Kept for the console summary, so redacted like everything else that is shown.

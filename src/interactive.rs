@@ -1,0 +1,236 @@
+//! On-call mode: the operator sees each step before it acts and decides.
+//!
+//! Before every step the driver shows its phase, title, description and a preview of the
+//! mutating calls it would make (a plan of that one step, computed by the executor), then asks:
+//! run, skip, inspect (a REPL with `ctx` and every binding), plan (the preview again), abort or
+//! help. Steps with `confirm` ask for the typed confirmation word (the DevOps document's
+//! `ROLLBACK`-style safety), and the first write in a protected environment asks for the
+//! environment's name; a mismatch is refused and recorded. Every decision carries the operator's
+//! identity and how long they took.
+
+use std::io::Write;
+use std::time::Instant;
+
+use rustyline::DefaultEditor;
+use rustyline::error::ReadlineError;
+
+use crate::engine::ErrorInfo;
+use crate::executor::{Action, AfterFailure, Decision, Driver, StepView};
+use crate::runbook::{Confirm, Step};
+
+pub struct Interactive {
+    editor: DefaultEditor,
+    operator: String,
+}
+
+const HELP: &str = "  r, run      run the step (Enter does the same)
+  s, skip     skip it (recorded)
+  i, inspect  open a REPL with `ctx` and every binding; an empty line returns here
+  p, plan     show the calls the step would make again
+  a, abort    stop the run (recorded; the transcript ends properly)
+  h, help     this help";
+
+impl Interactive {
+    pub fn new(operator: String) -> Result<Self, String> {
+        let editor = DefaultEditor::new().map_err(|e| format!("cannot open the terminal: {e}"))?;
+        Ok(Interactive { editor, operator })
+    }
+
+    fn say(&self, text: &str) {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{text}");
+    }
+
+    /// One line from the operator; None on Ctrl-C or Ctrl-D (both mean "stop").
+    fn ask(&mut self, prompt: &str) -> Option<String> {
+        match self.editor.readline(prompt) {
+            Ok(line) => {
+                let _ = self.editor.add_history_entry(line.as_str());
+                Some(line)
+            }
+            Err(ReadlineError::Interrupted | ReadlineError::Eof) => None,
+            Err(e) => {
+                self.say(&format!("cannot read from the terminal: {e}"));
+                None
+            }
+        }
+    }
+
+    fn decision(&self, action: Action, reason: impl Into<String>, started: Instant) -> Decision {
+        Decision {
+            decided_ms: Some(started.elapsed().as_millis() as u64),
+            ..Decision::recorded(action, &self.operator, reason)
+        }
+    }
+
+    fn show(&self, view: &StepView) {
+        let s = view.step;
+        self.say(&format!(
+            "\n━━ [{}/{}] {} · {}",
+            s.index + 1,
+            view.total,
+            s.phase.as_str(),
+            s.title
+        ));
+        if !s.description.is_empty() {
+            self.say(&format!("   {}", s.description));
+        }
+        self.show_preview(view);
+        match &s.confirm {
+            Some(Confirm::Word(w)) => self.say(&format!("   needs the typed confirmation {w}")),
+            Some(Confirm::Yes) => self.say("   needs confirmation (type yes)"),
+            None => {}
+        }
+    }
+
+    fn show_preview(&self, view: &StepView) {
+        if view.preview.is_empty() {
+            self.say("   would change nothing (read-only)");
+        } else {
+            self.say("   would call:");
+            for c in view.preview {
+                self.say(&format!("     {}({})", c.binding, c.args));
+            }
+        }
+        if let Some(e) = view.preview_error {
+            self.say(&format!("   (the preview stopped early: {e})"));
+        }
+    }
+
+    /// Asks for `word` to be typed; Ok(true) when it matches.
+    fn typed(&mut self, what: &str, word: &str) -> Option<bool> {
+        let line = self.ask(&format!("type {word} to {what}: "))?;
+        Some(line.trim() == word)
+    }
+}
+
+impl Driver for Interactive {
+    fn wants_preview(&self) -> bool {
+        true
+    }
+
+    fn before_step(&mut self, view: &StepView) -> Decision {
+        self.show(view);
+        let started = Instant::now();
+        loop {
+            let Some(line) = self.ask("[r]un [s]kip [i]nspect [p]lan [a]bort [h]elp > ") else {
+                return self.decision(
+                    Action::Abort,
+                    "operator stopped the run at the prompt",
+                    started,
+                );
+            };
+            match line.trim() {
+                "" | "r" | "run" => {
+                    let mut confirms_environment = false;
+                    if let (Some(env), false) = (view.protected, view.preview.is_empty()) {
+                        match self.typed(
+                            &format!("allow writes in the protected environment {env}"),
+                            env,
+                        ) {
+                            None => {
+                                return self.decision(
+                                    Action::Abort,
+                                    "operator stopped at the environment confirmation",
+                                    started,
+                                );
+                            }
+                            Some(false) => {
+                                self.say("   does not match: refused");
+                                return self.decision(
+                                    Action::Refused,
+                                    format!(
+                                        "typed confirmation for environment {env} did not match"
+                                    ),
+                                    started,
+                                );
+                            }
+                            Some(true) => confirms_environment = true,
+                        }
+                    }
+                    let word = match &view.step.confirm {
+                        Some(Confirm::Word(w)) => Some(w.clone()),
+                        Some(Confirm::Yes) => Some("yes".to_string()),
+                        None => None,
+                    };
+                    if let Some(word) = word {
+                        match self.typed("confirm", &word) {
+                            None => {
+                                return self.decision(
+                                    Action::Abort,
+                                    "operator stopped at the confirmation",
+                                    started,
+                                );
+                            }
+                            Some(false) => {
+                                self.say("   does not match: refused");
+                                return self.decision(
+                                    Action::Refused,
+                                    format!("typed confirmation did not match {word:?}"),
+                                    started,
+                                );
+                            }
+                            Some(true) => {}
+                        }
+                    }
+                    let mut d =
+                        self.decision(Action::Run, "operator chose to run the step", started);
+                    d.confirms_environment = confirms_environment;
+                    return d;
+                }
+                "s" | "skip" => {
+                    return self.decision(Action::Skip, "operator skipped the step", started);
+                }
+                "i" | "inspect" => {
+                    return self.decision(
+                        Action::Inspect,
+                        "operator inspected before deciding",
+                        started,
+                    );
+                }
+                "p" | "plan" => self.show_preview(view),
+                "a" | "abort" => {
+                    return self.decision(Action::Abort, "operator aborted the run", started);
+                }
+                "h" | "help" | "?" => self.say(HELP),
+                other => self.say(&format!("   unknown choice {other:?}; h for help")),
+            }
+        }
+    }
+
+    fn after_failure(&mut self, step: &Step, error: &ErrorInfo) -> AfterFailure {
+        self.say(&format!(
+            "   step {:?} did not succeed: {}",
+            step.title, error.message
+        ));
+        self.choose("[r]etry, [s]kip to the next step, or [a]bort? > ")
+    }
+
+    fn after_interrupt(&mut self, step: &Step) -> AfterFailure {
+        self.say(&format!(
+            "\n   interrupted {:?} (Ctrl-C again at the prompt aborts)",
+            step.title
+        ));
+        self.choose("[r]etry, [s]kip to the next step, or [a]bort? > ")
+    }
+
+    fn read_line(&mut self, prompt: &str) -> Option<String> {
+        self.ask(prompt)
+    }
+}
+
+impl Interactive {
+    fn choose(&mut self, prompt: &str) -> AfterFailure {
+        loop {
+            let Some(line) = self.ask(prompt) else {
+                return AfterFailure::Stop;
+            };
+            match line.trim() {
+                "r" | "retry" => return AfterFailure::Retry,
+                "s" | "skip" => return AfterFailure::Continue,
+                "a" | "abort" | "" => return AfterFailure::Stop,
+                other => self.say(&format!("   unknown choice {other:?}")),
+            }
+        }
+    }
+}
