@@ -19,6 +19,10 @@ use crate::recorder::{PlannedCall, Stage, to_json};
 use crate::runbook::{Confirm, Runbook, Step};
 use crate::transcript::{Counts, Durability, RunStatus, StepStatus, TranscriptWriter};
 
+/// How long a step preview may run: a step that waits (for a health check, a loop of sleeps)
+/// must not keep the operator from the prompt; the preview then says it stopped early.
+const PREVIEW_LIMIT: Duration = Duration::from_secs(3);
+
 /// The longest wait between two retries, whatever the backoff doubling says.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -621,11 +625,14 @@ impl<'a> Executor<'a> {
     fn preview(&self, step: &Step, ctx: &Dynamic) -> (Vec<PlannedCall>, Option<String>) {
         let copy = Dynamic::from_map(ctx.flatten_clone().try_cast::<Map>().unwrap_or_default())
             .into_shared();
-        let (result, planned) = self
-            .rb
-            .host
-            .recorder
-            .preview(|| self.invoke(&step.body, &copy, Stage::Step(step.index), step.timeout));
+        let (result, planned) = self.rb.host.recorder.preview(|| {
+            self.invoke(
+                &step.body,
+                &copy,
+                Stage::Step(step.index),
+                step.timeout.min(PREVIEW_LIMIT),
+            )
+        });
         (planned, result.err().map(|e| self.describe(&e).message))
     }
 
