@@ -72,6 +72,18 @@ pub enum Command {
     /// Verify, show or render a run transcript
     #[command(subcommand)]
     Transcript(TranscriptCommand),
+    /// Every binding at a prompt, recorded in a session transcript
+    Repl {
+        /// The environment (from runbook.toml; default: its `default`, else `sim`)
+        #[arg(long = "env", env = "RUNBOOK_ENV")]
+        env: Option<String>,
+        /// Where to write the session transcript
+        #[arg(long)]
+        transcript: Option<PathBuf>,
+        /// Start in plan mode (mutating calls recorded, not sent)
+        #[arg(long)]
+        plan: bool,
+    },
     /// Print the API reference of every function a runbook can call
     Docs,
     /// Print shell completions
@@ -234,6 +246,38 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Transcript(cmd) => transcript_command(cmd),
+        Command::Repl {
+            env,
+            transcript,
+            plan,
+        } => {
+            let config = Config::load(cli.config.as_deref())?;
+            let env = config.select(env.as_deref())?;
+            let name = env.name.clone();
+            let mode = if plan { Mode::Plan } else { Mode::Run };
+            let host = Host::with_environment(
+                mode,
+                Console::detect(cli.quiet),
+                Arc::new(AtomicBool::new(false)),
+                env,
+            );
+            if host.cloud.environment().protected {
+                // The REPL has no per-step confirmation: a protected environment is plan-only.
+                host.recorder.set_mode(Mode::Plan);
+            }
+            let (flag, presses) = (
+                host.interrupt.abort_flag().clone(),
+                host.interrupt.presses_counter().clone(),
+            );
+            let _ = ctrlc::set_handler(move || {
+                presses.fetch_add(1, Ordering::SeqCst);
+                flag.store(true, Ordering::SeqCst);
+            });
+            let id = executor::new_run_id();
+            let path = transcript
+                .unwrap_or_else(|| executor::default_transcript_path(&format!("repl-{id}")));
+            crate::repl::run(host, path, &name, &executor::operator())
+        }
         Command::Docs => {
             print!("{}", crate::docs::markdown()?);
             Ok(())

@@ -53,6 +53,12 @@ impl Console {
         }
     }
 
+    /// Prints even when quiet (the REPL's answers are its output).
+    pub fn force_line(&self, text: &str) {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{text}");
+    }
+
     pub fn log(&self, level: &str, message: &str) {
         self.line(&format!("    {level}: {message}"));
     }

@@ -21,6 +21,7 @@ pub mod io;
 pub mod notify;
 pub mod recorder;
 pub mod redact;
+pub mod repl;
 pub mod runbook;
 pub mod transcript;
 

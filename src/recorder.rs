@@ -196,6 +196,11 @@ impl Recorder {
         self.mode.get()
     }
 
+    /// Switches between sending and planning mutating calls (`:plan on|off` in the REPL).
+    pub fn set_mode(&self, mode: Mode) {
+        self.mode.set(mode);
+    }
+
     /// Runs `f` as a plan that is not recorded: the preview an operator sees before a step.
     /// Returns what `f` returned and the mutating calls it would have made.
     pub fn preview<T>(&self, f: impl FnOnce() -> T) -> (T, Vec<PlannedCall>) {

@@ -268,3 +268,43 @@ fn ctrl_c_twice_aborts_the_run_and_the_transcript_ends_properly() {
     assert!(!ws.exists("t.notes.md"), "the next step never ran");
     ws.run(&["transcript", "verify", "t.jsonl"]).expect_code(0);
 }
+
+#[test]
+fn the_repl_loads_every_binding_plans_on_request_and_records_the_session() {
+    let ws = Workspace::new();
+    let mut s = session(&ws, &["repl", "--transcript", "r.jsonl"]);
+    s.expect("repl> ").unwrap();
+    s.send_line("ec2::find(#{ tags: #{ Color: \"blue\" }, states: [\"running\"] }).len()")
+        .unwrap();
+    s.expect("= 2").unwrap();
+    s.send_line(":plan on").unwrap();
+    s.expect("repl (plan)> ").unwrap();
+    s.send_line("ec2::stop(\"i-0a1b2c3d4e5f60001\")[0].state")
+        .unwrap();
+    s.expect("= \"planned\"").unwrap();
+    s.send_line(":plan off").unwrap();
+    s.expect("repl> ").unwrap();
+    // Multi-line input.
+    s.send_line("let n = ec2::find(#{ tags: #{ Service: \"ec2-manager-api\" } }).filter(|i| {")
+        .unwrap();
+    s.expect("...> ").unwrap();
+    s.send_line("i.state == \"running\" }).len(); n * 10")
+        .unwrap();
+    s.expect("= 40").unwrap();
+    s.send(expectrl::ControlCode::EndOfTransmission).unwrap();
+    assert_eq!(exit_code(s), 0);
+    let ev = events(&ws.path().join("r.jsonl"));
+    assert_eq!(ev[0]["mode"], "repl");
+    let calls = of_type(&ev, "call");
+    assert!(
+        calls
+            .iter()
+            .any(|c| c["binding"] == "ec2::stop" && c["planned"] == true)
+    );
+    assert_eq!(
+        calls.iter().filter(|c| c["binding"] == "ec2::find").count(),
+        2
+    );
+    assert_eq!(ev.last().unwrap()["type"], "run_finished");
+    ws.run(&["transcript", "verify", "r.jsonl"]).expect_code(0);
+}
