@@ -72,6 +72,32 @@ pub enum Command {
     /// Verify, show or render a run transcript
     #[command(subcommand)]
     Transcript(TranscriptCommand),
+    /// Continue an interrupted run from its transcript (appending to it)
+    Resume {
+        /// The run's transcript
+        transcript: PathBuf,
+        /// Secret parameters, given again (they were never recorded), as NAME=VALUE
+        #[arg(short = 'p', long = "param", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Accept that the runbook changed since the run started (recorded)
+        #[arg(long)]
+        allow_changed: bool,
+        /// Give confirmation in advance to steps that ask for it
+        #[arg(long)]
+        yes: bool,
+        /// Ask before every step (default on a terminal without --yes)
+        #[arg(long, conflicts_with = "no_interactive")]
+        interactive: bool,
+        /// Never ask
+        #[arg(long)]
+        no_interactive: bool,
+        /// Confirm mutating calls in a protected environment by naming it
+        #[arg(long, value_name = "ENV")]
+        confirm_env: Option<String>,
+        /// With the sim backend: write the simulated cloud's final state here (JSON)
+        #[arg(long, value_name = "PATH")]
+        sim_state_out: Option<PathBuf>,
+    },
     /// Every binding at a prompt, recorded in a session transcript
     Repl {
         /// The environment (from runbook.toml; default: its `default`, else `sim`)
@@ -226,6 +252,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                 yes: args.yes,
                 interactive,
                 quiet: cli.quiet,
+                resume: None,
             };
             run(&dirs, cli.config.as_deref(), &args.common, how)
         }
@@ -235,6 +262,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                 yes: false,
                 interactive: false,
                 quiet: cli.quiet,
+                resume: None,
             };
             run(&dirs, cli.config.as_deref(), &args, how)
         }
@@ -246,6 +274,44 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Transcript(cmd) => transcript_command(cmd),
+        Command::Resume {
+            transcript,
+            params,
+            allow_changed,
+            yes,
+            interactive,
+            no_interactive,
+            confirm_env,
+            sim_state_out,
+        } => {
+            let (events, _) = transcript::read_verified(&transcript)?;
+            let first = &events[0];
+            let target = first["runbook"]["path"]
+                .as_str()
+                .filter(|p| Path::new(p).is_file())
+                .or_else(|| first["runbook"]["file"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            let args = PlanArgs {
+                target,
+                params,
+                transcript: Some(transcript.clone()),
+                env: first["environment"].as_str().map(str::to_string),
+                confirm_env,
+                sim_state_out,
+            };
+            let interactive =
+                interactive || (!no_interactive && !yes && std::io::stdin().is_terminal());
+            let run_id = first["run_id"].as_str().unwrap_or_default().to_string();
+            let how = How {
+                mode: Mode::Run,
+                yes,
+                interactive,
+                quiet: cli.quiet,
+                resume: Some((allow_changed, run_id)),
+            };
+            run(&dirs, cli.config.as_deref(), &args, how)
+        }
         Command::Repl {
             env,
             transcript,
@@ -350,6 +416,8 @@ struct How {
     yes: bool,
     interactive: bool,
     quiet: bool,
+    /// `runbook resume`: whether a changed runbook is accepted, and the run's id.
+    resume: Option<(bool, String)>,
 }
 
 fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) -> Result<()> {
@@ -358,6 +426,7 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
         yes,
         interactive,
         quiet,
+        resume,
     } = how;
     let abort = Arc::new(AtomicBool::new(false));
 
@@ -398,12 +467,21 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
             .console
             .line(&format!("warning: {}", w.render(color()).trim_end()));
     }
-    let params = rb.resolve_params(&args.params)?;
-    let run_id = executor::new_run_id();
-    let transcript = args
-        .transcript
-        .clone()
-        .unwrap_or_else(|| executor::default_transcript_path(&run_id));
+    let (params, resume, run_id, transcript) = match resume {
+        Some((allow_changed, run_id)) => {
+            let path = args.transcript.clone().unwrap_or_default();
+            let (resume, ctx) = crate::resume::prepare(&rb, &path, &args.params, allow_changed)?;
+            (ctx, Some(resume), run_id, path)
+        }
+        None => {
+            let run_id = executor::new_run_id();
+            let transcript = args
+                .transcript
+                .clone()
+                .unwrap_or_else(|| executor::default_transcript_path(&run_id));
+            (rb.resolve_params(&args.params)?, None, run_id, transcript)
+        }
+    };
     let operator = executor::operator();
     let console = &rb.host.console;
     console.line(&format!(
@@ -436,6 +514,7 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
         )));
     }
     let report = executor.run(RunOptions {
+        resume,
         run_id,
         transcript,
         environment: env_name.clone(),

@@ -62,6 +62,8 @@ struct EnvConfig {
     protected: bool,
     /// sim only: the fleet fixture (relative to runbook.toml); the embedded fleet otherwise.
     fleet: Option<PathBuf>,
+    /// sim only: keep the simulated state in this file across processes (relative to runbook.toml).
+    state: Option<PathBuf>,
     /// aws only: the SDK's standard-mode retry attempts.
     max_attempts: Option<u32>,
     /// `send` or `capture` (keep messages in memory); default: capture on sim, send on aws.
@@ -80,6 +82,8 @@ pub struct Environment {
     pub fleet: Option<String>,
     /// Where the fleet came from, for the transcript.
     pub fleet_source: String,
+    /// sim only: the file the simulated state persists in.
+    pub sim_state: Option<PathBuf>,
     pub notify: NotifySettings,
 }
 
@@ -94,6 +98,7 @@ impl Environment {
             protected: false,
             fleet: None,
             fleet_source: "embedded:sim/default-fleet.toml".into(),
+            sim_state: None,
             notify: NotifySettings::resolve(&NotifyFile::default(), Delivery::Capture),
         }
     }
@@ -194,6 +199,15 @@ impl Config {
             protected: env.protected,
             fleet,
             fleet_source,
+            sim_state: match (&env.state, env.backend) {
+                (Some(rel), Backend::Sim) => Some(base.join(rel)),
+                (Some(_), Backend::Aws) => {
+                    return Err(Error::Usage(format!(
+                        "environment {name}: `state` only applies to the sim backend"
+                    )));
+                }
+                (None, _) => None,
+            },
             notify: NotifySettings::resolve(
                 &self.file.notifications,
                 env.notifications.unwrap_or(match env.backend {

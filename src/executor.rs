@@ -121,6 +121,12 @@ pub trait Driver {
         AfterFailure::Stop
     }
 
+    /// On resume, the interrupted step had writes whose outcome was never recorded: run it
+    /// again anyway? Unattended runs never guess (false: stop and ask for a person).
+    fn on_uncertain(&mut self, _step: &Step, _calls: &[String]) -> bool {
+        false
+    }
+
     /// A line for the inspect REPL; None leaves it.
     fn read_line(&mut self, _prompt: &str) -> Option<String> {
         None
@@ -169,8 +175,25 @@ pub trait RunObserver {
     fn run_finished(&mut self, status: RunStatus, summary: String);
 }
 
+/// Where a resumed run picks up (built by `runbook resume` from the transcript).
+pub struct Resume {
+    pub writer: TranscriptWriter,
+    /// The first step to run.
+    pub start_step: usize,
+    /// How the steps before it ended, for the final counts.
+    pub prior: Vec<StepStatus>,
+    /// Fields of the `run_resumed` event (who, what changed).
+    pub note: Value,
+    /// Writes of the interrupted step that were sent but whose result was never recorded.
+    pub uncertain: Vec<String>,
+    /// Writes of the interrupted step that finished: answered from the transcript, not resent.
+    pub replay: Vec<crate::recorder::ReplayCall>,
+}
+
 /// Everything about a run that does not come from the runbook.
 pub struct RunOptions {
+    /// Set when continuing an interrupted run.
+    pub resume: Option<Resume>,
     pub run_id: String,
     pub transcript: PathBuf,
     pub environment: String,
@@ -330,25 +353,46 @@ impl<'a> Executor<'a> {
 
     /// Runs every step. Errors only when the transcript cannot be created; everything after that
     /// is recorded and reported in the [`RunReport`].
-    pub fn run(&mut self, opts: RunOptions) -> Result<RunReport> {
+    pub fn run(&mut self, mut opts: RunOptions) -> Result<RunReport> {
         let rb = self.rb;
         let host = &rb.host;
         let started = Instant::now();
-        let writer = TranscriptWriter::create(&opts.transcript, host.redactor.clone())?;
-        host.recorder.attach(writer);
         let notes = opts.transcript.with_extension("notes.md");
         *host.notes_path.borrow_mut() = Some(notes.clone());
-
-        let first = self.run_started(&opts);
-        host.recorder
-            .record(&first, Durability::Synced)
-            .map_err(|e| {
-                Error::io(
-                    "cannot write transcript",
-                    &opts.transcript,
-                    std::io::Error::other(e),
-                )
-            })?;
+        let cannot = |e: String| {
+            Error::io(
+                "cannot write transcript",
+                &opts.transcript,
+                std::io::Error::other(e),
+            )
+        };
+        let mut counts = Counts::default();
+        let (start_step, uncertain) = match opts.resume.take() {
+            Some(r) => {
+                host.recorder.attach(r.writer);
+                let mut note = r.note;
+                note["type"] = json!("run_resumed");
+                note["from_step"] = json!(r.start_step);
+                note["operator"] = json!(opts.operator);
+                host.recorder
+                    .record(&note, Durability::Synced)
+                    .map_err(cannot)?;
+                for status in r.prior {
+                    counts.add(status);
+                }
+                host.recorder.set_replay(r.replay);
+                (r.start_step, r.uncertain)
+            }
+            None => {
+                let writer = TranscriptWriter::create(&opts.transcript, host.redactor.clone())?;
+                host.recorder.attach(writer);
+                let first = self.run_started(&opts);
+                host.recorder
+                    .record(&first, Durability::Synced)
+                    .map_err(cannot)?;
+                (0, Vec::new())
+            }
+        };
 
         let mut ctx_map = opts.params.clone();
         let mut run_info = Map::new();
@@ -374,10 +418,37 @@ impl<'a> Executor<'a> {
         let ctx = Dynamic::from_map(ctx_map).into_shared();
 
         let total = rb.steps.len();
-        let mut counts = Counts::default();
         let mut run_status = RunStatus::Ok;
         let mut reason = String::new();
         for step in &rb.steps {
+            if step.index < start_step {
+                continue;
+            }
+            if step.index == start_step
+                && !uncertain.is_empty()
+                && !self.driver.on_uncertain(step, &uncertain)
+            {
+                let why = format!(
+                    "uncertain: {} sent before the crash but never confirmed; a person must check before step {} runs again",
+                    uncertain.join(", "),
+                    step.index + 1
+                );
+                self.record(
+                    &StepEvent::Decision {
+                        step: step.index,
+                        action: Action::Abort,
+                        by: "resume",
+                        reason: &why,
+                        decided_ms: None,
+                    },
+                    Durability::Synced,
+                );
+                host.console.line(&format!("    stopped: {why}"));
+                run_status = RunStatus::Aborted;
+                reason = why;
+                counts.not_run += 1;
+                continue;
+            }
             if run_status != RunStatus::Ok {
                 counts.not_run += 1;
                 continue;
@@ -521,6 +592,7 @@ impl<'a> Executor<'a> {
                 "severity": rb.meta.severity.as_str(),
                 "service": rb.meta.service,
                 "file": rb.file,
+                "path": rb.path.display().to_string(),
                 "sha256": rb.sha256,
                 "modules": modules,
                 "git": git,

@@ -22,6 +22,7 @@ pub mod notify;
 pub mod recorder;
 pub mod redact;
 pub mod repl;
+pub mod resume;
 pub mod runbook;
 pub mod transcript;
 

@@ -154,12 +154,34 @@ enum CallEvent<'a> {
         error: Option<&'a BindingError>,
         #[serde(skip_serializing_if = "Vec::is_empty")]
         request_ids: Vec<String>,
+        /// Answered from the transcript on resume, not sent again.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        replayed: bool,
     },
     Log {
         step: Option<usize>,
         level: &'a str,
         message: &'a str,
     },
+}
+
+/// A finished write from an interrupted step, answered from the transcript on resume instead of
+/// being sent again.
+#[derive(Debug, Clone)]
+pub struct ReplayCall {
+    pub binding: String,
+    pub args: Value,
+    pub result: Value,
+}
+
+/// Redaction markers differ between runs (the salt is per run): compare without them.
+fn comparable(value: &Value) -> String {
+    static MARKER: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"\[redacted:[0-9a-f]+\]").expect("valid regex")
+    });
+    MARKER
+        .replace_all(&value.to_string(), "[redacted]")
+        .into_owned()
 }
 
 /// Results longer than this (as JSON text) are summarised, not stored whole.
@@ -174,6 +196,7 @@ pub struct Recorder {
     /// The first transcript write failure; the executor ends the run on it.
     failure: RefCell<Option<Error>>,
     planned: RefCell<Vec<PlannedCall>>,
+    replay: RefCell<std::collections::VecDeque<ReplayCall>>,
     calls: Cell<u64>,
     mutating_sent: Cell<u64>,
 }
@@ -187,6 +210,7 @@ impl Recorder {
             transcript: RefCell::new(None),
             failure: RefCell::new(None),
             planned: RefCell::new(Vec::new()),
+            replay: RefCell::new(std::collections::VecDeque::new()),
             calls: Cell::new(0),
             mutating_sent: Cell::new(0),
         }
@@ -194,6 +218,11 @@ impl Recorder {
 
     pub fn mode(&self) -> Mode {
         self.mode.get()
+    }
+
+    /// Writes an interrupted step already made: on resume they are answered from the transcript.
+    pub fn set_replay(&self, calls: Vec<ReplayCall>) {
+        *self.replay.borrow_mut() = calls.into();
     }
 
     /// Switches between sending and planning mutating calls (`:plan on|off` in the REPL).
@@ -381,10 +410,53 @@ pub fn call_at(
             result: Some(summarise(&placeholder)),
             error: None,
             request_ids: Vec::new(),
+            replayed: false,
         };
         rec.record(&event, Durability::Written)
             .map_err(|e| runtime_error("transcript", &e, pos))?;
         return Ok(placeholder);
+    }
+
+    // Resuming an interrupted step: a write it already made is answered from the transcript,
+    // never sent twice. A different write than recorded means the step diverged: stop.
+    if mutating {
+        let next = rec.replay.borrow_mut().pop_front();
+        if let Some(done) = next {
+            if done.binding != spec.name || comparable(&done.args) != comparable(&args) {
+                return Err(runtime_error(
+                    "resume_diverged",
+                    &format!(
+                        "resumed step called {} where the interrupted run had called {}: refusing to guess which writes happened",
+                        spec.name, done.binding
+                    ),
+                    pos,
+                ));
+            }
+            if done.result.get("truncated").is_some() {
+                return Err(runtime_error(
+                    "resume_uncertain",
+                    &format!(
+                        "{} finished before the crash but its result was too large to record whole; a person must continue",
+                        spec.name
+                    ),
+                    pos,
+                ));
+            }
+            let event = CallEvent::Call {
+                step,
+                binding: spec.name,
+                args: &args,
+                mutating: true,
+                planned: false,
+                duration_ms: 0,
+                result: Some(done.result.clone()),
+                error: None,
+                request_ids: Vec::new(),
+                replayed: true,
+            };
+            let _ = rec.record(&event, Durability::Synced);
+            return rhai::serde::to_dynamic(&done.result);
+        }
     }
 
     if mutating && host.cloud.environment().protected && !host.protected_confirmed.get() {
@@ -436,6 +508,7 @@ pub fn call_at(
         result,
         error,
         request_ids: host.cloud.take_request_ids(),
+        replayed: false,
     };
     let durability = if mutating {
         Durability::Synced

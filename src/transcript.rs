@@ -134,6 +134,25 @@ impl TranscriptWriter {
         })
     }
 
+    /// Opens an existing, verified transcript to append to it (resume): the chain continues
+    /// from its last line. Returns the writer and the events already in it.
+    pub fn open_append(path: &Path, redactor: Rc<Redactor>) -> Result<(Self, Vec<Value>)> {
+        let (events, report) = read_verified(path)?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io("cannot open transcript", path, e))?;
+        let writer = TranscriptWriter {
+            path: path.to_path_buf(),
+            file,
+            seq: events.len() as u64,
+            prev: report.head,
+            redactor,
+            fsync: true,
+        };
+        Ok((writer, events))
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -188,7 +207,31 @@ impl TranscriptWriter {
         }
         self.seq += 1;
         self.prev = hash;
+        crash_point();
         Ok(())
+    }
+}
+
+/// Test hook for the crash tests: with `RUNBOOK_TEST_KILL_AFTER_EVENTS=N` the process kills
+/// itself with SIGKILL right after writing its Nth event, exactly like `kill -9` from outside
+/// but at a chosen point. Never set in production; read once.
+fn crash_point() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LIMIT: std::sync::LazyLock<Option<u64>> = std::sync::LazyLock::new(|| {
+        std::env::var("RUNBOOK_TEST_KILL_AFTER_EVENTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    static WRITTEN: AtomicU64 = AtomicU64::new(0);
+    let Some(limit) = *LIMIT else { return };
+    if WRITTEN.fetch_add(1, Ordering::SeqCst) + 1 == limit {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &std::process::id().to_string()])
+            .status();
+        // The signal is on its way; nothing more may be written.
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
     }
 }
 

@@ -314,12 +314,17 @@ impl CloudAccess {
         let cloud = match self.env.backend {
             crate::config::Backend::Sim => {
                 let text = self.env.fleet.as_deref().unwrap_or(sim::DEFAULT_FLEET);
-                let sim = sim::SimCloud::from_toml(text).map_err(|e| {
+                let mut sim = sim::SimCloud::from_toml(text).map_err(|e| {
                     BindingError::new(
                         "bad_fleet",
                         format!("fleet fixture {}: {e}", self.env.fleet_source),
                     )
                 })?;
+                if let Some(path) = &self.env.sim_state {
+                    sim = sim
+                        .persistent(path)
+                        .map_err(|e| BindingError::new("bad_sim_state", e))?;
+                }
                 Cloud::Sim(Box::new(sim))
             }
             crate::config::Backend::Aws => {

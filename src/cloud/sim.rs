@@ -225,7 +225,7 @@ fn default_exit() -> i64 {
     1
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Group {
     id: String,
     name: String,
@@ -235,7 +235,7 @@ struct Group {
     tags: Tags,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Command {
     id: String,
     document: String,
@@ -243,7 +243,7 @@ struct Command {
     invocations: Vec<Invocation>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Image {
     id: String,
     name: String,
@@ -251,7 +251,7 @@ struct Image {
     tags: Tags,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Parameter {
     value: String,
     kind: String,
@@ -259,7 +259,7 @@ struct Parameter {
 }
 
 /// Everything mutable, behind one lock (calls are short; fan-out waits happen outside it).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct State {
     instances: Vec<Instance>,
     groups: Vec<Group>,
@@ -267,11 +267,8 @@ struct State {
     images: Vec<Image>,
     commands: Vec<Command>,
     parameters: BTreeMap<String, Parameter>,
-    #[serde(skip)]
     output_uses: Vec<usize>,
-    #[serde(skip)]
     calls: u64,
-    #[serde(skip)]
     next_id: u64,
     /// Every mutating API call, in order: what drills and the conformance suite compare.
     mutations: Vec<String>,
@@ -283,6 +280,9 @@ pub struct SimCloud {
     fleet: Fleet,
     state: Mutex<State>,
     request_ids: Mutex<Vec<String>>,
+    /// Where the state is kept across processes (a drill that resumes after a crash, `runbook
+    /// approve` from a second shell); None keeps it in memory only.
+    persist_to: Option<std::path::PathBuf>,
 }
 
 fn err(code: &str, message: impl Into<String>) -> BindingError {
@@ -360,6 +360,41 @@ impl SimCloud {
             }),
             fleet,
             request_ids: Mutex::new(Vec::new()),
+            persist_to: None,
+        }
+    }
+
+    /// Keeps the state in `path`: loaded from it when it exists (the fleet fixture only seeds a
+    /// new one), saved after every mutating call.
+    pub fn persistent(mut self, path: &std::path::Path) -> Result<Self, String> {
+        if path.exists() {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let state: State =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            self.state = Mutex::new(state);
+        }
+        self.persist_to = Some(path.to_path_buf());
+        self.persist(&*self.lock().map_err(|e| e.message)?);
+        Ok(self)
+    }
+
+    /// Notes a mutating API call and saves the state (when persistent): every write goes through here.
+    fn mutated(&self, s: &mut State, what: String) {
+        s.mutations.push(what);
+        self.persist(s);
+    }
+
+    /// Writes the state atomically (temp file + rename), so a crash leaves the old or the new.
+    fn persist(&self, state: &State) {
+        let Some(path) = &self.persist_to else { return };
+        let tmp = path.with_extension("tmp");
+        let written = serde_json::to_vec(state)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            tracing::error!("cannot save the simulated state to {}: {e}", path.display());
         }
     }
 
@@ -540,7 +575,7 @@ impl SimCloud {
             }
             Self::instance_mut(&mut s, id)?.tags.extend(tags.clone());
         }
-        s.mutations.push(format!("CreateTags {}", ids.join(",")));
+        self.mutated(&mut s, format!("CreateTags {}", ids.join(",")));
         Ok(())
     }
 
@@ -553,7 +588,7 @@ impl SimCloud {
                 i.tags.remove(k);
             }
         }
-        s.mutations.push(format!("DeleteTags {}", ids.join(",")));
+        self.mutated(&mut s, format!("DeleteTags {}", ids.join(",")));
         Ok(())
     }
 
@@ -590,7 +625,7 @@ impl SimCloud {
                 egress_open: true,
                 tags: tags.clone(),
             });
-            s.mutations.push(format!("CreateSecurityGroup {name}"));
+            self.mutated(&mut s, format!("CreateSecurityGroup {name}"));
             id
         };
         self.enter("RevokeSecurityGroupEgress", &[]).await?;
@@ -598,7 +633,7 @@ impl SimCloud {
         if let Some(g) = s.groups.iter_mut().find(|g| g.id == id) {
             g.egress_open = false;
         }
-        s.mutations.push(format!("RevokeSecurityGroupEgress {id}"));
+        self.mutated(&mut s, format!("RevokeSecurityGroupEgress {id}"));
         Ok(id)
     }
 
@@ -641,8 +676,7 @@ impl SimCloud {
             .collect();
         all.dedup();
         i.security_groups = all;
-        s.mutations
-            .push(format!("ModifyNetworkInterfaceAttribute {eni}"));
+        self.mutated(&mut s, format!("ModifyNetworkInterfaceAttribute {eni}"));
         Ok(())
     }
 
@@ -674,7 +708,7 @@ impl SimCloud {
             tags: tags.clone(),
         };
         s.snapshots.push(snap.clone());
-        s.mutations.push(format!("CreateSnapshot {volume}"));
+        self.mutated(&mut s, format!("CreateSnapshot {volume}"));
         Ok(snap)
     }
 
@@ -737,8 +771,7 @@ impl SimCloud {
                 state: next.into(),
             });
         }
-        s.mutations
-            .push(format!("{} {}", action.api_name(), ids.join(",")));
+        self.mutated(&mut s, format!("{} {}", action.api_name(), ids.join(",")));
         Ok(out)
     }
 
@@ -759,7 +792,7 @@ impl SimCloud {
             source: instance.into(),
             tags: tags.clone(),
         });
-        s.mutations.push(format!("CreateImage {instance}"));
+        self.mutated(&mut s, format!("CreateImage {instance}"));
         Ok(id)
     }
 
@@ -845,7 +878,7 @@ impl SimCloud {
             s.instances.push(inst.clone());
             out.push(inst);
         }
-        s.mutations.push(format!("RunInstances {image}"));
+        self.mutated(&mut s, format!("RunInstances {image}"));
         Ok(out)
     }
 
@@ -940,11 +973,10 @@ impl SimCloud {
             parameters: req.parameters.clone(),
             invocations,
         });
-        s.mutations.push(format!(
-            "SendCommand {} {}",
-            req.document,
-            req.instances.join(",")
-        ));
+        self.mutated(
+            &mut s,
+            format!("SendCommand {} {}", req.document, req.instances.join(",")),
+        );
         Ok(id)
     }
 
@@ -1005,7 +1037,7 @@ impl SimCloud {
                 version,
             },
         );
-        s.mutations.push(format!("PutParameter {name}"));
+        self.mutated(&mut s, format!("PutParameter {name}"));
         Ok(version)
     }
 }

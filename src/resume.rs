@@ -1,0 +1,190 @@
+//! `runbook resume`: continue an interrupted run from its transcript.
+//!
+//! The transcript says everything needed: which runbook (and its hash), the environment, the
+//! parameters, the context after the last finished step, and, for a step that was cut off, which
+//! writes it had finished (a `call` after its `intent`) and which it had only started (an `intent`
+//! with no `call`). Finished writes are answered from the transcript when the step runs again,
+//! never sent twice; started-but-unconfirmed ones make the step uncertain, which only a person may
+//! clear. Secret parameters were never recorded, so they must be given again.
+
+use rhai::Map;
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+use crate::executor::Resume;
+use crate::recorder::ReplayCall;
+use crate::runbook::Runbook;
+use crate::transcript::{StepStatus, TranscriptWriter};
+
+/// What the transcript says about where to pick up.
+pub struct Pickup {
+    pub start_step: usize,
+    pub prior: Vec<StepStatus>,
+    /// The context after the last finished step (secrets in it are redaction markers).
+    pub ctx: Value,
+    pub uncertain: Vec<String>,
+    pub replay: Vec<ReplayCall>,
+}
+
+fn status_of(v: &Value) -> Option<StepStatus> {
+    serde_json::from_value(v.clone()).ok()
+}
+
+/// Reads the transcript's events into a pickup point for a runbook of `total` steps.
+pub fn pickup(events: &[Value], total: usize) -> Result<Pickup> {
+    let mut latest: Vec<Option<StepStatus>> = vec![None; total];
+    let mut ctx = Value::Null;
+    for e in events.iter().filter(|e| e["type"] == "step_finished") {
+        if let (Some(i), Some(status)) = (e["step"].as_u64(), status_of(&e["status"]))
+            && let Some(slot) = latest.get_mut(i as usize)
+        {
+            *slot = Some(status);
+            ctx = e["ctx"].clone();
+        }
+    }
+    let start_step = latest
+        .iter()
+        .position(|s| !matches!(s, Some(StepStatus::Ok | StepStatus::Skipped)))
+        .ok_or_else(|| {
+            Error::Usage("every step of this run already finished: nothing to resume".into())
+        })?;
+    let prior = latest[..start_step]
+        .iter()
+        .map(|s| s.unwrap_or(StepStatus::Ok))
+        .collect();
+
+    // The last attempt of the start step, if it was cut off before step_finished.
+    let mut replay = Vec::new();
+    let mut uncertain = Vec::new();
+    let last_start = events.iter().rposition(|e| {
+        e["type"] == "step_started" && e["step"].as_u64() == Some(start_step as u64)
+    });
+    if let Some(from) = last_start {
+        let after = &events[from + 1..];
+        let cut_off = !after
+            .iter()
+            .any(|e| e["type"] == "step_finished" && e["step"].as_u64() == Some(start_step as u64));
+        if cut_off {
+            let mut pending: Vec<&Value> = Vec::new();
+            for e in after {
+                match e["type"].as_str() {
+                    Some("intent") => pending.push(e),
+                    Some("call") if e["mutating"] == true && e["planned"] == false => {
+                        if let Some(k) = pending.iter().position(|i| i["binding"] == e["binding"]) {
+                            pending.remove(k);
+                        }
+                        if e["error"].is_null() {
+                            replay.push(ReplayCall {
+                                binding: e["binding"].as_str().unwrap_or_default().to_string(),
+                                args: e["args"].clone(),
+                                result: e["result"].clone(),
+                            });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            uncertain = pending
+                .iter()
+                .map(|i| format!("{}({})", i["binding"].as_str().unwrap_or("?"), i["args"]))
+                .collect();
+        }
+    }
+    Ok(Pickup {
+        start_step,
+        prior,
+        ctx,
+        uncertain,
+        replay,
+    })
+}
+
+/// The parameters for the resumed run: the recorded ones, with secrets given again on the
+/// command line (they were never recorded). Validated like a fresh run's.
+pub fn params(rb: &Runbook, recorded: &Value, given: &[(String, String)]) -> Result<Map> {
+    let mut all: Vec<(String, String)> = Vec::new();
+    for p in &rb.meta.params {
+        if let Some((_, v)) = given.iter().rev().find(|(n, _)| *n == p.name) {
+            all.push((p.name.clone(), v.clone()));
+            continue;
+        }
+        if p.secret {
+            if p.required || p.default.is_none() {
+                return Err(Error::Usage(format!(
+                    "parameter {} is secret and was never recorded: give it again with --param {}=...",
+                    p.name, p.name
+                )));
+            }
+            continue;
+        }
+        match &recorded[&p.name] {
+            Value::Null => {}
+            Value::String(s) => all.push((p.name.clone(), s.clone())),
+            other => all.push((p.name.clone(), other.to_string())),
+        }
+    }
+    rb.resolve_params(&all)
+}
+
+/// Builds the resume state: the writer continuing the chain, the context to restore.
+pub fn prepare(
+    rb: &Runbook,
+    path: &std::path::Path,
+    given: &[(String, String)],
+    allow_changed: bool,
+) -> Result<(Resume, Map)> {
+    let (writer, events) = TranscriptWriter::open_append(path, rb.host.redactor.clone())?;
+    let first = &events[0];
+    if first["mode"] != "run" {
+        return Err(Error::Usage(format!(
+            "a {} transcript has nothing to resume",
+            first["mode"].as_str().unwrap_or("?")
+        )));
+    }
+    if events
+        .last()
+        .is_some_and(|e| e["type"] == "run_finished" && e["status"] == "ok")
+    {
+        return Err(Error::Usage(
+            "this run finished ok: nothing to resume".into(),
+        ));
+    }
+    let recorded_sha = first["runbook"]["sha256"].as_str().unwrap_or_default();
+    if recorded_sha != rb.sha256 && !allow_changed {
+        return Err(Error::Usage(format!(
+            "{} changed since the run started (sha256 {} then, {} now): resume with --allow-changed to accept that (recorded)",
+            rb.file,
+            &recorded_sha.get(..12).unwrap_or(recorded_sha),
+            &rb.sha256[..12]
+        )));
+    }
+    let params = params(rb, &first["params"], given)?;
+    let pick = pickup(&events, rb.steps.len())?;
+    let mut ctx: Map = rhai::serde::to_dynamic(&pick.ctx)
+        .ok()
+        .and_then(|d| d.try_cast::<Map>())
+        .unwrap_or_default();
+    // The recorded context has redaction markers where secrets were: put the real ones back.
+    for (name, value) in params {
+        let secret = rb.param(&name).is_some_and(|p| p.secret);
+        if secret || !ctx.contains_key(name.as_str()) {
+            ctx.insert(name, value);
+        }
+    }
+    let note = json!({
+        "allow_changed": recorded_sha != rb.sha256,
+        "sha256_then": recorded_sha,
+        "sha256_now": rb.sha256,
+        "replayed_writes": pick.replay.len(),
+        "uncertain": pick.uncertain,
+    });
+    let resume = Resume {
+        writer,
+        start_step: pick.start_step,
+        prior: pick.prior,
+        note,
+        uncertain: pick.uncertain,
+        replay: pick.replay,
+    };
+    Ok((resume, ctx))
+}
