@@ -129,6 +129,7 @@ fn time_runs(rb: &Runbook, dir: &Path, iters: u64, counter: &Cell<u64>) -> Durat
             operator: "bench".into(),
         };
         let opts = RunOptions {
+            resume: None,
             run_id: format!("bench-{n}"),
             transcript: transcript.clone(),
             environment: "bench".into(),
