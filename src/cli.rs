@@ -98,6 +98,20 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         sim_state_out: Option<PathBuf>,
     },
+    /// Approve (or deny) a run's pending approval request, as yourself (RUNBOOK_OPERATOR or user@host)
+    Approve {
+        /// The run id (its transcript is searched under RUNBOOK_TRANSCRIPTS or ./transcripts)
+        run_id: String,
+        /// The run's transcript, when it is elsewhere
+        #[arg(long)]
+        transcript: Option<PathBuf>,
+        /// Which request (default: the newest)
+        #[arg(long)]
+        request: Option<u32>,
+        /// Deny instead of approving
+        #[arg(long)]
+        deny: bool,
+    },
     /// Every binding at a prompt, recorded in a session transcript
     Repl {
         /// The environment (from runbook.toml; default: its `default`, else `sim`)
@@ -153,6 +167,10 @@ pub struct RunArgs {
     /// Same as `runbook plan`
     #[arg(long)]
     pub plan: bool,
+    /// Unattended: a step that asks for confirmation waits this long for `runbook approve`
+    /// (instead of stopping the run)
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub approval_timeout: Option<std::time::Duration>,
     /// Ask before every step (the default when stdin is a terminal and --yes is not given)
     #[arg(long, conflicts_with = "no_interactive")]
     pub interactive: bool,
@@ -253,6 +271,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                 interactive,
                 quiet: cli.quiet,
                 resume: None,
+                approval_timeout: args.approval_timeout,
             };
             run(&dirs, cli.config.as_deref(), &args.common, how)
         }
@@ -263,6 +282,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                 interactive: false,
                 quiet: cli.quiet,
                 resume: None,
+                approval_timeout: None,
             };
             run(&dirs, cli.config.as_deref(), &args, how)
         }
@@ -309,8 +329,29 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                 interactive,
                 quiet: cli.quiet,
                 resume: Some((allow_changed, run_id)),
+                approval_timeout: None,
             };
             run(&dirs, cli.config.as_deref(), &args, how)
+        }
+        Command::Approve {
+            run_id,
+            transcript,
+            request,
+            deny,
+        } => {
+            let path = match transcript {
+                Some(p) => p,
+                None => crate::approvals::find_transcript(&run_id)?,
+            };
+            let r = crate::approvals::answer(&path, request, !deny)?;
+            println!(
+                "{} request {} of run {}: {}",
+                if deny { "denied" } else { "approved" },
+                r.number,
+                r.run_id,
+                r.question
+            );
+            Ok(())
         }
         Command::Repl {
             env,
@@ -418,6 +459,8 @@ struct How {
     quiet: bool,
     /// `runbook resume`: whether a changed runbook is accepted, and the run's id.
     resume: Option<(bool, String)>,
+    /// Unattended confirmations wait this long for `runbook approve`.
+    approval_timeout: Option<std::time::Duration>,
 }
 
 fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) -> Result<()> {
@@ -427,6 +470,7 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
         interactive,
         quiet,
         resume,
+        approval_timeout,
     } = how;
     let abort = Arc::new(AtomicBool::new(false));
 
@@ -498,7 +542,16 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
     let mut unattended = Unattended {
         yes,
         operator: operator.clone(),
+        approval_timeout,
     };
+    if interactive {
+        // Approvals asked by the script (`approve(...)`) are answered at this terminal.
+        *rb.host.prompt.borrow_mut() = Some(Box::new(|question: &str| {
+            let mut editor = rustyline::DefaultEditor::new().ok()?;
+            let line = editor.readline(question).ok()?;
+            Some(line.trim() == "yes")
+        }));
+    }
     let mut on_call;
     let driver: &mut dyn executor::Driver = if interactive {
         on_call = crate::interactive::Interactive::new(operator.clone()).map_err(Error::Usage)?;

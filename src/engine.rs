@@ -184,6 +184,8 @@ pub struct Host {
     pub notifier: crate::notify::Notifier,
     /// The environment and its cloud backend (`ec2::`, `ssm::`).
     pub cloud: crate::cloud::CloudAccess,
+    /// The terminal, in interactive runs: approvals ask the operator there.
+    pub prompt: RefCell<Option<Box<dyn FnMut(&str) -> Option<bool>>>>,
     /// Whether mutating calls in a protected environment were confirmed for this run.
     pub protected_confirmed: std::cell::Cell<bool>,
 }
@@ -223,6 +225,7 @@ impl Host {
             io: crate::io::AsyncIo::default(),
             cloud: crate::cloud::CloudAccess::new(env),
             protected_confirmed: std::cell::Cell::new(false),
+            prompt: RefCell::new(None),
         })
     }
 

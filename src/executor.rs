@@ -39,6 +39,8 @@ pub struct Decision {
     pub decided_ms: Option<u64>,
     /// The operator typed the protected environment's name: its mutating calls may proceed.
     pub confirms_environment: bool,
+    /// With [`Action::Approval`]: how long to wait for someone to approve.
+    pub wait: Option<Duration>,
 }
 
 impl Decision {
@@ -51,6 +53,7 @@ impl Decision {
             record: false,
             decided_ms: None,
             confirms_environment: false,
+            wait: None,
         }
     }
 
@@ -77,6 +80,8 @@ pub enum Action {
     Retry,
     /// Leave a failed step failed and go on with the next one.
     Continue,
+    /// Wait for someone to approve (`runbook approve RUN_ID`), then run.
+    Approval,
 }
 
 /// After a step failed and its automatic retries are spent.
@@ -138,6 +143,8 @@ pub trait Driver {
 pub struct Unattended {
     pub yes: bool,
     pub operator: String,
+    /// Steps that ask for confirmation wait this long for `runbook approve` instead of stopping.
+    pub approval_timeout: Option<Duration>,
 }
 
 impl Driver for Unattended {
@@ -149,6 +156,16 @@ impl Driver for Unattended {
             Confirm::Yes => "confirmation".to_string(),
             Confirm::Word(w) => format!("the typed confirmation {w:?}"),
         };
+        if let (false, Some(wait)) = (self.yes, self.approval_timeout) {
+            return Decision {
+                wait: Some(wait),
+                ..Decision::recorded(
+                    Action::Approval,
+                    "unattended",
+                    format!("step needs {asked}: waiting for an approval"),
+                )
+            };
+        }
         if self.yes {
             Decision::recorded(
                 Action::Run,
@@ -865,7 +882,54 @@ impl<'a> Executor<'a> {
             }
         }
 
-        let decision = self.decide(step, total, ctx);
+        let mut decision = self.decide(step, total, ctx);
+        if decision.action == Action::Approval {
+            let question = format!(
+                "run step {} {:?} of {}",
+                step.index + 1,
+                step.title,
+                self.rb.meta.id
+            );
+            let wait = decision.wait.unwrap_or(Duration::from_secs(15 * 60));
+            match crate::approvals::request_and_wait(host, &question, 1, false, wait, None) {
+                Ok(outcome) => {
+                    let by = outcome.approved_by.join(", ");
+                    decision = Decision::recorded(
+                        Action::Run,
+                        &by,
+                        format!("approved after {} s", outcome.waited.as_secs()),
+                    );
+                    self.record(
+                        &StepEvent::Decision {
+                            step: step.index,
+                            action: Action::Run,
+                            by: &by,
+                            reason: &decision.reason,
+                            decided_ms: Some(ms(outcome.waited)),
+                        },
+                        Durability::Synced,
+                    );
+                }
+                Err(e) => {
+                    let info = ErrorInfo {
+                        message: e.message,
+                        code: Some(e.code),
+                        location: None,
+                        file: None,
+                        line: 0,
+                        col: 0,
+                    };
+                    let status = if info.code.as_deref() == Some("aborted") {
+                        StepStatus::Aborted
+                    } else {
+                        StepStatus::Failed
+                    };
+                    self.report_error(&info);
+                    let end = StepEnd::new(status, Some(info), None);
+                    return self.finish_step(step, total, started, 0, end, ctx);
+                }
+            }
+        }
         match decision.action {
             Action::Skip | Action::Continue => {
                 let end = StepEnd::new(StepStatus::Skipped, None, Some(decision.reason));
@@ -877,7 +941,7 @@ impl<'a> Executor<'a> {
                 let end = StepEnd::new(StepStatus::Aborted, None, Some(decision.reason));
                 return self.finish_step(step, total, started, 0, end, ctx);
             }
-            Action::Run | Action::Retry | Action::Inspect | Action::Refused => {}
+            Action::Run | Action::Retry | Action::Inspect | Action::Refused | Action::Approval => {}
         }
 
         let mut attempt: u32 = 0;

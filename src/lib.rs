@@ -5,6 +5,7 @@
 //! asking a [`executor::Driver`] what to do → steps call [`bindings`], whose every call passes the
 //! [`recorder`] → which writes the hash-chained [`transcript`]. See `src/README.md`.
 
+pub mod approvals;
 pub mod bindings;
 pub mod catalog;
 pub mod cli;

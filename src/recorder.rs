@@ -37,6 +37,9 @@ pub type ScriptResult<T> = Result<T, Box<EvalAltResult>>;
 pub enum Effect {
     ReadOnly,
     Mutating,
+    /// Waits on people (approvals): changes nothing, but a plan must not wait for it, so in plan
+    /// mode it is answered by its placeholder like a write.
+    Wait,
 }
 
 /// A binding's declaration: made once, next to its implementation.
@@ -387,7 +390,9 @@ pub fn call_at(
 
     // In a plan, a read that names something only a planned write would have created (a
     // placeholder id) cannot be asked of the real cloud: it is answered by its placeholder too.
-    let reads_planned = !mutating && rec.mode.get() == Mode::Plan && mentions_placeholder(&args);
+    let reads_planned = !mutating
+        && rec.mode.get() == Mode::Plan
+        && (spec.effect == Effect::Wait || mentions_placeholder(&args));
     if (mutating || reads_planned) && rec.mode.get() == Mode::Plan {
         let placeholder = (spec.placeholder)(&args);
         if mutating {

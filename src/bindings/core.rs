@@ -29,6 +29,16 @@ static WAIT_UNTIL: Binding = Binding {
     effect: Effect::ReadOnly,
     placeholder: unit_placeholder,
 };
+static APPROVE: Binding = Binding {
+    name: "approve",
+    effect: Effect::Wait,
+    placeholder: approved_placeholder,
+};
+
+fn approved_placeholder(_: &serde_json::Value) -> Dynamic {
+    true.into()
+}
+
 static NOTES_APPEND: Binding = Binding {
     name: "notes::append",
     effect: Effect::Mutating,
@@ -205,6 +215,63 @@ pub mod core_api {
     #[rhai_fn(name = "wait_until", return_raw)]
     pub fn wait_until_default(ctx: NativeCallContext, condition: FnPtr) -> ScriptResult<i64> {
         wait(&ctx, condition, rhai::Map::new())
+    }
+
+    /// Waits for a person to approve `question` (see `approve(question, options)`); returns true
+    /// or fails the step (`approval_denied`, `approval_timeout`).
+    #[rhai_fn(name = "approve", return_raw)]
+    pub fn approve(ctx: NativeCallContext, question: &str) -> ScriptResult<bool> {
+        approve_with(ctx, question, rhai::Map::new())
+    }
+
+    /// Waits for approval: at the terminal in an interactive run, or from `runbook approve RUN_ID`
+    /// in another shell. Options: `approvers` (distinct people needed, default 1), `others`
+    /// (default false; true: the requester's own answer does not count), `timeout` (default
+    /// `"15m"`). Each answer is recorded with the approver's identity. Plans do not wait.
+    #[rhai_fn(name = "approve", return_raw)]
+    pub fn approve_with(
+        ctx: NativeCallContext,
+        question: &str,
+        options: rhai::Map,
+    ) -> ScriptResult<bool> {
+        let pos = ctx.call_position();
+        let bad = |e: BindingError| recorder::runtime_error(&e.code, &e.message, pos);
+        crate::bindings::args::known(&options, &["approvers", "others", "timeout"]).map_err(bad)?;
+        let approvers = crate::bindings::args::int(&options, "approvers", 1)
+            .map_err(bad)?
+            .clamp(1, 10) as u32;
+        let others = crate::bindings::args::boolean(&options, "others", false).map_err(bad)?;
+        let timeout =
+            crate::bindings::args::duration(&options, "timeout", Duration::from_secs(15 * 60))
+                .map_err(bad)?;
+        let recorded = json!({ "question": question, "approvers": approvers, "others": others });
+        recorder::call(&ctx, &APPROVE, recorded, |host| {
+            let mut prompt = host.prompt.borrow_mut().take();
+            let outcome = crate::approvals::request_and_wait(
+                host,
+                question,
+                approvers,
+                others,
+                timeout,
+                prompt
+                    .as_mut()
+                    .map(|p| p.as_mut() as &mut dyn FnMut(&str) -> Option<bool>),
+            );
+            *host.prompt.borrow_mut() = prompt;
+            let outcome = outcome?;
+            host.recorder.log(
+                "approval",
+                &format!(
+                    "approved by {} after {} s",
+                    outcome.approved_by.join(", "),
+                    outcome.waited.as_secs()
+                ),
+            );
+            Ok(json!({ "approved_by": outcome.approved_by })
+                .to_string()
+                .into())
+        })
+        .map(|_| true)
     }
 
     /// Fails the current step with `message` (its `on_failure` runs, if it has one).
