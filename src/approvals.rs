@@ -68,6 +68,9 @@ fn answers(dir: &Path, number: u32) -> Vec<Answer> {
         .collect()
 }
 
+/// Asks the operator at the terminal: Some(true) approves, Some(false) denies, None stops.
+pub type Ask = dyn FnMut(&str) -> Option<bool>;
+
 /// How a wait for approval ended.
 pub struct Outcome {
     pub approved_by: Vec<String>,
@@ -82,7 +85,7 @@ pub fn request_and_wait(
     approvers: u32,
     others: bool,
     timeout: Duration,
-    ask_here: Option<&mut dyn FnMut(&str) -> Option<bool>>,
+    ask_here: Option<&mut Ask>,
 ) -> Result<Outcome, BindingError> {
     let transcript = host.recorder.transcript_path().ok_or_else(|| {
         BindingError::new("no_transcript", "approvals need a run with a transcript")

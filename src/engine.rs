@@ -185,7 +185,7 @@ pub struct Host {
     /// The environment and its cloud backend (`ec2::`, `ssm::`).
     pub cloud: crate::cloud::CloudAccess,
     /// The terminal, in interactive runs: approvals ask the operator there.
-    pub prompt: RefCell<Option<Box<dyn FnMut(&str) -> Option<bool>>>>,
+    pub prompt: RefCell<Option<Box<crate::approvals::Ask>>>,
     /// Whether mutating calls in a protected environment were confirmed for this run.
     pub protected_confirmed: std::cell::Cell<bool>,
 }
