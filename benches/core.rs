@@ -127,6 +127,7 @@ fn time_runs(rb: &Runbook, dir: &Path, iters: u64, counter: &Cell<u64>) -> Durat
         let mut driver = Unattended {
             yes: false,
             operator: "bench".into(),
+            approval_timeout: None,
         };
         let opts = RunOptions {
             resume: None,
