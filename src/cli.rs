@@ -544,6 +544,7 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
         operator: operator.clone(),
         approval_timeout,
     };
+    rb.host.console.set_overall(!interactive);
     if interactive {
         // Approvals asked by the script (`approve(...)`) are answered at this terminal.
         *rb.host.prompt.borrow_mut() = Some(Box::new(|question: &str| {

@@ -1,6 +1,7 @@
-//! What a person watching a run sees on stderr: an indicatif spinner with the current step and its
-//! elapsed time on a terminal, plain one-line-per-event output everywhere else (CI logs, pipes),
-//! because spinners in a log file are noise.
+//! What a person watching a run sees on stderr: on a terminal, an overall step bar with a spinner
+//! for the current step and its elapsed time (and bars for SSM fan-out); plain
+//! one-line-per-event output everywhere else (CI logs, pipes), because spinners in a log file are
+//! noise. In interactive runs the overall bar stays off: it would redraw over the prompt.
 //!
 //! Everything printed here has already been redacted by the caller.
 
@@ -8,12 +9,15 @@ use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 pub struct Console {
     tty: bool,
     quiet: bool,
     spinner: RefCell<Option<ProgressBar>>,
+    /// The overall step bar and the area it shares with the spinner (terminal, unattended).
+    bars: RefCell<Option<(MultiProgress, ProgressBar)>>,
+    overall: std::cell::Cell<bool>,
 }
 
 impl Console {
@@ -23,6 +27,8 @@ impl Console {
             tty: std::io::stderr().is_terminal(),
             quiet,
             spinner: RefCell::new(None),
+            bars: RefCell::new(None),
+            overall: std::cell::Cell::new(true),
         }
     }
 
@@ -32,6 +38,8 @@ impl Console {
             tty: false,
             quiet: true,
             spinner: RefCell::new(None),
+            bars: RefCell::new(None),
+            overall: std::cell::Cell::new(false),
         }
     }
 
@@ -39,9 +47,26 @@ impl Console {
         self.tty
     }
 
+    /// Turns the overall step bar off (interactive runs: the prompt needs the terminal).
+    pub fn set_overall(&self, on: bool) {
+        self.overall.set(on);
+    }
+
+    /// Clears the bars at the end of a run.
+    pub fn finish(&self) {
+        if let Some((multi, bar)) = self.bars.borrow_mut().take() {
+            bar.finish_and_clear();
+            let _ = multi.clear();
+        }
+    }
+
     /// Prints a line above the spinner (or plainly).
     pub fn line(&self, text: &str) {
         if self.quiet {
+            return;
+        }
+        if let Some((multi, _)) = self.bars.borrow().as_ref() {
+            let _ = multi.println(text);
             return;
         }
         match self.spinner.borrow().as_ref() {
@@ -69,7 +94,22 @@ impl Console {
             return;
         }
         if self.tty {
-            let bar = ProgressBar::new_spinner();
+            let mut bar = ProgressBar::new_spinner();
+            if self.overall.get() {
+                let mut bars = self.bars.borrow_mut();
+                let (multi, overall) = bars.get_or_insert_with(|| {
+                    let multi = MultiProgress::new();
+                    let overall = multi.add(ProgressBar::new(total as u64));
+                    if let Ok(style) =
+                        ProgressStyle::with_template("{bar:30} {pos}/{len} steps ({elapsed})")
+                    {
+                        overall.set_style(style);
+                    }
+                    (multi, overall)
+                });
+                overall.set_position(index as u64);
+                bar = multi.add(bar);
+            }
             let style = ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner());
             bar.set_style(style);
@@ -100,7 +140,10 @@ impl Console {
         if self.quiet || !self.tty {
             return None;
         }
-        let bar = ProgressBar::new(len);
+        let mut bar = ProgressBar::new(len);
+        if let Some((multi, _)) = self.bars.borrow().as_ref() {
+            bar = multi.add(bar);
+        }
         if let Ok(style) =
             ProgressStyle::with_template("    {msg} [{bar:30}] {pos}/{len} ({elapsed})")
         {
@@ -113,6 +156,9 @@ impl Console {
     pub fn step_finished(&self, index: usize, total: usize, title: &str, status: &str, ms: u64) {
         if let Some(bar) = self.spinner.borrow_mut().take() {
             bar.finish_and_clear();
+        }
+        if let Some((_, overall)) = self.bars.borrow().as_ref() {
+            overall.set_position(index as u64 + 1);
         }
         let mark = match status {
             "ok" => "✓",

@@ -520,6 +520,7 @@ impl<'a> Executor<'a> {
             }
         }
 
+        host.console.finish();
         let duration = started.elapsed();
         let summary = format!(
             "run {}: {} ok, {} failed, {} skipped, {} not run{}",

@@ -214,6 +214,18 @@ impl Driver for Interactive {
         self.choose("[r]etry, [s]kip to the next step, or [a]bort? > ")
     }
 
+    fn on_uncertain(&mut self, step: &Step, calls: &[String]) -> bool {
+        self.say(&format!(
+            "\n   step {:?} was cut off after sending, without a recorded result:",
+            step.title
+        ));
+        for c in calls {
+            self.say(&format!("     {c}"));
+        }
+        self.say("   check whether it took effect before running the step again.");
+        matches!(self.typed("run the step again anyway", "RUN"), Some(true))
+    }
+
     fn read_line(&mut self, prompt: &str) -> Option<String> {
         self.ask(prompt)
     }

@@ -399,3 +399,95 @@ fn credentials_for_another_account_are_refused_before_anything_runs() {
     );
     assert!(!ws.exists("t.jsonl"));
 }
+
+#[test]
+fn killed_mid_run_on_moto_and_resumed_nothing_is_created_twice() {
+    let runbooks = format!("{REPO}/runbooks");
+    for point in [5_usize, 11, 19] {
+        let moto = Moto::start();
+        let (blue, _) = moto.seed();
+        let ws = moto.workspace("123456789012");
+        let id = format!("instance_id={blue}");
+        let killed = with_credentials(ws.cmd())
+            .env("RUNBOOK_TEST_KILL_AFTER_EVENTS", &point.to_string())
+            .args(&[
+                "run",
+                "ec2-compromised-instance",
+                "--runbooks",
+                &runbooks,
+                "--env",
+                "moto",
+                "--yes",
+                "--no-interactive",
+                "--param",
+                &id,
+                "--param",
+                "incident=2026-1123-012",
+                "--transcript",
+                "t.jsonl",
+            ])
+            .output();
+        assert_eq!(killed.code, -1, "point {point}: killed by the signal");
+        let resumed = run(&ws, &["resume", "t.jsonl", "--yes", "--no-interactive"]);
+        run(&ws, &["transcript", "verify", "t.jsonl"]).expect_code(0);
+        assert!(
+            resumed.code == 0 || resumed.stderr.contains("uncertain"),
+            "point {point}: {}",
+            resumed.stderr
+        );
+        block(async {
+            let ec2 = moto.ec2();
+            let groups = ec2.describe_security_groups().send().await.unwrap();
+            let quarantine = groups
+                .security_groups()
+                .iter()
+                .filter(|g| g.group_name() == Some("runbook-quarantine"))
+                .count();
+            assert_eq!(quarantine, 1, "point {point}: one quarantine group");
+            let snaps = ec2
+                .describe_snapshots()
+                .owner_ids("self")
+                .send()
+                .await
+                .unwrap();
+            let snaps = snaps
+                .snapshots()
+                .iter()
+                .filter(|s| {
+                    s.tags()
+                        .iter()
+                        .any(|t| t.key() == Some("Incident") && t.value() == Some("2026-1123-012"))
+                })
+                .count();
+            assert!(
+                snaps <= 2,
+                "point {point}: never more than one snapshot per volume"
+            );
+            let images = ec2.describe_images().owners("self").send().await.unwrap();
+            let images = images
+                .images()
+                .iter()
+                .filter(|i| {
+                    i.name()
+                        .is_some_and(|n| n.starts_with("forensics-2026-1123-012"))
+                })
+                .count();
+            assert!(images <= 1, "point {point}: never two forensic images");
+            let out = ec2.describe_instances().send().await.unwrap();
+            let replacements = out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .filter(|i| i.tags().iter().any(|t| t.key() == Some("ReplacementFor")))
+                .count();
+            assert!(replacements <= 1, "point {point}: never two replacements");
+            if resumed.code == 0 {
+                assert_eq!(
+                    (snaps, images, replacements),
+                    (2, 1, 1),
+                    "point {point}: the run completed once"
+                );
+            }
+        });
+    }
+}
