@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """The ec2-compromised-instance runbook as a folder-of-boto3-scripts engineer would write it.
 
-Same AWS calls, in the same order, as `runbook run ec2-compromised-instance` makes (quarantine
-group, egress revoke, interface swap, snapshots, tags, stop + wait, image, terminate + wait,
-replacement + wait, status checks), with none of the extras (no transcript, no plan, no redaction).
+The same AWS operations, in the same order, as `runbook run ec2-compromised-instance` makes
+(quarantine group, egress revoke, interface swap, snapshots, tags, stop + wait, image, terminate +
+wait, replacement + wait, status checks), with none of the extras (no transcript, no plan, no
+redaction). Not identical: 19 calls to the runbook's 20 (the runbook describes the instance twice
+before quarantining it, `ec2::describe` then `ec2::isolate`), and fewer tags on the group, the
+snapshots, the image and the replacement (docs/benchmarks.md, section 5, lists them).
 Used by benches/cloud.rs to compare wall time end to end, interpreter start-up included.
 
 usage: boto3_compromised.py ENDPOINT INSTANCE_ID INCIDENT
