@@ -58,6 +58,41 @@ pub enum Command {
         paths: Vec<PathBuf>,
         #[arg(long, value_enum, default_value_t = Output::Human)]
         output: Output,
+        /// Also check the runbook mandate: a runbook with all three phases for every P1/P2 alert,
+        /// reviewed and drilled within 90 days, versions bumped when content changes
+        #[arg(long)]
+        policy: bool,
+        /// The alert catalogue
+        #[arg(long, default_value = "alerts.toml")]
+        alerts: PathBuf,
+        /// Where drill records are
+        #[arg(long, default_value = "drills/results")]
+        results: PathBuf,
+        /// Check as of this date (YYYY-MM-DD; default today), for reproducible results
+        #[arg(long)]
+        now: Option<chrono::NaiveDate>,
+    },
+    /// Run drill scenarios (files, folders, or runbook ids; default: every scenario in drills/)
+    Drill {
+        targets: Vec<PathBuf>,
+        /// The scenarios folder
+        #[arg(long, default_value = "drills")]
+        drills: PathBuf,
+        /// Where each drill's transcript is kept
+        #[arg(long, default_value = "drills/out")]
+        out: PathBuf,
+        /// Where passing drills leave their dated records (read by `check --policy`)
+        #[arg(long, default_value = "drills/results")]
+        results: PathBuf,
+        /// Write JUnit XML here
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Write a Markdown report here
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Scenarios run at once
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
     },
     /// List the runbooks in the runbook folders
     List {
@@ -286,7 +321,38 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             };
             run(&dirs, cli.config.as_deref(), &args, how)
         }
-        Command::Check { paths, output } => check(&dirs, &paths, output),
+        Command::Check {
+            paths,
+            output,
+            policy,
+            alerts,
+            results,
+            now,
+        } => {
+            check(&dirs, &paths, output)?;
+            if policy {
+                check_policy(&dirs, &alerts, &results, now, output)?;
+            }
+            Ok(())
+        }
+        Command::Drill {
+            targets,
+            drills,
+            out,
+            results,
+            junit,
+            report,
+            jobs,
+        } => drill(
+            &dirs,
+            &targets,
+            &drills,
+            &out,
+            &results,
+            junit.as_deref(),
+            report.as_deref(),
+            jobs,
+        ),
         Command::List { output } => list(&dirs, output),
         Command::Show { target } => {
             let rb = load_target(&dirs, &target, silent_host(Mode::Plan))?;
@@ -561,11 +627,8 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
         &mut unattended
     };
     let mut executor = Executor::new(&rb, driver);
-    if let Some(channel) = &rb.meta.notify_slack {
-        executor = executor.observe(Box::new(crate::bindings::slack::SlackLifecycle::new(
-            rb.host.clone(),
-            channel.clone(),
-        )));
+    if let Some(lifecycle) = crate::bindings::slack::SlackLifecycle::for_runbook(&rb) {
+        executor = executor.observe(lifecycle);
     }
     let report = executor.run(RunOptions {
         resume,
@@ -613,6 +676,105 @@ fn write_sim_state(host: &Host, path: &Path) -> Result<()> {
     state["notifications"] = serde_json::Value::Array(host.notifier.captured());
     let text = serde_json::to_string_pretty(&state).unwrap_or_default();
     std::fs::write(path, text).map_err(|e| Error::io("cannot write", path, e))
+}
+
+fn check_policy(
+    dirs: &[PathBuf],
+    alerts: &Path,
+    results: &Path,
+    now: Option<chrono::NaiveDate>,
+    output: Output,
+) -> Result<()> {
+    let catalogue = crate::policy::load_catalogue(alerts)?;
+    let runbooks: Vec<Runbook> = catalog::runbook_files(dirs)
+        .iter()
+        .filter_map(|f| Runbook::load(f, silent_host(Mode::Plan)).ok())
+        .collect();
+    let records = crate::drill::read_records(results);
+    let today = now.unwrap_or_else(|| chrono::Utc::now().date_naive());
+    let violations = crate::policy::check(&runbooks, &catalogue, &records, today);
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({ "date": today.to_string(), "violations": violations })
+            )
+            .unwrap_or_default()
+        ),
+        Output::Human => {
+            if violations.is_empty() {
+                println!(
+                    "policy ok: {} alert(s), {} runbook(s), {} drill record(s), as of {today}",
+                    catalogue.alerts.len(),
+                    runbooks.len(),
+                    records.len()
+                );
+            }
+            for v in &violations {
+                println!("POLICY  {} [{}]: {}", v.subject, v.rule, v.message);
+            }
+        }
+    }
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::PolicyViolations {
+            count: violations.len(),
+        })
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn drill(
+    dirs: &[PathBuf],
+    targets: &[PathBuf],
+    drills: &Path,
+    out: &Path,
+    results: &Path,
+    junit: Option<&Path>,
+    report: Option<&Path>,
+    jobs: usize,
+) -> Result<()> {
+    let files = crate::drill::scenarios(targets, drills)?;
+    if files.is_empty() {
+        return Err(Error::Usage(format!(
+            "no drill scenarios in {}",
+            drills.display()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io("cannot create", out, e))?;
+    let outcomes = crate::drill::run_all(&files, dirs, out, jobs);
+    for (file, r) in &outcomes {
+        println!("{}", crate::drill::summary_line(file, r));
+    }
+    let today = chrono::Utc::now().date_naive().to_string();
+    let passed: Vec<&crate::drill::Outcome> = outcomes
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .collect();
+    crate::drill::write_records(&passed, results, &today)?;
+    if let Some(path) = junit {
+        std::fs::write(path, crate::drill::junit(&outcomes)?)
+            .map_err(|e| Error::io("cannot write", path, e))?;
+    }
+    if let Some(path) = report {
+        std::fs::write(path, crate::drill::markdown(&outcomes))
+            .map_err(|e| Error::io("cannot write", path, e))?;
+    }
+    let failed = outcomes
+        .iter()
+        .filter(|(_, r)| !r.as_ref().is_ok_and(|o| o.passed))
+        .count();
+    println!(
+        "{} drill(s): {} passed, {failed} failed",
+        outcomes.len(),
+        outcomes.len() - failed
+    );
+    if failed > 0 {
+        Err(Error::DrillsFailed { count: failed })
+    } else {
+        Ok(())
+    }
 }
 
 /// One file's `check` result.

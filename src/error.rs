@@ -161,6 +161,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// `check --policy` found violations of the runbook mandate.
+    #[error("{count} policy violation(s)")]
+    PolicyViolations { count: usize },
+
+    /// Drills that did not pass.
+    #[error("{count} drill(s) failed")]
+    DrillsFailed { count: usize },
+
     /// A run that ended in a non-ok state; the transcript has the details.
     #[error("run {status}: {reason}")]
     RunEnded {
@@ -195,7 +203,10 @@ impl Error {
             | Error::Invalid { .. }
             | Error::NotFound(_)
             | Error::VersionMismatch { .. } => exit::INVALID,
-            Error::Io { .. } | Error::TranscriptBroken { .. } => exit::FAILED,
+            Error::Io { .. }
+            | Error::TranscriptBroken { .. }
+            | Error::PolicyViolations { .. }
+            | Error::DrillsFailed { .. } => exit::FAILED,
             Error::RunEnded { status, .. } => match status {
                 RunEndStatus::Failed => exit::FAILED,
                 RunEndStatus::Aborted | RunEndStatus::TimedOut => exit::ABORTED,

@@ -337,6 +337,12 @@ pub struct SlackLifecycle {
 }
 
 impl SlackLifecycle {
+    /// The lifecycle notifier a runbook asks for in its metadata (`notify: #{ slack: ... }`).
+    pub fn for_runbook(rb: &crate::runbook::Runbook) -> Option<Box<dyn RunObserver>> {
+        let channel = rb.meta.notify_slack.clone()?;
+        Some(Box::new(SlackLifecycle::new(rb.host.clone(), channel)))
+    }
+
     pub fn new(host: Rc<Host>, channel: String) -> Self {
         SlackLifecycle {
             host,
