@@ -170,6 +170,24 @@ fn arg_error(ctx: &NativeCallContext, e: BindingError) -> Box<EvalAltResult> {
     recorder::runtime_error(&e.code, &e.message, ctx.call_position())
 }
 
+/// One instance, or `InvalidInstanceID.NotFound` (as AWS words it) when it does not exist.
+pub async fn describe_one(c: &Cloud, id: &str) -> CloudResult<Instance> {
+    let filter = Filter {
+        ids: vec![id.to_string()],
+        ..Filter::default()
+    };
+    c.describe_instances(&filter)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            BindingError::new(
+                "InvalidInstanceID.NotFound",
+                format!("The instance ID '{id}' does not exist"),
+            )
+        })
+}
+
 /// Polls until every instance is in `state`, or fails with `WaiterTimeout` naming the laggards.
 pub async fn wait_for_state(
     cloud: &Cloud,
@@ -322,23 +340,9 @@ pub mod ec2_api {
     /// `InvalidInstanceID.NotFound` when it does not exist. Read-only.
     #[rhai_fn(return_raw)]
     pub fn describe(ctx: NativeCallContext, id: &str) -> ScriptResult<Map> {
-        let f = Filter {
-            ids: vec![id.to_string()],
-            ..Filter::default()
-        };
+        let id = id.to_string();
         recorder::call(&ctx, &DESCRIBE, json!({ "id": id }), |host| {
-            on_cloud(host, async |c: &Cloud| {
-                c.describe_instances(&f)
-                    .await?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| {
-                        BindingError::new(
-                            "InvalidInstanceID.NotFound",
-                            format!("The instance ID '{}' does not exist", f.ids[0]),
-                        )
-                    })
-            })
+            on_cloud(host, async |c: &Cloud| describe_one(c, &id).await)
         })
         .map(|d| d.try_cast::<Map>().unwrap_or_default())
     }
@@ -509,21 +513,7 @@ pub mod ec2_api {
         let recorded = json!({ "id": id, "group_name": group_name });
         recorder::call(&ctx, &ISOLATE, recorded, |host| {
             on_cloud(host, async |c: &Cloud| {
-                let filter = Filter {
-                    ids: vec![id.clone()],
-                    ..Filter::default()
-                };
-                let inst = c
-                    .describe_instances(&filter)
-                    .await?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| {
-                        BindingError::new(
-                            "InvalidInstanceID.NotFound",
-                            format!("The instance ID '{id}' does not exist"),
-                        )
-                    })?;
+                let inst = describe_one(c, &id).await?;
                 let (group, created) = match c.find_security_group(&inst.vpc, &group_name).await? {
                     Some(g) => (g, false),
                     None => {
@@ -612,21 +602,7 @@ pub mod ec2_api {
         let recorded = json!({ "id": id, "incident": incident, "wait": wait });
         recorder::call(&ctx, &SNAPSHOT, recorded, |host| {
             on_cloud(host, async |c: &Cloud| {
-                let filter = Filter {
-                    ids: vec![id.clone()],
-                    ..Filter::default()
-                };
-                let inst = c
-                    .describe_instances(&filter)
-                    .await?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| {
-                        BindingError::new(
-                            "InvalidInstanceID.NotFound",
-                            format!("The instance ID '{id}' does not exist"),
-                        )
-                    })?;
+                let inst = describe_one(c, &id).await?;
                 let mut tags = Tags::from([
                     ("SourceInstance".to_string(), id.clone()),
                     ("CreatedBy".to_string(), "runbook".to_string()),

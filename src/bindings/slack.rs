@@ -87,14 +87,13 @@ fn deliver(
     }
 }
 
-fn slack_send(
-    ctx: &NativeCallContext,
-    text: String,
-    blocks: Option<Value>,
-    channel: Option<String>,
-    thread_ts: Option<String>,
-    required: bool,
-) -> ScriptResult<Map> {
+fn slack_send(ctx: &NativeCallContext, text: String, o: PostOptions) -> ScriptResult<Map> {
+    let PostOptions {
+        channel,
+        thread_ts,
+        blocks,
+        required,
+    } = o;
     let host = recorder::host_of(ctx)?;
     let r = route(&host, channel, thread_ts);
     let recorded = match &r {
@@ -126,15 +125,32 @@ fn slack_send(
     .map(|d| d.try_cast::<Map>().unwrap_or_default())
 }
 
+/// A template message: its text, as Block Kit, with the caller's post options.
+fn post_template(ctx: &NativeCallContext, text: String, options: &Map) -> ScriptResult<Map> {
+    let o = post_options(options).map_err(|e| arg_error(ctx, e))?;
+    let blocks = Some(slack_blocks(&text));
+    slack_send(ctx, text, PostOptions { blocks, ..o })
+}
+
 fn template_fields(fields: &Map) -> Value {
     recorder::to_json(&Dynamic::from_map(fields.clone()))
 }
 
+#[derive(Default)]
 struct PostOptions {
     channel: Option<String>,
     thread_ts: Option<String>,
     blocks: Option<Value>,
     required: bool,
+}
+
+impl PostOptions {
+    fn to(channel: &str) -> Self {
+        PostOptions {
+            channel: Some(channel.to_string()),
+            ..PostOptions::default()
+        }
+    }
 }
 
 fn post_options(opts: &Map) -> Result<PostOptions, BindingError> {
@@ -158,7 +174,7 @@ pub mod slack_api {
     /// Web API). Returns `#{ ok, ts, channel }` or `#{ ok: false, code, error }`. Mutating.
     #[rhai_fn(name = "post", return_raw)]
     pub fn post(ctx: NativeCallContext, text: &str) -> ScriptResult<Map> {
-        slack_send(&ctx, text.to_string(), None, None, None, false)
+        slack_send(&ctx, text.to_string(), PostOptions::default())
     }
 
     /// `post(text)` with options: `required` (error instead of `ok: false`), `blocks`. Mutating.
@@ -169,27 +185,13 @@ pub mod slack_api {
         options: Map,
     ) -> ScriptResult<Map> {
         let o = post_options(&options).map_err(|e| arg_error(&ctx, e))?;
-        slack_send(
-            &ctx,
-            text.to_string(),
-            o.blocks,
-            o.channel,
-            o.thread_ts,
-            o.required,
-        )
+        slack_send(&ctx, text.to_string(), o)
     }
 
     /// Posts `text` to `channel` with `chat.postMessage` (needs `SLACK_BOT_TOKEN`). Mutating.
     #[rhai_fn(name = "post", return_raw)]
     pub fn post_to(ctx: NativeCallContext, channel: &str, text: &str) -> ScriptResult<Map> {
-        slack_send(
-            &ctx,
-            text.to_string(),
-            None,
-            Some(channel.to_string()),
-            None,
-            false,
-        )
+        slack_send(&ctx, text.to_string(), PostOptions::to(channel))
     }
 
     /// `post` with options: `blocks` (Block Kit array), `thread_ts` (reply in a thread),
@@ -205,10 +207,10 @@ pub mod slack_api {
         slack_send(
             &ctx,
             text.to_string(),
-            o.blocks,
-            Some(channel.to_string()),
-            o.thread_ts,
-            o.required,
+            PostOptions {
+                channel: Some(channel.to_string()),
+                ..o
+            },
         )
     }
 
@@ -223,10 +225,10 @@ pub mod slack_api {
         slack_send(
             &ctx,
             text.to_string(),
-            None,
-            Some(channel.to_string()),
-            Some(thread_ts.to_string()),
-            false,
+            PostOptions {
+                thread_ts: Some(thread_ts.to_string()),
+                ..PostOptions::to(channel)
+            },
         )
     }
 
@@ -266,10 +268,11 @@ pub mod slack_api {
         fields: Map,
         options: Map,
     ) -> ScriptResult<Map> {
-        let o = post_options(&options).map_err(|e| arg_error(&ctx, e))?;
-        let text = notify::incident_alert_text(&template_fields(&fields));
-        let blocks = Some(slack_blocks(&text));
-        slack_send(&ctx, text, blocks, o.channel, o.thread_ts, o.required)
+        post_template(
+            &ctx,
+            notify::incident_alert_text(&template_fields(&fields)),
+            &options,
+        )
     }
 
     /// Posts the resolution notice (DevOps document template). `fields`: `incident`,
@@ -282,10 +285,11 @@ pub mod slack_api {
     /// `resolution` with `post` options.
     #[rhai_fn(name = "resolution", return_raw)]
     pub fn resolution_with(ctx: NativeCallContext, fields: Map, options: Map) -> ScriptResult<Map> {
-        let o = post_options(&options).map_err(|e| arg_error(&ctx, e))?;
-        let text = notify::resolution_text(&template_fields(&fields));
-        let blocks = Some(slack_blocks(&text));
-        slack_send(&ctx, text, blocks, o.channel, o.thread_ts, o.required)
+        post_template(
+            &ctx,
+            notify::resolution_text(&template_fields(&fields)),
+            &options,
+        )
     }
 }
 
