@@ -39,6 +39,8 @@ pub struct Scenario {
     pub params: BTreeMap<String, toml::Value>,
     /// Fleet fixture, relative to the scenario (default: the embedded fleet).
     pub fleet: Option<PathBuf>,
+    /// Run against an AWS emulator instead of the sim (moto's server, LocalStack).
+    pub emulator: Option<Emulator>,
     /// Merged into the fleet's `[faults]`.
     #[serde(default)]
     pub faults: toml::Table,
@@ -51,6 +53,20 @@ pub struct Scenario {
 
 fn yes() -> bool {
     true
+}
+
+/// An emulator endpoint for a drill. Faults and cloud-state expectations need the sim (the
+/// emulator cannot be told to fail, and its state is read through the API), so they are refused.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Emulator {
+    pub endpoint: String,
+    #[serde(default = "emulator_region")]
+    pub region: String,
+}
+
+fn emulator_region() -> String {
+    "us-east-1".into()
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -193,9 +209,35 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
     };
     let mut env = Environment::builtin_sim();
     env.name = format!("drill:{name}");
-    env.backend = Backend::Sim;
-    env.fleet = Some(merge_fleet(&base, &s)?);
-    env.fleet_source = format!("{} + faults", path.display());
+    match &s.emulator {
+        None => {
+            env.backend = Backend::Sim;
+            env.fleet = Some(merge_fleet(&base, &s)?);
+            env.fleet_source = format!("{} + faults", path.display());
+        }
+        Some(e) => {
+            let c = &s.expect.cloud;
+            let sim_only = !s.faults.is_empty()
+                || !s.endpoints.is_empty()
+                || s.fleet.is_some()
+                || !(c.isolated.is_empty()
+                    && c.snapshotted.is_empty()
+                    && c.terminated.is_empty()
+                    && c.running.is_empty()
+                    && c.replaced.is_empty()
+                    && c.original_groups.is_empty());
+            if sim_only {
+                return Err(Error::Usage(format!(
+                    "{}: faults, fleets and cloud-state expectations need the sim; an emulator drill checks statuses, calls and notifications",
+                    path.display()
+                )));
+            }
+            env.backend = Backend::Aws;
+            env.aws.endpoint = Some(e.endpoint.clone());
+            env.aws.region = Some(e.region.clone());
+            env.fleet_source = e.endpoint.clone();
+        }
+    }
     let host = Host::with_environment(
         Mode::Run,
         Console::silent(),

@@ -491,3 +491,54 @@ fn killed_mid_run_on_moto_and_resumed_nothing_is_created_twice() {
         });
     }
 }
+
+#[test]
+fn a_drill_can_run_against_the_emulator() {
+    let moto = Moto::start();
+    let (blue, _) = moto.seed();
+    let ws = moto.workspace("123456789012");
+    ws.write(
+        "drills/on-moto.toml",
+        &format!(
+            "runbook = \"ec2-compromised-instance@1.1.0\"\n[emulator]\nendpoint = \"{}\"\n[params]\ninstance_id = \"{blue}\"\nincident = \"2026-1123-013\"\n[expect]\nstatus = \"ok\"\ncalls = [\"ec2::isolate\", \"ec2::snapshot_volumes\", \"ec2::tag\", \"ec2::stop\", \"ec2::create_image\", \"ec2::terminate\", \"ec2::launch\", \"notes::append\"]\n",
+            moto.endpoint()
+        ),
+    );
+    let runbooks = format!("{REPO}/runbooks");
+    let r = run(
+        &ws,
+        &[
+            "drill",
+            "drills/on-moto.toml",
+            "--runbooks",
+            &runbooks,
+            "--out",
+            "out",
+            "--results",
+            "results",
+        ],
+    );
+    r.expect_code(0);
+    assert!(r.stdout.contains("pass  on-moto"), "{}", r.stdout);
+
+    // Faults need the sim: refused with a clear reason, not silently ignored.
+    ws.write(
+        "drills/faulty.toml",
+        &format!("runbook = \"ec2-compromised-instance@1.1.0\"\n[emulator]\nendpoint = \"{}\"\n[faults]\nthrottle_calls = [1]\n", moto.endpoint()),
+    );
+    let r = run(
+        &ws,
+        &[
+            "drill",
+            "drills/faulty.toml",
+            "--runbooks",
+            &runbooks,
+            "--out",
+            "out",
+            "--results",
+            "results",
+        ],
+    );
+    r.expect_code(1);
+    assert!(r.stdout.contains("need the sim"), "{}", r.stdout);
+}

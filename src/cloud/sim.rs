@@ -1063,6 +1063,37 @@ mod tests {
     }
 
     #[test]
+    fn endpoints_are_down_slow_or_flaky_as_scripted() {
+        let sim = SimCloud::from_toml(
+            "[[endpoints]]\nurl = \"http://api/health\"\nlatency_ms = 100\ndown_before_step = 2\nslow_before_step = 3\nslow_latency_ms = 900\n\n[[endpoints]]\nurl = \"http://api/flaky\"\nflaky_every = 3\n",
+        )
+        .unwrap();
+        assert_eq!(
+            sim.http("http://api/health", 1).unwrap().0,
+            503,
+            "down before step 2"
+        );
+        assert_eq!(
+            sim.http("http://api/health", 2).unwrap(),
+            (200, 900, String::new()),
+            "slow at step 2"
+        );
+        assert_eq!(
+            sim.http("http://api/health", 3).unwrap().1,
+            100,
+            "healthy from step 3"
+        );
+        let statuses: Vec<u16> = (0..6)
+            .map(|_| sim.http("http://api/flaky", 1).unwrap().0)
+            .collect();
+        assert_eq!(statuses, vec![200, 200, 500, 200, 200, 500]);
+        assert!(
+            sim.http("http://elsewhere", 1).is_none(),
+            "undeclared URLs are probed for real"
+        );
+    }
+
+    #[test]
     fn unknown_fixture_keys_are_refused() {
         assert!(SimCloud::from_toml("instancez = []").is_err());
     }
