@@ -188,6 +188,34 @@ pub async fn describe_one(c: &Cloud, id: &str) -> CloudResult<Instance> {
         })
 }
 
+/// The one waiter: asks `probe` every `every` until it answers `Ok` (done) or `timeout` passes,
+/// then fails with `WaiterTimeout` naming what is still pending (`Err(pending)` from the probe).
+/// Sleeping happens on the runtime, so a step timeout or Ctrl-C ends the wait at once.
+async fn poll<T>(
+    timeout: Duration,
+    every: Duration,
+    what: &str,
+    mut probe: impl AsyncFnMut() -> CloudResult<Result<T, Vec<String>>>,
+) -> CloudResult<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe().await? {
+            Ok(done) => return Ok(done),
+            Err(pending) if Instant::now() + every > deadline => {
+                return Err(BindingError::new(
+                    "WaiterTimeout",
+                    format!(
+                        "{what} after {}: {}",
+                        humantime::format_duration(timeout),
+                        pending.join(", ")
+                    ),
+                ));
+            }
+            Err(_) => tokio::time::sleep(every).await,
+        }
+    }
+}
+
 /// Polls until every instance is in `state`, or fails with `WaiterTimeout` naming the laggards.
 pub async fn wait_for_state(
     cloud: &Cloud,
@@ -196,34 +224,24 @@ pub async fn wait_for_state(
     timeout: Duration,
     every: Duration,
 ) -> CloudResult<Vec<Instance>> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let found = cloud
-            .describe_instances(&Filter {
-                ids: ids.to_vec(),
-                ..Filter::default()
-            })
-            .await?;
+    let filter = Filter {
+        ids: ids.to_vec(),
+        ..Filter::default()
+    };
+    poll(timeout, every, &format!("still not {state}"), async || {
+        let found = cloud.describe_instances(&filter).await?;
         let waiting: Vec<String> = found
             .iter()
             .filter(|i| i.state != state)
             .map(|i| format!("{} is {}", i.id, i.state))
             .collect();
-        if waiting.is_empty() {
-            return Ok(found);
-        }
-        if Instant::now() + every > deadline {
-            return Err(BindingError::new(
-                "WaiterTimeout",
-                format!(
-                    "gave up after {} waiting for {state}: {}",
-                    humantime::format_duration(timeout),
-                    waiting.join(", ")
-                ),
-            ));
-        }
-        tokio::time::sleep(every).await;
-    }
+        Ok(if waiting.is_empty() {
+            Ok(found)
+        } else {
+            Err(waiting)
+        })
+    })
+    .await
 }
 
 /// Polls until both status checks of every instance report `ok`.
@@ -233,8 +251,7 @@ pub async fn wait_status_ok(
     timeout: Duration,
     every: Duration,
 ) -> CloudResult<Vec<InstanceStatus>> {
-    let deadline = Instant::now() + timeout;
-    loop {
+    poll(timeout, every, "status checks not ok", async || {
         let statuses = cloud.instance_status(ids).await?;
         let bad: Vec<String> = ids
             .iter()
@@ -243,33 +260,21 @@ pub async fn wait_status_ok(
                     .iter()
                     .any(|s| &s.id == *id && s.system_status == "ok" && s.instance_status == "ok")
             })
-            .map(|id| {
-                let s = statuses.iter().find(|s| &s.id == id);
-                format!(
-                    "{id} ({})",
-                    s.map(|s| format!(
-                        "system {}, instance {}",
-                        s.system_status, s.instance_status
-                    ))
-                    .unwrap_or_else(|| "no status yet".into())
-                )
+            .map(|id| match statuses.iter().find(|s| &s.id == id) {
+                Some(s) => format!(
+                    "{id} (system {}, instance {})",
+                    s.system_status, s.instance_status
+                ),
+                None => format!("{id} (no status yet)"),
             })
             .collect();
-        if bad.is_empty() {
-            return Ok(statuses);
-        }
-        if Instant::now() + every > deadline {
-            return Err(BindingError::new(
-                "WaiterTimeout",
-                format!(
-                    "status checks not ok after {}: {}",
-                    humantime::format_duration(timeout),
-                    bad.join(", ")
-                ),
-            ));
-        }
-        tokio::time::sleep(every).await;
-    }
+        Ok(if bad.is_empty() {
+            Ok(statuses)
+        } else {
+            Err(bad)
+        })
+    })
+    .await
 }
 
 fn filter_from(spec: &Map) -> Result<Filter, BindingError> {
@@ -623,29 +628,24 @@ pub mod ec2_api {
                 }
                 if wait && !snaps.is_empty() {
                     let ids: Vec<String> = snaps.iter().map(|s| s.id.clone()).collect();
-                    let deadline = Instant::now() + timeout;
-                    loop {
+                    let done = poll(timeout, every, "snapshots not completed", async || {
                         let now = c.describe_snapshots(&ids).await?;
-                        let pending: Vec<&str> = now
+                        let pending: Vec<String> = now
                             .iter()
                             .filter(|s| s.state != "completed")
-                            .map(|s| s.id.as_str())
+                            .map(|s| s.id.clone())
                             .collect();
-                        for s in &mut snaps {
-                            if let Some(n) = now.iter().find(|n| n.id == s.id) {
-                                s.state = n.state.clone();
-                            }
+                        Ok(if pending.is_empty() {
+                            Ok(now)
+                        } else {
+                            Err(pending)
+                        })
+                    })
+                    .await?;
+                    for s in &mut snaps {
+                        if let Some(n) = done.iter().find(|n| n.id == s.id) {
+                            s.state = n.state.clone();
                         }
-                        if pending.is_empty() {
-                            break;
-                        }
-                        if Instant::now() + every > deadline {
-                            return Err(BindingError::new(
-                                "WaiterTimeout",
-                                format!("snapshots not completed: {}", pending.join(", ")),
-                            ));
-                        }
-                        tokio::time::sleep(every).await;
                     }
                 }
                 Ok(snaps
