@@ -282,6 +282,7 @@ fn the_repl_loads_every_binding_plans_on_request_and_records_the_session() {
     s.send_line("ec2::stop(\"i-0a1b2c3d4e5f60001\")[0].state")
         .unwrap();
     s.expect("= \"planned\"").unwrap();
+    s.expect("repl (plan)> ").unwrap();
     s.send_line(":plan off").unwrap();
     s.expect("repl> ").unwrap();
     // Multi-line input.
@@ -291,6 +292,9 @@ fn the_repl_loads_every_binding_plans_on_request_and_records_the_session() {
     s.send_line("i.state == \"running\" }).len(); n * 10")
         .unwrap();
     s.expect("= 40").unwrap();
+    // Ctrl-D only means "end" to a reader at its prompt: wait for it (sent earlier, while the
+    // terminal is still in line mode between prompts, the EOF would be lost).
+    s.expect("repl> ").unwrap();
     s.send(expectrl::ControlCode::EndOfTransmission).unwrap();
     assert_eq!(exit_code(s), 0);
     let ev = events(&ws.path().join("r.jsonl"));
