@@ -190,6 +190,12 @@ pub struct PlanArgs {
     /// With the sim backend: write the simulated cloud's final state here (JSON)
     #[arg(long, value_name = "PATH")]
     pub sim_state_out: Option<PathBuf>,
+    /// Refuse any write that would make this run change more than N distinct resources
+    #[arg(long, value_name = "N")]
+    pub max_resources: Option<usize>,
+    /// Refuse every write while this file exists (an emergency stop for unattended runs)
+    #[arg(long, value_name = "PATH", env = "RUNBOOK_KILL_SWITCH")]
+    pub kill_switch: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -385,6 +391,8 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                 env: first["environment"].as_str().map(str::to_string),
                 confirm_env,
                 sim_state_out,
+                max_resources: None,
+                kill_switch: std::env::var_os("RUNBOOK_KILL_SWITCH").map(PathBuf::from),
             };
             let interactive =
                 interactive || (!no_interactive && !yes && std::io::stdin().is_terminal());
@@ -546,6 +554,9 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
     let protected = env.protected;
     let host = Host::with_environment(mode, Console::detect(quiet), abort.clone(), env);
     let rb = load_target(dirs, &args.target, host)?;
+    rb.host
+        .guardrails
+        .configure(args.max_resources, args.kill_switch.clone());
     // Ctrl-C asks the running step to stop at its next operation or wait; the executor then
     // asks what to do (interactive) or records the abort, and finishes the transcript properly.
     // A second Ctrl-C stops the run.

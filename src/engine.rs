@@ -184,6 +184,8 @@ pub struct Host {
     pub notifier: crate::notify::Notifier,
     /// The environment and its cloud backend (`ec2::`, `ssm::`).
     pub cloud: crate::cloud::CloudAccess,
+    /// Blast radius and kill switch, checked before every write.
+    pub guardrails: crate::recorder::Guardrails,
     /// The terminal, in interactive runs: approvals ask the operator there.
     pub prompt: RefCell<Option<Box<crate::approvals::Ask>>>,
     /// Whether mutating calls in a protected environment were confirmed for this run.
@@ -226,6 +228,7 @@ impl Host {
             cloud: crate::cloud::CloudAccess::new(env),
             protected_confirmed: std::cell::Cell::new(false),
             prompt: RefCell::new(None),
+            guardrails: crate::recorder::Guardrails::default(),
         })
     }
 

@@ -51,6 +51,74 @@ pub struct Binding {
     pub placeholder: fn(&Value) -> Dynamic,
 }
 
+/// Limits enforced on every write, before it is sent (the unattended-run guardrails).
+#[derive(Debug, Default)]
+pub struct Guardrails {
+    /// The most distinct resources (instances, volumes, groups, ...) one run may change.
+    max_resources: Cell<Option<usize>>,
+    /// While this file exists, no write is sent (an operator's emergency stop).
+    kill_switch: RefCell<Option<std::path::PathBuf>>,
+    touched: RefCell<std::collections::BTreeSet<String>>,
+}
+
+impl Guardrails {
+    /// Sets the limits for this run (before its first step).
+    pub fn configure(&self, max_resources: Option<usize>, kill_switch: Option<std::path::PathBuf>) {
+        self.max_resources.set(max_resources);
+        *self.kill_switch.borrow_mut() = kill_switch;
+    }
+
+    /// Why `args` may not be sent, if they may not. Resources are the AWS-shaped ids in the
+    /// arguments (`i-…`, `vol-…`, `sg-…`, ...): what the call names is what it changes.
+    fn refuse(&self, binding: &str, args: &Value) -> Option<(&'static str, String)> {
+        if let Some(path) = self.kill_switch.borrow().as_ref()
+            && path.exists()
+        {
+            return Some((
+                "kill_switch",
+                format!(
+                    "{binding} refused: the kill switch {} is set",
+                    path.display()
+                ),
+            ));
+        }
+        let max = self.max_resources.get()?;
+        let mut ids = Vec::new();
+        resource_ids(args, &mut ids);
+        let mut touched = self.touched.borrow_mut();
+        let new: Vec<&String> = ids.iter().filter(|id| !touched.contains(*id)).collect();
+        if touched.len() + new.len() > max {
+            return Some((
+                "blast_radius",
+                format!(
+                    "{binding} refused: it would change {} more resource(s) ({}) and this run may change at most {max} ({} already)",
+                    new.len(),
+                    new.iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    touched.len()
+                ),
+            ));
+        }
+        touched.extend(new.into_iter().cloned());
+        None
+    }
+}
+
+fn resource_ids(value: &Value, out: &mut Vec<String>) {
+    static SHAPE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"^(i|vol|snap|sg|ami|eni|subnet|vpc)-[0-9a-f]{8,17}$")
+            .expect("valid regex")
+    });
+    match value {
+        Value::String(s) if SHAPE.is_match(s) => out.push(s.clone()),
+        Value::Array(items) => items.iter().for_each(|v| resource_ids(v, out)),
+        Value::Object(map) => map.values().for_each(|v| resource_ids(v, out)),
+        _ => {}
+    }
+}
+
 /// Every placeholder id handed out in plan mode contains this (`i-planned00000000`, `sg-planned`).
 pub const PLANNED_MARKER: &str = "planned";
 
@@ -462,6 +530,12 @@ pub fn call_at(
             let _ = rec.record(&event, Durability::Synced);
             return rhai::serde::to_dynamic(&done.result);
         }
+    }
+
+    if mutating && let Some((rule, why)) = host.guardrails.refuse(spec.name, &args) {
+        let event = json!({ "type": "guardrail", "step": step, "binding": spec.name, "rule": rule, "reason": why });
+        let _ = rec.record(&event, Durability::Synced);
+        return Err(runtime_error(rule, &why, pos));
     }
 
     if mutating && host.cloud.environment().protected && !host.protected_confirmed.get() {

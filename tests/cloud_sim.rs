@@ -446,3 +446,93 @@ containment("Read", |ctx| {
     let ev = events(&ws.path().join("t.jsonl"));
     assert_eq!(of_type(&ev, "step_finished")[0]["ctx"]["version"], 1);
 }
+
+#[test]
+fn the_blast_radius_cap_stops_a_run_mid_way_and_keeps_earlier_writes() {
+    let ws = with_fleet("");
+    ws.write(
+        "runbooks/wide.rhai",
+        r#"runbook(#{ id: "wide", version: "1.0.0", title: "t", severity: "P3" });
+containment("Tag one", |ctx| { ec2::tag("i-0a1b2c3d4e5f60001", #{ Checked: "yes" }); });
+containment("Tag it again", |ctx| { ec2::tag("i-0a1b2c3d4e5f60001", #{ Checked: "twice" }); });
+eradication("Tag two more", |ctx| { ec2::tag(["i-0a1b2c3d4e5f60002", "i-0a1b2c3d4e5f60003"], #{ Checked: "yes" }); });
+"#,
+    );
+    let run = ws.run(&[
+        "run",
+        "wide",
+        "--env",
+        "drill",
+        "--max-resources",
+        "2",
+        "--transcript",
+        "t.jsonl",
+        "--sim-state-out",
+        "state.json",
+    ]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("at most 2"), "{}", run.stderr);
+    let ev = events(&ws.path().join("t.jsonl"));
+    let statuses: Vec<&str> = of_type(&ev, "step_finished")
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        vec!["ok", "ok", "failed"],
+        "re-touching a resource is not a new one"
+    );
+    let guard = of_type(&ev, "guardrail");
+    assert_eq!(guard.len(), 1);
+    assert_eq!(guard[0]["rule"], "blast_radius");
+    let s = state(&ws, "state.json");
+    assert_eq!(
+        s["mutations"].as_array().unwrap().len(),
+        2,
+        "the two earlier writes happened, the third did not"
+    );
+    assert!(
+        instance(&s, "i-0a1b2c3d4e5f60002")["tags"]
+            .get("Checked")
+            .is_none()
+    );
+}
+
+#[test]
+fn the_kill_switch_refuses_every_write_while_it_is_set() {
+    let ws = with_fleet("");
+    let switch = ws.write("STOP", "incident commander says stop\n");
+    let runbooks = runbooks();
+    let id = format!("instance_id={BLUE_1}");
+    let run = ws.run(&[
+        "run",
+        "ec2-compromised-instance",
+        "--runbooks",
+        &runbooks,
+        "--env",
+        "drill",
+        "--yes",
+        "--param",
+        &id,
+        "--param",
+        "incident=2026-1123-014",
+        "--kill-switch",
+        switch.to_str().unwrap(),
+        "--transcript",
+        "t.jsonl",
+        "--sim-state-out",
+        "state.json",
+    ]);
+    run.expect_code(1);
+    let ev = events(&ws.path().join("t.jsonl"));
+    assert!(
+        of_type(&ev, "intent").is_empty(),
+        "nothing was about to be sent"
+    );
+    assert!(
+        of_type(&ev, "guardrail")
+            .iter()
+            .all(|g| g["rule"] == "kill_switch")
+    );
+    assert_eq!(state(&ws, "state.json")["mutations"], serde_json::json!([]));
+}
