@@ -102,8 +102,21 @@ impl ScriptDiagnostic {
     }
 }
 
+/// Shortens `text` to at most `max` bytes without cutting a character in two; true when it did.
+pub(crate) fn truncate_utf8(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    true
+}
+
 /// Converts a 1-based line/column (columns count characters, as Rhai does) to a byte offset.
-fn byte_offset(source: &str, line: usize, col: usize) -> usize {
+pub(crate) fn byte_offset(source: &str, line: usize, col: usize) -> usize {
     let mut offset = 0;
     for (i, text) in source.split_inclusive('\n').enumerate() {
         if i + 1 == line.max(1) {
@@ -251,6 +264,16 @@ mod tests {
         assert_eq!(byte_offset(src, 2, 2), 5); // 'ç' is two bytes
         assert_eq!(byte_offset(src, 3, 2), 8);
         assert_eq!(byte_offset(src, 9, 9), src.len());
+    }
+
+    #[test]
+    fn truncation_never_cuts_a_character() {
+        let mut s = "aé".to_string(); // 'é' is bytes 1..3
+        assert!(truncate_utf8(&mut s, 2));
+        assert_eq!(s, "a");
+        let mut short = "abc".to_string();
+        assert!(!truncate_utf8(&mut short, 3));
+        assert_eq!(short, "abc");
     }
 
     #[test]

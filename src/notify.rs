@@ -150,6 +150,8 @@ impl Notifier {
                 req = req.bearer_auth(token);
             }
             let outcome = req.send().await;
+            // Server errors and transport failures back off 200 ms, 400 ms, 800 ms, ...
+            let backoff = Duration::from_millis(200 * 2u64.pow(attempt - 1));
             let wait = match outcome {
                 Ok(resp) if resp.status().as_u16() == 429 => {
                     let after = resp
@@ -170,17 +172,13 @@ impl Notifier {
                     }
                     after
                 }
-                Ok(resp) if resp.status().is_server_error() && attempt < MAX_ATTEMPTS => {
-                    Duration::from_millis(200 * 2u64.pow(attempt - 1))
-                }
+                Ok(resp) if resp.status().is_server_error() && attempt < MAX_ATTEMPTS => backoff,
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let body = resp.text().await.unwrap_or_default();
                     return Ok((status, body));
                 }
-                Err(_) if attempt < MAX_ATTEMPTS => {
-                    Duration::from_millis(200 * 2u64.pow(attempt - 1))
-                }
+                Err(_) if attempt < MAX_ATTEMPTS => backoff,
                 // The error text can carry the URL (a secret for webhooks): report its kind only.
                 Err(e) => {
                     let kind = if e.is_timeout() {

@@ -746,26 +746,10 @@ fn line_col_at(source: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-fn offset_of(source: &str, line: usize, col: usize) -> usize {
-    let mut offset = 0;
-    for (i, text) in source.split_inclusive('\n').enumerate() {
-        if i + 1 == line {
-            return offset
-                + text
-                    .chars()
-                    .take(col.saturating_sub(1))
-                    .map(char::len_utf8)
-                    .sum::<usize>();
-        }
-        offset += text.len();
-    }
-    source.len()
-}
-
 /// Finds where `key:` is written after `from` (a map literal's key has no runtime position, but
 /// the text does). Falls back to `from` itself.
 fn key_position(source: &str, from: (usize, usize), key: &str) -> (usize, usize) {
-    let start = offset_of(source, from.0, from.1);
+    let start = crate::error::byte_offset(source, from.0, from.1);
     let pattern = format!(r#"(?:\b{k}|"{k}")\s*:"#, k = regex::escape(key));
     match Regex::new(&pattern)
         .ok()

@@ -135,13 +135,7 @@ fn judge(o: &HttpOptions, answer: Result<Answer, String>) -> Value {
                 ));
             }
             let mut body = a.body;
-            if body.len() > BODY_LIMIT {
-                let mut end = BODY_LIMIT;
-                while !body.is_char_boundary(end) {
-                    end -= 1;
-                }
-                body.truncate(end);
-            }
+            crate::error::truncate_utf8(&mut body, BODY_LIMIT);
             json!({
                 "ok": problems.is_empty(),
                 "status": a.status,

@@ -62,15 +62,12 @@ fn arg_error(ctx: &NativeCallContext, e: BindingError) -> Box<EvalAltResult> {
     recorder::runtime_error(&e.code, &e.message, ctx.call_position())
 }
 
-fn clip(text: String) -> String {
-    if text.len() <= OUTPUT_LIMIT {
-        return text;
+fn clip(mut text: String) -> String {
+    let bytes = text.len();
+    if crate::error::truncate_utf8(&mut text, OUTPUT_LIMIT) {
+        text.push_str(&format!("\n[truncated: {bytes} bytes in all]"));
     }
-    let mut end = OUTPUT_LIMIT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}\n[truncated: {} bytes in all]", &text[..end], text.len())
+    text
 }
 
 /// Who a command goes to: explicit instances, or the running instances with these tags.

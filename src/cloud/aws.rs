@@ -74,12 +74,7 @@ fn chain(e: &dyn std::error::Error) -> String {
     }
     tracing::debug!(error = ?e, "AWS SDK error");
     let mut line = parts.join(": ");
-    if line.len() > 400 {
-        let mut end = 400;
-        while !line.is_char_boundary(end) {
-            end -= 1;
-        }
-        line.truncate(end);
+    if crate::error::truncate_utf8(&mut line, 400) {
         line.push('…');
     }
     line
