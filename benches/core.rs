@@ -125,7 +125,7 @@ fn time_runs(rb: &Runbook, dir: &Path, iters: u64, counter: &Cell<u64>) -> Durat
         counter.set(n + 1);
         let transcript = dir.join(format!("run-{n}.jsonl"));
         let mut driver = Unattended {
-            yes: false,
+            yes: None,
             operator: "bench".into(),
             approval_timeout: None,
         };
@@ -137,6 +137,7 @@ fn time_runs(rb: &Runbook, dir: &Path, iters: u64, counter: &Cell<u64>) -> Durat
             account: None,
             operator: "bench".into(),
             params: params.clone(),
+            trigger: None,
         };
         let start = Instant::now();
         let report = Executor::new(rb, &mut driver).run(opts).expect("run");

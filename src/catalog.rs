@@ -3,6 +3,48 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::runbook::Runbook;
+
+/// The id a runbook file declares, or None when it does not load.
+pub fn id_of(path: &Path) -> Option<String> {
+    let host = crate::engine::Host::new(
+        crate::recorder::Mode::Plan,
+        crate::console::Console::silent(),
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
+    Runbook::load(path, host).ok().map(|rb| rb.meta.id)
+}
+
+/// Resolves and loads a target (`file.rhai` or `ID[@VERSION]`) on `host`, enforcing its
+/// version pin.
+pub fn load(
+    dirs: &[PathBuf],
+    target: &str,
+    host: std::rc::Rc<crate::engine::Host>,
+) -> Result<Runbook> {
+    let target = Target::parse(target);
+    let path = locate(&target, dirs, id_of)?;
+    load_at(&path, &target, host)
+}
+
+/// Loads the file `target` was located at, enforcing its version pin.
+pub fn load_at(
+    path: &Path,
+    target: &Target,
+    host: std::rc::Rc<crate::engine::Host>,
+) -> Result<Runbook> {
+    let rb = Runbook::load(path, host)?;
+    if let Target::Id { id, pin: Some(pin) } = target
+        && !pin_matches(pin, &rb.meta.version)?
+    {
+        return Err(Error::VersionMismatch {
+            id: id.clone(),
+            pinned: pin.clone(),
+            found: rb.meta.version.to_string(),
+        });
+    }
+    Ok(rb)
+}
 
 /// The folders to search: `--runbooks`/`RUNBOOK_PATH` when given, else `./runbooks`.
 pub fn search_dirs(given: &[PathBuf]) -> Vec<PathBuf> {

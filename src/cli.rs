@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
-use crate::catalog::{self, Target};
+use crate::catalog;
 use crate::config::Config;
 use crate::console::Console;
 use crate::engine::Host;
@@ -45,6 +45,16 @@ pub struct Cli {
     /// The environments file (default: the first runbook.toml walking up from here)
     #[arg(long, global = true, env = "RUNBOOK_CONFIG")]
     pub config: Option<PathBuf>,
+
+    /// Diagnostic log format on stderr (json: one object per line, for log aggregation)
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RUNBOOK_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,6 +169,35 @@ pub enum Command {
         #[arg(long)]
         plan: bool,
     },
+    /// Tier 1: receive alerts over HTTP (Alertmanager, SNS, signed webhooks) and start the
+    /// runbooks hooks.toml routes them to, under guardrails; escalate when they trip
+    Serve {
+        /// The routing and guardrails file
+        #[arg(long, default_value = crate::hooks::config::FILE_NAME, env = "RUNBOOK_HOOKS")]
+        hooks: PathBuf,
+        /// Listen here instead of hooks.toml's server.listen (port 0 picks a free one)
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Once listening, write the bound address to this file
+        #[arg(long, value_name = "PATH")]
+        addr_file: Option<PathBuf>,
+    },
+    /// Handle one alert payload from stdin exactly as `serve` would (for cron or exec
+    /// integrations); its runs finish before this returns
+    Hook {
+        /// What sent the payload
+        #[arg(long, value_enum, required_unless_present = "reset_breakers")]
+        source: Option<crate::hooks::Source>,
+        /// The routing and guardrails file
+        #[arg(long, default_value = crate::hooks::config::FILE_NAME, env = "RUNBOOK_HOOKS")]
+        hooks: PathBuf,
+        /// Instead: close open circuit breakers in the saved state (all, or `--scope RUNBOOK`)
+        #[arg(long)]
+        reset_breakers: bool,
+        /// With --reset-breakers: only this runbook's breaker (`*` is the overall one)
+        #[arg(long, requires = "reset_breakers")]
+        scope: Option<String>,
+    },
     /// Print the API reference of every function a runbook can call
     Docs,
     /// Print shell completions
@@ -249,7 +288,13 @@ fn parse_param(text: &str) -> std::result::Result<(String, String), String> {
 /// Entry point used by `main.rs`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // A server's decisions are its log; a one-shot command stays quiet unless asked.
+    let level = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    init_tracing(cli.log_format, level);
     match dispatch(cli) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(err) => {
@@ -259,17 +304,20 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat, level: &str) {
     // Quiet unless asked: diagnostics are for developers, progress is the console's job.
     // The SDK's credential chain warns about every provider it tries (IMDS off a cloud host,
     // absent profiles); the outcome is reported by us, so its chatter waits for RUST_LOG.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,aws_config=error"));
-    let _ = tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},aws_config=error"))
+    });
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(color())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.with_ansi(color()).try_init(),
+    };
 }
 
 fn color() -> bool {
@@ -361,7 +409,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         ),
         Command::List { output } => list(&dirs, output),
         Command::Show { target } => {
-            let rb = load_target(&dirs, &target, silent_host(Mode::Plan))?;
+            let rb = catalog::load(&dirs, &target, silent_host(Mode::Plan))?;
             print!("{}", rb.to_markdown());
             Ok(())
         }
@@ -459,6 +507,41 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                 .unwrap_or_else(|| executor::default_transcript_path(&format!("repl-{id}")));
             crate::repl::run(host, path, &name, &executor::operator())
         }
+        Command::Serve {
+            hooks,
+            listen,
+            addr_file,
+        } => {
+            let config = Config::load(cli.config.as_deref())?;
+            crate::hooks::serve(&hooks, dirs, config, listen, addr_file.as_deref())
+        }
+        Command::Hook {
+            source,
+            hooks,
+            reset_breakers,
+            scope,
+        } => {
+            if reset_breakers {
+                let closed = crate::hooks::reset_breakers(&hooks, scope.as_deref())?;
+                println!(
+                    "closed: {}",
+                    if closed.is_empty() {
+                        "none (no breaker was open)".to_string()
+                    } else {
+                        closed.join(", ")
+                    }
+                );
+                return Ok(());
+            }
+            let Some(source) = source else {
+                return Err(Error::Usage("--source is required".into()));
+            };
+            let mut payload = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut payload)
+                .map_err(|e| Error::io("cannot read", Path::new("<stdin>"), e))?;
+            let config = Config::load(cli.config.as_deref())?;
+            crate::hooks::one_shot(&hooks, dirs, config, source, &payload)
+        }
         Command::Docs => {
             print!("{}", crate::docs::markdown()?);
             Ok(())
@@ -477,52 +560,6 @@ pub fn dispatch(cli: Cli) -> Result<()> {
 
 fn silent_host(mode: Mode) -> Rc<Host> {
     Host::new(mode, Console::silent(), Arc::new(AtomicBool::new(false)))
-}
-
-/// The id a runbook file declares, or None when it does not load.
-fn id_of(path: &Path) -> Option<String> {
-    Runbook::load(path, silent_host(Mode::Plan))
-        .ok()
-        .map(|rb| rb.meta.id)
-}
-
-/// Resolves and loads a target, enforcing its version pin.
-fn load_target(dirs: &[PathBuf], target: &str, host: Rc<Host>) -> Result<Runbook> {
-    let target = Target::parse(target);
-    let path = catalog::locate(&target, dirs, id_of)?;
-    let rb = Runbook::load(&path, host)?;
-    if let Target::Id { id, pin: Some(pin) } = &target
-        && !catalog::pin_matches(pin, &rb.meta.version)?
-    {
-        return Err(Error::VersionMismatch {
-            id: id.clone(),
-            pinned: pin.clone(),
-            found: rb.meta.version.to_string(),
-        });
-    }
-    Ok(rb)
-}
-
-/// The account the environment's credentials resolve to, refusing the run when it is not the
-/// one `runbook.toml` expects (a staging profile pointed at production is how outages start).
-fn verify_account(host: &Host) -> Result<Option<String>> {
-    let env = host.cloud.environment();
-    let found = host.cloud.account(&host.io, &host.interrupt);
-    match (&env.account_id, found) {
-        (Some(expected), Ok(found)) if *expected != found => Err(Error::Usage(format!(
-            "environment {}: the credentials resolve to account {found}, not {expected}: refusing to run",
-            env.name
-        ))),
-        (Some(_), Err(e)) => Err(Error::Usage(format!(
-            "environment {}: cannot confirm the account ({}: {}): refusing to run",
-            env.name, e.code, e.message
-        ))),
-        (_, Ok(found)) => Ok(Some(found)),
-        (None, Err(e)) => {
-            tracing::warn!(code = %e.code, "could not resolve the account: {}", e.message);
-            Ok(None)
-        }
-    }
 }
 
 /// How a run is driven.
@@ -553,7 +590,7 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
     let env_name = env.name.clone();
     let protected = env.protected;
     let host = Host::with_environment(mode, Console::detect(quiet), abort.clone(), env);
-    let rb = load_target(dirs, &args.target, host)?;
+    let rb = catalog::load(dirs, &args.target, host)?;
     rb.host
         .guardrails
         .configure(args.max_resources, args.kill_switch.clone());
@@ -582,7 +619,7 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
             }
         }
     }
-    let account = verify_account(&rb.host)?;
+    let account = crate::cloud::verify_account(&rb.host)?;
     for w in &rb.warnings {
         rb.host
             .console
@@ -617,7 +654,7 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
         rb.meta.title
     ));
     let mut unattended = Unattended {
-        yes,
+        yes: yes.then(|| "--yes".to_string()),
         operator: operator.clone(),
         approval_timeout,
     };
@@ -649,6 +686,7 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
         account,
         operator,
         params,
+        trigger: None,
     })?;
     if let Some(path) = &args.sim_state_out {
         write_sim_state(&rb.host, path)?;

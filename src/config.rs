@@ -134,6 +134,11 @@ impl Config {
         })
     }
 
+    /// The top-level `[notifications]`, resolved against the environment variables.
+    pub fn notifications(&self, delivery: Delivery) -> NotifySettings {
+        NotifySettings::resolve(&self.file.notifications, delivery)
+    }
+
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }

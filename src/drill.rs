@@ -22,7 +22,6 @@ use crate::engine::Host;
 use crate::error::{Error, Result};
 use crate::executor::{Executor, RunOptions, Unattended};
 use crate::recorder::Mode;
-use crate::runbook::Runbook;
 use crate::transcript;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -253,28 +252,8 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
             s.runbook
         )));
     }
-    let file = catalog::locate(&target, dirs, |p| {
-        Runbook::load(
-            p,
-            Host::new(
-                Mode::Plan,
-                Console::silent(),
-                Arc::new(AtomicBool::new(false)),
-            ),
-        )
-        .ok()
-        .map(|r| r.meta.id)
-    })?;
-    let rb = Runbook::load(&file, host)?;
-    if let Target::Id { id, pin: Some(pin) } = &target
-        && !catalog::pin_matches(pin, &rb.meta.version)?
-    {
-        return Err(Error::VersionMismatch {
-            id: id.clone(),
-            pinned: pin.clone(),
-            found: rb.meta.version.to_string(),
-        });
-    }
+    let file = catalog::locate(&target, dirs, catalog::id_of)?;
+    let rb = catalog::load_at(&file, &target, host)?;
     let given: Vec<(String, String)> = s
         .params
         .iter()
@@ -284,7 +263,7 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
     let run_id = crate::executor::new_run_id();
     let transcript_path = out.join(format!("{name}-{run_id}.jsonl"));
     let mut driver = Unattended {
-        yes: s.yes,
+        yes: s.yes.then(|| "the drill scenario's yes = true".to_string()),
         operator: "drill".into(),
         approval_timeout: None,
     };
@@ -301,6 +280,7 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
         account: None,
         operator: "drill".into(),
         params,
+        trigger: None,
     })?;
     let duration = started.elapsed();
     let state = rb.host.cloud.sim_state().unwrap_or(Value::Null);

@@ -208,6 +208,17 @@ impl Host {
         abort: Arc<AtomicBool>,
         env: crate::config::Environment,
     ) -> Rc<Self> {
+        Self::with_cloud(mode, console, abort, crate::cloud::CloudAccess::new(env))
+    }
+
+    /// A host on a given way to the cloud (possibly already connected).
+    pub fn with_cloud(
+        mode: Mode,
+        console: Console,
+        abort: Arc<AtomicBool>,
+        cloud: crate::cloud::CloudAccess,
+    ) -> Rc<Self> {
+        let env = cloud.environment();
         let redactor = Rc::new(Redactor::new());
         // Webhook URLs and tokens are secrets from the first moment, whatever prints them.
         for secret in env.notify.secrets() {
@@ -225,7 +236,7 @@ impl Host {
             env_allow: RefCell::new(Vec::new()),
             notes_path: RefCell::new(None),
             io: crate::io::AsyncIo::default(),
-            cloud: crate::cloud::CloudAccess::new(env),
+            cloud,
             protected_confirmed: std::cell::Cell::new(false),
             prompt: RefCell::new(None),
             guardrails: crate::recorder::Guardrails::default(),

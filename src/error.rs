@@ -182,6 +182,10 @@ pub enum Error {
     #[error("{count} drill(s) failed")]
     DrillsFailed { count: usize },
 
+    /// `runbook hook`: runs the alerts started that did not end ok (each escalated).
+    #[error("{count} run(s) did not end ok (first: {first})")]
+    HookRunsFailed { count: usize, first: String },
+
     /// A run that ended in a non-ok state; the transcript has the details.
     #[error("run {status}: {reason}")]
     RunEnded {
@@ -219,7 +223,8 @@ impl Error {
             Error::Io { .. }
             | Error::TranscriptBroken { .. }
             | Error::PolicyViolations { .. }
-            | Error::DrillsFailed { .. } => exit::FAILED,
+            | Error::DrillsFailed { .. }
+            | Error::HookRunsFailed { .. } => exit::FAILED,
             Error::RunEnded { status, .. } => match status {
                 RunEndStatus::Failed => exit::FAILED,
                 RunEndStatus::Aborted | RunEndStatus::TimedOut => exit::ABORTED,

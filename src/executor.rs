@@ -141,7 +141,8 @@ pub trait Driver {
 /// `run` without a person at the keyboard: every step runs, and a step that needs confirmation
 /// stops the run unless `--yes` was given (recorded either way).
 pub struct Unattended {
-    pub yes: bool,
+    /// Confirmation given in advance, and by what (`--yes`, a drill scenario, a hook rule).
+    pub yes: Option<String>,
     pub operator: String,
     /// Steps that ask for confirmation wait this long for `runbook approve` instead of stopping.
     pub approval_timeout: Option<Duration>,
@@ -156,7 +157,7 @@ impl Driver for Unattended {
             Confirm::Yes => "confirmation".to_string(),
             Confirm::Word(w) => format!("the typed confirmation {w:?}"),
         };
-        if let (false, Some(wait)) = (self.yes, self.approval_timeout) {
+        if let (None, Some(wait)) = (&self.yes, self.approval_timeout) {
             return Decision {
                 wait: Some(wait),
                 ..Decision::recorded(
@@ -166,11 +167,11 @@ impl Driver for Unattended {
                 )
             };
         }
-        if self.yes {
+        if let Some(by) = &self.yes {
             Decision::recorded(
                 Action::Run,
                 &self.operator,
-                format!("step needs {asked}; given in advance with --yes"),
+                format!("step needs {asked}; given in advance with {by}"),
             )
         } else {
             Decision::recorded(
@@ -218,6 +219,8 @@ pub struct RunOptions {
     pub account: Option<String>,
     pub operator: String,
     pub params: Map,
+    /// What started the run when it was not a person (the alert, for hook runs).
+    pub trigger: Option<Value>,
 }
 
 /// How a run went, for the CLI's summary and exit code.
@@ -583,7 +586,11 @@ impl<'a> Executor<'a> {
             .collect();
         let mut files: Vec<&std::path::Path> = vec![rb.path.as_path()];
         files.extend(module_paths.iter().map(PathBuf::as_path));
-        let git = crate::git::info(dir, &files);
+        let content_key: String = std::iter::once(rb.sha256.as_str())
+            .chain(rb.modules().iter().map(|m| m.sha256.as_str()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let git = crate::git::info_cached(dir, &files, &content_key);
         let params = to_json(&Dynamic::from_map(opts.params.clone()));
         let steps: Vec<Value> = rb
             .steps
@@ -616,6 +623,7 @@ impl<'a> Executor<'a> {
                 "git": git,
             },
             "operator": opts.operator,
+            "trigger": opts.trigger,
             "mode": rb.host.recorder.mode().as_str(),
             "environment": opts.environment,
             "backend": match rb.host.cloud.environment().backend {

@@ -18,6 +18,7 @@ pub mod engine;
 pub mod error;
 pub mod executor;
 pub mod git;
+pub mod hooks;
 pub mod interactive;
 pub mod io;
 pub mod notify;

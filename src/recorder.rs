@@ -58,7 +58,12 @@ pub struct Guardrails {
     max_resources: Cell<Option<usize>>,
     /// While this file exists, no write is sent (an operator's emergency stop).
     kill_switch: RefCell<Option<std::path::PathBuf>>,
+    /// While this SSM parameter holds anything but `off`, no write is sent: a kill switch one
+    /// person can throw for every runner in the account at once.
+    kill_parameter: RefCell<Option<String>>,
     touched: RefCell<std::collections::BTreeSet<String>>,
+    /// The rule that last refused a write in this run, if any.
+    tripped: Cell<Option<&'static str>>,
 }
 
 impl Guardrails {
@@ -68,9 +73,19 @@ impl Guardrails {
         *self.kill_switch.borrow_mut() = kill_switch;
     }
 
+    /// The rule that last refused a write (`kill_switch`, `blast_radius`), if one did.
+    pub fn tripped(&self) -> Option<&'static str> {
+        self.tripped.get()
+    }
+
+    /// Also holds every write while the SSM parameter `name` is set (see [`kill_parameter_state`]).
+    pub fn set_kill_parameter(&self, name: Option<String>) {
+        *self.kill_parameter.borrow_mut() = name;
+    }
+
     /// Why `args` may not be sent, if they may not. Resources are the AWS-shaped ids in the
     /// arguments (`i-…`, `vol-…`, `sg-…`, ...): what the call names is what it changes.
-    fn refuse(&self, binding: &str, args: &Value) -> Option<(&'static str, String)> {
+    fn refuse(&self, host: &Host, binding: &str, args: &Value) -> Option<(&'static str, String)> {
         if let Some(path) = self.kill_switch.borrow().as_ref()
             && path.exists()
         {
@@ -81,6 +96,11 @@ impl Guardrails {
                     path.display()
                 ),
             ));
+        }
+        if let Some(name) = self.kill_parameter.borrow().as_ref()
+            && let Some(why) = kill_parameter_state(host, name)
+        {
+            return Some(("kill_switch", format!("{binding} refused: {why}")));
         }
         let max = self.max_resources.get()?;
         let mut ids = Vec::new();
@@ -103,6 +123,27 @@ impl Guardrails {
         }
         touched.extend(new.into_iter().cloned());
         None
+    }
+}
+
+/// Whether the kill-switch parameter holds writes, and why. It fails closed: a parameter that
+/// cannot be read holds them too (an outage of SSM is no time for unattended writes).
+/// A missing parameter, or one set to `off`, `false` or `0`, does not.
+pub fn kill_parameter_state(host: &Host, name: &str) -> Option<String> {
+    let read = host.cloud.get(&host.io).and_then(|cloud| {
+        host.io
+            .block_on(&host.interrupt, cloud.get_parameter(name, true))
+    });
+    match read {
+        Ok(value) => match value.trim().to_ascii_lowercase().as_str() {
+            "" | "off" | "false" | "0" => None,
+            _ => Some(format!("the kill switch parameter {name} is set")),
+        },
+        Err(e) if e.code == "ParameterNotFound" => None,
+        Err(e) => Some(format!(
+            "the kill switch parameter {name} cannot be read ({}: {})",
+            e.code, e.message
+        )),
     }
 }
 
@@ -270,6 +311,8 @@ pub struct Recorder {
     replay: RefCell<std::collections::VecDeque<ReplayCall>>,
     calls: Cell<u64>,
     mutating_sent: Cell<u64>,
+    /// When the first call was sent (the hook server's alert-to-action latency).
+    first_call: Cell<Option<Instant>>,
 }
 
 impl Recorder {
@@ -284,11 +327,17 @@ impl Recorder {
             replay: RefCell::new(std::collections::VecDeque::new()),
             calls: Cell::new(0),
             mutating_sent: Cell::new(0),
+            first_call: Cell::new(None),
         }
     }
 
     pub fn mode(&self) -> Mode {
         self.mode.get()
+    }
+
+    /// When the run's first binding call was sent, if one was.
+    pub fn first_call(&self) -> Option<Instant> {
+        self.first_call.get()
     }
 
     /// Writes an interrupted step already made: on resume they are answered from the transcript.
@@ -532,9 +581,10 @@ pub fn call_at(
         }
     }
 
-    if mutating && let Some((rule, why)) = host.guardrails.refuse(spec.name, &args) {
+    if mutating && let Some((rule, why)) = host.guardrails.refuse(host, spec.name, &args) {
         let event = json!({ "type": "guardrail", "step": step, "binding": spec.name, "rule": rule, "reason": why });
         let _ = rec.record(&event, Durability::Synced);
+        host.guardrails.tripped.set(Some(rule));
         return Err(runtime_error(rule, &why, pos));
     }
 
@@ -571,6 +621,9 @@ pub fn call_at(
 
     tracing::debug!(binding = spec.name, mutating, "call");
     let started = Instant::now();
+    if rec.first_call.get().is_none() {
+        rec.first_call.set(Some(started));
+    }
     let outcome = work(host);
     let duration_ms = started.elapsed().as_millis() as u64;
     let (result, error) = match &outcome {

@@ -287,6 +287,30 @@ impl Cloud {
     }
 }
 
+/// The account the environment's credentials resolve to, refusing the run when it is not the
+/// one `runbook.toml` expects (a staging profile pointed at production is how outages start).
+pub fn verify_account(host: &crate::engine::Host) -> crate::error::Result<Option<String>> {
+    let env = host.cloud.environment();
+    let found = host.cloud.account(&host.io, &host.interrupt);
+    match (&env.account_id, found) {
+        (Some(expected), Ok(found)) if *expected != found => {
+            Err(crate::error::Error::Usage(format!(
+                "environment {}: the credentials resolve to account {found}, not {expected}: refusing to run",
+                env.name
+            )))
+        }
+        (Some(_), Err(e)) => Err(crate::error::Error::Usage(format!(
+            "environment {}: cannot confirm the account ({}: {}): refusing to run",
+            env.name, e.code, e.message
+        ))),
+        (_, Ok(found)) => Ok(Some(found)),
+        (None, Err(e)) => {
+            tracing::warn!(code = %e.code, "could not resolve the account: {}", e.message);
+            Ok(None)
+        }
+    }
+}
+
 /// The run's way to the cloud: the chosen environment and its backend, connected on first use
 /// (a runbook that never touches the cloud pays nothing for it).
 pub struct CloudAccess {
@@ -302,6 +326,15 @@ impl CloudAccess {
         }
     }
 
+    /// An environment whose backend is already connected (the hook server hands each run a
+    /// handle on its one simulated cloud).
+    pub fn connected(env: crate::config::Environment, cloud: Cloud) -> Self {
+        CloudAccess {
+            env,
+            cloud: std::sync::OnceLock::from(cloud),
+        }
+    }
+
     pub fn environment(&self) -> &crate::config::Environment {
         &self.env
     }
@@ -313,19 +346,7 @@ impl CloudAccess {
         }
         let cloud = match self.env.backend {
             crate::config::Backend::Sim => {
-                let text = self.env.fleet.as_deref().unwrap_or(sim::DEFAULT_FLEET);
-                let mut sim = sim::SimCloud::from_toml(text).map_err(|e| {
-                    BindingError::new(
-                        "bad_fleet",
-                        format!("fleet fixture {}: {e}", self.env.fleet_source),
-                    )
-                })?;
-                if let Some(path) = &self.env.sim_state {
-                    sim = sim
-                        .persistent(path)
-                        .map_err(|e| BindingError::new("bad_sim_state", e))?;
-                }
-                Cloud::Sim(Box::new(sim))
+                Cloud::Sim(Box::new(sim::SimCloud::for_environment(&self.env)?))
             }
             crate::config::Backend::Aws => {
                 let rt = io.runtime()?;

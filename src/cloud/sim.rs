@@ -12,7 +12,7 @@
 //! Throttling is retried like the SDK's standard retry mode does (up to `max_attempts`).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -277,8 +277,10 @@ struct State {
 }
 
 pub struct SimCloud {
-    fleet: Fleet,
-    state: Mutex<State>,
+    fleet: Arc<Fleet>,
+    /// Shared by every handle made with [`SimCloud::share`] (the hook server's concurrent runs
+    /// act on one simulated cloud, as they would on one account).
+    state: Arc<Mutex<State>>,
     request_ids: Mutex<Vec<String>>,
     /// Where the state is kept across processes (a drill that resumes after a crash, `runbook
     /// approve` from a second shell); None keeps it in memory only.
@@ -290,6 +292,22 @@ fn err(code: &str, message: impl Into<String>) -> BindingError {
 }
 
 impl SimCloud {
+    /// The simulated cloud of a sim environment: its fleet fixture (or the embedded one), and
+    /// its state file when it has one.
+    pub fn for_environment(env: &crate::config::Environment) -> CloudResult<Self> {
+        let text = env.fleet.as_deref().unwrap_or(DEFAULT_FLEET);
+        let sim = Self::from_toml(text).map_err(|e| {
+            err(
+                "bad_fleet",
+                format!("fleet fixture {}: {e}", env.fleet_source),
+            )
+        })?;
+        match &env.sim_state {
+            Some(path) => sim.persistent(path).map_err(|e| err("bad_sim_state", e)),
+            None => Ok(sim),
+        }
+    }
+
     pub fn from_toml(text: &str) -> Result<Self, String> {
         let fleet: Fleet = toml::from_str(text).map_err(|e| e.to_string())?;
         Ok(Self::new(fleet))
@@ -345,7 +363,7 @@ impl SimCloud {
         let output_uses = vec![0; fleet.command_outputs.len()];
         let probes = vec![0; fleet.endpoints.len()];
         SimCloud {
-            state: Mutex::new(State {
+            state: Arc::new(Mutex::new(State {
                 instances,
                 groups,
                 snapshots: Vec::new(),
@@ -357,8 +375,8 @@ impl SimCloud {
                 next_id: 0,
                 mutations: Vec::new(),
                 probes,
-            }),
-            fleet,
+            })),
+            fleet: Arc::new(fleet),
             request_ids: Mutex::new(Vec::new()),
             persist_to: None,
         }
@@ -372,7 +390,7 @@ impl SimCloud {
                 std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
             let state: State =
                 serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-            self.state = Mutex::new(state);
+            self.state = Arc::new(Mutex::new(state));
         }
         self.persist_to = Some(path.to_path_buf());
         self.persist(&*self.lock().map_err(|e| e.message)?);
@@ -395,6 +413,17 @@ impl SimCloud {
             .and_then(|()| std::fs::rename(&tmp, path));
         if let Err(e) = written {
             tracing::error!("cannot save the simulated state to {}: {e}", path.display());
+        }
+    }
+
+    /// Another handle on the same simulated cloud, with its own request ids (so concurrent runs
+    /// each record the ids of their own calls).
+    pub fn share(&self) -> SimCloud {
+        SimCloud {
+            fleet: self.fleet.clone(),
+            state: self.state.clone(),
+            request_ids: Mutex::new(Vec::new()),
+            persist_to: self.persist_to.clone(),
         }
     }
 

@@ -8,6 +8,7 @@
 
 pub mod http;
 pub mod moto;
+pub mod sns;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

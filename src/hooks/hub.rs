@@ -1,0 +1,1031 @@
+//! The hook hub: authentication, routing, admission and execution of alert-started runs, shared
+//! by `runbook serve` (HTTP) and `runbook hook` (one payload on stdin).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::config::{Hooks, Route};
+use super::escalate::{Escalation, Escalator};
+use super::guard::{Candidate, Gate, Refusal};
+use super::journal::Journal;
+use super::metrics::Metrics;
+use super::pool::{Job, RunRecord, RunTable};
+use super::{Alert, Rejection, Source, sns};
+use crate::catalog::{self, Target};
+use crate::cloud::{Cloud, CloudAccess, sim::SimCloud};
+use crate::config::{Backend, Config};
+use crate::console::Console;
+use crate::engine::Host;
+use crate::error::{Error, Result};
+use crate::executor::{Executor, RunOptions, Unattended};
+use crate::recorder::Mode;
+use crate::transcript::now_utc;
+
+/// The shared secrets, read from the environment variables hooks.toml names.
+struct Secrets {
+    alertmanager: Option<String>,
+    generic: Option<String>,
+    admin: Option<String>,
+}
+
+fn secret(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// What happened to one alert (the receiver's answer lists one per alert).
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertOutcome {
+    pub alert: String,
+    pub fingerprint: String,
+    /// `accepted`, `resolved`, `unmatched`, `deduplicated`, `refused` or `queue_full`.
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transcript: Option<String>,
+}
+
+impl AlertOutcome {
+    fn new(alert: &Alert, outcome: &'static str) -> Self {
+        AlertOutcome {
+            alert: alert.name.clone(),
+            fingerprint: alert.fingerprint.clone(),
+            outcome,
+            reason: None,
+            detail: None,
+            route: None,
+            run_id: None,
+            transcript: None,
+        }
+    }
+}
+
+/// A route checked at start-up: its runbook located, its environment known.
+struct Planned {
+    file: PathBuf,
+    target: Target,
+    protected: bool,
+}
+
+pub struct Hub {
+    pub hooks: Hooks,
+    config: Config,
+    planned: BTreeMap<String, Planned>,
+    gate: Mutex<Gate>,
+    pub journal: Journal,
+    pub metrics: Metrics,
+    escalator: Escalator,
+    /// One simulated cloud per sim environment, shared by the runs on it.
+    sims: BTreeMap<String, SimCloud>,
+    secrets: Secrets,
+    sns_trust: sns::SnsTrust,
+    certs: sns::CertCache,
+    http: reqwest::Client,
+    /// Signatures (generic) and message ids (SNS) seen within the replay window.
+    seen: Mutex<HashMap<String, i64>>,
+    pub runs: Mutex<RunTable>,
+    queue: Mutex<Option<mpsc::SyncSender<Job>>>,
+    jobs: Mutex<Option<mpsc::Receiver<Job>>>,
+    workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    accepting: AtomicBool,
+    stopping: AtomicBool,
+    /// The runtime escalations are sent on (worker threads have none of their own).
+    rt: tokio::runtime::Handle,
+    escalations: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Hub {
+    /// Checks the configuration whole (every route's runbook, pin, parameters and environment)
+    /// and opens the journal. Nothing is listening yet.
+    pub fn new(
+        hooks: Hooks,
+        dirs: Vec<PathBuf>,
+        config: Config,
+        rt: tokio::runtime::Handle,
+    ) -> Result<Arc<Hub>> {
+        let mut planned = BTreeMap::new();
+        let mut sims = BTreeMap::new();
+        let mut problems = Vec::new();
+        for route in &hooks.file.routes {
+            match plan_route(route, &dirs, &config) {
+                Ok((p, env)) => {
+                    if env.backend == Backend::Sim && !sims.contains_key(&env.name) {
+                        match SimCloud::for_environment(&env) {
+                            Ok(sim) => {
+                                sims.insert(env.name.clone(), sim);
+                            }
+                            Err(e) => problems.push(format!(
+                                "route {:?}: environment {}: {}",
+                                route.name, env.name, e.message
+                            )),
+                        }
+                    }
+                    planned.insert(route.name.clone(), p);
+                }
+                Err(e) => problems.push(format!("route {:?}: {e}", route.name)),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Error::Usage(format!(
+                "{}: {}",
+                hooks.path.display(),
+                problems.join("\n  ")
+            )));
+        }
+        let auth = &hooks.file.auth;
+        let secrets = Secrets {
+            alertmanager: secret(&auth.alertmanager_token_env),
+            generic: secret(&auth.generic_secret_env),
+            admin: secret(&auth.admin_token_env),
+        };
+        let escalator = Escalator::new(
+            config.notifications(crate::notify::Delivery::Send),
+            hooks.file.escalation.channel.clone(),
+            hooks.file.escalation.mention.clone(),
+        );
+        let sns_trust = sns::SnsTrust {
+            topics: hooks.file.sns.topics.clone(),
+            cert_url: pattern(
+                hooks.file.sns.cert_url.as_deref(),
+                sns::DEFAULT_CERT_URL_PATTERN,
+            )?,
+            subscribe_url: pattern(
+                hooks.file.sns.subscribe_url.as_deref(),
+                sns::DEFAULT_SUBSCRIBE_URL_PATTERN,
+            )?,
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Usage(format!("cannot build the HTTP client: {e}")))?;
+        let state = super::guard::load_state(&hooks.state_path())?;
+        let mut all_secrets = escalator.secrets();
+        all_secrets.extend(
+            [&secrets.alertmanager, &secrets.generic, &secrets.admin]
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
+        let journal_path = hooks
+            .transcripts()
+            .join(format!("journal-{}.jsonl", crate::executor::new_run_id()));
+        let journal = Journal::create(
+            &journal_path,
+            all_secrets,
+            json!({
+                "type": "journal_started",
+                "config": hooks.path.display().to_string(),
+                "routes": hooks.file.routes.iter().map(|r| json!({"name": r.name, "alert": r.alert, "runbook": r.runbook})).collect::<Vec<_>>(),
+                "pid": std::process::id(),
+                "tool": format!("runbook {}", env!("CARGO_PKG_VERSION")),
+            }),
+        )?;
+        let (tx, rx) = mpsc::sync_channel(hooks.file.server.queue);
+        let metrics = Metrics::default();
+        metrics.breakers_open.set(state.breakers.len() as i64);
+        Ok(Arc::new(Hub {
+            gate: Mutex::new(Gate::new(hooks.file.guardrails.clone(), state)),
+            runs: Mutex::new(RunTable::new(hooks.file.server.history)),
+            hooks,
+            config,
+            planned,
+            journal,
+            metrics,
+            escalator,
+            sims,
+            secrets,
+            sns_trust,
+            certs: sns::CertCache::new(http.clone()),
+            http,
+            seen: Mutex::new(HashMap::new()),
+            queue: Mutex::new(Some(tx)),
+            jobs: Mutex::new(Some(rx)),
+            workers: Mutex::new(Vec::new()),
+            accepting: AtomicBool::new(true),
+            stopping: AtomicBool::new(false),
+            rt,
+            escalations: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Starts the worker threads (the concurrency limit).
+    pub fn start_workers(self: &Arc<Self>) -> Result<()> {
+        let Some(rx) = lock(&self.jobs).take() else {
+            return Ok(());
+        };
+        let rx = Arc::new(Mutex::new(rx));
+        let mut workers = lock(&self.workers);
+        for n in 0..self.hooks.file.server.workers {
+            let (hub, rx) = (self.clone(), rx.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("run-worker-{n}"))
+                // Rhai evaluation is recursive; the limits bound the depth, this gives it room.
+                .stack_size(8 * 1024 * 1024)
+                .spawn(move || {
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        hub.metrics.runs_queued.dec();
+                        hub.execute(job);
+                    }
+                })
+                .map_err(|e| Error::Usage(format!("cannot start a worker thread: {e}")))?;
+            workers.push(handle);
+        }
+        Ok(())
+    }
+
+    pub fn journal_path(&self) -> String {
+        self.journal.path().display().to_string()
+    }
+
+    pub fn accepting(&self) -> bool {
+        self.accepting.load(Ordering::SeqCst)
+    }
+
+    // ---- authentication -------------------------------------------------------------------
+
+    /// Checks the bearer token Alertmanager sends.
+    pub fn check_bearer(&self, header: Option<&str>) -> std::result::Result<(), Rejection> {
+        check_token(self.secrets.alertmanager.as_deref(), header, "alertmanager")
+    }
+
+    /// Checks the admin token (`GET /runs`, `POST /admin/...`). Without one configured, the
+    /// read-only endpoints are open and the admin ones closed.
+    pub fn check_admin(
+        &self,
+        header: Option<&str>,
+        write: bool,
+    ) -> std::result::Result<(), Rejection> {
+        if self.secrets.admin.is_none() && !write {
+            return Ok(());
+        }
+        check_token(self.secrets.admin.as_deref(), header, "admin")
+    }
+
+    /// Checks a generic webhook's signature, freshness, and that it was not seen before.
+    pub fn check_generic(
+        &self,
+        timestamp: Option<&str>,
+        signature: Option<&str>,
+        body: &[u8],
+    ) -> std::result::Result<(), Rejection> {
+        let Some(key) = self.secrets.generic.as_deref() else {
+            return Err(Rejection::Unauthenticated(format!(
+                "no key configured (set {})",
+                self.hooks.file.auth.generic_secret_env
+            )));
+        };
+        let now = chrono::Utc::now().timestamp();
+        let window = self.hooks.file.auth.replay_window;
+        super::generic::verify(key.as_bytes(), timestamp, signature, body, now, window)?;
+        self.first_sighting(signature.unwrap_or_default(), now, window)
+    }
+
+    /// Refuses what was seen within `window` (the same signed request sent twice).
+    fn first_sighting(
+        &self,
+        key: &str,
+        now: i64,
+        window: Duration,
+    ) -> std::result::Result<(), Rejection> {
+        let mut seen = lock(&self.seen);
+        if seen.len() > 10_000 {
+            seen.retain(|_, at| now - *at <= window.as_secs() as i64);
+        }
+        if seen
+            .get(key)
+            .is_some_and(|at| now - at <= window.as_secs() as i64)
+        {
+            return Err(Rejection::Unauthenticated("replayed request".into()));
+        }
+        seen.insert(key.to_string(), now);
+        Ok(())
+    }
+
+    /// An SNS message: verified, then a subscription confirmed or a CloudWatch alarm returned.
+    pub async fn sns_message(&self, body: &[u8]) -> std::result::Result<Vec<Alert>, Rejection> {
+        let unauth = |e: sns::SnsError| Rejection::Unauthenticated(format!("sns: {e}"));
+        let envelope = sns::parse(body).map_err(|e| Rejection::Malformed(e.to_string()))?;
+        self.certs
+            .verify(&envelope, &self.sns_trust)
+            .await
+            .map_err(unauth)?;
+        let now = chrono::Utc::now().timestamp();
+        // SNS retries a delivery with the same MessageId; a verified message is processed once.
+        self.first_sighting(
+            &format!("sns:{}", envelope.message_id),
+            now,
+            Duration::from_secs(24 * 3600),
+        )?;
+        match envelope.kind {
+            sns::Kind::SubscriptionConfirmation => {
+                let result =
+                    sns::confirm_subscription(&self.http, &envelope, &self.sns_trust).await;
+                let _ = self
+                    .journal
+                    .record(json!({
+                        "type": "sns_subscription",
+                        "topic": envelope.topic_arn,
+                        "confirmed": result.is_ok(),
+                        "error": result.as_ref().err().map(|e| e.to_string()),
+                    }))
+                    .await;
+                result.map_err(|e| Rejection::Malformed(format!("sns: {e}")))?;
+                Ok(Vec::new())
+            }
+            sns::Kind::UnsubscribeConfirmation => {
+                let _ = self
+                    .journal
+                    .record(json!({ "type": "sns_unsubscribed", "topic": envelope.topic_arn }))
+                    .await;
+                Ok(Vec::new())
+            }
+            sns::Kind::Notification => {
+                let alarm = sns::cloudwatch_alarm(&envelope.message)
+                    .map_err(|e| Rejection::Malformed(format!("sns: {e}")))?;
+                Ok(vec![alarm_to_alert(&alarm)])
+            }
+        }
+    }
+
+    // ---- admission ------------------------------------------------------------------------
+
+    /// Routes and admits each alert, queueing the runs it may start. `via` names the request
+    /// (for the journal).
+    pub async fn admit_all(self: &Arc<Self>, alerts: Vec<Alert>, via: &str) -> Vec<AlertOutcome> {
+        let mut outcomes = Vec::with_capacity(alerts.len());
+        for alert in alerts {
+            let outcome = self.admit(&alert, Instant::now());
+            let mut event = json!({
+                "type": "alert",
+                "via": via,
+                "source": alert.source.as_str(),
+                "alert": alert.name,
+                "firing": alert.firing,
+                "fingerprint": alert.fingerprint,
+                "labels": alert.labels,
+                "outcome": outcome.outcome,
+            });
+            for (k, v) in [
+                ("reason", &outcome.reason),
+                ("detail", &outcome.detail),
+                ("route", &outcome.route),
+                ("run_id", &outcome.run_id),
+                ("transcript", &outcome.transcript),
+            ] {
+                if let Some(v) = v {
+                    event[k] = json!(v);
+                }
+            }
+            if let Err(e) = self.journal.record(event).await {
+                tracing::error!(alert = %alert.name, "the alert could not be journaled: {e}");
+            }
+            outcomes.push(outcome);
+        }
+        outcomes
+    }
+
+    fn admit(self: &Arc<Self>, alert: &Alert, received: Instant) -> AlertOutcome {
+        let source = alert.source.as_str();
+        Metrics::inc(&self.metrics.alerts_received, &[("source", source)]);
+        let mut out = AlertOutcome::new(alert, "accepted");
+        let count = |out: &AlertOutcome| {
+            Metrics::inc(
+                &self.metrics.alerts,
+                &[
+                    ("outcome", out.outcome),
+                    ("reason", out.reason.as_deref().unwrap_or("")),
+                ],
+            );
+        };
+        if !alert.firing {
+            out.outcome = "resolved";
+            count(&out);
+            return out;
+        }
+        if !self.accepting() {
+            out.outcome = "refused";
+            out.reason = Some("shutting_down".into());
+            count(&out);
+            return out;
+        }
+        let Some(route) = self.hooks.route(alert) else {
+            out.outcome = "unmatched";
+            count(&out);
+            return out;
+        };
+        out.route = Some(route.name.clone());
+        let filled = route
+            .params_for(alert)
+            .and_then(|p| Ok((p, route.target_for(alert)?)));
+        let (params, target) = match filled {
+            Ok(x) => x,
+            Err(why) => {
+                out.outcome = "refused";
+                out.reason = Some("bad_params".into());
+                out.detail = Some(why);
+                count(&out);
+                self.escalate_refusal(alert, route, &out);
+                return out;
+            }
+        };
+        let planned = self.planned.get(&route.name);
+        let kill_switch = self.hooks.kill_switch().is_some_and(|p| p.exists());
+        let protected_refused = planned.is_some_and(|p| p.protected) && !route.allow_protected;
+        let candidate = Candidate {
+            fingerprint: &alert.fingerprint,
+            runbook: route.runbook_id(),
+            target: &target,
+            cooldown: route.cooldown,
+            protected_refused,
+            kill_switch,
+        };
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut gate = lock(&self.gate);
+        let admitted = match gate.admit(&candidate, now_ms) {
+            Ok(admitted) => admitted,
+            Err((refusal, opened)) => {
+                let breakers = gate.state.breakers.len();
+                drop(gate);
+                self.metrics.breakers_open.set(breakers as i64);
+                out.outcome = if refusal == Refusal::Deduplicated {
+                    "deduplicated"
+                } else {
+                    "refused"
+                };
+                out.reason = Some(refusal.reason().into());
+                out.detail = Some(refusal.describe());
+                if refusal != Refusal::Deduplicated {
+                    Metrics::inc(&self.metrics.guardrail_trips, &[("rule", refusal.reason())]);
+                }
+                if opened.is_some() {
+                    self.save_state();
+                }
+                count(&out);
+                if refusal.escalates() {
+                    self.escalate_refusal(alert, route, &out);
+                }
+                return out;
+            }
+        };
+        // Admitted: queue it, still holding the gate so a full queue can undo the admission
+        // (the sender retries a 503, and the retry must not be deduplicated away).
+        let run_id = crate::executor::new_run_id();
+        let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        let transcript = self
+            .hooks
+            .transcripts()
+            .join(day)
+            .join(format!("{}-{run_id}.jsonl", route.runbook_id()));
+        let job = Job {
+            run_id: run_id.clone(),
+            alert: alert.clone(),
+            route: route.clone(),
+            params,
+            transcript: transcript.clone(),
+            received,
+        };
+        let record = RunRecord {
+            run_id: run_id.clone(),
+            status: "queued".into(),
+            alert: alert.name.clone(),
+            source: alert.source.as_str(),
+            fingerprint: alert.fingerprint.clone(),
+            route: route.name.clone(),
+            runbook: route.runbook.clone(),
+            environment: route.environment.clone(),
+            transcript: transcript.display().to_string(),
+            received_at: now_utc(),
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            first_call_ms: None,
+            reason: None,
+        };
+        lock(&self.runs).insert(record);
+        let sent = match lock(&self.queue).as_ref() {
+            Some(tx) => tx.try_send(job).map_err(|e| match e {
+                mpsc::TrySendError::Full(_) => "queue_full",
+                mpsc::TrySendError::Disconnected(_) => "shutting_down",
+            }),
+            None => Err("shutting_down"),
+        };
+        match sent {
+            Ok(()) => {
+                gate.dirty = true;
+                drop(gate);
+                self.metrics.runs_queued.inc();
+                out.run_id = Some(run_id);
+                out.transcript = Some(transcript.display().to_string());
+                count(&out);
+            }
+            Err(why) => {
+                gate.cancel(&candidate, admitted);
+                drop(gate);
+                lock(&self.runs).finish(&run_id, |r| {
+                    r.status = "not_started".into();
+                    r.reason = Some(why.into());
+                });
+                out.outcome = if why == "queue_full" {
+                    "queue_full"
+                } else {
+                    "refused"
+                };
+                out.reason = Some(why.into());
+                count(&out);
+            }
+        }
+        out
+    }
+
+    /// Saves the guardrail state now (breakers opened or reset must survive a crash).
+    pub fn save_state(&self) {
+        let mut gate = lock(&self.gate);
+        if let Err(e) = super::guard::save_state(&self.hooks.state_path(), &gate.state) {
+            tracing::error!("{e}");
+        } else {
+            gate.dirty = false;
+        }
+    }
+
+    /// Saves the guardrail state if it changed (called periodically and at shutdown).
+    pub fn save_state_if_dirty(&self) {
+        if lock(&self.gate).dirty {
+            self.save_state();
+        }
+    }
+
+    /// Closes breakers (all, or one runbook's; `*` is the overall one), recorded with who asked.
+    pub async fn reset_breakers(&self, scope: Option<&str>, by: &str) -> Vec<String> {
+        let closed = {
+            let mut gate = lock(&self.gate);
+            let closed = gate.reset(scope);
+            self.metrics
+                .breakers_open
+                .set(gate.state.breakers.len() as i64);
+            closed
+        };
+        self.save_state();
+        let _ = self
+            .journal
+            .record(json!({ "type": "breaker_reset", "closed": closed, "by": by }))
+            .await;
+        closed
+    }
+
+    // ---- runs -----------------------------------------------------------------------------
+
+    /// Runs one job on this (worker) thread, start to finish, and records how it ended.
+    fn execute(&self, job: Job) {
+        let run_id = job.run_id.clone();
+        if self.stopping.load(Ordering::SeqCst) {
+            lock(&self.runs).finish(&run_id, |r| {
+                r.status = "not_started".into();
+                r.reason = Some("the server stopped before a worker was free".into());
+            });
+            let _ = self.journal.record_blocking(json!({
+                "type": "run_not_started", "run_id": run_id, "alert": job.alert.name,
+                "reason": "shutting_down",
+            }));
+            self.escalate_blocking(&Escalation {
+                alert: &job.alert,
+                environment: job.route.environment.as_deref(),
+                runbook: Some(&job.route.runbook),
+                reason: "not_started",
+                detail: "the server stopped before the run could start",
+                run_id: Some(&run_id),
+                transcript: None,
+                journal: &self.journal_path(),
+            });
+            return;
+        }
+        let abort = Arc::new(AtomicBool::new(false));
+        {
+            let mut runs = lock(&self.runs);
+            runs.set_abort(&run_id, abort.clone());
+            runs.update(&run_id, |r| {
+                r.status = "running".into();
+                r.started_at = Some(now_utc());
+            });
+        }
+        self.metrics.runs_running.inc();
+        let started = Instant::now();
+        let result = self.run_job(&job, abort);
+        self.metrics.runs_running.dec();
+        let elapsed = started.elapsed();
+        self.metrics.run_duration.observe(elapsed.as_secs_f64());
+        let (status, reason, first_call, tripped, env) = match result {
+            Ok(done) => (
+                done.status,
+                done.reason,
+                done.first_call,
+                done.tripped,
+                Some(done.environment),
+            ),
+            Err(e) => ("error".to_string(), e.to_string(), None, None, None),
+        };
+        let first_call_ms =
+            first_call.map(|t| t.saturating_duration_since(job.received).as_secs_f64() * 1000.0);
+        if let Some(ms) = first_call_ms {
+            self.metrics.first_call_latency.observe(ms / 1000.0);
+        }
+        Metrics::inc(&self.metrics.runs, &[("status", &status)]);
+        if let Some(rule) = tripped {
+            Metrics::inc(&self.metrics.guardrail_trips, &[("rule", rule)]);
+        }
+        lock(&self.runs).finish(&run_id, |r| {
+            r.status = status.clone();
+            r.finished_at = Some(now_utc());
+            r.duration_ms = Some(elapsed.as_millis() as u64);
+            r.first_call_ms = first_call_ms;
+            r.reason = (!reason.is_empty()).then(|| reason.clone());
+            if env.is_some() {
+                r.environment = env.clone();
+            }
+        });
+        let transcript = job.transcript.display().to_string();
+        let _ = self.journal.record_blocking(json!({
+            "type": "run_finished",
+            "run_id": run_id,
+            "alert": job.alert.name,
+            "fingerprint": job.alert.fingerprint,
+            "route": job.route.name,
+            "runbook": job.route.runbook,
+            "status": status,
+            "reason": reason,
+            "guardrail": tripped,
+            "duration_ms": elapsed.as_millis() as u64,
+            "first_call_ms": first_call_ms,
+            "transcript": transcript,
+        }));
+        if status != "ok" {
+            let token = match tripped {
+                Some(rule) => rule.to_string(),
+                None => format!("run_{status}"),
+            };
+            let detail = if reason.is_empty() {
+                format!("the run ended {status}")
+            } else {
+                format!("the run ended {status}: {reason}")
+            };
+            self.escalate_blocking(&Escalation {
+                alert: &job.alert,
+                environment: env.as_deref().or(job.route.environment.as_deref()),
+                runbook: Some(&job.route.runbook),
+                reason: &token,
+                detail: &detail,
+                run_id: Some(&run_id),
+                transcript: Some(&transcript),
+                journal: &self.journal_path(),
+            });
+        }
+    }
+
+    fn run_job(&self, job: &Job, abort: Arc<AtomicBool>) -> Result<Finished> {
+        let route = &job.route;
+        let planned = self.planned.get(&route.name).ok_or_else(|| {
+            Error::Usage(format!("route {} was not checked at start-up", route.name))
+        })?;
+        let env = self.config.select(route.environment.as_deref())?;
+        let env_name = env.name.clone();
+        let protected = env.protected;
+        let cloud = match (env.backend, self.sims.get(&env.name)) {
+            (Backend::Sim, Some(sim)) => {
+                CloudAccess::connected(env, Cloud::Sim(Box::new(sim.share())))
+            }
+            _ => CloudAccess::new(env),
+        };
+        let host = Host::with_cloud(Mode::Run, Console::silent(), abort, cloud);
+        let rb = catalog::load_at(&planned.file, &planned.target, host)?;
+        let g = &self.hooks.file.guardrails;
+        rb.host.guardrails.configure(
+            route.max_resources.or(g.max_resources),
+            self.hooks.kill_switch(),
+        );
+        rb.host
+            .guardrails
+            .set_kill_parameter(g.kill_switch_parameter.clone());
+        if protected {
+            // Admission refused protected environments without an allowing route; this is
+            // that route's confirmation, recorded in the transcript's trigger.
+            rb.host.protected_confirmed.set(route.allow_protected);
+        }
+        let account = crate::cloud::verify_account(&rb.host)?;
+        let params = rb.resolve_params(&job.params)?;
+        let operator = format!("hook:{}", route.name);
+        let mut driver = Unattended {
+            yes: route
+                .allow_confirm
+                .then(|| format!("hook route {:?} (allow_confirm)", route.name)),
+            operator: operator.clone(),
+            approval_timeout: None,
+        };
+        let mut executor = Executor::new(&rb, &mut driver);
+        if let Some(lifecycle) = crate::bindings::slack::SlackLifecycle::for_runbook(&rb) {
+            executor = executor.observe(lifecycle);
+        }
+        let trigger = json!({
+            "source": job.alert.source.as_str(),
+            "alert": job.alert.name,
+            "fingerprint": job.alert.fingerprint,
+            "labels": job.alert.labels,
+            "starts_at": job.alert.starts_at,
+            "route": route.name,
+            "allow_confirm": route.allow_confirm,
+            "allow_protected": route.allow_protected,
+            "journal": self.journal_path(),
+        });
+        let report = executor.run(RunOptions {
+            resume: None,
+            run_id: job.run_id.clone(),
+            transcript: job.transcript.clone(),
+            environment: env_name.clone(),
+            account,
+            operator,
+            params,
+            trigger: Some(trigger),
+        })?;
+        Ok(Finished {
+            status: report.status.as_str().to_string(),
+            reason: report.reason,
+            first_call: rb.host.recorder.first_call(),
+            tripped: rb.host.guardrails.tripped(),
+            environment: env_name,
+        })
+    }
+
+    // ---- escalation -----------------------------------------------------------------------
+
+    fn escalate_refusal(self: &Arc<Self>, alert: &Alert, route: &Route, out: &AlertOutcome) {
+        let reason = out.reason.clone().unwrap_or_default();
+        let detail = out.detail.clone().unwrap_or_default();
+        self.spawn_escalation(Escalation {
+            alert,
+            environment: route.environment.as_deref(),
+            runbook: Some(&route.runbook),
+            reason: &reason,
+            detail: &detail,
+            run_id: None,
+            transcript: None,
+            journal: &self.journal_path(),
+        });
+    }
+
+    /// Sends an escalation in the background (a request's answer does not wait on Slack).
+    fn spawn_escalation(self: &Arc<Self>, e: Escalation) {
+        let text = self.escalator.text(&e);
+        let reason = e.reason.to_string();
+        let alert = e.alert.name.clone();
+        let hub = self.clone();
+        let handle = self.rt.spawn(async move {
+            hub.deliver(&alert, &reason, &text).await;
+        });
+        let mut pending = lock(&self.escalations);
+        pending.retain(|h| !h.is_finished());
+        pending.push(handle);
+    }
+
+    /// Sends an escalation and waits for it (worker threads).
+    fn escalate_blocking(&self, e: &Escalation) {
+        let text = self.escalator.text(e);
+        self.rt
+            .block_on(self.deliver(&e.alert.name, e.reason, &text));
+    }
+
+    async fn deliver(&self, alert: &str, reason: &str, text: &str) {
+        let result = self.escalator.send(text).await;
+        Metrics::inc(
+            &self.metrics.escalations,
+            &[("delivered", if result.is_ok() { "true" } else { "false" })],
+        );
+        if let Err(e) = &result {
+            tracing::error!(alert, reason, "escalation not delivered: {e}");
+        }
+        let _ = self
+            .journal
+            .record(json!({
+                "type": "escalation",
+                "alert": alert,
+                "reason": reason,
+                "text": text,
+                "delivered": result.is_ok(),
+                "error": result.err(),
+            }))
+            .await;
+    }
+
+    /// Waits for escalations still being sent.
+    pub async fn flush_escalations(&self) {
+        let pending: Vec<_> = std::mem::take(&mut *lock(&self.escalations));
+        for h in pending {
+            let _ = h.await;
+        }
+    }
+
+    /// Messages kept because no Slack or Teams is configured (tests, dry setups).
+    pub fn captured_escalations(&self) -> Vec<Value> {
+        self.escalator.captured()
+    }
+
+    // ---- shutdown -------------------------------------------------------------------------
+
+    /// Stops taking alerts, lets running runs finish until `deadline`, then aborts the rest
+    /// (each run records its abort) and waits for the workers. Queued runs are not started:
+    /// each is recorded and escalated.
+    pub fn drain(&self, deadline: Duration) -> DrainReport {
+        self.accepting.store(false, Ordering::SeqCst);
+        self.stopping.store(true, Ordering::SeqCst);
+        // Closing the queue lets idle workers exit once it is empty.
+        lock(&self.queue).take();
+        let until = Instant::now() + deadline;
+        let mut aborted = 0;
+        loop {
+            let running = lock(&self.runs).running();
+            if running == 0 {
+                break;
+            }
+            if Instant::now() >= until {
+                aborted = lock(&self.runs).abort_all();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let workers: Vec<_> = std::mem::take(&mut *lock(&self.workers));
+        for w in workers {
+            let _ = w.join();
+        }
+        self.save_state_if_dirty();
+        DrainReport { aborted }
+    }
+
+    /// Stops taking alerts, runs what was queued to the end, and waits for it (`runbook hook`).
+    pub fn finish_queued(&self) {
+        self.accepting.store(false, Ordering::SeqCst);
+        lock(&self.queue).take();
+        let workers: Vec<_> = std::mem::take(&mut *lock(&self.workers));
+        for w in workers {
+            let _ = w.join();
+        }
+        self.save_state_if_dirty();
+    }
+
+    /// Stops taking alerts (the first thing a SIGTERM does).
+    pub fn stop_accepting(&self) {
+        self.accepting.store(false, Ordering::SeqCst);
+    }
+
+    pub fn runs_list(&self, limit: usize) -> Vec<RunRecord> {
+        lock(&self.runs).list(limit)
+    }
+
+    pub fn run_record(&self, run_id: &str) -> Option<RunRecord> {
+        lock(&self.runs).get(run_id).cloned()
+    }
+
+    /// `GET /healthz`: whether alerts are taken, the load, and open breakers.
+    pub fn health(&self) -> Value {
+        let breakers = lock(&self.gate).state.breakers.clone();
+        let runs = lock(&self.runs);
+        json!({
+            "status": if self.accepting() { "ok" } else { "draining" },
+            "running": runs.running(),
+            "queued": self.metrics.runs_queued.get(),
+            "workers": self.hooks.file.server.workers,
+            "breakers": breakers,
+            "kill_switch": self.hooks.kill_switch().is_some_and(|p| p.exists()),
+            "journal": self.journal_path(),
+        })
+    }
+}
+
+pub struct DrainReport {
+    pub aborted: usize,
+}
+
+struct Finished {
+    status: String,
+    reason: String,
+    first_call: Option<Instant>,
+    tripped: Option<&'static str>,
+    environment: String,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A worker that panicked mid-update leaves data that is still the best we have; refusing
+    // every later alert would turn one bug into an outage.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn check_token(
+    expected: Option<&str>,
+    header: Option<&str>,
+    what: &str,
+) -> std::result::Result<(), Rejection> {
+    let Some(expected) = expected else {
+        return Err(Rejection::Unauthenticated(format!(
+            "no {what} token is configured"
+        )));
+    };
+    let given = header
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if super::secret_eq(given.as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(Rejection::Unauthenticated(format!(
+            "bad or missing {what} bearer token"
+        )))
+    }
+}
+
+fn pattern(given: Option<&str>, default: &str) -> Result<regex::Regex> {
+    regex::Regex::new(given.unwrap_or(default))
+        .map_err(|e| Error::Usage(format!("hooks.toml: bad URL pattern: {e}")))
+}
+
+/// Locates a route's runbook at its pinned version and checks its parameters and environment.
+fn plan_route(
+    route: &Route,
+    dirs: &[PathBuf],
+    config: &Config,
+) -> Result<(Planned, crate::config::Environment)> {
+    let target = Target::parse(&route.runbook);
+    let file = catalog::locate(&target, dirs, catalog::id_of)?;
+    let host = Host::new(
+        Mode::Plan,
+        Console::silent(),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let rb = catalog::load_at(&file, &target, host)?;
+    let unknown: Vec<&String> = route
+        .params
+        .keys()
+        .filter(|k| rb.param(k).is_none())
+        .collect();
+    if !unknown.is_empty() {
+        return Err(Error::Usage(format!(
+            "{} has no parameter(s) {}",
+            route.runbook,
+            unknown
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let env = config.select(route.environment.as_deref())?;
+    Ok((
+        Planned {
+            file,
+            target,
+            protected: env.protected,
+        },
+        env,
+    ))
+}
+
+/// A CloudWatch alarm as an alert: the alarm name is the alert name, the dimensions are labels.
+fn alarm_to_alert(a: &sns::CloudWatchAlarm) -> Alert {
+    let mut labels = a.dimensions.clone();
+    labels.insert("alarm_name".into(), a.alarm_name.clone());
+    labels.insert("region".into(), a.region.clone());
+    labels.insert("account".into(), a.account.clone());
+    if let Some(n) = &a.namespace {
+        labels.insert("namespace".into(), n.clone());
+    }
+    if let Some(m) = &a.metric_name {
+        labels.insert("metric_name".into(), m.clone());
+    }
+    let mut annotations = BTreeMap::new();
+    annotations.insert("summary".into(), a.reason.clone());
+    if let Some(d) = &a.description {
+        annotations.insert("description".into(), d.clone());
+    }
+    annotations.insert("state".into(), a.new_state.clone());
+    Alert {
+        source: Source::Sns,
+        firing: a.new_state == "ALARM",
+        fingerprint: Alert::fingerprint_of(Source::Sns, &a.alarm_name, &a.dimensions),
+        name: a.alarm_name.clone(),
+        labels,
+        annotations,
+        starts_at: Some(a.state_change_time.clone()),
+    }
+}

@@ -1,0 +1,310 @@
+//! `runbook serve`: the HTTP receiver (axum on tokio).
+//!
+//! | Route                         | What                                                   |
+//! |-------------------------------|--------------------------------------------------------|
+//! | `POST /hooks/alertmanager`    | Alertmanager webhook (v4), bearer token                |
+//! | `POST /hooks/sns`             | SNS HTTP subscription protocol, signature verified     |
+//! | `POST /hooks/generic`         | JSON signed with HMAC-SHA256 over timestamp and body   |
+//! | `GET /runs`, `GET /runs/{id}` | queued, running and recent runs (admin token if set)   |
+//! | `GET /healthz`                | 200 while accepting, 503 while draining                |
+//! | `GET /metrics`                | Prometheus text                                        |
+//! | `POST /admin/breaker/reset`   | close breakers (`?scope=RUNBOOK` or all); admin token  |
+//!
+//! Every request turned away is counted and journaled; every alert's outcome is journaled
+//! before the answer is sent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::hub::{AlertOutcome, Hub};
+use super::metrics::Metrics;
+use super::{Alert, Rejection, Source};
+use crate::error::{Error, Result};
+
+pub fn router(hub: Arc<Hub>) -> Router {
+    let limit = hub.hooks.file.server.max_body;
+    Router::new()
+        .route("/hooks/alertmanager", post(alertmanager))
+        .route("/hooks/sns", post(sns))
+        .route("/hooks/generic", post(generic))
+        .route("/runs", get(runs))
+        .route("/runs/{id}", get(run))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/admin/breaker/reset", post(reset))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(hub)
+}
+
+/// Serves until SIGTERM or SIGINT, then drains: no new alerts, running runs get
+/// `server.drain` to finish, the rest are aborted (and record it).
+pub async fn serve(hub: Arc<Hub>, listener: tokio::net::TcpListener) -> Result<()> {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(%addr, journal = %hub.journal_path(), "listening");
+    let _ = hub
+        .journal
+        .record(json!({ "type": "listening", "addr": addr }))
+        .await;
+    // Guardrail state is saved once a second when it changed (breakers immediately).
+    let saver = {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let h = hub.clone();
+                let _ = tokio::task::spawn_blocking(move || h.save_state_if_dirty()).await;
+            }
+        })
+    };
+    let stopping = {
+        let hub = hub.clone();
+        async move {
+            let signal = shutdown_signal().await;
+            tracing::info!(signal, "stopping: no new alerts; draining runs");
+            hub.stop_accepting();
+        }
+    };
+    axum::serve(listener, router(hub.clone()))
+        .with_graceful_shutdown(stopping)
+        .await
+        .map_err(|e| Error::Usage(format!("the server failed: {e}")))?;
+    saver.abort();
+    let deadline = hub.hooks.file.server.drain;
+    let drained = {
+        let hub = hub.clone();
+        tokio::task::spawn_blocking(move || hub.drain(deadline))
+            .await
+            .map_err(|e| Error::Usage(format!("the drain failed: {e}")))?
+    };
+    hub.flush_escalations().await;
+    let _ = hub
+        .journal
+        .record(json!({ "type": "stopped", "aborted_runs": drained.aborted }))
+        .await;
+    tracing::info!(aborted = drained.aborted, "stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the server can only be killed; never return (that would stop
+        // it at once).
+        tracing::error!("cannot install signal handlers");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: impl header::AsHeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Answers a request turned away before any alert was read: counted, journaled, never run.
+async fn reject(hub: &Hub, source: Source, r: Rejection) -> Response {
+    Metrics::inc(
+        &hub.metrics.requests_rejected,
+        &[("source", source.as_str()), ("reason", r.reason())],
+    );
+    tracing::warn!(
+        source = source.as_str(),
+        reason = r.reason(),
+        "request refused: {r}"
+    );
+    let _ = hub
+        .journal
+        .record(json!({
+            "type": "request_refused",
+            "source": source.as_str(),
+            "status": r.status(),
+            "reason": r.reason(),
+            "detail": r.to_string(),
+        }))
+        .await;
+    let status = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    (status, axum::Json(json!({ "error": r.to_string() }))).into_response()
+}
+
+/// The body, or the rejection for it (413 over the limit).
+fn body_of(
+    body: std::result::Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> std::result::Result<Bytes, Rejection> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Rejection::TooLarge(limit)
+        } else {
+            Rejection::Malformed(e.body_text())
+        }
+    })
+}
+
+/// Admits parsed alerts and answers: 200 with each alert's outcome, or 503 when any could not
+/// be queued (so the sender retries; accepted ones are deduplicated on the retry).
+async fn answer(hub: &Arc<Hub>, alerts: Vec<Alert>, via: &str) -> Response {
+    let outcomes: Vec<AlertOutcome> = hub.admit_all(alerts, via).await;
+    for o in &outcomes {
+        tracing::info!(
+            alert = %o.alert,
+            outcome = o.outcome,
+            reason = o.reason.as_deref().unwrap_or(""),
+            run_id = o.run_id.as_deref().unwrap_or(""),
+            "alert"
+        );
+    }
+    let retry = outcomes
+        .iter()
+        .any(|o| o.outcome == "queue_full" || o.reason.as_deref() == Some("shutting_down"));
+    let status = if retry {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, axum::Json(json!({ "alerts": outcomes }))).into_response()
+}
+
+async fn alertmanager(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Response {
+    let source = Source::Alertmanager;
+    // Authenticate before reading the body: nothing unauthenticated is parsed.
+    if let Err(r) = hub.check_bearer(header_str(&headers, header::AUTHORIZATION)) {
+        return reject(&hub, source, r).await;
+    }
+    let parsed =
+        body_of(body, hub.hooks.file.server.max_body).and_then(|b| super::alertmanager::parse(&b));
+    match parsed {
+        Ok(alerts) => answer(&hub, alerts, "alertmanager").await,
+        Err(r) => reject(&hub, source, r).await,
+    }
+}
+
+async fn generic(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Response {
+    let source = Source::Generic;
+    let body = match body_of(body, hub.hooks.file.server.max_body) {
+        Ok(b) => b,
+        Err(r) => return reject(&hub, source, r).await,
+    };
+    let checked = hub.check_generic(
+        header_str(&headers, super::generic::TIMESTAMP_HEADER),
+        header_str(&headers, super::generic::SIGNATURE_HEADER),
+        &body,
+    );
+    match checked.and_then(|()| super::generic::parse(&body)) {
+        Ok(alerts) => answer(&hub, alerts, "generic").await,
+        Err(r) => reject(&hub, source, r).await,
+    }
+}
+
+async fn sns(
+    State(hub): State<Arc<Hub>>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Response {
+    let source = Source::Sns;
+    let body = match body_of(body, hub.hooks.file.server.max_body) {
+        Ok(b) => b,
+        Err(r) => return reject(&hub, source, r).await,
+    };
+    match hub.sns_message(&body).await {
+        Ok(alerts) if alerts.is_empty() => {
+            (StatusCode::OK, axum::Json(json!({ "alerts": [] }))).into_response()
+        }
+        Ok(alerts) => answer(&hub, alerts, "sns").await,
+        Err(r) => reject(&hub, source, r).await,
+    }
+}
+
+#[derive(Deserialize)]
+struct RunsQuery {
+    limit: Option<usize>,
+}
+
+async fn runs(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(q): Query<RunsQuery>,
+) -> Response {
+    if let Err(r) = hub.check_admin(header_str(&headers, header::AUTHORIZATION), false) {
+        return (StatusCode::UNAUTHORIZED, r.to_string()).into_response();
+    }
+    let list = hub.runs_list(q.limit.unwrap_or(100));
+    axum::Json(json!({ "runs": list })).into_response()
+}
+
+async fn run(State(hub): State<Arc<Hub>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = hub.check_admin(header_str(&headers, header::AUTHORIZATION), false) {
+        return (StatusCode::UNAUTHORIZED, r.to_string()).into_response();
+    }
+    match hub.run_record(&id) {
+        Some(r) => axum::Json(r).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({ "error": format!("no run {id}") })),
+        )
+            .into_response(),
+    }
+}
+
+async fn healthz(State(hub): State<Arc<Hub>>) -> Response {
+    let body = hub.health();
+    let status = if hub.accepting() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        hub.metrics.render(),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct ResetQuery {
+    scope: Option<String>,
+}
+
+async fn reset(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(q): Query<ResetQuery>,
+) -> Response {
+    if let Err(r) = hub.check_admin(header_str(&headers, header::AUTHORIZATION), true) {
+        return reject(&hub, Source::Generic, r).await;
+    }
+    let closed = hub.reset_breakers(q.scope.as_deref(), "admin token").await;
+    axum::Json(json!({ "closed": closed })).into_response()
+}
