@@ -256,9 +256,9 @@ impl Route {
     }
 }
 
-/// Fills `{labels.X}`, `{annotations.X}`, `{alert.name}`, `{alert.fingerprint}` in `template`.
-/// A placeholder the alert cannot fill is an error: a run with a guessed parameter is worse than
-/// no run.
+/// Fills `{labels.X}`, `{annotations.X}`, `{alert.name}`, `{alert.fingerprint}` in `template`;
+/// `{labels.X|text}` gives a default. A placeholder the alert cannot fill (and that has no
+/// default) is an error: a run with a guessed parameter is worse than no run.
 pub fn fill(template: &str, alert: &Alert) -> std::result::Result<String, String> {
     static PLACEHOLDER: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
         regex::Regex::new(r"\{([a-z]+)\.([^{}]+)\}").expect("valid regex")
@@ -266,13 +266,18 @@ pub fn fill(template: &str, alert: &Alert) -> std::result::Result<String, String
     let mut missing = None;
     let filled = PLACEHOLDER.replace_all(template, |c: &regex::Captures| {
         let (scope, key) = (&c[1], &c[2]);
+        let (key, default) = match key.split_once('|') {
+            Some((k, d)) => (k, Some(d)),
+            None => (key, None),
+        };
         let value = match scope {
             "labels" => alert.labels.get(key).cloned(),
             "annotations" => alert.annotations.get(key).cloned(),
             "alert" if key == "name" => Some(alert.name.clone()),
             "alert" if key == "fingerprint" => Some(alert.fingerprint.clone()),
             _ => None,
-        };
+        }
+        .or_else(|| default.map(str::to_string));
         value.unwrap_or_else(|| {
             missing.get_or_insert_with(|| c[0].to_string());
             String::new()
@@ -415,6 +420,8 @@ mod tests {
             fill("{labels.instance_id} in {labels.env} ({alert.name})", &a).unwrap(),
             "i-0abc1234 in prod (ec2-cpu-high)"
         );
+        assert_eq!(fill("{labels.pause|0s}", &a).unwrap(), "0s");
+        assert_eq!(fill("{labels.env|staging}", &a).unwrap(), "prod");
         let err = fill("{labels.missing}", &a).unwrap_err();
         assert!(err.contains("{labels.missing}"), "{err}");
         assert_eq!(fill("literal", &a).unwrap(), "literal");

@@ -119,10 +119,10 @@ impl Escalator {
             if let Err(e) = self.notifier.slack_webhook(payload.clone()).await {
                 errors.push(format!("slack webhook: {}", e.message));
             }
-        } else if s.slack_bot_token.is_some() {
-            if let Err(e) = self.notifier.slack_api("chat.postMessage", payload).await {
-                errors.push(format!("slack: {}", e.message));
-            }
+        } else if s.slack_bot_token.is_some()
+            && let Err(e) = self.notifier.slack_api("chat.postMessage", payload).await
+        {
+            errors.push(format!("slack: {}", e.message));
         }
         if !capture
             && s.teams_webhook_url.is_some()

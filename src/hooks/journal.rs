@@ -54,14 +54,35 @@ impl Journal {
                         return;
                     }
                 };
-                while let Ok((event, ack)) = rx.recv() {
-                    let result = writer
-                        .append(&event, Durability::Synced)
-                        .map_err(|e| e.to_string());
-                    if let Err(e) = &result {
-                        tracing::error!("hook journal: {e}");
+                // Group commit: everything that queued up while the last fsync ran is written
+                // and then synced once, so a burst of alerts costs one fsync, not one each.
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < 512 {
+                        match rx.try_recv() {
+                            Ok(next) => batch.push(next),
+                            Err(_) => break,
+                        }
                     }
-                    let _ = ack.send(result);
+                    let last = batch.len() - 1;
+                    let mut results = Vec::with_capacity(batch.len());
+                    for (i, (event, _)) in batch.iter().enumerate() {
+                        let durability = if i == last {
+                            Durability::Synced
+                        } else {
+                            Durability::Written
+                        };
+                        results.push(writer.append(event, durability).map_err(|e| e.to_string()));
+                    }
+                    // An event is durable only once the batch's sync succeeded.
+                    let synced = results[last].clone();
+                    for ((_, ack), result) in batch.into_iter().zip(results) {
+                        let result = result.and(synced.clone());
+                        if let Err(e) = &result {
+                            tracing::error!("hook journal: {e}");
+                        }
+                        let _ = ack.send(result);
+                    }
                 }
             })
             .map_err(|e| Error::io("cannot start the journal thread for", path, e))?;

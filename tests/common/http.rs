@@ -33,6 +33,8 @@ pub struct Control {
     pub health_status: AtomicU16,
     pub health_delay_ms: AtomicU64,
     pub health_hits: AtomicU64,
+    /// Files served at `/files/{name}` (an SNS signing certificate, say); GETs are captured.
+    pub files: Mutex<std::collections::HashMap<String, String>>,
 }
 
 #[derive(Clone)]
@@ -59,6 +61,8 @@ impl Server {
             .route("/hooks/{*rest}", post(webhook))
             .route("/teams/{*rest}", post(webhook))
             .route("/health", get(health))
+            .route("/files/{name}", get(file))
+            .route("/confirm", get(confirm))
             .with_state(shared.clone());
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -84,6 +88,15 @@ impl Server {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Serves `content` at `/files/{name}`.
+    pub fn serve_file(&self, name: &str, content: &str) {
+        self.control
+            .files
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), content.to_string());
     }
 
     pub fn captured(&self) -> Vec<Captured> {
@@ -147,4 +160,18 @@ async fn health(State(s): State<Shared>) -> Response {
     let status = StatusCode::from_u16(s.control.health_status.load(Ordering::SeqCst))
         .unwrap_or(StatusCode::OK);
     (status, "{\"status\":\"HEALTHY\"}").into_response()
+}
+
+async fn file(State(s): State<Shared>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    capture(&s, format!("/files/{name}"), &headers, &Bytes::new());
+    match s.control.files.lock().unwrap().get(&name) {
+        Some(content) => (StatusCode::OK, content.clone()).into_response(),
+        None => (StatusCode::NOT_FOUND, "no such file").into_response(),
+    }
+}
+
+/// An SNS SubscribeURL: the visit is what the test looks for.
+async fn confirm(State(s): State<Shared>, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    capture(&s, uri.to_string(), &headers, &Bytes::new());
+    (StatusCode::OK, "<ConfirmSubscriptionResponse/>").into_response()
 }

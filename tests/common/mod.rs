@@ -8,6 +8,7 @@
 
 pub mod http;
 pub mod moto;
+pub mod serve;
 pub mod sns;
 
 use std::path::{Path, PathBuf};
@@ -91,9 +92,29 @@ impl Cmd {
         self
     }
 
+    /// Feeds `file` to the command's stdin.
+    pub fn stdin_file(mut self, file: &Path) -> Self {
+        self.command.stdin(Stdio::from(
+            std::fs::File::open(file).expect("open stdin file"),
+        ));
+        self
+    }
+
     pub fn output(mut self) -> Run {
         let out: Output = self.command.output().expect("spawn runbook");
         Run::from(out)
+    }
+
+    /// Starts the binary with stdout and stderr going to `log` (a server's log can outgrow a
+    /// pipe nobody reads).
+    pub fn spawn_logged(mut self, log: &Path) -> Child {
+        let file = std::fs::File::create(log).expect("create log file");
+        let err = file.try_clone().expect("clone log file");
+        self.command
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("spawn runbook")
     }
 
     pub fn spawn(mut self) -> Child {

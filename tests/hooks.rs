@@ -1,0 +1,1034 @@
+//! Tier-1 auto-remediation: `runbook serve` and `runbook hook`, driven over real HTTP on
+//! loopback, with escalations captured by a local Slack stand-in and SNS certificates served on
+//! loopback.
+
+mod common;
+
+use std::time::Duration;
+
+use common::http::Server;
+use common::serve::{Served, block_on, client, send};
+use common::{Workspace, events, of_type};
+use serde_json::{Value, json};
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+const TOKEN: &str = "am-token-7d1f0c";
+const KEY: &str = "hmac-key-4b9e2a";
+const ADMIN: &str = "admin-token-c3a8";
+const I1: &str = "i-0a1b2c3d4e5f60001";
+const I2: &str = "i-0a1b2c3d4e5f60002";
+const I3: &str = "i-0a1b2c3d4e5f60003";
+
+const TAG_TARGET: &str = r#"runbook(#{ id: "tag-target", version: "1.0.0", title: "Tag the target", severity: "P2",
+    params: #{ instance_id: #{ type: "string", required: true },
+               pause: #{ type: "string", "default": "0s" } } });
+containment("Mark the instance", |ctx| {
+    sleep(ctx.pause);
+    ec2::tag(ctx.instance_id, #{ Remediated: "true" });
+});
+"#;
+
+const WIDE: &str = r#"runbook(#{ id: "wide", version: "1.0.0", title: "Tag three instances", severity: "P2",
+    params: #{ instance_id: #{ type: "string", required: true } } });
+containment("Tag one", |ctx| { ec2::tag("i-0a1b2c3d4e5f60001", #{ Wide: "1" }); });
+containment("Tag two", |ctx| { ec2::tag("i-0a1b2c3d4e5f60002", #{ Wide: "2" }); });
+eradication("Tag three", |ctx| { ec2::tag("i-0a1b2c3d4e5f60003", #{ Wide: "3" }); });
+"#;
+
+const CONFIRMING: &str = r#"runbook(#{ id: "confirming", version: "1.0.0", title: "Asks first", severity: "P2",
+    params: #{ instance_id: #{ type: "string", required: true } } });
+containment("Tag after confirmation", |ctx| {
+    ec2::tag(ctx.instance_id, #{ Confirmed: "true" });
+}, #{ confirm: "TAG" });
+"#;
+
+/// The route table most tests use.
+const ROUTES: &str = r#"
+[[route]]
+name = "cpu"
+alert = "ec2-cpu-high"
+runbook = "tag-target@1.0.0"
+environment = "sim"
+params = { instance_id = "{labels.instance_id}", pause = "{labels.pause|0s}" }
+target = "{labels.instance_id}"
+
+[[route]]
+name = "wide"
+alert = "wide"
+runbook = "wide@1.0.0"
+environment = "sim"
+params = { instance_id = "{labels.instance_id}" }
+
+[[route]]
+name = "confirm-denied"
+alert = "needs-confirm"
+runbook = "confirming@1.0.0"
+environment = "sim"
+params = { instance_id = "{labels.instance_id}" }
+
+[[route]]
+name = "confirm-allowed"
+alert = "confirm-ok"
+runbook = "confirming@1.0.0"
+environment = "sim"
+params = { instance_id = "{labels.instance_id}" }
+allow_confirm = true
+
+[[route]]
+name = "prod"
+alert = "prod-cpu"
+runbook = "tag-target@1.0.0"
+environment = "prod-sim"
+params = { instance_id = "{labels.instance_id}" }
+
+[[route]]
+name = "prod-allowed"
+alert = "prod-cpu-allowed"
+runbook = "tag-target@1.0.0"
+environment = "prod-sim"
+params = { instance_id = "{labels.instance_id}" }
+allow_protected = true
+
+[[route]]
+name = "cloudwatch"
+alert = "ec2-cpu-high-cw"
+source = "sns"
+runbook = "tag-target@1.0.0"
+environment = "sim"
+params = { instance_id = "{labels.InstanceId}" }
+"#;
+
+struct Setup {
+    ws: Workspace,
+    slack: Server,
+}
+
+/// `defaults` (TOML `key = value` lines) with the keys `overrides` sets replaced by its lines.
+fn section(defaults: &str, overrides: &str) -> String {
+    let set: Vec<&str> = overrides
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
+        .collect();
+    defaults
+        .lines()
+        .filter(|l| {
+            l.split_once('=')
+                .is_none_or(|(k, _)| !set.contains(&k.trim()))
+        })
+        .chain(overrides.lines())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A workspace with the test runbooks, a sim (state kept in sim-state.json), a protected sim,
+/// and hooks.toml: `server` and `guardrails` lines over the defaults, `extra` sections, and
+/// [`ROUTES`].
+fn setup(server: &str, guardrails: &str, extra: &str) -> Setup {
+    let ws = Workspace::new();
+    ws.write("runbooks/tag-target.rhai", TAG_TARGET);
+    ws.write("runbooks/wide.rhai", WIDE);
+    ws.write("runbooks/confirming.rhai", CONFIRMING);
+    let fleet = std::fs::read_to_string(format!("{REPO}/sim/default-fleet.toml")).unwrap();
+    ws.write("fleet.toml", &fleet);
+    ws.write(
+        "runbook.toml",
+        "default = \"sim\"\n\n[environments.sim]\nbackend = \"sim\"\nfleet = \"fleet.toml\"\nstate = \"sim-state.json\"\n\n[environments.prod-sim]\nbackend = \"sim\"\nfleet = \"fleet.toml\"\nstate = \"prod-state.json\"\nprotected = true\n",
+    );
+    let server = section(
+        "workers = 2\nqueue = 16\nmax_body = 65536\ndrain = \"10s\"",
+        server,
+    );
+    let guardrails = section(
+        "cooldown = \"10m\"\nmax_runs_per_hour = 50\nmax_runs_per_hour_per_runbook = 20\nmax_resources = 5",
+        guardrails,
+    );
+    ws.write(
+        "hooks.toml",
+        &format!(
+            "[server]\n{server}\n\n[guardrails]\n{guardrails}\n\n[escalation]\nchannel = \"#ec2-manager-oncall\"\n\n{extra}\n{ROUTES}"
+        ),
+    );
+    Setup {
+        ws,
+        slack: Server::start(),
+    }
+}
+
+impl Setup {
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("RUNBOOK_ALERTMANAGER_TOKEN", TOKEN.to_string()),
+            ("RUNBOOK_HOOK_SECRET", KEY.to_string()),
+            ("RUNBOOK_ADMIN_TOKEN", ADMIN.to_string()),
+            (
+                "SLACK_WEBHOOK_URL",
+                self.slack.url("/hooks/T000/B000/escalations"),
+            ),
+        ]
+    }
+
+    /// Escalation messages the Slack stand-in received.
+    fn escalations(&self) -> Vec<String> {
+        self.slack
+            .captured()
+            .into_iter()
+            .filter(|c| c.path.starts_with("/hooks/T000"))
+            .map(|c| c.body["text"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    fn journal(&self) -> Vec<Value> {
+        let dir = self.ws.path().join("transcripts/hooks");
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if name.starts_with("journal-") {
+                all.extend(events(&path));
+            }
+        }
+        all
+    }
+
+    fn sim_state(&self, file: &str) -> Value {
+        serde_json::from_str(&self.ws.read(file)).unwrap()
+    }
+
+    fn tag_of(&self, file: &str, id: &str, key: &str) -> Option<String> {
+        let state = self.sim_state(file);
+        state["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id)
+            .and_then(|i| i["tags"][key].as_str().map(str::to_string))
+    }
+}
+
+trait Env {
+    fn refs(&self) -> Vec<(&str, &str)>;
+}
+
+impl Env for Vec<(&'static str, String)> {
+    fn refs(&self) -> Vec<(&str, &str)> {
+        self.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
+}
+
+impl Setup {
+    fn served(&self) -> Served {
+        let env = self.env();
+        let mut served = Served::start(&self.ws, &env.refs());
+        served.admin = Some(ADMIN.to_string());
+        served
+    }
+}
+
+fn am_payload(alerts: &[(&str, &[(&str, &str)])]) -> Vec<u8> {
+    let alerts: Vec<Value> = alerts
+        .iter()
+        .map(|(name, labels)| {
+            let mut l = serde_json::Map::new();
+            l.insert("alertname".into(), json!(name));
+            for (k, v) in labels.iter() {
+                l.insert(k.to_string(), json!(v));
+            }
+            json!({ "status": "firing", "labels": l, "annotations": { "summary": "test" },
+                    "startsAt": "2026-11-23T10:30:00Z", "fingerprint": "" })
+        })
+        .collect();
+    serde_json::to_vec(
+        &json!({ "version": "4", "status": "firing", "receiver": "runbook",
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "",
+        "groupKey": "{}", "truncatedAlerts": 0, "alerts": alerts }),
+    )
+    .unwrap()
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A generic webhook request's headers, signed with `key` at `ts`.
+fn signed(key: &str, ts: i64, body: &[u8]) -> Vec<(&'static str, String)> {
+    vec![
+        ("x-runbook-timestamp", ts.to_string()),
+        (
+            "x-runbook-signature",
+            runbook::hooks::generic::sign(key.as_bytes(), ts, body),
+        ),
+        ("content-type", "application/json".into()),
+    ]
+}
+
+fn post_am(s: &Served, body: &[u8]) -> (u16, Value) {
+    let auth = bearer(TOKEN);
+    s.post(
+        "/hooks/alertmanager",
+        &[
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+        ],
+        body,
+    )
+}
+
+fn outcome(body: &Value, i: usize) -> (String, String) {
+    let a = &body["alerts"][i];
+    (
+        a["outcome"].as_str().unwrap_or_default().to_string(),
+        a["reason"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+fn metric(s: &Served, name_and_labels: &str) -> f64 {
+    let (_, body) = s.get("/metrics");
+    let text = body.as_str().unwrap_or_default().to_string();
+    text.lines()
+        .filter(|l| l.starts_with(name_and_labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn an_alertmanager_alert_runs_its_runbook_and_a_resolved_one_is_only_recorded() {
+    let s = setup("", "", "");
+    let served = s.served();
+    let body = am_payload(&[("ec2-cpu-high", &[("instance_id", I1), ("severity", "P2")])]);
+    let (status, answer) = post_am(&served, &body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(outcome(&answer, 0).0, "accepted", "{answer}");
+    let runs = served.wait_finished(1, Duration::from_secs(20));
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    assert_eq!(run["status"], "ok", "{run}");
+    assert!(run["first_call_ms"].as_f64().unwrap() > 0.0);
+    // The transcript says what started the run, and verifies.
+    let transcript = std::path::PathBuf::from(run["transcript"].as_str().unwrap());
+    let transcript = if transcript.is_absolute() {
+        transcript
+    } else {
+        s.ws.path().join(transcript)
+    };
+    s.ws.run(&["transcript", "verify", transcript.to_str().unwrap()])
+        .expect_code(0);
+    let ev = events(&transcript);
+    let started = &of_type(&ev, "run_started")[0];
+    assert_eq!(started["trigger"]["source"], "alertmanager");
+    assert_eq!(started["trigger"]["route"], "cpu");
+    assert_eq!(started["operator"], "hook:cpu");
+    assert_eq!(started["params"]["instance_id"], I1);
+    assert_eq!(
+        s.tag_of("sim-state.json", I1, "Remediated").as_deref(),
+        Some("true")
+    );
+
+    // Resolved: acknowledged and journaled, never run.
+    let resolved = String::from_utf8(body).unwrap().replace(
+        r#""status":"firing","labels""#,
+        r#""status":"resolved","labels""#,
+    );
+    let (status, answer) = post_am(&served, resolved.as_bytes());
+    assert_eq!(status, 200);
+    assert_eq!(outcome(&answer, 0).0, "resolved", "{answer}");
+    assert_eq!(served.get("/runs").1["runs"].as_array().unwrap().len(), 1);
+    let journal = s.journal();
+    let alerts = of_type(&journal, "alert");
+    assert_eq!(
+        alerts
+            .iter()
+            .map(|a| a["outcome"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        vec!["accepted", "resolved"]
+    );
+    assert!(!of_type(&journal, "run_finished").is_empty());
+    assert!(
+        s.escalations().is_empty(),
+        "nothing to escalate: {:?}",
+        s.escalations()
+    );
+}
+
+#[test]
+fn unmatched_alerts_are_acknowledged_and_recorded_not_run() {
+    let s = setup("", "", "");
+    let served = s.served();
+    let (status, answer) = post_am(&served, &am_payload(&[("disk-full", &[("host", "db1")])]));
+    assert_eq!(status, 200);
+    assert_eq!(outcome(&answer, 0).0, "unmatched");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(served.get("/runs").1["runs"].as_array().unwrap().is_empty());
+    let journal = s.journal();
+    assert_eq!(of_type(&journal, "alert")[0]["outcome"], "unmatched");
+    assert_eq!(
+        metric(&served, "runbook_alerts_total{outcome=\"unmatched\""),
+        1.0
+    );
+}
+
+#[test]
+fn requests_that_are_not_authenticated_never_start_a_run() {
+    let s = setup("", "", "");
+    let served = s.served();
+    let am = am_payload(&[("ec2-cpu-high", &[("instance_id", I1)])]);
+    // Alertmanager without, or with a wrong, bearer token.
+    assert_eq!(served.post("/hooks/alertmanager", &[], &am).0, 401);
+    assert_eq!(
+        served
+            .post(
+                "/hooks/alertmanager",
+                &[("authorization", "Bearer nope")],
+                &am
+            )
+            .0,
+        401
+    );
+    let body = br#"{"alert":"ec2-cpu-high","labels":{"instance_id":"i-0a1b2c3d4e5f60001"}}"#;
+    // Generic: unsigned, signed with another key, tampered, old, from the future.
+    assert_eq!(served.post("/hooks/generic", &[], body).0, 401);
+    let wrong = signed("not-the-key", now(), body);
+    assert_eq!(served.post("/hooks/generic", &wrong.refs(), body).0, 401);
+    let good = signed(KEY, now(), body);
+    let tampered = br#"{"alert":"ec2-cpu-high","labels":{"instance_id":"i-0a1b2c3d4e5f60002"}}"#;
+    assert_eq!(served.post("/hooks/generic", &good.refs(), tampered).0, 401);
+    let old = signed(KEY, now() - 301, body);
+    assert_eq!(served.post("/hooks/generic", &old.refs(), body).0, 401);
+    let future = signed(KEY, now() + 301, body);
+    assert_eq!(served.post("/hooks/generic", &future.refs(), body).0, 401);
+    // Oversized (the limit is 64 KiB here), even when signed.
+    let mut big = br#"{"alert":"ec2-cpu-high","labels":{"pad":""#.to_vec();
+    big.extend(std::iter::repeat_n(b'x', 70_000));
+    big.extend(br#""}}"#);
+    let big_sig = signed(KEY, now(), &big);
+    assert_eq!(served.post("/hooks/generic", &big_sig.refs(), &big).0, 413);
+    let auth = bearer(TOKEN);
+    assert_eq!(
+        served
+            .post(
+                "/hooks/alertmanager",
+                &[("authorization", auth.as_str())],
+                &big
+            )
+            .0,
+        413
+    );
+
+    // The real one goes through once; the identical request again is a replay.
+    let (status, answer) = served.post("/hooks/generic", &good.refs(), body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(outcome(&answer, 0).0, "accepted");
+    assert_eq!(served.post("/hooks/generic", &good.refs(), body).0, 401);
+
+    let runs = served.wait_finished(1, Duration::from_secs(20));
+    assert_eq!(
+        runs.len(),
+        1,
+        "exactly the authenticated request ran: {runs:#?}"
+    );
+    assert_eq!(
+        metric(
+            &served,
+            "runbook_hook_requests_rejected_total{source=\"generic\",reason=\"unauthenticated\"}"
+        ),
+        6.0
+    );
+    assert_eq!(
+        metric(
+            &served,
+            "runbook_hook_requests_rejected_total{source=\"alertmanager\",reason=\"unauthenticated\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &served,
+            "runbook_hook_requests_rejected_total{source=\"generic\",reason=\"too_large\"}"
+        ),
+        1.0
+    );
+    let journal = s.journal();
+    assert_eq!(of_type(&journal, "request_refused").len(), 10);
+    // Secrets never reach the journal.
+    let text = serde_json::to_string(&journal).unwrap();
+    assert!(!text.contains(KEY) && !text.contains(TOKEN));
+}
+
+#[test]
+fn a_flood_of_a_thousand_requests_starts_exactly_what_the_guardrails_allow() {
+    // 250 unsigned, 250 wrongly signed, 250 copies of one alert, 250 alerts for distinct
+    // targets; one runbook may run 5 times an hour.
+    let s = setup(
+        "",
+        "max_runs_per_hour_per_runbook = 5\ndedupe_window = \"10m\"",
+        "",
+    );
+    // A fleet this size is not needed: targets need only be distinct, the runbook only tags.
+    let served = s.served();
+    let url = served.url("/hooks/generic");
+    let statuses: Vec<u16> = block_on(async {
+        let client = client();
+        let mut futures = Vec::new();
+        for i in 0..1000 {
+            let (url, client) = (url.clone(), client.clone());
+            futures.push(async move {
+                let (body, headers): (Vec<u8>, Vec<(&str, String)>) = match i % 4 {
+                    0 => (br#"{"alert":"ec2-cpu-high","labels":{"instance_id":"i-0a1b2c3d4e5f60001"}}"#.to_vec(), vec![]),
+                    1 => {
+                        let b = br#"{"alert":"ec2-cpu-high","labels":{"instance_id":"i-0a1b2c3d4e5f60001"}}"#.to_vec();
+                        let h = signed("wrong", now(), &b);
+                        (b, h)
+                    }
+                    2 => {
+                        // The same alert, each request signed separately (not a replay).
+                        let b = format!(r#"{{"alert":"ec2-cpu-high","labels":{{"instance_id":"{I1}","n":"x"}},"fingerprint":"same","starts_at":"{i}"}}"#).into_bytes();
+                        let h = signed(KEY, now(), &b);
+                        (b, h)
+                    }
+                    _ => {
+                        let b = format!(r#"{{"alert":"ec2-cpu-high","labels":{{"instance_id":"i-{i:017x}"}}}}"#).into_bytes();
+                        let h = signed(KEY, now(), &b);
+                        (b, h)
+                    }
+                };
+                let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                send(&client, reqwest::Method::POST, &url, &refs, body).await.0
+            });
+        }
+        futures_util::future::join_all(futures).await
+    });
+    let unauthorized = statuses.iter().filter(|s| **s == 401).count();
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(
+        unauthorized, 500,
+        "every unsigned and wrongly signed request is refused"
+    );
+    assert_eq!(
+        ok, 500,
+        "every authenticated request is answered: {statuses:?}"
+    );
+    let runs = served.wait_finished(5, Duration::from_secs(60));
+    assert_eq!(runs.len(), 5, "exactly the hourly limit of runs: {runs:#?}");
+    let journal = s.journal();
+    let alerts = of_type(&journal, "alert");
+    assert_eq!(alerts.len(), 500, "every authenticated alert is recorded");
+    let count = |outcome: &str, reason: &str| {
+        alerts
+            .iter()
+            .filter(|a| a["outcome"] == outcome && (reason.is_empty() || a["reason"] == reason))
+            .count()
+    };
+    assert_eq!(count("accepted", ""), 5);
+    assert_eq!(
+        count("refused", "rate_limited"),
+        1,
+        "one alert trips the breaker"
+    );
+    assert_eq!(
+        count("deduplicated", "") + count("refused", "breaker_open"),
+        494
+    );
+    assert_eq!(of_type(&journal, "request_refused").len(), 500);
+    // The trip is escalated once, not once per refused alert.
+    let breaker_messages = s
+        .escalations()
+        .iter()
+        .filter(|t| t.contains("rate_limited"))
+        .count();
+    assert_eq!(breaker_messages, 1, "{:#?}", s.escalations());
+}
+
+#[test]
+fn duplicates_are_deduplicated_and_a_target_cools_down() {
+    let s = setup("", "dedupe_window = \"10m\"", "");
+    let served = s.served();
+    let first = am_payload(&[("ec2-cpu-high", &[("instance_id", I1)])]);
+    assert_eq!(outcome(&post_am(&served, &first).1, 0).0, "accepted");
+    assert_eq!(outcome(&post_am(&served, &first).1, 0).0, "deduplicated");
+    // Another alert (other labels, other fingerprint) for the same instance: cooldown.
+    let again = am_payload(&[("ec2-cpu-high", &[("instance_id", I1), ("severity", "P1")])]);
+    let (_, answer) = post_am(&served, &again);
+    assert_eq!(
+        outcome(&answer, 0),
+        ("refused".into(), "cooldown".into()),
+        "{answer}"
+    );
+    // Another instance is not cooling down.
+    let other = am_payload(&[("ec2-cpu-high", &[("instance_id", I2)])]);
+    assert_eq!(outcome(&post_am(&served, &other).1, 0).0, "accepted");
+    let runs = served.wait_finished(2, Duration::from_secs(20));
+    assert_eq!(runs.len(), 2);
+    // The cooldown refusal is escalated: the alert came back after remediation.
+    let msgs = s.escalations();
+    let wait_start = std::time::Instant::now();
+    let msgs = if msgs.is_empty() {
+        while s.escalations().is_empty() && wait_start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s.escalations()
+    } else {
+        msgs
+    };
+    assert_eq!(msgs.len(), 1, "{msgs:#?}");
+    assert!(
+        msgs[0].contains("ec2-cpu-high") && msgs[0].contains("cooldown"),
+        "{}",
+        msgs[0]
+    );
+    assert!(msgs[0].contains("Journal: "), "{}", msgs[0]);
+    assert_eq!(
+        metric(&served, "runbook_guardrail_trips_total{rule=\"cooldown\"}"),
+        1.0
+    );
+}
+
+fn wait_for_escalations(s: &Setup, n: usize) -> Vec<String> {
+    let start = std::time::Instant::now();
+    loop {
+        let msgs = s.escalations();
+        if msgs.len() >= n || start.elapsed() > Duration::from_secs(15) {
+            return msgs;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_breaker_stays_open_across_a_restart_until_reset() {
+    let s = setup("", "max_runs_per_hour = 2", "");
+    let mut served = s.served();
+    for id in [I1, I2] {
+        let p = am_payload(&[("ec2-cpu-high", &[("instance_id", id)])]);
+        assert_eq!(outcome(&post_am(&served, &p).1, 0).0, "accepted");
+    }
+    let third = am_payload(&[("ec2-cpu-high", &[("instance_id", I3)])]);
+    assert_eq!(outcome(&post_am(&served, &third).1, 0).1, "rate_limited");
+    served.wait_finished(2, Duration::from_secs(20));
+    let health = served.get("/healthz").1;
+    assert!(health["breakers"]["*"].is_object(), "{health}");
+    assert_eq!(served.terminate(Duration::from_secs(20)), 0);
+
+    // A restart does not close it.
+    let served = s.served();
+    let fourth = am_payload(&[("ec2-cpu-high", &[("instance_id", I3), ("try", "2")])]);
+    assert_eq!(outcome(&post_am(&served, &fourth).1, 0).1, "breaker_open");
+    // Only with the admin token.
+    assert_eq!(served.post("/admin/breaker/reset", &[], b"").0, 401);
+    let auth = bearer(ADMIN);
+    let (status, closed) = served.post(
+        "/admin/breaker/reset",
+        &[("authorization", auth.as_str())],
+        b"",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(closed["closed"], json!(["*"]));
+    let fifth = am_payload(&[("ec2-cpu-high", &[("instance_id", I3), ("try", "3")])]);
+    assert_eq!(outcome(&post_am(&served, &fifth).1, 0).0, "accepted");
+    served.wait_finished(1, Duration::from_secs(20));
+    let resets = of_type(&s.journal(), "breaker_reset").len();
+    assert_eq!(resets, 1);
+}
+
+#[test]
+fn the_blast_radius_stops_a_run_mid_way_and_is_escalated() {
+    let s = setup("", "max_resources = 2", "");
+    let served = s.served();
+    let (_, answer) = post_am(&served, &am_payload(&[("wide", &[("instance_id", I1)])]));
+    assert_eq!(outcome(&answer, 0).0, "accepted", "{answer}");
+    let runs = served.wait_finished(1, Duration::from_secs(20));
+    assert_eq!(runs[0]["status"], "failed", "{:#?}", runs[0]);
+    let ev = events(&s.ws.path().join(runs[0]["transcript"].as_str().unwrap()));
+    let guard = of_type(&ev, "guardrail");
+    assert_eq!(guard.len(), 1);
+    assert_eq!(guard[0]["rule"], "blast_radius");
+    assert_eq!(
+        of_type(&ev, "call")
+            .iter()
+            .filter(|c| c["mutating"] == true)
+            .count(),
+        2
+    );
+    assert_eq!(s.tag_of("sim-state.json", I1, "Wide").as_deref(), Some("1"));
+    assert_eq!(s.tag_of("sim-state.json", I2, "Wide").as_deref(), Some("2"));
+    assert_eq!(s.tag_of("sim-state.json", I3, "Wide"), None);
+    let msgs = wait_for_escalations(&s, 1);
+    assert_eq!(msgs.len(), 1, "{msgs:#?}");
+    assert!(msgs[0].contains("blast_radius"), "{}", msgs[0]);
+    assert!(
+        msgs[0].contains(runs[0]["transcript"].as_str().unwrap()),
+        "{}",
+        msgs[0]
+    );
+    assert_eq!(
+        metric(&served, "runbook_runs_total{status=\"failed\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &served,
+            "runbook_guardrail_trips_total{rule=\"blast_radius\"}"
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn the_kill_switch_file_stops_starts_and_the_parameter_stops_writes() {
+    let s = setup(
+        "",
+        "kill_switch = \"STOP\"\nkill_switch_parameter = \"/runbook/kill-switch\"",
+        "",
+    );
+    // The switch file: nothing starts.
+    s.ws.write("STOP", "incident commander says stop\n");
+    let served = s.served();
+    let (_, answer) = post_am(
+        &served,
+        &am_payload(&[("ec2-cpu-high", &[("instance_id", I1)])]),
+    );
+    assert_eq!(
+        outcome(&answer, 0),
+        ("refused".into(), "kill_switch".into())
+    );
+    std::fs::remove_file(s.ws.path().join("STOP")).unwrap();
+    // The parameter, set in the (simulated) account: the run starts, its write is refused.
+    let fleet = s.ws.read("fleet.toml");
+    s.ws.write(
+        "fleet.toml",
+        &format!("{fleet}\n[[parameters]]\nname = \"/runbook/kill-switch\"\nvalue = \"on\"\n"),
+    );
+    drop(served);
+    let _ = std::fs::remove_file(s.ws.path().join("sim-state.json"));
+    let served = s.served();
+    let (_, answer) = post_am(
+        &served,
+        &am_payload(&[("ec2-cpu-high", &[("instance_id", I2)])]),
+    );
+    assert_eq!(outcome(&answer, 0).0, "accepted", "{answer}");
+    let runs = served.wait_finished(1, Duration::from_secs(20));
+    assert_eq!(runs[0]["status"], "failed");
+    let ev = events(&s.ws.path().join(runs[0]["transcript"].as_str().unwrap()));
+    assert_eq!(of_type(&ev, "guardrail")[0]["rule"], "kill_switch");
+    assert!(of_type(&ev, "intent").is_empty(), "nothing was sent");
+    assert_eq!(s.tag_of("sim-state.json", I2, "Remediated"), None);
+    let msgs = wait_for_escalations(&s, 2);
+    assert!(msgs.iter().any(|m| m.contains("kill_switch")), "{msgs:#?}");
+}
+
+#[test]
+fn confirm_steps_and_protected_environments_need_a_rule_that_allows_them() {
+    let s = setup("", "", "");
+    let served = s.served();
+    let post =
+        |alert: &str, id: &str| post_am(&served, &am_payload(&[(alert, &[("instance_id", id)])]));
+    assert_eq!(outcome(&post("needs-confirm", I1).1, 0).0, "accepted");
+    assert_eq!(outcome(&post("confirm-ok", I2).1, 0).0, "accepted");
+    assert_eq!(
+        outcome(&post("prod-cpu", I1).1, 0),
+        ("refused".into(), "protected".into())
+    );
+    assert_eq!(outcome(&post("prod-cpu-allowed", I3).1, 0).0, "accepted");
+    let runs = served.wait_finished(3, Duration::from_secs(30));
+    let by_route = |route: &str| runs.iter().find(|r| r["route"] == route).unwrap().clone();
+    // Without allow_confirm the confirm step is not run: the run stops, recorded and escalated.
+    assert_eq!(by_route("confirm-denied")["status"], "aborted");
+    assert_eq!(s.tag_of("sim-state.json", I1, "Confirmed"), None);
+    // With it, the rule is the confirmation, and the transcript says so.
+    let allowed = by_route("confirm-allowed");
+    assert_eq!(allowed["status"], "ok");
+    let ev = events(&s.ws.path().join(allowed["transcript"].as_str().unwrap()));
+    let decision = of_type(&ev, "decision")[0];
+    assert!(
+        decision["reason"]
+            .as_str()
+            .unwrap()
+            .contains("allow_confirm"),
+        "{decision}"
+    );
+    assert_eq!(
+        s.tag_of("sim-state.json", I2, "Confirmed").as_deref(),
+        Some("true")
+    );
+    // The protected environment, allowed by its rule.
+    assert_eq!(by_route("prod-allowed")["status"], "ok");
+    assert_eq!(
+        s.tag_of("prod-state.json", I3, "Remediated").as_deref(),
+        Some("true")
+    );
+    let msgs = wait_for_escalations(&s, 2);
+    assert!(msgs.iter().any(|m| m.contains("protected")), "{msgs:#?}");
+    assert!(msgs.iter().any(|m| m.contains("run_aborted")), "{msgs:#?}");
+}
+
+#[test]
+fn a_full_queue_answers_503_and_records_the_alert() {
+    let s = setup("workers = 1\nqueue = 1", "", "");
+    let served = s.served();
+    let slow =
+        |id: &str| am_payload(&[("ec2-cpu-high", &[("instance_id", id), ("pause", "1500ms")])]);
+    let first = post_am(&served, &slow(I1));
+    assert_eq!(outcome(&first.1, 0).0, "accepted", "{:?}", first);
+    std::thread::sleep(Duration::from_millis(300)); // the worker has taken it
+    assert_eq!(outcome(&post_am(&served, &slow(I2)).1, 0).0, "accepted");
+    let (status, answer) = post_am(&served, &slow(I3));
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(outcome(&answer, 0).0, "queue_full");
+    // Not deduplicated or cooling down on the retry, once there is room.
+    served.wait_finished(2, Duration::from_secs(20));
+    let (status, answer) = post_am(&served, &slow(I3));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(outcome(&answer, 0).0, "accepted");
+    served.wait_finished(3, Duration::from_secs(20));
+    let journal = s.journal();
+    assert_eq!(
+        of_type(&journal, "alert")
+            .iter()
+            .filter(|a| a["outcome"] == "queue_full")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn sigterm_drains_running_runs_then_aborts_them_on_the_deadline() {
+    let s = setup("drain = \"1s\"", "", "");
+    let mut served = s.served();
+    let body = am_payload(&[("ec2-cpu-high", &[("instance_id", I1), ("pause", "30s")])]);
+    assert_eq!(outcome(&post_am(&served, &body).1, 0).0, "accepted");
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    assert_eq!(
+        served.terminate(Duration::from_secs(20)),
+        0,
+        "{}",
+        served.log_text()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the drain deadline was kept"
+    );
+    let journal = s.journal();
+    let finished = of_type(&journal, "run_finished");
+    assert_eq!(finished.len(), 1);
+    assert_eq!(finished[0]["status"], "aborted");
+    let ev = events(
+        &s.ws
+            .path()
+            .join(finished[0]["transcript"].as_str().unwrap()),
+    );
+    assert_eq!(of_type(&ev, "run_finished")[0]["status"], "aborted");
+    s.ws.run(&[
+        "transcript",
+        "verify",
+        finished[0]["transcript"].as_str().unwrap(),
+    ])
+    .expect_code(0);
+    assert_eq!(of_type(&journal, "stopped")[0]["aborted_runs"], 1);
+    assert!(
+        wait_for_escalations(&s, 1)
+            .iter()
+            .any(|m| m.contains("run_aborted"))
+    );
+}
+
+#[test]
+fn health_metrics_and_runs_endpoints() {
+    let s = setup("", "", "");
+    let served = s.served();
+    let (status, health) = served.get("/healthz");
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "ok");
+    post_am(
+        &served,
+        &am_payload(&[("ec2-cpu-high", &[("instance_id", I1)])]),
+    );
+    let runs = served.wait_finished(1, Duration::from_secs(20));
+    let id = runs[0]["run_id"].as_str().unwrap();
+    // With an admin token configured, /runs needs it.
+    let (status, _) = block_on(send(
+        &client(),
+        reqwest::Method::GET,
+        &served.url("/runs"),
+        &[],
+        vec![],
+    ));
+    assert_eq!(status, 401);
+    let (status, one) = served.get(&format!("/runs/{id}"));
+    assert_eq!(status, 200);
+    assert_eq!(one["status"], "ok");
+    assert_eq!(served.get("/runs/nope").0, 404);
+    let (_, m) = served.get("/metrics");
+    let m = m.as_str().unwrap();
+    for name in [
+        "runbook_alerts_received_total",
+        "runbook_alerts_total",
+        "runbook_runs_total",
+        "runbook_run_duration_seconds_bucket",
+        "runbook_alert_to_first_call_seconds_count",
+        "runbook_runs_running",
+        "runbook_breakers_open",
+    ] {
+        assert!(m.contains(name), "{name} missing from:\n{m}");
+    }
+    assert_eq!(metric(&served, "runbook_runs_total{status=\"ok\"}"), 1.0);
+}
+
+#[test]
+fn sns_notifications_are_verified_before_they_run() {
+    let topic = "arn:aws:sns:us-east-1:123456789012:ec2-manager-alarms";
+    let s = setup(
+        "",
+        "",
+        &format!(
+            "[sns]\ntopics = [\"{topic}\"]\ncert_url = '^http://127\\.0\\.0\\.1:\\d+/files/SimpleNotificationService-[0-9a-f]+\\.pem$'\nsubscribe_url = '^http://127\\.0\\.0\\.1:\\d+/confirm\\?'\n"
+        ),
+    );
+    s.slack
+        .serve_file("SimpleNotificationService-0a1b.pem", common::sns::CERT);
+    let cert_url = s.slack.url("/files/SimpleNotificationService-0a1b.pem");
+    let served = s.served();
+    let alarm =
+        common::sns::cloudwatch_alarm_message("ec2-cpu-high-cw", "ALARM", &[("InstanceId", I1)]);
+    let post = |v: &Value| {
+        served.post(
+            "/hooks/sns",
+            &[("content-type", "text/plain; charset=UTF-8")],
+            &serde_json::to_vec(v).unwrap(),
+        )
+    };
+
+    // Subscription for an allow-listed topic: confirmed by visiting SubscribeURL.
+    let sub_url = format!(
+        "{}?Action=ConfirmSubscription&Token=t0k",
+        s.slack.url("/confirm")
+    );
+    let sub = common::sns::signed_subscription_confirmation(
+        topic,
+        &cert_url,
+        &sub_url,
+        "2",
+        common::sns::KEY,
+    );
+    assert_eq!(post(&sub).0, 200);
+    assert!(
+        s.slack
+            .captured()
+            .iter()
+            .any(|c| c.path.starts_with("/confirm?Action=ConfirmSubscription"))
+    );
+
+    // v1 and v2 notifications run.
+    let v1 = common::sns::signed_notification(
+        topic,
+        &cert_url,
+        &alarm,
+        Some("ALARM"),
+        "1",
+        common::sns::KEY,
+    );
+    let (status, answer) = post(&v1);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(outcome(&answer, 0).0, "accepted", "{answer}");
+    let alarm2 =
+        common::sns::cloudwatch_alarm_message("ec2-cpu-high-cw", "ALARM", &[("InstanceId", I2)]);
+    let v2 =
+        common::sns::signed_notification(topic, &cert_url, &alarm2, None, "2", common::sns::KEY);
+    assert_eq!(outcome(&post(&v2).1, 0).0, "accepted");
+    // The same message again (SNS retries) is not processed twice.
+    assert_eq!(post(&v2).0, 401);
+
+    // Refused: wrong key, another topic, a certificate URL off the allow-list, tampering.
+    let alarm3 =
+        common::sns::cloudwatch_alarm_message("ec2-cpu-high-cw", "ALARM", &[("InstanceId", I3)]);
+    let bad_key = common::sns::signed_notification(
+        topic,
+        &cert_url,
+        &alarm3,
+        None,
+        "2",
+        common::sns::OTHER_KEY,
+    );
+    assert_eq!(post(&bad_key).0, 401);
+    let other_topic = "arn:aws:sns:us-east-1:123456789012:someone-elses";
+    let wrong_topic = common::sns::signed_notification(
+        other_topic,
+        &cert_url,
+        &alarm3,
+        None,
+        "2",
+        common::sns::KEY,
+    );
+    assert_eq!(post(&wrong_topic).0, 401);
+    let off_list = "http://127.0.0.1:1/evil/cert.pem";
+    let off =
+        common::sns::signed_notification(topic, off_list, &alarm3, None, "2", common::sns::KEY);
+    assert_eq!(post(&off).0, 401);
+    let mut tampered =
+        common::sns::signed_notification(topic, &cert_url, &alarm3, None, "2", common::sns::KEY);
+    tampered["Message"] = json!(alarm3.replace(I3, I1));
+    assert_eq!(post(&tampered).0, 401);
+
+    let runs = served.wait_finished(2, Duration::from_secs(20));
+    assert_eq!(runs.len(), 2, "{runs:#?}");
+    assert!(
+        runs.iter()
+            .all(|r| r["status"] == "ok" && r["source"] == "sns")
+    );
+    assert_eq!(s.tag_of("sim-state.json", I3, "Remediated"), None);
+    // The certificate was fetched once, and never from off the allow-list.
+    let fetches = s
+        .slack
+        .captured()
+        .iter()
+        .filter(|c| c.path.starts_with("/files/"))
+        .count();
+    assert_eq!(fetches, 1);
+}
+
+#[test]
+fn hook_one_shot_runs_from_stdin_and_fails_when_the_run_fails() {
+    let s = setup("", "max_resources = 2", "");
+    let env = s.env();
+    let run = |payload: &str| {
+        let path = s.ws.write("payload.json", payload);
+        let mut cmd =
+            s.ws.cmd()
+                .args(&["hook", "--source", "generic"])
+                .stdin_file(&path);
+        for (k, v) in env.refs() {
+            cmd = cmd.env(k, v);
+        }
+        cmd.output()
+    };
+    let ok = run(&format!(
+        r#"{{"alert":"ec2-cpu-high","labels":{{"instance_id":"{I1}"}}}}"#
+    ));
+    ok.expect_code(0);
+    let out: Value = serde_json::from_str(&ok.stdout).unwrap();
+    assert_eq!(out["runs"][0]["status"], "ok", "{out}");
+    // The same alert again: the guardrail state persisted between invocations.
+    let again = run(&format!(
+        r#"{{"alert":"ec2-cpu-high","labels":{{"instance_id":"{I1}"}}}}"#
+    ));
+    again.expect_code(0);
+    let out: Value = serde_json::from_str(&again.stdout).unwrap();
+    assert_eq!(out["alerts"][0]["outcome"], "deduplicated");
+    // A run that fails: exit 1, escalated.
+    let failing = run(&format!(
+        r#"{{"alert":"wide","labels":{{"instance_id":"{I2}"}}}}"#
+    ));
+    failing.expect_code(1);
+    assert!(
+        wait_for_escalations(&s, 1)
+            .iter()
+            .any(|m| m.contains("blast_radius"))
+    );
+    // Garbage is refused before anything runs.
+    run("not json").expect_code(2);
+}
