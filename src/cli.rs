@@ -181,6 +181,10 @@ pub enum Command {
         /// Once listening, write the bound address to this file
         #[arg(long, value_name = "PATH")]
         addr_file: Option<PathBuf>,
+        /// Only check hooks.toml (every route's runbook, pin, parameters and environment) and
+        /// print the routes; start nothing
+        #[arg(long)]
+        check: bool,
     },
     /// Handle one alert payload from stdin exactly as `serve` would (for cron or exec
     /// integrations); its runs finish before this returns
@@ -511,8 +515,16 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             hooks,
             listen,
             addr_file,
+            check,
         } => {
             let config = Config::load(cli.config.as_deref())?;
+            if check {
+                let hooks = crate::hooks::config::Hooks::load(&hooks)?;
+                for line in crate::hooks::hub::check(&hooks, &dirs, &config)? {
+                    println!("{line}");
+                }
+                return Ok(());
+            }
             crate::hooks::serve(&hooks, dirs, config, listen, addr_file.as_deref())
         }
         Command::Hook {

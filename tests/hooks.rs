@@ -1032,3 +1032,80 @@ fn hook_one_shot_runs_from_stdin_and_fails_when_the_run_fails() {
     // Garbage is refused before anything runs.
     run("not json").expect_code(2);
 }
+
+#[test]
+fn a_broken_hooks_file_is_refused_whole_before_anything_listens() {
+    let s = setup("", "", "");
+    s.ws.run(&["serve", "--check"]).expect_code(0);
+    let good = s.ws.read("hooks.toml");
+    s.ws.write(
+        "hooks.toml",
+        &format!(
+            "{good}\n[[route]]\nname = \"typo\"\nalert = \"x\"\nrunbook = \"tag-target@1.0.0\"\nparams = {{ instanceid = \"{{labels.instance_id}}\" }}\n\n[[route]]\nname = \"old\"\nalert = \"y\"\nrunbook = \"tag-target@2.0.0\"\n\n[[route]]\nname = \"nowhere\"\nalert = \"z\"\nrunbook = \"tag-target@1.0.0\"\nenvironment = \"staging\"\n"
+        ),
+    );
+    let check = s.ws.run(&["serve", "--check"]);
+    check.expect_code(2);
+    for needle in [
+        "\"typo\"",
+        "instanceid",
+        "\"old\"",
+        "2.0.0",
+        "\"nowhere\"",
+        "staging",
+    ] {
+        assert!(
+            check.stderr.contains(needle),
+            "{needle} not in:\n{}",
+            check.stderr
+        );
+    }
+    // `serve` itself refuses the same file, and journals nothing.
+    let env = s.env();
+    let mut cmd = s.ws.cmd().args(&["serve", "--listen", "127.0.0.1:0"]);
+    for (k, v) in env.refs() {
+        cmd = cmd.env(k, v);
+    }
+    cmd.output().expect_code(2);
+    assert!(!s.ws.exists("transcripts/hooks"));
+    // An unpinned route is refused too: unattended runs never take "whatever is there".
+    s.ws.write(
+        "hooks.toml",
+        &format!("{good}\n[[route]]\nname = \"loose\"\nalert = \"x\"\nrunbook = \"tag-target\"\n"),
+    );
+    let loose = s.ws.run(&["serve", "--check"]);
+    loose.expect_code(2);
+    assert!(loose.stderr.contains("pin"), "{}", loose.stderr);
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let s = setup("", "", "");
+    let mut env = s.env();
+    env.push(("RUNBOOK_LOG_FORMAT", "json".into()));
+    let mut served = Served::start(&s.ws, &env.refs());
+    served.admin = Some(ADMIN.to_string());
+    post_am(
+        &served,
+        &am_payload(&[("ec2-cpu-high", &[("instance_id", I1)])]),
+    );
+    served.wait_finished(1, Duration::from_secs(20));
+    assert_eq!(served.terminate(Duration::from_secs(20)), 0);
+    let log = served.log_text();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "alert" && l["fields"]["outcome"] == "accepted"),
+        "{log}"
+    );
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"] == "listening"),
+        "{log}"
+    );
+    assert!(!log.contains(TOKEN) && !log.contains(KEY));
+}

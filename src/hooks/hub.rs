@@ -115,34 +115,15 @@ impl Hub {
         config: Config,
         rt: tokio::runtime::Handle,
     ) -> Result<Arc<Hub>> {
-        let mut planned = BTreeMap::new();
+        let (planned, envs) = plan_all(&hooks, &dirs, &config)?;
         let mut sims = BTreeMap::new();
-        let mut problems = Vec::new();
-        for route in &hooks.file.routes {
-            match plan_route(route, &dirs, &config) {
-                Ok((p, env)) => {
-                    if env.backend == Backend::Sim && !sims.contains_key(&env.name) {
-                        match SimCloud::for_environment(&env) {
-                            Ok(sim) => {
-                                sims.insert(env.name.clone(), sim);
-                            }
-                            Err(e) => problems.push(format!(
-                                "route {:?}: environment {}: {}",
-                                route.name, env.name, e.message
-                            )),
-                        }
-                    }
-                    planned.insert(route.name.clone(), p);
-                }
-                Err(e) => problems.push(format!("route {:?}: {e}", route.name)),
+        for env in envs {
+            if env.backend == Backend::Sim && !sims.contains_key(&env.name) {
+                let sim = SimCloud::for_environment(&env).map_err(|e| {
+                    Error::Usage(format!("environment {}: {}", env.name, e.message))
+                })?;
+                sims.insert(env.name.clone(), sim);
             }
-        }
-        if !problems.is_empty() {
-            return Err(Error::Usage(format!(
-                "{}: {}",
-                hooks.path.display(),
-                problems.join("\n  ")
-            )));
         }
         let auth = &hooks.file.auth;
         let secrets = Secrets {
@@ -958,6 +939,79 @@ fn check_token(
 fn pattern(given: Option<&str>, default: &str) -> Result<regex::Regex> {
     regex::Regex::new(given.unwrap_or(default))
         .map_err(|e| Error::Usage(format!("hooks.toml: bad URL pattern: {e}")))
+}
+
+/// Plans every route (see [`plan_route`]), reporting every problem at once.
+fn plan_all(
+    hooks: &Hooks,
+    dirs: &[PathBuf],
+    config: &Config,
+) -> Result<(BTreeMap<String, Planned>, Vec<crate::config::Environment>)> {
+    let mut planned = BTreeMap::new();
+    let mut envs = Vec::new();
+    let mut problems = Vec::new();
+    for route in &hooks.file.routes {
+        match plan_route(route, dirs, config) {
+            Ok((p, env)) => {
+                planned.insert(route.name.clone(), p);
+                envs.push(env);
+            }
+            Err(e) => problems.push(format!("route {:?}: {e}", route.name)),
+        }
+    }
+    if problems.is_empty() {
+        Ok((planned, envs))
+    } else {
+        Err(Error::Usage(format!(
+            "{}:\n  {}",
+            hooks.path.display(),
+            problems.join("\n  ")
+        )))
+    }
+}
+
+/// `runbook serve --check`: the configuration checked whole, with nothing started or written.
+/// Returns one line per route.
+pub fn check(hooks: &Hooks, dirs: &[PathBuf], config: &Config) -> Result<Vec<String>> {
+    let (planned, envs) = plan_all(hooks, dirs, config)?;
+    Ok(hooks
+        .file
+        .routes
+        .iter()
+        .zip(envs)
+        .map(|(r, env)| {
+            let file = planned
+                .get(&r.name)
+                .map(|p| p.file.display().to_string())
+                .unwrap_or_default();
+            let mut flags = Vec::new();
+            if r.allow_confirm {
+                flags.push("allow_confirm");
+            }
+            if env.protected {
+                flags.push(if r.allow_protected {
+                    "protected (allowed)"
+                } else {
+                    "protected (refused: escalates)"
+                });
+            }
+            format!(
+                "{}: {}{} -> {} ({file}) on {}{}",
+                r.name,
+                r.alert,
+                r.source
+                    .map(|s| format!(" from {}", s.as_str()))
+                    .unwrap_or_default(),
+                r.runbook,
+                env.name,
+                if flags.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", flags.join(", "))
+                }
+            )
+        })
+        .collect())
 }
 
 /// Locates a route's runbook at its pinned version and checks its parameters and environment.
