@@ -974,6 +974,29 @@ fn sns_notifications_are_verified_before_they_run() {
     tampered["Message"] = json!(alarm3.replace(I3, I1));
     assert_eq!(post(&tampered).0, 401);
 
+    // Correctly signed but two hours old: a captured message replayed later.
+    let two_hours_ago = (chrono::Utc::now() - chrono::Duration::hours(2))
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
+    let old = common::sns::signed_notification_at(
+        topic,
+        &cert_url,
+        &alarm3,
+        None,
+        "2",
+        common::sns::KEY,
+        &two_hours_ago,
+    );
+    assert_eq!(post(&old).0, 401);
+    assert!(
+        of_type(&s.journal(), "request_refused")
+            .iter()
+            .any(|r| r["detail"]
+                .as_str()
+                .unwrap()
+                .contains("outside the accepted age")),
+        "the old message is refused for its age"
+    );
     let runs = served.wait_finished(2, Duration::from_secs(20));
     assert_eq!(runs.len(), 2, "{runs:#?}");
     assert!(

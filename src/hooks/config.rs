@@ -128,16 +128,29 @@ impl Default for AuthSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct SnsSettings {
     /// Topic ARNs whose messages are accepted (and whose subscriptions are confirmed).
-    #[serde(default)]
     pub topics: Vec<String>,
+    /// Messages older than this (by their signed Timestamp) are refused as replays.
+    #[serde(deserialize_with = "duration")]
+    pub max_age: Duration,
     /// A regex signing-certificate URLs must match (default: AWS's).
     pub cert_url: Option<String>,
     /// A regex SubscribeURLs must match before they are visited (default: AWS's).
     pub subscribe_url: Option<String>,
+}
+
+impl Default for SnsSettings {
+    fn default() -> Self {
+        SnsSettings {
+            topics: Vec::new(),
+            max_age: Duration::from_secs(3600),
+            cert_url: None,
+            subscribe_url: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -93,7 +93,8 @@ pub struct Hub {
     sns_trust: sns::SnsTrust,
     certs: sns::CertCache,
     http: reqwest::Client,
-    /// Signatures (generic) and message ids (SNS) seen within the replay window.
+    /// Signatures (generic) and message ids (SNS) seen, until when they could still be
+    /// replayed (Unix seconds): after that their timestamps refuse them.
     seen: Mutex<HashMap<String, i64>>,
     pub runs: Mutex<RunTable>,
     queue: Mutex<Option<mpsc::SyncSender<Job>>>,
@@ -131,6 +132,26 @@ impl Hub {
             generic: secret(&auth.generic_secret_env),
             admin: secret(&auth.admin_token_env),
         };
+        for (var, value, what) in [
+            (
+                &auth.alertmanager_token_env,
+                &secrets.alertmanager,
+                "/hooks/alertmanager",
+            ),
+            (&auth.generic_secret_env, &secrets.generic, "/hooks/generic"),
+            (
+                &auth.admin_token_env,
+                &secrets.admin,
+                "/admin (GET /runs is open)",
+            ),
+        ] {
+            if value.is_none() {
+                tracing::warn!("{var} is not set: {what} refuses every request");
+            }
+        }
+        if hooks.file.sns.topics.is_empty() {
+            tracing::warn!("no SNS topics are allow-listed: /hooks/sns refuses every message");
+        }
         let escalator = Escalator::new(
             config.notifications(crate::notify::Delivery::Send),
             hooks.file.escalation.channel.clone(),
@@ -288,15 +309,13 @@ impl Hub {
     ) -> std::result::Result<(), Rejection> {
         let mut seen = lock(&self.seen);
         if seen.len() > 10_000 {
-            seen.retain(|_, at| now - *at <= window.as_secs() as i64);
+            seen.retain(|_, until| *until >= now);
         }
-        if seen
-            .get(key)
-            .is_some_and(|at| now - at <= window.as_secs() as i64)
-        {
+        if seen.get(key).is_some_and(|until| *until >= now) {
             return Err(Rejection::Unauthenticated("replayed request".into()));
         }
-        seen.insert(key.to_string(), now);
+        // Remembered for the window on both sides of now: a timestamp can be that far ahead.
+        seen.insert(key.to_string(), now + 2 * window.as_secs() as i64);
         Ok(())
     }
 
@@ -308,13 +327,22 @@ impl Hub {
             .verify(&envelope, &self.sns_trust)
             .await
             .map_err(unauth)?;
+        // A signed message stays valid forever, so its age is what stops a replay: SNS's own
+        // retries of an HTTP delivery end well within the window; the MessageId is remembered
+        // for the window, so a retry of a message already handled is processed once.
         let now = chrono::Utc::now().timestamp();
-        // SNS retries a delivery with the same MessageId; a verified message is processed once.
-        self.first_sighting(
-            &format!("sns:{}", envelope.message_id),
-            now,
-            Duration::from_secs(24 * 3600),
-        )?;
+        let max_age = self.hooks.file.sns.max_age;
+        let sent = chrono::DateTime::parse_from_rfc3339(&envelope.timestamp)
+            .map_err(|_| Rejection::Malformed("sns: Timestamp is not RFC 3339".into()))?
+            .timestamp();
+        if now - sent > max_age.as_secs() as i64 || sent - now > 300 {
+            return Err(Rejection::Unauthenticated(format!(
+                "sns: message sent at {} is outside the accepted age of {}",
+                envelope.timestamp,
+                humantime::format_duration(max_age)
+            )));
+        }
+        self.first_sighting(&format!("sns:{}", envelope.message_id), now, max_age)?;
         match envelope.kind {
             sns::Kind::SubscriptionConfirmation => {
                 let result =

@@ -38,8 +38,29 @@ pub fn signed_notification(
     version: &str,
     key_pem: &str,
 ) -> Value {
+    signed_notification_at(
+        topic_arn,
+        cert_url,
+        message,
+        subject,
+        version,
+        key_pem,
+        &timestamp(),
+    )
+}
+
+/// [`signed_notification`], sent (and signed) at `timestamp` (RFC 3339).
+pub fn signed_notification_at(
+    topic_arn: &str,
+    cert_url: &str,
+    message: &str,
+    subject: Option<&str>,
+    version: &str,
+    key_pem: &str,
+    timestamp: &str,
+) -> Value {
     let message_id = fresh_id();
-    let timestamp = timestamp();
+    let timestamp = timestamp.to_string();
     let mut to_sign = String::new();
     push(&mut to_sign, "Message", message);
     push(&mut to_sign, "MessageId", &message_id);
