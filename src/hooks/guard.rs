@@ -101,9 +101,9 @@ pub struct GateState {
     /// fingerprint → when it was last seen (Unix ms).
     #[serde(default)]
     seen: BTreeMap<String, i64>,
-    /// runbook|target → when its last run was admitted.
+    /// runbook|target → until when it cools down (Unix ms; the route's cooldown or the global).
     #[serde(default)]
-    cooldowns: BTreeMap<String, i64>,
+    cooldown_until: BTreeMap<String, i64>,
     /// (when, runbook) of the runs admitted in the last hour, oldest first.
     #[serde(default)]
     starts: VecDeque<(i64, String)>,
@@ -127,6 +127,9 @@ pub struct Gate {
     pub state: GateState,
     /// Set when the state changed since it was last saved.
     pub dirty: bool,
+    /// When the maps were last pruned (Unix ms): once a second is enough, every admission
+    /// would be a scan of thousands of entries at hundreds of alerts a second.
+    last_prune: i64,
 }
 
 /// What an admission changed, so it can be taken back when the run cannot be queued.
@@ -147,6 +150,7 @@ impl Gate {
             settings,
             state,
             dirty: false,
+            last_prune: i64::MIN,
         }
     }
 
@@ -182,16 +186,10 @@ impl Gate {
                 ));
             }
         }
-        let cooldown = c.cooldown.unwrap_or(self.settings.cooldown).as_millis() as i64;
-        if let Some(&at) = s.cooldowns.get(c.target)
-            && now_ms - at < cooldown
+        if let Some(&until_ms) = s.cooldown_until.get(c.target)
+            && now_ms < until_ms
         {
-            return Err((
-                Refusal::Cooldown {
-                    until_ms: at + cooldown,
-                },
-                None,
-            ));
+            return Err((Refusal::Cooldown { until_ms }, None));
         }
         let overall = s.starts.len();
         let mine = s.starts.iter().filter(|(_, r)| r == c.runbook).count();
@@ -221,7 +219,10 @@ impl Gate {
             };
             return Err((refusal, Some(opened)));
         }
-        let prev_cooldown = s.cooldowns.insert(c.target.to_string(), now_ms);
+        let cooldown = c.cooldown.unwrap_or(self.settings.cooldown).as_millis() as i64;
+        let prev_cooldown = s
+            .cooldown_until
+            .insert(c.target.to_string(), now_ms + cooldown);
         s.starts.push_back((now_ms, c.runbook.to_string()));
         Ok(Admitted {
             prev_seen,
@@ -238,8 +239,8 @@ impl Gate {
             None => s.seen.remove(c.fingerprint),
         };
         match a.prev_cooldown {
-            Some(at) => s.cooldowns.insert(c.target.to_string(), at),
-            None => s.cooldowns.remove(c.target),
+            Some(until) => s.cooldown_until.insert(c.target.to_string(), until),
+            None => s.cooldown_until.remove(c.target),
         };
         if let Some(pos) = s.starts.iter().rposition(|(_, r)| r == c.runbook) {
             s.starts.remove(pos);
@@ -280,15 +281,14 @@ impl Gate {
         {
             s.starts.pop_front();
         }
+        if now_ms.saturating_sub(self.last_prune) < 1000 {
+            return;
+        }
+        self.last_prune = now_ms;
         // Bounded by the windows: an entry is dropped once it can no longer refuse anything.
         let window = self.settings.dedupe_window.as_millis() as i64;
-        if s.seen.len() > 1024 {
-            s.seen.retain(|_, at| now_ms - *at < window);
-        }
-        let longest = HOUR_MS.max(self.settings.cooldown.as_millis() as i64) * 24;
-        if s.cooldowns.len() > 1024 {
-            s.cooldowns.retain(|_, at| now_ms - *at < longest);
-        }
+        s.seen.retain(|_, at| now_ms - *at < window);
+        s.cooldown_until.retain(|_, until| now_ms < *until);
     }
 }
 
@@ -395,6 +395,23 @@ mod tests {
             reason(g.admit(&cand("d", "rb", "rb|i-1"), 600_000)),
             "admitted"
         );
+    }
+
+    #[test]
+    fn a_route_cooldown_longer_than_the_global_one_survives_pruning() {
+        let mut g = Gate::new(settings(), GateState::default());
+        let mut c = cand("a", "rb", "rb|i-1");
+        c.cooldown = Some(Duration::from_secs(3 * 3600));
+        assert_eq!(reason(g.admit(&c, 0)), "admitted");
+        // Two hours on (the global cooldown is 10 minutes; pruning has run since).
+        let mut again = cand("b", "rb", "rb|i-1");
+        again.cooldown = c.cooldown;
+        assert_eq!(
+            reason(g.admit(&cand("x", "rb", "rb|i-9"), 2 * HOUR_MS - 1)),
+            "admitted"
+        );
+        assert_eq!(reason(g.admit(&again, 2 * HOUR_MS)), "cooldown");
+        assert_eq!(reason(g.admit(&again, 3 * HOUR_MS)), "admitted");
     }
 
     #[test]
