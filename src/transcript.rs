@@ -329,8 +329,18 @@ pub fn read_verified(path: &Path) -> Result<(Vec<Value>, VerifyReport)> {
         if obj.get("seq").and_then(Value::as_u64) != Some(i as u64) {
             return Err(broken(lineno, format!("seq should be {i}")));
         }
-        if i == 0 && obj.get("type").and_then(Value::as_str) != Some("run_started") {
-            return Err(broken(lineno, "the first event must be run_started".into()));
+        // A run's transcript opens with run_started; the hook journal, written by the same
+        // writer, with journal_started.
+        if i == 0
+            && !matches!(
+                obj.get("type").and_then(Value::as_str),
+                Some("run_started" | "journal_started")
+            )
+        {
+            return Err(broken(
+                lineno,
+                "the first event must be run_started (or journal_started)".into(),
+            ));
         }
         prev = computed;
         events.push(value);

@@ -349,6 +349,19 @@ fn an_alertmanager_alert_runs_its_runbook_and_a_resolved_one_is_only_recorded() 
         vec!["accepted", "resolved"]
     );
     assert!(!of_type(&journal, "run_finished").is_empty());
+    // The journal is hash-chained like a transcript, and verifies.
+    for entry in std::fs::read_dir(s.ws.path().join("transcripts/hooks")).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("journal-")
+        {
+            s.ws.run(&["transcript", "verify", path.to_str().unwrap()])
+                .expect_code(0);
+        }
+    }
     assert!(
         s.escalations().is_empty(),
         "nothing to escalate: {:?}",

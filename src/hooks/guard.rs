@@ -324,9 +324,14 @@ pub fn save_state(path: &Path, state: &GateState) -> crate::error::Result<()> {
     let tmp = path.with_extension("tmp");
     let bytes = serde_json::to_vec(state)
         .map_err(|e| crate::error::Error::io("cannot encode", path, std::io::Error::other(e)))?;
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| crate::error::Error::io("cannot write", path, e))
+    // Synced before the rename: an open breaker must survive a machine crash, not only ours.
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, &bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| crate::error::Error::io("cannot write", path, e))
 }
 
 #[cfg(test)]

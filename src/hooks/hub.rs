@@ -96,6 +96,7 @@ pub struct Hub {
     /// Signatures (generic) and message ids (SNS) seen, until when they could still be
     /// replayed (Unix seconds): after that their timestamps refuse them.
     seen: Mutex<HashMap<String, i64>>,
+    seen_pruned: Mutex<i64>,
     pub runs: Mutex<RunTable>,
     queue: Mutex<Option<mpsc::SyncSender<Job>>>,
     jobs: Mutex<Option<mpsc::Receiver<Job>>>,
@@ -132,26 +133,6 @@ impl Hub {
             generic: secret(&auth.generic_secret_env),
             admin: secret(&auth.admin_token_env),
         };
-        for (var, value, what) in [
-            (
-                &auth.alertmanager_token_env,
-                &secrets.alertmanager,
-                "/hooks/alertmanager",
-            ),
-            (&auth.generic_secret_env, &secrets.generic, "/hooks/generic"),
-            (
-                &auth.admin_token_env,
-                &secrets.admin,
-                "/admin (GET /runs is open)",
-            ),
-        ] {
-            if value.is_none() {
-                tracing::warn!("{var} is not set: {what} refuses every request");
-            }
-        }
-        if hooks.file.sns.topics.is_empty() {
-            tracing::warn!("no SNS topics are allow-listed: /hooks/sns refuses every message");
-        }
         let escalator = Escalator::new(
             config.notifications(crate::notify::Delivery::Send),
             hooks.file.escalation.channel.clone(),
@@ -213,6 +194,7 @@ impl Hub {
             certs: sns::CertCache::new(http.clone()),
             http,
             seen: Mutex::new(HashMap::new()),
+            seen_pruned: Mutex::new(0),
             queue: Mutex::new(Some(tx)),
             jobs: Mutex::new(Some(rx)),
             workers: Mutex::new(Vec::new()),
@@ -221,6 +203,38 @@ impl Hub {
             rt,
             escalations: Mutex::new(Vec::new()),
         }))
+    }
+
+    /// Endpoints that refuse everything because their secret is not set (warned about by
+    /// `serve`; `runbook hook` needs none of them).
+    pub fn closed_endpoints(&self) -> Vec<String> {
+        let auth = &self.hooks.file.auth;
+        let s = &self.secrets;
+        let mut closed: Vec<String> = [
+            (
+                &auth.alertmanager_token_env,
+                &s.alertmanager,
+                "/hooks/alertmanager refuses every request",
+            ),
+            (
+                &auth.generic_secret_env,
+                &s.generic,
+                "/hooks/generic refuses every request",
+            ),
+            (
+                &auth.admin_token_env,
+                &s.admin,
+                "/admin refuses every request and GET /runs is open",
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, value, _)| value.is_none())
+        .map(|(var, _, what)| format!("{var} is not set: {what}"))
+        .collect();
+        if self.hooks.file.sns.topics.is_empty() {
+            closed.push("no SNS topics are allow-listed: /hooks/sns refuses every message".into());
+        }
+        closed
     }
 
     /// Starts the worker threads (the concurrency limit).
@@ -308,9 +322,13 @@ impl Hub {
         window: Duration,
     ) -> std::result::Result<(), Rejection> {
         let mut seen = lock(&self.seen);
-        if seen.len() > 10_000 {
+        // Pruned once a second at most (a scan per request would be quadratic under load).
+        let mut pruned = lock(&self.seen_pruned);
+        if *pruned != now {
             seen.retain(|_, until| *until >= now);
+            *pruned = now;
         }
+        drop(pruned);
         if seen.get(key).is_some_and(|until| *until >= now) {
             return Err(Rejection::Unauthenticated("replayed request".into()));
         }
@@ -378,10 +396,16 @@ impl Hub {
 
     /// Routes and admits each alert, queueing the runs it may start. `via` names the request
     /// (for the journal).
-    pub async fn admit_all(self: &Arc<Self>, alerts: Vec<Alert>, via: &str) -> Vec<AlertOutcome> {
+    /// `received` is when the request arrived: the alert-to-first-call latency counts from it.
+    pub async fn admit_all(
+        self: &Arc<Self>,
+        alerts: Vec<Alert>,
+        via: &str,
+        received: Instant,
+    ) -> Vec<AlertOutcome> {
         let mut outcomes = Vec::with_capacity(alerts.len());
         for alert in alerts {
-            let outcome = self.admit(&alert, Instant::now());
+            let outcome = self.admit(&alert, received);
             let mut event = json!({
                 "type": "alert",
                 "via": via,
@@ -566,11 +590,15 @@ impl Hub {
 
     /// Saves the guardrail state now (breakers opened or reset must survive a crash).
     pub fn save_state(&self) {
-        let mut gate = lock(&self.gate);
-        if let Err(e) = super::guard::save_state(&self.hooks.state_path(), &gate.state) {
-            tracing::error!("{e}");
-        } else {
+        // Copied under the lock, written outside it: admissions must not wait on the disk.
+        let state = {
+            let mut gate = lock(&self.gate);
             gate.dirty = false;
+            gate.state.clone()
+        };
+        if let Err(e) = super::guard::save_state(&self.hooks.state_path(), &state) {
+            tracing::error!("{e}");
+            lock(&self.gate).dirty = true;
         }
     }
 

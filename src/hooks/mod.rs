@@ -156,6 +156,9 @@ pub fn serve(
     let rt = runtime()?;
     let addr = listen.unwrap_or_else(|| hooks.file.server.listen.clone());
     let hub = hub::Hub::new(hooks, dirs, config, rt.handle().clone())?;
+    for warning in hub.closed_endpoints() {
+        tracing::warn!("{warning}");
+    }
     hub.start_workers()?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(&addr)
@@ -207,6 +210,7 @@ pub fn one_shot(
     let rt = runtime()?;
     let hub = hub::Hub::new(hooks, dirs, config, rt.handle().clone())?;
     hub.start_workers()?;
+    let received = std::time::Instant::now();
     let outcomes = rt.block_on(async {
         let alerts = match source {
             Source::Alertmanager => alertmanager::parse(payload),
@@ -214,7 +218,7 @@ pub fn one_shot(
             Source::Sns => hub.sns_message(payload).await,
         }
         .map_err(|r| Error::Usage(r.to_string()))?;
-        Ok::<_, Error>(hub.admit_all(alerts, "stdin").await)
+        Ok::<_, Error>(hub.admit_all(alerts, "stdin", received).await)
     })?;
     hub.finish_queued();
     rt.block_on(hub.flush_escalations());

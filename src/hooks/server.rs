@@ -14,7 +14,7 @@
 //! before the answer is sent.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -161,8 +161,8 @@ fn body_of(
 
 /// Admits parsed alerts and answers: 200 with each alert's outcome, or 503 when any could not
 /// be queued (so the sender retries; accepted ones are deduplicated on the retry).
-async fn answer(hub: &Arc<Hub>, alerts: Vec<Alert>, via: &str) -> Response {
-    let outcomes: Vec<AlertOutcome> = hub.admit_all(alerts, via).await;
+async fn answer(hub: &Arc<Hub>, alerts: Vec<Alert>, via: &str, received: Instant) -> Response {
+    let outcomes: Vec<AlertOutcome> = hub.admit_all(alerts, via, received).await;
     for o in &outcomes {
         tracing::info!(
             alert = %o.alert,
@@ -188,6 +188,7 @@ async fn alertmanager(
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Response {
+    let received = Instant::now();
     let source = Source::Alertmanager;
     // Authenticate before reading the body: nothing unauthenticated is parsed.
     if let Err(r) = hub.check_bearer(header_str(&headers, header::AUTHORIZATION)) {
@@ -196,7 +197,7 @@ async fn alertmanager(
     let parsed =
         body_of(body, hub.hooks.file.server.max_body).and_then(|b| super::alertmanager::parse(&b));
     match parsed {
-        Ok(alerts) => answer(&hub, alerts, "alertmanager").await,
+        Ok(alerts) => answer(&hub, alerts, "alertmanager", received).await,
         Err(r) => reject(&hub, source, r).await,
     }
 }
@@ -206,6 +207,7 @@ async fn generic(
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Response {
+    let received = Instant::now();
     let source = Source::Generic;
     let body = match body_of(body, hub.hooks.file.server.max_body) {
         Ok(b) => b,
@@ -217,7 +219,7 @@ async fn generic(
         &body,
     );
     match checked.and_then(|()| super::generic::parse(&body)) {
-        Ok(alerts) => answer(&hub, alerts, "generic").await,
+        Ok(alerts) => answer(&hub, alerts, "generic", received).await,
         Err(r) => reject(&hub, source, r).await,
     }
 }
@@ -226,6 +228,7 @@ async fn sns(
     State(hub): State<Arc<Hub>>,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Response {
+    let received = Instant::now();
     let source = Source::Sns;
     let body = match body_of(body, hub.hooks.file.server.max_body) {
         Ok(b) => b,
@@ -235,7 +238,7 @@ async fn sns(
         Ok(alerts) if alerts.is_empty() => {
             (StatusCode::OK, axum::Json(json!({ "alerts": [] }))).into_response()
         }
-        Ok(alerts) => answer(&hub, alerts, "sns").await,
+        Ok(alerts) => answer(&hub, alerts, "sns", received).await,
         Err(r) => reject(&hub, source, r).await,
     }
 }
@@ -259,7 +262,7 @@ async fn runs(
     struct Page {
         runs: Vec<super::pool::RunRecord>,
     }
-    let runs = hub.runs_list(q.limit.unwrap_or(100));
+    let runs = hub.runs_list(q.limit.unwrap_or(100).min(hub.hooks.file.server.history));
     axum::Json(Page { runs }).into_response()
 }
 
