@@ -394,9 +394,12 @@ impl Hub {
 
     // ---- admission ------------------------------------------------------------------------
 
-    /// Routes and admits each alert, queueing the runs it may start. `via` names the request
-    /// (for the journal).
-    /// `received` is when the request arrived: the alert-to-first-call latency counts from it.
+    /// Routes and admits each alert, queueing the runs it may start, and journals each outcome
+    /// before returning. `via` names the request (for the journal); `received` is when it
+    /// arrived (the alert-to-first-call latency counts from there).
+    ///
+    /// The outcome is journaled after the run is queued, so a fast run's `run_finished` can
+    /// precede its `alert` line; both carry the run id.
     pub async fn admit_all(
         self: &Arc<Self>,
         alerts: Vec<Alert>,
