@@ -1016,6 +1016,15 @@ fn sns_notifications_are_verified_before_they_run() {
         runs.iter()
             .all(|r| r["status"] == "ok" && r["source"] == "sns")
     );
+    // The alarm's dimensions and its region code (from AlarmArn) are the run's trigger labels.
+    let ev = events(&s.ws.path().join(runs[0]["transcript"].as_str().unwrap()));
+    let labels = &of_type(&ev, "run_started")[0]["trigger"]["labels"];
+    assert_eq!(labels["region"], "us-east-1", "{labels}");
+    assert_eq!(labels["alarm_name"], "ec2-cpu-high-cw");
+    assert!(
+        labels["InstanceId"] == I1 || labels["InstanceId"] == I2,
+        "{labels}"
+    );
     assert_eq!(s.tag_of("sim-state.json", I3, "Remediated"), None);
     // The certificate was fetched once, and never from off the allow-list.
     let fetches = s

@@ -1118,7 +1118,11 @@ fn plan_route(
 fn alarm_to_alert(a: &sns::CloudWatchAlarm) -> Alert {
     let mut labels = a.dimensions.clone();
     labels.insert("alarm_name".into(), a.alarm_name.clone());
-    labels.insert("region".into(), a.region.clone());
+    labels.insert(
+        "region".into(),
+        a.region_code.clone().unwrap_or_else(|| a.region.clone()),
+    );
+    labels.insert("region_name".into(), a.region.clone());
     labels.insert("account".into(), a.account.clone());
     if let Some(n) = &a.namespace {
         labels.insert("namespace".into(), n.clone());

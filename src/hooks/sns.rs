@@ -616,6 +616,9 @@ pub struct CloudWatchAlarm {
     pub namespace: Option<String>,
     /// `Trigger.Dimensions`, name to value (AWS sends `[{"value": .., "name": ..}]`).
     pub dimensions: BTreeMap<String, String>,
+    /// The region code (`us-east-1`), from `AlarmArn`; routes and runbooks want the code, and
+    /// `Region` only has the display name.
+    pub region_code: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -638,6 +641,8 @@ struct RawAlarm {
     state_change_time: String,
     #[serde(rename = "Trigger", default)]
     trigger: Option<RawTrigger>,
+    #[serde(rename = "AlarmArn", default)]
+    alarm_arn: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -668,7 +673,15 @@ pub fn cloudwatch_alarm(message: &str) -> Result<CloudWatchAlarm, SnsError> {
         Some(t) => (t.metric_name, t.namespace, t.dimensions.unwrap_or_default()),
         None => (None, None, Vec::new()),
     };
+    // arn:aws:cloudwatch:REGION:ACCOUNT:alarm:NAME
+    let region_code = raw
+        .alarm_arn
+        .as_deref()
+        .and_then(|arn| arn.split(':').nth(3))
+        .filter(|r| !r.is_empty())
+        .map(str::to_string);
     Ok(CloudWatchAlarm {
+        region_code,
         alarm_name: raw.alarm_name,
         description: raw.description,
         account: raw.account,
@@ -1469,6 +1482,7 @@ mod tests {
                 description: Some("cpu-high: CPU above 80% for 10 minutes".into()),
                 account: "123456789012".into(),
                 region: "US East (N. Virginia)".into(),
+                region_code: Some("us-east-1".into()),
                 new_state: "ALARM".into(),
                 old_state: "OK".into(),
                 reason: alarm.reason.clone(),
