@@ -785,11 +785,11 @@ fn confirm_steps_and_protected_environments_need_a_rule_that_allows_them() {
 fn a_full_queue_answers_503_and_records_the_alert() {
     let s = setup("workers = 1\nqueue = 1", "", "");
     let served = s.served();
-    let slow =
-        |id: &str| am_payload(&[("ec2-cpu-high", &[("instance_id", id), ("pause", "1500ms")])]);
+    let slow = |id: &str| am_payload(&[("ec2-cpu-high", &[("instance_id", id), ("pause", "3s")])]);
     let first = post_am(&served, &slow(I1));
     assert_eq!(outcome(&first.1, 0).0, "accepted", "{:?}", first);
-    std::thread::sleep(Duration::from_millis(300)); // the worker has taken it
+    // The one worker is busy with it; the queue has room for one more.
+    served.wait_running(1, Duration::from_secs(20));
     assert_eq!(outcome(&post_am(&served, &slow(I2)).1, 0).0, "accepted");
     let (status, answer) = post_am(&served, &slow(I3));
     assert_eq!(status, 503, "{answer}");
@@ -816,7 +816,7 @@ fn sigterm_drains_running_runs_then_aborts_them_on_the_deadline() {
     let mut served = s.served();
     let body = am_payload(&[("ec2-cpu-high", &[("instance_id", I1), ("pause", "30s")])]);
     assert_eq!(outcome(&post_am(&served, &body).1, 0).0, "accepted");
-    std::thread::sleep(Duration::from_millis(500));
+    served.wait_running(1, Duration::from_secs(20));
     let started = std::time::Instant::now();
     assert_eq!(
         served.terminate(Duration::from_secs(20)),

@@ -127,6 +127,23 @@ impl Served {
         ))
     }
 
+    /// Waits until `n` runs are running (a worker has taken them).
+    pub fn wait_running(&self, n: usize, timeout: Duration) {
+        let started = Instant::now();
+        loop {
+            let (_, body) = self.get("/runs?limit=100000");
+            let runs = body["runs"].as_array().cloned().unwrap_or_default();
+            if runs.iter().filter(|r| r["status"] == "running").count() >= n {
+                return;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "{n} run(s) not running after {timeout:?}: {runs:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits until `n` runs have finished (none queued or running) and returns them all.
     pub fn wait_finished(&self, n: usize, timeout: Duration) -> Vec<Value> {
         let started = Instant::now();
