@@ -61,7 +61,9 @@ pub fn verify(
     let Ok(given) = hex::decode(hex_sig) else {
         return unauth("X-Runbook-Signature is not hex");
     };
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key");
+    let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(key) else {
+        return unauth("the configured key cannot be used");
+    };
     mac.update(format!("{ts}.").as_bytes());
     mac.update(body);
     // verify_slice compares in constant time.
