@@ -1156,3 +1156,42 @@ fn json_logs_are_one_object_per_line() {
     );
     assert!(!log.contains(TOKEN) && !log.contains(KEY));
 }
+
+#[test]
+fn hook_reset_breakers_closes_a_breaker_left_open_in_the_saved_state() {
+    let s = setup("", "max_runs_per_hour = 1", "");
+    let env = s.env();
+    let hook = |payload: &str| {
+        let path = s.ws.write("payload.json", payload);
+        let mut cmd =
+            s.ws.cmd()
+                .args(&["hook", "--source", "generic"])
+                .stdin_file(&path);
+        for (k, v) in env.refs() {
+            cmd = cmd.env(k, v);
+        }
+        let run = cmd.output();
+        run.expect_code(0);
+        let out: Value = serde_json::from_str(&run.stdout).unwrap();
+        out["alerts"][0]["reason"]
+            .as_str()
+            .unwrap_or(out["alerts"][0]["outcome"].as_str().unwrap())
+            .to_string()
+    };
+    let alert =
+        |id: &str| format!(r#"{{"alert":"ec2-cpu-high","labels":{{"instance_id":"{id}"}}}}"#);
+    assert_eq!(hook(&alert(I1)), "accepted");
+    assert_eq!(hook(&alert(I2)), "rate_limited");
+    assert_eq!(hook(&alert(I3)), "breaker_open");
+    let reset = s.ws.run(&["hook", "--reset-breakers"]);
+    reset.expect_code(0);
+    assert!(reset.stdout.contains("closed: *"), "{}", reset.stdout);
+    assert_eq!(
+        hook(&format!(
+            r#"{{"alert":"ec2-cpu-high","labels":{{"instance_id":"{I3}","try":"2"}}}}"#
+        )),
+        "accepted"
+    );
+    let again = s.ws.run(&["hook", "--reset-breakers"]);
+    assert!(again.stdout.contains("none"), "{}", again.stdout);
+}
