@@ -216,6 +216,20 @@ impl Env for Vec<(&'static str, String)> {
 }
 
 impl Setup {
+    /// `runbook hook --source generic` with `payload` on stdin, in this setup's environment.
+    fn hook(&self, payload: &str) -> common::Run {
+        let path = self.ws.write("payload.json", payload);
+        let mut cmd = self
+            .ws
+            .cmd()
+            .args(&["hook", "--source", "generic"])
+            .stdin_file(&path);
+        for (k, v) in self.env().refs() {
+            cmd = cmd.env(k, v);
+        }
+        cmd.output()
+    }
+
     fn served(&self) -> Served {
         let env = self.env();
         let mut served = Served::start(&self.ws, &env.refs());
@@ -1041,18 +1055,7 @@ fn sns_notifications_are_verified_before_they_run() {
 #[test]
 fn hook_one_shot_runs_from_stdin_and_fails_when_the_run_fails() {
     let s = setup("", "max_resources = 2", "");
-    let env = s.env();
-    let run = |payload: &str| {
-        let path = s.ws.write("payload.json", payload);
-        let mut cmd =
-            s.ws.cmd()
-                .args(&["hook", "--source", "generic"])
-                .stdin_file(&path);
-        for (k, v) in env.refs() {
-            cmd = cmd.env(k, v);
-        }
-        cmd.output()
-    };
+    let run = |payload: &str| s.hook(payload);
     let ok = run(&format!(
         r#"{{"alert":"ec2-cpu-high","labels":{{"instance_id":"{I1}"}}}}"#
     ));
@@ -1160,17 +1163,8 @@ fn json_logs_are_one_object_per_line() {
 #[test]
 fn hook_reset_breakers_closes_a_breaker_left_open_in_the_saved_state() {
     let s = setup("", "max_runs_per_hour = 1", "");
-    let env = s.env();
     let hook = |payload: &str| {
-        let path = s.ws.write("payload.json", payload);
-        let mut cmd =
-            s.ws.cmd()
-                .args(&["hook", "--source", "generic"])
-                .stdin_file(&path);
-        for (k, v) in env.refs() {
-            cmd = cmd.env(k, v);
-        }
-        let run = cmd.output();
+        let run = s.hook(payload);
         run.expect_code(0);
         let out: Value = serde_json::from_str(&run.stdout).unwrap();
         out["alerts"][0]["reason"]

@@ -72,16 +72,24 @@ impl AlertOutcome {
     }
 }
 
-/// A route checked at start-up: its runbook located, its environment known.
+/// A route checked at start-up: its runbook located, its environment selected (once: each run
+/// gets a copy, so no run re-reads runbook.toml's fleet fixture).
 struct Planned {
     file: PathBuf,
     target: Target,
-    protected: bool,
+    env: crate::config::Environment,
+}
+
+/// Signatures and SNS message ids seen, until when they could still be replayed (Unix
+/// seconds), and when the map was last pruned.
+#[derive(Default)]
+struct ReplayMemory {
+    until: HashMap<String, i64>,
+    pruned_at: i64,
 }
 
 pub struct Hub {
     pub hooks: Hooks,
-    config: Config,
     planned: BTreeMap<String, Planned>,
     gate: Mutex<Gate>,
     pub journal: Journal,
@@ -93,10 +101,9 @@ pub struct Hub {
     sns_trust: sns::SnsTrust,
     certs: sns::CertCache,
     http: reqwest::Client,
-    /// Signatures (generic) and message ids (SNS) seen, until when they could still be
-    /// replayed (Unix seconds): after that their timestamps refuse them.
-    seen: Mutex<HashMap<String, i64>>,
-    seen_pruned: Mutex<i64>,
+    /// Signatures (generic) and message ids (SNS) seen: after their window, their timestamps
+    /// refuse them.
+    seen: Mutex<ReplayMemory>,
     pub runs: Mutex<RunTable>,
     queue: Mutex<Option<mpsc::SyncSender<Job>>>,
     jobs: Mutex<Option<mpsc::Receiver<Job>>>,
@@ -117,11 +124,11 @@ impl Hub {
         config: Config,
         rt: tokio::runtime::Handle,
     ) -> Result<Arc<Hub>> {
-        let (planned, envs) = plan_all(&hooks, &dirs, &config)?;
+        let planned = plan_all(&hooks, &dirs, &config)?;
         let mut sims = BTreeMap::new();
-        for env in envs {
+        for env in planned.values().map(|p| &p.env) {
             if env.backend == Backend::Sim && !sims.contains_key(&env.name) {
-                let sim = SimCloud::for_environment(&env).map_err(|e| {
+                let sim = SimCloud::for_environment(env).map_err(|e| {
                     Error::Usage(format!("environment {}: {}", env.name, e.message))
                 })?;
                 sims.insert(env.name.clone(), sim);
@@ -183,7 +190,6 @@ impl Hub {
             gate: Mutex::new(Gate::new(hooks.file.guardrails.clone(), state)),
             runs: Mutex::new(RunTable::new(hooks.file.server.history)),
             hooks,
-            config,
             planned,
             journal,
             metrics,
@@ -193,8 +199,7 @@ impl Hub {
             sns_trust,
             certs: sns::CertCache::new(http.clone()),
             http,
-            seen: Mutex::new(HashMap::new()),
-            seen_pruned: Mutex::new(0),
+            seen: Mutex::new(ReplayMemory::default()),
             queue: Mutex::new(Some(tx)),
             jobs: Mutex::new(Some(rx)),
             workers: Mutex::new(Vec::new()),
@@ -323,17 +328,16 @@ impl Hub {
     ) -> std::result::Result<(), Rejection> {
         let mut seen = lock(&self.seen);
         // Pruned once a second at most (a scan per request would be quadratic under load).
-        let mut pruned = lock(&self.seen_pruned);
-        if *pruned != now {
-            seen.retain(|_, until| *until >= now);
-            *pruned = now;
+        if seen.pruned_at != now {
+            seen.until.retain(|_, until| *until >= now);
+            seen.pruned_at = now;
         }
-        drop(pruned);
-        if seen.get(key).is_some_and(|until| *until >= now) {
+        if seen.until.get(key).is_some_and(|until| *until >= now) {
             return Err(Rejection::Unauthenticated("replayed request".into()));
         }
         // Remembered for the window on both sides of now: a timestamp can be that far ahead.
-        seen.insert(key.to_string(), now + 2 * window.as_secs() as i64);
+        seen.until
+            .insert(key.to_string(), now + 2 * window.as_secs() as i64);
         Ok(())
     }
 
@@ -484,7 +488,7 @@ impl Hub {
         };
         let planned = self.planned.get(&route.name);
         let kill_switch = self.hooks.kill_switch().is_some_and(|p| p.exists());
-        let protected_refused = planned.is_some_and(|p| p.protected) && !route.allow_protected;
+        let protected_refused = planned.is_some_and(|p| p.env.protected) && !route.allow_protected;
         let candidate = Candidate {
             fingerprint: &alert.fingerprint,
             runbook: route.runbook_id(),
@@ -743,7 +747,7 @@ impl Hub {
         let planned = self.planned.get(&route.name).ok_or_else(|| {
             Error::Usage(format!("route {} was not checked at start-up", route.name))
         })?;
-        let env = self.config.select(route.environment.as_deref())?;
+        let env = planned.env.clone();
         let env_name = env.name.clone();
         let protected = env.protected;
         let cloud = match (env.backend, self.sims.get(&env.name)) {
@@ -907,23 +911,25 @@ impl Hub {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.join_workers();
+        DrainReport { aborted }
+    }
+
+    /// Waits for the workers (the queue is closed: they exit once it is empty) and saves the
+    /// guardrail state.
+    fn join_workers(&self) {
         let workers: Vec<_> = std::mem::take(&mut *lock(&self.workers));
         for w in workers {
             let _ = w.join();
         }
         self.save_state_if_dirty();
-        DrainReport { aborted }
     }
 
     /// Stops taking alerts, runs what was queued to the end, and waits for it (`runbook hook`).
     pub fn finish_queued(&self) {
         self.accepting.store(false, Ordering::SeqCst);
         lock(&self.queue).take();
-        let workers: Vec<_> = std::mem::take(&mut *lock(&self.workers));
-        for w in workers {
-            let _ = w.join();
-        }
-        self.save_state_if_dirty();
+        self.join_workers();
     }
 
     /// Stops taking alerts (the first thing a SIGTERM does).
@@ -1001,25 +1007,19 @@ fn pattern(given: Option<&str>, default: &str) -> Result<regex::Regex> {
 }
 
 /// Plans every route (see [`plan_route`]), reporting every problem at once.
-fn plan_all(
-    hooks: &Hooks,
-    dirs: &[PathBuf],
-    config: &Config,
-) -> Result<(BTreeMap<String, Planned>, Vec<crate::config::Environment>)> {
+fn plan_all(hooks: &Hooks, dirs: &[PathBuf], config: &Config) -> Result<BTreeMap<String, Planned>> {
     let mut planned = BTreeMap::new();
-    let mut envs = Vec::new();
     let mut problems = Vec::new();
     for route in &hooks.file.routes {
         match plan_route(route, dirs, config) {
-            Ok((p, env)) => {
+            Ok(p) => {
                 planned.insert(route.name.clone(), p);
-                envs.push(env);
             }
             Err(e) => problems.push(format!("route {:?}: {e}", route.name)),
         }
     }
     if problems.is_empty() {
-        Ok((planned, envs))
+        Ok(planned)
     } else {
         Err(Error::Usage(format!(
             "{}:\n  {}",
@@ -1032,17 +1032,14 @@ fn plan_all(
 /// `runbook serve --check`: the configuration checked whole, with nothing started or written.
 /// Returns one line per route.
 pub fn check(hooks: &Hooks, dirs: &[PathBuf], config: &Config) -> Result<Vec<String>> {
-    let (planned, envs) = plan_all(hooks, dirs, config)?;
+    let planned = plan_all(hooks, dirs, config)?;
     Ok(hooks
         .file
         .routes
         .iter()
-        .zip(envs)
-        .map(|(r, env)| {
-            let file = planned
-                .get(&r.name)
-                .map(|p| p.file.display().to_string())
-                .unwrap_or_default();
+        .filter_map(|r| Some((r, planned.get(&r.name)?)))
+        .map(|(r, p)| {
+            let (file, env) = (p.file.display().to_string(), &p.env);
             let mut flags = Vec::new();
             if r.allow_confirm {
                 flags.push("allow_confirm");
@@ -1074,11 +1071,7 @@ pub fn check(hooks: &Hooks, dirs: &[PathBuf], config: &Config) -> Result<Vec<Str
 }
 
 /// Locates a route's runbook at its pinned version and checks its parameters and environment.
-fn plan_route(
-    route: &Route,
-    dirs: &[PathBuf],
-    config: &Config,
-) -> Result<(Planned, crate::config::Environment)> {
+fn plan_route(route: &Route, dirs: &[PathBuf], config: &Config) -> Result<Planned> {
     let target = Target::parse(&route.runbook);
     let file = catalog::locate(&target, dirs, catalog::id_of)?;
     let host = Host::new(
@@ -1104,14 +1097,7 @@ fn plan_route(
         )));
     }
     let env = config.select(route.environment.as_deref())?;
-    Ok((
-        Planned {
-            file,
-            target,
-            protected: env.protected,
-        },
-        env,
-    ))
+    Ok(Planned { file, target, env })
 }
 
 /// A CloudWatch alarm as an alert: the alarm name is the alert name, the dimensions are labels.
