@@ -62,6 +62,7 @@ alert = "ec2-cpu-high"
 runbook = "tag-target@1.0.0"
 environment = "sim"
 params = { instance_id = "{labels.instance_id}" }
+target = "{labels.instance_id}"
 "#;
 
 /// What the sender saw of one alert.

@@ -86,8 +86,9 @@ impl Guardrails {
     /// Why `args` may not be sent, if they may not. Resources are the AWS-shaped ids in the
     /// arguments (`i-…`, `vol-…`, `sg-…`, ...): what the call names is what it changes.
     fn refuse(&self, host: &Host, binding: &str, args: &Value) -> Option<(&'static str, String)> {
+        // Fails closed: a path that cannot be checked (a symlink loop) or a dangling link counts.
         if let Some(path) = self.kill_switch.borrow().as_ref()
-            && path.exists()
+            && crate::hooks::config::kill_switch_set(path)
         {
             return Some((
                 "kill_switch",

@@ -42,6 +42,13 @@ containment("Tag after confirmation", |ctx| {
 }, #{ confirm: "TAG" });
 "#;
 
+const NOTIFYING: &str = r##"runbook(#{ id: "notifying", version: "1.0.0", title: "Tells the channel", severity: "P3" });
+containment("Tell the incident channel", |ctx| {
+    let sent = slack::post("#incidents", "instance quarantined");
+    log(`sent: ${sent.ok}`);
+});
+"##;
+
 /// The route table most tests use.
 const ROUTES: &str = r#"
 [[route]]
@@ -58,6 +65,7 @@ alert = "wide"
 runbook = "wide@1.0.0"
 environment = "sim"
 params = { instance_id = "{labels.instance_id}" }
+target = "{labels.instance_id}"
 
 [[route]]
 name = "confirm-denied"
@@ -65,6 +73,7 @@ alert = "needs-confirm"
 runbook = "confirming@1.0.0"
 environment = "sim"
 params = { instance_id = "{labels.instance_id}" }
+target = "{labels.instance_id}"
 
 [[route]]
 name = "confirm-allowed"
@@ -73,6 +82,7 @@ runbook = "confirming@1.0.0"
 environment = "sim"
 params = { instance_id = "{labels.instance_id}" }
 allow_confirm = true
+target = "{labels.instance_id}"
 
 [[route]]
 name = "prod"
@@ -80,6 +90,7 @@ alert = "prod-cpu"
 runbook = "tag-target@1.0.0"
 environment = "prod-sim"
 params = { instance_id = "{labels.instance_id}" }
+target = "{labels.instance_id}"
 
 [[route]]
 name = "prod-allowed"
@@ -88,6 +99,13 @@ runbook = "tag-target@1.0.0"
 environment = "prod-sim"
 params = { instance_id = "{labels.instance_id}" }
 allow_protected = true
+target = "{labels.instance_id}"
+
+[[route]]
+name = "notify"
+alert = "notify-me"
+runbook = "notifying@1.0.0"
+environment = "sim-send"
 
 [[route]]
 name = "cloudwatch"
@@ -96,6 +114,7 @@ source = "sns"
 runbook = "tag-target@1.0.0"
 environment = "sim"
 params = { instance_id = "{labels.InstanceId}" }
+target = "{labels.InstanceId}"
 "#;
 
 struct Setup {
@@ -128,11 +147,12 @@ fn setup(server: &str, guardrails: &str, extra: &str) -> Setup {
     ws.write("runbooks/tag-target.rhai", TAG_TARGET);
     ws.write("runbooks/wide.rhai", WIDE);
     ws.write("runbooks/confirming.rhai", CONFIRMING);
+    ws.write("runbooks/notifying.rhai", NOTIFYING);
     let fleet = std::fs::read_to_string(format!("{REPO}/sim/default-fleet.toml")).unwrap();
     ws.write("fleet.toml", &fleet);
     ws.write(
         "runbook.toml",
-        "default = \"sim\"\n\n[environments.sim]\nbackend = \"sim\"\nfleet = \"fleet.toml\"\nstate = \"sim-state.json\"\n\n[environments.prod-sim]\nbackend = \"sim\"\nfleet = \"fleet.toml\"\nstate = \"prod-state.json\"\nprotected = true\n",
+        "default = \"sim\"\n\n[environments.sim]\nbackend = \"sim\"\nfleet = \"fleet.toml\"\nstate = \"sim-state.json\"\n\n[environments.prod-sim]\nbackend = \"sim\"\nfleet = \"fleet.toml\"\nstate = \"prod-state.json\"\nprotected = true\n\n# Notifications really sent (to the stand-ins), as on a real account.\n[environments.sim-send]\nbackend = \"sim\"\nfleet = \"fleet.toml\"\nstate = \"send-state.json\"\nnotifications = \"send\"\n",
     );
     let server = section(
         "workers = 2\nqueue = 16\nmax_body = 65536\ndrain = \"10s\"",
@@ -1091,7 +1111,7 @@ fn a_broken_hooks_file_is_refused_whole_before_anything_listens() {
     s.ws.write(
         "hooks.toml",
         &format!(
-            "{good}\n[[route]]\nname = \"typo\"\nalert = \"x\"\nrunbook = \"tag-target@1.0.0\"\nparams = {{ instanceid = \"{{labels.instance_id}}\" }}\n\n[[route]]\nname = \"old\"\nalert = \"y\"\nrunbook = \"tag-target@2.0.0\"\n\n[[route]]\nname = \"nowhere\"\nalert = \"z\"\nrunbook = \"tag-target@1.0.0\"\nenvironment = \"staging\"\n"
+            "{good}\n[[route]]\nname = \"typo\"\nalert = \"x\"\nrunbook = \"tag-target@1.0.0\"\nparams = {{ instanceid = \"{{labels.instance_id}}\" }}\ntarget = \"{{labels.instance_id}}\"\n\n[[route]]\nname = \"old\"\nalert = \"y\"\nrunbook = \"tag-target@2.0.0\"\n\n[[route]]\nname = \"nowhere\"\nalert = \"z\"\nrunbook = \"tag-target@1.0.0\"\nenvironment = \"staging\"\n"
         ),
     );
     let check = s.ws.run(&["serve", "--check"]);
@@ -1126,6 +1146,39 @@ fn a_broken_hooks_file_is_refused_whole_before_anything_listens() {
     let loose = s.ws.run(&["serve", "--check"]);
     loose.expect_code(2);
     assert!(loose.stderr.contains("pin"), "{}", loose.stderr);
+}
+
+#[test]
+fn a_route_with_params_but_no_target_is_refused_at_check_and_start_up() {
+    let s = setup("", "", "");
+    let good = s.ws.read("hooks.toml");
+    // Keyed on every parameter, `pause=1ms` and `pause=2ms` would be two targets: the same
+    // instance remediated again and again inside its cooldown.
+    s.ws.write(
+        "hooks.toml",
+        &format!(
+            "{good}\n[[route]]\nname = \"untargeted\"\nalert = \"x\"\nrunbook = \"tag-target@1.0.0\"\nenvironment = \"sim\"\nparams = {{ instance_id = \"{{labels.instance_id}}\", pause = \"{{labels.pause|0s}}\" }}\n"
+        ),
+    );
+    let check = s.ws.run(&["serve", "--check"]);
+    check.expect_code(2);
+    assert!(
+        check.stderr.contains("\"untargeted\"") && check.stderr.contains("set `target`"),
+        "{}",
+        check.stderr
+    );
+    let env = s.env();
+    let mut cmd = s.ws.cmd().args(&["serve", "--listen", "127.0.0.1:0"]);
+    for (k, v) in env.refs() {
+        cmd = cmd.env(k, v);
+    }
+    let started = cmd.output();
+    started.expect_code(2);
+    assert!(
+        started.stderr.contains("set `target`"),
+        "{}",
+        started.stderr
+    );
 }
 
 #[test]
@@ -1188,4 +1241,476 @@ fn hook_reset_breakers_closes_a_breaker_left_open_in_the_saved_state() {
     );
     let again = s.ws.run(&["hook", "--reset-breakers"]);
     assert!(again.stdout.contains("none"), "{}", again.stdout);
+}
+
+// ---- hardening (issue 12) ---------------------------------------------------------------------
+
+/// A generic webhook request for `body`, signed now, with the signature's hex as `case` makes it.
+fn signed_with_case(body: &[u8], case: fn(&str) -> String) -> Vec<(&'static str, String)> {
+    let mut headers = signed(KEY, now(), body);
+    let sig = headers[1].1.trim_start_matches("sha256=").to_string();
+    headers[1].1 = format!("sha256={}", case(&sig));
+    headers
+}
+
+#[test]
+fn a_replayed_generic_request_is_refused_whatever_the_case_of_its_signature_hex() {
+    let s = setup("", "", "");
+    let served = s.served();
+    let body = br#"{"alert":"ec2-cpu-high","labels":{"instance_id":"i-0a1b2c3d4e5f60001"}}"#;
+    let lower = signed(KEY, now(), body);
+    let (status, answer) = served.post("/hooks/generic", &lower.refs(), body);
+    assert_eq!(status, 200, "{answer}");
+    // The same MAC in upper and in mixed case is the same request.
+    let mut upper = lower.clone();
+    upper[1].1 = format!(
+        "sha256={}",
+        lower[1].1.trim_start_matches("sha256=").to_uppercase()
+    );
+    let (status, answer) = served.post("/hooks/generic", &upper.refs(), body);
+    assert_eq!(status, 401, "{answer}");
+    let mut mixed = lower.clone();
+    let hex: String = lower[1]
+        .1
+        .trim_start_matches("sha256=")
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i % 2 == 0 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
+        .collect();
+    mixed[1].1 = format!("sha256={hex}");
+    assert_eq!(served.post("/hooks/generic", &mixed.refs(), body).0, 401);
+    // A fresh request signed in upper case is fine (the case is not what is refused).
+    let other = br#"{"alert":"ec2-cpu-high","labels":{"instance_id":"i-0a1b2c3d4e5f60002"}}"#;
+    let fresh = signed_with_case(other, |h| h.to_uppercase());
+    assert_eq!(served.post("/hooks/generic", &fresh.refs(), other).0, 200);
+    assert_eq!(served.wait_finished(2, Duration::from_secs(20)).len(), 2);
+}
+
+#[test]
+fn a_generic_alert_answered_503_for_a_full_queue_runs_when_the_sender_retries_it() {
+    let s = setup("workers = 1\nqueue = 1", "", "");
+    let served = s.served();
+    let slow = |id: &str| {
+        format!(r#"{{"alert":"ec2-cpu-high","labels":{{"instance_id":"{id}","pause":"2s"}}}}"#)
+    };
+    let send = |body: &str, headers: &[(&'static str, String)]| {
+        served.post("/hooks/generic", &headers.to_vec().refs(), body.as_bytes())
+    };
+    let first = slow(I1);
+    assert_eq!(send(&first, &signed(KEY, now(), first.as_bytes())).0, 200);
+    served.wait_running(1, Duration::from_secs(20));
+    let second = slow(I2);
+    assert_eq!(send(&second, &signed(KEY, now(), second.as_bytes())).0, 200);
+    let third = slow(I3);
+    let third_headers = signed(KEY, now(), third.as_bytes());
+    let (status, answer) = send(&third, &third_headers);
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(outcome(&answer, 0).0, "queue_full");
+    served.wait_finished(2, Duration::from_secs(20));
+    // The sender's retry is the very same signed request: not a replay, it runs.
+    let (status, answer) = send(&third, &third_headers);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(outcome(&answer, 0).0, "accepted", "{answer}");
+    let runs = served.wait_finished(3, Duration::from_secs(20));
+    assert_eq!(
+        runs.iter().filter(|r| r["status"] == "ok").count(),
+        3,
+        "{runs:#?}"
+    );
+    // Once handled, it is remembered: a third copy is a replay.
+    assert_eq!(send(&third, &third_headers).0, 401);
+}
+
+#[test]
+fn a_panicking_run_is_recorded_as_failed_and_escalated_and_its_worker_takes_the_next_alert() {
+    let s = setup("workers = 2", "cooldown = \"0s\"", "");
+    let mut env = s.env();
+    env.push(("RUNBOOK_TEST_PANIC_RUN_FOR_INSTANCE", I3.to_string()));
+    let mut served = Served::start(&s.ws, &env.refs());
+    served.admin = Some(ADMIN.to_string());
+    // As many panicking runs as there are workers: with a worker lost to each, nothing would
+    // be left to run the next alert.
+    for n in ["1", "2"] {
+        let (status, answer) = post_am(
+            &served,
+            &am_payload(&[("ec2-cpu-high", &[("instance_id", I3), ("n", n)])]),
+        );
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(outcome(&answer, 0).0, "accepted", "{answer}");
+    }
+    let runs = served.wait_finished(2, Duration::from_secs(20));
+    for run in &runs {
+        assert_eq!(run["status"], "failed", "{run}");
+        assert!(
+            run["reason"].as_str().unwrap().contains("panicked"),
+            "{run}"
+        );
+        // The transcript says how the run ended, and still verifies.
+        let path = s.ws.path().join(run["transcript"].as_str().unwrap());
+        let ev = events(&path);
+        let finished = of_type(&ev, "run_finished");
+        assert_eq!(finished.len(), 1, "{ev:#?}");
+        assert_eq!(finished[0]["status"], "failed");
+        s.ws.run(&["transcript", "verify", path.to_str().unwrap()])
+            .expect_code(0);
+    }
+    let (status, health) = served.get("/healthz");
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["workers_alive"], 2, "{health}");
+    // The next alert is taken and runs to the end.
+    let (status, answer) = post_am(
+        &served,
+        &am_payload(&[("ec2-cpu-high", &[("instance_id", I1)])]),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(outcome(&answer, 0).0, "accepted", "{answer}");
+    let runs = served.wait_finished(3, Duration::from_secs(20));
+    assert_eq!(runs.iter().filter(|r| r["status"] == "ok").count(), 1);
+    let journal = s.journal();
+    let panicked: Vec<&Value> = of_type(&journal, "run_finished")
+        .into_iter()
+        .filter(|r| r["status"] == "failed")
+        .collect();
+    assert_eq!(panicked.len(), 2, "{journal:#?}");
+    let msgs = wait_for_escalations(&s, 2);
+    assert_eq!(
+        msgs.iter().filter(|m| m.contains("run_failed")).count(),
+        2,
+        "{msgs:#?}"
+    );
+    assert_eq!(metric(&served, "runbook_runs_panicked_total"), 2.0);
+    assert_eq!(served.terminate(Duration::from_secs(20)), 0);
+}
+
+#[test]
+fn the_kill_switch_fails_closed_when_unreadable_and_the_alert_runs_once_it_is_removed() {
+    let s = setup("", "kill_switch = \"STOP\"", "");
+    // A dangling link: `exists()` says no; something was put there on purpose.
+    std::os::unix::fs::symlink(s.ws.path().join("nowhere"), s.ws.path().join("STOP")).unwrap();
+    let served = s.served();
+    let alert = am_payload(&[("ec2-cpu-high", &[("instance_id", I1)])]);
+    assert_eq!(
+        outcome(&post_am(&served, &alert).1, 0),
+        ("refused".into(), "kill_switch".into())
+    );
+    assert_eq!(served.get("/healthz").1["kill_switch"], true);
+    // A symlink loop cannot be checked at all.
+    std::fs::remove_file(s.ws.path().join("STOP")).unwrap();
+    std::os::unix::fs::symlink(s.ws.path().join("STOP"), s.ws.path().join("STOP")).unwrap();
+    assert_eq!(
+        outcome(&post_am(&served, &alert).1, 0),
+        ("refused".into(), "kill_switch".into())
+    );
+    // Removed: the alert, still firing and re-sent, runs (the refusal was not "handled").
+    std::fs::remove_file(s.ws.path().join("STOP")).unwrap();
+    let (status, answer) = post_am(&served, &alert);
+    assert_eq!(status, 200);
+    assert_eq!(outcome(&answer, 0).0, "accepted", "{answer}");
+    let runs = served.wait_finished(1, Duration::from_secs(20));
+    assert_eq!(runs[0]["status"], "ok");
+}
+
+#[test]
+fn escalations_make_alert_labels_inert_redact_keys_and_name_the_severity() {
+    let s = setup("", "", "");
+    let served = s.served();
+    // No instance_id: the route cannot fill its parameter, the alert is refused and escalated.
+    let labels: &[(&str, &str)] = &[
+        ("who", "<!channel> wake up"),
+        ("link", "<https://evil.example|click>"),
+        ("note", "fine\nStatus: Resolved"),
+        ("key", "AKIAABCDEFGHIJKLMNOP"),
+    ];
+    let (_, answer) = post_am(&served, &am_payload(&[("ec2-cpu-high", labels)]));
+    assert_eq!(outcome(&answer, 0), ("refused".into(), "bad_params".into()));
+    let msgs = wait_for_escalations(&s, 1);
+    assert_eq!(msgs.len(), 1, "{msgs:#?}");
+    let m = &msgs[0];
+    assert!(
+        !m.contains("<!channel>") && m.contains("&lt;!channel&gt;"),
+        "{m}"
+    );
+    assert!(!m.contains("<https://evil"), "{m}");
+    assert!(!m.contains("AKIAABCDEFGHIJKLMNOP"), "{m}");
+    assert_eq!(
+        m.lines().filter(|l| l.starts_with("Status:")).count(),
+        1,
+        "{m}"
+    );
+    // No severity label: the runbook's own (P2), not "unknown".
+    assert!(m.contains("Severity: P2"), "{m}");
+    // A Slack block carries the same text: nothing unescaped hides there either.
+    let bodies: Vec<Value> = s.slack.captured().into_iter().map(|c| c.body).collect();
+    let raw = serde_json::to_string(&bodies).unwrap();
+    assert!(!raw.contains("<!channel>") && !raw.contains("AKIAABCDEFGHIJKLMNOP"));
+}
+
+#[test]
+fn escalations_for_bad_params_are_deduplicated_and_rate_limited() {
+    let s = setup("", "", "[escalation]\nmax_per_hour = 3\n");
+    // `setup` writes its own [escalation] table first; the test's overrides it in a second one.
+    let hooks = s.ws.read("hooks.toml").replace(
+        "[escalation]\nchannel = \"#ec2-manager-oncall\"\n\n[escalation]\nmax_per_hour = 3\n",
+        "[escalation]\nchannel = \"#ec2-manager-oncall\"\nmax_per_hour = 3\n",
+    );
+    s.ws.write("hooks.toml", &hooks);
+    let served = s.served();
+    // The same bad alert again and again: one escalation.
+    for _ in 0..5 {
+        let (_, answer) = post_am(
+            &served,
+            &am_payload(&[("ec2-cpu-high", &[("host", "db1")])]),
+        );
+        assert_eq!(outcome(&answer, 0).1, "bad_params");
+    }
+    // Forty distinct ones: two more, then the hourly limit holds.
+    for n in 0..40 {
+        let n = n.to_string();
+        post_am(
+            &served,
+            &am_payload(&[("ec2-cpu-high", &[("host", "db1"), ("n", &n)])]),
+        );
+    }
+    let msgs = wait_for_escalations(&s, 3);
+    assert_eq!(msgs.len(), 3, "{msgs:#?}");
+    assert_eq!(
+        metric(
+            &served,
+            "runbook_escalations_total{delivered=\"deduplicated\"}"
+        ),
+        4.0
+    );
+    assert_eq!(
+        metric(
+            &served,
+            "runbook_escalations_total{delivered=\"rate_limited\"}"
+        ),
+        38.0
+    );
+    // Every alert is still on record.
+    assert_eq!(of_type(&s.journal(), "alert").len(), 45);
+}
+
+/// A valid-looking SNS envelope from an unknown topic (refused before any fetch).
+fn sns_from_topic(topic: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "Type": "Notification", "MessageId": "m-1", "TopicArn": topic, "Message": "{}",
+        "Timestamp": "2026-11-23T10:30:00.000Z", "SignatureVersion": "2", "Signature": "AAAA",
+        "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-01.pem",
+    }))
+    .unwrap()
+}
+
+#[test]
+fn refusals_quote_at_most_a_clipped_line_of_an_unauthenticated_body() {
+    let s = setup("", "", "");
+    let served = s.served();
+    let huge = format!("arn:x\nFORGED LOG LINE level=ERROR {}", "A".repeat(60_000));
+    let (status, answer) = served.post("/hooks/sns", &[], &sns_from_topic(&huge));
+    assert_eq!(status, 401, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(error.len() < 400, "{} bytes", error.len());
+    assert!(!error.contains('\n'), "{error}");
+    // A JSON string where an envelope belongs: parsers quote what they were given.
+    let quoted = format!("\"{}\"", "B".repeat(60_000));
+    let (status, answer) = served.post("/hooks/sns", &[], quoted.as_bytes());
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"].as_str().unwrap().len() < 400, "{answer}");
+    let journal = s.journal();
+    let refused = of_type(&journal, "request_refused");
+    assert_eq!(refused.len(), 2);
+    for r in refused {
+        assert!(r["detail"].as_str().unwrap().len() < 400, "{r}");
+    }
+    let log = served.log_text();
+    assert!(
+        !log.lines().any(|l| l.starts_with("FORGED LOG LINE")),
+        "a newline in a field forged a log line:\n{log}"
+    );
+    assert!(
+        !log.contains(&"A".repeat(1000)),
+        "the body reached the log whole"
+    );
+    assert!(
+        !log.contains(&"B".repeat(1000)),
+        "the body reached the log whole"
+    );
+}
+
+/// Reads from `stream` until the server closes it; false if it was still open after `patience`
+/// (a generous bound: the server's own timeout is what closes it).
+fn closed_by_server(stream: &mut std::net::TcpStream, patience: Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(patience)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn a_half_sent_request_is_cut_off_after_the_configured_timeouts() {
+    use std::io::Write;
+    let s = setup("header_timeout = \"1s\"\nbody_timeout = \"1s\"", "", "");
+    let served = s.served();
+    let addr = served.base.trim_start_matches("http://").to_string();
+    // Half a header.
+    let mut head = std::net::TcpStream::connect(&addr).unwrap();
+    head.write_all(b"POST /hooks/generic HTTP/1.1\r\nHost: x\r\nContent-Le")
+        .unwrap();
+    assert!(closed_by_server(&mut head, Duration::from_secs(30)));
+    // A whole header, half a body.
+    let mut body = std::net::TcpStream::connect(&addr).unwrap();
+    body.write_all(
+        b"POST /hooks/generic HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"alert\":",
+    )
+    .unwrap();
+    assert!(closed_by_server(&mut body, Duration::from_secs(30)));
+    let journal = s.journal();
+    assert!(
+        of_type(&journal, "request_refused")
+            .iter()
+            .any(|r| r["reason"] == "timed_out" && r["status"] == 408),
+        "{journal:#?}"
+    );
+    // Nothing else was hurt: a real alert is answered.
+    let (status, _) = post_am(
+        &served,
+        &am_payload(&[("ec2-cpu-high", &[("instance_id", I1)])]),
+    );
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn idle_connections_beyond_the_cap_do_not_keep_a_real_alert_out() {
+    let s = setup("header_timeout = \"1s\"\nmax_connections = 16", "", "");
+    let served = s.served();
+    // The server may hold 128 descriptors: without a cap, the idle connections below would
+    // take them all and the real alert could never be accepted.
+    let limited = std::process::Command::new("prlimit")
+        .args([&format!("--pid={}", served.pid()), "--nofile=128:128"])
+        .status()
+        .unwrap();
+    assert!(limited.success());
+    let addr = served.base.trim_start_matches("http://").to_string();
+    let idle: Vec<std::net::TcpStream> = (0..200)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    let (status, answer) = post_am(
+        &served,
+        &am_payload(&[("ec2-cpu-high", &[("instance_id", I1)])]),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(outcome(&answer, 0).0, "accepted");
+    drop(idle);
+    assert_eq!(
+        served.wait_finished(1, Duration::from_secs(20))[0]["status"],
+        "ok"
+    );
+}
+
+fn prlimit(pid: u32, limit: &str) {
+    let status = std::process::Command::new("prlimit")
+        .args([&format!("--pid={pid}"), limit])
+        .status()
+        .unwrap();
+    assert!(status.success(), "prlimit {limit}");
+}
+
+#[test]
+fn a_journal_write_that_fails_is_rolled_back_answered_503_and_reported_unhealthy() {
+    let s = setup("", "", "");
+    let served = s.served();
+    // Unmatched alerts: journaled, never run (run transcripts would hit the limit too).
+    let unmatched = |n: usize| am_payload(&[("disk-full", &[("host", &format!("db{n}"))])]);
+    assert_eq!(post_am(&served, &unmatched(0)).0, 200);
+    let path = std::fs::read_dir(s.ws.path().join("transcripts/hooks"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("journal-"))
+        .unwrap();
+    let size = std::fs::metadata(&path).unwrap().len();
+    // A file-size limit 40 bytes on: the next line is written in part, then refused (EFBIG),
+    // like a disk filling up mid-line.
+    prlimit(served.pid(), &format!("--fsize={}:unlimited", size + 40));
+    let (status, answer) = post_am(&served, &unmatched(1));
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(outcome(&answer, 0).1, "journal_unavailable", "{answer}");
+    let (status, health) = served.get("/healthz");
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["status"], "journal_unwritable");
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        size,
+        "the half-written line was rolled back"
+    );
+    prlimit(served.pid(), "--fsize=unlimited:unlimited");
+    // The next alert's record finds the journal writable again (that alert is still answered
+    // 503: it was decided while the journal was down); the one after is taken.
+    let mut answered = Vec::new();
+    for n in 2..6 {
+        let status = post_am(&served, &unmatched(n)).0;
+        answered.push(status);
+        if status == 200 {
+            break;
+        }
+    }
+    assert_eq!(answered.last(), Some(&200), "{answered:?}");
+    assert_eq!(served.get("/healthz").0, 200);
+    // Every line is whole and the chain verifies.
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.ends_with('\n'));
+    for line in text.lines() {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+    s.ws.run(&["transcript", "verify", path.to_str().unwrap()])
+        .expect_code(0);
+}
+
+#[test]
+fn a_run_that_ends_ok_but_could_not_deliver_its_notification_is_escalated() {
+    let s = setup("", "", "");
+    let mut env = s.env();
+    // The bot token's API is a port nothing listens on: the run's post fails (not `required`,
+    // so the run goes on and ends ok).
+    env.push(("SLACK_BOT_TOKEN", "xoxb-test-token".to_string()));
+    env.push(("SLACK_API_URL", "http://127.0.0.1:9/api".to_string()));
+    let mut served = Served::start(&s.ws, &env.refs());
+    served.admin = Some(ADMIN.to_string());
+    let (status, answer) = post_am(&served, &am_payload(&[("notify-me", &[])]));
+    assert_eq!(status, 200, "{answer}");
+    let runs = served.wait_finished(1, Duration::from_secs(20));
+    assert_eq!(runs[0]["status"], "ok", "{runs:#?}");
+    let ev = events(&s.ws.path().join(runs[0]["transcript"].as_str().unwrap()));
+    let calls = of_type(&ev, "call");
+    assert_eq!(calls[0]["result"]["ok"], false, "{calls:#?}");
+    let msgs = wait_for_escalations(&s, 1);
+    assert_eq!(msgs.len(), 1, "{msgs:#?}");
+    assert!(
+        msgs[0].contains("notification_undelivered") && msgs[0].contains("slack::post"),
+        "{}",
+        msgs[0]
+    );
+    // The runbook's severity, not "unknown".
+    assert!(msgs[0].contains("Severity: P3"), "{}", msgs[0]);
+    let journal = s.journal();
+    let finished = &of_type(&journal, "run_finished")[0];
+    assert_eq!(
+        finished["undelivered_notifications"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }

@@ -20,6 +20,7 @@
 //! alert = "ec2-cpu-high"
 //! runbook = "ec2-high-cpu@1.0.0"
 //! params = { instance_id = "{labels.instance_id}" }
+//! target = "{labels.instance_id}"   # the cooldown key: required with params
 //! ```
 //!
 //! Secrets are never in the file: it names the environment variables that hold them. The file is
@@ -36,6 +37,9 @@ use super::Alert;
 use crate::error::{Error, Result};
 
 pub const FILE_NAME: &str = "hooks.toml";
+
+/// The longest header or body timeout accepted (also keeps `Instant + timeout` far from overflow).
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
@@ -86,6 +90,18 @@ pub struct ServerSettings {
     pub drain: Duration,
     /// Finished runs `GET /runs` remembers.
     pub history: usize,
+    /// A request's head must arrive within this (also how long an idle connection stays
+    /// open): a client that opens a connection and sends nothing, or sends a header a byte at
+    /// a time, is cut off instead of holding a slot.
+    #[serde(deserialize_with = "duration")]
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this once its head did (answered 408 otherwise).
+    #[serde(deserialize_with = "duration")]
+    pub body_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen backlog until one closes
+    /// (idle ones close after `header_timeout`, so a flood of idle connections cannot starve
+    /// a real alert for longer than that).
+    pub max_connections: usize,
 }
 
 impl Default for ServerSettings {
@@ -99,6 +115,9 @@ impl Default for ServerSettings {
             state: None,
             drain: Duration::from_secs(60),
             history: 1000,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            max_connections: 256,
         }
     }
 }
@@ -188,13 +207,31 @@ impl Default for GuardrailSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct EscalationSettings {
     /// The tier-2 channel (default: the notifications' channel or webhook).
     pub channel: Option<String>,
     /// Who is paged in the message, e.g. `@oncall-engineer`.
     pub mention: Option<String>,
+    /// The same alert escalated for the same reason again within this is not sent again
+    /// (journaled alerts still say what happened to each).
+    #[serde(deserialize_with = "duration")]
+    pub dedupe_window: Duration,
+    /// Escalations sent in any hour; beyond it they are counted, and the next one sent says
+    /// how many were held back.
+    pub max_per_hour: usize,
+}
+
+impl Default for EscalationSettings {
+    fn default() -> Self {
+        EscalationSettings {
+            channel: None,
+            mention: None,
+            dedupe_window: Duration::from_secs(15 * 60),
+            max_per_hour: 30,
+        }
+    }
 }
 
 /// One routing rule: which alerts, which runbook, with what.
@@ -217,7 +254,9 @@ pub struct Route {
     /// `{alert.fingerprint}` filled from the alert.
     #[serde(default)]
     pub params: BTreeMap<String, String>,
-    /// The cooldown key (same placeholders); default: every parameter.
+    /// The cooldown key (same placeholders): what the runbook acts on, e.g.
+    /// `{labels.instance_id}`. Required when the route has parameters: keyed on every
+    /// parameter, an alert could dodge the cooldown by varying an unrelated one (a pause).
     pub target: Option<String>,
     /// Steps that ask for confirmation may run (the rule is the confirmation, recorded as such).
     #[serde(default)]
@@ -249,16 +288,13 @@ impl Route {
             .collect()
     }
 
-    /// The cooldown key for `alert`: the runbook and the target (default: every parameter).
+    /// The cooldown key for `alert`: the runbook and the target. A route without parameters
+    /// and without `target` has one target: the runbook itself (validation refuses a route
+    /// with parameters and no `target`).
     pub fn target_for(&self, alert: &Alert) -> std::result::Result<String, String> {
         let target = match &self.target {
             Some(t) => fill(t, alert)?,
-            None => self
-                .params_for(alert)?
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(","),
+            None => String::new(),
         };
         Ok(format!("{}|{target}", self.runbook_id()))
     }
@@ -336,10 +372,36 @@ impl Hooks {
         if f.server.workers == 0 {
             problems.push("server.workers must be at least 1".to_string());
         }
+        if f.escalation.max_per_hour == 0 {
+            problems.push(
+                "escalation.max_per_hour must be at least 1 (0 would never call a person)"
+                    .to_string(),
+            );
+        }
+        if f.server.max_connections == 0 {
+            problems.push("server.max_connections must be at least 1".to_string());
+        }
+        for (key, d) in [
+            ("header_timeout", f.server.header_timeout),
+            ("body_timeout", f.server.body_timeout),
+        ] {
+            if d.is_zero() || d > MAX_TIMEOUT {
+                problems.push(format!(
+                    "server.{key} must be between 1ms and {}",
+                    humantime::format_duration(MAX_TIMEOUT)
+                ));
+            }
+        }
         let mut names = std::collections::BTreeSet::new();
         for r in &f.routes {
             if !names.insert(&r.name) {
                 problems.push(format!("route {:?} is defined twice", r.name));
+            }
+            if !r.params.is_empty() && r.target.is_none() {
+                problems.push(format!(
+                    "route {:?}: set `target` (the cooldown key, e.g. \"{{labels.instance_id}}\"): a route with parameters needs one, or varying any parameter would dodge the cooldown",
+                    r.name
+                ));
             }
             if !r.runbook.contains('@') {
                 problems.push(format!(
@@ -395,9 +457,25 @@ impl Hooks {
             .map(|p| self.resolve(p))
     }
 
+    /// Whether the kill switch is set (see [`kill_switch_set`]).
+    pub fn kill_switch_set(&self) -> bool {
+        self.kill_switch().is_some_and(|p| kill_switch_set(&p))
+    }
+
     /// The first route matching `alert`.
     pub fn route(&self, alert: &Alert) -> Option<&Route> {
         self.file.routes.iter().find(|r| r.matches(alert))
+    }
+}
+
+/// Whether a kill-switch file is set. Anything at the path counts, even a dangling symlink, and
+/// so does a path that cannot be checked (a symlink loop, a folder we may not read): a switch
+/// that fails open is no switch.
+pub(crate) fn kill_switch_set(path: &Path) -> bool {
+    match path.try_exists() {
+        Ok(true) | Err(_) => true,
+        // `try_exists` follows symlinks: a link to nowhere is "absent" to it, but is there.
+        Ok(false) => std::fs::symlink_metadata(path).is_ok(),
     }
 }
 
@@ -463,18 +541,61 @@ mod tests {
         assert!(!sns_only.matches(&alert(&[])));
     }
 
+    fn hooks_with(routes: &str) -> Result<Hooks> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hooks.toml");
+        std::fs::write(&path, routes).unwrap();
+        Hooks::load(&path)
+    }
+
     #[test]
-    fn target_defaults_to_every_parameter() {
-        let r = route(
-            r#"name = "r"
+    fn a_route_with_params_must_name_its_target() {
+        let err = hooks_with(
+            r#"[[route]]
+               name = "r"
                alert = "ec2-cpu-high"
                runbook = "ec2-high-cpu@1.0.0"
-               params = { instance_id = "{labels.instance_id}", service = "worker" }"#,
-        );
-        let a = alert(&[("instance_id", "i-0abc1234")]);
-        assert_eq!(
-            r.target_for(&a).unwrap(),
-            "ec2-high-cpu|instance_id=i-0abc1234,service=worker"
+               params = { instance_id = "{labels.instance_id}", pause = "{labels.pause|0s}" }"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("set `target`"), "{err}");
+        let ok = hooks_with(
+            r#"[[route]]
+               name = "r"
+               alert = "ec2-cpu-high"
+               runbook = "ec2-high-cpu@1.0.0"
+               params = { instance_id = "{labels.instance_id}", pause = "{labels.pause|0s}" }
+               target = "{labels.instance_id}""#,
+        )
+        .unwrap();
+        // The pause does not change the target: varying it cannot dodge the cooldown.
+        let r = &ok.file.routes[0];
+        let a = alert(&[("instance_id", "i-0abc1234"), ("pause", "1ms")]);
+        let b = alert(&[("instance_id", "i-0abc1234"), ("pause", "2ms")]);
+        assert_eq!(r.target_for(&a).unwrap(), r.target_for(&b).unwrap());
+        assert_eq!(r.target_for(&a).unwrap(), "ec2-high-cpu|i-0abc1234");
+    }
+
+    #[test]
+    fn a_kill_switch_that_cannot_be_checked_counts_as_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let stop = dir.path().join("STOP");
+        assert!(!kill_switch_set(&stop));
+        std::fs::write(&stop, "").unwrap();
+        assert!(kill_switch_set(&stop));
+        std::fs::remove_file(&stop).unwrap();
+        // A dangling symlink: something was put there on purpose.
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &stop).unwrap();
+        assert!(kill_switch_set(&stop));
+        std::fs::remove_file(&stop).unwrap();
+        // A symlink loop cannot be resolved at all.
+        std::os::unix::fs::symlink(&stop, &stop).unwrap();
+        assert!(kill_switch_set(&stop));
+        let inside = stop.join("STOP");
+        assert!(
+            kill_switch_set(&inside),
+            "a path through the loop fails closed"
         );
     }
 }

@@ -39,7 +39,9 @@ pub fn sign(key: &[u8], timestamp: i64, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Checks a request's signature and freshness. `now` is Unix seconds.
+/// Checks a request's signature and freshness. `now` is Unix seconds. Returns the decoded MAC:
+/// the replay memory is keyed on its bytes, never on the header's text (hex in upper or mixed
+/// case is the same signature, and must be the same replay).
 pub fn verify(
     key: &[u8],
     timestamp: Option<&str>,
@@ -47,7 +49,7 @@ pub fn verify(
     body: &[u8],
     now: i64,
     window: std::time::Duration,
-) -> Result<(), Rejection> {
+) -> Result<Vec<u8>, Rejection> {
     let unauth = |m: &str| Err(Rejection::Unauthenticated(m.to_string()));
     let (Some(timestamp), Some(signature)) = (timestamp, signature) else {
         return unauth("missing X-Runbook-Timestamp or X-Runbook-Signature");
@@ -72,10 +74,10 @@ pub fn verify(
     }
     // Checked after the signature, so an attacker learns nothing about the window from timing
     // either; the timestamp itself is authentic from here on.
-    if (now - ts).unsigned_abs() > window.as_secs() {
+    if now.abs_diff(ts) > window.as_secs() {
         return unauth("timestamp outside the replay window");
     }
-    Ok(())
+    Ok(given)
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,7 +158,8 @@ mod tests {
     fn refuses_tampering_wrong_keys_replays_and_missing_headers() {
         let body = br#"{"alert":"x"}"#;
         let sig = sign(KEY, 1000, body);
-        let refused = |r: Result<(), Rejection>| matches!(r, Err(Rejection::Unauthenticated(_)));
+        let refused =
+            |r: Result<Vec<u8>, Rejection>| matches!(r, Err(Rejection::Unauthenticated(_)));
         assert!(refused(verify(
             KEY,
             Some("1000"),
@@ -203,6 +206,16 @@ mod tests {
             1000,
             W
         )));
+    }
+
+    #[test]
+    fn the_mac_is_the_same_whatever_the_case_of_its_hex() {
+        let body = br#"{"alert":"x"}"#;
+        let sig = sign(KEY, 1000, body);
+        let upper = format!("sha256={}", sig["sha256=".len()..].to_uppercase());
+        let a = verify(KEY, Some("1000"), Some(&sig), body, 1000, W).unwrap();
+        let b = verify(KEY, Some("1000"), Some(&upper), body, 1000, W).unwrap();
+        assert_eq!(a, b);
     }
 
     #[test]

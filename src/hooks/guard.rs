@@ -4,7 +4,8 @@
 //!
 //! 1. **dedupe**: the same fingerprint within `dedupe_window` is acknowledged, not run
 //!    (Alertmanager re-sends firing alerts; SNS retries deliveries).
-//! 2. **kill switch**: while the file exists, nothing starts.
+//! 2. **kill switch**: while the file exists (or cannot be checked), nothing starts; the refusal
+//!    is not remembered by dedupe, so a still-firing alert runs once the switch is removed.
 //! 3. **protected**: a protected environment only with a route that allows it.
 //! 4. **breaker**: an open breaker (overall or the runbook's) refuses until a person resets it.
 //! 5. **cooldown**: a runbook that ran on a target recently does not run on it again: if the
@@ -168,11 +169,13 @@ impl Gate {
         {
             return Err((Refusal::Deduplicated, None));
         }
-        let prev_seen = s.seen.insert(c.fingerprint.to_string(), now_ms);
-        self.dirty = true;
+        // Before the alert is remembered: the switch is temporary by nature, and the alert that
+        // is still firing once it is removed must run, not be "deduplicated".
         if c.kill_switch {
             return Err((Refusal::KillSwitch, None));
         }
+        let prev_seen = s.seen.insert(c.fingerprint.to_string(), now_ms);
+        self.dirty = true;
         if c.protected_refused {
             return Err((Refusal::Protected, None));
         }
@@ -366,6 +369,16 @@ mod tests {
             Ok(_) => "admitted",
             Err((refusal, _)) => refusal.reason(),
         }
+    }
+
+    #[test]
+    fn a_kill_switch_refusal_is_not_remembered_by_dedupe() {
+        let mut g = Gate::new(settings(), GateState::default());
+        let mut stopped = cand("f", "rb", "t1");
+        stopped.kill_switch = true;
+        assert_eq!(reason(g.admit(&stopped, 0)), "kill_switch");
+        // The switch is removed; the alert still fires and is re-sent a second later.
+        assert_eq!(reason(g.admit(&cand("f", "rb", "t1"), 1_000)), "admitted");
     }
 
     #[test]

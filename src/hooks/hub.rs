@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::config::{Hooks, Route};
-use super::escalate::{Escalation, Escalator};
+use super::escalate::{Admission, Escalation, Escalator, Limiter};
 use super::guard::{Candidate, Gate, Refusal};
 use super::journal::Journal;
 use super::metrics::Metrics;
@@ -58,6 +58,16 @@ pub struct AlertOutcome {
 }
 
 impl AlertOutcome {
+    /// Whether the sender should retry: the alert was not handled for good (no room in the
+    /// queue, shutting down, or its record could not be written).
+    pub fn retry(&self) -> bool {
+        self.outcome == "queue_full"
+            || matches!(
+                self.reason.as_deref(),
+                Some("shutting_down" | "journal_unavailable")
+            )
+    }
+
     fn new(alert: &Alert, outcome: &'static str) -> Self {
         AlertOutcome {
             alert: alert.name.clone(),
@@ -78,6 +88,8 @@ struct Planned {
     file: PathBuf,
     target: Target,
     env: crate::config::Environment,
+    /// The runbook's declared severity (escalations use it when the alert has none).
+    severity: String,
 }
 
 /// Signatures and SNS message ids seen, until when they could still be replayed (Unix
@@ -108,6 +120,8 @@ pub struct Hub {
     queue: Mutex<Option<mpsc::SyncSender<Job>>>,
     jobs: Mutex<Option<mpsc::Receiver<Job>>>,
     workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Worker threads alive (each counts itself out when its thread ends, however it ends).
+    workers_alive: Arc<AtomicUsize>,
     accepting: AtomicBool,
     stopping: AtomicBool,
     /// The runtime escalations are sent on (worker threads have none of their own).
@@ -140,10 +154,18 @@ impl Hub {
             generic: secret(&auth.generic_secret_env),
             admin: secret(&auth.admin_token_env),
         };
-        let escalator = Escalator::new(
+        let esc = &hooks.file.escalation;
+        let mut escalator = Escalator::new(
             config.notifications(crate::notify::Delivery::Send),
-            hooks.file.escalation.channel.clone(),
-            hooks.file.escalation.mention.clone(),
+            esc.channel.clone(),
+            esc.mention.clone(),
+            Limiter::new(esc.dedupe_window, esc.max_per_hour),
+        );
+        escalator.add_secrets(
+            [&secrets.alertmanager, &secrets.generic, &secrets.admin]
+                .into_iter()
+                .flatten()
+                .cloned(),
         );
         let sns_trust = sns::SnsTrust {
             topics: hooks.file.sns.topics.clone(),
@@ -162,13 +184,7 @@ impl Hub {
             .build()
             .map_err(|e| Error::Usage(format!("cannot build the HTTP client: {e}")))?;
         let state = super::guard::load_state(&hooks.state_path())?;
-        let mut all_secrets = escalator.secrets();
-        all_secrets.extend(
-            [&secrets.alertmanager, &secrets.generic, &secrets.admin]
-                .into_iter()
-                .flatten()
-                .cloned(),
-        );
+        let all_secrets = escalator.secrets();
         let journal_path = hooks
             .transcripts()
             .join(format!("journal-{}.jsonl", crate::executor::new_run_id()));
@@ -203,6 +219,7 @@ impl Hub {
             queue: Mutex::new(Some(tx)),
             jobs: Mutex::new(Some(rx)),
             workers: Mutex::new(Vec::new()),
+            workers_alive: Arc::new(AtomicUsize::new(0)),
             accepting: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
             rt,
@@ -251,25 +268,72 @@ impl Hub {
         let mut workers = lock(&self.workers);
         for n in 0..self.hooks.file.server.workers {
             let (hub, rx) = (self.clone(), rx.clone());
+            let alive = Alive::new(self.workers_alive.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("run-worker-{n}"))
                 // Rhai evaluation is recursive; the limits bound the depth, this gives it room.
                 .stack_size(8 * 1024 * 1024)
                 .spawn(move || {
+                    let _alive = alive;
                     loop {
-                        let job = match rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
+                        // The receiver is only held while waiting, never during a run, so a
+                        // panic cannot poison it; if it ever were, the queue is still good.
+                        let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
                         let Ok(job) = job else { return };
                         hub.metrics.runs_queued.dec();
-                        hub.execute(job);
+                        // `execute` catches a run's panic itself; this catches one in its own
+                        // bookkeeping, so that nothing ends a worker but the closed queue.
+                        let run_id = job.run_id.clone();
+                        if let Err(panic) =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                hub.execute(job)
+                            }))
+                        {
+                            tracing::error!(
+                                run_id,
+                                "a worker recovered from a panic: {}",
+                                panic_message(panic.as_ref())
+                            );
+                            lock(&hub.runs).finish(&run_id, |r| {
+                                r.status = "failed".into();
+                                r.reason = Some("the worker panicked".into());
+                            });
+                        }
                     }
                 })
                 .map_err(|e| Error::Usage(format!("cannot start a worker thread: {e}")))?;
             workers.push(handle);
         }
         Ok(())
+    }
+
+    /// Appends the `run_finished` a panicking run never wrote to its transcript (status
+    /// failed, the panic as the reason), so the transcript says how the run ended.
+    fn close_panicked_transcript(&self, path: &std::path::Path, reason: &str) {
+        if !path.exists() {
+            // It panicked before its transcript was created: the journal has the record.
+            return;
+        }
+        let redactor = std::rc::Rc::new(crate::redact::Redactor::new());
+        let closed = crate::transcript::TranscriptWriter::open_append(path, redactor).and_then(
+            |(mut writer, events)| {
+                if events.iter().any(|e| e["type"] == "run_finished") {
+                    return Ok(());
+                }
+                writer.append(
+                    &json!({
+                        "type": "run_finished",
+                        "status": "failed",
+                        "reason": reason,
+                        "error": { "code": "panic", "message": reason },
+                    }),
+                    crate::transcript::Durability::Synced,
+                )
+            },
+        );
+        if let Err(e) = closed {
+            tracing::error!("cannot record the panicked run's end: {e}");
+        }
     }
 
     pub fn journal_path(&self) -> String {
@@ -301,12 +365,14 @@ impl Hub {
     }
 
     /// Checks a generic webhook's signature, freshness, and that it was not seen before.
+    /// Returns the key it is remembered under: forget it ([`Hub::forget`]) when the request is
+    /// answered with a "retry" (503), or the sender's retry would be refused as a replay.
     pub fn check_generic(
         &self,
         timestamp: Option<&str>,
         signature: Option<&str>,
         body: &[u8],
-    ) -> std::result::Result<(), Rejection> {
+    ) -> std::result::Result<String, Rejection> {
         let Some(key) = self.secrets.generic.as_deref() else {
             return Err(Rejection::Unauthenticated(format!(
                 "no key configured (set {})",
@@ -315,11 +381,15 @@ impl Hub {
         };
         let now = chrono::Utc::now().timestamp();
         let window = self.hooks.file.auth.replay_window;
-        super::generic::verify(key.as_bytes(), timestamp, signature, body, now, window)?;
-        self.first_sighting(signature.unwrap_or_default(), now, window)
+        let mac = super::generic::verify(key.as_bytes(), timestamp, signature, body, now, window)?;
+        // The decoded MAC, not the header's text: `ABC…` and `abc…` are one signature.
+        let replay_key = format!("generic:{}", hex::encode(mac));
+        self.first_sighting(&replay_key, now, window)?;
+        Ok(replay_key)
     }
 
-    /// Refuses what was seen within `window` (the same signed request sent twice).
+    /// Refuses what was seen within `window` (the same signed request sent twice). The key is
+    /// remembered at once, so two copies racing in are not both admitted.
     fn first_sighting(
         &self,
         key: &str,
@@ -336,13 +406,26 @@ impl Hub {
             return Err(Rejection::Unauthenticated("replayed request".into()));
         }
         // Remembered for the window on both sides of now: a timestamp can be that far ahead.
-        seen.until
-            .insert(key.to_string(), now + 2 * window.as_secs() as i64);
+        let window = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+        seen.until.insert(
+            key.to_string(),
+            now.saturating_add(window.saturating_mul(2)),
+        );
         Ok(())
     }
 
+    /// Forgets a request remembered by the replay check: it was answered "retry later" (503),
+    /// so its retry is the same request, and must be judged afresh.
+    pub fn forget(&self, replay_key: &str) {
+        lock(&self.seen).until.remove(replay_key);
+    }
+
     /// An SNS message: verified, then a subscription confirmed or a CloudWatch alarm returned.
-    pub async fn sns_message(&self, body: &[u8]) -> std::result::Result<Vec<Alert>, Rejection> {
+    /// The replay key (see [`Hub::check_generic`]) comes with the alerts.
+    pub async fn sns_message(
+        &self,
+        body: &[u8],
+    ) -> std::result::Result<(Vec<Alert>, String), Rejection> {
         let unauth = |e: sns::SnsError| Rejection::Unauthenticated(format!("sns: {e}"));
         let envelope = sns::parse(body).map_err(|e| Rejection::Malformed(e.to_string()))?;
         self.certs
@@ -357,14 +440,16 @@ impl Hub {
         let sent = chrono::DateTime::parse_from_rfc3339(&envelope.timestamp)
             .map_err(|_| Rejection::Malformed("sns: Timestamp is not RFC 3339".into()))?
             .timestamp();
-        if now - sent > max_age.as_secs() as i64 || sent - now > 300 {
+        let max_age_secs = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+        if now.saturating_sub(sent) > max_age_secs || sent.saturating_sub(now) > 300 {
             return Err(Rejection::Unauthenticated(format!(
                 "sns: message sent at {} is outside the accepted age of {}",
                 envelope.timestamp,
                 humantime::format_duration(max_age)
             )));
         }
-        self.first_sighting(&format!("sns:{}", envelope.message_id), now, max_age)?;
+        let replay_key = format!("sns:{}", envelope.message_id);
+        self.first_sighting(&replay_key, now, max_age)?;
         match envelope.kind {
             sns::Kind::SubscriptionConfirmation => {
                 let result =
@@ -378,20 +463,24 @@ impl Hub {
                         "error": result.as_ref().err().map(|e| e.to_string()),
                     }))
                     .await;
-                result.map_err(|e| Rejection::Malformed(format!("sns: {e}")))?;
-                Ok(Vec::new())
+                if let Err(e) = result {
+                    // SNS re-sends the confirmation; that retry must not be a "replay".
+                    self.forget(&replay_key);
+                    return Err(Rejection::Malformed(format!("sns: {e}")));
+                }
+                Ok((Vec::new(), replay_key))
             }
             sns::Kind::UnsubscribeConfirmation => {
                 let _ = self
                     .journal
                     .record(json!({ "type": "sns_unsubscribed", "topic": envelope.topic_arn }))
                     .await;
-                Ok(Vec::new())
+                Ok((Vec::new(), replay_key))
             }
             sns::Kind::Notification => {
                 let alarm = sns::cloudwatch_alarm(&envelope.message)
                     .map_err(|e| Rejection::Malformed(format!("sns: {e}")))?;
-                Ok(vec![alarm_to_alert(&alarm)])
+                Ok((vec![alarm_to_alert(&alarm)], replay_key))
             }
         }
     }
@@ -412,7 +501,17 @@ impl Hub {
     ) -> Vec<AlertOutcome> {
         let mut outcomes = Vec::with_capacity(alerts.len());
         for alert in alerts {
-            let outcome = self.admit(&alert, received);
+            // While the journal cannot be written, nothing is decided without a record: the
+            // alert is refused with a 503 (the sender retries), and the attempt to journal
+            // that refusal is what finds out when the journal works again.
+            let mut outcome = if self.journal.writable() {
+                self.admit(&alert, received)
+            } else {
+                let mut out = AlertOutcome::new(&alert, "refused");
+                out.reason = Some("journal_unavailable".into());
+                out.detail = Some("the hook journal cannot be written".into());
+                out
+            };
             let mut event = json!({
                 "type": "alert",
                 "via": via,
@@ -435,7 +534,17 @@ impl Hub {
                 }
             }
             if let Err(e) = self.journal.record(event).await {
-                tracing::error!(alert = %alert.name, "the alert could not be journaled: {e}");
+                tracing::error!(
+                    alert = %super::clip(&alert.name),
+                    "the alert could not be journaled: {e}"
+                );
+                // Answered 503: an accepted run goes ahead (its retry is deduplicated), but
+                // the sender is told the decision is not on record.
+                if outcome.outcome != "accepted" {
+                    outcome.outcome = "refused";
+                }
+                outcome.reason = Some("journal_unavailable".into());
+                outcome.detail = Some(format!("the hook journal cannot be written: {e}"));
             }
             outcomes.push(outcome);
         }
@@ -487,7 +596,7 @@ impl Hub {
             }
         };
         let planned = self.planned.get(&route.name);
-        let kill_switch = self.hooks.kill_switch().is_some_and(|p| p.exists());
+        let kill_switch = self.hooks.kill_switch_set();
         let protected_refused = planned.is_some_and(|p| p.env.protected) && !route.allow_protected;
         let candidate = Candidate {
             fingerprint: &alert.fingerprint,
@@ -652,6 +761,7 @@ impl Hub {
                 alert: &job.alert,
                 environment: job.route.environment.as_deref(),
                 runbook: Some(&job.route.runbook),
+                severity: self.severity_of(&job.route),
                 reason: "not_started",
                 detail: "the server stopped before the run could start",
                 run_id: Some(&run_id),
@@ -671,19 +781,36 @@ impl Hub {
         }
         self.metrics.runs_running.inc();
         let started = Instant::now();
-        let result = self.run_job(&job, abort);
+        // A panic in a run (a bug in a binding, the engine or a runbook's data) ends that run
+        // as failed, recorded and escalated; the worker lives on to take the next alert.
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_job(&job, abort)));
         self.metrics.runs_running.dec();
         let elapsed = started.elapsed();
         self.metrics.run_duration.observe(elapsed.as_secs_f64());
-        let (status, reason, first_call, tripped, env) = match result {
-            Ok(done) => (
+        let (status, reason, first_call, tripped, env, undelivered) = match result {
+            Ok(Ok(done)) => (
                 done.status,
                 done.reason,
                 done.first_call,
                 done.tripped,
                 Some(done.environment),
+                undelivered_notifications(&job.transcript),
             ),
-            Err(e) => ("error".to_string(), e.to_string(), None, None, None),
+            Ok(Err(e)) => (
+                "error".to_string(),
+                e.to_string(),
+                None,
+                None,
+                None,
+                Vec::new(),
+            ),
+            Err(panic) => {
+                let reason = format!("the run panicked: {}", panic_message(panic.as_ref()));
+                self.metrics.runs_panicked.inc();
+                self.close_panicked_transcript(&job.transcript, &reason);
+                ("failed".to_string(), reason, None, None, None, Vec::new())
+            }
         };
         let first_call_ms =
             first_call.map(|t| t.saturating_duration_since(job.received).as_secs_f64() * 1000.0);
@@ -718,21 +845,49 @@ impl Hub {
             "duration_ms": elapsed.as_millis() as u64,
             "first_call_ms": first_call_ms,
             "transcript": transcript,
+            "undelivered_notifications": undelivered,
         }));
+        let undelivered_note = (!undelivered.is_empty()).then(|| {
+            format!(
+                "{} notification(s) of the run could not be delivered: {}",
+                undelivered.len(),
+                undelivered.join("; ")
+            )
+        });
+        if status == "ok"
+            && let Some(note) = &undelivered_note
+        {
+            // The run did its work, but whoever it was meant to tell was not told.
+            self.escalate_blocking(&Escalation {
+                alert: &job.alert,
+                environment: env.as_deref().or(job.route.environment.as_deref()),
+                runbook: Some(&job.route.runbook),
+                severity: self.severity_of(&job.route),
+                reason: "notification_undelivered",
+                detail: note,
+                run_id: Some(&run_id),
+                transcript: Some(&transcript),
+                journal: &self.journal_path(),
+            });
+        }
         if status != "ok" {
             let token = match tripped {
                 Some(rule) => rule.to_string(),
                 None => format!("run_{status}"),
             };
-            let detail = if reason.is_empty() {
+            let mut detail = if reason.is_empty() {
                 format!("the run ended {status}")
             } else {
                 format!("the run ended {status}: {reason}")
             };
+            if let Some(note) = &undelivered_note {
+                detail.push_str(&format!("; {note}"));
+            }
             self.escalate_blocking(&Escalation {
                 alert: &job.alert,
                 environment: env.as_deref().or(job.route.environment.as_deref()),
                 runbook: Some(&job.route.runbook),
+                severity: self.severity_of(&job.route),
                 reason: &token,
                 detail: &detail,
                 run_id: Some(&run_id),
@@ -785,6 +940,10 @@ impl Hub {
         if let Some(lifecycle) = crate::bindings::slack::SlackLifecycle::for_runbook(&rb) {
             executor = executor.observe(lifecycle);
         }
+        #[cfg(debug_assertions)]
+        if let Some(observer) = test_panic::observer(&job.alert) {
+            executor = executor.observe(observer);
+        }
         let trigger = json!({
             "source": job.alert.source.as_str(),
             "alert": job.alert.name,
@@ -824,6 +983,7 @@ impl Hub {
             alert,
             environment: route.environment.as_deref(),
             runbook: Some(&route.runbook),
+            severity: self.severity_of(route),
             reason: &reason,
             detail: &detail,
             run_id: None,
@@ -832,9 +992,42 @@ impl Hub {
         });
     }
 
+    fn severity_of(&self, route: &Route) -> Option<&str> {
+        self.planned.get(&route.name).map(|p| p.severity.as_str())
+    }
+
+    /// The message for `e`, or None when it is held back: the same alert was escalated for
+    /// the same reason within the window (a refusal repeated is not news), or the hourly
+    /// limit is reached (counted; the next message sent says how many were held back).
+    fn message(&self, e: &Escalation) -> Option<String> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let dedupe = e.run_id.is_none();
+        let admission =
+            lock(&self.escalator.limiter).admit(&e.alert.fingerprint, e.reason, dedupe, now_ms);
+        let held = |why: &str| {
+            Metrics::inc(&self.metrics.escalations, &[("delivered", why)]);
+            None
+        };
+        match admission {
+            Admission::Duplicate => held("deduplicated"),
+            Admission::RateLimited => held("rate_limited"),
+            Admission::Send { suppressed } => {
+                let mut text = self.escalator.text(e);
+                if suppressed > 0 {
+                    text.push_str(&format!(
+                        "\n({suppressed} escalation(s) before this one were held back by escalation.max_per_hour: see the journal)"
+                    ));
+                }
+                Some(text)
+            }
+        }
+    }
+
     /// Sends an escalation in the background (a request's answer does not wait on Slack).
     fn spawn_escalation(self: &Arc<Self>, e: Escalation) {
-        let text = self.escalator.text(&e);
+        let Some(text) = self.message(&e) else {
+            return;
+        };
         let reason = e.reason.to_string();
         let alert = e.alert.name.clone();
         let hub = self.clone();
@@ -848,7 +1041,9 @@ impl Hub {
 
     /// Sends an escalation and waits for it (worker threads).
     fn escalate_blocking(&self, e: &Escalation) {
-        let text = self.escalator.text(e);
+        let Some(text) = self.message(e) else {
+            return;
+        };
         self.rt
             .block_on(self.deliver(&e.alert.name, e.reason, &text));
     }
@@ -860,7 +1055,12 @@ impl Hub {
             &[("delivered", if result.is_ok() { "true" } else { "false" })],
         );
         if let Err(e) = &result {
-            tracing::error!(alert, reason, "escalation not delivered: {e}");
+            tracing::error!(
+                alert = %super::clip(alert),
+                reason,
+                "escalation not delivered: {}",
+                super::clip(e)
+            );
         }
         let _ = self
             .journal
@@ -945,17 +1145,30 @@ impl Hub {
         lock(&self.runs).get(run_id).cloned()
     }
 
-    /// `GET /healthz`: whether alerts are taken, the load, and open breakers.
+    /// `GET /healthz`: whether alerts are taken, the load, and open breakers. `status` is `ok`
+    /// only while alerts are taken, every worker is alive and the journal can be written.
     pub fn health(&self) -> Value {
         let breakers = lock(&self.gate).state.breakers.clone();
         let runs = lock(&self.runs);
+        let alive = self.workers_alive.load(Ordering::SeqCst);
+        let status = if !self.accepting() {
+            "draining"
+        } else if alive < self.hooks.file.server.workers {
+            "workers_missing"
+        } else if !self.journal.writable() {
+            "journal_unwritable"
+        } else {
+            "ok"
+        };
         json!({
-            "status": if self.accepting() { "ok" } else { "draining" },
+            "status": status,
+            "workers_alive": alive,
+            "journal_writable": self.journal.writable(),
             "running": runs.running(),
             "queued": self.metrics.runs_queued.get(),
             "workers": self.hooks.file.server.workers,
             "breakers": breakers,
-            "kill_switch": self.hooks.kill_switch().is_some_and(|p| p.exists()),
+            "kill_switch": self.hooks.kill_switch_set(),
             "journal": self.journal_path(),
         })
     }
@@ -1097,7 +1310,12 @@ fn plan_route(route: &Route, dirs: &[PathBuf], config: &Config) -> Result<Planne
         )));
     }
     let env = config.select(route.environment.as_deref())?;
-    Ok(Planned { file, target, env })
+    Ok(Planned {
+        file,
+        target,
+        env,
+        severity: rb.meta.severity.as_str().to_string(),
+    })
 }
 
 /// A CloudWatch alarm as an alert: the alarm name is the alert name, the dimensions are labels.
@@ -1130,5 +1348,98 @@ fn alarm_to_alert(a: &sns::CloudWatchAlarm) -> Alert {
         labels,
         annotations,
         starts_at: Some(a.state_change_time.clone()),
+    }
+}
+
+/// What a panic carried, as text (a `&str` or a `String` payload; anything else is unnamed).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    super::clip(&text)
+}
+
+/// The run's notification calls (Slack, Teams) that failed, from its transcript: `binding
+/// (error code)` each. The run may end ok without them; the person it meant to tell was not
+/// told, so `serve` escalates.
+fn undelivered_notifications(transcript: &std::path::Path) -> Vec<String> {
+    let Ok((events, _)) = crate::transcript::read_verified(transcript) else {
+        return Vec::new();
+    };
+    events
+        .iter()
+        .filter(|e| e["type"] == "call")
+        .filter_map(|e| {
+            let binding = e["binding"].as_str()?;
+            if !["slack::", "teams::"]
+                .iter()
+                .any(|p| binding.starts_with(p))
+            {
+                return None;
+            }
+            // A failed send is an error, or (not `required`) a result with `ok: false`.
+            let failure = if e["error"].is_object() {
+                &e["error"]
+            } else if e["result"]["ok"] == false {
+                &e["result"]
+            } else {
+                return None;
+            };
+            let code = failure["code"].as_str().unwrap_or("error");
+            Some(format!("{binding} ({})", super::clip(code)))
+        })
+        .take(20)
+        .collect()
+}
+
+/// A test-only way to make a run panic mid-way (after `run_started` is on record), so the
+/// tests can show a worker surviving it through the real binary. Compiled into debug builds
+/// only: a release binary ignores the variable.
+#[cfg(debug_assertions)]
+mod test_panic {
+    use crate::executor::RunObserver;
+    use crate::transcript::{RunStatus, StepStatus};
+
+    pub const VAR: &str = "RUNBOOK_TEST_PANIC_RUN_FOR_INSTANCE";
+
+    struct Panics;
+
+    impl RunObserver for Panics {
+        fn run_started(&mut self, _headline: String) {
+            panic!("test panic ({VAR})");
+        }
+        fn step_finished(
+            &mut self,
+            _step: &crate::runbook::Step,
+            _status: StepStatus,
+            _error: Option<&crate::engine::ErrorInfo>,
+        ) {
+        }
+        fn run_finished(&mut self, _status: RunStatus, _summary: String) {}
+    }
+
+    /// A panicking observer when the alert's `instance_id` label is the variable's value.
+    pub fn observer(alert: &super::Alert) -> Option<Box<dyn RunObserver>> {
+        let id = std::env::var(VAR).ok()?;
+        (alert.labels.get("instance_id") == Some(&id))
+            .then(|| Box::new(Panics) as Box<dyn RunObserver>)
+    }
+}
+
+/// Counts a worker thread as alive until it ends (by returning or by a panic unwinding it).
+struct Alive(Arc<AtomicUsize>);
+
+impl Alive {
+    fn new(count: Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Alive(count)
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

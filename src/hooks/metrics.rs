@@ -20,6 +20,8 @@ pub struct Metrics {
     pub runs: Family<Labels, Counter>,
     pub guardrail_trips: Family<Labels, Counter>,
     pub escalations: Family<Labels, Counter>,
+    /// Runs that panicked (each also counted in `runs` as failed; the worker lives on).
+    pub runs_panicked: Counter,
     pub runs_running: Gauge,
     pub runs_queued: Gauge,
     pub breakers_open: Gauge,
@@ -37,6 +39,7 @@ impl Default for Metrics {
             runs: Family::default(),
             guardrail_trips: Family::default(),
             escalations: Family::default(),
+            runs_panicked: Counter::default(),
             runs_running: Gauge::default(),
             runs_queued: Gauge::default(),
             breakers_open: Gauge::default(),
@@ -71,6 +74,11 @@ impl Default for Metrics {
             "escalations",
             "Escalations to tier 2, by delivery result",
             m.escalations.clone(),
+        );
+        registry.register(
+            "runs_panicked",
+            "Runs that panicked (recorded as failed and escalated; the worker survives)",
+            m.runs_panicked.clone(),
         );
         registry.register("runs_running", "Runs executing now", m.runs_running.clone());
         registry.register(

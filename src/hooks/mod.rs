@@ -101,6 +101,8 @@ pub enum Rejection {
     Malformed(String),
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("the request body did not arrive in time")]
+    TimedOut,
 }
 
 impl Rejection {
@@ -111,6 +113,7 @@ impl Rejection {
             Rejection::TooLarge(_) => 413,
             Rejection::Malformed(_) => 400,
             Rejection::ShuttingDown => 503,
+            Rejection::TimedOut => 408,
         }
     }
 
@@ -121,8 +124,35 @@ impl Rejection {
             Rejection::TooLarge(_) => "too_large",
             Rejection::Malformed(_) => "malformed",
             Rejection::ShuttingDown => "shutting_down",
+            Rejection::TimedOut => "timed_out",
         }
     }
+}
+
+/// The most bytes of attacker-supplied text (a refusal's detail, a label in a log line) kept in
+/// the journal, a log line or an answer: a 250 KB unauthenticated body must not cost 250 KB of
+/// fsync'd journal, log and response each.
+pub(crate) const MAX_DETAIL: usize = 256;
+
+/// `text` made safe to journal, log and answer: control characters escaped (a newline in an
+/// unauthenticated field must not forge a separate log line) and cut to [`MAX_DETAIL`] bytes
+/// on a character boundary, marked with `…` when it was cut.
+pub(crate) fn clip(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_DETAIL + 8));
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        if out.len() > MAX_DETAIL {
+            break;
+        }
+    }
+    if crate::error::truncate_utf8(&mut out, MAX_DETAIL) {
+        out.push('…');
+    }
+    out
 }
 
 /// Compares secrets in constant time (a byte-by-byte early exit leaks how much of a guess was
@@ -161,6 +191,14 @@ pub fn serve(
     }
     hub.start_workers()?;
     rt.block_on(async {
+        // A file-size limit (systemd's LimitFSIZE, ulimit -f) reached by the journal must fail
+        // that write (rolled back, answered 503, /healthz unhealthy), not kill the receiver
+        // with SIGXFSZ. Handled signals stay handled for the life of the process.
+        if let Err(e) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))
+        {
+            tracing::warn!("cannot handle SIGXFSZ: {e}");
+        }
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .map_err(|e| Error::Usage(format!("cannot listen on {addr}: {e}")))?;
@@ -215,7 +253,7 @@ pub fn one_shot(
         let alerts = match source {
             Source::Alertmanager => alertmanager::parse(payload),
             Source::Generic => generic::parse(payload),
-            Source::Sns => hub.sns_message(payload).await,
+            Source::Sns => hub.sns_message(payload).await.map(|(alerts, _)| alerts),
         }
         .map_err(|r| Error::Usage(r.to_string()))?;
         Ok::<_, Error>(hub.admit_all(alerts, "stdin", received).await)
@@ -258,4 +296,22 @@ pub fn reset_breakers(
     let closed = gate.reset(scope);
     guard::save_state(&path, &gate.state)?;
     Ok(closed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clipped_text_is_one_short_line() {
+        assert_eq!(clip("plain"), "plain");
+        assert_eq!(
+            clip("a\nlevel=ERROR forged\r\u{1b}[31m"),
+            "a\\nlevel=ERROR forged\\r\\u{1b}[31m"
+        );
+        let long = "é".repeat(10_000);
+        let c = clip(&long);
+        assert!(c.len() <= MAX_DETAIL + '…'.len_utf8(), "{}", c.len());
+        assert!(c.ends_with('…'));
+    }
 }

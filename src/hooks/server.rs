@@ -6,7 +6,8 @@
 //! | `POST /hooks/sns`             | SNS HTTP subscription protocol, signature verified     |
 //! | `POST /hooks/generic`         | JSON signed with HMAC-SHA256 over timestamp and body   |
 //! | `GET /runs`, `GET /runs/{id}` | queued, running and recent runs (admin token if set)   |
-//! | `GET /healthz`                | 200 while accepting, 503 while draining                |
+//! | `GET /healthz`                | 200 while healthy; 503 while draining, with a worker   |
+//! |                               | missing, or while the journal cannot be written        |
 //! | `GET /metrics`                | Prometheus text                                        |
 //! | `POST /admin/breaker/reset`   | close breakers (`?scope=RUNBOOK` or all); admin token  |
 //!
@@ -48,6 +49,11 @@ pub fn router(hub: Arc<Hub>) -> Router {
 
 /// Serves until SIGTERM or SIGINT, then drains: no new alerts, running runs get
 /// `server.drain` to finish, the rest are aborted (and record it).
+///
+/// Connections are served by hyper directly (not `axum::serve`) for the limits a receiver on
+/// a network needs: at most `server.max_connections` at once (further ones wait in the
+/// listen backlog), and a request head must arrive within `server.header_timeout`, which also
+/// closes idle connections; bodies are held to `server.body_timeout` by [`TimedBody`].
 pub async fn serve(hub: Arc<Hub>, listener: tokio::net::TcpListener) -> Result<()> {
     let addr = listener
         .local_addr()
@@ -70,18 +76,68 @@ pub async fn serve(hub: Arc<Hub>, listener: tokio::net::TcpListener) -> Result<(
             }
         })
     };
-    let stopping = {
-        let hub = hub.clone();
-        async move {
-            let signal = shutdown_signal().await;
-            tracing::info!(signal, "stopping: no new alerts; draining runs");
-            hub.stop_accepting();
-        }
-    };
-    axum::serve(listener, router(hub.clone()))
-        .with_graceful_shutdown(stopping)
-        .await
-        .map_err(|e| Error::Usage(format!("the server failed: {e}")))?;
+    let settings = hub.hooks.file.server.clone();
+    let app = router(hub.clone());
+    let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        // A slot first: beyond the cap a connection waits in the backlog, unread, until an
+        // open one closes (idle ones do after the header timeout).
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            signal = &mut signal => {
+                tracing::info!(signal, "stopping: no new alerts; draining runs");
+                break;
+            }
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, or this loop would spin.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            signal = &mut signal => {
+                tracing::info!(signal, "stopping: no new alerts; draining runs");
+                break;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut stop = stop_rx.clone();
+        let header_timeout = settings.header_timeout;
+        connections.spawn(async move {
+            let _slot = slot;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.changed() => {
+                    // Finish the request in flight, then close.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+        // Reap finished connections so the set does not grow with every one ever served.
+        while connections.try_join_next().is_some() {}
+    }
+    hub.stop_accepting();
+    drop(listener);
+    let _ = stop_tx.send(true);
+    while connections.join_next().await.is_some() {}
     saver.abort();
     let deadline = hub.hooks.file.server.drain;
     let drained = {
@@ -121,15 +177,18 @@ fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&s
 }
 
 /// Answers a request turned away before any alert was read: counted, journaled, never run.
+/// The detail is the sender's text as often as ours (a parser quoting the body), so it is
+/// clipped ([`super::clip`]) everywhere it goes.
 async fn reject(hub: &Hub, source: Source, r: Rejection) -> Response {
     Metrics::inc(
         &hub.metrics.requests_rejected,
         &[("source", source.as_str()), ("reason", r.reason())],
     );
+    let detail = super::clip(&r.to_string());
     tracing::warn!(
         source = source.as_str(),
         reason = r.reason(),
-        "request refused: {r}"
+        "request refused: {detail}"
     );
     let _ = hub
         .journal
@@ -138,11 +197,19 @@ async fn reject(hub: &Hub, source: Source, r: Rejection) -> Response {
             "source": source.as_str(),
             "status": r.status(),
             "reason": r.reason(),
-            "detail": r.to_string(),
+            "detail": detail,
         }))
         .await;
     let status = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST);
-    (status, axum::Json(json!({ "error": r.to_string() }))).into_response()
+    let mut response = (status, axum::Json(json!({ "error": detail }))).into_response();
+    if matches!(r, Rejection::TimedOut) {
+        // The rest of the body may never come: the connection is not reused.
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// The body, or the rejection for it (413 over the limit).
@@ -159,23 +226,54 @@ fn body_of(
     })
 }
 
+/// A request body read within `server.max_body` bytes and `server.body_timeout`: a sender
+/// that stops half-way is answered 408 and cut off instead of holding the connection.
+struct TimedBody(std::result::Result<Bytes, Rejection>);
+
+impl axum::extract::FromRequest<Arc<Hub>> for TimedBody {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        hub: &Arc<Hub>,
+    ) -> std::result::Result<Self, Self::Rejection> {
+        let s = &hub.hooks.file.server;
+        let read = <Bytes as axum::extract::FromRequest<Arc<Hub>>>::from_request(req, hub);
+        Ok(TimedBody(
+            match tokio::time::timeout(s.body_timeout, read).await {
+                Ok(body) => body_of(body, s.max_body),
+                Err(_) => Err(Rejection::TimedOut),
+            },
+        ))
+    }
+}
+
 /// Admits parsed alerts and answers: 200 with each alert's outcome, or 503 when any could not
-/// be queued (so the sender retries; accepted ones are deduplicated on the retry).
-async fn answer(hub: &Arc<Hub>, alerts: Vec<Alert>, via: &str, received: Instant) -> Response {
+/// be queued or journaled (so the sender retries; accepted ones are deduplicated on the
+/// retry). On a 503 the request's replay key is forgotten: the retry is the same signed
+/// request, and must not be refused as a replay of one that was never handled.
+async fn answer(
+    hub: &Arc<Hub>,
+    alerts: Vec<Alert>,
+    via: &str,
+    received: Instant,
+    replay_key: Option<&str>,
+) -> Response {
     let outcomes: Vec<AlertOutcome> = hub.admit_all(alerts, via, received).await;
     for o in &outcomes {
         tracing::info!(
-            alert = %o.alert,
+            alert = %super::clip(&o.alert),
             outcome = o.outcome,
             reason = o.reason.as_deref().unwrap_or(""),
             run_id = o.run_id.as_deref().unwrap_or(""),
             "alert"
         );
     }
-    let retry = outcomes
-        .iter()
-        .any(|o| o.outcome == "queue_full" || o.reason.as_deref() == Some("shutting_down"));
+    let retry = outcomes.iter().any(AlertOutcome::retry);
     let status = if retry {
+        if let Some(key) = replay_key {
+            hub.forget(key);
+        }
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
@@ -186,18 +284,16 @@ async fn answer(hub: &Arc<Hub>, alerts: Vec<Alert>, via: &str, received: Instant
 async fn alertmanager(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    TimedBody(body): TimedBody,
 ) -> Response {
     let received = Instant::now();
     let source = Source::Alertmanager;
-    // Authenticate before reading the body: nothing unauthenticated is parsed.
+    // Authenticate before looking at the body: nothing unauthenticated is parsed.
     if let Err(r) = hub.check_bearer(header_str(&headers, header::AUTHORIZATION)) {
         return reject(&hub, source, r).await;
     }
-    let parsed =
-        body_of(body, hub.hooks.file.server.max_body).and_then(|b| super::alertmanager::parse(&b));
-    match parsed {
-        Ok(alerts) => answer(&hub, alerts, "alertmanager", received).await,
+    match body.and_then(|b| super::alertmanager::parse(&b)) {
+        Ok(alerts) => answer(&hub, alerts, "alertmanager", received, None).await,
         Err(r) => reject(&hub, source, r).await,
     }
 }
@@ -205,11 +301,11 @@ async fn alertmanager(
 async fn generic(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    TimedBody(body): TimedBody,
 ) -> Response {
     let received = Instant::now();
     let source = Source::Generic;
-    let body = match body_of(body, hub.hooks.file.server.max_body) {
+    let body = match body {
         Ok(b) => b,
         Err(r) => return reject(&hub, source, r).await,
     };
@@ -218,27 +314,29 @@ async fn generic(
         header_str(&headers, super::generic::SIGNATURE_HEADER),
         &body,
     );
-    match checked.and_then(|()| super::generic::parse(&body)) {
-        Ok(alerts) => answer(&hub, alerts, "generic", received).await,
+    let key = match checked {
+        Ok(key) => key,
+        Err(r) => return reject(&hub, source, r).await,
+    };
+    // Malformed once authentic is refused for good: the key stays remembered.
+    match super::generic::parse(&body) {
+        Ok(alerts) => answer(&hub, alerts, "generic", received, Some(&key)).await,
         Err(r) => reject(&hub, source, r).await,
     }
 }
 
-async fn sns(
-    State(hub): State<Arc<Hub>>,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Response {
+async fn sns(State(hub): State<Arc<Hub>>, TimedBody(body): TimedBody) -> Response {
     let received = Instant::now();
     let source = Source::Sns;
-    let body = match body_of(body, hub.hooks.file.server.max_body) {
+    let body = match body {
         Ok(b) => b,
         Err(r) => return reject(&hub, source, r).await,
     };
     match hub.sns_message(&body).await {
-        Ok(alerts) if alerts.is_empty() => {
+        Ok((alerts, _)) if alerts.is_empty() => {
             (StatusCode::OK, axum::Json(json!({ "alerts": [] }))).into_response()
         }
-        Ok(alerts) => answer(&hub, alerts, "sns", received).await,
+        Ok((alerts, key)) => answer(&hub, alerts, "sns", received, Some(&key)).await,
         Err(r) => reject(&hub, source, r).await,
     }
 }
@@ -282,7 +380,7 @@ async fn run(State(hub): State<Arc<Hub>>, headers: HeaderMap, Path(id): Path<Str
 
 async fn healthz(State(hub): State<Arc<Hub>>) -> Response {
     let body = hub.health();
-    let status = if hub.accepting() {
+    let status = if body["status"] == "ok" {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_lc_rs::signature::{
     RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY, RSA_PKCS1_2048_8192_SHA256, RsaParameters,
@@ -41,12 +41,26 @@ use webpki::{EndEntityCert, ExtendedKeyUsageValidator, KeyPurposeIdIter};
 
 /// The default for [`SnsTrust::cert_url`]: SNS's own signing certificates, in every commercial
 /// and China region, over HTTPS only.
-pub const DEFAULT_CERT_URL_PATTERN: &str =
-    r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/SimpleNotificationService-[0-9a-f]+\.pem$";
+///
+/// The host is `sns.<region>.amazonaws.com[.cn]` with a region's shape (`us-east-1`,
+/// `us-gov-west-1`, `cn-north-1`): a looser `sns.<anything>` would also match S3's
+/// virtual-host URLs (`sns.s3.amazonaws.com` is a bucket named `sns`, which anyone can own).
+pub const DEFAULT_CERT_URL_PATTERN: &str = r"^https://sns\.[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}\.amazonaws\.com(\.cn)?/SimpleNotificationService-[0-9a-f]+\.pem$";
 
 /// The default for [`SnsTrust::subscribe_url`]: SNS's own `ConfirmSubscription` endpoint.
-pub const DEFAULT_SUBSCRIBE_URL_PATTERN: &str =
-    r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/\?Action=ConfirmSubscription&";
+pub const DEFAULT_SUBSCRIBE_URL_PATTERN: &str = r"^https://sns\.[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}\.amazonaws\.com(\.cn)?/\?Action=ConfirmSubscription&";
+
+/// A signature's decoded size: an RSA signature is as long as the key's modulus, and the keys
+/// accepted are 2048 to 8192 bits. Anything else is refused before a certificate is fetched.
+const SIGNATURE_BYTES: std::ops::RangeInclusive<usize> = 256..=1024;
+
+/// How long a failed certificate fetch is remembered (the same bad URL is not fetched again
+/// for every message naming it).
+const FAILURE_TTL: Duration = Duration::from_secs(30);
+
+/// Certificate fetches allowed per minute, all URLs together (SNS rotates its certificate
+/// rarely; a flood of distinct URLs must not turn the receiver into a request amplifier).
+const FETCHES_PER_MINUTE: usize = 20;
 
 /// The largest signing certificate we accept. Real ones are about 2 KiB; the limit keeps a
 /// misbehaving server from making us buffer an unbounded body.
@@ -365,13 +379,37 @@ pub struct CertCache {
     http: reqwest::Client,
     certs: Mutex<Certs>,
     fetches: AtomicUsize,
+    fetches_per_minute: usize,
 }
 
-/// The cache proper: oldest URL first in `order`, evicted when full.
+/// A certificate fetch that failed recently: the URL, when, and the error to repeat.
+struct Failure {
+    url: String,
+    at: Instant,
+    bad_certificate: bool,
+    message: String,
+}
+
+impl Failure {
+    fn error(&self) -> SnsError {
+        let message = format!("{} (failed recently; not fetched again yet)", self.message);
+        if self.bad_certificate {
+            SnsError::BadCertificate(message)
+        } else {
+            SnsError::CertFetch(message)
+        }
+    }
+}
+
+/// The cache proper: oldest URL first in `order`, evicted when full; recent failures (each
+/// forgotten after [`FAILURE_TTL`], at most [`MAX_CACHED_CERTS`]); when the fetches of the last
+/// minute started.
 #[derive(Default)]
 struct Certs {
     by_url: HashMap<String, Arc<CertificateDer<'static>>>,
     order: VecDeque<String>,
+    failed: VecDeque<Failure>,
+    fetched_at: VecDeque<Instant>,
 }
 
 impl CertCache {
@@ -382,7 +420,14 @@ impl CertCache {
             http,
             certs: Mutex::new(Certs::default()),
             fetches: AtomicUsize::new(0),
+            fetches_per_minute: FETCHES_PER_MINUTE,
         }
+    }
+
+    /// The same, allowing `n` fetches a minute (tests that fetch many certificates).
+    pub fn with_fetches_per_minute(mut self, n: usize) -> Self {
+        self.fetches_per_minute = n;
+        self
     }
 
     /// How many certificate fetches were made (so tests can prove caching).
@@ -410,9 +455,18 @@ impl CertCache {
         if !trust.cert_url.is_match(&e.signing_cert_url) {
             return Err(SnsError::CertUrlNotAllowed(e.signing_cert_url.clone()));
         }
+        // The signature's shape before anything is fetched: base64 of a 2048- to 8192-bit RSA
+        // signature (and not megabytes of it).
+        let encoded = e.signature.trim();
+        if encoded.len() > SIGNATURE_BYTES.end().div_ceil(3) * 4 {
+            return Err(SnsError::BadSignature);
+        }
         let signature = STANDARD
-            .decode(e.signature.trim())
+            .decode(encoded)
             .map_err(|_| SnsError::BadSignature)?;
+        if !SIGNATURE_BYTES.contains(&signature.len()) {
+            return Err(SnsError::BadSignature);
+        }
         let der = self.certificate(&e.signing_cert_url, trust).await?;
         let cert = EndEntityCert::try_from(der.as_ref())
             .map_err(|err| SnsError::BadCertificate(format!("{}: {err}", e.signing_cert_url)))?;
@@ -437,10 +491,51 @@ impl CertCache {
         url: &str,
         trust: &SnsTrust,
     ) -> Result<Arc<CertificateDer<'static>>, SnsError> {
-        if let Some(der) = self.lock().by_url.get(url) {
-            return Ok(Arc::clone(der));
+        {
+            let mut certs = self.lock();
+            if let Some(der) = certs.by_url.get(url) {
+                return Ok(Arc::clone(der));
+            }
+            certs.failed.retain(|f| f.at.elapsed() < FAILURE_TTL);
+            if let Some(failure) = certs.failed.iter().find(|f| f.url == url) {
+                return Err(failure.error());
+            }
+            while certs
+                .fetched_at
+                .front()
+                .is_some_and(|at| at.elapsed() >= Duration::from_secs(60))
+            {
+                certs.fetched_at.pop_front();
+            }
+            if certs.fetched_at.len() >= self.fetches_per_minute {
+                return Err(SnsError::CertFetch(format!(
+                    "{url}: over {} certificate fetches a minute; try again shortly",
+                    self.fetches_per_minute
+                )));
+            }
+            certs.fetched_at.push_back(Instant::now());
         }
-        let der = Arc::new(self.fetch(url, trust).await?);
+        let der = match self.fetch(url, trust).await {
+            Ok(der) => Arc::new(der),
+            Err(e) => {
+                let mut certs = self.lock();
+                while certs.failed.len() >= MAX_CACHED_CERTS {
+                    certs.failed.pop_front();
+                }
+                let (bad_certificate, message) = match &e {
+                    SnsError::BadCertificate(m) => (true, m.clone()),
+                    SnsError::CertFetch(m) => (false, m.clone()),
+                    other => (false, other.to_string()),
+                };
+                certs.failed.push_back(Failure {
+                    url: url.to_string(),
+                    at: Instant::now(),
+                    bad_certificate,
+                    message,
+                });
+                return Err(e);
+            }
+        };
         let mut certs = self.lock();
         if !certs.by_url.contains_key(url) {
             while certs.order.len() >= MAX_CACHED_CERTS {
@@ -1167,7 +1262,7 @@ mod tests {
     #[tokio::test]
     async fn the_cache_is_bounded_and_evicts_the_oldest() {
         let sns = Sns::start().await;
-        let cache = CertCache::new(client());
+        let cache = CertCache::new(client()).with_fetches_per_minute(100);
         let url = |i: usize| sns.url(&format!("SimpleNotificationService-{i:04x}.pem"));
         for i in 0..=MAX_CACHED_CERTS {
             let body = test_signer::signed_notification(TOPIC, &url(i), "m", None, "2", KEY);
@@ -1187,7 +1282,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn certificate_download_failures_are_cert_fetch_and_not_cached() {
+    async fn certificate_download_failures_are_cert_fetch_and_cached_briefly() {
         let sns = Sns::start().await;
         let cache = CertCache::new(client());
         for (file, why) in [
@@ -1209,7 +1304,8 @@ mod tests {
                 assert_eq!(err.reason(), "cert_fetch");
             }
         }
-        assert_eq!(cache.fetches(), 6);
+        // Each bad URL was fetched once: its failure is remembered for a while.
+        assert_eq!(cache.fetches(), 3);
         // Nothing listens on port 9 of loopback, normally: a connection error is a fetch error.
         let trust = Sns::trust_for(r"^http://127\.0\.0\.1:9/");
         let body = test_signer::signed_notification(
@@ -1394,6 +1490,49 @@ mod tests {
         assert_eq!(sns.hits().len(), 1);
     }
 
+    #[tokio::test]
+    async fn certificate_fetches_are_rate_limited() {
+        let sns = Sns::start().await;
+        let cache = CertCache::new(client()).with_fetches_per_minute(2);
+        let url = |i: usize| sns.url(&format!("SimpleNotificationService-{i:04x}.pem"));
+        for i in 0..2 {
+            let body = test_signer::signed_notification(TOPIC, &url(i), "m", None, "2", KEY);
+            cache.verify(&envelope(&body), &sns.trust()).await.unwrap();
+        }
+        let body = test_signer::signed_notification(TOPIC, &url(2), "m", None, "2", KEY);
+        let err = cache
+            .verify(&envelope(&body), &sns.trust())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, SnsError::CertFetch(m) if m.contains("a minute")),
+            "{err:?}"
+        );
+        assert_eq!(cache.fetches(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_signature_of_the_wrong_shape_is_refused_before_any_fetch() {
+        let sns = Sns::start().await;
+        let cache = CertCache::new(client());
+        let body =
+            test_signer::signed_notification(TOPIC, &sns.url(GOOD_CERT), "m", None, "2", KEY);
+        for signature in [
+            STANDARD.encode([7u8; 16]),
+            STANDARD.encode(vec![7u8; 2048]),
+            "A".repeat(100_000),
+        ] {
+            let mut forged = body.clone();
+            forged["Signature"] = json!(signature);
+            let err = cache
+                .verify(&envelope(&forged), &sns.trust())
+                .await
+                .unwrap_err();
+            assert!(matches!(err, SnsError::BadSignature), "{err:?}");
+        }
+        assert_eq!(cache.fetches(), 0);
+    }
+
     #[test]
     fn default_patterns_accept_aws_and_nothing_else() {
         let trust = SnsTrust::new(vec![TOPIC.into()]).unwrap();
@@ -1409,9 +1548,23 @@ mod tests {
             "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-01.pem.evil",
             "https://evil.example/sns.us-east-1.amazonaws.com/SimpleNotificationService-01.pem",
             "https://sns.us-east-1.amazonaws.com@evil.example/SimpleNotificationService-01.pem",
+            // S3 virtual-host URLs: a bucket named `sns` is anyone's.
+            "https://sns.s3.amazonaws.com/SimpleNotificationService-01.pem",
+            "https://sns.s3-us-west-2.amazonaws.com/SimpleNotificationService-01.pem",
+            "https://sns.s3.us-east-1.amazonaws.com/SimpleNotificationService-01.pem",
+            "https://sns.execute-api.amazonaws.com/SimpleNotificationService-01.pem",
         ] {
             assert!(!trust.cert_url.is_match(bad), "{bad}");
         }
+        for ok in [
+            "https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-01.pem",
+            "https://sns.ap-southeast-2.amazonaws.com/SimpleNotificationService-01.pem",
+        ] {
+            assert!(trust.cert_url.is_match(ok), "{ok}");
+        }
+        assert!(!trust.subscribe_url.is_match(
+            "https://sns.s3.amazonaws.com/?Action=ConfirmSubscription&TopicArn=a&Token=b"
+        ));
         assert!(trust.subscribe_url.is_match(
             "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=a&Token=b"
         ));
