@@ -1714,3 +1714,85 @@ fn a_run_that_ends_ok_but_could_not_deliver_its_notification_is_escalated() {
         1
     );
 }
+
+/// Sends `request` as raw bytes and returns the status code of the answer.
+fn raw_status(addr: &str, request: &[u8]) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // The server may answer (413) before the whole body is written, and close.
+    let _ = stream.write_all(request);
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&answer).to_string();
+    line.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {line:?}"))
+}
+
+#[test]
+fn chunked_oversized_bodies_malformed_json_deep_nesting_and_admin_without_a_token_are_refused() {
+    let s = setup("", "", "");
+    let served = s.served();
+    let addr = served.base.trim_start_matches("http://").to_string();
+    // 413 for a chunked body over the limit (no Content-Length to refuse it by).
+    let mut chunked = format!(
+        "POST /hooks/alertmanager HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
+    for _ in 0..10 {
+        chunked.extend(format!("{:x}\r\n", 8000).as_bytes());
+        chunked.extend(std::iter::repeat_n(b'x', 8000));
+        chunked.extend(b"\r\n");
+    }
+    chunked.extend(b"0\r\n\r\n");
+    assert_eq!(raw_status(&addr, &chunked), 413);
+    // 400 for malformed JSON and for JSON nested 20,000 deep (no stack overflow).
+    assert_eq!(post_am(&served, b"{\"version\": \"4\", ").0, 400);
+    let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+    assert_eq!(post_am(&served, deep.as_bytes()).0, 400);
+    let key = KEY;
+    let deep_generic = format!("{{\"alert\":{}{}}}", "[".repeat(20_000), "]".repeat(20_000));
+    let headers = signed(key, now(), deep_generic.as_bytes());
+    assert_eq!(
+        served
+            .post("/hooks/generic", &headers.refs(), deep_generic.as_bytes())
+            .0,
+        400
+    );
+    // The admin endpoint: no token, a wrong one.
+    assert_eq!(served.post("/admin/breaker/reset", &[], b"").0, 401);
+    assert_eq!(
+        served
+            .post(
+                "/admin/breaker/reset",
+                &[("authorization", "Bearer not-the-admin")],
+                b""
+            )
+            .0,
+        401
+    );
+    let admin = bearer(ADMIN);
+    assert_eq!(
+        served
+            .post(
+                "/admin/breaker/reset",
+                &[("authorization", admin.as_str())],
+                b""
+            )
+            .0,
+        200
+    );
+    // Still alive and nothing ran.
+    assert_eq!(served.get("/healthz").0, 200);
+    assert!(served.get("/runs").1["runs"].as_array().unwrap().is_empty());
+}

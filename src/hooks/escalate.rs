@@ -16,6 +16,9 @@ use crate::redact::Redactor;
 /// either way): the newest this many.
 const CAPTURED_KEPT: usize = 100;
 
+/// The most labels listed in a message.
+const MAX_LABELS: usize = 20;
+
 /// The most bytes of one attacker-influenced value (a label, the alert name) in a message.
 const MAX_FIELD: usize = 200;
 
@@ -199,13 +202,25 @@ impl Escalator {
             .map(String::as_str)
             .or(e.severity)
             .unwrap_or("unknown");
-        let labels = a
+        // At most MAX_LABELS labels: each is bounded, and so must be the message (a sender
+        // may attach thousands).
+        let shown: Vec<String> = a
             .labels
             .iter()
             .filter(|(k, _)| k.as_str() != "alertname")
             .map(|(k, v)| format!("{}={}", inert(k), inert(v)))
-            .collect::<Vec<_>>()
-            .join(", ");
+            .take(MAX_LABELS)
+            .collect();
+        let hidden = a
+            .labels
+            .keys()
+            .filter(|k| k.as_str() != "alertname")
+            .count()
+            .saturating_sub(shown.len());
+        let mut labels = shown.join(", ");
+        if hidden > 0 {
+            labels.push_str(&format!(" (and {hidden} more)"));
+        }
         let mut lines = vec![
             "🚨 INCIDENT ALERT 🚨 (escalated from tier-1 automation)".to_string(),
             format!("Severity: {}", inert(severity)),
@@ -356,6 +371,18 @@ mod tests {
             1,
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_message_is_bounded_whatever_the_alert_carries() {
+        let many: Vec<(String, String)> = (0..5000)
+            .map(|i| (format!("k{i:05}"), "v".repeat(10_000)))
+            .collect();
+        let refs: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let a = alert(&refs);
+        let text = escalator().text(&escalation(&a, None));
+        assert!(text.len() < 8 * 1024, "{} bytes", text.len());
+        assert!(text.contains("(and 4980 more)"), "{text}");
     }
 
     #[test]
