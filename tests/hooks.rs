@@ -1796,3 +1796,43 @@ fn chunked_oversized_bodies_malformed_json_deep_nesting_and_admin_without_a_toke
     assert_eq!(served.get("/healthz").0, 200);
     assert!(served.get("/runs").1["runs"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn an_sns_alarm_answered_503_for_a_full_queue_runs_when_sns_retries_it() {
+    let topic = "arn:aws:sns:us-east-1:123456789012:ec2-manager-alarms";
+    let s = setup(
+        "workers = 1\nqueue = 1",
+        "",
+        &format!(
+            "[sns]\ntopics = [\"{topic}\"]\ncert_url = '^http://127\\.0\\.0\\.1:\\d+/files/SimpleNotificationService-[0-9a-f]+\\.pem$'\n"
+        ),
+    );
+    s.slack
+        .serve_file("SimpleNotificationService-0a1b.pem", common::sns::CERT);
+    let cert_url = s.slack.url("/files/SimpleNotificationService-0a1b.pem");
+    let served = s.served();
+    let slow = |id: &str| am_payload(&[("ec2-cpu-high", &[("instance_id", id), ("pause", "2s")])]);
+    assert_eq!(outcome(&post_am(&served, &slow(I1)).1, 0).0, "accepted");
+    served.wait_running(1, Duration::from_secs(20));
+    assert_eq!(outcome(&post_am(&served, &slow(I2)).1, 0).0, "accepted");
+    let alarm =
+        common::sns::cloudwatch_alarm_message("ec2-cpu-high-cw", "ALARM", &[("InstanceId", I3)]);
+    let envelope =
+        common::sns::signed_notification(topic, &cert_url, &alarm, None, "2", common::sns::KEY);
+    let body = serde_json::to_vec(&envelope).unwrap();
+    let (status, answer) = served.post("/hooks/sns", &[], &body);
+    assert_eq!(status, 503, "{answer}");
+    served.wait_finished(2, Duration::from_secs(20));
+    // SNS re-delivers the same message (same MessageId): it is not a replay, it runs.
+    let (status, answer) = served.post("/hooks/sns", &[], &body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(outcome(&answer, 0).0, "accepted", "{answer}");
+    let runs = served.wait_finished(3, Duration::from_secs(20));
+    assert_eq!(
+        runs.iter().filter(|r| r["status"] == "ok").count(),
+        3,
+        "{runs:#?}"
+    );
+    // Handled now: the next re-delivery is a replay.
+    assert_eq!(served.post("/hooks/sns", &[], &body).0, 401);
+}

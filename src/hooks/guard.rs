@@ -163,9 +163,9 @@ impl Gate {
     ) -> Result<Admitted, (Refusal, Option<Opened>)> {
         self.prune(now_ms);
         let s = &mut self.state;
-        let window = self.settings.dedupe_window.as_millis() as i64;
+        let window = millis(self.settings.dedupe_window);
         if let Some(&at) = s.seen.get(c.fingerprint)
-            && now_ms - at < window
+            && now_ms.saturating_sub(at) < window
         {
             return Err((Refusal::Deduplicated, None));
         }
@@ -222,10 +222,10 @@ impl Gate {
             };
             return Err((refusal, Some(opened)));
         }
-        let cooldown = c.cooldown.unwrap_or(self.settings.cooldown).as_millis() as i64;
+        let cooldown = millis(c.cooldown.unwrap_or(self.settings.cooldown));
         let prev_cooldown = s
             .cooldown_until
-            .insert(c.target.to_string(), now_ms + cooldown);
+            .insert(c.target.to_string(), now_ms.saturating_add(cooldown));
         s.starts.push_back((now_ms, c.runbook.to_string()));
         Ok(Admitted {
             prev_seen,
@@ -280,7 +280,7 @@ impl Gate {
         while s
             .starts
             .front()
-            .is_some_and(|(at, _)| now_ms - at >= HOUR_MS)
+            .is_some_and(|(at, _)| now_ms.saturating_sub(*at) >= HOUR_MS)
         {
             s.starts.pop_front();
         }
@@ -289,10 +289,15 @@ impl Gate {
         }
         self.last_prune = now_ms;
         // Bounded by the windows: an entry is dropped once it can no longer refuse anything.
-        let window = self.settings.dedupe_window.as_millis() as i64;
-        s.seen.retain(|_, at| now_ms - *at < window);
+        let window = millis(self.settings.dedupe_window);
+        s.seen.retain(|_, at| now_ms.saturating_sub(*at) < window);
         s.cooldown_until.retain(|_, until| now_ms < *until);
     }
+}
+
+/// A duration in milliseconds, saturated (a configured "300000000y" must not wrap negative).
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn scope_name(scope: &str) -> String {

@@ -1098,14 +1098,15 @@ impl Hub {
         self.stopping.store(true, Ordering::SeqCst);
         // Closing the queue lets idle workers exit once it is empty.
         lock(&self.queue).take();
-        let until = Instant::now() + deadline;
+        // A deadline too far to represent is no deadline.
+        let until = Instant::now().checked_add(deadline);
         let mut aborted = 0;
         loop {
             let running = lock(&self.runs).running();
             if running == 0 {
                 break;
             }
-            if Instant::now() >= until {
+            if until.is_some_and(|until| Instant::now() >= until) {
                 aborted = lock(&self.runs).abort_all();
                 break;
             }
