@@ -510,6 +510,10 @@ impl Hub {
                 let mut out = AlertOutcome::new(&alert, "refused");
                 out.reason = Some("journal_unavailable".into());
                 out.detail = Some("the hook journal cannot be written".into());
+                Metrics::inc(
+                    &self.metrics.alerts,
+                    &[("outcome", "refused"), ("reason", "journal_unavailable")],
+                );
                 out
             };
             let mut event = json!({
