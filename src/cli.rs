@@ -655,7 +655,7 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
     let operator = executor::operator();
     let console = &rb.host.console;
     console.line(&format!(
-        "{} {}@{} · {} · env {env_name} · run {run_id}",
+        "{} {}@{} · {} · env {env_name}: {} · run {run_id}",
         if mode == Mode::Plan {
             "planning"
         } else {
@@ -663,7 +663,8 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
         },
         rb.meta.id,
         rb.meta.version,
-        rb.meta.title
+        rb.meta.title,
+        acts_on(&rb.host, account.as_deref()),
     ));
     let mut unattended = Unattended {
         yes: yes.then(|| "--yes".to_string()),
@@ -675,8 +676,17 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
         // Approvals asked by the script (`approve(...)`) are answered at this terminal.
         *rb.host.prompt.borrow_mut() = Some(Box::new(|question: &str| {
             let mut editor = rustyline::DefaultEditor::new().ok()?;
-            let line = editor.readline(question).ok()?;
-            Some(line.trim() == "yes")
+            loop {
+                let line = editor.readline(question).ok()?;
+                match line.trim() {
+                    // Enter alone decides nothing, and `h` answers like every other prompt.
+                    "" => {}
+                    "h" | "help" | "?" => eprintln!(
+                        "  type yes to approve (recorded with your name); anything else refuses;\n  Ctrl-C or Ctrl-D refuses too"
+                    ),
+                    answer => return Some(answer == "yes"),
+                }
+            }
         }));
     }
     let mut on_call;
@@ -704,8 +714,9 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
         write_sim_state(&rb.host, path)?;
     }
     let c = &report.counts;
+    let undelivered = executor::undelivered_note(report.undelivered_notifications);
     console.line(&format!(
-        "run {}: {} ok, {} failed, {} skipped, {} timed out, {} aborted, {} not run · {:.1?}",
+        "run {}: {} ok, {} failed, {} skipped, {} timed out, {} aborted, {} not run{undelivered} · {:.1?}",
         report.status.as_str(),
         c.ok,
         c.failed,
@@ -720,6 +731,20 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
         print!("{}", executor::plan_summary(&report));
     }
     report.into_result().map(|_| ())
+}
+
+/// Where a run acts, for its banner: `sim`, or the AWS account, region and endpoint as resolved.
+fn acts_on(host: &Host, account: Option<&str>) -> String {
+    if host.cloud.environment().backend == crate::config::Backend::Sim {
+        return "sim".into();
+    }
+    let (region, endpoint) = host.cloud.region_endpoint();
+    format!(
+        "aws account {}, region {}, endpoint {}",
+        account.unwrap_or("unknown (STS did not answer)"),
+        region.as_deref().unwrap_or("none"),
+        endpoint.as_deref().unwrap_or("AWS default")
+    )
 }
 
 fn write_sim_state(host: &Host, path: &Path) -> Result<()> {

@@ -3,32 +3,56 @@
 //! one-line-per-event output everywhere else (CI logs, pipes), because spinners in a log file are
 //! noise. In interactive runs the overall bar stays off: it would redraw over the prompt.
 //!
+//! Before anything asks a person (a prompt, a typed confirmation, an approval) the progress
+//! display is taken down with [`Console::person`], which also keeps the time spent waiting for
+//! that person apart from the time the step worked. `TERM=dumb` counts as "not a terminal":
+//! indicatif draws nothing there, and a step line drawn through it would be lost.
+//!
 //! Everything printed here has already been redacted by the caller.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::{IsTerminal, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 pub struct Console {
     tty: bool,
+    color: bool,
     quiet: bool,
     spinner: RefCell<Option<ProgressBar>>,
     /// The overall step bar and the area it shares with the spinner (terminal, unattended).
     bars: RefCell<Option<(MultiProgress, ProgressBar)>>,
-    overall: std::cell::Cell<bool>,
+    overall: Cell<bool>,
+    /// Lines printed now come from a step preview (a plan), not from something that happened.
+    preview: Cell<bool>,
+    /// Time spent waiting for a person since the last [`Console::take_waited`].
+    waited: Cell<Duration>,
+    /// How many [`Console::person`] calls are open (the inspect REPL holds one around its
+    /// prompts): only the outermost counts its time, so nothing is counted twice.
+    asking: Cell<u32>,
+}
+
+/// Whether stderr is a terminal that can draw progress: `TERM=dumb` (Emacs shells, some CI
+/// runners) cannot, and indicatif hides everything drawn through it there.
+fn drawable_terminal() -> bool {
+    std::io::stderr().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb")
 }
 
 impl Console {
     /// A console that decides for itself whether stderr is a terminal.
     pub fn detect(quiet: bool) -> Self {
+        let tty = drawable_terminal();
         Console {
-            tty: std::io::stderr().is_terminal(),
+            tty,
+            color: tty && std::env::var_os("NO_COLOR").is_none(),
             quiet,
             spinner: RefCell::new(None),
             bars: RefCell::new(None),
-            overall: std::cell::Cell::new(true),
+            overall: Cell::new(true),
+            preview: Cell::new(false),
+            waited: Cell::new(Duration::ZERO),
+            asking: Cell::new(0),
         }
     }
 
@@ -36,15 +60,47 @@ impl Console {
     pub fn silent() -> Self {
         Console {
             tty: false,
+            color: false,
             quiet: true,
             spinner: RefCell::new(None),
             bars: RefCell::new(None),
-            overall: std::cell::Cell::new(false),
+            overall: Cell::new(false),
+            preview: Cell::new(false),
+            waited: Cell::new(Duration::ZERO),
+            asking: Cell::new(0),
         }
     }
 
     pub fn is_tty(&self) -> bool {
         self.tty
+    }
+
+    /// Runs `f`, which waits for a person (a prompt, an approval): the progress display is taken
+    /// down first (a spinner redrawing over a prompt hides the question), and the time is
+    /// counted as waiting, not as the step's work.
+    pub fn person<T>(&self, f: impl FnOnce() -> T) -> T {
+        if let Some(bar) = self.spinner.borrow_mut().take() {
+            bar.finish_and_clear();
+        }
+        let started = Instant::now();
+        self.asking.set(self.asking.get().saturating_add(1));
+        let out = f();
+        self.asking.set(self.asking.get().saturating_sub(1));
+        if self.asking.get() == 0 {
+            self.waited
+                .set(self.waited.get().saturating_add(started.elapsed()));
+        }
+        out
+    }
+
+    /// The time spent waiting for a person since the last call, and starts counting again.
+    pub fn take_waited(&self) -> Duration {
+        self.waited.replace(Duration::ZERO)
+    }
+
+    /// Marks what is printed from now on as a preview (a plan of a step, not what happened).
+    pub fn set_preview(&self, on: bool) {
+        self.preview.set(on);
     }
 
     /// Turns the overall step bar off (interactive runs: the prompt needs the terminal).
@@ -65,6 +121,20 @@ impl Console {
         if self.quiet {
             return;
         }
+        if self.preview.get() {
+            // Dim on a colour terminal, and always the word: a copied log must say it too.
+            let body = text.trim_start();
+            let shown = if self.color {
+                format!("   \x1b[2mpreview: {body}\x1b[0m")
+            } else {
+                format!("   preview: {body}")
+            };
+            return self.print(&shown);
+        }
+        self.print(text);
+    }
+
+    fn print(&self, text: &str) {
         if let Some((multi, _)) = self.bars.borrow().as_ref() {
             let _ = multi.println(text);
             return;
@@ -153,7 +223,16 @@ impl Console {
         Some(bar)
     }
 
-    pub fn step_finished(&self, index: usize, total: usize, title: &str, status: &str, ms: u64) {
+    /// The step's end line: its working time, and the time it waited for a person when it did.
+    pub fn step_finished(
+        &self,
+        index: usize,
+        total: usize,
+        title: &str,
+        status: &str,
+        ms: u64,
+        waiting_ms: u64,
+    ) {
         if let Some(bar) = self.spinner.borrow_mut().take() {
             bar.finish_and_clear();
         }
@@ -165,8 +244,13 @@ impl Console {
             "skipped" => "-",
             _ => "✗",
         };
+        let waiting = if waiting_ms > 0 {
+            format!(", {:.1} s waiting for a person", waiting_ms as f64 / 1000.0)
+        } else {
+            String::new()
+        };
         self.line(&format!(
-            "{mark} [{}/{total}] {title}: {status} ({ms} ms)",
+            "{mark} [{}/{total}] {title}: {status} ({ms} ms{waiting})",
             index + 1
         ));
     }

@@ -23,6 +23,12 @@ use crate::transcript::{Counts, Durability, RunStatus, StepStatus, TranscriptWri
 /// must not keep the operator from the prompt; the preview then says it stopped early.
 const PREVIEW_LIMIT: Duration = Duration::from_secs(3);
 
+/// What `h` at the inspect prompt says.
+const INSPECT_HELP: &str =
+    "    inspect: type Rhai with `ctx` and every binding (a change to `ctx` is kept and recorded);
+    an unfinished line (an open brace) continues on the next; an empty line, :q or exit returns
+    to the step's question";
+
 /// The longest wait between two retries, whatever the backoff doubling says.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -89,8 +95,10 @@ pub enum Action {
 pub enum AfterFailure {
     /// Try the step once more.
     Retry,
-    /// Leave it failed (its rollback runs) and go on with the next step.
-    Continue,
+    /// Leave it failed (its rollback runs) and go on with the next step, for the reason given
+    /// (recorded). The run still ends failed, aborted or timed out: going on does not make the
+    /// step succeed.
+    Continue(String),
     /// Leave it failed (its rollback runs) and stop the run, unless the step allows failure.
     Stop,
 }
@@ -234,6 +242,9 @@ pub struct RunReport {
     pub notes: PathBuf,
     pub planned: Vec<PlannedCall>,
     pub duration: Duration,
+    /// Notifications (Slack, Teams) the run tried to send and could not deliver: a run can end
+    /// ok with nobody told, which `serve` escalates and the summary says.
+    pub undelivered_notifications: usize,
 }
 
 impl RunReport {
@@ -293,7 +304,11 @@ enum StepEvent<'a> {
     StepFinished {
         step: usize,
         status: StepStatus,
+        /// The step's working time: waiting for a person is not in it (see `waiting_ms`).
         duration_ms: u64,
+        working_ms: u64,
+        /// Time spent waiting for a person: the decision, prompts after a failure, approvals.
+        waiting_ms: u64,
         attempts: u32,
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<&'a str>,
@@ -337,6 +352,8 @@ pub struct Executor<'a> {
     observers: Vec<Box<dyn RunObserver + 'a>>,
     /// Who the operator's choices are recorded as.
     operator: String,
+    /// Time the current step's previews took: neither the step's work nor a person's.
+    preview_spent: Duration,
 }
 
 fn status_of(err: &EvalAltResult) -> StepStatus {
@@ -348,7 +365,16 @@ fn status_of(err: &EvalAltResult) -> StepStatus {
 }
 
 fn ms(d: Duration) -> u64 {
-    d.as_millis() as u64
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The summary's note about notifications that never went out (empty when all did).
+pub(crate) fn undelivered_note(n: usize) -> String {
+    match n {
+        0 => String::new(),
+        1 => " (1 notification not delivered)".into(),
+        n => format!(" ({n} notifications not delivered)"),
+    }
 }
 
 impl<'a> Executor<'a> {
@@ -358,6 +384,7 @@ impl<'a> Executor<'a> {
             driver,
             observers: Vec::new(),
             operator: operator(),
+            preview_spent: Duration::ZERO,
         }
     }
 
@@ -377,6 +404,8 @@ impl<'a> Executor<'a> {
         let rb = self.rb;
         let host = &rb.host;
         let started = Instant::now();
+        // The notifier may outlive one run (a hook server's): count this run's failures only.
+        let undelivered_before = host.notifier.undelivered();
         let notes = opts.transcript.with_extension("notes.md");
         *host.notes_path.borrow_mut() = Some(notes.clone());
         let cannot = |e: String| {
@@ -440,13 +469,15 @@ impl<'a> Executor<'a> {
         let total = rb.steps.len();
         let mut run_status = RunStatus::Ok;
         let mut reason = String::new();
+        // The first step the operator went on past without it succeeding.
+        let mut went_on: Option<(RunStatus, String)> = None;
         for step in &rb.steps {
             if step.index < start_step {
                 continue;
             }
             if step.index == start_step
                 && !uncertain.is_empty()
-                && !self.driver.on_uncertain(step, &uncertain)
+                && !self.ask_person(|d| d.on_uncertain(step, &uncertain))
             {
                 let why = format!(
                     "uncertain: {} sent before the crash but never confirmed; a person must check before step {} runs again",
@@ -473,21 +504,42 @@ impl<'a> Executor<'a> {
                 counts.not_run += 1;
                 continue;
             }
+            let mut skipped_after_interrupt = None;
             if host.interrupt.check() == Some(Stop::Aborted) {
                 // Ctrl-C between steps: a second press (or an unattended run) stops here; after a
-                // first one an operator may still choose to go on.
-                let go_on = host.interrupt.presses() < 2
-                    && self.driver.after_interrupt(step) != AfterFailure::Stop;
-                if go_on {
-                    host.interrupt.reset();
+                // first one an operator may still choose to run this step or skip it.
+                let choice = if host.interrupt.presses() < 2 {
+                    self.ask_person(|d| d.after_interrupt(step))
                 } else {
-                    run_status = RunStatus::Aborted;
-                    reason = "interrupted (Ctrl-C) between steps".into();
-                    counts.not_run += 1;
-                    continue;
+                    AfterFailure::Stop
+                };
+                match choice {
+                    AfterFailure::Stop => {
+                        run_status = RunStatus::Aborted;
+                        reason = "interrupted (Ctrl-C) between steps".into();
+                        counts.not_run += 1;
+                        continue;
+                    }
+                    AfterFailure::Retry => host.interrupt.reset(),
+                    AfterFailure::Continue(why) => {
+                        host.interrupt.reset();
+                        self.record_choice(
+                            step,
+                            &AfterFailure::Continue(why.clone()),
+                            "after Ctrl-C",
+                        );
+                        skipped_after_interrupt = Some(why);
+                    }
                 }
             }
-            let end = self.run_step(step, total, &ctx);
+            let end = match skipped_after_interrupt {
+                Some(why) => {
+                    host.console.take_waited();
+                    let end = StepEnd::new(StepStatus::Skipped, None, Some(why));
+                    self.finish_step(step, total, Instant::now(), 0, end, &ctx)
+                }
+                None => self.run_step(step, total, &ctx),
+            };
             counts.add(end.status);
             for o in &mut self.observers {
                 o.step_finished(step, end.status, end.error.as_ref());
@@ -496,6 +548,27 @@ impl<'a> Executor<'a> {
                 run_status = RunStatus::Failed;
                 reason = format!("the transcript could not be written: {failure}");
                 continue;
+            }
+            if end.go_on && !step.allow_failure && went_on.is_none() {
+                // The operator chose to go on past a step that did not succeed: the run goes on,
+                // but it did not succeed either, and its status and exit code say so.
+                let status = match end.status {
+                    StepStatus::Failed => Some(RunStatus::Failed),
+                    StepStatus::TimedOut => Some(RunStatus::TimedOut),
+                    StepStatus::Aborted => Some(RunStatus::Aborted),
+                    StepStatus::Ok | StepStatus::Skipped => None,
+                };
+                went_on = status.map(|s| {
+                    (
+                        s,
+                        format!(
+                            "step {} {:?} {} (the operator went on with the next step)",
+                            step.index + 1,
+                            step.title,
+                            end.status.as_str()
+                        ),
+                    )
+                });
             }
             let stops = match end.status {
                 _ if end.go_on => None,
@@ -523,15 +596,24 @@ impl<'a> Executor<'a> {
             }
         }
 
+        if let (RunStatus::Ok, Some((status, why))) = (run_status, went_on) {
+            run_status = status;
+            reason = why;
+        }
         host.console.finish();
         let duration = started.elapsed();
+        let undelivered = host
+            .notifier
+            .undelivered()
+            .saturating_sub(undelivered_before);
         let summary = format!(
-            "run {}: {} ok, {} failed, {} skipped, {} not run{}",
+            "run {}: {} ok, {} failed, {} skipped, {} not run{}{}",
             run_status.as_str(),
             counts.ok,
             counts.failed + counts.timed_out,
             counts.skipped,
             counts.not_run,
+            undelivered_note(undelivered),
             if reason.is_empty() {
                 String::new()
             } else {
@@ -568,6 +650,11 @@ impl<'a> Executor<'a> {
             notes,
             planned: host.recorder.planned(),
             duration,
+            // Counted again: the lifecycle observer's last messages may have failed too.
+            undelivered_notifications: host
+                .notifier
+                .undelivered()
+                .saturating_sub(undelivered_before),
         })
     }
 
@@ -592,6 +679,9 @@ impl<'a> Executor<'a> {
             .join(",");
         let git = crate::git::info_cached(dir, &files, &content_key);
         let params = to_json(&Dynamic::from_map(opts.params.clone()));
+        // Where the run acts, as resolved (not as configured: AWS_REGION and AWS_ENDPOINT_URL
+        // count), so an auditor can tell which account and region a write went to.
+        let (region, endpoint) = rb.host.cloud.region_endpoint();
         let steps: Vec<Value> = rb
             .steps
             .iter()
@@ -631,6 +721,8 @@ impl<'a> Executor<'a> {
                 crate::config::Backend::Sim => "sim",
             },
             "account": opts.account,
+            "region": region,
+            "endpoint": endpoint,
             "fleet": (rb.host.cloud.environment().backend == crate::config::Backend::Sim)
                 .then(|| rb.host.cloud.environment().fleet_source.clone()),
             "params": params,
@@ -695,12 +787,19 @@ impl<'a> Executor<'a> {
         end: StepEnd,
         ctx: &Dynamic,
     ) -> StepEnd {
-        let elapsed = ms(started.elapsed());
+        let waiting = self.rb.host.console.take_waited();
+        let working = started
+            .elapsed()
+            .saturating_sub(waiting)
+            .saturating_sub(self.preview_spent);
+        let (working_ms, waiting_ms) = (ms(working), ms(waiting));
         self.record(
             &StepEvent::StepFinished {
                 step: step.index,
                 status: end.status,
-                duration_ms: elapsed,
+                duration_ms: working_ms,
+                working_ms,
+                waiting_ms,
                 attempts,
                 reason: end.reason.as_deref(),
                 error: end.error.as_ref(),
@@ -713,16 +812,21 @@ impl<'a> Executor<'a> {
             total,
             &step.title,
             end.status.as_str(),
-            elapsed,
+            working_ms,
+            waiting_ms,
         );
         end
     }
 
     /// A plan of one step, run against a deep copy of `ctx` and not recorded: what the step
     /// would change, for the operator to see before deciding.
-    fn preview(&self, step: &Step, ctx: &Dynamic) -> (Vec<PlannedCall>, Option<String>) {
+    fn preview(&mut self, step: &Step, ctx: &Dynamic) -> (Vec<PlannedCall>, Option<String>) {
+        let started = Instant::now();
         let copy = Dynamic::from_map(ctx.flatten_clone().try_cast::<Map>().unwrap_or_default())
             .into_shared();
+        let console = &self.rb.host.console;
+        // What the step logs while planned did not happen: the console marks it as a preview.
+        console.set_preview(true);
         let (result, planned) = self.rb.host.recorder.preview(|| {
             self.invoke(
                 &step.body,
@@ -731,6 +835,8 @@ impl<'a> Executor<'a> {
                 step.timeout.min(PREVIEW_LIMIT),
             )
         });
+        console.set_preview(false);
+        self.preview_spent = self.preview_spent.saturating_add(started.elapsed());
         (planned, result.err().map(|e| self.describe(&e).message))
     }
 
@@ -745,14 +851,23 @@ impl<'a> Executor<'a> {
         host.console
             .line("    inspect: `ctx` and every binding are loaded; an empty line or :q returns");
         let mut buffer = String::new();
-        while let Some(line) = self.driver.read_line(if buffer.is_empty() {
-            "inspect> "
-        } else {
-            "  ...> "
-        }) {
+        loop {
+            let prompt = if buffer.is_empty() {
+                "inspect> "
+            } else {
+                "  ...> "
+            };
+            let driver = &mut *self.driver;
+            let Some(line) = host.console.person(|| driver.read_line(prompt)) else {
+                break;
+            };
             let trimmed = line.trim();
             if buffer.is_empty() && (trimmed.is_empty() || trimmed == ":q" || trimmed == "exit") {
                 break;
+            }
+            if buffer.is_empty() && matches!(trimmed, "h" | ":h" | "help" | "?") {
+                host.console.line(INSPECT_HELP);
+                continue;
             }
             buffer.push_str(&line);
             buffer.push('\n');
@@ -830,7 +945,9 @@ impl<'a> Executor<'a> {
                         preview_error: preview_error.as_deref(),
                         protected,
                     };
-                    self.driver.before_step(&view)
+                    let console = &host.console;
+                    let driver = &mut *self.driver;
+                    console.person(|| driver.before_step(&view))
                 };
             if decision.record {
                 self.record(
@@ -848,7 +965,11 @@ impl<'a> Executor<'a> {
                 host.protected_confirmed.set(true);
             }
             match decision.action {
-                Action::Inspect => self.inspect(step, ctx),
+                // The whole session is the person's time (what they evaluate included).
+                Action::Inspect => {
+                    let rb = self.rb;
+                    rb.host.console.person(|| self.inspect(step, ctx));
+                }
                 Action::Refused => {}
                 _ => return decision,
             }
@@ -858,6 +979,9 @@ impl<'a> Executor<'a> {
     fn run_step(&mut self, step: &Step, total: usize, ctx: &Dynamic) -> StepEnd {
         let started = Instant::now();
         let host = &self.rb.host;
+        // This step's waiting and previewing start now (finish_step takes them off its time).
+        host.console.take_waited();
+        self.preview_spent = Duration::ZERO;
 
         if let Some(when) = &step.when {
             match self.invoke(when, ctx, Stage::Step(step.index), step.timeout) {
@@ -900,7 +1024,9 @@ impl<'a> Executor<'a> {
                 self.rb.meta.id
             );
             let wait = decision.wait.unwrap_or(Duration::from_secs(15 * 60));
-            match crate::approvals::request_and_wait(host, &question, 1, false, wait, None) {
+            match host.console.person(|| {
+                crate::approvals::request_and_wait(host, &question, 1, false, wait, None)
+            }) {
                 Ok(outcome) => {
                     let by = outcome.approved_by.join(", ");
                     decision = Decision::recorded(
@@ -984,35 +1110,43 @@ impl<'a> Executor<'a> {
                     humantime::format_duration(step.timeout)
                 );
             }
-            self.report_error(&info);
             if status == StepStatus::Aborted {
-                // A first Ctrl-C stops the step and asks; a second one (or an unattended run) stops the run.
+                // A first Ctrl-C stops the step and asks; a second one (or an unattended run) stops
+                // the run. Only then is "the run was aborted" true, so only then is it said.
                 if host.interrupt.presses() < 2 {
-                    let choice = self.driver.after_interrupt(step);
+                    let choice = self.ask_person(|d| d.after_interrupt(step));
                     self.record_choice(step, &choice, "after Ctrl-C");
                     match choice {
                         AfterFailure::Retry => {
                             host.interrupt.reset();
                             continue;
                         }
-                        AfterFailure::Continue => {
+                        AfterFailure::Continue(_) => {
                             host.interrupt.reset();
                             go_on = true;
                         }
                         AfterFailure::Stop => {}
                     }
                 }
+                if !go_on {
+                    self.report_error(&info);
+                }
                 break (status, info);
             }
+            self.report_error(&info);
             if status != StepStatus::Failed {
                 // Timeouts are not retried automatically: a timed-out step may have changed things
                 // half-way. A person may still choose to retry below.
-                match self.driver.after_failure(step, &info) {
+                let choice = self.ask_person(|d| d.after_failure(step, &info));
+                match choice {
                     AfterFailure::Retry => {
                         self.record_choice(step, &AfterFailure::Retry, "after a timeout");
                         continue;
                     }
-                    AfterFailure::Continue => go_on = true,
+                    AfterFailure::Continue(_) => {
+                        self.record_choice(step, &choice, "after a timeout");
+                        go_on = true;
+                    }
                     AfterFailure::Stop => {}
                 }
                 break (status, info);
@@ -1040,13 +1174,13 @@ impl<'a> Executor<'a> {
                 }
                 continue;
             }
-            let choice = self.driver.after_failure(step, &info);
+            let choice = self.ask_person(|d| d.after_failure(step, &info));
             if choice != AfterFailure::Stop {
                 self.record_choice(step, &choice, "after the step failed");
             }
             match choice {
                 AfterFailure::Retry => continue,
-                AfterFailure::Continue => {
+                AfterFailure::Continue(_) => {
                     go_on = true;
                     break (status, info);
                 }
@@ -1077,21 +1211,36 @@ impl<'a> Executor<'a> {
     }
 
     fn record_choice(&self, step: &Step, choice: &AfterFailure, when: &str) {
-        let (action, word) = match choice {
-            AfterFailure::Retry => (Action::Retry, "retry"),
-            AfterFailure::Continue => (Action::Continue, "continue with the next step"),
-            AfterFailure::Stop => (Action::Abort, "stop the run"),
+        let (action, reason) = match choice {
+            AfterFailure::Retry => (Action::Retry, format!("retry {when}")),
+            AfterFailure::Continue(why) if why.is_empty() => (
+                Action::Continue,
+                format!("continue with the next step {when}"),
+            ),
+            AfterFailure::Continue(why) => (
+                Action::Continue,
+                format!("continue with the next step {when}: {why}"),
+            ),
+            AfterFailure::Stop => (Action::Abort, format!("stop the run {when}")),
         };
         self.record(
             &StepEvent::Decision {
                 step: step.index,
                 action,
                 by: &self.operator,
-                reason: &format!("{word} {when}"),
+                reason: &reason,
                 decided_ms: None,
             },
             Durability::Synced,
         );
+    }
+
+    /// Asks the driver something a person may answer: the progress display goes first (it would
+    /// draw over the question) and the time is counted as waiting, not as the step's work.
+    fn ask_person<T>(&mut self, ask: impl FnOnce(&mut dyn Driver) -> T) -> T {
+        let console = &self.rb.host.console;
+        let driver = &mut *self.driver;
+        console.person(|| ask(driver))
     }
 
     fn run_rollback(&self, step: &Step, rollback: &FnPtr, ctx: &Dynamic) {

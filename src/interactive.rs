@@ -7,6 +7,9 @@
 //! `ROLLBACK`-style safety), and the first write in a protected environment asks for the
 //! environment's name; a mismatch is refused and recorded. Every decision carries the operator's
 //! identity and how long they took.
+//!
+//! At 3 a.m. a stray key must not act: Enter alone never chooses anything (it asks again), a skip
+//! needs a reason (it goes into the transcript), and every prompt answers `h` with its choices.
 
 use std::io::Write;
 use std::time::Instant;
@@ -23,12 +26,24 @@ pub struct Interactive {
     operator: String,
 }
 
-const HELP: &str = "  r, run      run the step (Enter does the same)
-  s, skip     skip it (recorded)
+const HELP: &str = "  r, run      run the step
+  s, skip     skip it (asks for a reason; recorded)
   i, inspect  open a REPL with `ctx` and every binding; an empty line returns here
   p, plan     show the calls the step would make again
   a, abort    stop the run (recorded; the transcript ends properly)
-  h, help     this help";
+  h, help     this help
+  Enter alone asks again.";
+
+const AFTER_HELP: &str = "  r, retry    run the step again
+  s, skip     leave it as it ended and go on with the next step (asks for a reason; recorded;
+              the run still ends as not ok)
+  a, abort    stop the run (recorded; the transcript ends properly)
+  h, help     this help
+  Enter alone asks again; Ctrl-C here aborts.";
+
+const REASON_HELP: &str =
+    "  a few words on why this step is skipped: they go into the transcript with your name.
+  Ctrl-C or Ctrl-D stops the run instead.";
 
 impl Interactive {
     pub fn new(operator: String) -> Result<Self, String> {
@@ -97,10 +112,31 @@ impl Interactive {
         }
     }
 
-    /// Asks for `word` to be typed; Ok(true) when it matches.
+    /// Asks for `word` to be typed; Some(true) when it matches, None when the operator stopped.
     fn typed(&mut self, what: &str, word: &str) -> Option<bool> {
-        let line = self.ask(&format!("type {word} to {what}: "))?;
-        Some(line.trim() == word)
+        loop {
+            let line = self.ask(&format!("type {word} to {what} (h for help): "))?;
+            match line.trim() {
+                typed if typed == word => return Some(true),
+                "h" | "help" | "?" => self.say(&format!(
+                    "  type {word} exactly (case matters) to {what}; anything else refuses (recorded);\n  Ctrl-C or Ctrl-D stops the run"
+                )),
+                "" => {}
+                _ => return Some(false),
+            }
+        }
+    }
+
+    /// Why a step is skipped; None when the operator stopped instead.
+    fn reason(&mut self) -> Option<String> {
+        loop {
+            let line = self.ask("reason for skipping (recorded; h for help): ")?;
+            match line.trim() {
+                "" => self.say("   a reason is needed: it goes into the transcript"),
+                "h" | "help" | "?" => self.say(REASON_HELP),
+                why => return Some(why.to_string()),
+            }
+        }
     }
 }
 
@@ -121,7 +157,8 @@ impl Driver for Interactive {
                 );
             };
             match line.trim() {
-                "" | "r" | "run" => {
+                "" => {}
+                "r" | "run" => {
                     let mut confirms_environment = false;
                     if let (Some(env), false) = (view.protected, view.preview.is_empty()) {
                         match self.typed(
@@ -179,7 +216,18 @@ impl Driver for Interactive {
                     return d;
                 }
                 "s" | "skip" => {
-                    return self.decision(Action::Skip, "operator skipped the step", started);
+                    let Some(why) = self.reason() else {
+                        return self.decision(
+                            Action::Abort,
+                            "operator stopped at the skip reason",
+                            started,
+                        );
+                    };
+                    return self.decision(
+                        Action::Skip,
+                        format!("operator skipped the step: {why}"),
+                        started,
+                    );
                 }
                 "i" | "inspect" => {
                     return self.decision(
@@ -203,7 +251,7 @@ impl Driver for Interactive {
             "   step {:?} did not succeed: {}",
             step.title, error.message
         ));
-        self.choose("[r]etry, [s]kip to the next step, or [a]bort? > ")
+        self.choose("[r]etry, [s]kip to the next step, [a]bort, [h]elp? > ")
     }
 
     fn after_interrupt(&mut self, step: &Step) -> AfterFailure {
@@ -211,7 +259,7 @@ impl Driver for Interactive {
             "\n   interrupted {:?} (Ctrl-C again at the prompt aborts)",
             step.title
         ));
-        self.choose("[r]etry, [s]kip to the next step, or [a]bort? > ")
+        self.choose("[r]etry, [s]kip to the next step, [a]bort, [h]elp? > ")
     }
 
     fn on_uncertain(&mut self, step: &Step, calls: &[String]) -> bool {
@@ -238,10 +286,17 @@ impl Interactive {
                 return AfterFailure::Stop;
             };
             match line.trim() {
+                "" => {}
                 "r" | "retry" => return AfterFailure::Retry,
-                "s" | "skip" => return AfterFailure::Continue,
-                "a" | "abort" | "" => return AfterFailure::Stop,
-                other => self.say(&format!("   unknown choice {other:?}")),
+                "s" | "skip" => {
+                    return match self.reason() {
+                        Some(why) => AfterFailure::Continue(why),
+                        None => AfterFailure::Stop,
+                    };
+                }
+                "a" | "abort" => return AfterFailure::Stop,
+                "h" | "help" | "?" => self.say(AFTER_HELP),
+                other => self.say(&format!("   unknown choice {other:?}; h for help")),
             }
         }
     }

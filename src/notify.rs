@@ -8,6 +8,7 @@
 //! (the default on the sim backend) nothing is sent: each message is kept in memory, answered like
 //! Slack would, and written out with the simulated state so drills can assert on it.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -87,6 +88,8 @@ pub struct Notifier {
     settings: NotifySettings,
     client: OnceLock<reqwest::Client>,
     captured: Mutex<Vec<Value>>,
+    /// Messages that could not be delivered, ever (a run counts the difference over its span).
+    undelivered: AtomicUsize,
 }
 
 fn fail(code: &str, message: impl Into<String>) -> BindingError {
@@ -99,11 +102,22 @@ impl Notifier {
             settings,
             client: OnceLock::new(),
             captured: Mutex::new(Vec::new()),
+            undelivered: AtomicUsize::new(0),
         }
     }
 
     pub fn settings(&self) -> &NotifySettings {
         &self.settings
+    }
+
+    /// How many messages could not be delivered so far.
+    pub fn undelivered(&self) -> usize {
+        self.undelivered.load(Ordering::SeqCst)
+    }
+
+    /// Counts a message that did not go out (the binding reports it; see `slack::deliver`).
+    pub(crate) fn note_undelivered(&self) {
+        self.undelivered.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Messages kept in capture mode, in order.

@@ -378,6 +378,14 @@ fn ms(v: &Value) -> String {
     }
 }
 
+/// A step's time waiting for a person, after its working time (nothing when it did not wait).
+fn waiting(v: &Value) -> String {
+    match v.as_u64() {
+        Some(n) if n > 0 => format!(", {} waiting for a person", ms(v)),
+        _ => String::new(),
+    }
+}
+
 /// Shortens long values for one-line display (the transcript itself keeps them whole).
 fn clip(text: &str) -> String {
     const MAX: usize = 160;
@@ -498,10 +506,11 @@ pub fn show(events: &[Value]) -> String {
                 error_text(&e["error"])
             ),
             "step_finished" => format!(
-                "■ {} {} [{}] {}",
+                "■ {} {} [{}{}] {}",
                 step_label(&steps, &e["step"]),
                 e["status"].as_str().unwrap_or("?"),
                 ms(&e["duration_ms"]),
+                waiting(&e["waiting_ms"]),
                 error_text(&e["error"])
             ),
             "run_finished" => format!(
@@ -592,9 +601,10 @@ pub fn render_markdown(events: &[Value], report: &VerifyReport, path: &Path) -> 
             "step_finished" => {
                 let err = error_text(&e["error"]);
                 format!(
-                    "**{}** in {}{}",
+                    "**{}** in {}{}{}",
                     e["status"].as_str().unwrap_or("?"),
                     ms(&e["duration_ms"]),
+                    waiting(&e["waiting_ms"]),
                     if err.is_empty() {
                         String::new()
                     } else {

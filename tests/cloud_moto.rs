@@ -542,3 +542,95 @@ fn a_drill_can_run_against_the_emulator() {
     r.expect_code(1);
     assert!(r.stdout.contains("need the sim"), "{}", r.stdout);
 }
+
+const HELLO: &str = r#"runbook(#{ id: "hello", version: "1.0.0", title: "Hello", severity: "P3" });
+containment("Count", |ctx| { ctx.n = ec2::find(#{ tags: #{ Name: "api-blue-1" } }).len(); });
+"#;
+
+#[test]
+fn the_banner_and_run_started_name_the_account_region_and_endpoint_resolved_from_the_environment() {
+    let moto = Moto::start();
+    let ws = Workspace::new();
+    // No region or endpoint in runbook.toml: AWS_REGION and AWS_ENDPOINT_URL decide.
+    ws.write(
+        "runbook.toml",
+        "[environments.ambient]\nbackend = \"aws\"\nmax_attempts = 1\n",
+    );
+    ws.write("runbooks/hello.rhai", HELLO);
+    let r = with_credentials(ws.cmd())
+        .env("AWS_REGION", "eu-west-1")
+        .env("AWS_ENDPOINT_URL", &moto.endpoint())
+        .args(&[
+            "run",
+            "hello",
+            "--env",
+            "ambient",
+            "--transcript",
+            "t.jsonl",
+        ])
+        .output();
+    r.expect_code(0);
+    let expected = format!(
+        "env ambient: aws account 123456789012, region eu-west-1, endpoint {}",
+        moto.endpoint()
+    );
+    assert!(r.stderr.contains(&expected), "{}", r.stderr);
+    let ev = events(&ws.path().join("t.jsonl"));
+    assert_eq!(ev[0]["account"], "123456789012");
+    assert_eq!(ev[0]["region"], "eu-west-1");
+    assert_eq!(ev[0]["endpoint"], moto.endpoint().as_str());
+}
+
+#[test]
+fn an_environment_endpoint_wins_over_aws_endpoint_url_and_a_refused_connection_names_the_url() {
+    let moto = Moto::start();
+    moto.seed();
+    let ws = moto.workspace("123456789012");
+    ws.write("runbooks/hello.rhai", HELLO);
+    // A loopback port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| format!("http://127.0.0.1:{}", a.port()))
+        .unwrap();
+    let r = with_credentials(ws.cmd())
+        .env("AWS_ENDPOINT_URL", &closed)
+        .args(&["run", "hello", "--env", "moto", "--transcript", "t.jsonl"])
+        .output();
+    r.expect_code(0);
+    assert!(
+        r.stderr
+            .contains(&format!("region us-east-1, endpoint {}", moto.endpoint())),
+        "runbook.toml's endpoint is the one used: {}",
+        r.stderr
+    );
+
+    ws.write(
+        "runbook.toml",
+        &format!("[environments.down]\nbackend = \"aws\"\nregion = \"us-east-1\"\nendpoint = \"{closed}\"\nmax_attempts = 1\n"),
+    );
+    let r = with_credentials(ws.cmd())
+        .args(&[
+            "run",
+            "hello",
+            "--env",
+            "down",
+            "--transcript",
+            "down.jsonl",
+        ])
+        .output();
+    r.expect_code(1);
+    assert!(
+        r.stderr.contains(&format!("URL tried: {closed}")),
+        "{}",
+        r.stderr
+    );
+    let ev = events(&ws.path().join("down.jsonl"));
+    let end = &of_type(&ev, "step_finished")[0];
+    assert!(
+        end["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("URL tried: {closed}")),
+        "{end}"
+    );
+}

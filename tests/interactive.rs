@@ -14,21 +14,31 @@ use serde_json::Value;
 
 const PROMPT: &str = "[r]un [s]kip [i]nspect [p]lan [a]bort [h]elp > ";
 
+const AFTER: &str = "[r]etry, [s]kip to the next step, [a]bort, [h]elp? > ";
+const REASON: &str = "reason for skipping (recorded; h for help): ";
+
 fn session(ws: &Workspace, args: &[&str]) -> Session {
+    session_with(ws, args, &[("NO_COLOR", "1"), ("TERM", "xterm")])
+}
+
+/// A session with its own terminal variables (`TERM`, `NO_COLOR`).
+fn session_with(ws: &Workspace, args: &[&str], vars: &[(&str, &str)]) -> Session {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
     cmd.current_dir(ws.path()).args(args);
     for (k, _) in std::env::vars() {
         if ["AWS_", "SLACK_", "TEAMS_", "RUNBOOK_"]
             .iter()
             .any(|p| k.starts_with(p))
+            || k == "NO_COLOR"
         {
             cmd.env_remove(&k);
         }
     }
-    // A real terminal type: rustyline then reads Ctrl-C as a key at its prompt (raw mode).
-    cmd.env("RUNBOOK_OPERATOR", "oncall@pager")
-        .env("NO_COLOR", "1")
-        .env("TERM", "xterm");
+    // A real terminal type (by default): rustyline then reads Ctrl-C as a key at its prompt.
+    cmd.env("RUNBOOK_OPERATOR", "oncall@pager");
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
     let mut s = Session::spawn(cmd).expect("spawn in a pty");
     s.set_expect_timeout(Some(Duration::from_secs(30)));
     s
@@ -70,10 +80,21 @@ fn the_operator_runs_skips_and_aborts_step_by_step() {
     s.expect("[1/3] containment · First").unwrap();
     s.expect("notes::append({\"text\":\"first ran\"})").unwrap();
     s.expect(PROMPT).unwrap();
+    // Enter alone chooses nothing: the question comes again.
+    s.send_line("").unwrap();
+    s.expect(PROMPT).unwrap();
     s.send_line("r").unwrap();
     s.expect("[2/3] eradication · Second").unwrap();
     s.expect(PROMPT).unwrap();
     s.send_line("s").unwrap();
+    s.expect(REASON).unwrap();
+    s.send_line("").unwrap();
+    s.expect("a reason is needed").unwrap();
+    s.expect(REASON).unwrap();
+    s.send_line("h").unwrap();
+    s.expect("go into the transcript").unwrap();
+    s.expect(REASON).unwrap();
+    s.send_line("second is done by hand tonight").unwrap();
     s.expect("[3/3] recovery · Third").unwrap();
     s.expect(PROMPT).unwrap();
     s.send_line("a").unwrap();
@@ -94,6 +115,10 @@ fn the_operator_runs_skips_and_aborts_step_by_step() {
         assert_eq!(d["by"], "oncall@pager");
         assert!(d["decided_ms"].is_u64(), "time to decide is recorded: {d}");
     }
+    assert_eq!(
+        of_type(&ev, "decision")[1]["reason"],
+        "operator skipped the step: second is done by hand tonight"
+    );
     let statuses: Vec<&str> = of_type(&ev, "step_finished")
         .iter()
         .map(|e| e["status"].as_str().unwrap())
@@ -152,12 +177,18 @@ fn a_typed_confirmation_that_does_not_match_is_refused_and_recorded() {
     s.expect("needs the typed confirmation TERMINATE").unwrap();
     s.expect(PROMPT).unwrap();
     s.send_line("r").unwrap();
-    s.expect("type TERMINATE to confirm: ").unwrap();
+    s.expect("type TERMINATE to confirm (h for help): ")
+        .unwrap();
+    s.send_line("h").unwrap();
+    s.expect("type TERMINATE exactly").unwrap();
+    s.expect("type TERMINATE to confirm (h for help): ")
+        .unwrap();
     s.send_line("terminate").unwrap();
     s.expect("does not match: refused").unwrap();
     s.expect(PROMPT).unwrap();
     s.send_line("r").unwrap();
-    s.expect("type TERMINATE to confirm: ").unwrap();
+    s.expect("type TERMINATE to confirm (h for help): ")
+        .unwrap();
     s.send_line("TERMINATE").unwrap();
     assert_eq!(exit_code(s), 0);
     let ev = events(&ws.path().join("t.jsonl"));
@@ -192,7 +223,7 @@ fn a_protected_environment_asks_for_its_name_before_the_first_write() {
     );
     s.expect(PROMPT).unwrap();
     s.send_line("r").unwrap();
-    s.expect("type prod-sim to allow writes in the protected environment prod-sim: ")
+    s.expect("type prod-sim to allow writes in the protected environment prod-sim (h for help): ")
         .unwrap();
     s.send_line("prod").unwrap();
     s.expect("does not match: refused").unwrap();
@@ -211,30 +242,54 @@ fn a_protected_environment_asks_for_its_name_before_the_first_write() {
     assert_eq!(decisions(&ev)[0], (0, "refused".into()));
 }
 
-const WAITING: &str = r#"containment("Wait", |ctx| { loop { sleep("50ms"); } }, #{ timeout: "60s" });
+const WAITING: &str = r#"containment("Wait", |ctx| { log("waiting for the probe"); loop { sleep("50ms"); } }, #{ timeout: "60s" });
 recovery("After", |ctx| { notes::append("after ran"); });
 "#;
 
+/// Starts the waiting step and presses Ctrl-C once it is running (its log line is the sign).
+fn interrupt_the_waiting_step(s: &mut Session) {
+    s.expect(PROMPT).unwrap();
+    s.send_line("r").unwrap();
+    // Four spaces: the real line, not the preview's ("   preview: info: ...").
+    s.expect("    info: waiting for the probe").unwrap();
+    s.send(ControlCode::EndOfText).unwrap();
+}
+
 #[test]
-fn ctrl_c_once_interrupts_the_step_and_asks() {
+fn ctrl_c_once_asks_and_skipping_the_interrupted_step_ends_the_run_aborted() {
     let ws = Workspace::new();
     ws.write(
         "runbooks/wait.rhai",
         &format!("{}{WAITING}", header("wait")),
     );
     let mut s = session(&ws, &["run", "wait", "--transcript", "t.jsonl"]);
-    s.expect(PROMPT).unwrap();
-    s.send_line("r").unwrap();
-    std::thread::sleep(Duration::from_millis(600));
-    s.send(ControlCode::EndOfText).unwrap();
-    s.expect("interrupted \"Wait\"").unwrap();
-    s.expect("[r]etry, [s]kip to the next step, or [a]bort? > ")
-        .unwrap();
+    interrupt_the_waiting_step(&mut s);
+    let found = s.expect("interrupted \"Wait\"").unwrap();
+    let asked = String::from_utf8_lossy(found.before()).into_owned();
+    // Asking is not aborting: nothing may claim the run was aborted while the question is open.
+    assert!(!asked.contains("the run was aborted"), "{asked}");
+    s.expect(AFTER).unwrap();
+    s.send_line("h").unwrap();
+    let help = s.expect("r, retry").unwrap();
+    assert!(
+        !String::from_utf8_lossy(help.before()).contains("containment · Wait ("),
+        "the spinner is gone before the question"
+    );
+    s.expect(AFTER).unwrap();
+    s.send_line("").unwrap();
+    s.expect(AFTER).unwrap();
     s.send_line("s").unwrap();
+    s.expect(REASON).unwrap();
+    s.send_line("probe is known to hang").unwrap();
     s.expect("[2/2] recovery · After").unwrap();
     s.expect(PROMPT).unwrap();
     s.send_line("r").unwrap();
-    assert_eq!(exit_code(s), 0);
+    let done = s.expect("run aborted: 1 ok").unwrap();
+    assert!(
+        !String::from_utf8_lossy(done.before()).contains("run ok"),
+        "a run with an aborted step is not ok"
+    );
+    assert_eq!(exit_code(s), 3);
     let ev = events(&ws.path().join("t.jsonl"));
     let statuses: Vec<&str> = of_type(&ev, "step_finished")
         .iter()
@@ -242,7 +297,142 @@ fn ctrl_c_once_interrupts_the_step_and_asks() {
         .collect();
     assert_eq!(statuses, vec!["aborted", "ok"]);
     assert!(decisions(&ev).contains(&(0, "continue".into())));
+    let end = ev.last().unwrap();
+    assert_eq!(end["type"], "run_finished");
+    assert_eq!(end["status"], "aborted");
+    assert!(of_type(&ev, "decision").iter().any(|d| {
+        d["reason"]
+            .as_str()
+            .unwrap()
+            .contains("probe is known to hang")
+    }));
+    assert!(ws.read("t.notes.md").contains("after ran"));
     ws.run(&["transcript", "verify", "t.jsonl"]).expect_code(0);
+}
+
+#[test]
+fn going_on_past_a_failed_step_ends_the_run_failed_and_exits_1() {
+    let ws = Workspace::new();
+    ws.write(
+        "runbooks/fails.rhai",
+        &format!(
+            "{}containment(\"Probe\", |ctx| {{ fail(\"probe refused\"); }});\nrecovery(\"After\", |ctx| {{ notes::append(\"after ran\"); }});\n",
+            header("fails")
+        ),
+    );
+    let mut s = session(&ws, &["run", "fails", "--transcript", "t.jsonl"]);
+    s.expect(PROMPT).unwrap();
+    s.send_line("r").unwrap();
+    s.expect("did not succeed").unwrap();
+    s.expect(AFTER).unwrap();
+    s.send_line("s").unwrap();
+    s.expect(REASON).unwrap();
+    s.send_line("checked by hand").unwrap();
+    s.expect(PROMPT).unwrap();
+    s.send_line("r").unwrap();
+    s.expect("run failed: 1 ok, 1 failed").unwrap();
+    assert_eq!(exit_code(s), 1);
+    let ev = events(&ws.path().join("t.jsonl"));
+    assert_eq!(ev.last().unwrap()["status"], "failed");
+    assert!(
+        ev.last().unwrap()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the operator went on")
+    );
+}
+
+#[test]
+fn the_preview_is_marked_as_a_preview_and_dimmed_on_a_colour_terminal() {
+    let ws = Workspace::new();
+    ws.write(
+        "runbooks/wait.rhai",
+        &format!("{}{WAITING}", header("wait")),
+    );
+    let mut s = session_with(
+        &ws,
+        &["run", "wait", "--transcript", "t.jsonl"],
+        &[("TERM", "xterm")],
+    );
+    s.expect("\x1b[2mpreview: info: waiting for the probe")
+        .unwrap();
+    s.expect(PROMPT).unwrap();
+    s.send_line("a").unwrap();
+    assert_eq!(exit_code(s), 3);
+    // The plan's log lines are not the run's: nothing was logged for real.
+    let ev = events(&ws.path().join("t.jsonl"));
+    assert!(of_type(&ev, "log").is_empty(), "{ev:?}");
+}
+
+#[test]
+fn step_durations_leave_out_the_time_spent_waiting_for_the_operator() {
+    let ws = Workspace::new();
+    ws.write(
+        "runbooks/three.rhai",
+        &format!("{}{THREE}", header("three")),
+    );
+    let mut s = session(&ws, &["run", "three", "--transcript", "t.jsonl"]);
+    s.expect(PROMPT).unwrap();
+    // The operator takes (at least) a second in the inspect REPL before deciding.
+    s.send_line("i").unwrap();
+    s.expect("inspect> ").unwrap();
+    s.send_line("h").unwrap();
+    s.expect("an empty line, :q or exit returns").unwrap();
+    s.expect("inspect> ").unwrap();
+    s.send_line("sleep(\"1s\"); 7").unwrap();
+    s.expect("= 7").unwrap();
+    s.expect("inspect> ").unwrap();
+    s.send_line("").unwrap();
+    s.expect(PROMPT).unwrap();
+    s.send_line("r").unwrap();
+    s.expect("s waiting for a person)").unwrap();
+    s.expect(PROMPT).unwrap();
+    s.send_line("a").unwrap();
+    assert_eq!(exit_code(s), 3);
+    let ev = events(&ws.path().join("t.jsonl"));
+    let first = of_type(&ev, "step_finished")[0];
+    let (working, waiting) = (
+        first["working_ms"].as_u64().unwrap(),
+        first["waiting_ms"].as_u64().unwrap(),
+    );
+    assert!(waiting >= 1000, "{first}");
+    assert!(
+        working < waiting,
+        "the step's work excludes the wait: {first}"
+    );
+    assert_eq!(first["duration_ms"], first["working_ms"]);
+    let shown = ws.run(&["transcript", "show", "t.jsonl"]);
+    assert!(
+        shown.stdout.contains("waiting for a person"),
+        "{}",
+        shown.stdout
+    );
+}
+
+#[test]
+fn a_dumb_terminal_still_shows_every_step_line() {
+    let ws = Workspace::new();
+    ws.write(
+        "runbooks/three.rhai",
+        &format!("{}{THREE}", header("three")),
+    );
+    let mut s = session_with(
+        &ws,
+        &[
+            "run",
+            "three",
+            "--no-interactive",
+            "--transcript",
+            "t.jsonl",
+        ],
+        &[("TERM", "dumb"), ("NO_COLOR", "1")],
+    );
+    s.expect("[1/3] containment · First").unwrap();
+    s.expect("✓ [1/3] First: ok").unwrap();
+    s.expect("✓ [2/3] Second: ok").unwrap();
+    s.expect("✓ [3/3] Third: ok").unwrap();
+    s.expect("run ok: 3 ok").unwrap();
+    assert_eq!(exit_code(s), 0);
 }
 
 #[test]
@@ -253,12 +443,8 @@ fn ctrl_c_twice_aborts_the_run_and_the_transcript_ends_properly() {
         &format!("{}{WAITING}", header("wait")),
     );
     let mut s = session(&ws, &["run", "wait", "--transcript", "t.jsonl"]);
-    s.expect(PROMPT).unwrap();
-    s.send_line("r").unwrap();
-    std::thread::sleep(Duration::from_millis(600));
-    s.send(ControlCode::EndOfText).unwrap();
-    s.expect("[r]etry, [s]kip to the next step, or [a]bort? > ")
-        .unwrap();
+    interrupt_the_waiting_step(&mut s);
+    s.expect(AFTER).unwrap();
     // The second Ctrl-C, at the question.
     s.send(ControlCode::EndOfText).unwrap();
     assert_eq!(exit_code(s), 3);

@@ -422,3 +422,117 @@ fn on_the_sim_posts_are_captured_and_in_a_plan_they_are_only_listed() {
     assert!(plan.stdout.contains("slack::post"), "{}", plan.stdout);
     assert!(server.captured().is_empty(), "a plan sends nothing");
 }
+
+const ALERT: &str = r##"runbook(#{ id: "alerting", version: "1.0.0", title: "t", severity: "P1" });
+containment("Raise the incident alert", |ctx| {
+    ctx.alert = slack::incident_alert(#{ severity: "P1", description: "api down" }, #{ channel: "#incidents" });
+});
+"##;
+
+#[test]
+fn with_only_a_webhook_the_incident_alert_goes_to_the_webhook_and_the_terminal_says_so() {
+    let server = Server::start();
+    let ws = live(&server);
+    ws.write("runbooks/alerting.rhai", ALERT);
+    let r = ws
+        .cmd()
+        .env(
+            "SLACK_WEBHOOK_URL",
+            &server.url(&format!("/hooks/{HOOK_SECRET}")),
+        )
+        .args(&[
+            "run",
+            "alerting",
+            "--env",
+            "live",
+            "--transcript",
+            "t.jsonl",
+        ])
+        .output();
+    r.expect_code(0);
+    assert!(
+        r.stderr.contains(
+            "no SLACK_BOT_TOKEN: the message for #incidents goes to the Slack webhook's own channel"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("not delivered"), "{}", r.stderr);
+    let got = server.captured();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].path.starts_with("/hooks/"));
+    assert!(
+        got[0].body["text"]
+            .as_str()
+            .unwrap()
+            .contains("INCIDENT ALERT")
+    );
+    assert_eq!(ctx_of(&ws, 0)["alert"]["ok"], true);
+    let ev = events(&ws.path().join("t.jsonl"));
+    let call = of_type(&ev, "call")
+        .into_iter()
+        .find(|c| c["binding"] == "slack::post")
+        .unwrap();
+    assert_eq!(call["args"]["instead_of"], "#incidents", "{call}");
+}
+
+#[test]
+fn a_notification_that_cannot_be_delivered_is_said_on_the_terminal_and_in_the_summary() {
+    let server = Server::start();
+    let ws = live(&server);
+    ws.write("runbooks/alerting.rhai", ALERT);
+    server.control.fail_webhooks.store(true, Ordering::SeqCst);
+    let r = ws
+        .cmd()
+        .env(
+            "SLACK_WEBHOOK_URL",
+            &server.url(&format!("/hooks/{HOOK_SECRET}")),
+        )
+        .args(&[
+            "run",
+            "alerting",
+            "--env",
+            "live",
+            "--transcript",
+            "t.jsonl",
+        ])
+        .output();
+    // The containment itself went fine: the run is ok, and says what did not go out.
+    r.expect_code(0);
+    assert!(
+        r.stderr.contains(
+            "warning: Slack message for #incidents (through the webhook) NOT delivered: slack_error"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("run ok: 1 ok") && r.stderr.contains("(1 notification not delivered)"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains(HOOK_SECRET), "{}", r.stderr);
+    assert_eq!(ctx_of(&ws, 0)["alert"]["ok"], false);
+}
+
+#[test]
+fn with_neither_token_nor_webhook_the_missing_alert_is_counted() {
+    let server = Server::start();
+    let ws = live(&server);
+    ws.write("runbooks/alerting.rhai", ALERT);
+    let r = ws.run(&[
+        "run",
+        "alerting",
+        "--env",
+        "live",
+        "--transcript",
+        "t.jsonl",
+    ]);
+    r.expect_code(0);
+    assert!(
+        r.stderr.contains("NOT delivered: not_configured")
+            && r.stderr.contains("(1 notification not delivered)"),
+        "{}",
+        r.stderr
+    );
+}

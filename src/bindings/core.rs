@@ -247,16 +247,19 @@ pub mod core_api {
         let recorded = json!({ "question": question, "approvers": approvers, "others": others });
         recorder::call(&ctx, &APPROVE, recorded, |host| {
             let mut prompt = host.prompt.borrow_mut().take();
-            let outcome = crate::approvals::request_and_wait(
-                host,
-                question,
-                approvers,
-                others,
-                timeout,
-                prompt
-                    .as_mut()
-                    .map(|p| p.as_mut() as &mut dyn FnMut(&str) -> Option<bool>),
-            );
+            // Waiting for a person: no spinner over the question, and not the step's work.
+            let outcome = host.console.person(|| {
+                crate::approvals::request_and_wait(
+                    host,
+                    question,
+                    approvers,
+                    others,
+                    timeout,
+                    prompt
+                        .as_mut()
+                        .map(|p| p.as_mut() as &mut dyn FnMut(&str) -> Option<bool>),
+                )
+            });
             *host.prompt.borrow_mut() = prompt;
             let outcome = outcome?;
             host.recorder.log(

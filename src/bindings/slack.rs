@@ -3,7 +3,12 @@
 //!
 //! A post that fails (rate limited past its retries, endpoint down, not configured) is recorded
 //! and answered with `#{ ok: false, error }`: a chat outage must not stop a containment. A runbook
-//! that needs the message to arrive passes `required: true` and gets an error instead.
+//! that needs the message to arrive passes `required: true` and gets an error instead. Either
+//! way the operator is told on the terminal, the run's summary counts it, and the `RunReport`
+//! carries the count (`serve` escalates it): an incident alert that never went out is news.
+//!
+//! With only an incoming webhook configured (no bot token), a message for a channel goes to the
+//! webhook's own channel instead (a webhook cannot choose one), and the terminal says so.
 
 use std::rc::Rc;
 
@@ -55,12 +60,20 @@ enum Route {
         channel: String,
         thread_ts: Option<String>,
     },
-    /// The incoming webhook (no channel choice, no threads).
-    Webhook,
+    /// The incoming webhook (no channel choice, no threads); `instead_of` is the channel the
+    /// runbook asked for when the webhook stands in for a missing bot token.
+    Webhook { instead_of: Option<String> },
+}
+
+/// Whether messages for a channel must go to the webhook: there is no bot token to reach the
+/// Web API, but there is a webhook (a message in the wrong channel beats no message).
+fn webhook_only(host: &Host) -> bool {
+    let s = host.notifier.settings();
+    s.slack_bot_token.is_none() && s.slack_webhook_url.is_some()
 }
 
 /// The route for a message: an explicit channel needs the Web API; without one, the webhook if
-/// configured, else the default channel through the Web API.
+/// configured, else the default channel through the Web API. Without a bot token, the webhook.
 fn route(host: &Host, channel: Option<String>, thread_ts: Option<String>) -> Route {
     let s = host.notifier.settings();
     match channel.or_else(|| {
@@ -68,22 +81,38 @@ fn route(host: &Host, channel: Option<String>, thread_ts: Option<String>) -> Rou
             .then(|| s.slack_channel.clone())
             .flatten()
     }) {
+        Some(channel) if webhook_only(host) => Route::Webhook {
+            instead_of: Some(channel),
+        },
         Some(channel) => Route::Api { channel, thread_ts },
-        None => Route::Webhook,
+        None => Route::Webhook { instead_of: None },
     }
 }
 
 /// Sends and shapes the answer: `#{ ok, ts, channel }`, or `#{ ok: false, code, error }` (an
-/// error instead when `required`).
+/// error instead when `required`). A message that did not go out is said on the terminal and
+/// counted for the run's summary, whether or not the runbook looks at the answer.
 fn deliver(
     host: &Host,
+    what: &str,
     required: bool,
     send: impl std::future::Future<Output = Result<Value, BindingError>>,
 ) -> Result<Dynamic, BindingError> {
     match host.io.block_on(&host.interrupt, send) {
         Ok(v) => args::to_dynamic(&v),
-        Err(e) if required || host.interrupt.check().is_some() => Err(e),
-        Err(e) => args::to_dynamic(&json!({ "ok": false, "code": e.code, "error": e.message })),
+        // Stopped by Ctrl-C or the step's deadline: the run says so itself.
+        Err(e) if host.interrupt.check().is_some() => Err(e),
+        Err(e) => {
+            host.notifier.note_undelivered();
+            host.console.line(&host.redactor.redact(&format!(
+                "    warning: {what} NOT delivered: {}: {}",
+                e.code, e.message
+            )));
+            if required {
+                return Err(e);
+            }
+            args::to_dynamic(&json!({ "ok": false, "code": e.code, "error": e.message }))
+        }
     }
 }
 
@@ -100,7 +129,10 @@ fn slack_send(ctx: &NativeCallContext, text: String, o: PostOptions) -> ScriptRe
         Route::Api { channel, thread_ts } => {
             json!({ "channel": channel, "thread_ts": thread_ts, "text": text })
         }
-        Route::Webhook => json!({ "webhook": true, "text": text }),
+        Route::Webhook {
+            instead_of: Some(channel),
+        } => json!({ "webhook": true, "instead_of": channel, "text": text }),
+        Route::Webhook { instead_of: None } => json!({ "webhook": true, "text": text }),
     };
     recorder::call(ctx, &SLACK_POST, recorded, |host| {
         let mut payload = json!({ "text": text });
@@ -113,13 +145,28 @@ fn slack_send(ctx: &NativeCallContext, text: String, o: PostOptions) -> ScriptRe
                 if let Some(ts) = thread_ts {
                     payload["thread_ts"] = json!(ts);
                 }
+                let what = format!("Slack message to {channel}");
                 deliver(
                     host,
+                    &what,
                     required,
                     host.notifier.slack_api("chat.postMessage", payload),
                 )
             }
-            Route::Webhook => deliver(host, required, host.notifier.slack_webhook(payload)),
+            Route::Webhook { instead_of } => {
+                let what = match &instead_of {
+                    Some(channel) => {
+                        if host.recorder.mode() != crate::recorder::Mode::Plan {
+                            host.console.line(&format!(
+                                "    note: no SLACK_BOT_TOKEN: the message for {channel} goes to the Slack webhook's own channel"
+                            ));
+                        }
+                        format!("Slack message for {channel} (through the webhook)")
+                    }
+                    None => "Slack message (webhook)".to_string(),
+                };
+                deliver(host, &what, required, host.notifier.slack_webhook(payload))
+            }
         }
     })
     .map(|d| d.try_cast::<Map>().unwrap_or_default())
@@ -247,7 +294,13 @@ pub mod slack_api {
             json!({ "channel": channel, "ts": ts, "text": text }),
             |host| {
                 let payload = json!({ "channel": channel, "ts": ts, "text": text });
-                deliver(host, false, host.notifier.slack_api("chat.update", payload))
+                let what = format!("Slack update in {channel}");
+                deliver(
+                    host,
+                    &what,
+                    false,
+                    host.notifier.slack_api("chat.update", payload),
+                )
             },
         )
         .map(|d| d.try_cast::<Map>().unwrap_or_default())
@@ -300,7 +353,12 @@ fn teams_send(
     required: bool,
 ) -> ScriptResult<Map> {
     recorder::call(ctx, &TEAMS_POST, json!({ "text": shown }), |host| {
-        deliver(host, required, host.notifier.teams(payload))
+        deliver(
+            host,
+            "Teams message",
+            required,
+            host.notifier.teams(payload),
+        )
     })
     .map(|d| d.try_cast::<Map>().unwrap_or_default())
 }
@@ -337,6 +395,8 @@ pub struct SlackLifecycle {
     host: Rc<Host>,
     channel: String,
     thread_ts: Option<String>,
+    /// The parent message went out (through the webhook it has no `ts`, so no thread).
+    started: bool,
     headline: String,
 }
 
@@ -352,6 +412,7 @@ impl SlackLifecycle {
             host,
             channel,
             thread_ts: None,
+            started: false,
             headline: String::new(),
         }
     }
@@ -372,25 +433,33 @@ impl SlackLifecycle {
             if let Some(ts) = &update_ts {
                 payload["ts"] = json!(ts);
             }
-            deliver(host, false, host.notifier.slack_api(method, payload))
+            let what = format!("Slack lifecycle message to {channel}");
+            if webhook_only(host) {
+                // No bot token: top-level messages in the webhook's channel, no thread.
+                payload["text"] = json!(format!("{text} (for {channel})"));
+                return deliver(host, &what, false, host.notifier.slack_webhook(payload));
+            }
+            deliver(host, &what, false, host.notifier.slack_api(method, payload))
         });
+        // Some(ts) when delivered ("" when the answer has no ts: a webhook's).
         result
             .ok()
             .and_then(|d| d.try_cast::<Map>())
-            .and_then(|m| m.get("ts").map(|t| t.to_string()))
+            .filter(|m| m.get("ok").and_then(|v| v.as_bool().ok()) == Some(true))
+            .map(|m| m.get("ts").map(|t| t.to_string()).unwrap_or_default())
     }
 }
 
 impl RunObserver for SlackLifecycle {
     fn run_started(&mut self, headline: String) {
         self.headline = headline.clone();
-        self.thread_ts = self
-            .send("chat.postMessage", format!("▶ {headline}"), false)
-            .filter(|ts| !ts.is_empty());
+        let sent = self.send("chat.postMessage", format!("▶ {headline}"), false);
+        self.started = sent.is_some();
+        self.thread_ts = sent.filter(|ts| !ts.is_empty());
     }
 
     fn step_finished(&mut self, step: &Step, status: StepStatus, error: Option<&ErrorInfo>) {
-        if matches!(status, StepStatus::Ok | StepStatus::Skipped) || self.thread_ts.is_none() {
+        if matches!(status, StepStatus::Ok | StepStatus::Skipped) || !self.started {
             return;
         }
         let why = error
@@ -407,10 +476,14 @@ impl RunObserver for SlackLifecycle {
     }
 
     fn run_finished(&mut self, status: RunStatus, summary: String) {
-        if self.thread_ts.is_none() {
+        if !self.started {
             return;
         }
         self.send("chat.postMessage", summary.clone(), true);
+        if self.thread_ts.is_none() {
+            // Through the webhook there is no parent message to update.
+            return;
+        }
         let mark = if status == RunStatus::Ok {
             "✅"
         } else {

@@ -2,6 +2,9 @@
 //!
 //! Region, profile, endpoint (`AWS_ENDPOINT_URL` or the environment's `endpoint`, so LocalStack
 //! and moto work unchanged) and the SDK's standard retry mode come from the environment config.
+//! Precedence: an environment's `region`/`endpoint` in runbook.toml win over `AWS_REGION` /
+//! `AWS_ENDPOINT_URL`, which win over the profile; what was resolved is kept (`target`) so the
+//! run banner and `run_started` say where the run acts, and a connection error names the URL.
 //! Every response's request id is kept for the transcript, and every error keeps its AWS code
 //! (`InvalidInstanceID.NotFound`, ...) so scripts can catch it by code.
 
@@ -32,11 +35,26 @@ pub struct AwsSettings {
 pub struct AwsCloud {
     ec2: aws_sdk_ec2::Client,
     ssm: aws_sdk_ssm::Client,
+    sts: aws_sdk_sts::Client,
+    /// The region the SDK's configuration chain resolved (runbook.toml, `AWS_REGION`, profile).
+    region: Option<String>,
+    /// The endpoint override in force (the environment's `endpoint`, else `AWS_ENDPOINT_URL`).
+    endpoint: Option<String>,
     request_ids: Mutex<Vec<String>>,
 }
 
+/// Operations sent to SSM (the rest go to EC2), for naming the URL a failed connection tried.
+const SSM_OPERATIONS: &[&str] = &[
+    "SendCommand",
+    "GetCommandInvocation",
+    "ListCommandInvocations",
+    "GetParameter",
+    "PutParameter",
+    "DescribeInstanceInformation",
+];
+
 /// Turns any SDK error into a catchable binding error with the AWS code and request id.
-fn sdk_error<E, R>(operation: &str, e: SdkError<E, R>) -> BindingError
+fn sdk_error_of<E, R>(operation: &str, e: SdkError<E, R>) -> BindingError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -156,6 +174,40 @@ fn instance_of(i: &ec2t::Instance) -> Instance {
 }
 
 impl AwsCloud {
+    /// [`sdk_error_of`], and when the request never got an answer (connection refused, DNS,
+    /// timeout), the URL it tried: a wrong `endpoint` or `AWS_ENDPOINT_URL` shows at once.
+    fn sdk_error<E, R>(&self, operation: &str, e: SdkError<E, R>) -> BindingError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let unanswered = matches!(e, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_));
+        let mut err = sdk_error_of(operation, e);
+        if unanswered {
+            let service = match operation {
+                "GetCallerIdentity" => "sts",
+                op if SSM_OPERATIONS.contains(&op) => "ssm",
+                _ => "ec2",
+            };
+            err.message = format!("{} (URL tried: {})", err.message, self.url_for(service));
+        }
+        err
+    }
+
+    /// The URL requests to `service` go to: the endpoint override, or AWS's regional default.
+    fn url_for(&self, service: &str) -> String {
+        match (&self.endpoint, &self.region) {
+            (Some(endpoint), _) => endpoint.clone(),
+            (None, Some(region)) => format!("https://{service}.{region}.amazonaws.com"),
+            (None, None) => format!("https://{service}.<no region>.amazonaws.com"),
+        }
+    }
+
+    /// The region and endpoint override the SDK resolved (what the run acts on).
+    pub fn target(&self) -> (Option<String>, Option<String>) {
+        (self.region.clone(), self.endpoint.clone())
+    }
+
     /// Loads the SDK configuration (credential chain, region, endpoint, retries) and makes clients.
     pub async fn connect(settings: &AwsSettings) -> Self {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
@@ -175,6 +227,9 @@ impl AwsCloud {
         AwsCloud {
             ec2: aws_sdk_ec2::Client::new(&config),
             ssm: aws_sdk_ssm::Client::new(&config),
+            sts: aws_sdk_sts::Client::new(&config),
+            region: config.region().map(|r| r.to_string()),
+            endpoint: config.endpoint_url().map(str::to_string),
             request_ids: Mutex::new(Vec::new()),
         }
     }
@@ -192,31 +247,19 @@ impl AwsCloud {
         }
     }
 
-    /// The account the credentials resolve to. The owner of the VPC's `default` security group is
-    /// the account itself, which saves a dependency on STS (and works on moto and LocalStack).
+    /// The account the credentials resolve to: STS `GetCallerIdentity`, which needs no
+    /// permission and answers for exactly the credentials the run will use (moto and LocalStack
+    /// implement it). Its request id is not kept: it belongs to no binding call.
     pub async fn account_id(&self) -> CloudResult<String> {
         let out = self
-            .ec2
-            .describe_security_groups()
-            .filters(
-                ec2t::Filter::builder()
-                    .name("group-name")
-                    .values("default")
-                    .build(),
-            )
+            .sts
+            .get_caller_identity()
             .send()
             .await
-            .map_err(|e| sdk_error("DescribeSecurityGroups", e))?;
-        self.note(&out);
-        out.security_groups()
-            .iter()
-            .find_map(|g| g.owner_id().map(str::to_string))
-            .ok_or_else(|| {
-                BindingError::new(
-                    "UnknownAccount",
-                    "no default security group to read the account id from",
-                )
-            })
+            .map_err(|e| self.sdk_error("GetCallerIdentity", e))?;
+        out.account()
+            .map(str::to_string)
+            .ok_or_else(|| BindingError::new("UnknownAccount", "STS named no account"))
     }
 
     pub async fn describe_instances(&self, f: &Filter) -> CloudResult<Vec<Instance>> {
@@ -247,7 +290,7 @@ impl AwsCloud {
             .send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| sdk_error("DescribeInstances", e))?;
+            let page = page.map_err(|e| self.sdk_error("DescribeInstances", e))?;
             self.note(&page);
             for r in page.reservations() {
                 out.extend(r.instances().iter().map(instance_of));
@@ -264,7 +307,7 @@ impl AwsCloud {
             .include_all_instances(true)
             .send()
             .await
-            .map_err(|e| sdk_error("DescribeInstanceStatus", e))?;
+            .map_err(|e| self.sdk_error("DescribeInstanceStatus", e))?;
         self.note(&out);
         Ok(out
             .instance_statuses()
@@ -298,7 +341,7 @@ impl AwsCloud {
             .set_tags(Some(tag_list(tags)))
             .send()
             .await
-            .map_err(|e| sdk_error("CreateTags", e))?;
+            .map_err(|e| self.sdk_error("CreateTags", e))?;
         self.note(&out);
         Ok(())
     }
@@ -315,7 +358,7 @@ impl AwsCloud {
             .set_tags(Some(tags))
             .send()
             .await
-            .map_err(|e| sdk_error("DeleteTags", e))?;
+            .map_err(|e| self.sdk_error("DeleteTags", e))?;
         self.note(&out);
         Ok(())
     }
@@ -333,7 +376,7 @@ impl AwsCloud {
             )
             .send()
             .await
-            .map_err(|e| sdk_error("DescribeSecurityGroups", e))?;
+            .map_err(|e| self.sdk_error("DescribeSecurityGroups", e))?;
         self.note(&out);
         Ok(out
             .security_groups()
@@ -359,7 +402,7 @@ impl AwsCloud {
             )
             .send()
             .await
-            .map_err(|e| sdk_error("CreateSecurityGroup", e))?;
+            .map_err(|e| self.sdk_error("CreateSecurityGroup", e))?;
         self.note(&out);
         let id = out
             .group_id()
@@ -379,7 +422,7 @@ impl AwsCloud {
             .ip_permissions(everything)
             .send()
             .await
-            .map_err(|e| sdk_error("RevokeSecurityGroupEgress", e))?;
+            .map_err(|e| self.sdk_error("RevokeSecurityGroupEgress", e))?;
         self.note(&out);
         Ok(id)
     }
@@ -392,7 +435,7 @@ impl AwsCloud {
             .set_groups(Some(groups.to_vec()))
             .send()
             .await
-            .map_err(|e| sdk_error("ModifyNetworkInterfaceAttribute", e))?;
+            .map_err(|e| self.sdk_error("ModifyNetworkInterfaceAttribute", e))?;
         self.note(&out);
         Ok(())
     }
@@ -411,7 +454,7 @@ impl AwsCloud {
             .set_tag_specifications(tag_spec(ec2t::ResourceType::Snapshot, tags).map(|t| vec![t]))
             .send()
             .await
-            .map_err(|e| sdk_error("CreateSnapshot", e))?;
+            .map_err(|e| self.sdk_error("CreateSnapshot", e))?;
         self.note(&out);
         Ok(Snapshot {
             id: out.snapshot_id().unwrap_or_default().into(),
@@ -431,7 +474,7 @@ impl AwsCloud {
             .set_snapshot_ids(Some(ids.to_vec()))
             .send()
             .await
-            .map_err(|e| sdk_error("DescribeSnapshots", e))?;
+            .map_err(|e| self.sdk_error("DescribeSnapshots", e))?;
         self.note(&out);
         Ok(out
             .snapshots()
@@ -463,7 +506,7 @@ impl AwsCloud {
                     .force(force)
                     .send()
                     .await
-                    .map_err(|e| sdk_error("StopInstances", e))?;
+                    .map_err(|e| self.sdk_error("StopInstances", e))?;
                 self.note(&out);
                 out.stopping_instances().to_vec()
             }
@@ -474,7 +517,7 @@ impl AwsCloud {
                     .set_instance_ids(ids_vec)
                     .send()
                     .await
-                    .map_err(|e| sdk_error("StartInstances", e))?;
+                    .map_err(|e| self.sdk_error("StartInstances", e))?;
                 self.note(&out);
                 out.starting_instances().to_vec()
             }
@@ -485,7 +528,7 @@ impl AwsCloud {
                     .set_instance_ids(ids_vec)
                     .send()
                     .await
-                    .map_err(|e| sdk_error("TerminateInstances", e))?;
+                    .map_err(|e| self.sdk_error("TerminateInstances", e))?;
                 self.note(&out);
                 out.terminating_instances().to_vec()
             }
@@ -496,7 +539,7 @@ impl AwsCloud {
                     .set_instance_ids(ids_vec)
                     .send()
                     .await
-                    .map_err(|e| sdk_error("RebootInstances", e))?;
+                    .map_err(|e| self.sdk_error("RebootInstances", e))?;
                 self.note(&out);
                 // RebootInstances answers with nothing; the instances stay running.
                 return Ok(ids
@@ -540,7 +583,7 @@ impl AwsCloud {
             .set_tag_specifications(tag_spec(ec2t::ResourceType::Image, tags).map(|t| vec![t]))
             .send()
             .await
-            .map_err(|e| sdk_error("CreateImage", e))?;
+            .map_err(|e| self.sdk_error("CreateImage", e))?;
         self.note(&out);
         out.image_id()
             .map(str::to_string)
@@ -570,7 +613,7 @@ impl AwsCloud {
             .max_count(count)
             .send()
             .await
-            .map_err(|e| sdk_error("RunInstances", e))?;
+            .map_err(|e| self.sdk_error("RunInstances", e))?;
         self.note(&out);
         Ok(out.instances().iter().map(instance_of).collect())
     }
@@ -589,7 +632,7 @@ impl AwsCloud {
             .comment(&req.comment)
             .send()
             .await
-            .map_err(|e| sdk_error("SendCommand", e))?;
+            .map_err(|e| self.sdk_error("SendCommand", e))?;
         self.note(&out);
         out.command()
             .and_then(|c| c.command_id())
@@ -613,7 +656,7 @@ impl AwsCloud {
             .instance_id(instance)
             .send()
             .await
-            .map_err(|e| sdk_error("GetCommandInvocation", e))?;
+            .map_err(|e| self.sdk_error("GetCommandInvocation", e))?;
         self.note(&out);
         Ok(Invocation {
             instance: instance.into(),
@@ -635,7 +678,7 @@ impl AwsCloud {
             .with_decryption(decrypt)
             .send()
             .await
-            .map_err(|e| sdk_error("GetParameter", e))?;
+            .map_err(|e| self.sdk_error("GetParameter", e))?;
         self.note(&out);
         out.parameter()
             .and_then(|p| p.value())
@@ -664,7 +707,7 @@ impl AwsCloud {
             .overwrite(overwrite)
             .send()
             .await
-            .map_err(|e| sdk_error("PutParameter", e))?;
+            .map_err(|e| self.sdk_error("PutParameter", e))?;
         self.note(&out);
         Ok(out.version())
     }

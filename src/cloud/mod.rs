@@ -369,6 +369,16 @@ impl CloudAccess {
         }
     }
 
+    /// The region and endpoint the run acts on, as resolved: the SDK's configuration chain on
+    /// AWS (once connected; the configured values before), the fleet's region and `sim` on the sim.
+    pub fn region_endpoint(&self) -> (Option<String>, Option<String>) {
+        match self.cloud.get() {
+            Some(Cloud::Aws(aws)) => aws.target(),
+            Some(Cloud::Sim(sim)) => (Some(sim.fleet().region.clone()), Some("sim".into())),
+            None => (self.env.aws.region.clone(), self.env.aws.endpoint.clone()),
+        }
+    }
+
     /// Request ids gathered since the last call (empty when the cloud was never used).
     pub fn take_request_ids(&self) -> Vec<String> {
         self.cloud
