@@ -525,3 +525,32 @@ fn going_on_past_a_timed_out_step_ends_the_run_timed_out_and_exits_3() {
     assert_eq!(ev.last().unwrap()["status"], "timed_out");
     assert!(ws.read("t.notes.md").contains("after ran"));
 }
+
+#[test]
+fn the_approval_prompt_answers_h_and_enter_alone_decides_nothing() {
+    let ws = Workspace::new();
+    ws.write(
+        "runbooks/approve.rhai",
+        &format!(
+            "{}eradication(\"Terminate\", |ctx| {{ approve(\"Terminate api-blue-1?\"); notes::append(\"approved\"); }});\n",
+            header("approve")
+        ),
+    );
+    let mut s = session(&ws, &["run", "approve", "--transcript", "t.jsonl"]);
+    s.expect(PROMPT).unwrap();
+    s.send_line("r").unwrap();
+    let question = "type yes to approve, no to deny: ";
+    s.expect(question).unwrap();
+    s.send_line("h").unwrap();
+    s.expect("type yes to approve (recorded with your name)")
+        .unwrap();
+    s.expect(question).unwrap();
+    s.send_line("").unwrap();
+    s.expect(question).unwrap();
+    s.send_line("yes").unwrap();
+    s.expect("✓ [1/1] Terminate: ok").unwrap();
+    assert_eq!(exit_code(s), 0);
+    assert!(ws.read("t.notes.md").contains("approved"));
+    let ev = events(&ws.path().join("t.jsonl"));
+    assert!(of_type(&ev, "step_finished")[0]["waiting_ms"].is_u64());
+}
