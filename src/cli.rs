@@ -325,7 +325,10 @@ fn init_tracing(format: LogFormat, level: &str) {
 }
 
 fn color() -> bool {
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+    // TERM=dumb cannot show escapes either (the console draws plain lines there too).
+    std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none()
+        && std::env::var("TERM").map_or(true, |t| t != "dumb")
 }
 
 fn render_all(diags: &[ScriptDiagnostic]) -> String {

@@ -513,6 +513,8 @@ fn a_notification_that_cannot_be_delivered_is_said_on_the_terminal_and_in_the_su
     );
     assert!(!r.stderr.contains(HOOK_SECRET), "{}", r.stderr);
     assert_eq!(ctx_of(&ws, 0)["alert"]["ok"], false);
+    let ev = events(&ws.path().join("t.jsonl"));
+    assert_eq!(ev.last().unwrap()["undelivered_notifications"], 1);
 }
 
 #[test]
