@@ -325,7 +325,10 @@ fn init_tracing(format: LogFormat, level: &str) {
 }
 
 fn color() -> bool {
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+    // TERM=dumb cannot show escapes either (the console draws plain lines there too).
+    std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none()
+        && std::env::var("TERM").map_or(true, |t| t != "dumb")
 }
 
 fn render_all(diags: &[ScriptDiagnostic]) -> String {
@@ -666,6 +669,9 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
         rb.meta.title,
         acts_on(&rb.host, account.as_deref()),
     ));
+    for note in overridden_variables(&rb.host) {
+        console.line(&format!("note: {note}"));
+    }
     let mut unattended = Unattended {
         yes: yes.then(|| "--yes".to_string()),
         operator: operator.clone(),
@@ -731,6 +737,32 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
         print!("{}", executor::plan_summary(&report));
     }
     report.into_result().map(|_| ())
+}
+
+/// runbook.toml's `region`/`endpoint` win over `AWS_REGION`/`AWS_ENDPOINT_URL`: when both are
+/// set and differ, say which one the run uses (a person who exported a variable expects it to count).
+fn overridden_variables(host: &Host) -> Vec<String> {
+    let env = host.cloud.environment();
+    if env.backend != crate::config::Backend::Aws {
+        return Vec::new();
+    }
+    let pairs = [
+        ("endpoint", &env.aws.endpoint, "AWS_ENDPOINT_URL"),
+        ("region", &env.aws.region, "AWS_REGION"),
+    ];
+    pairs
+        .into_iter()
+        .filter_map(|(what, configured, var)| {
+            let configured = configured.as_deref()?;
+            let ambient = std::env::var(var).ok().filter(|v| !v.is_empty())?;
+            (ambient != configured).then(|| {
+                format!(
+                    "environment {}'s {what} {configured} is used, not {var}={ambient} (runbook.toml wins)",
+                    env.name
+                )
+            })
+        })
+        .collect()
 }
 
 /// Where a run acts, for its banner: `sim`, or the AWS account, region and endpoint as resolved.

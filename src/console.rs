@@ -255,3 +255,31 @@ impl Console {
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asking_a_person_takes_the_spinner_down_and_counts_the_wait_once() {
+        let console = Console::silent();
+        *console.spinner.borrow_mut() = Some(ProgressBar::hidden());
+        let outer = Instant::now();
+        let answer = console.person(|| {
+            // A nested question (a prompt inside the inspect REPL) is the same wait.
+            console.person(|| std::thread::sleep(Duration::from_millis(20)));
+            42
+        });
+        let outer = outer.elapsed();
+        assert_eq!(answer, 42);
+        assert!(
+            console.spinner.borrow().is_none(),
+            "no spinner may draw over a prompt"
+        );
+        let waited = console.take_waited();
+        assert!(waited >= Duration::from_millis(20), "{waited:?}");
+        // Counted twice, it would exceed the outer call's own length by the inner wait.
+        assert!(waited <= outer, "counted once: {waited:?} of {outer:?}");
+        assert_eq!(console.take_waited(), Duration::ZERO);
+    }
+}

@@ -323,6 +323,8 @@ enum StepEvent<'a> {
         counts: &'a Counts,
         calls: u64,
         mutating_calls_sent: u64,
+        /// Notifications that did not go out (the audit trail says who was never told).
+        undelivered_notifications: usize,
     },
 }
 
@@ -632,6 +634,11 @@ impl<'a> Executor<'a> {
                 counts: &counts,
                 calls,
                 mutating_calls_sent: sent,
+                // Counted again: the lifecycle observer's last messages may have failed too.
+                undelivered_notifications: host
+                    .notifier
+                    .undelivered()
+                    .saturating_sub(undelivered_before),
             },
             Durability::Synced,
         );
@@ -650,7 +657,6 @@ impl<'a> Executor<'a> {
             notes,
             planned: host.recorder.planned(),
             duration,
-            // Counted again: the lifecycle observer's last messages may have failed too.
             undelivered_notifications: host
                 .notifier
                 .undelivered()

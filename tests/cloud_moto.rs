@@ -603,6 +603,14 @@ fn an_environment_endpoint_wins_over_aws_endpoint_url_and_a_refused_connection_n
         "runbook.toml's endpoint is the one used: {}",
         r.stderr
     );
+    assert!(
+        r.stderr.contains(&format!(
+            "note: environment moto's endpoint {} is used, not AWS_ENDPOINT_URL={closed}",
+            moto.endpoint()
+        )),
+        "{}",
+        r.stderr
+    );
 
     ws.write(
         "runbook.toml",

@@ -498,3 +498,59 @@ fn the_repl_loads_every_binding_plans_on_request_and_records_the_session() {
     assert_eq!(ev.last().unwrap()["type"], "run_finished");
     ws.run(&["transcript", "verify", "r.jsonl"]).expect_code(0);
 }
+
+#[test]
+fn going_on_past_a_timed_out_step_ends_the_run_timed_out_and_exits_3() {
+    let ws = Workspace::new();
+    ws.write(
+        "runbooks/slow.rhai",
+        &format!(
+            "{}containment(\"Slow\", |ctx| {{ loop {{ sleep(\"50ms\"); }} }}, #{{ timeout: \"1s\" }});\nrecovery(\"After\", |ctx| {{ notes::append(\"after ran\"); }});\n",
+            header("slow")
+        ),
+    );
+    let mut s = session(&ws, &["run", "slow", "--transcript", "t.jsonl"]);
+    s.expect(PROMPT).unwrap();
+    s.send_line("r").unwrap();
+    s.expect("ran past its timeout").unwrap();
+    s.expect(AFTER).unwrap();
+    s.send_line("s").unwrap();
+    s.expect(REASON).unwrap();
+    s.send_line("will look at it after the incident").unwrap();
+    s.expect(PROMPT).unwrap();
+    s.send_line("r").unwrap();
+    s.expect("run timed_out: 1 ok").unwrap();
+    assert_eq!(exit_code(s), 3);
+    let ev = events(&ws.path().join("t.jsonl"));
+    assert_eq!(ev.last().unwrap()["status"], "timed_out");
+    assert!(ws.read("t.notes.md").contains("after ran"));
+}
+
+#[test]
+fn the_approval_prompt_answers_h_and_enter_alone_decides_nothing() {
+    let ws = Workspace::new();
+    ws.write(
+        "runbooks/approve.rhai",
+        &format!(
+            "{}eradication(\"Terminate\", |ctx| {{ approve(\"Terminate api-blue-1?\"); notes::append(\"approved\"); }});\n",
+            header("approve")
+        ),
+    );
+    let mut s = session(&ws, &["run", "approve", "--transcript", "t.jsonl"]);
+    s.expect(PROMPT).unwrap();
+    s.send_line("r").unwrap();
+    let question = "type yes to approve, no to deny: ";
+    s.expect(question).unwrap();
+    s.send_line("h").unwrap();
+    s.expect("type yes to approve (recorded with your name)")
+        .unwrap();
+    s.expect(question).unwrap();
+    s.send_line("").unwrap();
+    s.expect(question).unwrap();
+    s.send_line("yes").unwrap();
+    s.expect("✓ [1/1] Terminate: ok").unwrap();
+    assert_eq!(exit_code(s), 0);
+    assert!(ws.read("t.notes.md").contains("approved"));
+    let ev = events(&ws.path().join("t.jsonl"));
+    assert!(of_type(&ev, "step_finished")[0]["waiting_ms"].is_u64());
+}

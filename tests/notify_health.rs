@@ -513,6 +513,8 @@ fn a_notification_that_cannot_be_delivered_is_said_on_the_terminal_and_in_the_su
     );
     assert!(!r.stderr.contains(HOOK_SECRET), "{}", r.stderr);
     assert_eq!(ctx_of(&ws, 0)["alert"]["ok"], false);
+    let ev = events(&ws.path().join("t.jsonl"));
+    assert_eq!(ev.last().unwrap()["undelivered_notifications"], 1);
 }
 
 #[test]
@@ -535,4 +537,46 @@ fn with_neither_token_nor_webhook_the_missing_alert_is_counted() {
         "{}",
         r.stderr
     );
+}
+
+#[test]
+fn lifecycle_notifications_fall_back_to_the_webhook_without_a_bot_token() {
+    let server = Server::start();
+    let ws = live(&server);
+    ws.write(
+        "runbooks/lifecycle.rhai",
+        r##"runbook(#{ id: "lifecycle", version: "1.0.0", title: "Lifecycle", severity: "P2",
+    notify: #{ slack: "#ops" } });
+containment("Break", |ctx| { fail("deliberate failure"); });
+"##,
+    );
+    let r = ws
+        .cmd()
+        .env(
+            "SLACK_WEBHOOK_URL",
+            &server.url(&format!("/hooks/{HOOK_SECRET}")),
+        )
+        .args(&[
+            "run",
+            "lifecycle",
+            "--env",
+            "live",
+            "--transcript",
+            "t.jsonl",
+        ])
+        .output();
+    r.expect_code(1);
+    let texts: Vec<String> = server
+        .captured()
+        .iter()
+        .map(|c| {
+            assert!(c.path.starts_with("/hooks/"), "{c:?}");
+            c.body["text"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(texts.len(), 3, "start, the failed step, the end: {texts:?}");
+    assert!(texts[0].starts_with("▶ Lifecycle (lifecycle@1.0.0)"));
+    assert!(texts[1].contains("\"Break\" failed"));
+    assert!(texts[2].starts_with("run failed"));
+    assert!(!r.stderr.contains("not delivered"), "{}", r.stderr);
 }

@@ -235,7 +235,10 @@ pub mod slack_api {
         slack_send(&ctx, text.to_string(), o)
     }
 
-    /// Posts `text` to `channel` with `chat.postMessage` (needs `SLACK_BOT_TOKEN`). Mutating.
+    /// Posts `text` to `channel` with `chat.postMessage` (needs `SLACK_BOT_TOKEN`; with only
+    /// `SLACK_WEBHOOK_URL` it goes to the webhook's own channel, and the terminal says so). A
+    /// message that cannot be delivered is warned about on the terminal and counted in the run's
+    /// summary. Mutating.
     #[rhai_fn(name = "post", return_raw)]
     pub fn post_to(ctx: NativeCallContext, channel: &str, text: &str) -> ScriptResult<Map> {
         slack_send(&ctx, text.to_string(), PostOptions::to(channel))
@@ -314,7 +317,9 @@ pub mod slack_api {
         incident_alert_with(ctx, fields, Map::new())
     }
 
-    /// `incident_alert` with `post` options (`channel`, `thread_ts`, `required`).
+    /// `incident_alert` with `post` options (`channel`, `thread_ts`, `required`). A `channel`
+    /// needs `SLACK_BOT_TOKEN`; with only `SLACK_WEBHOOK_URL` the alert goes to the webhook's
+    /// channel instead (said on the terminal, recorded as `instead_of`).
     #[rhai_fn(name = "incident_alert", return_raw)]
     pub fn incident_alert_with(
         ctx: NativeCallContext,
