@@ -853,3 +853,111 @@ fn render_names_the_resources_a_write_touched_and_shows_resumes() {
         shown.stdout
     );
 }
+
+#[test]
+fn a_hook_journal_verifies_without_a_run_finished_and_show_prints_its_records() {
+    let ws = Workspace::new();
+    ws.write(
+        "hooks.toml",
+        "[server]\ntranscripts = \"tx\"\n\n[escalation]\nchannel = \"#oncall\"\n",
+    );
+    let payload = ws.write(
+        "alert.json",
+        r#"{"alert":"nothing-routes-here","labels":{"team":"infra"}}"#,
+    );
+    ws.cmd()
+        .args(&["hook", "--source", "generic", "--hooks", "hooks.toml"])
+        .stdin_file(&payload)
+        .output()
+        .expect_code(0);
+    let journal = std::fs::read_dir(ws.path().join("tx"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("journal-")
+        })
+        .expect("a journal");
+    let journal = journal.to_str().unwrap();
+    let verify = ws.run(&["transcript", "verify", journal]);
+    verify.expect_code(0);
+    assert!(verify.stdout.contains("hook journal"), "{}", verify.stdout);
+    let shown = ws.run(&["transcript", "show", journal]);
+    shown.expect_code(0);
+    assert!(
+        shown.stdout.starts_with("hook journal · hooks.toml"),
+        "{}",
+        shown.stdout
+    );
+    assert!(
+        shown
+            .stdout
+            .contains("alert nothing-routes-here (generic, firing) → unmatched"),
+        "{}",
+        shown.stdout
+    );
+    assert!(!shown.stdout.contains("?@?"), "{}", shown.stdout);
+    // A journal is no run: render says so instead of inventing one.
+    ws.run(&["transcript", "render", journal]).expect_code(2);
+}
+
+#[test]
+fn the_repl_records_multi_line_input_whole_under_a_session_named_like_its_file() {
+    use expectrl::{Eof, Expect};
+    let ws = Workspace::new();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_runbook"));
+    cmd.current_dir(ws.path()).arg("repl");
+    for (k, _) in std::env::vars() {
+        if ["AWS_", "SLACK_", "TEAMS_", "RUNBOOK_"]
+            .iter()
+            .any(|p| k.starts_with(p))
+        {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.env("RUNBOOK_OPERATOR", "oncall@pager")
+        .env("RUNBOOK_TRANSCRIPTS", "tx")
+        .env("NO_COLOR", "1")
+        .env("TERM", "xterm");
+    let mut s = expectrl::session::OsSession::spawn(cmd).expect("spawn in a pty");
+    s.set_expect_timeout(Some(std::time::Duration::from_secs(30)));
+    s.expect("repl> ").unwrap();
+    s.send_line("if true {").unwrap();
+    s.expect("...> ").unwrap();
+    s.send_line("  log(\"inside\");").unwrap();
+    s.expect("...> ").unwrap();
+    s.send_line("}").unwrap();
+    s.expect("repl> ").unwrap();
+    s.send_line(":q").unwrap();
+    s.expect(Eof).unwrap();
+
+    let day = std::fs::read_dir(ws.path().join("tx"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let file = std::fs::read_dir(&day)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .unwrap();
+    let ev = events(&file);
+    let stem = file.file_stem().unwrap().to_string_lossy().to_string();
+    assert!(stem.starts_with("repl-"), "{stem}");
+    assert_eq!(
+        ev[0]["run_id"],
+        stem.as_str(),
+        "the session id is the file's name"
+    );
+    let inputs: Vec<&str> = of_type(&ev, "log")
+        .iter()
+        .filter(|e| e["level"] == "repl")
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(inputs, vec!["if true {\n  log(\"inside\");\n}"]);
+    ws.run(&["transcript", "verify", file.to_str().unwrap()])
+        .expect_code(0);
+}
