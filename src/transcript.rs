@@ -429,23 +429,28 @@ impl Signer {
     pub fn from_env(transcript: &Path) -> Result<Option<Self>> {
         if let Some(file) = std::env::var_os("RUNBOOK_SIGNING_KEY_FILE").filter(|f| !f.is_empty()) {
             let file = PathBuf::from(file);
-            let folder = transcript
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            if let (Ok(key_dir), Ok(folder)) = (
-                file.parent()
+            let parent = |p: &Path| {
+                p.parent()
                     .filter(|p| !p.as_os_str().is_empty())
                     .unwrap_or(Path::new("."))
-                    .canonicalize(),
-                folder.canonicalize(),
-            ) && key_dir.starts_with(&folder)
-            {
-                return Err(Error::Usage(format!(
-                    "the signing key {} is inside the transcript folder {}: keep it elsewhere (whoever can rewrite a transcript could read a key beside it)",
-                    file.display(),
-                    folder.display()
-                )));
+                    .to_path_buf()
+            };
+            // The transcript's own folder and the transcripts root (RUNBOOK_TRANSCRIPTS).
+            let folders = [
+                Some(parent(transcript)),
+                std::env::var_os("RUNBOOK_TRANSCRIPTS").map(PathBuf::from),
+            ];
+            let key_dir = parent(&file).canonicalize();
+            for folder in folders.into_iter().flatten() {
+                if let (Ok(key_dir), Ok(folder)) = (&key_dir, folder.canonicalize())
+                    && key_dir.starts_with(&folder)
+                {
+                    return Err(Error::Usage(format!(
+                        "the signing key {} is inside the transcript folder {}: keep it elsewhere (whoever can rewrite a transcript could read a key beside it)",
+                        file.display(),
+                        folder.display()
+                    )));
+                }
             }
             return Self::from_file(&file).map(Some);
         }
@@ -845,6 +850,12 @@ fn fields(e: &Value) -> String {
 
 /// A line about a resume, for both timelines.
 fn resumed_text(e: &Value) -> String {
+    if e["appended_run_finished"] == true {
+        return format!(
+            "resumed by {} only to record the run's end (every step had finished before the crash)",
+            e["operator"].as_str().unwrap_or("?")
+        );
+    }
     let mut text = format!(
         "resumed by {} at step {}",
         e["operator"].as_str().unwrap_or("?"),
@@ -857,9 +868,6 @@ fn resumed_text(e: &Value) -> String {
     }
     if e["allow_changed"] == true {
         text.push_str(", runbook changed since the start (accepted)");
-    }
-    if e["appended_run_finished"] == true {
-        text.push_str(", only to record the end the crash left out");
     }
     text
 }

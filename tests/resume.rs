@@ -559,6 +559,12 @@ fn resume_records_the_end_of_a_run_whose_last_step_finished_before_the_crash() {
         2,
         "no step ran again"
     );
+    let shown = ws.run(&["transcript", "show", "t.jsonl"]);
+    assert!(
+        shown.stdout.contains("only to record the run's end"),
+        "{}",
+        shown.stdout
+    );
     ws.run(&["transcript", "verify", "t.jsonl"]).expect_code(0);
     // Once recorded, there is nothing left to resume.
     ws.run(&["resume", "t.jsonl", "--yes", "--no-interactive"])
