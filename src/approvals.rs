@@ -27,6 +27,115 @@ pub struct Request {
     /// The requester's own answer does not count.
     pub others: bool,
     pub created: String,
+    /// What is being approved, for the approver to read before answering (absent in requests
+    /// filed by older versions): `id@version` of the runbook, the step, the transcript.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript: Option<String>,
+}
+
+impl Request {
+    /// The request as `runbook approve` shows it before answering.
+    pub fn describe(&self) -> String {
+        let mut out = format!(
+            "request {} of run {}
+",
+            self.number, self.run_id
+        );
+        for (label, value) in [
+            ("runbook", self.runbook.as_deref()),
+            ("step", self.step.as_deref()),
+            ("transcript", self.transcript.as_deref()),
+        ] {
+            if let Some(v) = value {
+                out.push_str(&format!(
+                    "  {label:<10} {v}
+"
+                ));
+            }
+        }
+        out.push_str(&format!(
+            "  {:<10} {} at {}
+  {:<10} {}
+  {:<10} {} approval(s){}
+",
+            "asked by",
+            self.requester,
+            self.created,
+            "question",
+            self.question,
+            "needs",
+            self.approvers,
+            if self.others {
+                ", not the requester's own"
+            } else {
+                ""
+            }
+        ));
+        out
+    }
+}
+
+/// Writes `text` to `path` without ever writing through a symlink: into a new private (0600)
+/// file beside it, then linked (`create_new`: refuses to replace anything) or renamed (replaces
+/// the name itself, never what a link there points at) into place. Readers see whole files.
+fn write_private(path: &Path, text: &str, replace: bool) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        crate::executor::new_run_id()
+    ));
+    let mut file = crate::transcript::create_private(&tmp)?;
+    let done = file
+        .write_all(text.as_bytes())
+        .and_then(|()| file.sync_data())
+        .and_then(|()| {
+            if replace {
+                std::fs::rename(&tmp, path)
+            } else {
+                std::fs::hard_link(&tmp, path)
+            }
+        });
+    let _ = std::fs::remove_file(&tmp);
+    done
+}
+
+/// What the transcript says about the run and the step asking, for the request.
+fn describe_run(transcript: &Path, step: Option<usize>) -> (Option<String>, Option<String>) {
+    use std::io::BufRead as _;
+    let first: Option<serde_json::Value> = std::fs::File::open(transcript).ok().and_then(|f| {
+        let mut line = String::new();
+        std::io::BufReader::new(f).read_line(&mut line).ok()?;
+        serde_json::from_str(&line).ok()
+    });
+    let Some(first) = first else {
+        return (None, None);
+    };
+    let runbook = first["runbook"]["id"].as_str().map(|id| {
+        format!(
+            "{id}@{} ({})",
+            first["runbook"]["version"].as_str().unwrap_or("?"),
+            first["runbook"]["title"].as_str().unwrap_or("?")
+        )
+    });
+    let steps = first["steps"].as_array();
+    let step = step.map(|i| {
+        let s = steps.and_then(|s| s.get(i));
+        format!(
+            "{}/{} {:?} ({})",
+            i + 1,
+            steps.map_or(0, Vec::len),
+            s.and_then(|s| s["title"].as_str()).unwrap_or("?"),
+            s.and_then(|s| s["phase"].as_str()).unwrap_or("?")
+        )
+    });
+    (runbook, step)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,34 +200,49 @@ pub fn request_and_wait(
         BindingError::new("no_transcript", "approvals need a run with a transcript")
     })?;
     let dir = folder(&transcript);
-    std::fs::create_dir_all(&dir)
+    crate::transcript::create_private_dir(&dir)
         .map_err(|e| BindingError::new("io", format!("cannot create {}: {e}", dir.display())))?;
-    let number = std::fs::read_dir(&dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".request.json"))
-                .count()
-        })
-        .unwrap_or(0) as u32
-        + 1;
     let requester = crate::executor::operator();
     let run_id = transcript
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let request = Request {
-        run_id: run_id.clone(),
-        number,
-        question: question.to_string(),
-        requester: requester.clone(),
-        approvers: approvers.max(1),
-        others,
-        created: crate::transcript::now_utc(),
+    let (runbook, step) = describe_run(&transcript, host.recorder.stage().step());
+    let mut number = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".request.json"))
+                .count()
+        })
+        .unwrap_or(0) as u32;
+    // Two requests filed at once take different numbers: linking into place claims one.
+    let request = loop {
+        number += 1;
+        let request = Request {
+            run_id: run_id.clone(),
+            number,
+            question: question.to_string(),
+            requester: requester.clone(),
+            approvers: approvers.max(1),
+            others,
+            created: crate::transcript::now_utc(),
+            runbook: runbook.clone(),
+            step: step.clone(),
+            transcript: Some(transcript.display().to_string()),
+        };
+        let text = serde_json::to_string_pretty(&request)
+            .map_err(|e| BindingError::new("internal", e.to_string()))?;
+        match write_private(&dir.join(format!("{number}.request.json")), &text, false) {
+            Ok(()) => break request,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && number < 10_000 => {}
+            Err(e) => {
+                return Err(BindingError::new(
+                    "io",
+                    format!("cannot file the approval request: {e}"),
+                ));
+            }
+        }
     };
-    let text = serde_json::to_string_pretty(&request)
-        .map_err(|e| BindingError::new("internal", e.to_string()))?;
-    std::fs::write(dir.join(format!("{number}.request.json")), text)
-        .map_err(|e| BindingError::new("io", format!("cannot file the approval request: {e}")))?;
     host.console.line(&format!(
         "    approval needed: {question}\n    (waiting up to {}; approve with: runbook approve {run_id})",
         humantime::format_duration(timeout)
@@ -245,6 +369,6 @@ pub fn answer(transcript: &Path, number: Option<u32>, approve: bool) -> Result<R
     };
     let path = dir.join(format!("{}.answer.{}.json", request.number, file_safe(&me)));
     let text = serde_json::to_string_pretty(&answer).map_err(|e| Error::Usage(e.to_string()))?;
-    std::fs::write(&path, text).map_err(|e| Error::io("cannot write", &path, e))?;
+    write_private(&path, &text, true).map_err(|e| Error::io("cannot write", &path, e))?;
     Ok(request)
 }

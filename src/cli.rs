@@ -142,6 +142,12 @@ pub enum Command {
         /// With the sim backend: write the simulated cloud's final state here (JSON)
         #[arg(long, value_name = "PATH")]
         sim_state_out: Option<PathBuf>,
+        /// A tighter cap than the run started with (the recorded one always holds)
+        #[arg(long, value_name = "N")]
+        max_resources: Option<usize>,
+        /// A kill switch, when the run started without one (the recorded one always holds)
+        #[arg(long, value_name = "PATH", env = "RUNBOOK_KILL_SWITCH")]
+        kill_switch: Option<PathBuf>,
     },
     /// Approve (or deny) a run's pending approval request, as yourself (RUNBOOK_OPERATOR or user@host)
     Approve {
@@ -265,8 +271,18 @@ pub struct RunArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum TranscriptCommand {
-    /// Check the hash chain; exit 1 naming the first broken line
-    Verify { file: PathBuf },
+    /// Check the hash chain, that every line is in its canonical form and that the run finished;
+    /// exit 1 naming the first broken line
+    Verify {
+        file: PathBuf,
+        /// Accept a run that never finished (crashed or still running; `runbook resume` continues it)
+        #[arg(long)]
+        allow_unfinished: bool,
+        /// Also check the HMAC signatures made with this key (RUNBOOK_SIGNING_KEY_FILE when the
+        /// run was recorded): every signature must hold and the transcript must end with one
+        #[arg(long, value_name = "PATH")]
+        key_file: Option<PathBuf>,
+    },
     /// A readable timeline of the run
     Show { file: PathBuf },
     /// An incident timeline for the post-incident review
@@ -430,6 +446,8 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             no_interactive,
             confirm_env,
             sim_state_out,
+            max_resources,
+            kill_switch,
         } => {
             let (events, _) = transcript::read_verified(&transcript)?;
             let first = &events[0];
@@ -446,8 +464,8 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                 env: first["environment"].as_str().map(str::to_string),
                 confirm_env,
                 sim_state_out,
-                max_resources: None,
-                kill_switch: std::env::var_os("RUNBOOK_KILL_SWITCH").map(PathBuf::from),
+                max_resources,
+                kill_switch,
             };
             let interactive =
                 interactive || (!no_interactive && !yes && std::io::stdin().is_terminal());
@@ -473,6 +491,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                 None => crate::approvals::find_transcript(&run_id)?,
             };
             let r = crate::approvals::answer(&path, request, !deny)?;
+            print!("{}", r.describe());
             println!(
                 "{} request {} of run {}: {}",
                 if deny { "denied" } else { "approved" },
@@ -644,6 +663,27 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
         Some((allow_changed, run_id)) => {
             let path = args.transcript.clone().unwrap_or_default();
             let (resume, ctx) = crate::resume::prepare(&rb, &path, &args.params, allow_changed)?;
+            let total = rb.steps.len();
+            let at = match rb.steps.get(resume.start_step) {
+                Some(step) => format!(
+                    "resuming run {run_id} at step {}/{total} {:?} ({} step(s) before it finished{})",
+                    step.index + 1,
+                    step.title,
+                    resume.start_step,
+                    if resume.replay.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; {} write(s) it made before the interruption are answered from the transcript, not sent again",
+                            resume.replay.len()
+                        )
+                    }
+                ),
+                None => format!(
+                    "resuming run {run_id}: all {total} step(s) finished but the run's end was never recorded; recording it"
+                ),
+            };
+            rb.host.console.line(&at);
             (ctx, Some(resume), run_id, path)
         }
         None => {
@@ -1104,14 +1144,36 @@ fn list(dirs: &[PathBuf], output: Output) -> Result<()> {
 
 fn transcript_command(cmd: TranscriptCommand) -> Result<()> {
     match cmd {
-        TranscriptCommand::Verify { file } => {
-            let (_, report) = transcript::read_verified(&file)?;
-            let end = match &report.finished {
-                Some(status) => format!("run finished: {status}"),
-                None => "the run never finished (crashed, or still running)".into(),
+        TranscriptCommand::Verify {
+            file,
+            allow_unfinished,
+            key_file,
+        } => {
+            let (events, report) = transcript::read_verified(&file)?;
+            let signed = match &key_file {
+                Some(key) => {
+                    let signer = transcript::Signer::from_file(key)?;
+                    let n = transcript::check_signatures(&file, &events, &report, &signer)?;
+                    format!(" · {n} signature(s) verified with key {}", signer.key_id)
+                }
+                None => String::new(),
+            };
+            let end = match (report.kind, &report.finished) {
+                (transcript::Kind::Journal, _) => "hook journal (a log: it has no end to check)".into(),
+                (transcript::Kind::Run, Some(status)) => format!("run finished: {status}"),
+                (transcript::Kind::Run, None) if allow_unfinished => {
+                    "the run never finished (crashed, still running, or cut short; accepted with --allow-unfinished)".into()
+                }
+                (transcript::Kind::Run, None) => {
+                    return Err(Error::TranscriptBroken {
+                        path: file.clone(),
+                        line: report.events,
+                        reason: "the run never finished: the transcript does not end with run_finished (it crashed, is still running, or was cut short); `runbook resume` continues it, --allow-unfinished accepts it as it is".into(),
+                    });
+                }
             };
             println!(
-                "ok: {} · {} events · chain intact · head {} · {end}",
+                "ok: {} · {} events · chain intact · head {} · {end}{signed}",
                 file.display(),
                 report.events,
                 report.head
@@ -1128,6 +1190,12 @@ fn transcript_command(cmd: TranscriptCommand) -> Result<()> {
             format: RenderFormat::Md,
         } => {
             let (events, report) = transcript::read_verified(&file)?;
+            if report.kind == transcript::Kind::Journal {
+                return Err(Error::Usage(format!(
+                    "{} is a hook journal, not a run: `runbook transcript show` prints it",
+                    file.display()
+                )));
+            }
             print!("{}", transcript::render_markdown(&events, &report, &file));
             Ok(())
         }

@@ -732,6 +732,7 @@ impl<'a> Executor<'a> {
             "fleet": (rb.host.cloud.environment().backend == crate::config::Backend::Sim)
                 .then(|| rb.host.cloud.environment().fleet_source.clone()),
             "params": params,
+            "guardrails": rb.host.guardrails.recorded(),
             "tool": format!("runbook {}", env!("CARGO_PKG_VERSION")),
             "steps": steps,
         })
@@ -1110,6 +1111,13 @@ impl<'a> Executor<'a> {
             };
             let status = status_of(&err);
             let mut info = self.describe(&err);
+            if let Some(why) = host.recorder.halted() {
+                // A resume that diverged from its transcript: stop, never retry or roll back.
+                info.message = why;
+                info.code = Some("resume_diverged".into());
+                self.report_error(&info);
+                break (StepStatus::Aborted, info);
+            }
             if status == StepStatus::TimedOut {
                 info.message = format!(
                     "the step ran past its timeout of {}",

@@ -83,6 +83,28 @@ impl Guardrails {
         *self.kill_parameter.borrow_mut() = name;
     }
 
+    /// The limits as `run_started` records them, so `resume` can put them back. The kill switch
+    /// is recorded as an absolute path: a resume may start in another folder.
+    pub(crate) fn recorded(&self) -> Value {
+        let kill_switch = self
+            .kill_switch
+            .borrow()
+            .as_ref()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
+        json!({
+            "max_resources": self.max_resources.get(),
+            "kill_switch": kill_switch,
+            "kill_switch_parameter": *self.kill_parameter.borrow(),
+        })
+    }
+
+    /// Resume: a write the run sent before it was interrupted still counts against its cap.
+    pub(crate) fn restore_touched(&self, args: &Value) {
+        let mut ids = Vec::new();
+        resource_ids(args, &mut ids);
+        self.touched.borrow_mut().extend(ids);
+    }
+
     /// Why `args` may not be sent, if they may not. Resources are the AWS-shaped ids in the
     /// arguments (`i-…`, `vol-…`, `sg-…`, ...): what the call names is what it changes.
     fn refuse(&self, host: &Host, binding: &str, args: &Value) -> Option<(&'static str, String)> {
@@ -278,23 +300,39 @@ enum CallEvent<'a> {
     },
 }
 
-/// A finished write from an interrupted step, answered from the transcript on resume instead of
-/// being sent again.
+/// A finished write from an interrupted step (its body or its `on_failure`), answered from the
+/// transcript on resume instead of being sent again.
 #[derive(Debug, Clone)]
 pub struct ReplayCall {
     pub binding: String,
     pub args: Value,
     pub result: Value,
+    /// The error the write returned, when it failed: the script sees the same failure again, so
+    /// the resumed step takes the path the interrupted one took.
+    pub error: Option<Value>,
 }
+
+static MARKER: std::sync::LazyLock<Option<regex::Regex>> =
+    std::sync::LazyLock::new(|| regex::Regex::new(r"\[redacted:[0-9a-f]+\]").ok());
 
 /// Redaction markers differ between runs (the salt is per run): compare without them.
 fn comparable(value: &Value) -> String {
-    static MARKER: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r"\[redacted:[0-9a-f]+\]").expect("valid regex")
-    });
-    MARKER
-        .replace_all(&value.to_string(), "[redacted]")
-        .into_owned()
+    let text = value.to_string();
+    match MARKER.as_ref() {
+        Some(marker) => marker.replace_all(&text, "[redacted]").into_owned(),
+        None => text,
+    }
+}
+
+/// Whether a recorded value holds a redaction marker somewhere: it stands for a secret that was
+/// never recorded, and must never be used as the value itself.
+pub(crate) fn contains_marker(value: &Value) -> bool {
+    match value {
+        Value::String(s) => MARKER.as_ref().is_some_and(|m| m.is_match(s)),
+        Value::Array(items) => items.iter().any(contains_marker),
+        Value::Object(map) => map.values().any(contains_marker),
+        _ => false,
+    }
 }
 
 /// Results longer than this (as JSON text) are summarised, not stored whole.
@@ -310,6 +348,9 @@ pub struct Recorder {
     failure: RefCell<Option<Error>>,
     planned: RefCell<Vec<PlannedCall>>,
     replay: RefCell<std::collections::VecDeque<ReplayCall>>,
+    /// Set when a resumed step diverged from what the transcript says it did: no write is sent
+    /// after that, and the executor stops the run like an uncertain write (never retried).
+    halted: RefCell<Option<String>>,
     calls: Cell<u64>,
     mutating_sent: Cell<u64>,
     /// When the first call was sent (the hook server's alert-to-action latency).
@@ -326,6 +367,7 @@ impl Recorder {
             failure: RefCell::new(None),
             planned: RefCell::new(Vec::new()),
             replay: RefCell::new(std::collections::VecDeque::new()),
+            halted: RefCell::new(None),
             calls: Cell::new(0),
             mutating_sent: Cell::new(0),
             first_call: Cell::new(None),
@@ -344,6 +386,20 @@ impl Recorder {
     /// Writes an interrupted step already made: on resume they are answered from the transcript.
     pub fn set_replay(&self, calls: Vec<ReplayCall>) {
         *self.replay.borrow_mut() = calls.into();
+    }
+
+    /// Why the resumed run must stop (it diverged from its transcript), once it must.
+    pub fn halted(&self) -> Option<String> {
+        self.halted.borrow().clone()
+    }
+
+    /// Stops every later write and returns the non-catchable error for the script: the
+    /// executor sees [`Recorder::halted`] and ends the run without retrying or rolling back.
+    fn halt(&self, why: String, pos: Position) -> Box<EvalAltResult> {
+        self.replay.borrow_mut().clear();
+        let error = Box::new(EvalAltResult::ErrorTerminated(why.clone().into(), pos));
+        self.halted.borrow_mut().get_or_insert(why);
+        error
     }
 
     /// Switches between sending and planning mutating calls (`:plan on|off` in the REPL).
@@ -541,30 +597,40 @@ pub fn call_at(
     }
 
     // Resuming an interrupted step: a write it already made is answered from the transcript,
-    // never sent twice. A different write than recorded means the step diverged: stop.
+    // never sent twice. A different write than recorded means the step diverged: stop the run
+    // for a person, like an uncertain write (a retry or a rollback could send anything).
     if mutating {
+        if let Some(why) = rec.halted() {
+            return Err(rec.halt(why, pos));
+        }
         let next = rec.replay.borrow_mut().pop_front();
         if let Some(done) = next {
             if done.binding != spec.name || comparable(&done.args) != comparable(&args) {
-                return Err(runtime_error(
-                    "resume_diverged",
-                    &format!(
-                        "resumed step called {} where the interrupted run had called {}: refusing to guess which writes happened",
-                        spec.name, done.binding
-                    ),
-                    pos,
-                ));
+                let why = format!(
+                    "resume diverged: the resumed step called {}({}) where the interrupted run had called {}({}); nothing more is sent, a person must check what happened",
+                    spec.name,
+                    comparable(&args),
+                    done.binding,
+                    comparable(&done.args)
+                );
+                let _ = rec.record(
+                    &json!({ "type": "resume_diverged", "step": step, "binding": spec.name, "expected": done.binding, "reason": why }),
+                    Durability::Synced,
+                );
+                return Err(rec.halt(why, pos));
             }
             if done.result.get("truncated").is_some() {
-                return Err(runtime_error(
-                    "resume_uncertain",
-                    &format!(
-                        "{} finished before the crash but its result was too large to record whole; a person must continue",
-                        spec.name
-                    ),
-                    pos,
-                ));
+                let why = format!(
+                    "resume uncertain: {} finished before the crash but its result was too large to record whole; a person must continue",
+                    spec.name
+                );
+                return Err(rec.halt(why, pos));
             }
+            let error = done.error.as_ref().map(|e| BindingError {
+                code: e["code"].as_str().unwrap_or("error").to_string(),
+                message: e["message"].as_str().unwrap_or_default().to_string(),
+                request_id: e["request_id"].as_str().map(str::to_string),
+            });
             let event = CallEvent::Call {
                 step,
                 binding: spec.name,
@@ -572,13 +638,16 @@ pub fn call_at(
                 mutating: true,
                 planned: false,
                 duration_ms: 0,
-                result: Some(done.result.clone()),
-                error: None,
+                result: error.is_none().then(|| done.result.clone()),
+                error: error.as_ref(),
                 request_ids: Vec::new(),
                 replayed: true,
             };
             let _ = rec.record(&event, Durability::Synced);
-            return rhai::serde::to_dynamic(&done.result);
+            return match error {
+                Some(e) => Err(binding_error_to_rhai(&e, pos)),
+                None => rhai::serde::to_dynamic(&done.result),
+            };
         }
     }
 

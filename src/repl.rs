@@ -86,7 +86,12 @@ pub fn run(host: Rc<Host>, transcript: PathBuf, env_name: &str, operator: &str) 
     let writer = TranscriptWriter::create(&transcript, host.redactor.clone())?;
     host.recorder.attach(writer);
     *host.notes_path.borrow_mut() = Some(transcript.with_extension("notes.md"));
-    let session = crate::executor::new_run_id();
+    // The session is named after its transcript file, so the id shown is the file to open.
+    let session = transcript
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(crate::executor::new_run_id);
     let started = Instant::now();
     let first = json!({
         "type": "run_started",
@@ -170,9 +175,11 @@ pub fn run(host: Rc<Host>, transcript: PathBuf, env_name: &str, operator: &str) 
                 continue;
             }
         };
-        buffer.clear();
+        // The whole input is recorded, not only its last line: a multi-line statement is one
+        // input, and the record must show what ran.
+        let input = std::mem::take(&mut buffer);
         lines += 1;
-        host.recorder.log("repl", &line);
+        host.recorder.log("repl", input.trim_end());
         match engine.eval_ast_with_scope::<Dynamic>(&mut scope, &ast) {
             Ok(v) if v.is_unit() => {}
             Ok(v) => say(&format!("= {}", host.redactor.redact(&format!("{v:?}")))),

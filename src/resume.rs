@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::executor::Resume;
-use crate::recorder::ReplayCall;
+use crate::recorder::{ReplayCall, contains_marker};
 use crate::runbook::Runbook;
 use crate::transcript::{StepStatus, TranscriptWriter};
 
@@ -31,6 +31,9 @@ fn status_of(v: &Value) -> Option<StepStatus> {
 }
 
 /// Reads the transcript's events into a pickup point for a runbook of `total` steps.
+///
+/// When every step finished but the transcript does not end with `run_finished` (a crash in
+/// between), the pickup point is `total`: nothing runs, and the resume records the run's end.
 pub fn pickup(events: &[Value], total: usize) -> Result<Pickup> {
     let mut latest: Vec<Option<StepStatus>> = vec![None; total];
     let mut ctx = Value::Null;
@@ -45,21 +48,39 @@ pub fn pickup(events: &[Value], total: usize) -> Result<Pickup> {
     let start_step = latest
         .iter()
         .position(|s| !matches!(s, Some(StepStatus::Ok | StepStatus::Skipped)))
-        .ok_or_else(|| {
-            Error::Usage("every step of this run already finished: nothing to resume".into())
-        })?;
+        .unwrap_or(total);
+    let ends_finished = events
+        .iter()
+        .rev()
+        .find(|e| e["type"] != "signature")
+        .is_some_and(|e| e["type"] == "run_finished");
+    if start_step == total && ends_finished {
+        return Err(Error::Usage(
+            "every step of this run already finished and its end is recorded: nothing to resume"
+                .into(),
+        ));
+    }
     let prior = latest[..start_step]
         .iter()
         .map(|s| s.unwrap_or(StepStatus::Ok))
         .collect();
 
-    // The last attempt of the start step, if it was cut off before step_finished.
+    // The start step's latest execution, if it was cut off before step_finished: every attempt
+    // and its on_failure since the last process (run or resume) began it. Its writes are
+    // replayed in order, successes and failures alike, so the resumed step takes the same path.
     let mut replay = Vec::new();
     let mut uncertain = Vec::new();
-    let last_start = events.iter().rposition(|e| {
-        e["type"] == "step_started" && e["step"].as_u64() == Some(start_step as u64)
-    });
-    if let Some(from) = last_start {
+    let is_start =
+        |e: &Value| e["type"] == "step_started" && e["step"].as_u64() == Some(start_step as u64);
+    if let Some(last) = events.iter().rposition(is_start) {
+        let boundary = events[..last]
+            .iter()
+            .rposition(|e| matches!(e["type"].as_str(), Some("run_started" | "run_resumed")))
+            .unwrap_or(0);
+        let from = events[boundary..last + 1]
+            .iter()
+            .position(is_start)
+            .map_or(last, |i| boundary + i);
         let after = &events[from + 1..];
         let cut_off = !after
             .iter()
@@ -70,16 +91,19 @@ pub fn pickup(events: &[Value], total: usize) -> Result<Pickup> {
                 match e["type"].as_str() {
                     Some("intent") => pending.push(e),
                     Some("call") if e["mutating"] == true && e["planned"] == false => {
-                        if let Some(k) = pending.iter().position(|i| i["binding"] == e["binding"]) {
+                        if let Some(k) = pending
+                            .iter()
+                            .position(|i| i["binding"] == e["binding"] && i["args"] == e["args"])
+                            .or_else(|| pending.iter().position(|i| i["binding"] == e["binding"]))
+                        {
                             pending.remove(k);
                         }
-                        if e["error"].is_null() {
-                            replay.push(ReplayCall {
-                                binding: e["binding"].as_str().unwrap_or_default().to_string(),
-                                args: e["args"].clone(),
-                                result: e["result"].clone(),
-                            });
-                        }
+                        replay.push(ReplayCall {
+                            binding: e["binding"].as_str().unwrap_or_default().to_string(),
+                            args: e["args"].clone(),
+                            result: e["result"].clone(),
+                            error: (!e["error"].is_null()).then(|| e["error"].clone()),
+                        });
                     }
                     _ => {}
                 }
@@ -119,6 +143,13 @@ pub fn params(rb: &Runbook, recorded: &Value, given: &[(String, String)]) -> Res
         }
         match &recorded[&p.name] {
             Value::Null => {}
+            // Redacted when recorded (it looked like a credential): the marker is not the value.
+            v if contains_marker(v) => {
+                return Err(Error::Usage(format!(
+                    "parameter {} was recorded redacted (it looks like a credential), so its value is unknown: give it again with --param {}=...",
+                    p.name, p.name
+                )));
+            }
             Value::String(s) => all.push((p.name.clone(), s.clone())),
             other => all.push((p.name.clone(), other.to_string())),
         }
@@ -126,7 +157,8 @@ pub fn params(rb: &Runbook, recorded: &Value, given: &[(String, String)]) -> Res
     rb.resolve_params(&all)
 }
 
-/// Builds the resume state: the writer continuing the chain, the context to restore.
+/// Builds the resume state: the writer continuing the chain (holding the transcript's lock),
+/// the context to restore, and the run's guardrails put back as they were recorded.
 pub fn prepare(
     rb: &Runbook,
     path: &std::path::Path,
@@ -135,10 +167,10 @@ pub fn prepare(
 ) -> Result<(Resume, Map)> {
     let (writer, events) = TranscriptWriter::open_append(path, rb.host.redactor.clone())?;
     let first = &events[0];
-    if first["mode"] != "run" {
+    if first["type"] != "run_started" || first["mode"] != "run" {
         return Err(Error::Usage(format!(
             "a {} transcript has nothing to resume",
-            first["mode"].as_str().unwrap_or("?")
+            first["mode"].as_str().unwrap_or("hook journal")
         )));
     }
     if events
@@ -155,7 +187,7 @@ pub fn prepare(
             "{} changed since the run started (sha256 {} then, {} now): resume with --allow-changed to accept that (recorded)",
             rb.file,
             &recorded_sha.get(..12).unwrap_or(recorded_sha),
-            &rb.sha256[..12]
+            rb.sha256.get(..12).unwrap_or(&rb.sha256)
         )));
     }
     let params = params(rb, &first["params"], given)?;
@@ -171,12 +203,72 @@ pub fn prepare(
             ctx.insert(name, value);
         }
     }
+    // Values a step stored that held a secret were recorded as markers. A marker is never a
+    // value: it is given again (`--param KEY=...`, kept secret), or the resume is refused.
+    let recorded_ctx = pick.ctx.as_object().cloned().unwrap_or_default();
+    let mut missing = Vec::new();
+    for (key, value) in &recorded_ctx {
+        if rb.param(key).is_some() || !contains_marker(value) {
+            continue;
+        }
+        match given.iter().rev().find(|(n, _)| n == key) {
+            Some((_, text)) => {
+                rb.host.redactor.add_secret(text);
+                let value = if value.is_string() {
+                    rhai::Dynamic::from(text.clone())
+                } else {
+                    serde_json::from_str::<Value>(text)
+                        .ok()
+                        .and_then(|v| rhai::serde::to_dynamic(&v).ok())
+                        .unwrap_or_else(|| rhai::Dynamic::from(text.clone()))
+                };
+                ctx.insert(key.as_str().into(), value);
+            }
+            None => missing.push(key.clone()),
+        }
+    }
+    if !missing.is_empty() {
+        let flags: Vec<String> = missing.iter().map(|k| format!("--param {k}=...")).collect();
+        return Err(Error::Usage(format!(
+            "ctx.{} held a secret when the run stopped and was recorded only as a redaction marker, which is not its value: give it again with {} (kept secret; JSON for a map or an array)",
+            missing.join(", ctx."),
+            flags.join(" ")
+        )));
+    }
+
+    // The guardrails the run started with still hold: the recorded ones come back (a cap given
+    // now can only tighten them), and every resource it already changed still counts.
+    let g = &rb.host.guardrails;
+    let recorded = &first["guardrails"];
+    let given_now = g.recorded();
+    let max_resources = match (
+        recorded["max_resources"].as_u64().map(|n| n as usize),
+        given_now["max_resources"].as_u64().map(|n| n as usize),
+    ) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let kill_switch = recorded["kill_switch"]
+        .as_str()
+        .or(given_now["kill_switch"].as_str())
+        .map(std::path::PathBuf::from);
+    g.configure(max_resources, kill_switch);
+    if let Some(name) = recorded["kill_switch_parameter"].as_str() {
+        g.set_kill_parameter(Some(name.to_string()));
+    }
+    for e in events.iter().filter(|e| e["type"] == "intent") {
+        g.restore_touched(&e["args"]);
+    }
+
     let note = json!({
         "allow_changed": recorded_sha != rb.sha256,
         "sha256_then": recorded_sha,
         "sha256_now": rb.sha256,
         "replayed_writes": pick.replay.len(),
         "uncertain": pick.uncertain,
+        "guardrails": g.recorded(),
+        "given_again": recorded_ctx.keys().filter(|k| given.iter().any(|(n, _)| n == *k)).collect::<Vec<_>>(),
+        "appended_run_finished": pick.start_step == rb.steps.len(),
     });
     let resume = Resume {
         writer,

@@ -102,51 +102,74 @@ pub enum Durability {
 }
 
 /// Appends events to one transcript file, keeping the hash chain.
+///
+/// The writer holds an exclusive lock (`flock`) on the file for as long as it lives, so one run
+/// (or one `resume` of it) at a time can append: a second `resume` of the same transcript is
+/// refused instead of forking the chain.
 pub struct TranscriptWriter {
     path: PathBuf,
     file: File,
     seq: u64,
     prev: String,
+    /// The file's length after the last complete line: a failed write is cut back to it.
+    good_len: u64,
+    /// Set once the writer knows the file is a run's transcript (its first event is
+    /// `run_started`); only those get a `signature` line after `run_finished`.
+    is_run: bool,
+    signer: Option<Signer>,
     redactor: Rc<Redactor>,
     /// Read by the benchmarks; when false, [`Durability::Synced`] behaves like `Written`.
     fsync: bool,
 }
 
 impl TranscriptWriter {
-    /// Creates a new transcript; refuses to overwrite an existing file (a transcript is evidence).
+    /// Creates a new transcript; refuses to overwrite an existing file (a transcript is evidence)
+    /// and to follow a symlink planted where it should go. The file is private to its owner
+    /// (0600), and so is every folder created for it (0700).
     pub fn create(path: &Path, redactor: Rc<Redactor>) -> Result<Self> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
+            create_private_dir(parent)
                 .map_err(|e| Error::io("cannot create transcript folder", parent, e))?;
         }
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| Error::io("cannot create transcript", path, e))?;
+        // The key is checked before the file exists: a refused key leaves nothing behind.
+        let signer = Signer::from_env(path)?;
+        let file =
+            create_private(path).map_err(|e| Error::io("cannot create transcript", path, e))?;
+        lock(&file, path)?;
         Ok(TranscriptWriter {
             path: path.to_path_buf(),
             file,
             seq: 0,
             prev: GENESIS.to_string(),
+            good_len: 0,
+            is_run: false,
+            signer,
             redactor,
             fsync: true,
         })
     }
 
     /// Opens an existing, verified transcript to append to it (resume): the chain continues
-    /// from its last line. Returns the writer and the events already in it.
+    /// from its last line. Returns the writer and the events already in it. The file is locked
+    /// before it is read, so what was read is what the chain continues from.
     pub fn open_append(path: &Path, redactor: Rc<Redactor>) -> Result<(Self, Vec<Value>)> {
+        let file =
+            open_private_append(path).map_err(|e| Error::io("cannot open transcript", path, e))?;
+        lock(&file, path)?;
         let (events, report) = read_verified(path)?;
-        let file = OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(|e| Error::io("cannot open transcript", path, e))?;
+        let good_len = file
+            .metadata()
+            .map_err(|e| Error::io("cannot read transcript", path, e))?
+            .len();
+        let signer = Signer::from_env(path)?;
         let writer = TranscriptWriter {
             path: path.to_path_buf(),
             file,
             seq: events.len() as u64,
             prev: report.head,
+            good_len,
+            is_run: report.kind == Kind::Run,
+            signer,
             redactor,
             fsync: true,
         };
@@ -172,14 +195,46 @@ impl TranscriptWriter {
     }
 
     /// Appends one event. `event` must serialize to a JSON object with a `type` field.
+    ///
+    /// A write that fails (disk full, a file size limit, an I/O error) is cut back to the last
+    /// complete line before the error is returned: half a line would make every later line
+    /// unverifiable forever. After a run's `run_finished`, a `signature` line follows when a
+    /// signing key is configured (see [`Signer`]).
     pub fn append(&mut self, event: &impl Serialize, durability: Durability) -> Result<()> {
-        let body = serde_json::to_value(event).map_err(|e| {
+        let mut body = serde_json::to_value(event).map_err(|e| {
             Error::io(
                 "cannot encode event for",
                 &self.path,
                 std::io::Error::other(e),
             )
         })?;
+        // Only the event is redacted: the chain fields are hex the writer made, and a short
+        // secret that happened to occur in a hash must not break the chain.
+        self.redactor.redact_json(&mut body);
+        let kind = body.get("type").and_then(Value::as_str).map(str::to_string);
+        self.append_line(body, durability)?;
+        if self.seq == 1 && kind.as_deref() == Some("run_started") {
+            self.is_run = true;
+        }
+        if self.is_run
+            && kind.as_deref() == Some("run_finished")
+            && let Some(signer) = &self.signer
+        {
+            let signature = signer.sign(&self.prev);
+            let line = json!({
+                "type": "signature",
+                "alg": SIGNATURE_ALG,
+                "key_id": signer.key_id,
+                "signed": self.prev,
+                "signature": signature,
+            });
+            self.append_line(line, Durability::Synced)?;
+        }
+        Ok(())
+    }
+
+    /// Adds the chain fields to `body`, writes it as one line and moves the chain on.
+    fn append_line(&mut self, body: Value, durability: Durability) -> Result<()> {
         let mut line = Map::new();
         line.insert("seq".into(), json!(self.seq));
         line.insert("ts".into(), json!(now_utc()));
@@ -190,25 +245,245 @@ impl TranscriptWriter {
         }
         line.insert("prev".into(), json!(self.prev));
         let mut line = Value::Object(line);
-        self.redactor.redact_json(&mut line);
         let hash = hash_line(&line);
         if let Value::Object(map) = &mut line {
             map.insert("hash".into(), json!(hash));
         }
         let mut text = line.to_string();
         text.push('\n');
-        self.file
-            .write_all(text.as_bytes())
-            .map_err(|e| Error::io("cannot write transcript", &self.path, e))?;
-        if durability == Durability::Synced && self.fsync {
-            self.file
-                .sync_data()
-                .map_err(|e| Error::io("cannot sync transcript", &self.path, e))?;
+        let written = self.file.write_all(text.as_bytes()).and_then(|()| {
+            if durability == Durability::Synced && self.fsync {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = written {
+            return Err(self.roll_back(e));
         }
+        self.good_len = self.good_len.saturating_add(text.len() as u64);
         self.seq += 1;
         self.prev = hash;
         crash_point();
         Ok(())
+    }
+
+    /// Cuts the file back to its last complete line after a failed write, and says so.
+    fn roll_back(&mut self, cause: std::io::Error) -> Error {
+        let kept = match self
+            .file
+            .set_len(self.good_len)
+            .and_then(|()| self.file.sync_data())
+        {
+            Ok(()) => format!(
+                "the line was not recorded; the transcript was cut back to its last complete line ({} events)",
+                self.seq
+            ),
+            Err(e) => format!(
+                "and cutting the transcript back to its last complete line ({} bytes) failed too ({e}): it ends in a partial line",
+                self.good_len
+            ),
+        };
+        Error::io(
+            "cannot write transcript",
+            &self.path,
+            std::io::Error::new(cause.kind(), format!("{cause}; {kept}")),
+        )
+    }
+}
+
+/// Creates `dir` and its missing parents, private to the owner (0700). Folders that exist keep
+/// their mode (they may be shared on purpose).
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Creates a new file only its owner can read (0600). Never follows a symlink and never opens a
+/// file that exists: a link planted at `path` is refused, not written through.
+pub(crate) fn create_private(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Opens a file to append to it, creating it private (0600) if it is missing; never through a
+/// symlink (a planted `notes.md` link must not append to the file it points at).
+pub(crate) fn open_private_append(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Takes the transcript's exclusive lock, or says who holds it.
+fn lock(file: &File, path: &Path) -> Result<()> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Usage(format!(
+            "{} is in use by {}: one run or resume at a time may append to a transcript",
+            path.display(),
+            lock_holder(file, path)
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("cannot lock transcript", path, e)),
+    }
+}
+
+/// Who holds a transcript's lock, as far as can be told: the process (from /proc/locks on
+/// Linux) and the last operator the transcript names.
+fn lock_holder(file: &File, path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mut parts = Vec::new();
+    if let (Ok(meta), Ok(locks)) = (file.metadata(), std::fs::read_to_string("/proc/locks")) {
+        let inode = meta.ino().to_string();
+        let pid = locks.lines().find_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let (kind, pid, dev) = (fields.get(1)?, fields.get(4)?, fields.get(5)?);
+            (*kind == "FLOCK" && dev.rsplit(':').next() == Some(inode.as_str()))
+                .then(|| pid.to_string())
+        });
+        if let Some(pid) = pid {
+            parts.push(format!("process {pid}"));
+        }
+    }
+    let last = File::open(path).ok().and_then(|f| {
+        BufReader::new(f)
+            .lines()
+            .map_while(std::result::Result::ok)
+            .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+            .filter(|e| matches!(e["type"].as_str(), Some("run_started" | "run_resumed")))
+            .last()
+    });
+    if let Some(e) = last {
+        parts.push(format!(
+            "{} by {} at {}",
+            if e["type"] == "run_started" {
+                "started"
+            } else {
+                "resumed"
+            },
+            e["operator"].as_str().unwrap_or("?"),
+            e["ts"].as_str().unwrap_or("?")
+        ));
+    }
+    if parts.is_empty() {
+        "another runbook process".into()
+    } else {
+        format!("another runbook process ({})", parts.join(", "))
+    }
+}
+
+/// `alg` of a `signature` line.
+pub const SIGNATURE_ALG: &str = "hmac-sha256";
+
+/// Signs a run's final head with a key kept outside the transcript folder.
+///
+/// The key comes from `RUNBOOK_SIGNING_KEY_FILE` (a file) or `RUNBOOK_SIGNING_KEY` (the key
+/// itself), at least 16 bytes. A signature proves the transcript up to that head was written by
+/// someone holding the key, so a cut or rewritten file no longer verifies with `--key-file`. It
+/// does not protect against the key's owner: only a copy off the machine (the S3/DynamoDB anchor
+/// of the team-state work) does.
+pub struct Signer {
+    key: Vec<u8>,
+    /// The first 8 hex digits of the key's SHA-256: which key signed, without revealing it.
+    pub key_id: String,
+}
+
+impl Signer {
+    pub const MIN_KEY_BYTES: usize = 16;
+
+    pub fn new(key: Vec<u8>) -> Result<Self> {
+        if key.len() < Self::MIN_KEY_BYTES {
+            return Err(Error::Usage(format!(
+                "the signing key has {} bytes; it needs at least {}",
+                key.len(),
+                Self::MIN_KEY_BYTES
+            )));
+        }
+        let key_id = hex::encode(&Sha256::digest(&key)[..4]);
+        Ok(Signer { key, key_id })
+    }
+
+    /// Reads a key file (trailing newlines are not part of the key).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let mut key =
+            std::fs::read(path).map_err(|e| Error::io("cannot read signing key", path, e))?;
+        while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            key.pop();
+        }
+        Self::new(key)
+    }
+
+    /// The key configured in the environment, if any. A key file inside the transcript's own
+    /// folder is refused: whoever can rewrite the transcript could read the key beside it.
+    pub fn from_env(transcript: &Path) -> Result<Option<Self>> {
+        if let Some(file) = std::env::var_os("RUNBOOK_SIGNING_KEY_FILE").filter(|f| !f.is_empty()) {
+            let file = PathBuf::from(file);
+            let parent = |p: &Path| {
+                p.parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."))
+                    .to_path_buf()
+            };
+            // The transcript's own folder and the transcripts root (RUNBOOK_TRANSCRIPTS).
+            let folders = [
+                Some(parent(transcript)),
+                std::env::var_os("RUNBOOK_TRANSCRIPTS").map(PathBuf::from),
+            ];
+            let key_dir = parent(&file).canonicalize();
+            for folder in folders.into_iter().flatten() {
+                if let (Ok(key_dir), Ok(folder)) = (&key_dir, folder.canonicalize())
+                    && key_dir.starts_with(&folder)
+                {
+                    return Err(Error::Usage(format!(
+                        "the signing key {} is inside the transcript folder {}: keep it elsewhere (whoever can rewrite a transcript could read a key beside it)",
+                        file.display(),
+                        folder.display()
+                    )));
+                }
+            }
+            return Self::from_file(&file).map(Some);
+        }
+        match std::env::var("RUNBOOK_SIGNING_KEY") {
+            Ok(key) if !key.is_empty() => Self::new(key.into_bytes()).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// HMAC-SHA256 of the head (its hex text), in hex.
+    pub fn sign(&self, head: &str) -> String {
+        use hmac::{KeyInit, Mac};
+        // HMAC accepts keys of any length; the error arm cannot happen but must not panic.
+        match <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&self.key) {
+            Ok(mut mac) => {
+                mac.update(head.as_bytes());
+                hex::encode(mac.finalize().into_bytes())
+            }
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Whether `signature` (hex) signs `head`, compared in constant time.
+    pub fn verify(&self, head: &str, signature: &str) -> bool {
+        use hmac::{KeyInit, Mac};
+        let (Ok(given), Ok(mut mac)) = (
+            hex::decode(signature),
+            <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&self.key),
+        ) else {
+            return false;
+        };
+        mac.update(head.as_bytes());
+        mac.verify_slice(&given).is_ok()
     }
 }
 
@@ -281,18 +556,40 @@ fn write_canonical(value: &Value, out: &mut String, skip_hash: bool) {
     }
 }
 
+/// What a transcript file is, from its first event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A run's transcript (`run_started` first): done when its last event is `run_finished`.
+    Run,
+    /// The hook server's journal (`journal_started` first): a log that is never "finished".
+    Journal,
+}
+
 /// What a verified transcript holds, in brief.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
+    pub kind: Kind,
     pub events: usize,
     pub head: String,
     pub runbook: Option<String>,
     pub run_id: Option<String>,
-    /// `run_finished.status`, or None when the run never finished (crash, or still running).
+    /// The status of the `run_finished` the transcript ends with (a `signature` line may follow
+    /// it), or None when the run never finished: it crashed, is still running, or was cut short.
     pub finished: Option<String>,
+    /// `signature` lines (one per finished run or resume), each as (line, signed head, key id,
+    /// signature). Checked against a key by [`check_signatures`].
+    #[serde(skip)]
+    pub signatures: Vec<(usize, String, String, String)>,
 }
 
 /// Reads and checks a transcript. Returns its events, or the first broken line (1-based).
+///
+/// Every line must be exactly the bytes the writer produces for its content (compact JSON, no
+/// duplicate keys, no added whitespace, no escapes the writer would not make): the hash covers
+/// the parsed content, so any other spelling of a line would let `grep` read something the hash
+/// does not cover. A run that never finished is not an error here (`resume` reads such files);
+/// `transcript verify` refuses it unless told otherwise.
 pub fn read_verified(path: &Path) -> Result<(Vec<Value>, VerifyReport)> {
     let file = File::open(path).map_err(|e| Error::io("cannot open transcript", path, e))?;
     let broken = |line: usize, reason: String| Error::TranscriptBroken {
@@ -302,15 +599,38 @@ pub fn read_verified(path: &Path) -> Result<(Vec<Value>, VerifyReport)> {
     };
     let mut prev = GENESIS.to_string();
     let mut events = Vec::new();
-    for (i, raw) in BufReader::new(file).split(b'\n').enumerate() {
+    let mut signatures = Vec::new();
+    let mut reader = BufReader::new(file);
+    let mut raw = Vec::new();
+    for i in 0.. {
+        raw.clear();
+        let n = reader
+            .read_until(b'\n', &mut raw)
+            .map_err(|e| Error::io("cannot read transcript", path, e))?;
+        if n == 0 {
+            break;
+        }
         let lineno = i + 1;
-        let raw = raw.map_err(|e| Error::io("cannot read transcript", path, e))?;
+        if raw.pop() != Some(b'\n') {
+            return Err(broken(
+                lineno,
+                "the last line is incomplete (no newline: a write was cut off)".into(),
+            ));
+        }
         let text = std::str::from_utf8(&raw).map_err(|_| broken(lineno, "not UTF-8".into()))?;
         let value: Value = serde_json::from_str(text)
             .map_err(|e| broken(lineno, format!("not a JSON event ({e})")))?;
         let Some(obj) = value.as_object() else {
             return Err(broken(lineno, "not a JSON object".into()));
         };
+        // (Compared as text: `Value == str` would compare against a JSON string instead.)
+        let written = value.to_string();
+        if written != text {
+            return Err(broken(
+                lineno,
+                "the line is not in the form the writer makes (a duplicate key, added whitespace or a re-escaped character): its bytes are not what its hash covers".into(),
+            ));
+        }
         let stored = obj.get("hash").and_then(Value::as_str).unwrap_or_default();
         let computed = hash_line(&value);
         if stored != computed {
@@ -342,6 +662,26 @@ pub fn read_verified(path: &Path) -> Result<(Vec<Value>, VerifyReport)> {
                 "the first event must be run_started (or journal_started)".into(),
             ));
         }
+        if obj.get("type").and_then(Value::as_str) == Some("signature") {
+            if obj.get("signed").and_then(Value::as_str) != Some(prev.as_str()) {
+                return Err(broken(
+                    lineno,
+                    "the signature line does not sign the line before it".into(),
+                ));
+            }
+            signatures.push((
+                lineno,
+                prev.clone(),
+                obj.get("key_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                obj.get("signature")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            ));
+        }
         prev = computed;
         events.push(value);
     }
@@ -349,13 +689,22 @@ pub fn read_verified(path: &Path) -> Result<(Vec<Value>, VerifyReport)> {
         return Err(broken(1, "the transcript is empty".into()));
     }
     let first = &events[0];
+    let kind = if first["type"] == "journal_started" {
+        Kind::Journal
+    } else {
+        Kind::Run
+    };
+    // Finished means the file *ends* with run_finished: a run_finished followed by a resume
+    // that never finished is not a finished run.
     let finished = events
         .iter()
         .rev()
-        .find(|e| e["type"] == "run_finished")
+        .find(|e| e["type"] != "signature")
+        .filter(|e| kind == Kind::Run && e["type"] == "run_finished")
         .and_then(|e| e["status"].as_str())
         .map(str::to_string);
     let report = VerifyReport {
+        kind,
         events: events.len(),
         head: prev,
         runbook: first["runbook"]["id"].as_str().map(|id| {
@@ -366,8 +715,50 @@ pub fn read_verified(path: &Path) -> Result<(Vec<Value>, VerifyReport)> {
         }),
         run_id: first["run_id"].as_str().map(str::to_string),
         finished,
+        signatures,
     };
     Ok((events, report))
+}
+
+/// Checks a verified transcript's signatures against `signer`'s key: every `signature` line
+/// must be valid, and a run's transcript must end with one (after its `run_finished`), so a
+/// file cut short or rewritten by someone without the key is refused. Returns how many held.
+pub fn check_signatures(
+    path: &Path,
+    events: &[Value],
+    report: &VerifyReport,
+    signer: &Signer,
+) -> Result<usize> {
+    let broken = |line: usize, reason: String| Error::TranscriptBroken {
+        path: path.to_path_buf(),
+        line,
+        reason,
+    };
+    for (line, head, key_id, signature) in &report.signatures {
+        if *key_id != signer.key_id {
+            return Err(broken(
+                *line,
+                format!(
+                    "signed with key {key_id}, not with the given key ({})",
+                    signer.key_id
+                ),
+            ));
+        }
+        if !signer.verify(head, signature) {
+            return Err(broken(
+                *line,
+                "the signature does not match: the lines before it were changed, or it was forged"
+                    .into(),
+            ));
+        }
+    }
+    if report.kind == Kind::Run && events.last().is_some_and(|e| e["type"] != "signature") {
+        return Err(broken(
+            events.len(),
+            "the transcript does not end with a signature: it was cut short, extended, or written without the signing key".into(),
+        ));
+    }
+    Ok(report.signatures.len())
 }
 
 fn ms(v: &Value) -> String {
@@ -431,9 +822,149 @@ fn error_text(e: &Value) -> String {
     }
 }
 
+/// The AWS-shaped resource ids (`i-…`, `vol-…`, `sg-…`, ...) among the values of a call's
+/// arguments and result, in order of appearance: what a write touched, for the reader.
+fn resources_named(call: &Value) -> Vec<String> {
+    static SHAPE: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"^(i|vol|snap|sg|ami|eni|subnet|vpc)-[0-9a-f]{8,17}$").ok()
+    });
+    fn walk(v: &Value, shape: &regex::Regex, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) if shape.is_match(s) && !out.contains(s) => out.push(s.clone()),
+            Value::Array(items) => items.iter().for_each(|v| walk(v, shape, out)),
+            Value::Object(map) => map.values().for_each(|v| walk(v, shape, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(shape) = SHAPE.as_ref() {
+        walk(&call["args"], shape, &mut out);
+        walk(&call["result"], shape, &mut out);
+    }
+    out
+}
+
+/// The fields of an event other than the chain's, compact: the fallback line for event types
+/// without one of their own.
+fn fields(e: &Value) -> String {
+    let mut rest = e.clone();
+    if let Value::Object(map) = &mut rest {
+        for k in ["seq", "ts", "prev", "hash", "type"] {
+            map.remove(k);
+        }
+    }
+    clip(&rest.to_string())
+}
+
+/// A line about a resume, for both timelines.
+fn resumed_text(e: &Value) -> String {
+    if e["appended_run_finished"] == true {
+        return format!(
+            "resumed by {} only to record the run's end (every step had finished before the crash)",
+            e["operator"].as_str().unwrap_or("?")
+        );
+    }
+    let mut text = format!(
+        "resumed by {} at step {}",
+        e["operator"].as_str().unwrap_or("?"),
+        e["from_step"]
+            .as_u64()
+            .map_or("?".into(), |s| (s + 1).to_string())
+    );
+    if let Some(n) = e["replayed_writes"].as_u64().filter(|n| *n > 0) {
+        let _ = write!(text, ", {n} finished write(s) answered from the transcript");
+    }
+    if e["allow_changed"] == true {
+        text.push_str(", runbook changed since the start (accepted)");
+    }
+    text
+}
+
+/// A readable timeline of a hook journal: the server's records, one per line.
+fn show_journal(events: &[Value]) -> String {
+    let first = &events[0];
+    let mut out = String::new();
+    let routes: Vec<&str> = first["routes"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|r| r["name"].as_str()).collect())
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "hook journal · {} · pid {} · {} · routes: {}",
+        first["config"].as_str().unwrap_or("?"),
+        first["pid"],
+        first["tool"].as_str().unwrap_or("?"),
+        if routes.is_empty() {
+            "none".to_string()
+        } else {
+            routes.join(", ")
+        }
+    );
+    for e in events {
+        let s = |k: &str| e[k].as_str().unwrap_or("?").to_string();
+        let line = match e["type"].as_str().unwrap_or("") {
+            "journal_started" => "journal started".to_string(),
+            "listening" => format!("listening on {}", s("addr")),
+            "alert" => {
+                let mut line = format!(
+                    "alert {} ({}, {}) → {}",
+                    s("alert"),
+                    s("source"),
+                    if e["firing"] == false {
+                        "resolved"
+                    } else {
+                        "firing"
+                    },
+                    s("outcome")
+                );
+                for k in ["route", "run_id", "reason", "detail"] {
+                    if let Some(v) = e[k].as_str() {
+                        let _ = write!(line, " · {k} {}", clip(v));
+                    }
+                }
+                line
+            }
+            "request_refused" => format!(
+                "refused {} request ({} {}): {}",
+                s("source"),
+                e["status"],
+                s("reason"),
+                clip(&s("detail"))
+            ),
+            "run_finished" => format!(
+                "run {} of {} ({}) {} [{}] {}",
+                s("run_id"),
+                s("runbook"),
+                s("route"),
+                s("status"),
+                ms(&e["duration_ms"]),
+                e["reason"].as_str().unwrap_or("")
+            ),
+            "run_not_started" => format!("run {} not started: {}", s("run_id"), fields(e)),
+            "escalation" => format!(
+                "escalation for {} ({}): {}",
+                s("alert"),
+                s("reason"),
+                if e["delivered"] == true {
+                    "delivered".to_string()
+                } else {
+                    format!("NOT delivered: {}", e["error"].as_str().unwrap_or("?"))
+                }
+            ),
+            "stopped" => format!("stopped ({} run(s) aborted)", e["aborted_runs"]),
+            other => format!("{other} {}", fields(e)),
+        };
+        let _ = writeln!(out, "{}  {}", clock(e), line.trim_end());
+    }
+    out
+}
+
 /// A readable timeline of a (verified) transcript, one line per event.
 pub fn show(events: &[Value]) -> String {
     let first = &events[0];
+    if first["type"] == "journal_started" {
+        return show_journal(events);
+    }
     let steps = first["steps"].as_array().cloned().unwrap_or_default();
     let mut out = String::new();
     let _ = writeln!(
@@ -468,14 +999,25 @@ pub fn show(events: &[Value]) -> String {
                 } else {
                     format!("error: {}", error_text(&e["error"]))
                 };
+                let replayed = if e["replayed"] == true {
+                    " (answered from the transcript)"
+                } else {
+                    ""
+                };
                 format!(
-                    "  {tag} {}({}) → {} [{}]",
+                    "  {tag} {}({}) → {} [{}]{replayed}",
                     e["binding"].as_str().unwrap_or("?"),
                     clip(&e["args"].to_string()),
                     clip(&tail),
                     ms(&e["duration_ms"])
                 )
             }
+            "run_resumed" => resumed_text(e),
+            "signature" => format!(
+                "signed ({}, key {})",
+                e["alg"].as_str().unwrap_or("?"),
+                e["key_id"].as_str().unwrap_or("?")
+            ),
             "intent" => format!(
                 "  sending {}({})",
                 e["binding"].as_str().unwrap_or("?"),
@@ -519,7 +1061,7 @@ pub fn show(events: &[Value]) -> String {
                 ms(&e["duration_ms"]),
                 e["reason"].as_str().unwrap_or("")
             ),
-            other => other.to_string(),
+            other => format!("{other} {}", fields(e)),
         };
         let _ = writeln!(out, "{t}  {}", line.trim_end());
     }
@@ -539,9 +1081,10 @@ pub fn render_markdown(events: &[Value], report: &VerifyReport, path: &Path) -> 
     let steps = first["steps"].as_array().cloned().unwrap_or_default();
     let last = events.last().unwrap_or(first);
     let finished = events.iter().rev().find(|e| e["type"] == "run_finished");
-    let status = finished
-        .and_then(|e| e["status"].as_str())
-        .unwrap_or("unfinished (no run_finished: the run crashed or is still going)");
+    let status = report
+        .finished
+        .as_deref()
+        .unwrap_or("unfinished (no run_finished at the end: the run crashed or is still going)");
     let incident = first["params"]["incident"]
         .as_str()
         .unwrap_or_else(|| first["run_id"].as_str().unwrap_or("?"));
@@ -612,20 +1155,41 @@ pub fn render_markdown(events: &[Value], report: &VerifyReport, path: &Path) -> 
                     }
                 )
             }
-            "call" if e["mutating"] == true => format!(
-                "{} `{}` {}",
-                if e["planned"] == true {
-                    "would change"
-                } else {
-                    "changed"
-                },
-                e["binding"].as_str().unwrap_or("?"),
-                if e["error"].is_null() {
-                    String::new()
-                } else {
-                    format!("— failed: {}", error_text(&e["error"]))
-                }
-            ),
+            "call" if e["mutating"] == true => {
+                let resources = resources_named(e);
+                format!(
+                    "{} `{}`{}{}{}",
+                    if e["planned"] == true {
+                        "would change"
+                    } else {
+                        "changed"
+                    },
+                    e["binding"].as_str().unwrap_or("?"),
+                    if resources.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " ({})",
+                            resources
+                                .iter()
+                                .map(|r| format!("`{r}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    },
+                    if e["replayed"] == true {
+                        " (recorded before a crash, not sent again)"
+                    } else {
+                        ""
+                    },
+                    if e["error"].is_null() {
+                        String::new()
+                    } else {
+                        format!(" — failed: {}", error_text(&e["error"]))
+                    }
+                )
+            }
+            "run_resumed" => format!("**{}**", resumed_text(e)),
             "decision" => format!(
                 "decision: {} by {} ({})",
                 e["action"].as_str().unwrap_or("?"),

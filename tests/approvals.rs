@@ -214,3 +214,94 @@ fn a_plan_does_not_wait_for_approval() {
     assert_eq!(call["planned"], true);
     assert!(!ws.exists("p.approvals"), "no request is filed by a plan");
 }
+
+#[test]
+fn approve_shows_the_runbook_step_and_question_and_the_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = Workspace::new();
+    ws.write(
+        "runbooks/gated.rhai",
+        &format!(
+            "{}containment(\"Look\", |ctx| {{ log(\"looked\"); }});\neradication(\"Terminate\", |ctx| {{\n  approve(\"Terminate i-0a1b2c3d4e5f60001 in prod?\", #{{ others: true, timeout: \"30s\" }});\n}});\n",
+            header("gated")
+        ),
+    );
+    let child = ws
+        .cmd()
+        .env("RUNBOOK_TRANSCRIPTS", "tx")
+        .args(&["run", "gated"])
+        .spawn();
+    let run_id = pending_request(&ws);
+    let other = ws
+        .cmd()
+        .env("RUNBOOK_TRANSCRIPTS", "tx")
+        .env("RUNBOOK_OPERATOR", "second@ops")
+        .args(&["approve", &run_id])
+        .output();
+    other.expect_code(0);
+    for shown in [
+        format!("request 1 of run {run_id}"),
+        "gated@1.0.0".to_string(),
+        "2/2 \"Terminate\" (eradication)".to_string(),
+        "Terminate i-0a1b2c3d4e5f60001 in prod?".to_string(),
+        "asked by   tester@ci".to_string(),
+    ] {
+        assert!(other.stdout.contains(&shown), "{shown}: {}", other.stdout);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = transcript_of(&ws, &run_id).with_extension("approvals");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    assert_eq!(mode(&transcript_of(&ws, &run_id)), 0o600);
+}
+
+#[test]
+fn an_answer_never_writes_through_a_planted_symlink() {
+    let ws = Workspace::new();
+    ws.write(
+        "runbooks/gated.rhai",
+        &format!(
+            "{}eradication(\"Wait\", |ctx| {{ approve(\"go?\", #{{ timeout: \"30s\" }}); }});\n",
+            header("gated")
+        ),
+    );
+    let child = ws
+        .cmd()
+        .env("RUNBOOK_TRANSCRIPTS", "tx")
+        .args(&["run", "gated"])
+        .spawn();
+    let run_id = pending_request(&ws);
+    let dir = transcript_of(&ws, &run_id).with_extension("approvals");
+    ws.write("victim.txt", "precious\n");
+    std::os::unix::fs::symlink(
+        ws.path().join("victim.txt"),
+        dir.join("1.answer.second@ops.json"),
+    )
+    .unwrap();
+    ws.cmd()
+        .env("RUNBOOK_TRANSCRIPTS", "tx")
+        .env("RUNBOOK_OPERATOR", "second@ops")
+        .args(&["approve", &run_id])
+        .output()
+        .expect_code(0);
+    assert_eq!(ws.read("victim.txt"), "precious\n");
+    assert!(!dir.join("1.answer.second@ops.json").is_symlink());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

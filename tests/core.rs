@@ -614,3 +614,350 @@ fn check_reports_every_problem_and_warns_on_phase_order() {
         run.stdout
     );
 }
+
+#[test]
+fn verify_refuses_a_transcript_cut_short_unless_told_it_is_unfinished() {
+    let ws = Workspace::new();
+    ws.write("runbooks/ordered.rhai", ORDERED);
+    ws.run(&["run", "ordered", "--transcript", "t.jsonl"])
+        .expect_code(0);
+    let text = ws.read("t.jsonl");
+    let lines: Vec<&str> = text.lines().collect();
+    for keep in [1, lines.len() / 2, lines.len() - 1] {
+        ws.write("cut.jsonl", &(lines[..keep].join("\n") + "\n"));
+        let cut = ws.run(&["transcript", "verify", "cut.jsonl"]);
+        cut.expect_code(1);
+        assert!(cut.stderr.contains("never finished"), "{}", cut.stderr);
+        let allowed = ws.run(&["transcript", "verify", "cut.jsonl", "--allow-unfinished"]);
+        allowed.expect_code(0);
+        assert!(
+            allowed.stdout.contains("never finished"),
+            "{}",
+            allowed.stdout
+        );
+    }
+}
+
+#[test]
+fn verify_refuses_a_line_whose_bytes_are_not_the_form_its_hash_covers() {
+    let ws = Workspace::new();
+    ws.write("runbooks/ordered.rhai", ORDERED);
+    ws.run(&["run", "ordered", "--transcript", "t.jsonl"])
+        .expect_code(0);
+    let text = ws.read("t.jsonl");
+    let n = text.lines().count();
+    let last = text.lines().last().unwrap().to_string();
+    assert!(last.contains(r#""status":"ok""#), "{last}");
+    // Each keeps the parsed content, and so the hash, while grep reads something else.
+    let forms = [
+        last.replacen(r#""status":"ok""#, r#""status":"failed","status":"ok""#, 1),
+        last.replacen(r#"{"seq":"#, r#"{ "seq":"#, 1),
+        last.replacen(r#""run_finished""#, r#""\u0072un_finished""#, 1),
+    ];
+    for form in forms {
+        assert_ne!(form, last);
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines[n - 1] = &form;
+        ws.write("tampered.jsonl", &(lines.join("\n") + "\n"));
+        let run = ws.run(&["transcript", "verify", "tampered.jsonl"]);
+        run.expect_code(1);
+        assert!(
+            run.stderr.contains(&format!("tampered.jsonl:{n}:"))
+                && run.stderr.contains("not in the form the writer makes"),
+            "{form}: {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn a_signed_transcript_verifies_with_its_key_and_not_when_cut_or_with_another_key() {
+    let ws = Workspace::new();
+    ws.write("runbooks/ordered.rhai", ORDERED);
+    ws.write("keys/run.key", "0123456789abcdef-signing-key\n");
+    ws.write("keys/other.key", "another-key-of-enough-length\n");
+    ws.cmd()
+        .args(&["run", "ordered", "--transcript", "tx/t.jsonl"])
+        .env("RUNBOOK_SIGNING_KEY_FILE", "keys/run.key")
+        .output()
+        .expect_code(0);
+    let ev = events(&ws.path().join("tx/t.jsonl"));
+    let last = ev.last().unwrap();
+    assert_eq!(last["type"], "signature");
+    assert_eq!(last["signed"], ev[ev.len() - 2]["hash"]);
+    assert_eq!(ev[ev.len() - 2]["type"], "run_finished");
+
+    let ok = ws.run(&[
+        "transcript",
+        "verify",
+        "tx/t.jsonl",
+        "--key-file",
+        "keys/run.key",
+    ]);
+    ok.expect_code(0);
+    assert!(
+        ok.stdout.contains("1 signature(s) verified"),
+        "{}",
+        ok.stdout
+    );
+    let other = ws.run(&[
+        "transcript",
+        "verify",
+        "tx/t.jsonl",
+        "--key-file",
+        "keys/other.key",
+    ]);
+    other.expect_code(1);
+
+    // Without its signature line the chain still holds, but the key says it was cut.
+    let text = ws.read("tx/t.jsonl");
+    let lines: Vec<&str> = text.lines().collect();
+    ws.write(
+        "tx/cut.jsonl",
+        &(lines[..lines.len() - 1].join("\n") + "\n"),
+    );
+    ws.run(&["transcript", "verify", "tx/cut.jsonl"])
+        .expect_code(0);
+    let cut = ws.run(&[
+        "transcript",
+        "verify",
+        "tx/cut.jsonl",
+        "--key-file",
+        "keys/run.key",
+    ]);
+    cut.expect_code(1);
+    assert!(
+        cut.stderr.contains("does not end with a signature"),
+        "{}",
+        cut.stderr
+    );
+
+    // A key beside the transcripts protects nothing: refused before anything is written.
+    ws.write("tx/inside.key", "0123456789abcdef-signing-key\n");
+    let inside = ws
+        .cmd()
+        .args(&["run", "ordered", "--transcript", "tx/u.jsonl"])
+        .env("RUNBOOK_SIGNING_KEY_FILE", "tx/inside.key")
+        .output();
+    inside.expect_code(2);
+    assert!(
+        inside.stderr.contains("inside the transcript folder"),
+        "{}",
+        inside.stderr
+    );
+    assert!(!ws.exists("tx/u.jsonl"));
+}
+
+#[test]
+fn a_failed_transcript_write_is_cut_back_to_the_last_complete_line_and_fails_the_run() {
+    let ws = Workspace::new();
+    ws.write(
+        "runbooks/chatty.rhai",
+        &format!(
+            "{}containment(\"Chatty\", |ctx| {{ for i in 0..400 {{ log(`line ${{i}} of a transcript that outgrows its file size limit`); }} }});\n",
+            header("chatty")
+        ),
+    );
+    // A file size limit stands in for a full disk: the write that crosses it is cut short.
+    let out = std::process::Command::new("sh")
+        .current_dir(ws.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUNBOOK_OPERATOR", "tester@ci")
+        .env("NO_COLOR", "1")
+        .args([
+            "-c",
+            "trap '' XFSZ; ulimit -f 24; exec \"$0\" run chatty --transcript t.jsonl",
+            env!("CARGO_BIN_EXE_runbook"),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("cut back to its last complete line"),
+        "{stderr}"
+    );
+    let text = ws.read("t.jsonl");
+    assert!(text.ends_with('\n'), "no partial line");
+    assert!(
+        text.lines().count() > 2,
+        "the limit is past the first lines"
+    );
+    ws.run(&["transcript", "verify", "t.jsonl", "--allow-unfinished"])
+        .expect_code(0);
+}
+
+#[test]
+fn transcripts_are_private_and_never_written_through_a_planted_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = Workspace::new();
+    ws.write("runbooks/ordered.rhai", ORDERED);
+    ws.run(&["run", "ordered", "--transcript", "tx/day/t.jsonl"])
+        .expect_code(0);
+    let mode = |rel: &str| {
+        std::fs::metadata(ws.path().join(rel))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("tx/day/t.jsonl"), 0o600);
+    assert_eq!(mode("tx/day"), 0o700);
+    assert_eq!(mode("tx"), 0o700);
+
+    ws.write("victim.txt", "precious\n");
+    std::os::unix::fs::symlink(ws.path().join("victim.txt"), ws.path().join("l.jsonl")).unwrap();
+    ws.run(&["run", "ordered", "--transcript", "l.jsonl"])
+        .expect_code(1);
+    assert_eq!(ws.read("victim.txt"), "precious\n");
+}
+
+#[test]
+fn render_names_the_resources_a_write_touched_and_shows_resumes() {
+    let ws = Workspace::new();
+    ws.write(
+        "runbooks/tagging.rhai",
+        &format!(
+            "{}containment(\"Tag\", |ctx| {{ ec2::tag([\"i-0a1b2c3d4e5f60001\"], #{{ Seen: \"yes\" }}); }});\nrecovery(\"Confirm\", |ctx| {{ log(\"done\"); }}, #{{ confirm: true }});\n",
+            header("tagging")
+        ),
+    );
+    ws.run(&[
+        "run",
+        "tagging",
+        "--no-interactive",
+        "--transcript",
+        "t.jsonl",
+    ])
+    .expect_code(3);
+    ws.run(&["resume", "t.jsonl", "--yes", "--no-interactive"])
+        .expect_code(0);
+    let md = ws.run(&["transcript", "render", "t.jsonl"]);
+    md.expect_code(0);
+    assert!(
+        md.stdout
+            .contains("changed `ec2::tag` (`i-0a1b2c3d4e5f60001`)"),
+        "{}",
+        md.stdout
+    );
+    assert!(
+        md.stdout.contains("resumed by tester@ci at step 2"),
+        "{}",
+        md.stdout
+    );
+    let shown = ws.run(&["transcript", "show", "t.jsonl"]);
+    assert!(
+        shown.stdout.contains("resumed by tester@ci at step 2"),
+        "{}",
+        shown.stdout
+    );
+}
+
+#[test]
+fn a_hook_journal_verifies_without_a_run_finished_and_show_prints_its_records() {
+    let ws = Workspace::new();
+    ws.write(
+        "hooks.toml",
+        "[server]\ntranscripts = \"tx\"\n\n[escalation]\nchannel = \"#oncall\"\n",
+    );
+    let payload = ws.write(
+        "alert.json",
+        r#"{"alert":"nothing-routes-here","labels":{"team":"infra"}}"#,
+    );
+    ws.cmd()
+        .args(&["hook", "--source", "generic", "--hooks", "hooks.toml"])
+        .stdin_file(&payload)
+        .output()
+        .expect_code(0);
+    let journal = std::fs::read_dir(ws.path().join("tx"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("journal-")
+        })
+        .expect("a journal");
+    let journal = journal.to_str().unwrap();
+    let verify = ws.run(&["transcript", "verify", journal]);
+    verify.expect_code(0);
+    assert!(verify.stdout.contains("hook journal"), "{}", verify.stdout);
+    let shown = ws.run(&["transcript", "show", journal]);
+    shown.expect_code(0);
+    assert!(
+        shown.stdout.starts_with("hook journal · hooks.toml"),
+        "{}",
+        shown.stdout
+    );
+    assert!(
+        shown
+            .stdout
+            .contains("alert nothing-routes-here (generic, firing) → unmatched"),
+        "{}",
+        shown.stdout
+    );
+    assert!(!shown.stdout.contains("?@?"), "{}", shown.stdout);
+    // A journal is no run: render says so instead of inventing one.
+    ws.run(&["transcript", "render", journal]).expect_code(2);
+}
+
+#[test]
+fn the_repl_records_multi_line_input_whole_under_a_session_named_like_its_file() {
+    use expectrl::{Eof, Expect};
+    let ws = Workspace::new();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_runbook"));
+    cmd.current_dir(ws.path()).arg("repl");
+    for (k, _) in std::env::vars() {
+        if ["AWS_", "SLACK_", "TEAMS_", "RUNBOOK_"]
+            .iter()
+            .any(|p| k.starts_with(p))
+        {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.env("RUNBOOK_OPERATOR", "oncall@pager")
+        .env("RUNBOOK_TRANSCRIPTS", "tx")
+        .env("NO_COLOR", "1")
+        .env("TERM", "xterm");
+    let mut s = expectrl::session::OsSession::spawn(cmd).expect("spawn in a pty");
+    s.set_expect_timeout(Some(std::time::Duration::from_secs(30)));
+    s.expect("repl> ").unwrap();
+    s.send_line("if true {").unwrap();
+    s.expect("...> ").unwrap();
+    s.send_line("  log(\"inside\");").unwrap();
+    s.expect("...> ").unwrap();
+    s.send_line("}").unwrap();
+    s.expect("repl> ").unwrap();
+    s.send_line(":q").unwrap();
+    s.expect(Eof).unwrap();
+
+    let day = std::fs::read_dir(ws.path().join("tx"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let file = std::fs::read_dir(&day)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .unwrap();
+    let ev = events(&file);
+    let stem = file.file_stem().unwrap().to_string_lossy().to_string();
+    assert!(stem.starts_with("repl-"), "{stem}");
+    assert_eq!(
+        ev[0]["run_id"],
+        stem.as_str(),
+        "the session id is the file's name"
+    );
+    let inputs: Vec<&str> = of_type(&ev, "log")
+        .iter()
+        .filter(|e| e["level"] == "repl")
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(inputs, vec!["if true {\n  log(\"inside\");\n}"]);
+    ws.run(&["transcript", "verify", file.to_str().unwrap()])
+        .expect_code(0);
+}

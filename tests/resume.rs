@@ -88,8 +88,10 @@ fn killed_at_twenty_points_and_resumed_no_write_is_ever_made_twice() {
             "point {point}: the runner must die by the signal, stderr: {}",
             killed.stderr
         );
-        // Whatever was written before the kill is a valid chain.
-        ws.run(&["transcript", "verify", "t.jsonl"]).expect_code(0);
+        // Whatever was written before the kill is a valid chain, of a run that never finished.
+        ws.run(&["transcript", "verify", "t.jsonl"]).expect_code(1);
+        ws.run(&["transcript", "verify", "t.jsonl", "--allow-unfinished"])
+            .expect_code(0);
 
         let resumed = ws.run(&["resume", "t.jsonl", "--yes", "--no-interactive"]);
         ws.run(&["transcript", "verify", "t.jsonl"]).expect_code(0);
@@ -209,4 +211,362 @@ fn resume_refuses_a_changed_runbook_unless_allowed_and_needs_secrets_again() {
     assert_eq!(resumed[0]["from_step"], 1);
     assert!(!ws.read("t.jsonl").contains("s3cret-token"));
     ws.run(&["transcript", "verify", "t.jsonl"]).expect_code(0);
+}
+
+/// Runs `args` (after `run ID`) in the crash environment, transcript `t.jsonl`.
+fn run_rb(ws: &Workspace, id: &str, extra: &[&str]) -> common::Run {
+    let mut args = vec!["run", id, "--env", "crash", "--transcript", "t.jsonl"];
+    args.extend_from_slice(extra);
+    ws.run(&args)
+}
+
+/// A runbook: step one tags instance 1, step two (confirmed) tags instance 2.
+const TWO_TAGS: &str = concat!(
+    "runbook(#{ id: \"two-tags\", version: \"1.0.0\", title: \"t\", severity: \"P3\" });\n",
+    "containment(\"One\", |ctx| { ec2::tag([\"i-0a1b2c3d4e5f60001\"], #{ Step: \"one\" }); });\n",
+    "recovery(\"Two\", |ctx| { ec2::tag([\"i-0a1b2c3d4e5f60002\"], #{ Step: \"two\" }); }, #{ confirm: true });\n",
+);
+
+#[test]
+fn resume_keeps_the_kill_switch_and_the_resource_cap_the_run_started_with() {
+    // The kill switch: thrown while the run was stopped, it holds the resumed run's writes.
+    let ws = workspace();
+    ws.write("runbooks/two-tags.rhai", TWO_TAGS);
+    run_rb(
+        &ws,
+        "two-tags",
+        &["--no-interactive", "--kill-switch", "STOP"],
+    )
+    .expect_code(3);
+    let ev = events(&ws.path().join("t.jsonl"));
+    let recorded = &ev[0]["guardrails"];
+    assert!(
+        recorded["kill_switch"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("/STOP") && p.starts_with('/')),
+        "{recorded}"
+    );
+    assert_eq!(mutations(&ws).len(), 1);
+    ws.write("STOP", "");
+    let resumed = ws.run(&["resume", "t.jsonl", "--yes", "--no-interactive"]);
+    assert_ne!(resumed.code, 0, "{}", resumed.stderr);
+    assert_eq!(
+        mutations(&ws).len(),
+        1,
+        "no write after the switch was thrown"
+    );
+    let ev = events(&ws.path().join("t.jsonl"));
+    let refused = of_type(&ev, "guardrail");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["rule"], "kill_switch");
+
+    // The cap: the instance step one changed still counts after the resume.
+    let ws = workspace();
+    ws.write("runbooks/two-tags.rhai", TWO_TAGS);
+    run_rb(
+        &ws,
+        "two-tags",
+        &["--no-interactive", "--max-resources", "1"],
+    )
+    .expect_code(3);
+    let resumed = ws.run(&["resume", "t.jsonl", "--yes", "--no-interactive"]);
+    assert_ne!(resumed.code, 0, "{}", resumed.stderr);
+    assert_eq!(
+        mutations(&ws).len(),
+        1,
+        "the second instance is over the cap"
+    );
+    let ev = events(&ws.path().join("t.jsonl"));
+    let refused = of_type(&ev, "guardrail");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["rule"], "blast_radius");
+    assert_eq!(
+        of_type(&ev, "run_resumed")[0]["guardrails"]["max_resources"],
+        1
+    );
+}
+
+#[test]
+fn a_crash_during_a_rollback_resumes_without_sending_a_finished_write_again() {
+    let rb = concat!(
+        "runbook(#{ id: \"rollback\", version: \"1.0.0\", title: \"t\", severity: \"P3\" });\n",
+        "containment(\"Contain\", |ctx| {\n",
+        "    ec2::tag([\"i-0a1b2c3d4e5f60001\"], #{ Stage: \"contained\" });\n",
+        "    throw \"containment cannot finish\";\n",
+        "}, #{ retries: 1, backoff: \"1ms\", on_failure: |ctx| {\n",
+        "    ec2::tag([\"i-0a1b2c3d4e5f60001\"], #{ Stage: \"restored\" });\n",
+        "    ec2::tag([\"i-0a1b2c3d4e5f60002\"], #{ Stage: \"restored\" });\n",
+        "} });\n",
+    );
+    let clean = workspace();
+    clean.write("runbooks/rollback.rhai", rb);
+    run_rb(&clean, "rollback", &["--no-interactive"]).expect_code(1);
+    let reference = mutations(&clean);
+    assert_eq!(
+        reference.len(),
+        4,
+        "two attempts and two rollback writes: {reference:?}"
+    );
+    let clean_events = events(&clean.path().join("t.jsonl"));
+    // Killed right after the rollback's first write was recorded, before step_finished.
+    let restore = clean_events
+        .iter()
+        .position(|e| e["type"] == "call" && e["args"].to_string().contains("restored"))
+        .unwrap();
+
+    let ws = workspace();
+    ws.write("runbooks/rollback.rhai", rb);
+    let killed = ws
+        .cmd()
+        .args(&[
+            "run",
+            "rollback",
+            "--env",
+            "crash",
+            "--no-interactive",
+            "--transcript",
+            "t.jsonl",
+        ])
+        .env("RUNBOOK_TEST_KILL_AFTER_EVENTS", &(restore + 1).to_string())
+        .output();
+    assert_eq!(killed.code, -1, "{}", killed.stderr);
+    assert_eq!(mutations(&ws).len(), 3);
+
+    let resumed = ws.run(&["resume", "t.jsonl", "--yes", "--no-interactive"]);
+    resumed.expect_code(1);
+    assert_eq!(
+        mutations(&ws),
+        reference,
+        "every write exactly once, the rollback's included"
+    );
+    let ev = events(&ws.path().join("t.jsonl"));
+    assert_eq!(sent(&ev), sent(&clean_events));
+    ws.run(&["transcript", "verify", "t.jsonl"]).expect_code(0);
+}
+
+#[test]
+fn a_resume_that_diverges_from_its_transcript_stops_and_is_never_retried() {
+    let rb = concat!(
+        "runbook(#{ id: \"diverge\", version: \"1.0.0\", title: \"t\", severity: \"P3\" });\n",
+        "containment(\"Tag\", |ctx| {\n",
+        "    ec2::tag([\"i-0a1b2c3d4e5f60001\"], #{ Mark: \"first\" });\n",
+        "    ec2::tag([\"i-0a1b2c3d4e5f60002\"], #{ Mark: \"second\" });\n",
+        "}, #{ retries: 2, backoff: \"1ms\", on_failure: |ctx| {\n",
+        "    ec2::tag([\"i-0a1b2c3d4e5f60003\"], #{ Mark: \"rolled back\" });\n",
+        "} });\n",
+    );
+    let ws = workspace();
+    ws.write("runbooks/diverge.rhai", rb);
+    let clean = events_of_clean_run(rb);
+    let first_call = clean
+        .iter()
+        .position(|e| e["type"] == "call" && e["mutating"] == true)
+        .unwrap();
+    let killed = ws
+        .cmd()
+        .args(&[
+            "run",
+            "diverge",
+            "--env",
+            "crash",
+            "--no-interactive",
+            "--transcript",
+            "t.jsonl",
+        ])
+        .env(
+            "RUNBOOK_TEST_KILL_AFTER_EVENTS",
+            &(first_call + 1).to_string(),
+        )
+        .output();
+    assert_eq!(killed.code, -1, "{}", killed.stderr);
+    assert_eq!(mutations(&ws).len(), 1);
+
+    // The runbook now makes a different first write: the resumed step is not the one recorded.
+    ws.write(
+        "runbooks/diverge.rhai",
+        &rb.replace("\"first\"", "\"other\""),
+    );
+    let resumed = ws.run(&[
+        "resume",
+        "t.jsonl",
+        "--yes",
+        "--no-interactive",
+        "--allow-changed",
+    ]);
+    resumed.expect_code(3);
+    assert!(resumed.stderr.contains("diverged"), "{}", resumed.stderr);
+    assert_eq!(
+        mutations(&ws).len(),
+        1,
+        "nothing sent: no retry, no rollback"
+    );
+    let ev = events(&ws.path().join("t.jsonl"));
+    let from = ev.iter().position(|e| e["type"] == "run_resumed").unwrap();
+    let after = &ev[from..];
+    assert!(of_type(after, "retry").is_empty(), "never retried");
+    assert!(
+        of_type(after, "on_failure_started").is_empty(),
+        "never rolled back"
+    );
+    assert_eq!(of_type(after, "resume_diverged").len(), 1);
+    assert_eq!(ev.last().unwrap()["status"], "aborted");
+    ws.run(&["transcript", "verify", "t.jsonl"]).expect_code(0);
+}
+
+/// The events of a clean run of `rb` (id taken from the file) in a fresh workspace.
+fn events_of_clean_run(rb: &str) -> Vec<Value> {
+    let ws = workspace();
+    let id = rb.split('"').nth(1).unwrap();
+    ws.write(&format!("runbooks/{id}.rhai"), rb);
+    run_rb(&ws, id, &["--no-interactive"]);
+    events(&ws.path().join("t.jsonl"))
+}
+
+#[test]
+fn a_second_resume_is_refused_while_the_transcript_is_locked_and_resume_says_where_it_picks_up() {
+    let ws = workspace();
+    ws.write("runbooks/two-tags.rhai", TWO_TAGS);
+    run_rb(&ws, "two-tags", &["--no-interactive"]).expect_code(3);
+    let before = ws.read("t.jsonl");
+
+    // Another process holds the transcript (as a running resume does, for its whole run).
+    let held = std::fs::File::open(ws.path().join("t.jsonl")).unwrap();
+    held.try_lock().unwrap();
+    let second = ws.run(&["resume", "t.jsonl", "--yes", "--no-interactive"]);
+    second.expect_code(2);
+    assert!(second.stderr.contains("in use by"), "{}", second.stderr);
+    assert!(
+        second
+            .stderr
+            .contains(&format!("process {}", std::process::id())),
+        "the holder is named: {}",
+        second.stderr
+    );
+    assert_eq!(ws.read("t.jsonl"), before, "nothing appended");
+    assert_eq!(mutations(&ws).len(), 1);
+
+    drop(held);
+    let resumed = ws.run(&["resume", "t.jsonl", "--yes", "--no-interactive"]);
+    resumed.expect_code(0);
+    assert!(
+        resumed.stderr.contains("at step 2/2 \"Two\"")
+            || resumed.stdout.contains("at step 2/2 \"Two\""),
+        "{}",
+        resumed.stderr
+    );
+    assert_eq!(mutations(&ws).len(), 2);
+}
+
+#[test]
+fn resume_never_uses_a_redaction_marker_as_a_value() {
+    let ws = workspace();
+    let fleet = std::fs::read_to_string(format!("{REPO}/sim/default-fleet.toml")).unwrap();
+    ws.write(
+        "fleet.toml",
+        &format!(
+            "{fleet}\n[[parameters]]\nname = \"/app/token\"\nvalue = \"tok-9f8e7d6c5b4a\"\ntype = \"SecureString\"\n"
+        ),
+    );
+    ws.write(
+        "runbook.toml",
+        "[environments.crash]\nbackend = \"sim\"\nfleet = \"fleet.toml\"\nstate = \"sim-state.json\"\n",
+    );
+    ws.write(
+        "runbooks/secret.rhai",
+        concat!(
+            "runbook(#{ id: \"secret\", version: \"1.0.0\", title: \"t\", severity: \"P3\" });\n",
+            "containment(\"Read\", |ctx| { ctx.token = ssm::get_parameter(\"/app/token\"); });\n",
+            "recovery(\"Use\", |ctx| { notes::append(`token is ${ctx.token.len()} long, starts ${ctx.token.sub_string(0, 4)}`); }, #{ confirm: true });\n",
+        ),
+    );
+    run_rb(&ws, "secret", &["--no-interactive"]).expect_code(3);
+    assert!(ws.read("t.jsonl").contains("[redacted:"));
+
+    let refused = ws.run(&["resume", "t.jsonl", "--yes", "--no-interactive"]);
+    refused.expect_code(2);
+    assert!(
+        refused.stderr.contains("ctx.token") && refused.stderr.contains("--param token="),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        !ws.exists("t.notes.md"),
+        "the step never ran with the marker"
+    );
+
+    ws.run(&[
+        "resume",
+        "t.jsonl",
+        "--yes",
+        "--no-interactive",
+        "--param",
+        "token=tok-9f8e7d6c5b4a",
+    ])
+    .expect_code(0);
+    assert!(
+        ws.read("t.notes.md")
+            .contains("token is 16 long, starts tok-"),
+        "{}",
+        ws.read("t.notes.md")
+    );
+    assert!(!ws.read("t.jsonl").contains("tok-9f8e7d6c5b4a"));
+    ws.run(&["transcript", "verify", "t.jsonl"]).expect_code(0);
+}
+
+#[test]
+fn resume_records_the_end_of_a_run_whose_last_step_finished_before_the_crash() {
+    let rb = concat!(
+        "runbook(#{ id: \"ends\", version: \"1.0.0\", title: \"t\", severity: \"P3\" });\n",
+        "containment(\"One\", |ctx| { notes::append(\"one\"); });\n",
+        "recovery(\"Two\", |ctx| { notes::append(\"two\"); });\n",
+    );
+    let clean = events_of_clean_run(rb);
+    assert_eq!(clean.last().unwrap()["type"], "run_finished");
+    let ws = workspace();
+    ws.write("runbooks/ends.rhai", rb);
+    // Killed right after the last step_finished: only run_finished is missing.
+    let killed = ws
+        .cmd()
+        .args(&[
+            "run",
+            "ends",
+            "--env",
+            "crash",
+            "--no-interactive",
+            "--transcript",
+            "t.jsonl",
+        ])
+        .env(
+            "RUNBOOK_TEST_KILL_AFTER_EVENTS",
+            &(clean.len() - 1).to_string(),
+        )
+        .output();
+    assert_eq!(killed.code, -1, "{}", killed.stderr);
+    ws.run(&["transcript", "verify", "t.jsonl"]).expect_code(1);
+
+    let resumed = ws.run(&["resume", "t.jsonl", "--yes", "--no-interactive"]);
+    resumed.expect_code(0);
+    assert!(
+        resumed.stderr.contains("recording it"),
+        "{}",
+        resumed.stderr
+    );
+    let ev = events(&ws.path().join("t.jsonl"));
+    assert_eq!(ev.last().unwrap()["type"], "run_finished");
+    assert_eq!(ev.last().unwrap()["status"], "ok");
+    assert_eq!(
+        ws.read("t.notes.md").matches("- ").count(),
+        2,
+        "no step ran again"
+    );
+    let shown = ws.run(&["transcript", "show", "t.jsonl"]);
+    assert!(
+        shown.stdout.contains("only to record the run's end"),
+        "{}",
+        shown.stdout
+    );
+    ws.run(&["transcript", "verify", "t.jsonl"]).expect_code(0);
+    // Once recorded, there is nothing left to resume.
+    ws.run(&["resume", "t.jsonl", "--yes", "--no-interactive"])
+        .expect_code(2);
 }
