@@ -1453,3 +1453,36 @@ impl Drop for Alive {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_is_counted_out_however_its_thread_ends() {
+        let alive = Arc::new(AtomicUsize::new(0));
+        let ends_normally = Alive::new(alive.clone());
+        let panics = Alive::new(alive.clone());
+        assert_eq!(alive.load(Ordering::SeqCst), 2);
+        std::thread::spawn(move || drop(ends_normally))
+            .join()
+            .unwrap();
+        let joined = std::thread::spawn(move || {
+            let _alive = panics;
+            panic!("a bug outside any run");
+        })
+        .join();
+        assert!(joined.is_err());
+        // /healthz compares this with the configured workers.
+        assert_eq!(alive.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_panic_message_is_text_and_clipped() {
+        let long = std::panic::catch_unwind(|| panic!("{}", "x\n".repeat(1000))).unwrap_err();
+        let text = panic_message(long.as_ref());
+        assert!(!text.contains('\n') && text.len() <= crate::hooks::MAX_DETAIL + 3);
+        let fixed = std::panic::catch_unwind(|| panic!("fixed")).unwrap_err();
+        assert_eq!(panic_message(fixed.as_ref()), "fixed");
+    }
+}
