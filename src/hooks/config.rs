@@ -519,6 +519,38 @@ mod tests {
     }
 
     #[test]
+    fn label_values_are_never_expanded_again() {
+        let a = alert(&[
+            ("instance_id", "{labels.secret}{alert.fingerprint}"),
+            ("secret", "s3cr3t"),
+        ]);
+        assert_eq!(
+            fill("{labels.instance_id}", &a).unwrap(),
+            "{labels.secret}{alert.fingerprint}"
+        );
+    }
+
+    #[test]
+    fn only_the_routes_declared_params_are_filled() {
+        let r = route(
+            r#"name = "r"
+               alert = "ec2-cpu-high"
+               runbook = "ec2-high-cpu@1.0.0"
+               params = { instance_id = "{labels.instance_id}" }
+               target = "{labels.instance_id}""#,
+        );
+        let a = alert(&[
+            ("instance_id", "i-1"),
+            ("service", "rm -rf /"),
+            ("pause", "1y"),
+        ]);
+        assert_eq!(
+            r.params_for(&a).unwrap(),
+            vec![("instance_id".to_string(), "i-1".to_string())]
+        );
+    }
+
+    #[test]
     fn matches_name_labels_and_source() {
         let r = route(
             r#"name = "r"

@@ -792,28 +792,21 @@ impl Hub {
         self.metrics.runs_running.dec();
         let elapsed = started.elapsed();
         self.metrics.run_duration.observe(elapsed.as_secs_f64());
-        let (status, reason, first_call, tripped, env, undelivered) = match result {
+        let (status, reason, first_call, tripped, env, undelivered_count) = match result {
             Ok(Ok(done)) => (
                 done.status,
                 done.reason,
                 done.first_call,
                 done.tripped,
                 Some(done.environment),
-                undelivered_notifications(&job.transcript),
+                done.undelivered,
             ),
-            Ok(Err(e)) => (
-                "error".to_string(),
-                e.to_string(),
-                None,
-                None,
-                None,
-                Vec::new(),
-            ),
+            Ok(Err(e)) => ("error".to_string(), e.to_string(), None, None, None, 0),
             Err(panic) => {
                 let reason = format!("the run panicked: {}", panic_message(panic.as_ref()));
                 self.metrics.runs_panicked.inc();
                 self.close_panicked_transcript(&job.transcript, &reason);
-                ("failed".to_string(), reason, None, None, None, Vec::new())
+                ("failed".to_string(), reason, None, None, None, 0)
             }
         };
         let first_call_ms =
@@ -836,6 +829,7 @@ impl Hub {
             }
         });
         let transcript = job.transcript.display().to_string();
+        let undelivered = undelivered_notifications(undelivered_count, &job.transcript);
         let _ = self.journal.record_blocking(json!({
             "type": "run_finished",
             "run_id": run_id,
@@ -854,7 +848,7 @@ impl Hub {
         let undelivered_note = (!undelivered.is_empty()).then(|| {
             format!(
                 "{} notification(s) of the run could not be delivered: {}",
-                undelivered.len(),
+                undelivered_count,
                 undelivered.join("; ")
             )
         });
@@ -975,6 +969,7 @@ impl Hub {
             first_call: rb.host.recorder.first_call(),
             tripped: rb.host.guardrails.tripped(),
             environment: env_name,
+            undelivered: report.undelivered_notifications,
         })
     }
 
@@ -1189,6 +1184,8 @@ struct Finished {
     first_call: Option<Instant>,
     tripped: Option<&'static str>,
     environment: String,
+    /// Notifications the run could not deliver (the run report's count).
+    undelivered: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -1366,14 +1363,18 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     super::clip(&text)
 }
 
-/// The run's notification calls (Slack, Teams) that failed, from its transcript: `binding
-/// (error code)` each. The run may end ok without them; the person it meant to tell was not
-/// told, so `serve` escalates.
-fn undelivered_notifications(transcript: &std::path::Path) -> Vec<String> {
-    let Ok((events, _)) = crate::transcript::read_verified(transcript) else {
+/// The run's notifications that could not be delivered: as many as the run report counts,
+/// each named `binding (error code)` from the transcript's failed Slack/Teams calls where it can
+/// be. The run may end ok without them; the person it meant to tell was not told, so `serve`
+/// escalates.
+fn undelivered_notifications(count: usize, transcript: &std::path::Path) -> Vec<String> {
+    if count == 0 {
         return Vec::new();
-    };
-    events
+    }
+    let events = crate::transcript::read_verified(transcript)
+        .map(|(events, _)| events)
+        .unwrap_or_default();
+    let mut named: Vec<String> = events
         .iter()
         .filter(|e| e["type"] == "call")
         .filter_map(|e| {
@@ -1395,8 +1396,12 @@ fn undelivered_notifications(transcript: &std::path::Path) -> Vec<String> {
             let code = failure["code"].as_str().unwrap_or("error");
             Some(format!("{binding} ({})", super::clip(code)))
         })
-        .take(20)
-        .collect()
+        .take(count.min(20))
+        .collect();
+    // Not every undelivered message is a failed call in the transcript (a lifecycle post, say).
+    let unnamed = count.min(20).saturating_sub(named.len());
+    named.extend(std::iter::repeat_n("a notification".to_string(), unnamed));
+    named
 }
 
 /// A test-only way to make a run panic mid-way (after `run_started` is on record), so the
@@ -1446,5 +1451,38 @@ impl Alive {
 impl Drop for Alive {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_is_counted_out_however_its_thread_ends() {
+        let alive = Arc::new(AtomicUsize::new(0));
+        let ends_normally = Alive::new(alive.clone());
+        let panics = Alive::new(alive.clone());
+        assert_eq!(alive.load(Ordering::SeqCst), 2);
+        std::thread::spawn(move || drop(ends_normally))
+            .join()
+            .unwrap();
+        let joined = std::thread::spawn(move || {
+            let _alive = panics;
+            panic!("a bug outside any run");
+        })
+        .join();
+        assert!(joined.is_err());
+        // /healthz compares this with the configured workers.
+        assert_eq!(alive.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_panic_message_is_text_and_clipped() {
+        let long = std::panic::catch_unwind(|| panic!("{}", "x\n".repeat(1000))).unwrap_err();
+        let text = panic_message(long.as_ref());
+        assert!(!text.contains('\n') && text.len() <= crate::hooks::MAX_DETAIL + 3);
+        let fixed = std::panic::catch_unwind(|| panic!("fixed")).unwrap_err();
+        assert_eq!(panic_message(fixed.as_ref()), "fixed");
     }
 }
