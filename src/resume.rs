@@ -280,3 +280,84 @@ pub fn prepare(
     };
     Ok((resume, ctx))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(binding: &str, arg: &str, replayed: bool) -> Value {
+        json!({ "type": "call", "binding": binding, "args": { "id": arg }, "mutating": true,
+                "planned": false, "result": null, "replayed": replayed })
+    }
+
+    fn intent(binding: &str, arg: &str) -> Value {
+        json!({ "type": "intent", "binding": binding, "args": { "id": arg } })
+    }
+
+    fn started(step: u64, attempt: u64) -> Value {
+        json!({ "type": "step_started", "step": step, "attempt": attempt })
+    }
+
+    #[test]
+    fn the_replay_covers_every_attempt_and_the_rollback_of_the_latest_execution() {
+        let events = vec![
+            json!({ "type": "run_started" }),
+            started(0, 1),
+            intent("ec2::tag", "a"),
+            call("ec2::tag", "a", false),
+            json!({ "type": "retry", "step": 0 }),
+            started(0, 2),
+            intent("ec2::tag", "a"),
+            call("ec2::tag", "a", false),
+            json!({ "type": "on_failure_started", "step": 0 }),
+            intent("ec2::restore", "a"),
+            call("ec2::restore", "a", false),
+            intent("ec2::restore", "b"),
+        ];
+        let pick = pickup(&events, 2).unwrap();
+        assert_eq!(pick.start_step, 0);
+        let replayed: Vec<&str> = pick.replay.iter().map(|c| c.binding.as_str()).collect();
+        assert_eq!(replayed, ["ec2::tag", "ec2::tag", "ec2::restore"]);
+        assert_eq!(pick.uncertain, [r#"ec2::restore({"id":"b"})"#]);
+    }
+
+    #[test]
+    fn a_second_resume_replays_what_the_first_resume_replayed_and_sent() {
+        let events = vec![
+            json!({ "type": "run_started" }),
+            started(0, 1),
+            intent("ec2::tag", "old"),
+            call("ec2::tag", "old", false),
+            json!({ "type": "run_resumed" }),
+            started(0, 1),
+            call("ec2::tag", "old", true),
+            intent("ec2::tag", "new"),
+            call("ec2::tag", "new", false),
+            // Killed again right after the next resume began, before its step started.
+            json!({ "type": "run_resumed" }),
+        ];
+        let pick = pickup(&events, 1).unwrap();
+        let args: Vec<String> = pick
+            .replay
+            .iter()
+            .map(|c| c.args["id"].to_string())
+            .collect();
+        assert_eq!(args, [r#""old""#, r#""new""#]);
+        assert!(pick.uncertain.is_empty());
+    }
+
+    #[test]
+    fn a_run_whose_steps_all_finished_is_picked_up_only_to_record_its_end() {
+        let finished = json!({ "type": "step_finished", "step": 0, "status": "ok", "ctx": {} });
+        let pick = pickup(&[json!({ "type": "run_started" }), finished.clone()], 1).unwrap();
+        assert_eq!(pick.start_step, 1);
+        assert!(pick.replay.is_empty());
+        let ended = [
+            json!({ "type": "run_started" }),
+            finished,
+            json!({ "type": "run_finished", "status": "ok" }),
+            json!({ "type": "signature" }),
+        ];
+        assert!(pickup(&ended, 1).is_err());
+    }
+}
