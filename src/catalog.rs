@@ -98,8 +98,9 @@ impl Target {
     }
 }
 
-/// The file for a target. By convention `<id>.rhai` is tried first; otherwise every runbook in
-/// the folders is asked for its id (`id_of` loads one file's metadata).
+/// The file for a target. Every runbook in the folders is asked for its id (`id_of` loads one
+/// file's metadata), not only `<id>.rhai`: two files declaring one id would make which one runs
+/// depend on file names, so that is refused, naming both.
 pub fn locate(
     target: &Target,
     dirs: &[PathBuf],
@@ -114,24 +115,30 @@ pub fn locate(
             }
         }
         Target::Id { id, .. } => {
-            for dir in dirs {
-                let candidate = dir.join(format!("{id}.rhai"));
-                if candidate.is_file() && id_of(&candidate).as_deref() == Some(id.as_str()) {
-                    return Ok(candidate);
-                }
-            }
-            runbook_files(dirs)
+            let mut found: Vec<PathBuf> = runbook_files(dirs)
                 .into_iter()
-                .find(|f| id_of(f).as_deref() == Some(id.as_str()))
-                .ok_or_else(|| {
-                    Error::NotFound(format!(
-                        "{id} (searched {})",
-                        dirs.iter()
-                            .map(|d| d.display().to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                })
+                .filter(|f| id_of(f).as_deref() == Some(id.as_str()))
+                .collect();
+            // The conventional name first, so a single match reads the same as before.
+            found.sort_by_key(|f| f.file_stem().is_none_or(|s| s != id.as_str()));
+            match found.len() {
+                0 => Err(Error::NotFound(format!(
+                    "{id} (searched {})",
+                    dirs.iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))),
+                1 => Ok(found.remove(0)),
+                _ => Err(Error::Usage(format!(
+                    "runbook id {id:?} is declared by more than one file: {}; give each runbook its own id (`runbook check` reports this too)",
+                    found
+                        .iter()
+                        .map(|f| f.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                ))),
+            }
         }
     }
 }
@@ -162,6 +169,34 @@ mod tests {
         assert_eq!(
             Target::parse("x.rhai"),
             Target::File(PathBuf::from("x.rhai"))
+        );
+    }
+
+    #[test]
+    fn two_files_declaring_one_id_are_refused_naming_both() {
+        let tmp = tempfile::tempdir().unwrap();
+        for name in ["a.rhai", "b.rhai", "c.rhai"] {
+            std::fs::write(tmp.path().join(name), "").unwrap();
+        }
+        let dirs = [tmp.path().to_path_buf()];
+        let id_of = |p: &Path| {
+            Some(
+                if p.ends_with("c.rhai") {
+                    "other"
+                } else {
+                    "same"
+                }
+                .to_string(),
+            )
+        };
+        let err = locate(&Target::parse("same"), &dirs, id_of)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a.rhai") && err.contains("b.rhai"), "{err}");
+        assert!(
+            locate(&Target::parse("other"), &dirs, id_of)
+                .unwrap()
+                .ends_with("c.rhai")
         );
     }
 

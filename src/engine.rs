@@ -4,8 +4,9 @@
 //! standard package (pure data functions: strings, arrays, maps, maths; none touches files, the
 //! network or processes), the runbook declaration functions, and our bindings. Every limit is set,
 //! `eval` is disabled, variables must be declared, and `import` resolves only inside `stdlib/` and
-//! the runbook's own folder. A step's timeout and Ctrl-C are checked through `on_progress`, so
-//! even `loop {}` ends as `timed_out` or `aborted`, never a hang.
+//! the runbook's own folder (`.rhai` files only). A step's timeout, Ctrl-C and the script's total
+//! memory are checked through `on_progress`, so even `loop {}` never hangs: it ends `timed_out` at
+//! the step's timeout, `aborted`, or `failed` when it exhausts the operation budget first.
 
 use std::cell::RefCell;
 use std::path::{Component, Path, PathBuf};
@@ -27,7 +28,22 @@ use crate::runbook::Declarations;
 
 /// Operations one step (or the whole declaration pass) may perform. A step's timeout is the main
 /// guard against runaway scripts; this bound is the backstop for a step with a long timeout.
+/// A step that exhausts it ends `failed` (code `too_many_operations`): it hit a limit of the
+/// sandbox, it did not run out of time. `RUNBOOK_MAX_OPERATIONS` sets another budget.
 pub const MAX_OPERATIONS: u64 = 200_000_000;
+
+/// The operation budget in force: `RUNBOOK_MAX_OPERATIONS` when it is a positive number, else
+/// [`MAX_OPERATIONS`].
+pub fn max_operations() -> u64 {
+    static BUDGET: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        std::env::var("RUNBOOK_MAX_OPERATIONS")
+            .ok()
+            .and_then(|v| v.trim().replace('_', "").parse::<u64>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(MAX_OPERATIONS)
+    });
+    *BUDGET
+}
 pub const MAX_CALL_LEVELS: usize = 48;
 pub const MAX_EXPR_DEPTH: usize = 64;
 pub const MAX_FN_EXPR_DEPTH: usize = 32;
@@ -37,6 +53,12 @@ pub const MAX_MAP_SIZE: usize = 20_000;
 pub const MAX_VARIABLES: usize = 2_000;
 pub const MAX_FUNCTIONS: usize = 2_000;
 pub const MAX_MODULES: usize = 64;
+/// Bytes a script may hold in total (all its strings, arrays, maps and variables together),
+/// above what its thread held when the engine was built. Rhai's limits are per value; this is
+/// the sum (see [`crate::memory`]). Enforced by the `runbook` binary's counting allocator.
+pub const MAX_SCRIPT_MEMORY: i64 = 256 * 1024 * 1024;
+/// The termination token (and error code) of a script over [`MAX_SCRIPT_MEMORY`].
+pub const TOO_MUCH_MEMORY: &str = "too_much_memory";
 /// How often (in operations) the progress callback looks at the clock and the abort flag:
 /// often enough to stop within a millisecond, rarely enough to cost nothing measurable.
 const PROGRESS_EVERY: u64 = 512;
@@ -220,14 +242,13 @@ impl Host {
     ) -> Rc<Self> {
         let env = cloud.environment();
         let redactor = Rc::new(Redactor::new());
-        // Webhook URLs and tokens are secrets from the first moment, whatever prints them.
-        for secret in env.notify.secrets() {
-            redactor.add_secret(&secret);
-        }
+        // Webhook URLs and tokens are secrets from the first moment, whatever prints them; the
+        // notifier registers them on the run's redactor, which it shares to redact what it sends.
+        let notifier = crate::notify::Notifier::with_redactor(env.notify.clone(), redactor.share());
         Rc::new(Host {
             recorder: Recorder::new(mode),
             interrupt: Interrupt::new(abort),
-            notifier: crate::notify::Notifier::new(env.notify.clone()),
+            notifier,
             redactor,
             console,
             decls: RefCell::new(Declarations::default()),
@@ -317,15 +338,24 @@ impl ImportRoots {
         if file.extension().is_none() {
             file.set_extension("rhai");
         }
+        // Only Rhai modules: any other file next to a runbook (notes, credentials, configs) is
+        // not code, and a failed compile would quote its content in the error.
+        let is_rhai = |p: &Path| p.extension().is_some_and(|e| e == "rhai");
+        if !is_rhai(&file) {
+            return Err(refuse("only .rhai files can be imported"));
+        }
         let canonical = file.canonicalize().map_err(|_| {
             format!(
                 "import \"{import}\": module not found at {}",
                 file.display()
             )
         })?;
-        // A symlink inside the folder must not lead out of it.
+        // A symlink inside the folder must not lead out of it, nor to a file that is not a module.
         if !canonical.starts_with(root) {
             return Err(refuse("the module resolves outside its folder"));
+        }
+        if !is_rhai(&canonical) || !canonical.is_file() {
+            return Err(refuse("only .rhai files can be imported"));
         }
         Ok(canonical)
     }
@@ -407,7 +437,7 @@ pub fn build(host: &Rc<Host>, roots: ImportRoots) -> Engine {
     engine.disable_symbol("eval");
     engine.set_strict_variables(true);
     engine.set_fail_on_invalid_map_property(false);
-    engine.set_max_operations(MAX_OPERATIONS);
+    engine.set_max_operations(max_operations());
     engine.set_max_call_levels(MAX_CALL_LEVELS);
     engine.set_max_expr_depths(MAX_EXPR_DEPTH, MAX_FN_EXPR_DEPTH);
     engine.set_max_string_size(MAX_STRING_SIZE);
@@ -425,7 +455,14 @@ pub fn build(host: &Rc<Host>, roots: ImportRoots) -> Engine {
     engine.set_default_tag(Dynamic::from(host.clone()));
 
     let h = host.clone();
+    // Memory is checked at every operation (one thread-local read): one operation can allocate
+    // at most a few of the largest values Rhai allows, so the overshoot stays a few MB.
+    let baseline = crate::memory::thread_live_bytes();
     engine.on_progress(move |ops| {
+        let held = crate::memory::thread_live_bytes().saturating_sub(baseline);
+        if held > MAX_SCRIPT_MEMORY {
+            return Some(Dynamic::from(TOO_MUCH_MEMORY));
+        }
         if ops % PROGRESS_EVERY != 0 {
             return None;
         }
@@ -495,12 +532,19 @@ pub fn describe_error(err: &EvalAltResult, top_file: &str) -> ErrorInfo {
             match token.to_string().as_str() {
                 "timed_out" => "the step ran past its timeout".to_string(),
                 "aborted" => "the run was aborted".to_string(),
+                TOO_MUCH_MEMORY => format!(
+                    "the script holds more than its memory limit of {} MiB (MAX_SCRIPT_MEMORY: all its values together)",
+                    MAX_SCRIPT_MEMORY / (1024 * 1024)
+                ),
                 other => other.to_string(),
             },
             Some(token.to_string()),
         ),
         EvalAltResult::ErrorTooManyOperations(_) => (
-            format!("the script exceeded its budget of {MAX_OPERATIONS} operations"),
+            format!(
+                "the script exceeded its budget of {} operations (the sandbox's operation limit; RUNBOOK_MAX_OPERATIONS)",
+                max_operations()
+            ),
             Some("too_many_operations".into()),
         ),
         other => (strip_position(&other.to_string()), None),
@@ -557,6 +601,32 @@ mod tests {
             assert!(err.contains("refused"), "{bad}: {err}");
         }
         assert!(r.locate("missing").unwrap_err().contains("not found"));
+    }
+
+    #[test]
+    fn only_rhai_files_can_be_imported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = roots(tmp.path());
+        std::fs::write(tmp.path().join("runbooks/notes.txt"), "password=hunter22").unwrap();
+        for bad in ["notes.txt", "stdlib/helpers.rhai.bak"] {
+            let err = r.locate(bad).unwrap_err();
+            assert!(err.contains("only .rhai files"), "{bad}: {err}");
+        }
+        assert!(r.locate("local.rhai").is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_rhai_named_symlink_to_another_file_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = roots(tmp.path());
+        std::fs::write(tmp.path().join("runbooks/notes.txt"), "password=hunter22").unwrap();
+        std::os::unix::fs::symlink(
+            tmp.path().join("runbooks/notes.txt"),
+            tmp.path().join("runbooks/notes.rhai"),
+        )
+        .unwrap();
+        assert!(r.locate("notes").unwrap_err().contains("only .rhai files"));
     }
 
     #[cfg(unix)]

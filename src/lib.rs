@@ -21,6 +21,7 @@ pub mod git;
 pub mod hooks;
 pub mod interactive;
 pub mod io;
+pub mod memory;
 pub mod notify;
 pub mod policy;
 pub mod recorder;

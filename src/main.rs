@@ -1,5 +1,10 @@
 //! The `runbook` binary: everything lives in the library; this only hands over to it.
 
+/// Counts the bytes each thread holds, so the sandbox can bound a script's total memory
+/// (`engine::MAX_SCRIPT_MEMORY`).
+#[global_allocator]
+static ALLOCATOR: runbook::memory::CountingAllocator = runbook::memory::CountingAllocator;
+
 fn main() -> std::process::ExitCode {
     runbook::cli::main()
 }

@@ -7,6 +7,10 @@
 //! registered as secrets at start-up so they never reach a transcript or a log. In `capture` mode
 //! (the default on the sim backend) nothing is sent: each message is kept in memory, answered like
 //! Slack would, and written out with the simulated state so drills can assert on it.
+//!
+//! Every payload is redacted here, before it is captured or sent: a chat channel is a log too,
+//! and the script that composed the message may have put a secret parameter or a credential
+//! pasted into an alert label into it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -86,6 +90,7 @@ impl NotifySettings {
 
 pub struct Notifier {
     settings: NotifySettings,
+    redactor: crate::redact::Redactor,
     client: OnceLock<reqwest::Client>,
     captured: Mutex<Vec<Value>>,
     /// Messages that could not be delivered, ever (a run counts the difference over its span).
@@ -97,9 +102,23 @@ fn fail(code: &str, message: impl Into<String>) -> BindingError {
 }
 
 impl Notifier {
+    /// A notifier with its own redactor, which knows the notification secrets.
     pub fn new(settings: NotifySettings) -> Self {
+        Self::with_redactor(settings, crate::redact::Redactor::new())
+    }
+
+    /// A notifier that redacts with `redactor` (a run's, so secret parameters registered later
+    /// are redacted too).
+    pub(crate) fn with_redactor(
+        settings: NotifySettings,
+        redactor: crate::redact::Redactor,
+    ) -> Self {
+        for secret in settings.secrets() {
+            redactor.add_secret(&secret);
+        }
         Notifier {
             settings,
+            redactor,
             client: OnceLock::new(),
             captured: Mutex::new(Vec::new()),
             undelivered: AtomicUsize::new(0),
@@ -213,7 +232,8 @@ impl Notifier {
     }
 
     /// Sends to a Slack incoming webhook.
-    pub async fn slack_webhook(&self, payload: Value) -> Result<Value, BindingError> {
+    pub async fn slack_webhook(&self, mut payload: Value) -> Result<Value, BindingError> {
+        self.redactor.redact_json(&mut payload);
         if self.settings.delivery == Delivery::Capture {
             return Ok(self.capture("slack_webhook", &payload));
         }
@@ -237,7 +257,8 @@ impl Notifier {
     }
 
     /// Calls a Slack Web API method (`chat.postMessage`, `chat.update`) with the bot token.
-    pub async fn slack_api(&self, method: &str, payload: Value) -> Result<Value, BindingError> {
+    pub async fn slack_api(&self, method: &str, mut payload: Value) -> Result<Value, BindingError> {
+        self.redactor.redact_json(&mut payload);
         if self.settings.delivery == Delivery::Capture {
             return Ok(self.capture(&format!("slack_api:{method}"), &payload));
         }
@@ -268,7 +289,8 @@ impl Notifier {
     }
 
     /// Sends to a Teams incoming webhook.
-    pub async fn teams(&self, payload: Value) -> Result<Value, BindingError> {
+    pub async fn teams(&self, mut payload: Value) -> Result<Value, BindingError> {
+        self.redactor.redact_json(&mut payload);
         if self.settings.delivery == Delivery::Capture {
             return Ok(self.capture("teams_webhook", &payload));
         }

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::engine::{self, Host, ImportRoots, ModuleRecord};
 use crate::error::{Error, Location, Result, ScriptDiagnostic};
 use crate::recorder::{ScriptResult, Stage};
+use crate::redact::MIN_SECRET_LEN;
 
 /// The three phases of incident response, in the order they must run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -100,6 +101,8 @@ pub mod declare_api {
     /// and optionally `description`, `service`, `owner`, `reviewed` (`"YYYY-MM-DD"`), `alerts`
     /// (alert names this runbook answers), `tags`, `env` (environment variables `env()` may read)
     /// and `params`: a map from name to `#{ type, required, default, pattern, choices, secret, description }`.
+    /// A `secret` value is redacted everywhere (transcripts, logs, errors, Slack and Teams
+    /// messages) and must be at least 4 characters long; a shorter one is refused.
     #[rhai_fn(return_raw)]
     pub fn runbook(ctx: NativeCallContext, meta: Map) -> ScriptResult<()> {
         let host = crate::recorder::host_of(&ctx)?;
@@ -124,6 +127,10 @@ pub mod declare_api {
     /// (`"1s"`, doubled after each retry), `confirm` (`true` or the word the operator must type),
     /// `on_failure` (a rollback closure `|ctx| { ... }`), `when` (a closure returning whether to
     /// run), `allow_failure` (the run goes on when this step fails) and `description`.
+    ///
+    /// A step that runs past its `timeout` ends `timed_out`; one that hits a limit of the sandbox
+    /// ends `failed`, with the limit named: `too_many_operations` (the operation budget, 200
+    /// million by default) or `too_much_memory` (256 MiB held by the script in total).
     #[rhai_fn(name = "containment", return_raw)]
     pub fn containment_with(
         ctx: NativeCallContext,
@@ -443,7 +450,8 @@ impl Runbook {
 
         let validated = {
             let decls = host.decls.borrow();
-            validate(&file, &source, &decls)
+            let modules = host.modules.borrow();
+            validate(&file, &source, &decls, &modules)
         };
         let (meta, steps, warnings) = validated.map_err(Error::Script)?;
         host.env_allow.borrow_mut().clone_from(&meta.env);
@@ -483,11 +491,13 @@ impl Runbook {
     pub fn resolve_params(&self, given: &[(String, String)]) -> Result<Map> {
         let mut problems = Vec::new();
         let mut values = Map::new();
+        let redactor = &self.host.redactor;
         for (name, _) in given {
             if self.param(name).is_none() {
                 let known: Vec<&str> = self.meta.params.iter().map(|p| p.name.as_str()).collect();
                 return Err(Error::Usage(format!(
-                    "unknown parameter {name:?} for runbook {}; it declares: {}",
+                    "unknown parameter {:?} for runbook {}; it declares: {}",
+                    redactor.redact(name),
                     self.meta.id,
                     if known.is_empty() {
                         "none".to_string()
@@ -507,6 +517,12 @@ impl Runbook {
                 Some(text) => match p.ty.convert(text) {
                     Ok(v) => v,
                     Err(why) => {
+                        // A secret's value is never shown, nor a credential-shaped one.
+                        let why = if p.secret {
+                            format!("the given value is not of type {}", p.ty.as_str())
+                        } else {
+                            redactor.redact(&why)
+                        };
                         problems.push(self.param_diag(p, format!("parameter {}: {why}", p.name)));
                         continue;
                     }
@@ -524,19 +540,23 @@ impl Runbook {
                 },
             };
             if let Some(why) = p.check_value(&value) {
-                // Never echo a secret value in the error.
+                // Never echo a secret value in the error, nor a credential-shaped one.
                 let shown = if p.secret {
                     "the given value".to_string()
                 } else {
-                    format!("{value:?}")
+                    redactor.redact(&format!("{value:?}"))
                 };
                 problems.push(self.param_diag(p, format!("parameter {}: {shown} {why}", p.name)));
                 continue;
             }
-            if p.secret
-                && let Ok(s) = value.clone().into_string()
-            {
-                self.host.redactor.add_secret(&s);
+            if p.secret && !value.is_unit() {
+                // Whatever its type, a secret is registered as the text it prints as.
+                let text = value.to_string();
+                if let Some(why) = secret_too_short(&text) {
+                    problems.push(self.param_diag(p, format!("parameter {}: {why}", p.name)));
+                    continue;
+                }
+                redactor.add_secret(&text);
             }
             values.insert(p.name.as_str().into(), value);
         }
@@ -644,6 +664,17 @@ impl Runbook {
         }
         out
     }
+}
+
+/// Why a secret cannot be accepted: one shorter than [`MIN_SECRET_LEN`] cannot be redacted
+/// (searching for "ab" would destroy every record), so it is refused rather than left in clear.
+/// An empty value is no secret (an optional secret left out), so it is accepted.
+fn secret_too_short(value: &str) -> Option<String> {
+    (!value.is_empty() && value.chars().count() < MIN_SECRET_LEN).then(|| {
+        format!(
+            "a secret must be at least {MIN_SECRET_LEN} characters long so it can be redacted everywhere; the given value is shorter"
+        )
+    })
 }
 
 impl ParamSpec {
@@ -760,14 +791,106 @@ fn key_position(source: &str, from: (usize, usize), key: &str) -> (usize, usize)
     }
 }
 
+/// Where the keys of map literals are written, by the map's anchor: a call's position for a map
+/// passed to it (`containment("t", |ctx| {...}, #{ timeout: "2m" })`), or the position of the key
+/// that holds a nested map (`params: #{ pin: #{ ... } }`). Read from an unoptimised parse,
+/// because the optimiser folds a constant map into one value and forgets where its keys were.
+#[derive(Default)]
+struct KeyIndex(std::collections::HashMap<LineCol, Vec<(String, LineCol)>>);
+
+/// A 1-based line and column.
+type LineCol = (usize, usize);
+
+impl KeyIndex {
+    fn build(source: &str) -> KeyIndex {
+        use rhai::{ASTNode, Expr, Stmt};
+        let mut engine = Engine::new_raw();
+        engine.set_optimization_level(rhai::OptimizationLevel::None);
+        engine.set_max_expr_depths(engine::MAX_EXPR_DEPTH, engine::MAX_FN_EXPR_DEPTH);
+        let Ok(ast) = engine.compile(source) else {
+            return KeyIndex::default();
+        };
+        let mut index = KeyIndex::default();
+        let pos = |p: Position| (p.line().unwrap_or(0), p.position().unwrap_or(0));
+        fn add_map(
+            index: &mut KeyIndex,
+            anchor: (usize, usize),
+            expr: &Expr,
+            pos: &dyn Fn(Position) -> (usize, usize),
+        ) {
+            let Expr::Map(map, _) = expr else { return };
+            let keys = map
+                .0
+                .iter()
+                .map(|(ident, value)| {
+                    let at = pos(ident.pos);
+                    add_map(index, at, value, pos);
+                    (ident.name.to_string(), at)
+                })
+                .collect();
+            index.0.entry(anchor).or_insert(keys);
+        }
+        ast.walk(&mut |nodes: &[ASTNode]| {
+            let call = match nodes.last() {
+                Some(ASTNode::Stmt(Stmt::FnCall(call, p))) => Some((call, *p)),
+                Some(ASTNode::Expr(Expr::FnCall(call, p))) => Some((call, *p)),
+                _ => None,
+            };
+            if let Some((call, p)) = call
+                && let Some(last) = call.args.last()
+            {
+                add_map(&mut index, pos(p), last, &pos);
+            }
+            true
+        });
+        index
+    }
+
+    fn get(&self, anchor: (usize, usize), key: &str) -> Option<(usize, usize)> {
+        self.0
+            .get(&anchor)?
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, at)| *at)
+    }
+}
+
 struct Validator<'a> {
     file: &'a str,
     source: &'a str,
+    /// Other files steps may be declared in (imported modules), for their positions.
+    modules: &'a [ModuleRecord],
+    /// Parsed on first use, per file: most runbooks never need it.
+    keys: std::cell::RefCell<std::collections::HashMap<String, KeyIndex>>,
     errors: Vec<ScriptDiagnostic>,
     warnings: Vec<ScriptDiagnostic>,
 }
 
-impl Validator<'_> {
+impl<'a> Validator<'a> {
+    /// Where `key` is written in the map anchored at `at` (see [`KeyIndex`]); the first `key:`
+    /// after `at` in the text when the map is not a literal.
+    fn key_at(&self, at: (usize, usize), key: &str) -> (usize, usize) {
+        let source = self.source;
+        let mut keys = self.keys.borrow_mut();
+        let index = keys
+            .entry(self.file.to_string())
+            .or_insert_with(|| KeyIndex::build(source));
+        index
+            .get(at, key)
+            .unwrap_or_else(|| key_position(source, at, key))
+    }
+
+    /// Switches diagnostics and positions to `file` (a step declared in an imported module);
+    /// returns what to switch back to.
+    fn switch_to(&mut self, file: &str) -> (&'a str, &'a str) {
+        let previous = (self.file, self.source);
+        if let Some(m) = self.modules.iter().find(|m| m.file == file) {
+            self.file = m.file.as_str();
+            self.source = &m.source;
+        }
+        previous
+    }
+
     fn error(&mut self, at: (usize, usize), message: String) {
         self.errors.push(ScriptDiagnostic::new(
             self.file,
@@ -809,7 +932,7 @@ impl Validator<'_> {
             Some(v) => match v.clone().into_string() {
                 Ok(s) => Some(s),
                 Err(t) => {
-                    let at = key_position(self.source, at, key);
+                    let at = self.key_at(at, key);
                     self.error(at, format!("`{key}` must be a string, not {t}"));
                     None
                 }
@@ -829,7 +952,7 @@ impl Validator<'_> {
         match items {
             Some(Some(list)) => list,
             _ => {
-                let at = key_position(self.source, at, key);
+                let at = self.key_at(at, key);
                 self.error(at, format!("`{key}` must be an array of strings"));
                 Vec::new()
             }
@@ -850,7 +973,7 @@ impl Validator<'_> {
                 match humantime::parse_duration(&text) {
                     Ok(d) if !d.is_zero() => d,
                     _ => {
-                        let at = key_position(self.source, at, key);
+                        let at = self.key_at(at, key);
                         self.error(
                             at,
                             format!(
@@ -872,10 +995,13 @@ fn validate(
     file: &str,
     source: &str,
     decls: &Declarations,
+    modules: &[ModuleRecord],
 ) -> std::result::Result<Validated, Vec<ScriptDiagnostic>> {
     let mut v = Validator {
         file,
         source,
+        modules,
+        keys: Default::default(),
         errors: Vec::new(),
         warnings: Vec::new(),
     };
@@ -894,7 +1020,7 @@ fn validate(
     let at = pos(*meta_pos);
     for key in meta.keys() {
         if !META_KEYS.contains(&key.as_str()) {
-            let kp = key_position(source, at, key);
+            let kp = v.key_at(at, key);
             v.error(
                 kp,
                 format!(
@@ -907,7 +1033,7 @@ fn validate(
     let id = v.string(meta, "id", at, true).unwrap_or_default();
     if !id.is_empty() && !KEBAB.is_match(&id) {
         v.error(
-            key_position(source, at, "id"),
+            v.key_at(at, "id"),
             format!("id {id:?} must be kebab-case (a-z, 0-9 and single dashes)"),
         );
     }
@@ -917,7 +1043,7 @@ fn validate(
         Err(e) => {
             if meta.contains_key("version") {
                 v.error(
-                    key_position(source, at, "version"),
+                    v.key_at(at, "version"),
                     format!("version {version_text:?} is not semver (MAJOR.MINOR.PATCH): {e}"),
                 );
             }
@@ -929,7 +1055,7 @@ fn validate(
     let severity = Severity::parse(&severity_text).unwrap_or_else(|| {
         if meta.contains_key("severity") {
             v.error(
-                key_position(source, at, "severity"),
+                v.key_at(at, "severity"),
                 format!("severity {severity_text:?} must be one of P1, P2, P3, P4"),
             );
         }
@@ -940,7 +1066,7 @@ fn validate(
             Ok(d) => Some(d),
             Err(_) => {
                 v.error(
-                    key_position(source, at, "reviewed"),
+                    v.key_at(at, "reviewed"),
                     format!("reviewed {text:?} must be a date, YYYY-MM-DD"),
                 );
                 None
@@ -951,7 +1077,7 @@ fn validate(
     for name in &env {
         if !ENV_NAME.is_match(name) {
             v.error(
-                key_position(source, at, "env"),
+                v.key_at(at, "env"),
                 format!("env entry {name:?} is not an environment variable name"),
             );
         }
@@ -959,10 +1085,13 @@ fn validate(
     let params = match meta.get("params") {
         None => Vec::new(),
         Some(p) => match p.clone().try_cast::<Map>() {
-            Some(map) => validate_params(&mut v, &map, key_position(source, at, "params")),
+            Some(map) => {
+                let params_at = v.key_at(at, "params");
+                validate_params(&mut v, &map, params_at)
+            }
             None => {
                 v.error(
-                    key_position(source, at, "params"),
+                    v.key_at(at, "params"),
                     "`params` must be a map of parameter specs".into(),
                 );
                 Vec::new()
@@ -973,11 +1102,11 @@ fn validate(
         None => None,
         Some(n) => match n.clone().try_cast::<Map>() {
             Some(map) => {
-                let np = key_position(source, at, "notify");
+                let np = v.key_at(at, "notify");
                 for key in map.keys() {
                     if key.as_str() != "slack" {
                         v.error(
-                            key_position(source, np, key),
+                            v.key_at(np, key),
                             format!("unknown notify key `{key}`; known: slack"),
                         );
                     }
@@ -986,7 +1115,7 @@ fn validate(
             }
             None => {
                 v.error(
-                    key_position(source, at, "notify"),
+                    v.key_at(at, "notify"),
                     "`notify` must be a map such as #{ slack: \"#incidents\" }".into(),
                 );
                 None
@@ -1020,7 +1149,7 @@ fn validate(
 fn validate_params(v: &mut Validator, map: &Map, at: (usize, usize)) -> Vec<ParamSpec> {
     let mut out = Vec::new();
     for (name, spec) in map {
-        let pat = key_position(v.source, at, name);
+        let pat = v.key_at(at, name);
         if !IDENT.is_match(name) || name == "run" {
             v.error(
                 pat,
@@ -1036,7 +1165,7 @@ fn validate_params(v: &mut Validator, map: &Map, at: (usize, usize)) -> Vec<Para
         };
         for key in spec.keys() {
             if !PARAM_KEYS.contains(&key.as_str()) {
-                let kp = key_position(v.source, pat, key);
+                let kp = v.key_at(pat, key);
                 v.error(
                     kp,
                     format!(
@@ -1052,7 +1181,7 @@ fn validate_params(v: &mut Validator, map: &Map, at: (usize, usize)) -> Vec<Para
             .unwrap_or_else(|| "string".into());
         let Some(ty) = ParamType::parse(&ty_text) else {
             v.error(
-                key_position(v.source, pat, "type"),
+                v.key_at(pat, "type"),
                 format!("parameter {name}: type {ty_text:?} must be string, int, float or bool"),
             );
             continue;
@@ -1068,7 +1197,7 @@ fn validate_params(v: &mut Validator, map: &Map, at: (usize, usize)) -> Vec<Para
                 Ok(re) => Some(re),
                 Err(e) => {
                     v.error(
-                        key_position(v.source, pat, "pattern"),
+                        v.key_at(pat, "pattern"),
                         format!("parameter {name}: invalid pattern: {e}"),
                     );
                     None
@@ -1098,11 +1227,21 @@ fn validate_params(v: &mut Validator, map: &Map, at: (usize, usize)) -> Vec<Para
             line: pat.0,
             col: pat.1,
         };
+        if p.secret
+            && let Some(d) = &p.default
+            && !d.is_unit()
+            && let Some(why) = secret_too_short(&d.to_string())
+        {
+            v.error(
+                v.key_at(pat, "default"),
+                format!("parameter {name}: the default: {why}"),
+            );
+        }
         if let Some(d) = &p.default
             && let Some(why) = p.check_value(d)
         {
             v.error(
-                key_position(v.source, pat, "default"),
+                v.key_at(pat, "default"),
                 format!("parameter {name}: the default {why}"),
             );
         }
@@ -1119,6 +1258,11 @@ fn validate_steps(v: &mut Validator, raw: &[RawStep]) -> Vec<Step> {
     let mut latest_phase = Phase::Containment;
     for (index, r) in raw.iter().enumerate() {
         let at = (r.pos.line().unwrap_or(1), r.pos.position().unwrap_or(1));
+        // A step declared in an imported module is reported in that module's file.
+        let previous = match &r.source {
+            Some(f) if f != v.file => Some(v.switch_to(f)),
+            _ => None,
+        };
         if r.title.trim().is_empty() {
             v.error(at, "a step needs a title".into());
         }
@@ -1143,7 +1287,7 @@ fn validate_steps(v: &mut Validator, raw: &[RawStep]) -> Vec<Step> {
         latest_phase = latest_phase.max(r.phase);
         for key in r.options.keys() {
             if !STEP_KEYS.contains(&key.as_str()) {
-                let kp = key_position(v.source, at, key);
+                let kp = v.key_at(at, key);
                 v.error(
                     kp,
                     format!(
@@ -1160,7 +1304,7 @@ fn validate_steps(v: &mut Validator, raw: &[RawStep]) -> Vec<Step> {
             Some(Ok(n)) if (0..=MAX_RETRIES).contains(&n) => n as u32,
             Some(_) => {
                 v.error(
-                    key_position(v.source, at, "retries"),
+                    v.key_at(at, "retries"),
                     format!("`retries` must be an int from 0 to {MAX_RETRIES}"),
                 );
                 0
@@ -1173,7 +1317,7 @@ fn validate_steps(v: &mut Validator, raw: &[RawStep]) -> Vec<Step> {
                 let word = c.to_string();
                 if word.trim().is_empty() || word.contains(char::is_whitespace) {
                     v.error(
-                        key_position(v.source, at, "confirm"),
+                        v.key_at(at, "confirm"),
                         "`confirm` must be true or one word to type".into(),
                     );
                 }
@@ -1181,7 +1325,7 @@ fn validate_steps(v: &mut Validator, raw: &[RawStep]) -> Vec<Step> {
             }
             Some(_) => {
                 v.error(
-                    key_position(v.source, at, "confirm"),
+                    v.key_at(at, "confirm"),
                     "`confirm` must be true or one word to type".into(),
                 );
                 None
@@ -1193,7 +1337,7 @@ fn validate_steps(v: &mut Validator, raw: &[RawStep]) -> Vec<Step> {
                 Some(f) => Some(f),
                 None => {
                     v.error(
-                        key_position(v.source, at, key),
+                        v.key_at(at, key),
                         format!("`{key}` must be a closure such as |ctx| {{ ... }}"),
                     );
                     None
@@ -1231,6 +1375,10 @@ fn validate_steps(v: &mut Validator, raw: &[RawStep]) -> Vec<Step> {
                 col: at.1,
             },
         });
+        if let Some((file, source)) = previous {
+            v.file = file;
+            v.source = source;
+        }
     }
     steps
 }
@@ -1244,6 +1392,14 @@ mod tests {
         let src = "runbook(#{\n    id: \"x\",\n    bogus: 1,\n});";
         assert_eq!(key_position(src, (1, 1), "bogus"), (3, 5));
         assert_eq!(key_position(src, (1, 1), "missing"), (1, 1));
+    }
+
+    #[test]
+    fn a_step_option_is_found_in_the_step_s_own_map() {
+        let src = "containment(\"a\", |ctx| {\n    x(#{ timeout: 1 });\n}, #{\n    timeout: \"banana\" });";
+        let index = KeyIndex::build(src);
+        assert_eq!(index.get((1, 1), "timeout"), Some((4, 5)));
+        assert_eq!(index.get((2, 5), "timeout"), Some((2, 10)));
     }
 
     #[test]

@@ -960,4 +960,181 @@ fn the_repl_records_multi_line_input_whole_under_a_session_named_like_its_file()
     assert_eq!(inputs, vec!["if true {\n  log(\"inside\");\n}"]);
     ws.run(&["transcript", "verify", file.to_str().unwrap()])
         .expect_code(0);
+
+fn a_script_holding_a_thousand_4mb_strings_is_refused_by_check_with_the_memory_limit_named() {
+    let ws = Workspace::new();
+    let mut src = header("hoard");
+    src.push_str("let big = \"\";\nbig.pad(4000000, \"x\");\n");
+    for i in 0..1000 {
+        src.push_str(&format!("let v{i} = big + \"{i}\";\n"));
+    }
+    src.push_str("containment(\"Never\", |ctx| { });\n");
+    ws.write("runbooks/hoard.rhai", &src);
+    // Under an address-space limit far below the 4 GB the script asks for: without the sandbox's
+    // bound the process would die of a failed allocation instead of answering.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 3000000 && exec \"$0\" check runbooks/hoard.rhai")
+        .arg(env!("CARGO_BIN_EXE_runbook"))
+        .current_dir(ws.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let run = common::Run::from(out);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("memory limit of 256 MiB"),
+        "{}",
+        run.stderr
+    );
+    // Where it happened: the runbook, on one of the `let vN = big + ...` lines.
+    let at = regex_line(&run.stderr, "runbooks/hoard.rhai:");
+    assert!((4..1004).contains(&at), "line {at}: {}", run.stderr);
+}
+
+/// The line number after the first `prefix` in `text`.
+fn regex_line(text: &str, prefix: &str) -> usize {
+    let start = text.find(prefix).map(|i| i + prefix.len()).unwrap_or(0);
+    text[start..]
+        .split(':')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_step_that_exhausts_the_operation_budget_fails_naming_the_limit() {
+    let ws = Workspace::new();
+    let src = format!(
+        "{}containment(\"Spin\", |ctx| {{ let n = 0; loop {{ n += 1; }} }}, #{{ timeout: \"1h\" }});\n",
+        header("spin")
+    );
+    ws.write("runbooks/spin.rhai", &src);
+    let run = ws
+        .cmd()
+        .env("RUNBOOK_MAX_OPERATIONS", "100000")
+        .args(&["run", "spin", "--transcript", "t.jsonl"])
+        .output();
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("budget of 100000 operations"),
+        "{}",
+        run.stderr
+    );
+    let ev = events(&ws.path().join("t.jsonl"));
+    let finished = of_type(&ev, "step_finished");
+    assert_eq!(finished[0]["status"], "failed");
+    assert_eq!(finished[0]["error"]["code"], "too_many_operations");
+    assert_eq!(ev.last().unwrap()["status"], "failed");
+}
+
+#[test]
+fn a_step_option_error_points_at_the_step_s_own_option() {
+    let ws = Workspace::new();
+    let src = format!(
+        "{}containment(\"Wait\", |ctx| {{\n    let probe = #{{ timeout: \"5s\" }};\n    log(probe.timeout);\n}}, #{{\n    retries: 1,\n    timeout: \"banana\",\n}});\n",
+        header("opts")
+    );
+    ws.write("runbooks/opts.rhai", &src);
+    let run = ws.run(&["check", "runbooks/opts.rhai"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("not \"banana\""), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("runbooks/opts.rhai:7:5"),
+        "the option on line 7, not the `timeout:` on line 3:\n{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn only_rhai_files_can_be_imported_and_the_refusal_shows_no_content() {
+    let ws = Workspace::new();
+    ws.write("runbooks/notes.txt", "db_password = pl4nted-n0tes-secret\n");
+    let src = format!(
+        "import \"notes.txt\" as notes_file;\n{}containment(\"x\", |ctx| {{ }});\n",
+        header("imports-notes")
+    );
+    ws.write("runbooks/imports-notes.rhai", &src);
+    let run = ws.run(&["check", "runbooks/imports-notes.rhai"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("only .rhai files"), "{}", run.stderr);
+    assert!(!run.stderr.contains("pl4nted"), "{}", run.stderr);
+    assert!(!run.stdout.contains("pl4nted"), "{}", run.stdout);
+}
+
+#[test]
+fn two_runbook_files_with_one_id_are_refused_by_run_and_reported_by_check() {
+    let ws = Workspace::new();
+    let body = format!("{}containment(\"x\", |ctx| {{ }});\n", header("twin"));
+    ws.write("runbooks/twin.rhai", &body);
+    ws.write("runbooks/twin-copy.rhai", &body);
+    let run = ws.run(&["run", "twin", "--transcript", "t.jsonl"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("twin.rhai") && run.stderr.contains("twin-copy.rhai"),
+        "{}",
+        run.stderr
+    );
+    assert!(!ws.exists("t.jsonl"), "nothing may run");
+    let check = ws.run(&["check"]);
+    check.expect_code(2);
+    assert!(
+        check.stderr.contains("id \"twin\" is already used"),
+        "{}",
+        check.stderr
+    );
+}
+
+const PIN: &str = r#"
+runbook(#{ id: "pin", version: "1.0.0", title: "t", severity: "P3",
+  params: #{ pin:  #{ type: "int", secret: true, required: true },
+             code: #{ type: "string", secret: true },
+             user: #{ type: "string", pattern: "^[a-z]+$" } } });
+containment("Use", |ctx| { notes::append("used"); });
+"#;
+
+#[test]
+fn parameter_errors_never_echo_a_secret_or_a_credential() {
+    let ws = Workspace::new();
+    ws.write("runbooks/pin.rhai", PIN);
+    let run = ws.run(&[
+        "run",
+        "pin",
+        "--param",
+        "pin=SECRETPIN-998877",
+        "--param",
+        "user=key_AKIAIOSFODNN7EXAMPLE",
+    ]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("parameter pin"), "{}", run.stderr);
+    assert!(run.stderr.contains("parameter user"), "{}", run.stderr);
+    for leaked in ["SECRETPIN", "998877", "AKIAIOSFODNN7EXAMPLE"] {
+        assert!(!run.stderr.contains(leaked), "{leaked}: {}", run.stderr);
+        assert!(!run.stdout.contains(leaked), "{leaked}: {}", run.stdout);
+    }
+    assert!(!ws.exists("runbooks/pin.notes.md"));
+}
+
+#[test]
+fn a_secret_shorter_than_four_characters_is_refused_without_echoing_it() {
+    let ws = Workspace::new();
+    ws.write("runbooks/pin.rhai", PIN);
+    let run = ws.run(&[
+        "run",
+        "pin",
+        "--param",
+        "pin=123456",
+        "--param",
+        "code=Zq9",
+        "--transcript",
+        "t.jsonl",
+    ]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("at least 4 characters"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("Zq9"), "{}", run.stderr);
+    assert!(!ws.exists("t.jsonl"), "nothing may run");
 }

@@ -579,4 +579,97 @@ containment("Break", |ctx| { fail("deliberate failure"); });
     assert!(texts[1].contains("\"Break\" failed"));
     assert!(texts[2].starts_with("run failed"));
     assert!(!r.stderr.contains("not delivered"), "{}", r.stderr);
+
+/// A secret with the characters JSON escapes, posted in clear, inside `json::encode`, and next to
+/// credential-shaped text an alert could carry.
+const SECRET: &str = r#"pl4nted"pass\word-7788"#;
+const LEAKY: &str = r##"runbook(#{ id: "leaky", version: "1.0.0", title: "Leaky", severity: "P2",
+    params: #{ pin: #{ type: "string", secret: true, required: true } } });
+containment("Tell everyone", |ctx| {
+    slack::post(`pin is ${ctx.pin}`);
+    slack::post("#incidents", json::encode(#{ pin: ctx.pin }));
+    slack::post("label key_AKIAIOSFODNN7EXAMPLE and HTTPS://HOOKS.SLACK.COM:443/services/T1/B1/abc");
+    teams::post(`pin ${ctx.pin} in ${json::encode(#{ pin: ctx.pin })}`);
+    log(json::encode(#{ pin: ctx.pin }));
+});
+"##;
+
+/// What would show a secret: the secret itself, its JSON-escaped form, or the planted key shapes.
+fn assert_no_leak(what: &str, text: &str) {
+    let escaped = serde_json::to_string(SECRET).unwrap();
+    let escaped = escaped.trim_matches('"');
+    for needle in [
+        SECRET,
+        escaped,
+        "pl4nted",
+        "AKIAIOSFODNN7EXAMPLE",
+        "services/T1/B1",
+    ] {
+        assert!(
+            !text.contains(needle),
+            "{needle} leaked into {what}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn secret_params_are_redacted_in_sent_slack_and_teams_payloads() {
+    let server = Server::start();
+    let ws = live(&server);
+    ws.write("runbooks/leaky.rhai", LEAKY);
+    let pin = format!("pin={SECRET}");
+    let run = run(
+        &ws,
+        &server,
+        &[
+            "run",
+            "leaky",
+            "--env",
+            "live",
+            "--param",
+            &pin,
+            "--transcript",
+            "t.jsonl",
+        ],
+    );
+    run.expect_code(0);
+    let got = server.captured();
+    assert!(got.len() >= 4, "{got:?}");
+    for c in &got {
+        assert_no_leak(&format!("the payload to {}", c.path), &c.body.to_string());
+    }
+    assert!(
+        got.iter()
+            .any(|c| c.body.to_string().contains("[redacted:")),
+        "{got:?}"
+    );
+    assert_no_leak("the transcript", &ws.read("t.jsonl"));
+    assert_no_leak("stderr", &run.stderr);
+}
+
+#[test]
+fn secret_params_are_redacted_in_captured_payloads_of_the_sim_state() {
+    let ws = Workspace::new();
+    ws.write("runbooks/leaky.rhai", LEAKY);
+    let pin = format!("pin={SECRET}");
+    let run = ws.run(&[
+        "run",
+        "leaky",
+        "--param",
+        &pin,
+        "--transcript",
+        "t.jsonl",
+        "--sim-state-out",
+        "state.json",
+    ]);
+    run.expect_code(0);
+    let state = ws.read("state.json");
+    let parsed: Value = serde_json::from_str(&state).unwrap();
+    assert!(
+        parsed["notifications"].as_array().unwrap().len() >= 4,
+        "{state}"
+    );
+    assert_no_leak("--sim-state-out", &state);
+    assert!(state.contains("pin is [redacted:"), "{state}");
+    assert_no_leak("the transcript", &ws.read("t.jsonl"));
 }
