@@ -24,8 +24,9 @@ pub struct Console {
     /// The overall step bar and the area it shares with the spinner (terminal, unattended).
     bars: RefCell<Option<(MultiProgress, ProgressBar)>>,
     overall: Cell<bool>,
-    /// Lines printed now come from a step preview (a plan), not from something that happened.
-    preview: Cell<bool>,
+    /// Lines printed now come from a step preview (a plan), not from something that happened:
+    /// they are kept, marked, for the driver to show with the step they preview.
+    preview: RefCell<Option<Vec<String>>>,
     /// Time spent waiting for a person since the last [`Console::take_waited`].
     waited: Cell<Duration>,
     /// How many [`Console::person`] calls are open (the inspect REPL holds one around its
@@ -50,7 +51,7 @@ impl Console {
             spinner: RefCell::new(None),
             bars: RefCell::new(None),
             overall: Cell::new(true),
-            preview: Cell::new(false),
+            preview: RefCell::new(None),
             waited: Cell::new(Duration::ZERO),
             asking: Cell::new(0),
         }
@@ -65,7 +66,7 @@ impl Console {
             spinner: RefCell::new(None),
             bars: RefCell::new(None),
             overall: Cell::new(false),
-            preview: Cell::new(false),
+            preview: RefCell::new(None),
             waited: Cell::new(Duration::ZERO),
             asking: Cell::new(0),
         }
@@ -98,9 +99,15 @@ impl Console {
         self.waited.replace(Duration::ZERO)
     }
 
-    /// Marks what is printed from now on as a preview (a plan of a step, not what happened).
-    pub fn set_preview(&self, on: bool) {
-        self.preview.set(on);
+    /// From now on, lines are a preview's (a plan of a step, not what happened): kept, marked,
+    /// until [`Console::end_preview`] hands them over.
+    pub fn start_preview(&self) {
+        *self.preview.borrow_mut() = Some(Vec::new());
+    }
+
+    /// The preview's lines, each marked `preview:` (and dim on a colour terminal).
+    pub fn end_preview(&self) -> Vec<String> {
+        self.preview.borrow_mut().take().unwrap_or_default()
     }
 
     /// Turns the overall step bar off (interactive runs: the prompt needs the terminal).
@@ -121,15 +128,15 @@ impl Console {
         if self.quiet {
             return;
         }
-        if self.preview.get() {
+        if let Some(kept) = self.preview.borrow_mut().as_mut() {
             // Dim on a colour terminal, and always the word: a copied log must say it too.
             let body = text.trim_start();
-            let shown = if self.color {
+            kept.push(if self.color {
                 format!("   \x1b[2mpreview: {body}\x1b[0m")
             } else {
                 format!("   preview: {body}")
-            };
-            return self.print(&shown);
+            });
+            return;
         }
         self.print(text);
     }

@@ -111,6 +111,8 @@ pub struct StepView<'a> {
     pub preview: &'a [PlannedCall],
     /// The preview itself failed (it may still be worth running the step).
     pub preview_error: Option<&'a str>,
+    /// What the step logged while previewed, each line marked `preview:` (nothing happened).
+    pub preview_log: &'a [String],
     /// The protected environment whose name must be typed before its first write, if any.
     pub protected: Option<&'a str>,
 }
@@ -827,13 +829,17 @@ impl<'a> Executor<'a> {
 
     /// A plan of one step, run against a deep copy of `ctx` and not recorded: what the step
     /// would change, for the operator to see before deciding.
-    fn preview(&mut self, step: &Step, ctx: &Dynamic) -> (Vec<PlannedCall>, Option<String>) {
+    fn preview(
+        &mut self,
+        step: &Step,
+        ctx: &Dynamic,
+    ) -> (Vec<PlannedCall>, Option<String>, Vec<String>) {
         let started = Instant::now();
         let copy = Dynamic::from_map(ctx.flatten_clone().try_cast::<Map>().unwrap_or_default())
             .into_shared();
         let console = &self.rb.host.console;
         // What the step logs while planned did not happen: the console marks it as a preview.
-        console.set_preview(true);
+        console.start_preview();
         let (result, planned) = self.rb.host.recorder.preview(|| {
             self.invoke(
                 &step.body,
@@ -842,9 +848,13 @@ impl<'a> Executor<'a> {
                 step.timeout.min(PREVIEW_LIMIT),
             )
         });
-        console.set_preview(false);
+        let log = console.end_preview();
         self.preview_spent = self.preview_spent.saturating_add(started.elapsed());
-        (planned, result.err().map(|e| self.describe(&e).message))
+        (
+            planned,
+            result.err().map(|e| self.describe(&e).message),
+            log,
+        )
     }
 
     /// The inspect REPL: lines evaluated with `ctx` and every binding (and the runbook's own
@@ -937,10 +947,10 @@ impl<'a> Executor<'a> {
                         "confirmation is asked when the runbook runs; a plan sends nothing",
                     )
                 } else {
-                    let (preview, preview_error) = if self.driver.wants_preview() {
+                    let (preview, preview_error, preview_log) = if self.driver.wants_preview() {
                         self.preview(step, ctx)
                     } else {
-                        (Vec::new(), None)
+                        (Vec::new(), None, Vec::new())
                     };
                     let env = host.cloud.environment();
                     let protected = (env.protected && !host.protected_confirmed.get())
@@ -950,6 +960,7 @@ impl<'a> Executor<'a> {
                         total,
                         preview: &preview,
                         preview_error: preview_error.as_deref(),
+                        preview_log: &preview_log,
                         protected,
                     };
                     let console = &host.console;

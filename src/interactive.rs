@@ -99,6 +99,9 @@ impl Interactive {
     }
 
     fn show_preview(&self, view: &StepView) {
+        for line in view.preview_log {
+            self.say(line);
+        }
         if view.preview.is_empty() {
             self.say("   would change nothing (read-only)");
         } else {

@@ -354,6 +354,8 @@ fn the_preview_is_marked_as_a_preview_and_dimmed_on_a_colour_terminal() {
         &["run", "wait", "--transcript", "t.jsonl"],
         &[("TERM", "xterm")],
     );
+    // Shown with the step it previews, after its header, marked and dim.
+    s.expect("━━ [1/2] containment · Wait").unwrap();
     s.expect("\x1b[2mpreview: info: waiting for the probe")
         .unwrap();
     s.expect(PROMPT).unwrap();
