@@ -960,7 +960,9 @@ fn the_repl_records_multi_line_input_whole_under_a_session_named_like_its_file()
     assert_eq!(inputs, vec!["if true {\n  log(\"inside\");\n}"]);
     ws.run(&["transcript", "verify", file.to_str().unwrap()])
         .expect_code(0);
+}
 
+#[test]
 fn a_script_holding_a_thousand_4mb_strings_is_refused_by_check_with_the_memory_limit_named() {
     let ws = Workspace::new();
     let mut src = header("hoard");

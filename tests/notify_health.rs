@@ -579,6 +579,7 @@ containment("Break", |ctx| { fail("deliberate failure"); });
     assert!(texts[1].contains("\"Break\" failed"));
     assert!(texts[2].starts_with("run failed"));
     assert!(!r.stderr.contains("not delivered"), "{}", r.stderr);
+}
 
 /// A secret with the characters JSON escapes, posted in clear, inside `json::encode`, and next to
 /// credential-shaped text an alert could carry.
