@@ -1,6 +1,6 @@
 //! The EC2/SSM bindings and the repository's runbooks against the simulated cloud.
 
-mod common;
+use crate::common;
 
 use common::{Workspace, events, of_type};
 use serde_json::Value;

@@ -1,6 +1,6 @@
 //! End-to-end behaviour of the core, through the real binary.
 
-mod common;
+use crate::common;
 
 use common::{Workspace, events, header, of_type};
 use serde_json::Value;

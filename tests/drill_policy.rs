@@ -1,6 +1,6 @@
 //! `runbook drill` and `runbook check --policy` on the repository's own runbooks and drills.
 
-mod common;
+use crate::common;
 
 use common::Workspace;
 use serde_json::Value;
