@@ -649,10 +649,17 @@ fn verify_refuses_a_line_whose_bytes_are_not_the_form_its_hash_covers() {
     let last = text.lines().last().unwrap().to_string();
     assert!(last.contains(r#""status":"ok""#), "{last}");
     // Each keeps the parsed content, and so the hash, while grep reads something else.
+    let hash_field = &last[last.rfind(r#","hash":"#).unwrap()..last.len() - 1];
     let forms = [
         last.replacen(r#""status":"ok""#, r#""status":"failed","status":"ok""#, 1),
-        last.replacen(r#"{"seq":"#, r#"{ "seq":"#, 1),
+        last.replacen('{', "{ ", 1),
         last.replacen(r#""run_finished""#, r#""\u0072un_finished""#, 1),
+        // The same fields in another order.
+        format!(
+            "{{{},{}}}",
+            &hash_field[1..],
+            &last[1..last.len() - 1].replace(hash_field, "")
+        ),
     ];
     for form in forms {
         assert_ne!(form, last);
@@ -663,7 +670,7 @@ fn verify_refuses_a_line_whose_bytes_are_not_the_form_its_hash_covers() {
         run.expect_code(1);
         assert!(
             run.stderr.contains(&format!("tampered.jsonl:{n}:"))
-                && run.stderr.contains("not in the form the writer makes"),
+                && run.stderr.contains("not in its canonical form"),
             "{form}: {}",
             run.stderr
         );
