@@ -134,6 +134,7 @@ impl TranscriptWriter {
             create_private_dir(parent)
                 .map_err(|e| Error::io("cannot create transcript folder", parent, e))?;
         }
+        refuse_planted_links(path)?;
         // The key is checked before the file exists: a refused key leaves nothing behind.
         let signer = Signer::from_env(path)?;
         let file =
@@ -156,6 +157,7 @@ impl TranscriptWriter {
     /// from its last line. Returns the writer and the events already in it. The file is locked
     /// before it is read, so what was read is what the chain continues from.
     pub fn open_append(path: &Path, redactor: Rc<Redactor>) -> Result<(Self, Vec<Value>)> {
+        refuse_planted_links(path)?;
         let file =
             open_private_append(path).map_err(|e| Error::io("cannot open transcript", path, e))?;
         lock(&file, path)?;
@@ -294,6 +296,24 @@ impl TranscriptWriter {
             std::io::Error::new(cause.kind(), format!("{cause}; {kept}")),
         )
     }
+}
+
+/// Refuses a run whose notes file or approvals folder (named after the transcript) is a symlink:
+/// a link planted there would have the run append its notes to, or file approvals in, whatever
+/// it points at.
+fn refuse_planted_links(transcript: &Path) -> Result<()> {
+    for sibling in [
+        transcript.with_extension("notes.md"),
+        transcript.with_extension("approvals"),
+    ] {
+        if std::fs::symlink_metadata(&sibling).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(Error::Usage(format!(
+                "{} is a symlink: the run's notes and approvals are never written through one (remove it)",
+                sibling.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Creates `dir` and its missing parents, private to the owner (0700). Folders that exist keep

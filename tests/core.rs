@@ -818,6 +818,18 @@ fn transcripts_are_private_and_never_written_through_a_planted_symlink() {
     ws.run(&["run", "ordered", "--transcript", "l.jsonl"])
         .expect_code(1);
     assert_eq!(ws.read("victim.txt"), "precious\n");
+
+    // A link planted where the run's notes go: the run is refused before any step.
+    std::os::unix::fs::symlink(ws.path().join("victim.txt"), ws.path().join("n.notes.md")).unwrap();
+    let planted = ws.run(&["run", "ordered", "--transcript", "n.jsonl"]);
+    planted.expect_code(2);
+    assert!(
+        planted.stderr.contains("n.notes.md is a symlink"),
+        "{}",
+        planted.stderr
+    );
+    assert_eq!(ws.read("victim.txt"), "precious\n");
+    assert!(!ws.exists("n.jsonl"));
 }
 
 #[test]
