@@ -315,9 +315,10 @@ pub struct ReplayCall {
 static MARKER: std::sync::LazyLock<Option<regex::Regex>> =
     std::sync::LazyLock::new(|| regex::Regex::new(r"\[redacted:[0-9a-f]+\]").ok());
 
-/// Redaction markers differ between runs (the salt is per run): compare without them.
+/// Redaction markers differ between runs (the salt is per run): compare without them, and
+/// whatever order the keys were recorded in.
 fn comparable(value: &Value) -> String {
-    let text = value.to_string();
+    let text = crate::transcript::canonical_text(value);
     match MARKER.as_ref() {
         Some(marker) => marker.replace_all(&text, "[redacted]").into_owned(),
         None => text,

@@ -242,8 +242,12 @@ pub fn prepare(
     let recorded = &first["guardrails"];
     let given_now = g.recorded();
     let max_resources = match (
-        recorded["max_resources"].as_u64().map(|n| n as usize),
-        given_now["max_resources"].as_u64().map(|n| n as usize),
+        recorded["max_resources"]
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok()),
+        given_now["max_resources"]
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok()),
     ) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
