@@ -847,14 +847,19 @@ impl Validator<'_> {
             None => default,
             Some(v) => {
                 let text = v.clone().into_string().unwrap_or_else(|t| format!("<{t}>"));
-                match humantime::parse_duration(&text) {
+                // The one duration parser: it also refuses durations over the documented maximum.
+                match crate::clock::parse_duration(&text) {
                     Ok(d) if !d.is_zero() => d,
-                    _ => {
+                    outcome => {
                         let at = key_position(self.source, at, key);
+                        let why = match outcome {
+                            Err(e) if e.contains("maximum") => format!(": {e}"),
+                            _ => String::new(),
+                        };
                         self.error(
                             at,
                             format!(
-                                "`{key}` must be a duration such as \"90s\" or \"2m\", not {text:?}"
+                                "`{key}` must be a duration such as \"90s\" or \"2m\", not {text:?}{why}"
                             ),
                         );
                         default
