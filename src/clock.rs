@@ -160,6 +160,20 @@ impl Clock {
         true
     }
 
+    /// Runs `f` on simulated time (an interactive step preview) and then puts the clock back as
+    /// it was: what `f` waited does not count in the run's own durations.
+    pub fn simulate<T>(&self, f: impl FnOnce() -> T) -> T {
+        let was = self.is_simulated();
+        let skipped = self.0.skipped.load(Ordering::SeqCst);
+        let deadline = self.0.deadline.load(Ordering::SeqCst);
+        self.set_simulated(true);
+        let out = f();
+        self.set_simulated(was);
+        self.0.skipped.store(skipped, Ordering::SeqCst);
+        self.0.deadline.store(deadline, Ordering::SeqCst);
+        out
+    }
+
     /// Waits `d` on the async runtime: at once in simulated time (yielding, so an interrupt
     /// watcher gets its turn), a real sleep otherwise.
     pub async fn sleep(&self, d: Duration) {
@@ -220,6 +234,19 @@ mod tests {
         assert!(c.elapsed() < Duration::from_secs(61));
         c.set_timeout(Some(Duration::MAX));
         assert!(!c.past_deadline());
+    }
+
+    #[test]
+    fn a_simulated_preview_leaves_a_real_clock_as_it_was() {
+        let c = Clock::real();
+        let before = c.elapsed();
+        let waited = c.simulate(|| {
+            assert!(c.skip(Duration::from_secs(600)));
+            c.elapsed()
+        });
+        assert!(waited >= Duration::from_secs(600));
+        assert!(!c.is_simulated());
+        assert!(c.elapsed() < before + Duration::from_secs(600));
     }
 
     #[test]

@@ -523,7 +523,9 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
         if duration > max {
             failures.push(format!(
                 "took {} (maximum {})",
-                humantime::format_duration(Duration::from_millis(duration.as_millis() as u64)),
+                humantime::format_duration(Duration::from_millis(
+                    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+                )),
                 humantime::format_duration(max)
             ));
         }

@@ -349,7 +349,7 @@ fn status_of(err: &EvalAltResult) -> StepStatus {
 }
 
 fn ms(d: Duration) -> u64 {
-    d.as_millis() as u64
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl<'a> Executor<'a> {
@@ -727,13 +727,17 @@ impl<'a> Executor<'a> {
     fn preview(&self, step: &Step, ctx: &Dynamic) -> (Vec<PlannedCall>, Option<String>) {
         let copy = Dynamic::from_map(ctx.flatten_clone().try_cast::<Map>().unwrap_or_default())
             .into_shared();
-        let (result, planned) = self.rb.host.recorder.preview(|| {
-            self.invoke(
-                &step.body,
-                &copy,
-                Stage::Step(step.index),
-                step.timeout.min(PREVIEW_LIMIT),
-            )
+        // A preview is a plan: its waits are simulated, and take no time from the run's clock.
+        let host = &self.rb.host;
+        let (result, planned) = host.interrupt.clock().simulate(|| {
+            host.recorder.preview(|| {
+                self.invoke(
+                    &step.body,
+                    &copy,
+                    Stage::Step(step.index),
+                    step.timeout.min(PREVIEW_LIMIT),
+                )
+            })
         });
         (planned, result.err().map(|e| self.describe(&e).message))
     }

@@ -423,8 +423,7 @@ impl Runbook {
 
         host.recorder.set_stage(Stage::Loading);
         // The declaration pass gets a deadline too: a top-level `loop {}` must not hang `check`.
-        host.interrupt
-            .set_deadline(Some(std::time::Instant::now() + Duration::from_secs(10)));
+        host.interrupt.set_timeout(Some(Duration::from_secs(10)));
         let declared = engine.run_ast(&ast);
         host.interrupt.set_deadline(None);
         if let Err(err) = declared {
