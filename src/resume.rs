@@ -260,8 +260,8 @@ pub fn prepare(
     if let Some(name) = recorded["kill_switch_parameter"].as_str() {
         g.set_kill_parameter(Some(name.to_string()));
     }
-    for e in events.iter().filter(|e| e["type"] == "intent") {
-        g.restore_touched(&e["args"]);
+    for e in events.iter() {
+        g.restore_touched(e);
     }
 
     let note = json!({

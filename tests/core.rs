@@ -283,7 +283,7 @@ fn plan_mode_sends_no_mutating_call() {
         "plan must not write the notes file"
     );
     assert!(
-        plan.stdout.contains("2 mutating call(s) would be made"),
+        plan.stdout.trim_end().ends_with("plan: 2 would-be writes"),
         "{}",
         plan.stdout
     );
