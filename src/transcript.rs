@@ -1288,6 +1288,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn appending_privately_refuses_a_planted_link_and_creates_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, "precious\n").unwrap();
+        let link = dir.path().join("t.notes.md");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(
+            open_private_append(&link).is_err(),
+            "a link is never followed"
+        );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+
+        let fresh = dir.path().join("u.notes.md");
+        open_private_append(&fresh).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
     fn canonical_form_sorts_keys_at_every_depth() {
         let v = json!({"b": 1, "a": {"d": [1, {"z": 0, "y": 1}], "c": "x"}, "hash": "h"});
         let mut s = String::new();

@@ -316,16 +316,45 @@ fn a_plan_on_moto_changes_nothing() {
             "p2.jsonl",
         ],
     );
-    assert!(
-        events(&ws.path().join("p2.jsonl"))
-            .iter()
-            .any(|e| e["type"] == "call"
-                && e["binding"] == "ssm::run_command"
-                && e["planned"] == true)
-    );
+    let p2 = events(&ws.path().join("p2.jsonl"));
+    assert!(p2.iter().any(|e| e["type"] == "call"
+        && e["binding"] == "ssm::run_command"
+        && e["planned"] == true));
+    // The CPU runbook declares its `top`/`ps` diagnostics read-only: a plan runs those (and only
+    // those) for real, so moto's command history is the one thing that may grow, by exactly them.
+    let writes: Vec<&Value> = p2
+        .iter()
+        .filter(|e| e["type"] == "call" && e["planned"] == false && e["mutating"] == true)
+        .collect();
+    assert!(writes.is_empty(), "a plan sent a write: {writes:?}");
+    let sent: Vec<&Value> = p2
+        .iter()
+        .filter(|e| {
+            e["type"] == "call"
+                && e["planned"] == false
+                && e["read_only"] == "declared by the runbook"
+        })
+        .collect();
+    assert!(!sent.is_empty(), "the diagnostics ran in the plan");
+    let commands = |state: &str| -> usize {
+        state
+            .lines()
+            .find_map(|l| l.strip_prefix("commands "))
+            .and_then(|n| n.parse().ok())
+            .unwrap()
+    };
+    let after = cloud_state(&moto);
+    assert_eq!(commands(&after), commands(&before) + sent.len());
+    let without_commands = |state: &str| -> String {
+        state
+            .lines()
+            .filter(|l| !l.starts_with("commands "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     assert_eq!(
-        cloud_state(&moto),
-        before,
+        without_commands(&after),
+        without_commands(&before),
         "a plan must leave the cloud exactly as it was"
     );
 }

@@ -833,6 +833,28 @@ fn transcripts_are_private_and_never_written_through_a_planted_symlink() {
 }
 
 #[test]
+fn the_incident_notes_file_is_created_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = Workspace::new();
+    ws.write(
+        "runbooks/noting.rhai",
+        &format!(
+            "{}containment(\"Note\", |ctx| {{ notes::append(\"first\"); }});\n",
+            header("noting")
+        ),
+    );
+    ws.run(&["run", "noting", "--transcript", "t.jsonl"])
+        .expect_code(0);
+    let notes = ws.path().join("t.notes.md");
+    let mode = std::fs::metadata(&notes).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o600,
+        "notes::append opens the notes file as the transcript is opened"
+    );
+    assert!(ws.read("t.notes.md").contains("first"));
+}
+
+#[test]
 fn render_names_the_resources_a_write_touched_and_shows_resumes() {
     let ws = Workspace::new();
     ws.write(

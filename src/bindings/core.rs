@@ -376,10 +376,8 @@ pub mod notes_api {
             // A Markdown list item; continuation lines are indented so they stay inside it.
             let body = host.redactor.redact(text).replace('\n', "\n  ");
             let line = format!("- {} {body}\n", crate::transcript::now_utc());
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
+            // Private, and never through a link planted after the run started.
+            crate::transcript::open_private_append(&path)
                 .and_then(|mut f| {
                     f.write_all(line.as_bytes())?;
                     f.sync_data()
