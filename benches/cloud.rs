@@ -10,6 +10,8 @@
 
 #![allow(dead_code)]
 
+// The bench borrows the tests' workspace builder and uses only a little of it.
+#[allow(dead_code)]
 #[path = "../tests/common/mod.rs"]
 mod common;
 

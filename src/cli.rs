@@ -208,10 +208,24 @@ pub enum Command {
         #[arg(long, requires = "reset_breakers")]
         scope: Option<String>,
     },
-    /// Print the API reference of every function a runbook can call
-    Docs,
+    /// Print the API reference of every function a runbook can call (or `docs drills`: the
+    /// drill scenario format)
+    Docs {
+        /// `api` (default) or `drills`
+        #[arg(value_enum, default_value = "api")]
+        topic: DocsTopic,
+    },
     /// Print shell completions
     Completions { shell: clap_complete::Shell },
+}
+
+/// What `runbook docs` prints.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DocsTopic {
+    /// The functions a runbook can call, and what mutating ones return in a plan
+    Api,
+    /// The drill scenario format (`drills/*.toml`)
+    Drills,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -259,7 +273,7 @@ pub struct RunArgs {
     pub plan: bool,
     /// Unattended: a step that asks for confirmation waits this long for `runbook approve`
     /// (instead of stopping the run)
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::clock::parse_duration)]
     pub approval_timeout: Option<std::time::Duration>,
     /// Ask before every step (the default when stdin is a terminal and --yes is not given)
     #[arg(long, conflicts_with = "no_interactive")]
@@ -576,8 +590,11 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             let config = Config::load(cli.config.as_deref())?;
             crate::hooks::one_shot(&hooks, dirs, config, source, &payload)
         }
-        Command::Docs => {
-            print!("{}", crate::docs::markdown()?);
+        Command::Docs { topic } => {
+            match topic {
+                DocsTopic::Api => print!("{}", crate::docs::markdown()?),
+                DocsTopic::Drills => print!("{}", crate::drill::format_reference()),
+            }
             Ok(())
         }
         Command::Completions { shell } => {
@@ -762,7 +779,9 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
     let c = &report.counts;
     let undelivered = executor::undelivered_note(report.undelivered_notifications);
     console.line(&format!(
-        "run {}: {} ok, {} failed, {} skipped, {} timed out, {} aborted, {} not run{undelivered} · {:.1?}",
+        "{} {}: {} ok, {} failed, {} skipped, {} timed out, {} aborted, {} not run{undelivered} · {:.1?}",
+        // A plan ran nothing: it never says "run ok".
+        if mode == Mode::Plan { "plan" } else { "run" },
         report.status.as_str(),
         c.ok,
         c.failed,

@@ -24,94 +24,273 @@ use crate::executor::{Executor, RunOptions, Unattended};
 use crate::recorder::Mode;
 use crate::transcript;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Scenario {
-    /// `id@version` (the pin is required: a drill tests one version) or a runbook path.
-    pub runbook: String,
-    #[serde(default)]
-    pub description: String,
-    /// Give confirmations in advance (a drill has nobody at the keyboard).
-    #[serde(default = "yes")]
-    pub yes: bool,
-    #[serde(default)]
-    pub params: BTreeMap<String, toml::Value>,
-    /// Fleet fixture, relative to the scenario (default: the embedded fleet).
-    pub fleet: Option<PathBuf>,
-    /// Run against an AWS emulator instead of the sim (moto's server, LocalStack).
-    pub emulator: Option<Emulator>,
-    /// Merged into the fleet's `[faults]`.
-    #[serde(default)]
-    pub faults: toml::Table,
-    /// Added to (or, by url, replacing) the fleet's endpoints.
-    #[serde(default)]
-    pub endpoints: Vec<toml::Table>,
-    #[serde(default)]
-    pub expect: Expect,
+/// Declares a scenario type once: the serde struct, and its field documentation (names, TOML
+/// types and doc comments) for `runbook docs drills`, so the reference is generated from the
+/// types and cannot drift from what the parser accepts.
+macro_rules! documented {
+    (
+        $(#[doc = $sdoc:literal])*
+        [$($attr:meta),*]
+        pub struct $name:ident {
+            $(
+                $(#[doc = $doc:literal])*
+                [$($fattr:meta),*]
+                pub $field:ident : $ty:ty,
+            )*
+        }
+    ) => {
+        $(#[doc = $sdoc])*
+        #[derive(Debug, Clone, Deserialize)]
+        $(#[$attr])*
+        pub struct $name {
+            $(
+                $(#[doc = $doc])*
+                $(#[$fattr])*
+                pub $field: $ty,
+            )*
+        }
+
+        impl Documented for $name {
+            const NAME: &'static str = stringify!($name);
+            const DOC: &'static [&'static str] = &[$($sdoc),*];
+            const FIELDS: &'static [FieldDoc] = &[$(
+                FieldDoc {
+                    rust_name: stringify!($field),
+                    rust_type: stringify!($ty),
+                    doc: &[$($doc),*],
+                }
+            ),*];
+        }
+    };
+}
+
+/// One documented field of a scenario type.
+pub(crate) struct FieldDoc {
+    rust_name: &'static str,
+    rust_type: &'static str,
+    doc: &'static [&'static str],
+}
+
+/// A scenario type whose fields `runbook docs drills` lists.
+pub(crate) trait Documented {
+    const NAME: &'static str;
+    const DOC: &'static [&'static str];
+    const FIELDS: &'static [FieldDoc];
+}
+
+documented! {
+    /// A drill scenario (`drills/*.toml`): one runbook run on the simulated cloud, with faults,
+    /// and what must be true afterwards.
+    [serde(deny_unknown_fields), serde(expecting = "a drill scenario table (runbook, params, faults, expect, ...)")]
+    pub struct Scenario {
+        /// `id@version` (the pin is required: a drill tests one version) or a runbook path.
+        [] pub runbook: String,
+        /// What the drill exercises, in a sentence.
+        [serde(default)] pub description: String,
+        /// Give confirmations in advance (a drill has nobody at the keyboard). Default true.
+        [serde(default = "yes")] pub yes: bool,
+        /// The runbook's parameters, as on the command line (`instance_id = "i-..."`).
+        [serde(default)] pub params: BTreeMap<String, toml::Value>,
+        /// Fleet fixture, relative to the scenario (default: the embedded fleet, `sim/default-fleet.toml`).
+        [] pub fleet: Option<PathBuf>,
+        /// Run against an AWS emulator instead of the sim (moto's server, LocalStack): `endpoint`
+        /// and `region` (default `us-east-1`). Faults and cloud-state expectations need the sim.
+        [] pub emulator: Option<Emulator>,
+        /// Merged into the fleet's `[faults]`: `latency_ms`, `throttle_calls` (call numbers),
+        /// `max_attempts`, `errors` (`operation`, `instance`, `code`, `message`), `command_failure`
+        /// (`share`, `exit_code`, `stderr`), ... (see the fleet fixture).
+        [serde(default)] pub faults: toml::Table,
+        /// Added to (or, by `url`, replacing) the fleet's HTTP endpoints (`url`, `status`,
+        /// `latency_ms`, `body`, `down_before_step`, `slow_before_step`, `slow_latency_ms`, `flaky_every`).
+        [serde(default)] pub endpoints: Vec<toml::Table>,
+        /// `[[command_outputs]]` put before the fleet's own (the first whose `match` is in a Run
+        /// Command's text answers it): `match`, `stdout` (one string per successive use; the last
+        /// repeats), `exit_code`. How a drill gives `top` or `free -m` the numbers it needs.
+        [serde(default)] pub command_outputs: Vec<toml::Table>,
+        /// What must be true afterwards (`[expect]`).
+        [serde(default)] pub expect: Expect,
+    }
 }
 
 fn yes() -> bool {
     true
 }
 
-/// An emulator endpoint for a drill. Faults and cloud-state expectations need the sim (the
-/// emulator cannot be told to fail, and its state is read through the API), so they are refused.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Emulator {
-    pub endpoint: String,
-    #[serde(default = "emulator_region")]
-    pub region: String,
+documented! {
+    /// An emulator endpoint for a drill. Faults and cloud-state expectations need the sim (the
+    /// emulator cannot be told to fail, and its state is read through the API), so they are refused.
+    [serde(deny_unknown_fields), serde(expecting = "a table with `endpoint` (URL) and optionally `region`")]
+    pub struct Emulator {
+        /// The emulator's URL, e.g. `http://127.0.0.1:5000`.
+        [] pub endpoint: String,
+        /// Default `us-east-1`.
+        [serde(default = "emulator_region")] pub region: String,
+    }
 }
 
 fn emulator_region() -> String {
     "us-east-1".into()
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Expect {
-    /// `ok`, `failed`, `aborted` or `timed_out` (default `ok`).
-    pub status: Option<String>,
-    /// Step title → status.
-    #[serde(default)]
-    pub steps: BTreeMap<String, String>,
-    pub max_duration: Option<String>,
-    #[serde(default)]
-    pub cloud: CloudExpect,
-    #[serde(default)]
-    pub notifications: NotifyExpect,
-    /// Mutating calls (binding names) that must have been sent, in order.
-    pub calls: Option<Vec<String>>,
+/// How a drilled run must end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunExpect {
+    Ok,
+    Failed,
+    Aborted,
+    TimedOut,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CloudExpect {
-    /// Instances whose every network interface carries only the quarantine group.
-    #[serde(default)]
-    pub isolated: Vec<String>,
-    /// Instances with a completed snapshot of every volume.
-    #[serde(default)]
-    pub snapshotted: Vec<String>,
-    #[serde(default)]
-    pub terminated: Vec<String>,
-    #[serde(default)]
-    pub running: Vec<String>,
-    /// Instances replaced by a running instance tagged `ReplacementFor`.
-    #[serde(default)]
-    pub replaced: Vec<String>,
-    /// Instances whose groups are what the fleet gave them (a rollback put them back).
-    #[serde(default)]
-    pub original_groups: Vec<String>,
+impl RunExpect {
+    pub const ALLOWED: &'static str = "ok, failed, aborted, timed_out";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunExpect::Ok => "ok",
+            RunExpect::Failed => "failed",
+            RunExpect::Aborted => "aborted",
+            RunExpect::TimedOut => "timed_out",
+        }
+    }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NotifyExpect {
-    pub at_least: Option<usize>,
-    #[serde(default)]
-    pub contains: Vec<String>,
+/// How a step of the drilled run must end. `not run` (or `not_run`): the step never started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepExpect {
+    Ok,
+    Failed,
+    Skipped,
+    TimedOut,
+    Aborted,
+    #[serde(rename = "not run", alias = "not_run")]
+    NotRun,
+}
+
+impl StepExpect {
+    pub const ALLOWED: &'static str =
+        "ok, failed, skipped, timed_out, aborted, not run (or not_run)";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepExpect::Ok => "ok",
+            StepExpect::Failed => "failed",
+            StepExpect::Skipped => "skipped",
+            StepExpect::TimedOut => "timed_out",
+            StepExpect::Aborted => "aborted",
+            StepExpect::NotRun => "not run",
+        }
+    }
+}
+
+documented! {
+    /// `[expect]`: what must be true after the run. Every expectation given is checked; a drill
+    /// passes when all hold.
+    [derive(Default), serde(deny_unknown_fields), serde(expecting = "an [expect] table (status, steps, max_duration, cloud, notifications, calls)")]
+    pub struct Expect {
+        /// How the run ends: `ok`, `failed`, `aborted` or `timed_out` (default `ok`).
+        [] pub status: Option<RunExpect>,
+        /// `[expect.steps]`: step title = how it ends: `ok`, `failed`, `skipped`, `timed_out`,
+        /// `aborted`, or `not run` (also spelled `not_run`: it never started).
+        [serde(default)] pub steps: BTreeMap<String, StepExpect>,
+        /// The longest the run may take on its clock (`"30s"`, `"10m"`). On the sim the clock is
+        /// simulated: waits, backoff, polling and latency count in full but take no wall time.
+        [] pub max_duration: Option<String>,
+        /// `[expect.cloud]`: the simulated cloud's state afterwards.
+        [serde(default)] pub cloud: CloudExpect,
+        /// `[expect.notifications]`: the Slack/Teams messages captured.
+        [serde(default)] pub notifications: NotifyExpect,
+        /// Mutating calls (binding names, e.g. `"ec2::isolate"`) that must have been sent, in order.
+        [] pub calls: Option<Vec<String>>,
+    }
+}
+
+documented! {
+    /// `[expect.cloud]`: instance ids (from the fleet) and what must hold for each.
+    [derive(Default), serde(deny_unknown_fields), serde(expecting = "an [expect.cloud] table of instance id lists (isolated, snapshotted, terminated, running, replaced, original_groups)")]
+    pub struct CloudExpect {
+        /// Instances whose every network interface carries only the quarantine group.
+        [serde(default)] pub isolated: Vec<String>,
+        /// Instances with a completed snapshot of every volume.
+        [serde(default)] pub snapshotted: Vec<String>,
+        /// Instances that are `terminated`.
+        [serde(default)] pub terminated: Vec<String>,
+        /// Instances that are `running`.
+        [serde(default)] pub running: Vec<String>,
+        /// Instances replaced by a running instance tagged `ReplacementFor`.
+        [serde(default)] pub replaced: Vec<String>,
+        /// Instances whose groups are what the fleet gave them (a rollback put them back).
+        [serde(default)] pub original_groups: Vec<String>,
+    }
+}
+
+documented! {
+    /// `[expect.notifications]`: messages captured instead of sent on the sim.
+    [derive(Default), serde(deny_unknown_fields), serde(expecting = "an [expect.notifications] table with `at_least` (a number) and `contains` (an array of strings)")]
+    pub struct NotifyExpect {
+        /// At least this many messages were sent.
+        [] pub at_least: Option<usize>,
+        /// Each of these texts appears in some message.
+        [serde(default)] pub contains: Vec<String>,
+    }
+}
+
+/// A TOML type as a scenario author knows it.
+fn toml_type(rust: &str) -> String {
+    let t: String = rust.chars().filter(|c| !c.is_whitespace()).collect();
+    let inner = t
+        .strip_prefix("Option<")
+        .and_then(|x| x.strip_suffix('>'))
+        .unwrap_or(&t);
+    match inner {
+        "String" | "PathBuf" => "string".into(),
+        "bool" => "boolean".into(),
+        "usize" => "integer".into(),
+        "Vec<String>" => "array of strings".into(),
+        "Vec<toml::Table>" => "array of tables".into(),
+        "toml::Table" => "table".into(),
+        "BTreeMap<String,toml::Value>" => "table of values".into(),
+        "BTreeMap<String,StepExpect>" => format!("table of step title = {}", StepExpect::ALLOWED),
+        "RunExpect" => format!("one of {}", RunExpect::ALLOWED),
+        other => format!("table ({other})"),
+    }
+}
+
+fn doc_text(lines: &[&str]) -> String {
+    lines.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" ")
+}
+
+fn document<T: Documented>(out: &mut String, heading: &str) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "\n## {heading}\n\n{}\n", doc_text(T::DOC));
+    let _ = writeln!(out, "| field | type | meaning |\n|---|---|---|");
+    for f in T::FIELDS {
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} |",
+            f.rust_name,
+            toml_type(f.rust_type),
+            doc_text(f.doc).replace('|', "\\|")
+        );
+    }
+    let _ = T::NAME;
+}
+
+/// `runbook docs drills`: the scenario format, generated from the types above.
+pub fn format_reference() -> String {
+    let mut out = String::from(
+        "# Drill scenario format\n\nGenerated by `runbook docs drills` from the scenario types. A scenario is a TOML file in `drills/`; `runbook drill` runs every one (or those of one runbook: `runbook drill ID`). Unknown keys are refused, with the field and the allowed values named.\n",
+    );
+    document::<Scenario>(&mut out, "Top level");
+    document::<Expect>(&mut out, "`[expect]`");
+    document::<CloudExpect>(&mut out, "`[expect.cloud]`");
+    document::<NotifyExpect>(&mut out, "`[expect.notifications]`");
+    document::<Emulator>(&mut out, "`[emulator]`");
+    out.push_str(
+        "\n## Example\n\n```toml\nrunbook = \"ec2-high-cpu@1.1.0\"\ndescription = \"The worker's CPU is at 99%; restarting its service brings it down.\"\n[params]\ninstance_id = \"i-0a1b2c3d4e5f60005\"\n[faults.command_failure]\nshare = 0.0\n[expect]\nstatus = \"ok\"\nmax_duration = \"30m\"\n[expect.steps]\n\"Restart the offending service\" = \"ok\"\n```\n",
+    );
+    out
 }
 
 /// One scenario's result.
@@ -124,7 +303,12 @@ pub struct Outcome {
     pub passed: bool,
     pub failures: Vec<String>,
     pub status: String,
+    /// On the run's clock (simulated on the sim).
     pub duration_ms: u64,
+    /// Wall time the drill took.
+    pub wall_ms: u64,
+    /// `simulated` (sim) or `real` (emulator).
+    pub clock: &'static str,
     pub transcript: PathBuf,
     pub coverage: Coverage,
 }
@@ -176,6 +360,21 @@ fn merge_fleet(base: &str, s: &Scenario) -> Result<String> {
             }
         }
     }
+    if !s.command_outputs.is_empty() {
+        let list = fleet
+            .entry("command_outputs")
+            .or_insert_with(|| toml::Value::Array(Vec::new()));
+        if let Some(items) = list.as_array_mut() {
+            let mut merged: Vec<toml::Value> = s
+                .command_outputs
+                .iter()
+                .cloned()
+                .map(toml::Value::Table)
+                .collect();
+            merged.append(items);
+            *items = merged;
+        }
+    }
     toml::to_string(&fleet).map_err(|e| Error::Usage(format!("fleet: {e}")))
 }
 
@@ -189,7 +388,13 @@ fn param_text(v: &toml::Value) -> String {
 /// Loads a scenario file.
 pub fn load(path: &Path) -> Result<Scenario> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io("cannot read", path, e))?;
-    toml::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
+    toml::from_str(&text).map_err(|e| {
+        Error::Usage(format!(
+            "{}: unparsable drill scenario (see `runbook docs drills`): {}",
+            path.display(),
+            e.to_string().trim_end()
+        ))
+    })
 }
 
 /// Runs one scenario and checks its expectations.
@@ -218,6 +423,7 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
             let c = &s.expect.cloud;
             let sim_only = !s.faults.is_empty()
                 || !s.endpoints.is_empty()
+                || !s.command_outputs.is_empty()
                 || s.fleet.is_some()
                 || !(c.isolated.is_empty()
                     && c.snapshotted.is_empty()
@@ -237,12 +443,17 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
             env.fleet_source = e.endpoint.clone();
         }
     }
+    let simulated = env.backend == Backend::Sim;
     let host = Host::with_environment(
         Mode::Run,
         Console::silent(),
         Arc::new(AtomicBool::new(false)),
         env,
     );
+    // On the sim, waits, backoff, polling and the sim's latency advance a simulated clock: a
+    // drill of a ten-minute recovery takes milliseconds, and its durations still say ten minutes.
+    // An emulator is a real server with real time.
+    host.interrupt.clock().set_simulated(simulated);
 
     let target = Target::parse(&s.runbook);
     if let Target::Id { pin: None, .. } = target {
@@ -267,7 +478,7 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
         operator: "drill".into(),
         approval_timeout: None,
     };
-    let started = Instant::now();
+    let wall = Instant::now();
     let mut executor = Executor::new(&rb, &mut driver);
     if let Some(lifecycle) = crate::bindings::slack::SlackLifecycle::for_runbook(&rb) {
         executor = executor.observe(lifecycle);
@@ -282,7 +493,9 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
         params,
         trigger: None,
     })?;
-    let duration = started.elapsed();
+    // The run's own clock: simulated time on the sim, what `max_duration` bounds.
+    let duration = report.duration;
+    let wall_ms = u64::try_from(wall.elapsed().as_millis()).unwrap_or(u64::MAX);
     let state = rb.host.cloud.sim_state().unwrap_or(Value::Null);
     let notifications = rb.host.notifier.captured();
     let fleet: Value =
@@ -296,7 +509,7 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
             Vec::new()
         }
     };
-    let want = s.expect.status.clone().unwrap_or_else(|| "ok".into());
+    let want = s.expect.status.map_or("ok", RunExpect::as_str);
     if report.status.as_str() != want {
         failures.push(format!(
             "run ended {} (expected {want}): {}",
@@ -305,12 +518,14 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
         ));
     }
     if let Some(max) = &s.expect.max_duration {
-        let max = humantime::parse_duration(max)
+        let max = crate::clock::parse_duration(max)
             .map_err(|e| Error::Usage(format!("{}: max_duration: {e}", path.display())))?;
         if duration > max {
             failures.push(format!(
                 "took {} (maximum {})",
-                humantime::format_duration(Duration::from_millis(duration.as_millis() as u64)),
+                humantime::format_duration(Duration::from_millis(
+                    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+                )),
                 humantime::format_duration(max)
             ));
         }
@@ -338,8 +553,11 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
             .get(title)
             .map(String::as_str)
             .unwrap_or("not run");
-        if got != want {
-            failures.push(format!("step {title:?} ended {got} (expected {want})"));
+        if got != want.as_str() {
+            failures.push(format!(
+                "step {title:?} ended {got} (expected {})",
+                want.as_str()
+            ));
         }
     }
     if let Some(calls) = &s.expect.calls {
@@ -409,7 +627,9 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
         passed: failures.is_empty(),
         failures,
         status: report.status.as_str().into(),
-        duration_ms: duration.as_millis() as u64,
+        duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+        wall_ms,
+        clock: if simulated { "simulated" } else { "real" },
         transcript: transcript_path,
         coverage,
     })
@@ -521,10 +741,21 @@ pub fn scenarios(paths: &[PathBuf], drills_dir: &Path) -> Result<Vec<PathBuf>> {
         } else {
             // A runbook id: every scenario that drills it.
             let id = p.to_string_lossy();
-            let found: Vec<PathBuf> = all(drills_dir)
-                .into_iter()
-                .filter(|f| load(f).is_ok_and(|s| s.runbook.split('@').next() == Some(&*id)))
-                .collect();
+            let mut found: Vec<PathBuf> = Vec::new();
+            let mut broken: Vec<String> = Vec::new();
+            for f in all(drills_dir) {
+                match load(&f) {
+                    Ok(s) if s.runbook.split('@').next() == Some(&*id) => found.push(f),
+                    Ok(_) => {}
+                    // A scenario that does not parse but names this runbook is this runbook's
+                    // drill: say why it cannot run rather than that there is none.
+                    Err(e) if names_runbook(&f, &id) => broken.push(e.to_string()),
+                    Err(_) => {}
+                }
+            }
+            if !broken.is_empty() {
+                return Err(Error::Usage(broken.join("\n")));
+            }
             if found.is_empty() {
                 return Err(Error::NotFound(format!(
                     "no drill scenario for {id} in {}",
@@ -535,6 +766,21 @@ pub fn scenarios(paths: &[PathBuf], drills_dir: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(out)
+}
+
+/// Whether a scenario file (parsable or not) names runbook `id` in its `runbook` key.
+fn names_runbook(file: &Path, id: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return false;
+    };
+    text.lines().any(|l| {
+        let l = l.trim();
+        l.starts_with("runbook")
+            && l.split_once('=').is_some_and(|(_, v)| {
+                let v = v.trim().trim_matches('"').trim_matches('\'');
+                v.split('@').next() == Some(id)
+            })
+    })
 }
 
 /// Runs scenarios on up to `jobs` threads. Each gets its own engine and simulated cloud.
@@ -728,8 +974,16 @@ pub fn markdown(results: &[(PathBuf, Result<Outcome>)]) -> String {
 pub fn summary_line(file: &Path, r: &Result<Outcome>) -> String {
     match r {
         Ok(o) if o.passed => format!(
-            "pass  {} ({}@{}, {} ms)",
-            o.scenario, o.runbook, o.version, o.duration_ms
+            "pass  {} ({}@{}, {} ms{})",
+            o.scenario,
+            o.runbook,
+            o.version,
+            o.duration_ms,
+            if o.clock == "simulated" {
+                format!(" simulated, {} ms wall", o.wall_ms)
+            } else {
+                String::new()
+            }
         ),
         Ok(o) => format!(
             "FAIL  {} ({}@{}): {}",

@@ -21,6 +21,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, Module, Position, Scope, Shared};
 pub type SharedModule = Shared<Module>;
 use sha2::{Digest, Sha256};
 
+use crate::clock::Clock;
 use crate::console::Console;
 use crate::recorder::{Mode, Recorder, Stage};
 use crate::redact::Redactor;
@@ -93,9 +94,10 @@ impl Stop {
     }
 }
 
-/// The current step's deadline and the run's abort flag (set by Ctrl-C from another thread).
+/// The current step's deadline (on the run's [`Clock`]) and the run's abort flag (set by Ctrl-C
+/// from another thread).
 pub struct Interrupt {
-    deadline: std::cell::Cell<Option<Instant>>,
+    clock: Clock,
     abort: Arc<AtomicBool>,
     /// Ctrl-C presses since the last reset: the first stops the step, the second the run.
     presses: Arc<std::sync::atomic::AtomicUsize>,
@@ -104,10 +106,15 @@ pub struct Interrupt {
 impl Interrupt {
     pub fn new(abort: Arc<AtomicBool>) -> Self {
         Interrupt {
-            deadline: std::cell::Cell::new(None),
+            clock: Clock::real(),
             abort,
             presses: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }
+    }
+
+    /// The run's clock: real, or simulated in plans and drills (see [`crate::clock`]).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The press counter, for a signal handler to count Ctrl-C on.
@@ -125,8 +132,15 @@ impl Interrupt {
         self.abort.store(false, Ordering::SeqCst);
     }
 
+    /// Sets the step deadline at a real instant (None clears it).
     pub fn set_deadline(&self, deadline: Option<Instant>) {
-        self.deadline.set(deadline);
+        self.clock.set_deadline(deadline);
+    }
+
+    /// Sets the step deadline `timeout` from now on the run's clock (None clears it). Saturating:
+    /// a huge timeout means "no practical deadline", never an overflow.
+    pub fn set_timeout(&self, timeout: Option<Duration>) {
+        self.clock.set_timeout(timeout);
     }
 
     pub fn abort_flag(&self) -> &Arc<AtomicBool> {
@@ -137,10 +151,7 @@ impl Interrupt {
         if self.abort.load(Ordering::Relaxed) {
             return Some(Stop::Aborted);
         }
-        match self.deadline.get() {
-            Some(d) if Instant::now() >= d => Some(Stop::TimedOut),
-            _ => None,
-        }
+        self.clock.past_deadline().then_some(Stop::TimedOut)
     }
 
     /// [`check`](Self::check) as a script error at `pos`.
@@ -151,20 +162,27 @@ impl Interrupt {
         }
     }
 
-    /// Sleeps for `total`, waking early (with the reason) on timeout or abort.
+    /// Sleeps for `total`, waking early (with the reason) on timeout or abort. On a simulated
+    /// clock it returns at once, the clock moved forward (to the deadline at most).
     pub fn sleep(&self, total: Duration) -> Result<(), Stop> {
-        let end = Instant::now() + total;
+        if let Some(stop) = self.check() {
+            return Err(stop);
+        }
+        if self.clock.skip(total) {
+            return self.check().map_or(Ok(()), Err);
+        }
+        let start = self.clock.now();
         loop {
             if let Some(stop) = self.check() {
                 return Err(stop);
             }
-            let now = Instant::now();
-            if now >= end {
+            let left = total.saturating_sub(start.elapsed());
+            if left.is_zero() {
                 return Ok(());
             }
-            let mut slice = (end - now).min(Duration::from_millis(20));
-            if let Some(d) = self.deadline.get() {
-                slice = slice.min(d.saturating_duration_since(now) + Duration::from_millis(1));
+            let mut slice = left.min(Duration::from_millis(20));
+            if let Some(d) = self.clock.remaining() {
+                slice = slice.min(d.saturating_add(Duration::from_millis(1)));
             }
             std::thread::sleep(slice);
         }
@@ -242,12 +260,16 @@ impl Host {
     ) -> Rc<Self> {
         let env = cloud.environment();
         let redactor = Rc::new(Redactor::new());
+        let interrupt = Interrupt::new(abort);
+        // A plan never sleeps: its waits advance a simulated clock (see `crate::clock`).
+        interrupt.clock().set_simulated(mode == Mode::Plan);
+        cloud.set_clock(interrupt.clock().clone());
         // Webhook URLs and tokens are secrets from the first moment, whatever prints them; the
         // notifier registers them on the run's redactor, which it shares to redact what it sends.
         let notifier = crate::notify::Notifier::with_redactor(env.notify.clone(), redactor.share());
         Rc::new(Host {
             recorder: Recorder::new(mode),
-            interrupt: Interrupt::new(abort),
+            interrupt,
             notifier,
             redactor,
             console,
@@ -645,8 +667,17 @@ mod tests {
     #[test]
     fn sleep_wakes_at_the_deadline() {
         let i = Interrupt::new(Arc::new(AtomicBool::new(false)));
-        i.set_deadline(Some(Instant::now() + Duration::from_millis(30)));
+        i.set_timeout(Some(Duration::from_millis(30)));
         assert_eq!(i.sleep(Duration::from_secs(10)), Err(Stop::TimedOut));
+    }
+
+    #[test]
+    fn a_huge_timeout_or_sleep_does_not_overflow() {
+        let i = Interrupt::new(Arc::new(AtomicBool::new(false)));
+        i.set_timeout(Some(Duration::MAX));
+        assert_eq!(i.check(), None);
+        i.clock().set_simulated(true);
+        assert_eq!(i.sleep(Duration::MAX), Err(Stop::TimedOut));
     }
 
     #[test]

@@ -14,10 +14,18 @@ pub mod exit {
     pub const OK: u8 = 0;
     /// A run failed (a step failed), a check found a violation, or a transcript does not verify.
     pub const FAILED: u8 = 1;
-    /// Invalid input: a broken runbook, a bad parameter, an unknown runbook or a bad command line.
+    /// Invalid input: a broken runbook or configuration file, a bad parameter, an unknown runbook
+    /// or a bad command line.
     pub const INVALID: u8 = 2;
     /// The run was aborted (operator, Ctrl-C, a confirmation that nobody gave) or a step timed out.
     pub const ABORTED: u8 = 3;
+    /// The outside world refused: an endpoint that cannot be reached, credentials for another
+    /// account, a transcript another process holds. Trying again later may work; the input was fine.
+    /// sysexits' `EX_UNAVAILABLE`.
+    pub const UNAVAILABLE: u8 = 69;
+    /// Our bug or the operating system failing us (a thread that cannot start, a poisoned lock):
+    /// nothing the user gave was wrong. sysexits' `EX_SOFTWARE`.
+    pub const INTERNAL: u8 = 70;
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -132,11 +140,34 @@ pub(crate) fn byte_offset(source: &str, line: usize, col: usize) -> usize {
     source.len()
 }
 
+/// Each variant names what went wrong, and [`Error::exit_code`] follows from it alone, so a new
+/// call site cannot pick a misleading exit code by reusing a convenient variant.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Bad command-line input (an unknown flag value, a malformed `--param`).
+    /// The command line asks for something that cannot be done: a bad flag value or parameter,
+    /// flags that do not go together, a run that has nothing to resume.
     #[error("{0}")]
     Usage(String),
+
+    /// A configuration or scenario file (`runbook.toml`, `hooks.toml`, `alerts.toml`, a fleet
+    /// fixture, a drill) that cannot be accepted. The message never repeats the file: it is shown first.
+    #[error("{}", config_message(file, message))]
+    Config { file: PathBuf, message: String },
+
+    /// Data the command was handed that it cannot accept: an alert payload, a runbook folder
+    /// with two runbooks of one id.
+    #[error("{0}")]
+    Input(String),
+
+    /// The outside world refused: an endpoint that cannot be reached or listened on, credentials
+    /// for another account, no terminal, a transcript another process holds.
+    #[error("{0}")]
+    Environment(String),
+
+    /// Our bug or the operating system failing us: a thread or runtime that cannot start, a value
+    /// that cannot be serialised, a state file of ours that no longer parses.
+    #[error("{0}")]
+    Internal(String),
 
     /// A runbook or module that cannot be accepted: every problem found, each with its position.
     #[error("{}", script_summary(.0))]
@@ -216,6 +247,8 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_)
+            | Error::Config { .. }
+            | Error::Input(_)
             | Error::Script(_)
             | Error::Invalid { .. }
             | Error::NotFound(_)
@@ -229,6 +262,16 @@ impl Error {
                 RunEndStatus::Failed => exit::FAILED,
                 RunEndStatus::Aborted | RunEndStatus::TimedOut => exit::ABORTED,
             },
+            Error::Environment(_) => exit::UNAVAILABLE,
+            Error::Internal(_) => exit::INTERNAL,
+        }
+    }
+
+    /// A problem in the configuration file `file`.
+    pub fn config(file: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Config {
+            file: file.into(),
+            message: message.into(),
         }
     }
 
@@ -242,6 +285,15 @@ impl Error {
 
     pub fn script(diag: ScriptDiagnostic) -> Self {
         Error::Script(vec![diag])
+    }
+}
+
+/// `file: message`, or `file:` and the message's own lines when it is a list that starts on a new line.
+fn config_message(file: &Path, message: &str) -> String {
+    if message.starts_with('\n') {
+        format!("{}:{message}", file.display())
+    } else {
+        format!("{}: {message}", file.display())
     }
 }
 
@@ -261,6 +313,104 @@ fn script_summary(diags: &[ScriptDiagnostic]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_kind_of_error_exits_with_its_own_code() {
+        let io = || std::io::Error::other("disk on fire");
+        let cases = [
+            (Error::Usage("--source is required".into()), exit::INVALID),
+            (Error::config("hooks.toml", "bad"), exit::INVALID),
+            (Error::Input("payload too large".into()), exit::INVALID),
+            (
+                Error::script(ScriptDiagnostic::new("a.rhai", "x", 1, 1, "m", "l")),
+                exit::INVALID,
+            ),
+            (Error::Invalid { count: 1 }, exit::INVALID),
+            (Error::NotFound("rb".into()), exit::INVALID),
+            (
+                Error::VersionMismatch {
+                    id: "rb".into(),
+                    pinned: "1".into(),
+                    found: "2".into(),
+                },
+                exit::INVALID,
+            ),
+            (
+                Error::io("cannot write", Path::new("t.jsonl"), io()),
+                exit::FAILED,
+            ),
+            (
+                Error::TranscriptBroken {
+                    path: "t.jsonl".into(),
+                    line: 2,
+                    reason: "r".into(),
+                },
+                exit::FAILED,
+            ),
+            (Error::PolicyViolations { count: 1 }, exit::FAILED),
+            (Error::DrillsFailed { count: 1 }, exit::FAILED),
+            (
+                Error::HookRunsFailed {
+                    count: 1,
+                    first: "f".into(),
+                },
+                exit::FAILED,
+            ),
+            (
+                Error::RunEnded {
+                    status: RunEndStatus::Failed,
+                    reason: "r".into(),
+                },
+                exit::FAILED,
+            ),
+            (
+                Error::RunEnded {
+                    status: RunEndStatus::Aborted,
+                    reason: "r".into(),
+                },
+                exit::ABORTED,
+            ),
+            (
+                Error::RunEnded {
+                    status: RunEndStatus::TimedOut,
+                    reason: "r".into(),
+                },
+                exit::ABORTED,
+            ),
+            (Error::Environment("in use".into()), exit::UNAVAILABLE),
+            (
+                Error::Internal("cannot start a worker thread".into()),
+                exit::INTERNAL,
+            ),
+        ];
+        for (error, code) in cases {
+            assert_eq!(error.exit_code(), code, "{error}");
+        }
+    }
+
+    #[test]
+    fn the_exit_codes_are_the_documented_ones_and_distinct() {
+        let codes = [
+            exit::OK,
+            exit::FAILED,
+            exit::INVALID,
+            exit::ABORTED,
+            exit::UNAVAILABLE,
+            exit::INTERNAL,
+        ];
+        assert_eq!(codes, [0, 1, 2, 3, 69, 70]);
+    }
+
+    #[test]
+    fn a_config_error_names_its_file_first() {
+        let one = Error::config("conf/hooks.toml", "unknown field `rout`");
+        assert_eq!(one.to_string(), "conf/hooks.toml: unknown field `rout`");
+        let list = Error::config("hooks.toml", "\n  route \"a\": x\n  route \"b\": y");
+        assert_eq!(
+            list.to_string(),
+            "hooks.toml:\n  route \"a\": x\n  route \"b\": y"
+        );
+    }
 
     #[test]
     fn offsets_follow_lines_and_chars() {

@@ -7,12 +7,13 @@
 //! driver never touches the engine: that is what lets interactive, hook and drill modes reuse it.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rhai::{Dynamic, EvalAltResult, FnPtr, Map};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::clock::Stamp;
 use crate::engine::{self, ErrorInfo, Stop};
 use crate::error::{Error, Result, ScriptDiagnostic};
 use crate::recorder::{PlannedCall, Stage, to_json};
@@ -407,7 +408,7 @@ impl<'a> Executor<'a> {
     pub fn run(&mut self, mut opts: RunOptions) -> Result<RunReport> {
         let rb = self.rb;
         let host = &rb.host;
-        let started = Instant::now();
+        let started = host.interrupt.clock().now();
         // The notifier may outlive one run (a hook server's): count this run's failures only.
         let undelivered_before = host.notifier.undelivered();
         let notes = opts.transcript.with_extension("notes.md");
@@ -540,7 +541,7 @@ impl<'a> Executor<'a> {
                 Some(why) => {
                     host.console.take_waited();
                     let end = StepEnd::new(StepStatus::Skipped, None, Some(why));
-                    self.finish_step(step, total, Instant::now(), 0, end, &ctx)
+                    self.finish_step(step, total, host.interrupt.clock().now(), 0, end, &ctx)
                 }
                 None => self.run_step(step, total, &ctx),
             };
@@ -723,6 +724,9 @@ impl<'a> Executor<'a> {
             "operator": opts.operator,
             "trigger": opts.trigger,
             "mode": rb.host.recorder.mode().as_str(),
+            // Plans and sim drills wait on a simulated clock: their `duration_ms` are simulated
+            // time (what the run would take), their `ts` stamps wall time.
+            "clock": rb.host.interrupt.clock().kind(),
             "environment": opts.environment,
             "backend": match rb.host.cloud.environment().backend {
                 crate::config::Backend::Aws => "aws",
@@ -750,9 +754,9 @@ impl<'a> Executor<'a> {
     ) -> std::result::Result<Dynamic, Box<EvalAltResult>> {
         let host = &self.rb.host;
         host.recorder.set_stage(stage);
-        host.interrupt.set_deadline(Some(Instant::now() + timeout));
+        host.interrupt.set_timeout(Some(timeout));
         let result = f.call::<Dynamic>(&self.rb.engine, &self.rb.ast, (ctx.clone(),));
-        host.interrupt.set_deadline(None);
+        host.interrupt.set_timeout(None);
         host.recorder.set_stage(Stage::Idle);
         result
     }
@@ -791,7 +795,7 @@ impl<'a> Executor<'a> {
         &self,
         step: &Step,
         total: usize,
-        started: Instant,
+        started: Stamp,
         attempts: u32,
         end: StepEnd,
         ctx: &Dynamic,
@@ -834,21 +838,24 @@ impl<'a> Executor<'a> {
         step: &Step,
         ctx: &Dynamic,
     ) -> (Vec<PlannedCall>, Option<String>, Vec<String>) {
-        let started = Instant::now();
+        let started = self.rb.host.interrupt.clock().now();
         let copy = Dynamic::from_map(ctx.flatten_clone().try_cast::<Map>().unwrap_or_default())
             .into_shared();
-        let console = &self.rb.host.console;
+        let host = &self.rb.host;
         // What the step logs while planned did not happen: the console marks it as a preview.
-        console.start_preview();
-        let (result, planned) = self.rb.host.recorder.preview(|| {
-            self.invoke(
-                &step.body,
-                &copy,
-                Stage::Step(step.index),
-                step.timeout.min(PREVIEW_LIMIT),
-            )
+        host.console.start_preview();
+        // A preview is a plan: its waits are simulated, and take no time from the run's clock.
+        let (result, planned) = host.interrupt.clock().simulate(|| {
+            host.recorder.preview(|| {
+                self.invoke(
+                    &step.body,
+                    &copy,
+                    Stage::Step(step.index),
+                    step.timeout.min(PREVIEW_LIMIT),
+                )
+            })
         });
-        let log = console.end_preview();
+        let log = host.console.end_preview();
         self.preview_spent = self.preview_spent.saturating_add(started.elapsed());
         (
             planned,
@@ -995,7 +1002,7 @@ impl<'a> Executor<'a> {
     }
 
     fn run_step(&mut self, step: &Step, total: usize, ctx: &Dynamic) -> StepEnd {
-        let started = Instant::now();
+        let started = self.rb.host.interrupt.clock().now();
         let host = &self.rb.host;
         // This step's waiting and previewing start now (finish_step takes them off its time).
         host.console.take_waited();
@@ -1102,6 +1109,9 @@ impl<'a> Executor<'a> {
         let mut go_on = false;
         let failure = loop {
             attempt += 1;
+            // What this attempt plans and whether a guardrail refuses one of its writes.
+            let (planned_mark, refusals) =
+                (host.recorder.planned_len(), host.guardrails.refusals());
             host.console
                 .step_started(step.index, total, step.phase.as_str(), &step.title);
             self.record(
@@ -1176,8 +1186,12 @@ impl<'a> Executor<'a> {
                 }
                 break (status, info);
             }
-            if automatic_left > 0 {
+            // A guardrail's refusal (blast radius, kill switch, protected environment) will
+            // refuse again: retrying with backoff would only hold the run half-way.
+            let refused = host.guardrails.refusals() > refusals;
+            if automatic_left > 0 && !refused {
                 automatic_left -= 1;
+                host.recorder.forget_planned_since(planned_mark);
                 let doubling = 2u32.saturating_pow(attempt - 1);
                 let delay = step.backoff.saturating_mul(doubling).min(MAX_BACKOFF);
                 self.record(
@@ -1276,7 +1290,7 @@ impl<'a> Executor<'a> {
             &StepEvent::OnFailureStarted { step: step.index },
             Durability::Synced,
         );
-        let started = Instant::now();
+        let started = host.interrupt.clock().now();
         let result = self.invoke(rollback, ctx, Stage::OnFailure(step.index), step.timeout);
         let (status, error) = match &result {
             Ok(_) => (StepStatus::Ok, None),
@@ -1329,25 +1343,23 @@ pub fn operator() -> String {
     format!("{user}@{host}")
 }
 
-/// Convenience for a plan: the would-be mutating calls in order.
+/// What a plan prints on stdout: each would-be write once, in order, then the count. A plan
+/// never ends with "run ok": nothing ran.
 pub fn plan_summary(report: &RunReport) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    if report.planned.is_empty() {
-        out.push_str("plan: no mutating calls would be made\n");
-    } else {
-        let _ = writeln!(
-            out,
-            "plan: {} mutating call(s) would be made:",
-            report.planned.len()
-        );
-        for (i, c) in report.planned.iter().enumerate() {
-            let step = c
-                .step
-                .map(|s| format!("step {}", s + 1))
-                .unwrap_or_else(|| "-".into());
-            let _ = writeln!(out, "  {}. [{step}] {}({})", i + 1, c.binding, c.args);
-        }
+    for (i, c) in report.planned.iter().enumerate() {
+        let step = c
+            .step
+            .map(|s| format!("step {}", s + 1))
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(out, "  {}. [{step}] {}({})", i + 1, c.binding, c.args);
     }
+    let n = report.planned.len();
+    let _ = writeln!(
+        out,
+        "plan: {n} would-be write{}",
+        if n == 1 { "" } else { "s" }
+    );
     out
 }

@@ -9,6 +9,7 @@ pub mod approvals;
 pub mod bindings;
 pub mod catalog;
 pub mod cli;
+pub mod clock;
 pub mod cloud;
 pub mod config;
 pub mod console;

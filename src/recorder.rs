@@ -40,6 +40,23 @@ pub enum Effect {
     /// Waits on people (approvals): changes nothing, but a plan must not wait for it, so in plan
     /// mode it is answered by its placeholder like a write.
     Wait,
+    /// A write the runbook declares read-only (a diagnostic over Run Command, `read_only: true`):
+    /// a plan runs it for real and records it as `read_only: "declared by the runbook"`; a run
+    /// still treats it as a write (intent, kill switch, blast radius, protected environment).
+    DeclaredReadOnly,
+}
+
+/// What a call event says about a declared read-only call.
+pub const DECLARED_READ_ONLY: &str = "declared by the runbook";
+
+/// Read-only lookups a binding needs before its call is decided (see [`call_resolved`]).
+pub enum Resolve<'a> {
+    /// Needed before any write is sent (tag targets resolved to instances): done in runs and plans
+    /// alike, counted by the blast radius and handed to the plan placeholder.
+    Always(&'a dyn Fn(&Host) -> Result<Value, BindingError>),
+    /// Needed only so a plan's placeholder has the shape of a real result (the volumes an instance
+    /// would snapshot): done in plans only, so a run makes no extra call.
+    PlanOnly(&'a dyn Fn(&Host) -> Result<Value, BindingError>),
 }
 
 /// A binding's declaration: made once, next to its implementation.
@@ -64,6 +81,8 @@ pub struct Guardrails {
     touched: RefCell<std::collections::BTreeSet<String>>,
     /// The rule that last refused a write in this run, if any.
     tripped: Cell<Option<&'static str>>,
+    /// Writes refused so far (the executor does not retry an attempt that ended in one).
+    refusals: Cell<u64>,
 }
 
 impl Guardrails {
@@ -76,6 +95,16 @@ impl Guardrails {
     /// The rule that last refused a write (`kill_switch`, `blast_radius`), if one did.
     pub fn tripped(&self) -> Option<&'static str> {
         self.tripped.get()
+    }
+
+    /// How many writes the guardrails (and the protected-environment rule) refused in this run.
+    pub fn refusals(&self) -> u64 {
+        self.refusals.get()
+    }
+
+    fn refused(&self, rule: &'static str) {
+        self.tripped.set(Some(rule));
+        self.refusals.set(self.refusals.get().saturating_add(1));
     }
 
     /// Also holds every write while the SSM parameter `name` is set (see [`kill_parameter_state`]).
@@ -98,15 +127,23 @@ impl Guardrails {
         })
     }
 
-    /// Resume: a write the run sent before it was interrupted still counts against its cap.
-    pub(crate) fn restore_touched(&self, args: &Value) {
-        let mut ids = Vec::new();
-        resource_ids(args, &mut ids);
-        self.touched.borrow_mut().extend(ids);
+    /// Resume: a write the run sent before it was interrupted still counts against its cap,
+    /// counted as the live run counted it (the same [`changed_resources`]), and a launch that
+    /// finished turns its placeholders into the instances it made, as [`Self::created`] does.
+    pub(crate) fn restore_touched(&self, event: &Value) {
+        let binding = event["binding"].as_str().unwrap_or_default();
+        match event["type"].as_str() {
+            Some("intent") => {
+                let ids = changed_resources(binding, &event["args"]);
+                self.touched.borrow_mut().extend(ids);
+            }
+            Some("call") if event["error"].is_null() => self.created(binding, &event["result"]),
+            _ => {}
+        }
     }
 
-    /// Why `args` may not be sent, if they may not. Resources are the AWS-shaped ids in the
-    /// arguments (`i-…`, `vol-…`, `sg-…`, ...): what the call names is what it changes.
+    /// Why `args` may not be sent, if they may not. Resources are what the call targets (see
+    /// [`changed_resources`]), counted before it is sent.
     fn refuse(&self, host: &Host, binding: &str, args: &Value) -> Option<(&'static str, String)> {
         // Fails closed: a path that cannot be checked (a symlink loop) or a dangling link counts.
         if let Some(path) = self.kill_switch.borrow().as_ref()
@@ -126,26 +163,66 @@ impl Guardrails {
             return Some(("kill_switch", format!("{binding} refused: {why}")));
         }
         let max = self.max_resources.get()?;
-        let mut ids = Vec::new();
-        resource_ids(args, &mut ids);
+        let ids = changed_resources(binding, args);
         let mut touched = self.touched.borrow_mut();
         let new: Vec<&String> = ids.iter().filter(|id| !touched.contains(*id)).collect();
         if touched.len() + new.len() > max {
+            let existing: Vec<&str> = new
+                .iter()
+                .filter(|s| !s.starts_with(NEW_INSTANCE))
+                .map(|s| s.as_str())
+                .collect();
+            let mut named: Vec<String> = existing.iter().take(10).map(|s| s.to_string()).collect();
+            if existing.len() > 10 {
+                named.push(format!("and {} more", existing.len() - 10));
+            }
+            let launched = new.len() - existing.len();
+            if launched > 0 {
+                named.push(format!("{launched} new instance(s)"));
+            }
             return Some((
                 "blast_radius",
                 format!(
                     "{binding} refused: it would change {} more resource(s) ({}) and this run may change at most {max} ({} already)",
                     new.len(),
-                    new.iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    named.join(", "),
                     touched.len()
                 ),
             ));
         }
         touched.extend(new.into_iter().cloned());
         None
+    }
+
+    /// After `ec2::launch` succeeded: its counted "new instances" are now real ids, so later
+    /// writes to them (tagging the replacement) are not counted a second time.
+    fn created(&self, binding: &str, result: &Value) {
+        if binding != "ec2::launch" {
+            return;
+        }
+        let ids: Vec<String> = result
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| i["id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut touched = self.touched.borrow_mut();
+        let placeholders: Vec<String> = touched
+            .iter()
+            .filter(|t| t.starts_with(NEW_INSTANCE))
+            .take(ids.len())
+            .cloned()
+            .collect();
+        if placeholders.is_empty() {
+            return;
+        }
+        for p in placeholders {
+            touched.remove(&p);
+        }
+        touched.extend(ids);
     }
 }
 
@@ -170,17 +247,51 @@ pub fn kill_parameter_state(host: &Host, name: &str) -> Option<String> {
     }
 }
 
-fn resource_ids(value: &Value, out: &mut Vec<String>) {
+/// How a not-yet-created instance is named in the blast-radius count.
+const NEW_INSTANCE: &str = "new instance ";
+
+/// The resources a write changes, counted by the blast-radius cap: the ids it *targets* (its
+/// `id`, `ids` and `instances` arguments, tag targets already resolved to `instances`), and each
+/// instance `ec2::launch` would create. Ids that only appear as values (a tag value naming a
+/// security group, the groups `ec2::restore` puts back) are not resources the call changes.
+pub fn changed_resources(binding: &str, args: &Value) -> Vec<String> {
     static SHAPE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
         regex::Regex::new(r"^(i|vol|snap|sg|ami|eni|subnet|vpc)-[0-9a-f]{8,17}$")
             .expect("valid regex")
     });
-    match value {
-        Value::String(s) if SHAPE.is_match(s) => out.push(s.clone()),
-        Value::Array(items) => items.iter().for_each(|v| resource_ids(v, out)),
-        Value::Object(map) => map.values().for_each(|v| resource_ids(v, out)),
-        _ => {}
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |v: &Value| {
+        let items: Vec<&Value> = match v {
+            Value::Array(items) => items.iter().collect(),
+            other => vec![other],
+        };
+        for item in items {
+            if let Some(s) = item.as_str()
+                && SHAPE.is_match(s)
+                && !out.iter().any(|o| o == s)
+            {
+                out.push(s.to_string());
+            }
+        }
+    };
+    for key in ["id", "ids", "instances"] {
+        if let Some(v) = args.get(key) {
+            add(v);
+        }
     }
+    for outer in ["targets", "resolved"] {
+        if let Some(v) = args.get(outer).and_then(|t| t.get("instances")) {
+            add(v);
+        }
+    }
+    if binding == "ec2::launch" {
+        let count = args["spec"]["count"].as_u64().unwrap_or(1).max(1);
+        // Distinct per call: every launch creates new instances.
+        static LAUNCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let call = LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        out.extend((1..=count).map(|k| format!("{NEW_INSTANCE}{call}.{k}")));
+    }
+    out
 }
 
 /// Every placeholder id handed out in plan mode contains this (`i-planned00000000`, `sg-planned`).
@@ -282,6 +393,9 @@ enum CallEvent<'a> {
         args: &'a Value,
         mutating: bool,
         planned: bool,
+        /// Set when the runbook declared this call read-only (`read_only: true`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        read_only: Option<&'static str>,
         duration_ms: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         result: Option<Value>,
@@ -315,9 +429,10 @@ pub struct ReplayCall {
 static MARKER: std::sync::LazyLock<Option<regex::Regex>> =
     std::sync::LazyLock::new(|| regex::Regex::new(r"\[redacted:[0-9a-f]+\]").ok());
 
-/// Redaction markers differ between runs (the salt is per run): compare without them.
+/// Redaction markers differ between runs (the salt is per run): compare without them, and
+/// whatever order the keys were recorded in.
 fn comparable(value: &Value) -> String {
-    let text = value.to_string();
+    let text = crate::transcript::canonical_text(value);
     match MARKER.as_ref() {
         Some(marker) => marker.replace_all(&text, "[redacted]").into_owned(),
         None => text,
@@ -452,6 +567,17 @@ impl Recorder {
         self.planned.borrow().clone()
     }
 
+    /// How many would-be writes the plan holds so far (a mark for [`Self::forget_planned_since`]).
+    pub fn planned_len(&self) -> usize {
+        self.planned.borrow().len()
+    }
+
+    /// Forgets the would-be writes after `mark`: a retried attempt plans them again, and a plan
+    /// lists each would-be write once.
+    pub fn forget_planned_since(&self, mark: usize) {
+        self.planned.borrow_mut().truncate(mark);
+    }
+
     /// (all calls, mutating calls actually sent)
     pub fn call_counts(&self) -> (u64, u64) {
         (self.calls.get(), self.mutating_sent.get())
@@ -534,7 +660,22 @@ pub fn call(
     work: impl FnOnce(&Host) -> Result<Dynamic, BindingError>,
 ) -> Result<Dynamic, Box<EvalAltResult>> {
     let host = host_of(ctx)?;
-    call_at(&host, ctx.call_position(), spec, args, work)
+    call_inner(&host, ctx.call_position(), spec, args, None, |h, _| work(h))
+}
+
+/// [`call`] for a binding that must look something up (read-only) before its call is decided:
+/// `resolve`'s answer is recorded with the call (`resolved`), handed to `work` and, in a plan,
+/// to the placeholder (as the `resolved` field of its arguments). With [`Resolve::Always`], ids
+/// it lists under `instances` count against the blast radius before anything is sent.
+pub fn call_resolved(
+    ctx: &NativeCallContext,
+    spec: &'static Binding,
+    args: Value,
+    resolve: Resolve<'_>,
+    work: impl FnOnce(&Host, &Value) -> Result<Dynamic, BindingError>,
+) -> Result<Dynamic, Box<EvalAltResult>> {
+    let host = host_of(ctx)?;
+    call_inner(&host, ctx.call_position(), spec, args, Some(resolve), work)
 }
 
 /// [`call`] for callers outside a script (run lifecycle notifications): same door, same rules.
@@ -544,6 +685,17 @@ pub fn call_at(
     spec: &'static Binding,
     args: Value,
     work: impl FnOnce(&Host) -> Result<Dynamic, BindingError>,
+) -> Result<Dynamic, Box<EvalAltResult>> {
+    call_inner(host, pos, spec, args, None, |h, _| work(h))
+}
+
+fn call_inner(
+    host: &Rc<Host>,
+    pos: Position,
+    spec: &'static Binding,
+    args: Value,
+    resolve: Option<Resolve<'_>>,
+    work: impl FnOnce(&Host, &Value) -> Result<Dynamic, BindingError>,
 ) -> Result<Dynamic, Box<EvalAltResult>> {
     let rec = &host.recorder;
     let stage = rec.stage();
@@ -559,19 +711,50 @@ pub fn call_at(
     }
     host.interrupt.check_at(pos)?;
     let step = stage.step();
-    let mutating = spec.effect == Effect::Mutating;
+    let plan = rec.mode.get() == Mode::Plan;
+    let declared = spec.effect == Effect::DeclaredReadOnly;
+    // A declared read-only call runs in a plan, but not in an (unrecorded) interactive preview:
+    // nothing may reach the cloud that the transcript does not show.
+    let declared_runs = declared && plan && !rec.muted.get();
+    let mutating = spec.effect == Effect::Mutating || (declared && !declared_runs);
     rec.calls.set(rec.calls.get() + 1);
+
+    let fail_at = |e: BindingError| match host.interrupt.check() {
+        Some(stop) => crate::engine::terminated(stop, pos),
+        None => binding_error_to_rhai(&e, pos),
+    };
+    // A plan cannot look up what only a planned write would have created.
+    let resolvable = !(plan && mentions_placeholder(&args));
+    let resolved = match &resolve {
+        _ if !resolvable => None,
+        Some(Resolve::Always(f)) => Some(f(host).map_err(fail_at)?),
+        Some(Resolve::PlanOnly(f)) if plan && mutating => Some(f(host).map_err(fail_at)?),
+        _ => None,
+    };
+    // What is counted and recorded: the arguments, with the resolved targets next to them.
+    let args = match &resolved {
+        Some(r) => {
+            let mut a = args;
+            a["resolved"] = r.clone();
+            a
+        }
+        None => args,
+    };
 
     // In a plan, a read that names something only a planned write would have created (a
     // placeholder id) cannot be asked of the real cloud: it is answered by its placeholder too.
     let reads_planned = !mutating
-        && rec.mode.get() == Mode::Plan
+        && !declared_runs
+        && plan
         && (spec.effect == Effect::Wait || mentions_placeholder(&args));
-    if (mutating || reads_planned) && rec.mode.get() == Mode::Plan {
+    if (mutating || reads_planned) && plan {
         let placeholder = (spec.placeholder)(&args);
         if mutating {
             // Kept for the console summary, so redacted like everything else that is shown.
             let mut shown = args.clone();
+            if let Some(o) = shown.as_object_mut() {
+                o.remove("resolved");
+            }
             host.redactor.redact_json(&mut shown);
             rec.planned.borrow_mut().push(PlannedCall {
                 step,
@@ -585,6 +768,7 @@ pub fn call_at(
             args: &args,
             mutating,
             planned: true,
+            read_only: declared.then_some(DECLARED_READ_ONLY),
             duration_ms: 0,
             result: Some(summarise(&placeholder)),
             error: None,
@@ -637,6 +821,7 @@ pub fn call_at(
                 args: &args,
                 mutating: true,
                 planned: false,
+                read_only: declared.then_some(DECLARED_READ_ONLY),
                 duration_ms: 0,
                 result: error.is_none().then(|| done.result.clone()),
                 error: error.as_ref(),
@@ -654,12 +839,15 @@ pub fn call_at(
     if mutating && let Some((rule, why)) = host.guardrails.refuse(host, spec.name, &args) {
         let event = json!({ "type": "guardrail", "step": step, "binding": spec.name, "rule": rule, "reason": why });
         let _ = rec.record(&event, Durability::Synced);
-        host.guardrails.tripped.set(Some(rule));
+        host.guardrails.refused(rule);
         return Err(runtime_error(rule, &why, pos));
     }
 
     if mutating && host.cloud.environment().protected && !host.protected_confirmed.get() {
         let env = &host.cloud.environment().name;
+        host.guardrails
+            .refusals
+            .set(host.guardrails.refusals.get().saturating_add(1));
         return Err(runtime_error(
             "protected_environment",
             &format!(
@@ -690,12 +878,15 @@ pub fn call_at(
     }
 
     tracing::debug!(binding = spec.name, mutating, "call");
-    let started = Instant::now();
+    let started = host.interrupt.clock().now();
     if rec.first_call.get().is_none() {
-        rec.first_call.set(Some(started));
+        rec.first_call.set(Some(Instant::now()));
     }
-    let outcome = work(host);
-    let duration_ms = started.elapsed().as_millis() as u64;
+    let outcome = work(host, resolved.as_ref().unwrap_or(&Value::Null));
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    if mutating && let Ok(v) = &outcome {
+        host.guardrails.created(spec.name, &to_json(v));
+    }
     let (result, error) = match &outcome {
         Ok(v) => (Some(summarise(v)), None),
         Err(e) => (None, Some(e)),
@@ -706,6 +897,7 @@ pub fn call_at(
         args: &args,
         mutating,
         planned: false,
+        read_only: declared.then_some(DECLARED_READ_ONLY),
         duration_ms,
         result,
         error,
@@ -720,12 +912,9 @@ pub fn call_at(
     // The call already happened: a failure to record it must not hide its result from the
     // script, but it is kept and ends the run at the step boundary.
     let _ = rec.record(&event, durability);
-    outcome.map_err(|e| match host.interrupt.check() {
-        // A binding that gave up because the step timed out or the run was aborted: the stop is
-        // what matters, and it must not be catchable by the script.
-        Some(stop) => crate::engine::terminated(stop, pos),
-        None => binding_error_to_rhai(&e, pos),
-    })
+    // A binding that gave up because the step timed out or the run was aborted: the stop is
+    // what matters, and it must not be catchable by the script.
+    outcome.map_err(fail_at)
 }
 
 /// A JSON summary of a call result: whole when small, truncated with its size when not.

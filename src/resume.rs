@@ -242,8 +242,12 @@ pub fn prepare(
     let recorded = &first["guardrails"];
     let given_now = g.recorded();
     let max_resources = match (
-        recorded["max_resources"].as_u64().map(|n| n as usize),
-        given_now["max_resources"].as_u64().map(|n| n as usize),
+        recorded["max_resources"]
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok()),
+        given_now["max_resources"]
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok()),
     ) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -256,8 +260,8 @@ pub fn prepare(
     if let Some(name) = recorded["kill_switch_parameter"].as_str() {
         g.set_kill_parameter(Some(name.to_string()));
     }
-    for e in events.iter().filter(|e| e["type"] == "intent") {
-        g.restore_touched(&e["args"]);
+    for e in events.iter() {
+        g.restore_touched(e);
     }
 
     let note = json!({

@@ -480,8 +480,7 @@ impl Runbook {
 
         host.recorder.set_stage(Stage::Loading);
         // The declaration pass gets a deadline too: a top-level `loop {}` must not hang `check`.
-        host.interrupt
-            .set_deadline(Some(std::time::Instant::now() + Duration::from_secs(10)));
+        host.interrupt.set_timeout(Some(Duration::from_secs(10)));
         let declared = engine.run_ast(&ast);
         host.interrupt.set_deadline(None);
         if let Err(err) = declared {
@@ -1065,14 +1064,19 @@ impl<'a> Validator<'a> {
             None => default,
             Some(v) => {
                 let text = v.clone().into_string().unwrap_or_else(|t| format!("<{t}>"));
-                match humantime::parse_duration(&text) {
+                // The one duration parser: it also refuses durations over the documented maximum.
+                match crate::clock::parse_duration(&text) {
                     Ok(d) if !d.is_zero() => d,
-                    _ => {
+                    outcome => {
                         let at = self.key_at(at, key);
+                        let why = match outcome {
+                            Err(e) if e.contains("maximum") => format!(": {e}"),
+                            _ => String::new(),
+                        };
                         self.error(
                             at,
                             format!(
-                                "`{key}` must be a duration such as \"90s\" or \"2m\", not {text:?}"
+                                "`{key}` must be a duration such as \"90s\" or \"2m\", not {text:?}{why}"
                             ),
                         );
                         default

@@ -1,8 +1,11 @@
 //! The audit transcript: one append-only JSON-lines file per run, chained by hashes.
 //!
 //! Every line carries `seq`, `ts`, `prev` (the hash of the line before) and `hash`, the SHA-256 of
-//! the line's canonical form (keys sorted, no spaces, `hash` left out). Changing, dropping or
-//! reordering any line breaks the chain at that line, which is what `transcript verify` reports.
+//! the line's canonical form (keys sorted at every depth, compact, `hash` left out). The line on
+//! disk *is* that canonical text with `"hash":"…"` appended as its last field, and `verify` refuses
+//! any other spelling, so what `grep` or `jq` read is exactly what the hash covers. Changing,
+//! dropping or reordering any line breaks the chain at that line, which is what `transcript
+//! verify` reports.
 //!
 //! Every string is redacted *before* hashing, so the chain covers exactly what is on disk and a
 //! secret can never be recovered from it. Each line is written with one `write` call (no user-space
@@ -131,6 +134,7 @@ impl TranscriptWriter {
             create_private_dir(parent)
                 .map_err(|e| Error::io("cannot create transcript folder", parent, e))?;
         }
+        refuse_planted_links(path)?;
         // The key is checked before the file exists: a refused key leaves nothing behind.
         let signer = Signer::from_env(path)?;
         let file =
@@ -153,6 +157,7 @@ impl TranscriptWriter {
     /// from its last line. Returns the writer and the events already in it. The file is locked
     /// before it is read, so what was read is what the chain continues from.
     pub fn open_append(path: &Path, redactor: Rc<Redactor>) -> Result<(Self, Vec<Value>)> {
+        refuse_planted_links(path)?;
         let file =
             open_private_append(path).map_err(|e| Error::io("cannot open transcript", path, e))?;
         lock(&file, path)?;
@@ -244,12 +249,13 @@ impl TranscriptWriter {
             }
         }
         line.insert("prev".into(), json!(self.prev));
-        let mut line = Value::Object(line);
-        let hash = hash_line(&line);
-        if let Value::Object(map) = &mut line {
-            map.insert("hash".into(), json!(hash));
-        }
-        let mut text = line.to_string();
+        let line = Value::Object(line);
+        // The line on disk is the very text that is hashed, with the hash appended as its last
+        // field: one spelling per content, so what grep reads is what the hash covers.
+        let mut text = String::new();
+        write_canonical(&line, &mut text, true);
+        let hash = hex::encode(Sha256::digest(text.as_bytes()));
+        with_hash(&mut text, &hash);
         text.push('\n');
         let written = self.file.write_all(text.as_bytes()).and_then(|()| {
             if durability == Durability::Synced && self.fsync {
@@ -290,6 +296,24 @@ impl TranscriptWriter {
             std::io::Error::new(cause.kind(), format!("{cause}; {kept}")),
         )
     }
+}
+
+/// Refuses a run whose notes file or approvals folder (named after the transcript) is a symlink:
+/// a link planted there would have the run append its notes to, or file approvals in, whatever
+/// it points at.
+fn refuse_planted_links(transcript: &Path) -> Result<()> {
+    for sibling in [
+        transcript.with_extension("notes.md"),
+        transcript.with_extension("approvals"),
+    ] {
+        if std::fs::symlink_metadata(&sibling).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(Error::Usage(format!(
+                "{} is a symlink: the run's notes and approvals are never written through one (remove it)",
+                sibling.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Creates `dir` and its missing parents, private to the owner (0700). Folders that exist keep
@@ -515,11 +539,23 @@ pub fn now_utc() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// SHA-256 of the canonical form of `line` without its `hash` field.
-fn hash_line(line: &Value) -> String {
-    let mut canonical = String::new();
-    write_canonical(line, &mut canonical, true);
-    hex::encode(Sha256::digest(canonical.as_bytes()))
+/// Appends `"hash":"…"` as the last field of a canonical object's text.
+fn with_hash(canonical: &mut String, hash: &str) {
+    if canonical.ends_with('}') {
+        canonical.pop();
+        if canonical.len() > 1 {
+            canonical.push(',');
+        }
+        let _ = write!(canonical, "\"hash\":\"{hash}\"}}");
+    }
+}
+
+/// The canonical text of a value (compact, keys sorted at every depth): equal for equal content,
+/// whatever order its keys were built or read in.
+pub(crate) fn canonical_text(value: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out, false);
+    out
 }
 
 /// Compact JSON with object keys sorted, recursively. `skip_hash` drops the top-level `hash`.
@@ -623,20 +659,21 @@ pub fn read_verified(path: &Path) -> Result<(Vec<Value>, VerifyReport)> {
         let Some(obj) = value.as_object() else {
             return Err(broken(lineno, "not a JSON object".into()));
         };
-        // (Compared as text: `Value == str` would compare against a JSON string instead.)
-        let written = value.to_string();
-        if written != text {
-            return Err(broken(
-                lineno,
-                "the line is not in the form the writer makes (a duplicate key, added whitespace or a re-escaped character): its bytes are not what its hash covers".into(),
-            ));
-        }
         let stored = obj.get("hash").and_then(Value::as_str).unwrap_or_default();
-        let computed = hash_line(&value);
+        let mut canonical = String::new();
+        write_canonical(&value, &mut canonical, true);
+        let computed = hex::encode(Sha256::digest(canonical.as_bytes()));
         if stored != computed {
             return Err(broken(
                 lineno,
                 "hash does not match the line's content (the line was changed)".into(),
+            ));
+        }
+        with_hash(&mut canonical, stored);
+        if canonical != text {
+            return Err(broken(
+                lineno,
+                "the line is not in its canonical form (keys sorted, compact, the hash last; here a duplicate key, added whitespace, a re-escaped character or moved keys): its bytes are not what its hash covers".into(),
             ));
         }
         if obj.get("prev").and_then(Value::as_str) != Some(prev.as_str()) {

@@ -1,7 +1,7 @@
 //! Approvals from a second process: `approve(...)` in a script and `confirm` steps in an
 //! unattended run wait for `runbook approve RUN_ID`, run by someone else.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -6,7 +6,7 @@
 //! `ListCommandInvocations` is not implemented at all (so the bindings never use it: results are
 //! read per instance with `GetCommandInvocation`, concurrently).
 
-mod common;
+use crate::common;
 
 use common::moto::{Moto, block, with_credentials};
 use common::{Workspace, events, of_type};

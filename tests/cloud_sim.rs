@@ -1,6 +1,6 @@
 //! The EC2/SSM bindings and the repository's runbooks against the simulated cloud.
 
-mod common;
+use crate::common;
 
 use common::{Workspace, events, of_type};
 use serde_json::Value;
@@ -534,5 +534,380 @@ fn the_kill_switch_refuses_every_write_while_it_is_set() {
             .iter()
             .all(|g| g["rule"] == "kill_switch")
     );
+    assert_eq!(state(&ws, "state.json")["mutations"], serde_json::json!([]));
+}
+
+// ---- durations, plans, simulated time and guardrail counting (issues 11 and 12) ----
+
+/// Runs `body` as the one step of a fresh runbook on the sim; returns the run and its events.
+fn one_step(ws: &Workspace, id: &str, body: &str, options: &str, extra: &[&str]) -> common::Run {
+    ws.write(
+        &format!("runbooks/{id}.rhai"),
+        &format!(
+            "runbook(#{{ id: \"{id}\", version: \"1.0.0\", title: \"t\", severity: \"P3\" }});\ncontainment(\"Only step\", |ctx| {{\n{body}\n}}{options});\n"
+        ),
+    );
+    let transcript = format!("{id}.jsonl");
+    let mut args = vec![
+        "run",
+        id,
+        "--env",
+        "drill",
+        "--transcript",
+        transcript.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    ws.run(&args)
+}
+
+#[test]
+fn an_overflowing_sleep_wait_or_timeout_is_a_clear_error_not_a_panic() {
+    let ws = with_fleet("");
+    for (id, body) in [
+        ("huge-sleep", r#"sleep("18446744073709551615s");"#),
+        (
+            "huge-wait",
+            r#"wait_until(|| false, #{ timeout: "18446744073709551615s", every: "1s" });"#,
+        ),
+        (
+            "huge-every",
+            r#"wait_until(|| false, #{ timeout: "1s", every: "300000000000y" });"#,
+        ),
+        (
+            "huge-waiter",
+            r#"ec2::wait_state("i-0a1b2c3d4e5f60001", "stopped", #{ timeout: "18446744073709551615s" });"#,
+        ),
+    ] {
+        let run = one_step(&ws, id, body, "", &[]);
+        assert_ne!(run.code, 101, "{id} panicked: {}", run.stderr);
+        assert_eq!(run.code, 1, "{id}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("maximum duration") || run.stderr.contains("not a duration"),
+            "{id}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("panicked"), "{id}: {}", run.stderr);
+    }
+
+    // A step timeout out of range is refused by `check` (and so before any run), at its line.
+    ws.write(
+        "runbooks/huge-timeout.rhai",
+        "runbook(#{ id: \"huge-timeout\", version: \"1.0.0\", title: \"t\", severity: \"P3\" });\ncontainment(\"Only step\", |ctx| { log(\"x\"); },\n    #{ timeout: \"300000000000y\" });\n",
+    );
+    for cmd in ["check", "run"] {
+        let run = ws.run(&[cmd, "runbooks/huge-timeout.rhai"]);
+        assert_ne!(run.code, 101, "{cmd} panicked: {}", run.stderr);
+        assert_eq!(run.code, 2, "{cmd}: {}", run.stderr);
+        assert!(run.stderr.contains("timeout"), "{cmd}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("huge-timeout.rhai:3"),
+            "{cmd}: {}",
+            run.stderr
+        );
+    }
+    ws.write(
+        "runbooks/long-timeout.rhai",
+        "runbook(#{ id: \"long-timeout\", version: \"1.0.0\", title: \"t\", severity: \"P3\" });\ncontainment(\"Only step\", |ctx| { log(\"x\"); }, #{ timeout: \"18446744073709551615s\" });\n",
+    );
+    let run = ws.run(&["check", "runbooks/long-timeout.rhai"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("maximum duration"), "{}", run.stderr);
+}
+
+#[test]
+fn a_plan_of_every_repository_runbook_succeeds_on_a_simulated_clock() {
+    let ws = with_fleet("");
+    let runbooks = runbooks();
+    let cases: [(&str, &[&str]); 6] = [
+        (
+            "ec2-compromised-instance",
+            &["instance_id=i-0a1b2c3d4e5f60001", "incident=2026-1130-001"],
+        ),
+        ("ec2-high-cpu", &["instance_id=i-0a1b2c3d4e5f60005"]),
+        ("ec2-memory-high", &["instance_id=i-0a1b2c3d4e5f60005"]),
+        ("api-high-latency", &["incident=2026-1130-001"]),
+        ("api-server-errors", &["incident=2026-1130-001"]),
+        ("incident-record", &["incident=2026-1130-001"]),
+    ];
+    for (id, params) in cases {
+        let transcript = format!("{id}.jsonl");
+        let mut args = vec![
+            "plan",
+            id,
+            "--runbooks",
+            runbooks.as_str(),
+            "--env",
+            "drill",
+            "--transcript",
+            &transcript,
+            "--sim-state-out",
+            "state.json",
+        ];
+        for p in params {
+            args.extend(["--param", p]);
+        }
+        let plan = ws.run(&args);
+        plan.expect_code(0);
+        assert!(
+            plan.stdout
+                .trim_end()
+                .lines()
+                .last()
+                .is_some_and(|l| { l.starts_with("plan: ") && l.contains("would-be write") }),
+            "{id}: {}",
+            plan.stdout
+        );
+        assert!(!plan.stderr.contains("run ok"), "{id}: {}", plan.stderr);
+        let ev = events(&ws.path().join(&transcript));
+        assert_eq!(ev[0]["clock"], "simulated", "{id}");
+        assert_eq!(
+            of_type(&ev, "step_finished")
+                .iter()
+                .filter(|s| s["status"] != "ok" && s["status"] != "skipped")
+                .count(),
+            0,
+            "{id}: {}",
+            plan.stderr
+        );
+        // Declared read-only diagnostics really run in a plan; nothing else is sent.
+        let s = state(&ws, "state.json");
+        let sent: Vec<&str> = s["mutations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_str().unwrap())
+            .collect();
+        assert!(
+            sent.iter().all(|m| m.starts_with("SendCommand")),
+            "{id}: a plan sends no write: {sent:?}"
+        );
+    }
+}
+
+#[test]
+fn a_runbook_indexing_command_results_plans_cleanly_with_one_result_per_target() {
+    let ws = with_fleet("");
+    ws.write(
+        "runbooks/uptime.rhai",
+        r#"runbook(#{ id: "uptime", version: "1.0.0", title: "t", severity: "P3" });
+containment("Restart everywhere", |ctx| {
+    let r = ssm::shell(#{ Environment: "production" }, ["systemctl restart app"]);
+    ctx.first = r.results[0].instance;
+    ctx.out = r.results[0].stdout;
+    ctx.n = r.results.len();
+    ctx.ok = r.ok;
+    let one = ssm::shell("i-0a1b2c3d4e5f60005", ["systemctl restart app"]);
+    ctx.one = one.results[0].instance;
+});
+"#,
+    );
+    let plan = ws.run(&[
+        "plan",
+        "uptime",
+        "--env",
+        "drill",
+        "--transcript",
+        "p.jsonl",
+    ]);
+    plan.expect_code(0);
+    let ev = events(&ws.path().join("p.jsonl"));
+    let ctx = &of_type(&ev, "step_finished")[0]["ctx"];
+    assert_eq!(ctx["n"], 6, "{ctx}");
+    assert_eq!(ctx["first"], "i-0a1b2c3d4e5f60001", "{ctx}");
+    assert_eq!(ctx["out"], "");
+    assert_eq!(ctx["ok"], true);
+    assert_eq!(ctx["one"], "i-0a1b2c3d4e5f60005");
+    assert!(
+        plan.stdout.contains("plan: 2 would-be writes"),
+        "{}",
+        plan.stdout
+    );
+}
+
+#[test]
+fn a_plan_does_not_sleep_and_lists_a_retried_write_once() {
+    let ws = with_fleet("");
+    ws.write(
+        "runbooks/slow.rhai",
+        r#"runbook(#{ id: "slow", version: "1.0.0", title: "t", severity: "P3" });
+containment("Wait a long time, then fail", |ctx| {
+    notes::append("about to wait");
+    sleep("2h");
+    wait_until(|| false, #{ timeout: "3h", every: "10m" });
+}, #{ timeout: "366days", retries: 2, backoff: "1m" });
+"#,
+    );
+    let plan = ws.run(&["plan", "slow", "--env", "drill", "--transcript", "p.jsonl"]);
+    plan.expect_code(1);
+    assert!(
+        plan.stdout.trim_end().ends_with("plan: 1 would-be write"),
+        "{}",
+        plan.stdout
+    );
+    assert!(plan.stderr.contains("plan failed:"), "{}", plan.stderr);
+    assert!(!plan.stderr.contains("run ok"), "{}", plan.stderr);
+    let ev = events(&ws.path().join("p.jsonl"));
+    assert_eq!(ev[0]["clock"], "simulated");
+    let retries = of_type(&ev, "retry");
+    assert_eq!(retries.len(), 2);
+    assert_eq!(
+        retries[1]["delay_ms"], 120_000,
+        "backoff doubles, simulated"
+    );
+    // Three attempts of 2 h of sleep and 2 h 50 min of polling, and 3 min of backoff.
+    let took = ev.last().unwrap()["duration_ms"].as_u64().unwrap();
+    assert!(took >= 14 * 3_600_000, "{took}");
+}
+
+#[test]
+fn a_declared_read_only_diagnostic_runs_in_a_plan_and_is_recorded_as_declared() {
+    let ws = with_fleet("");
+    ws.write(
+        "runbooks/diag.rhai",
+        r#"runbook(#{ id: "diag", version: "1.0.0", title: "t", severity: "P3" });
+containment("Look", |ctx| {
+    let r = ssm::shell("i-0a1b2c3d4e5f60005", ["top -b -n 1"], #{ read_only: true });
+    ctx.top = r.results[0].stdout;
+});
+"#,
+    );
+    let plan = ws.run(&[
+        "plan",
+        "diag",
+        "--env",
+        "drill",
+        "--transcript",
+        "p.jsonl",
+        "--sim-state-out",
+        "state.json",
+    ]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout.contains("plan: 0 would-be writes"),
+        "{}",
+        plan.stdout
+    );
+    let ev = events(&ws.path().join("p.jsonl"));
+    let ctx = &of_type(&ev, "step_finished")[0]["ctx"];
+    assert!(ctx["top"].as_str().unwrap().contains("%Cpu(s)"), "{ctx}");
+    let call = of_type(&ev, "call")[0];
+    assert_eq!(call["read_only"], "declared by the runbook");
+    assert_eq!(call["planned"], false);
+    assert_eq!(call["mutating"], false);
+    assert_eq!(
+        state(&ws, "state.json")["mutations"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "the diagnostic really ran"
+    );
+
+    // In a run it is still treated as a write: intent first, and the kill switch holds it.
+    let switch = ws.write("STOP", "stop\n");
+    let run = ws.run(&[
+        "run",
+        "diag",
+        "--env",
+        "drill",
+        "--transcript",
+        "r.jsonl",
+        "--kill-switch",
+        switch.to_str().unwrap(),
+    ]);
+    run.expect_code(1);
+    assert_eq!(
+        of_type(&events(&ws.path().join("r.jsonl")), "guardrail")[0]["rule"],
+        "kill_switch"
+    );
+}
+
+#[test]
+fn a_guardrail_refusal_is_not_retried_with_backoff() {
+    let ws = with_fleet("");
+    let run = one_step(
+        &ws,
+        "refused",
+        r#"ec2::tag(["i-0a1b2c3d4e5f60001", "i-0a1b2c3d4e5f60002"], #{ Checked: "yes" });"#,
+        r#", #{ retries: 3, backoff: "1h" }"#,
+        &["--max-resources", "1"],
+    );
+    run.expect_code(1);
+    let ev = events(&ws.path().join("refused.jsonl"));
+    assert_eq!(of_type(&ev, "guardrail").len(), 1);
+    assert!(of_type(&ev, "retry").is_empty(), "a refusal is not retried");
+    assert_eq!(of_type(&ev, "step_started").len(), 1);
+}
+
+#[test]
+fn an_on_failure_undoing_the_runs_own_change_is_not_refused_by_the_blast_radius_cap() {
+    let ws = with_fleet("");
+    ws.write(
+        "runbooks/undo.rhai",
+        r#"runbook(#{ id: "undo", version: "1.0.0", title: "t", severity: "P3" });
+containment("Quarantine, then fail", |ctx| {
+    ctx.iso = ec2::isolate("i-0a1b2c3d4e5f60001");
+    // A tag value naming a security group is not a resource this call changes.
+    ec2::tag("i-0a1b2c3d4e5f60001", #{ Quarantine: ctx.iso.quarantine_group });
+    fail("something later went wrong");
+}, #{ on_failure: |ctx| { ec2::restore("i-0a1b2c3d4e5f60001", ctx.iso); } });
+"#,
+    );
+    let run = ws.run(&[
+        "run",
+        "undo",
+        "--env",
+        "drill",
+        "--max-resources",
+        "1",
+        "--transcript",
+        "t.jsonl",
+        "--sim-state-out",
+        "state.json",
+    ]);
+    run.expect_code(1);
+    let ev = events(&ws.path().join("t.jsonl"));
+    assert!(of_type(&ev, "guardrail").is_empty(), "{}", run.stderr);
+    assert_eq!(of_type(&ev, "on_failure_finished")[0]["status"], "ok");
+    let s = state(&ws, "state.json");
+    let fleet: toml::Table =
+        toml::from_str(&std::fs::read_to_string(format!("{REPO}/sim/default-fleet.toml")).unwrap())
+            .unwrap();
+    let original = fleet["instances"].as_array().unwrap()[0]["security_groups"].clone();
+    assert_eq!(
+        instance(&s, BLUE_1)["security_groups"].to_string(),
+        serde_json::to_value(&original).unwrap().to_string(),
+        "the instance is not left quarantined"
+    );
+}
+
+#[test]
+fn tag_targets_and_launch_counts_are_counted_before_the_call_is_sent() {
+    let ws = with_fleet("");
+    let run = one_step(
+        &ws,
+        "everywhere",
+        r#"ssm::shell(#{ Environment: "production" }, ["uptime"]);"#,
+        "",
+        &["--max-resources", "1", "--sim-state-out", "state.json"],
+    );
+    run.expect_code(1);
+    assert!(run.stderr.contains("6 more resource(s)"), "{}", run.stderr);
+    let ev = events(&ws.path().join("everywhere.jsonl"));
+    assert!(
+        of_type(&ev, "intent").is_empty(),
+        "refused before it was sent"
+    );
+    assert_eq!(state(&ws, "state.json")["mutations"], serde_json::json!([]));
+
+    let run = one_step(
+        &ws,
+        "fifty",
+        r#"ec2::launch(#{ image: "ami-0a1b2c3d4e5f60001", count: 50, wait: false });"#,
+        "",
+        &["--max-resources", "10", "--sim-state-out", "state.json"],
+    );
+    run.expect_code(1);
+    assert!(run.stderr.contains("50 new instance(s)"), "{}", run.stderr);
     assert_eq!(state(&ws, "state.json")["mutations"], serde_json::json!([]));
 }

@@ -1,6 +1,6 @@
 //! End-to-end behaviour of the core, through the real binary.
 
-mod common;
+use crate::common;
 
 use common::{Workspace, events, header, of_type};
 use serde_json::Value;
@@ -283,7 +283,7 @@ fn plan_mode_sends_no_mutating_call() {
         "plan must not write the notes file"
     );
     assert!(
-        plan.stdout.contains("2 mutating call(s) would be made"),
+        plan.stdout.trim_end().ends_with("plan: 2 would-be writes"),
         "{}",
         plan.stdout
     );
@@ -649,10 +649,17 @@ fn verify_refuses_a_line_whose_bytes_are_not_the_form_its_hash_covers() {
     let last = text.lines().last().unwrap().to_string();
     assert!(last.contains(r#""status":"ok""#), "{last}");
     // Each keeps the parsed content, and so the hash, while grep reads something else.
+    let hash_field = &last[last.rfind(r#","hash":"#).unwrap()..last.len() - 1];
     let forms = [
         last.replacen(r#""status":"ok""#, r#""status":"failed","status":"ok""#, 1),
-        last.replacen(r#"{"seq":"#, r#"{ "seq":"#, 1),
+        last.replacen('{', "{ ", 1),
         last.replacen(r#""run_finished""#, r#""\u0072un_finished""#, 1),
+        // The same fields in another order.
+        format!(
+            "{{{},{}}}",
+            &hash_field[1..],
+            &last[1..last.len() - 1].replace(hash_field, "")
+        ),
     ];
     for form in forms {
         assert_ne!(form, last);
@@ -663,7 +670,7 @@ fn verify_refuses_a_line_whose_bytes_are_not_the_form_its_hash_covers() {
         run.expect_code(1);
         assert!(
             run.stderr.contains(&format!("tampered.jsonl:{n}:"))
-                && run.stderr.contains("not in the form the writer makes"),
+                && run.stderr.contains("not in its canonical form"),
             "{form}: {}",
             run.stderr
         );
@@ -811,6 +818,18 @@ fn transcripts_are_private_and_never_written_through_a_planted_symlink() {
     ws.run(&["run", "ordered", "--transcript", "l.jsonl"])
         .expect_code(1);
     assert_eq!(ws.read("victim.txt"), "precious\n");
+
+    // A link planted where the run's notes go: the run is refused before any step.
+    std::os::unix::fs::symlink(ws.path().join("victim.txt"), ws.path().join("n.notes.md")).unwrap();
+    let planted = ws.run(&["run", "ordered", "--transcript", "n.jsonl"]);
+    planted.expect_code(2);
+    assert!(
+        planted.stderr.contains("n.notes.md is a symlink"),
+        "{}",
+        planted.stderr
+    );
+    assert_eq!(ws.read("victim.txt"), "precious\n");
+    assert!(!ws.exists("n.jsonl"));
 }
 
 #[test]

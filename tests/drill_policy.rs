@@ -1,6 +1,6 @@
 //! `runbook drill` and `runbook check --policy` on the repository's own runbooks and drills.
 
-mod common;
+use crate::common;
 
 use common::Workspace;
 use serde_json::Value;
@@ -252,4 +252,176 @@ fn the_policy_names_each_violation() {
         violations(&run),
         vec![("version-bump".to_string(), "ec2-high-cpu".to_string())]
     );
+}
+
+fn drill_files(ws: &Workspace, args: &[&str]) -> common::Run {
+    let runbooks = format!("{REPO}/runbooks");
+    let mut all = vec!["drill"];
+    all.extend_from_slice(args);
+    all.extend([
+        "--runbooks",
+        &runbooks,
+        "--out",
+        "out",
+        "--results",
+        "results",
+    ]);
+    ws.run(&all)
+}
+
+#[test]
+fn scenario_errors_name_the_field_and_the_allowed_values() {
+    let ws = Workspace::new();
+    let base =
+        "runbook = \"ec2-high-cpu@1.1.0\"\n[params]\ninstance_id = \"i-0a1b2c3d4e5f60005\"\n";
+    ws.write(
+        "drills/banana.toml",
+        &format!("{base}[expect.steps]\n\"Collect CPU diagnostics\" = \"banana\"\n"),
+    );
+    let run = drill_files(&ws, &["drills/banana.toml"]);
+    run.expect_code(1);
+    assert!(run.stdout.contains("banana"), "{}", run.stdout);
+    assert!(run.stdout.contains("not run"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("unparsable drill scenario"),
+        "{}",
+        run.stdout
+    );
+
+    ws.write(
+        "drills/notify.toml",
+        &format!("{base}[expect]\nnotifications = \"x\"\n"),
+    );
+    let run = drill_files(&ws, &["drills/notify.toml"]);
+    run.expect_code(1);
+    assert!(!run.stdout.contains("NotifyExpect"), "{}", run.stdout);
+    assert!(run.stdout.contains("at_least"), "{}", run.stdout);
+    assert!(run.stdout.contains("notifications"), "{}", run.stdout);
+
+    ws.write(
+        "drills/status.toml",
+        &format!("{base}[expect]\nstatus = \"fine\"\n"),
+    );
+    let run = drill_files(&ws, &["drills/status.toml"]);
+    run.expect_code(1);
+    assert!(run.stdout.contains("timed_out"), "{}", run.stdout);
+}
+
+#[test]
+fn both_spellings_of_not_run_are_accepted() {
+    let ws = Workspace::new();
+    ws.write(
+        "drills/spellings.toml",
+        r#"runbook = "ec2-high-cpu@1.1.0"
+[params]
+instance_id = "i-0a1b2c3d4e5f60005"
+[faults.command_failure]
+share = 1.0
+[expect]
+status = "failed"
+[expect.steps]
+"Collect CPU diagnostics" = "failed"
+"Restart the offending service" = "not_run"
+"Verify the CPU is back under the threshold" = "not run"
+"#,
+    );
+    let run = drill_files(&ws, &["drills/spellings.toml"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("pass  spellings"), "{}", run.stdout);
+}
+
+#[test]
+fn a_drill_id_with_an_unparsable_scenario_says_it_is_unparsable() {
+    let ws = Workspace::new();
+    ws.write(
+        "drills/broken.toml",
+        "runbook = \"ec2-high-cpu@1.1.0\"\n[expect]\nstatus = \"banana\"\n",
+    );
+    let run = drill_files(&ws, &["ec2-high-cpu", "--drills", "drills"]);
+    assert_ne!(run.code, 0);
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(all.contains("unparsable drill scenario"), "{all}");
+    assert!(all.contains("broken.toml"), "{all}");
+    assert!(all.contains("banana"), "{all}");
+    assert!(!all.contains("no drill scenario"), "{all}");
+}
+
+#[test]
+fn a_drill_on_the_sim_runs_on_a_simulated_clock() {
+    let ws = Workspace::new();
+    ws.write(
+        "runbooks/slow-recovery.rhai",
+        r#"runbook(#{ id: "slow-recovery", version: "1.0.0", title: "t", severity: "P3" });
+recovery("Wait for the service to come back", |ctx| {
+    let n = 0;
+    // Ten minutes of polling, then healthy.
+    wait_until(|| { n += 1; n > 20 }, #{ timeout: "15m", every: "30s" });
+    ctx.attempts = n;
+}, #{ timeout: "20m" });
+recovery("Settle", |ctx| { sleep("5m"); }, #{ timeout: "10m" });
+"#,
+    );
+    ws.write(
+        "drills/slow.toml",
+        "runbook = \"slow-recovery@1.0.0\"\n[expect]\nstatus = \"ok\"\nmax_duration = \"16m\"\n",
+    );
+    let run = ws.run(&[
+        "drill",
+        "drills/slow.toml",
+        "--runbooks",
+        "runbooks",
+        "--out",
+        "out",
+        "--results",
+        "results",
+    ]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("simulated"), "{}", run.stdout);
+    let transcript = std::fs::read_dir(ws.path().join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .unwrap();
+    let ev = common::events(&transcript);
+    assert_eq!(ev[0]["clock"], "simulated");
+    let steps = common::of_type(&ev, "step_finished");
+    assert!(
+        steps[0]["duration_ms"].as_u64().unwrap() >= 600_000,
+        "{}",
+        steps[0]
+    );
+    assert!(
+        steps[1]["duration_ms"].as_u64().unwrap() >= 300_000,
+        "{}",
+        steps[1]
+    );
+    let total = ev.last().unwrap()["duration_ms"].as_u64().unwrap();
+    assert!((900_000..960_000).contains(&total), "{total}");
+}
+
+#[test]
+fn runbook_docs_drills_documents_every_scenario_field() {
+    let ws = Workspace::new();
+    let run = ws.run(&["docs", "drills"]);
+    run.expect_code(0);
+    for needle in [
+        "# Drill scenario format",
+        "| `runbook` |",
+        "| `max_duration` |",
+        "| `command_outputs` |",
+        "| `at_least` |",
+        "| `original_groups` |",
+        "not_run",
+        "timed_out",
+    ] {
+        assert!(run.stdout.contains(needle), "{needle}: {}", run.stdout);
+    }
+    let api = ws.run(&["docs"]);
+    api.expect_code(0);
+    assert!(
+        api.stdout.contains("## Plans, time and guardrails"),
+        "{}",
+        api.stdout
+    );
+    assert!(api.stdout.contains("read_only: true"), "{}", api.stdout);
 }

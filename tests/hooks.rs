@@ -2,7 +2,7 @@
 //! loopback, with escalations captured by a local Slack stand-in and SNS certificates served on
 //! loopback.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -926,6 +926,57 @@ fn health_metrics_and_runs_endpoints() {
         assert!(m.contains(name), "{name} missing from:\n{m}");
     }
     assert_eq!(metric(&served, "runbook_runs_total{status=\"ok\"}"), 1.0);
+}
+
+#[test]
+fn sns_signatures_are_refused_over_an_expired_a_not_yet_valid_or_another_key_s_certificate() {
+    let topic = "arn:aws:sns:us-east-1:123456789012:ec2-manager-alarms";
+    let s = setup(
+        "",
+        "",
+        &format!(
+            "[sns]\ntopics = [\"{topic}\"]\ncert_url = '^http://127\\.0\\.0\\.1:\\d+/files/SimpleNotificationService-[0-9a-f]+\\.pem$'\n"
+        ),
+    );
+    // Each certificate at its own URL: the receiver caches certificates by URL.
+    let certs = [
+        ("0e1", common::sns::EXPIRED_CERT),
+        ("0e2", common::sns::NOT_YET_VALID_CERT),
+        ("0e3", common::sns::OTHER_CERT),
+        ("0e4", common::sns::CERT),
+    ];
+    for (name, pem) in certs {
+        s.slack
+            .serve_file(&format!("SimpleNotificationService-{name}.pem"), pem);
+    }
+    let served = s.served();
+    let post = |name: &str, instance: &str| {
+        let cert_url = s
+            .slack
+            .url(&format!("/files/SimpleNotificationService-{name}.pem"));
+        let alarm = common::sns::cloudwatch_alarm_message(
+            "ec2-cpu-high-cw",
+            "ALARM",
+            &[("InstanceId", instance)],
+        );
+        let envelope =
+            common::sns::signed_notification(topic, &cert_url, &alarm, None, "2", common::sns::KEY);
+        served.post(
+            "/hooks/sns",
+            &[("content-type", "text/plain; charset=UTF-8")],
+            &serde_json::to_vec(&envelope).unwrap(),
+        )
+    };
+    // The expired and not-yet-valid certificates hold the signing key itself: only their
+    // validity window refuses them, so a check that looked at the key alone would let them in.
+    for name in ["0e1", "0e2", "0e3"] {
+        let (status, answer) = post(name, I1);
+        assert_eq!(status, 401, "certificate {name}: {answer}");
+    }
+    // The same message over the good certificate runs: the refusals above were the certificates'.
+    let (status, answer) = post("0e4", I1);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(outcome(&answer, 0).0, "accepted", "{answer}");
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //!
 //! Both processes run on free loopback ports in a scratch workspace; nothing leaves the machine.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,7 @@
 //! On-call mode, driven through a real pseudo-terminal (expectrl): the prompt, skip/abort,
 //! inspect, typed confirmations and Ctrl-C.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

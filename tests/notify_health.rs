@@ -1,6 +1,6 @@
 //! Slack, Teams and health checks against real loopback servers.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

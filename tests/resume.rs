@@ -2,7 +2,7 @@
 //! runbook on a sim whose state persists across processes, then `runbook resume` finishes the run.
 //! Every transcript must verify and no write may ever be made twice.
 
-mod common;
+use crate::common;
 
 use common::{Workspace, events, of_type};
 use serde_json::Value;

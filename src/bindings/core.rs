@@ -46,12 +46,7 @@ static NOTES_APPEND: Binding = Binding {
 };
 
 fn parse_duration(text: &str) -> Result<Duration, BindingError> {
-    humantime::parse_duration(text).map_err(|e| {
-        BindingError::new(
-            "bad_argument",
-            format!("{text:?} is not a duration such as \"500ms\" or \"2s\": {e}"),
-        )
-    })
+    crate::clock::parse_duration(text).map_err(|e| BindingError::new("bad_argument", e))
 }
 
 fn sleep_for(ctx: &NativeCallContext, d: Duration, shown: String) -> ScriptResult<()> {
@@ -87,7 +82,7 @@ fn wait(ctx: &NativeCallContext, condition: FnPtr, options: rhai::Map) -> Script
     let mut raised: Option<Box<EvalAltResult>> = None;
     let recorded = json!({ "timeout": humantime::format_duration(timeout).to_string(), "every": humantime::format_duration(every).to_string() });
     let outcome = recorder::call(ctx, &WAIT_UNTIL, recorded, |host| {
-        let deadline = std::time::Instant::now() + timeout;
+        let started = host.interrupt.clock().now();
         let mut attempt: i64 = 0;
         loop {
             attempt += 1;
@@ -121,7 +116,7 @@ fn wait(ctx: &NativeCallContext, condition: FnPtr, options: rhai::Map) -> Script
             if done {
                 return Ok(Dynamic::from(attempt));
             }
-            if std::time::Instant::now() + every > deadline {
+            if started.elapsed().saturating_add(every) > timeout {
                 return Err(BindingError::new(
                     "WaiterTimeout",
                     format!(
@@ -185,8 +180,15 @@ pub mod core_api {
     /// Waits for `millis` milliseconds (see `sleep(duration)`).
     #[rhai_fn(name = "sleep", return_raw)]
     pub fn sleep_ms(ctx: NativeCallContext, millis: i64) -> ScriptResult<()> {
-        let d = Duration::from_millis(millis.max(0) as u64);
-        sleep_for(&ctx, d, format!("{}ms", millis.max(0)))
+        let millis = u64::try_from(millis).unwrap_or(0);
+        let d = crate::clock::check_duration(Duration::from_millis(millis)).map_err(|why| {
+            recorder::runtime_error(
+                "bad_argument",
+                &format!("sleep({millis}) {why}"),
+                ctx.call_position(),
+            )
+        })?;
+        sleep_for(&ctx, d, format!("{millis}ms"))
     }
 
     /// The current time in UTC, as `"2026-11-23T10:30:00.000Z"`.

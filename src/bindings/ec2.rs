@@ -3,7 +3,7 @@
 //! Composite operations (isolate, waits, fan-out) are written here once, on top of the cloud's
 //! primitive calls, so the sim and AWS backends run exactly the same logic.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use rhai::plugin::*;
@@ -11,6 +11,7 @@ use rhai::{Array, Map};
 use serde_json::{Value, json};
 
 use super::args;
+use crate::clock::Clock;
 use crate::cloud::{
     Cloud, CloudResult, Filter, Instance, InstanceStatus, LaunchSpec, StateAction, Tags,
 };
@@ -75,7 +76,7 @@ static RESTORE: Binding = Binding {
 static SNAPSHOT: Binding = Binding {
     name: "ec2::snapshot_volumes",
     effect: Effect::Mutating,
-    placeholder: empty_array,
+    placeholder: snapshot_placeholder,
 };
 static STOP: Binding = Binding {
     name: "ec2::stop",
@@ -108,52 +109,73 @@ static LAUNCH: Binding = Binding {
     placeholder: launch_placeholder,
 };
 
-fn empty_array(_: &Value) -> Dynamic {
-    Dynamic::from_array(Array::new())
+fn planned_value(value: Value) -> Dynamic {
+    rhai::serde::to_dynamic(value).unwrap_or_default()
+}
+
+/// One `#{ volume, snapshot, state }` per volume of the instance (looked up read-only in plans).
+fn snapshot_placeholder(args: &Value) -> Dynamic {
+    let volumes = args["resolved"]["volumes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    planned_value(Value::Array(
+        volumes
+            .iter()
+            .map(|v| json!({ "volume": v, "snapshot": "snap-planned", "state": "planned" }))
+            .collect(),
+    ))
 }
 
 fn isolate_placeholder(args: &Value) -> Dynamic {
-    let mut m = Map::new();
-    m.insert(
-        "instance".into(),
-        args["id"].as_str().unwrap_or_default().into(),
-    );
-    m.insert("quarantine_group".into(), "sg-planned".into());
-    m.insert("created".into(), false.into());
-    m.insert("previous_groups".into(), Map::new().into());
-    m.insert("planned".into(), true.into());
-    m.into()
+    let resolved = &args["resolved"];
+    planned_value(json!({
+        "instance": args["id"],
+        "vpc": resolved["vpc"].as_str().unwrap_or("vpc-planned"),
+        "quarantine_group": "sg-planned",
+        "created": false,
+        "previous_groups": resolved.get("previous_groups").cloned().unwrap_or(json!({})),
+        "planned": true,
+    }))
 }
 
 fn state_placeholder(args: &Value) -> Dynamic {
     let ids = args["ids"].as_array().cloned().unwrap_or_default();
-    let items: Array = ids
-        .iter()
-        .map(|id| {
-            let mut m = Map::new();
-            m.insert("id".into(), id.as_str().unwrap_or_default().into());
-            m.insert("state".into(), "planned".into());
-            m.into()
-        })
-        .collect();
-    Dynamic::from_array(items)
+    planned_value(Value::Array(
+        ids.iter()
+            .map(|id| json!({ "id": id, "previous_state": "planned", "state": "planned" }))
+            .collect(),
+    ))
 }
 
 fn image_placeholder(_: &Value) -> Dynamic {
     "ami-planned".into()
 }
 
+/// `count` instances with every field `find` returns, ids `i-planned00000000`, ...
 fn launch_placeholder(args: &Value) -> Dynamic {
-    let n = args["spec"]["count"].as_i64().unwrap_or(1).max(1);
-    let items: Array = (0..n)
-        .map(|k| {
-            let mut m = Map::new();
-            m.insert("id".into(), format!("i-planned{k:08}").into());
-            m.insert("state".into(), "planned".into());
-            m.into()
-        })
-        .collect();
-    Dynamic::from_array(items)
+    let spec = &args["spec"];
+    let n = spec["count"].as_i64().unwrap_or(1).clamp(1, 100);
+    planned_value(Value::Array(
+        (0..n)
+            .map(|k| {
+                json!({
+                    "id": format!("i-planned{k:08}"),
+                    "state": "planned",
+                    "type": spec["instance_type"].as_str().unwrap_or("planned"),
+                    "image": spec["image"].as_str().unwrap_or("ami-planned"),
+                    "vpc": "vpc-planned",
+                    "subnet": spec["subnet"].as_str().unwrap_or("subnet-planned"),
+                    "private_ip": "",
+                    "security_groups": spec["security_groups"].as_array().cloned().unwrap_or_default(),
+                    "network_interfaces": [],
+                    "volumes": [],
+                    "tags": spec["tags"].as_object().cloned().unwrap_or_default(),
+                    "launch_time": "",
+                })
+            })
+            .collect(),
+    ))
 }
 
 /// Runs `f` against the environment's cloud, interruptibly, and converts its result.
@@ -191,17 +213,19 @@ pub async fn describe_one(c: &Cloud, id: &str) -> CloudResult<Instance> {
 /// The one waiter: asks `probe` every `every` until it answers `Ok` (done) or `timeout` passes,
 /// then fails with `WaiterTimeout` naming what is still pending (`Err(pending)` from the probe).
 /// Sleeping happens on the runtime, so a step timeout or Ctrl-C ends the wait at once.
+/// Waits on the run's clock: in a drill or a plan the time between probes is simulated.
 async fn poll<T>(
+    clock: &Clock,
     timeout: Duration,
     every: Duration,
     what: &str,
     mut probe: impl AsyncFnMut() -> CloudResult<Result<T, Vec<String>>>,
 ) -> CloudResult<T> {
-    let deadline = Instant::now() + timeout;
+    let started = clock.now();
     loop {
         match probe().await? {
             Ok(done) => return Ok(done),
-            Err(pending) if Instant::now() + every > deadline => {
+            Err(pending) if started.elapsed().saturating_add(every) > timeout => {
                 return Err(BindingError::new(
                     "WaiterTimeout",
                     format!(
@@ -211,13 +235,14 @@ async fn poll<T>(
                     ),
                 ));
             }
-            Err(_) => tokio::time::sleep(every).await,
+            Err(_) => clock.sleep(every).await,
         }
     }
 }
 
 /// Polls until every instance is in `state`, or fails with `WaiterTimeout` naming the laggards.
 pub async fn wait_for_state(
+    clock: &Clock,
     cloud: &Cloud,
     ids: &[String],
     state: &str,
@@ -228,30 +253,37 @@ pub async fn wait_for_state(
         ids: ids.to_vec(),
         ..Filter::default()
     };
-    poll(timeout, every, &format!("still not {state}"), async || {
-        let found = cloud.describe_instances(&filter).await?;
-        let waiting: Vec<String> = found
-            .iter()
-            .filter(|i| i.state != state)
-            .map(|i| format!("{} is {}", i.id, i.state))
-            .collect();
-        Ok(if waiting.is_empty() {
-            Ok(found)
-        } else {
-            Err(waiting)
-        })
-    })
+    poll(
+        clock,
+        timeout,
+        every,
+        &format!("still not {state}"),
+        async || {
+            let found = cloud.describe_instances(&filter).await?;
+            let waiting: Vec<String> = found
+                .iter()
+                .filter(|i| i.state != state)
+                .map(|i| format!("{} is {}", i.id, i.state))
+                .collect();
+            Ok(if waiting.is_empty() {
+                Ok(found)
+            } else {
+                Err(waiting)
+            })
+        },
+    )
     .await
 }
 
 /// Polls until both status checks of every instance report `ok`.
 pub async fn wait_status_ok(
+    clock: &Clock,
     cloud: &Cloud,
     ids: &[String],
     timeout: Duration,
     every: Duration,
 ) -> CloudResult<Vec<InstanceStatus>> {
-    poll(timeout, every, "status checks not ok", async || {
+    poll(clock, timeout, every, "status checks not ok", async || {
         let statuses = cloud.instance_status(ids).await?;
         let bad: Vec<String> = ids
             .iter()
@@ -307,11 +339,13 @@ fn change_state(
     let action = action(force);
     let recorded = json!({ "ids": ids, "wait": wait, "force": force });
     recorder::call(ctx, spec, recorded, |host| {
+        let clock = host.interrupt.clock();
         on_cloud(host, async |cloud: &Cloud| {
             let mut changes = cloud.change_state(&ids, action).await?;
             if wait && action != StateAction::Reboot {
                 let done =
-                    wait_for_state(cloud, &ids, action.target_state(), timeout, every).await?;
+                    wait_for_state(clock, cloud, &ids, action.target_state(), timeout, every)
+                        .await?;
                 for c in &mut changes {
                     if let Some(i) = done.iter().find(|i| i.id == c.id) {
                         c.state = i.state.clone();
@@ -382,8 +416,9 @@ pub mod ec2_api {
             &WAIT_STATUS_OK,
             json!({ "ids": ids, "timeout": humantime::format_duration(timeout).to_string() }),
             |host| {
+                let clock = host.interrupt.clock();
                 on_cloud(host, async |c: &Cloud| {
-                    super::wait_status_ok(c, &ids, timeout, every).await
+                    super::wait_status_ok(clock, c, &ids, timeout, every).await
                 })
             },
         )
@@ -410,8 +445,9 @@ pub mod ec2_api {
             &WAIT_STATE,
             json!({ "ids": ids, "state": state }),
             |host| {
+                let clock = host.interrupt.clock();
                 on_cloud(host, async |c: &Cloud| {
-                    wait_for_state(c, &ids, &state, timeout, every).await
+                    wait_for_state(clock, c, &ids, &state, timeout, every).await
                 })
             },
         )
@@ -496,7 +532,8 @@ pub mod ec2_api {
     /// VPC with no ingress and no egress, puts it on every network interface in place of the
     /// current groups, and returns `#{ instance, vpc, quarantine_group, created, previous_groups }`
     /// where `previous_groups` maps each interface to the groups it had: keep it for
-    /// `ec2::restore`. Mutating.
+    /// `ec2::restore`. Mutating. In a plan: the same map with `quarantine_group: "sg-planned"`,
+    /// `planned: true` and the instance's real `vpc` and `previous_groups` (read-only lookup).
     #[rhai_fn(name = "isolate", return_raw)]
     pub fn isolate(ctx: NativeCallContext, id: &str) -> ScriptResult<Map> {
         isolate_with(ctx, id, Map::new())
@@ -516,7 +553,21 @@ pub mod ec2_api {
         let (group_name, incident) = parsed.map_err(|e| arg_error(&ctx, e))?;
         let id = id.to_string();
         let recorded = json!({ "id": id, "group_name": group_name });
-        recorder::call(&ctx, &ISOLATE, recorded, |host| {
+        // A plan shows the groups isolate would replace, so code that keeps them works.
+        let lookup = |host: &Host| -> Result<Value, BindingError> {
+            let cloud = host.cloud.get(&host.io)?;
+            let inst = host
+                .io
+                .block_on(&host.interrupt, describe_one(cloud, &id))?;
+            let previous: serde_json::Map<String, Value> = inst
+                .network_interfaces
+                .iter()
+                .map(|e| (e.id.clone(), json!(e.groups)))
+                .collect();
+            Ok(json!({ "vpc": inst.vpc, "previous_groups": previous }))
+        };
+        let resolve = recorder::Resolve::PlanOnly(&lookup);
+        recorder::call_resolved(&ctx, &ISOLATE, recorded, resolve, |host, _| {
             on_cloud(host, async |c: &Cloud| {
                 let inst = describe_one(c, &id).await?;
                 let (group, created) = match c.find_security_group(&inst.vpc, &group_name).await? {
@@ -590,7 +641,8 @@ pub mod ec2_api {
 
     /// Snapshots every EBS volume attached to an instance, tagged `Incident` and
     /// `SourceInstance`. Options: `incident`, `wait` (default true: until `completed`), `timeout`.
-    /// Returns an array of `#{ volume, snapshot, state }`. Mutating.
+    /// Returns an array of `#{ volume, snapshot, state }`. Mutating. In a plan: one entry per
+    /// attached volume (read-only lookup) with `snapshot: "snap-planned"`, `state: "planned"`.
     #[rhai_fn(return_raw)]
     pub fn snapshot_volumes(ctx: NativeCallContext, id: &str, options: Map) -> ScriptResult<Array> {
         let parsed = (|| -> Result<_, BindingError> {
@@ -605,7 +657,17 @@ pub mod ec2_api {
         let (incident, wait, timeout, every) = parsed.map_err(|e| arg_error(&ctx, e))?;
         let id = id.to_string();
         let recorded = json!({ "id": id, "incident": incident, "wait": wait });
-        recorder::call(&ctx, &SNAPSHOT, recorded, |host| {
+        // A plan answers with one entry per volume, as a run would.
+        let lookup = |host: &Host| -> Result<Value, BindingError> {
+            let cloud = host.cloud.get(&host.io)?;
+            let inst = host
+                .io
+                .block_on(&host.interrupt, describe_one(cloud, &id))?;
+            Ok(json!({ "volumes": inst.volumes }))
+        };
+        let resolve = recorder::Resolve::PlanOnly(&lookup);
+        recorder::call_resolved(&ctx, &SNAPSHOT, recorded, resolve, |host, _| {
+            let clock = host.interrupt.clock();
             on_cloud(host, async |c: &Cloud| {
                 let inst = describe_one(c, &id).await?;
                 let mut tags = Tags::from([
@@ -628,19 +690,25 @@ pub mod ec2_api {
                 }
                 if wait && !snaps.is_empty() {
                     let ids: Vec<String> = snaps.iter().map(|s| s.id.clone()).collect();
-                    let done = poll(timeout, every, "snapshots not completed", async || {
-                        let now = c.describe_snapshots(&ids).await?;
-                        let pending: Vec<String> = now
-                            .iter()
-                            .filter(|s| s.state != "completed")
-                            .map(|s| s.id.clone())
-                            .collect();
-                        Ok(if pending.is_empty() {
-                            Ok(now)
-                        } else {
-                            Err(pending)
-                        })
-                    })
+                    let done = poll(
+                        clock,
+                        timeout,
+                        every,
+                        "snapshots not completed",
+                        async || {
+                            let now = c.describe_snapshots(&ids).await?;
+                            let pending: Vec<String> = now
+                                .iter()
+                                .filter(|s| s.state != "completed")
+                                .map(|s| s.id.clone())
+                                .collect();
+                            Ok(if pending.is_empty() {
+                                Ok(now)
+                            } else {
+                                Err(pending)
+                            })
+                        },
+                    )
                     .await?;
                     for s in &mut snaps {
                         if let Some(n) = done.iter().find(|n| n.id == s.id) {
@@ -666,7 +734,8 @@ pub mod ec2_api {
     }
 
     /// Stops instances. Options: `wait` (default true), `timeout` (default `"10m"`), `every`,
-    /// `force`. Returns an array of `#{ id, previous_state, state }`. Mutating.
+    /// `force`. Returns an array of `#{ id, previous_state, state }`. Mutating. In a plan: one
+    /// entry per id with both states `"planned"` (the same for `start`, `reboot`, `terminate`).
     #[rhai_fn(name = "stop", return_raw)]
     pub fn stop_with(ctx: NativeCallContext, ids: Dynamic, options: Map) -> ScriptResult<Array> {
         change_state(&ctx, &STOP, ids, options, |force| StateAction::Stop {
@@ -712,7 +781,7 @@ pub mod ec2_api {
 
     /// Creates an AMI of an instance (for forensics or recovery) and returns its id. Options:
     /// `name` (default `runbook-<id>-<time>`), `no_reboot` (default true: do not disturb
-    /// evidence), `incident`, `tags`. Mutating.
+    /// evidence), `incident`, `tags`. Mutating. In a plan: `"ami-planned"`.
     #[rhai_fn(return_raw)]
     pub fn create_image(ctx: NativeCallContext, id: &str, options: Map) -> ScriptResult<String> {
         let parsed = (|| -> Result<_, BindingError> {
@@ -747,6 +816,8 @@ pub mod ec2_api {
     /// Launches instances. `spec`: `image` or `launch_template` (a name), and optionally
     /// `instance_type`, `subnet`, `security_groups`, `tags`, `count` (default 1), `wait`
     /// (default true: until `running`), `timeout`. Returns the new instances (see `find`). Mutating.
+    /// `--max-resources` counts the `count` new instances before the call is sent. In a plan:
+    /// `count` instances with every `find` field, ids `i-planned00000000`, ... and state `"planned"`.
     #[rhai_fn(return_raw)]
     pub fn launch(ctx: NativeCallContext, spec: Map) -> ScriptResult<Array> {
         let parsed = (|| -> Result<_, BindingError> {
@@ -793,13 +864,14 @@ pub mod ec2_api {
             "subnet": launch.subnet, "security_groups": launch.security_groups, "tags": launch.tags, "count": launch.count,
         }});
         recorder::call(&ctx, &LAUNCH, recorded, |host| {
+            let clock = host.interrupt.clock();
             on_cloud(host, async |c: &Cloud| {
                 let created = c.run_instances(&launch).await?;
                 if !wait {
                     return Ok(created);
                 }
                 let ids: Vec<String> = created.iter().map(|i| i.id.clone()).collect();
-                wait_for_state(c, &ids, "running", timeout, every).await
+                wait_for_state(clock, c, &ids, "running", timeout, every).await
             })
         })
         .map(|d| d.into_array().unwrap_or_default())

@@ -241,7 +241,7 @@ pub mod health_api {
                     let mut last = Value::Null;
                     for attempt in 0..=o.retries {
                         if attempt > 0 {
-                            tokio::time::sleep(o.retry_delay).await;
+                            host.interrupt.clock().sleep(o.retry_delay).await;
                         }
                         last = judge(&o, fetch(host, &client, &url, &o).await);
                         if last["ok"] == true {

@@ -129,11 +129,7 @@ pub(crate) mod args {
             None => Ok(default),
             Some(v) => {
                 let text = v.to_string();
-                humantime::parse_duration(&text).map_err(|_| {
-                    bad(format!(
-                        "`{key}` must be a duration such as \"30s\", not {text:?}"
-                    ))
-                })
+                crate::clock::parse_duration(&text).map_err(|e| bad(format!("`{key}`: {e}")))
             }
         }
     }

@@ -24,10 +24,17 @@ use crate::recorder::{self, Binding, BindingError, Effect, ScriptResult};
 use crate::runbook::Step;
 use crate::transcript::{RunStatus, StepStatus};
 
-fn sent_placeholder(_: &Value) -> Dynamic {
+/// What a post returns in a plan: the shape of a delivered one (`#{ ok, ts, channel }`).
+fn sent_placeholder(args: &Value) -> Dynamic {
     let mut m = Map::new();
     m.insert("ok".into(), true.into());
     m.insert("ts".into(), "planned".into());
+    m.insert(
+        "channel".into(),
+        args["channel"]
+            .as_str()
+            .map_or(Dynamic::UNIT, |c| c.to_string().into()),
+    );
     m.insert("planned".into(), true.into());
     m.into()
 }

@@ -5,11 +5,11 @@
 //! opens SSH connections of its own.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
+use rhai::Map;
 use rhai::plugin::*;
-use rhai::{Array, Map};
 use serde_json::{Value, json};
 
 use super::args;
@@ -27,6 +27,12 @@ static RUN_COMMAND: Binding = Binding {
     effect: Effect::Mutating,
     placeholder: command_placeholder,
 };
+/// `run_command` with `read_only: true`: a diagnostic the runbook vouches for, run in plans.
+static RUN_COMMAND_READ_ONLY: Binding = Binding {
+    name: "ssm::run_command",
+    effect: Effect::DeclaredReadOnly,
+    placeholder: command_placeholder,
+};
 static GET_PARAMETER: Binding = Binding {
     name: "ssm::get_parameter",
     effect: Effect::ReadOnly,
@@ -38,20 +44,37 @@ static PUT_PARAMETER: Binding = Binding {
     placeholder: version_placeholder,
 };
 
+/// A plan's stand-in for a command result: the shape of a real one, one entry per target
+/// instance (tag targets resolved), each `Planned` with exit code 0 and empty output.
 fn command_placeholder(args: &Value) -> Dynamic {
-    let mut m = Map::new();
-    m.insert("command_id".into(), "planned".into());
-    m.insert(
-        "document".into(),
-        args["document"].as_str().unwrap_or_default().into(),
-    );
-    m.insert("status".into(), "Planned".into());
-    m.insert("ok".into(), true.into());
-    m.insert("succeeded".into(), Dynamic::from(0_i64));
-    m.insert("failed".into(), Dynamic::from(0_i64));
-    m.insert("results".into(), Dynamic::from_array(Array::new()));
-    m.insert("planned".into(), true.into());
-    m.into()
+    let instances = args["resolved"]["instances"]
+        .as_array()
+        .or_else(|| args["targets"]["instances"].as_array())
+        .cloned()
+        .unwrap_or_default();
+    let results: Vec<Value> = instances
+        .iter()
+        .map(|id| {
+            json!({
+                "instance": id,
+                "status": "Planned",
+                "exit_code": 0,
+                "stdout": "",
+                "stderr": "",
+            })
+        })
+        .collect();
+    let value = json!({
+        "command_id": "planned",
+        "document": args["document"],
+        "status": "Planned",
+        "ok": true,
+        "succeeded": results.len(),
+        "failed": 0,
+        "results": results,
+        "planned": true,
+    });
+    rhai::serde::to_dynamic(value).unwrap_or_default()
 }
 
 fn version_placeholder(_: &Value) -> Dynamic {
@@ -86,6 +109,8 @@ struct Request {
     timeout: Duration,
     poll: Duration,
     comment: String,
+    /// Declared read-only by the runbook (`read_only: true`): run in plans too.
+    read_only: bool,
 }
 
 fn parse_request(spec: &Map) -> Result<Request, BindingError> {
@@ -102,6 +127,7 @@ fn parse_request(spec: &Map) -> Result<Request, BindingError> {
             "timeout",
             "poll",
             "comment",
+            "read_only",
         ],
     )?;
     let targets = match (spec.get("instances"), spec.get("tags")) {
@@ -146,6 +172,7 @@ fn parse_request(spec: &Map) -> Result<Request, BindingError> {
         timeout: args::duration(spec, "timeout", DEFAULT_TIMEOUT)?,
         poll: args::duration(spec, "poll", DEFAULT_POLL)?,
         comment: args::string(spec, "comment")?.unwrap_or_else(|| "sent by runbook".into()),
+        read_only: args::boolean(spec, "read_only", false)?,
     })
 }
 
@@ -179,8 +206,7 @@ async fn resolve(c: &Cloud, targets: &Targets) -> CloudResult<Vec<String>> {
     Ok(ids)
 }
 
-async fn run(host: &Host, c: &Cloud, req: &Request) -> CloudResult<Value> {
-    let ids = resolve(c, &req.targets).await?;
+async fn run(host: &Host, c: &Cloud, req: &Request, ids: Vec<String>) -> CloudResult<Value> {
     let command = CommandRequest {
         instances: ids.clone(),
         document: req.document.clone(),
@@ -195,7 +221,8 @@ async fn run(host: &Host, c: &Cloud, req: &Request) -> CloudResult<Value> {
         ids.len() as u64,
         &format!("{} on {} instance(s)", req.document, ids.len()),
     );
-    let deadline = Instant::now() + req.timeout;
+    let clock = host.interrupt.clock();
+    let started = clock.now();
     let mut done: BTreeMap<String, Invocation> = BTreeMap::new();
     loop {
         let pending: Vec<&String> = ids.iter().filter(|id| !done.contains_key(*id)).collect();
@@ -222,7 +249,7 @@ async fn run(host: &Host, c: &Cloud, req: &Request) -> CloudResult<Value> {
         if done.len() == ids.len() {
             break;
         }
-        if Instant::now() + req.poll > deadline {
+        if started.elapsed().saturating_add(req.poll) > req.timeout {
             for id in &ids {
                 done.entry(id.clone()).or_insert_with(|| Invocation {
                     instance: id.clone(),
@@ -237,7 +264,7 @@ async fn run(host: &Host, c: &Cloud, req: &Request) -> CloudResult<Value> {
             }
             break;
         }
-        tokio::time::sleep(req.poll).await;
+        clock.sleep(req.poll).await;
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -284,11 +311,52 @@ fn send(ctx: &NativeCallContext, req: Request) -> ScriptResult<Map> {
         "max_errors": req.max_errors,
         "timeout": humantime::format_duration(req.timeout).to_string(),
     });
-    recorder::call(ctx, &RUN_COMMAND, recorded, |host| {
-        let cloud = host.cloud.get(&host.io)?;
-        let value = host.io.block_on(&host.interrupt, run(host, cloud, &req))?;
-        args::to_dynamic(&value)
-    })
+    let spec = if req.read_only {
+        &RUN_COMMAND_READ_ONLY
+    } else {
+        &RUN_COMMAND
+    };
+    // The instances are resolved before the call is decided, so the blast radius counts every
+    // instance a tag target reaches, and a plan answers with one result per instance.
+    let resolve = |host: &Host| -> Result<Value, BindingError> {
+        let ids = match &req.targets {
+            Targets::Ids(ids) => ids.clone(),
+            targets => {
+                let cloud = host.cloud.get(&host.io)?;
+                host.io.block_on(&host.interrupt, resolve(cloud, targets))?
+            }
+        };
+        Ok(json!({ "instances": ids }))
+    };
+    recorder::call_resolved(
+        ctx,
+        spec,
+        recorded,
+        recorder::Resolve::Always(&resolve),
+        |host, resolved| {
+            let ids: Vec<String> = match resolved["instances"].as_array() {
+                Some(ids) => ids
+                    .iter()
+                    .filter_map(|i| i.as_str().map(str::to_string))
+                    .collect(),
+                None => match &req.targets {
+                    Targets::Ids(ids) => ids.clone(),
+                    Targets::Tags(_) => Vec::new(),
+                },
+            };
+            if ids.is_empty() {
+                return Err(BindingError::new(
+                    "NoTargets",
+                    "no running instance matches the command's targets",
+                ));
+            }
+            let cloud = host.cloud.get(&host.io)?;
+            let value = host
+                .io
+                .block_on(&host.interrupt, run(host, cloud, &req, ids))?;
+            args::to_dynamic(&value)
+        },
+    )
     .map(|d| d.try_cast::<Map>().unwrap_or_default())
 }
 
@@ -303,6 +371,19 @@ pub mod ssm_api {
     /// Returns `#{ command_id, document, status, ok, succeeded, failed, results }` with one
     /// `#{ instance, status, exit_code, stdout, stderr }` per instance (output truncated at 24,000
     /// characters). A failed command does not fail the step: check `ok`. Mutating.
+    ///
+    /// Tag targets are resolved to instances (a read-only `DescribeInstances`) before anything is
+    /// sent: `--max-resources` counts every instance the command would reach.
+    ///
+    /// `read_only: true` declares the command a read-only diagnostic (`top`, `free -m`, `ps`): a
+    /// plan then runs it for real and records the call with `read_only: "declared by the
+    /// runbook"`; a run still treats it as a write (intent, kill switch, blast radius). The
+    /// runbook's author vouches for it: declare only commands that change nothing.
+    ///
+    /// In a plan (without `read_only`) nothing is sent and the result has the same shape:
+    /// `#{ command_id: "planned", document, status: "Planned", ok: true, succeeded: N, failed: 0,
+    /// planned: true, results }` with one `#{ instance, status: "Planned", exit_code: 0, stdout:
+    /// "", stderr: "" }` per target instance, so `r.results[0].stdout` works in plans as in runs.
     #[rhai_fn(return_raw)]
     pub fn run_command(ctx: NativeCallContext, spec: Map) -> ScriptResult<Map> {
         let req = parse_request(&spec).map_err(|e| arg_error(&ctx, e))?;
@@ -310,13 +391,15 @@ pub mod ssm_api {
     }
 
     /// Runs shell commands (`AWS-RunShellScript`) on `targets` (ids, instances, or a tag map).
-    /// Same result as `run_command`. Mutating.
+    /// Same result (and plan placeholder) as `run_command`. Mutating.
     #[rhai_fn(name = "shell", return_raw)]
     pub fn shell(ctx: NativeCallContext, targets: Dynamic, commands: Dynamic) -> ScriptResult<Map> {
         shell_with(ctx, targets, commands, Map::new())
     }
 
-    /// `shell` with `run_command` options (`timeout`, `max_concurrency`, `max_errors`, ...).
+    /// `shell` with `run_command` options (`timeout`, `max_concurrency`, `max_errors`, ...), and
+    /// `read_only: true` for a diagnostic that may run in plans:
+    /// `ssm::shell(id, ["top -b -n 1"], #{ read_only: true })`.
     #[rhai_fn(name = "shell", return_raw)]
     pub fn shell_with(
         ctx: NativeCallContext,

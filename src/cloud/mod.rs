@@ -316,6 +316,8 @@ pub fn verify_account(host: &crate::engine::Host) -> crate::error::Result<Option
 pub struct CloudAccess {
     env: crate::config::Environment,
     cloud: std::sync::OnceLock<Cloud>,
+    /// The run's clock, handed to the simulated cloud so its latency is simulated time too.
+    clock: std::sync::OnceLock<crate::clock::Clock>,
 }
 
 impl CloudAccess {
@@ -323,7 +325,14 @@ impl CloudAccess {
         CloudAccess {
             env,
             cloud: std::sync::OnceLock::new(),
+            clock: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Gives the simulated cloud the run's clock (before its first use; a cloud connected
+    /// earlier, such as the hook server's shared sim, keeps its own real clock).
+    pub fn set_clock(&self, clock: crate::clock::Clock) {
+        let _ = self.clock.set(clock);
     }
 
     /// An environment whose backend is already connected (the hook server hands each run a
@@ -332,6 +341,7 @@ impl CloudAccess {
         CloudAccess {
             env,
             cloud: std::sync::OnceLock::from(cloud),
+            clock: std::sync::OnceLock::new(),
         }
     }
 
@@ -346,7 +356,11 @@ impl CloudAccess {
         }
         let cloud = match self.env.backend {
             crate::config::Backend::Sim => {
-                Cloud::Sim(Box::new(sim::SimCloud::for_environment(&self.env)?))
+                let mut sim = sim::SimCloud::for_environment(&self.env)?;
+                if let Some(clock) = self.clock.get() {
+                    sim.set_clock(clock.clone());
+                }
+                Cloud::Sim(Box::new(sim))
             }
             crate::config::Backend::Aws => {
                 let rt = io.runtime()?;

@@ -285,6 +285,8 @@ pub struct SimCloud {
     /// Where the state is kept across processes (a drill that resumes after a crash, `runbook
     /// approve` from a second shell); None keeps it in memory only.
     persist_to: Option<std::path::PathBuf>,
+    /// Latency and throttling back-off are waited on this clock: simulated in drills and plans.
+    clock: crate::clock::Clock,
 }
 
 fn err(code: &str, message: impl Into<String>) -> BindingError {
@@ -379,7 +381,13 @@ impl SimCloud {
             fleet: Arc::new(fleet),
             request_ids: Mutex::new(Vec::new()),
             persist_to: None,
+            clock: crate::clock::Clock::real(),
         }
+    }
+
+    /// Waits (latency, throttling back-off) on `clock` instead of a real one of its own.
+    pub fn set_clock(&mut self, clock: crate::clock::Clock) {
+        self.clock = clock;
     }
 
     /// Keeps the state in `path`: loaded from it when it exists (the fleet fixture only seeds a
@@ -424,6 +432,8 @@ impl SimCloud {
             state: self.state.clone(),
             request_ids: Mutex::new(Vec::new()),
             persist_to: self.persist_to.clone(),
+            // Each run on a shared sim keeps its own clock: runs on the hook server are real-time.
+            clock: crate::clock::Clock::real(),
         }
     }
 
@@ -461,7 +471,9 @@ impl SimCloud {
         loop {
             attempt += 1;
             if faults.latency_ms > 0 {
-                tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+                self.clock
+                    .sleep(Duration::from_millis(faults.latency_ms))
+                    .await;
             }
             let call = {
                 let mut s = self.lock()?;
@@ -474,7 +486,7 @@ impl SimCloud {
             if faults.throttle_calls.contains(&call) {
                 if attempt < faults.max_attempts.max(1) {
                     // The SDK backs off before retrying; a short fixed pause keeps drills fast.
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    self.clock.sleep(Duration::from_millis(5)).await;
                     continue;
                 }
                 let code = if operation.starts_with("Ssm") {

@@ -4,8 +4,6 @@
 //! with a clean environment (no `AWS_*`, `SLACK_*`, `TEAMS_*` or `RUNBOOK_*` from the caller, so a
 //! developer's credentials can never leak into, or change, a test), and reads back what it wrote.
 
-#![allow(dead_code)] // each test file uses a different part of the builder
-
 pub mod http;
 pub mod moto;
 pub mod serve;

@@ -1,0 +1,258 @@
+//! The run's clock and the one duration parser.
+//!
+//! A run measures time on a [`Clock`]: real for runs that act on the world, *simulated* for plans
+//! and drills. A simulated clock still moves with real time (so an endless loop still reaches its
+//! step's timeout), but every wait (`sleep`, `wait_until`, waiters, retry backoff, the simulated
+//! cloud's latency) advances it at once instead of sleeping: a plan never sleeps, and a drill of a
+//! ten-minute recovery takes milliseconds while its transcript still says ten minutes.
+//!
+//! The step deadline lives here too, so a simulated wait stops exactly at it. All arithmetic is on
+//! `Duration`s since the clock's origin, saturating: no duration, however large, can overflow.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The longest duration a runbook, a step option or a parameter may name. Anything longer is a
+/// typo (or an attack on the arithmetic), never an incident plan.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+
+/// The one parser for duration text (`"500ms"`, `"2m"`, `"1h 30m"`): humantime's syntax, refused
+/// above [`MAX_DURATION`] with a message that says so.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("{text:?} is not a duration such as \"500ms\", \"90s\" or \"2m\" ({e})")
+    })?;
+    check_duration(d).map_err(|why| format!("{text:?} {why}"))
+}
+
+/// Refuses durations above [`MAX_DURATION`] (for durations given as numbers).
+pub fn check_duration(d: Duration) -> Result<Duration, String> {
+    if d > MAX_DURATION {
+        Err(format!(
+            "is longer than the maximum duration of {} (366 days)",
+            humantime::format_duration(MAX_DURATION)
+        ))
+    } else {
+        Ok(d)
+    }
+}
+
+/// No deadline.
+const NONE: u64 = u64::MAX;
+
+struct Inner {
+    origin: Instant,
+    simulated: AtomicBool,
+    /// Nanoseconds skipped by simulated waits.
+    skipped: AtomicU64,
+    /// The current step's deadline, in nanoseconds since `origin` ([`NONE`] when there is none).
+    deadline: AtomicU64,
+}
+
+/// A run's clock (cheap to clone; clones share the same time).
+#[derive(Clone)]
+pub struct Clock(Arc<Inner>);
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clock")
+            .field("simulated", &self.is_simulated())
+            .field("elapsed", &self.elapsed())
+            .finish()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::real()
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1)
+}
+
+impl Clock {
+    pub fn real() -> Self {
+        Clock(Arc::new(Inner {
+            origin: Instant::now(),
+            simulated: AtomicBool::new(false),
+            skipped: AtomicU64::new(0),
+            deadline: AtomicU64::new(NONE),
+        }))
+    }
+
+    /// Switches to simulated time (plans, drills) or back.
+    pub fn set_simulated(&self, on: bool) {
+        self.0.simulated.store(on, Ordering::SeqCst);
+    }
+
+    pub fn is_simulated(&self) -> bool {
+        self.0.simulated.load(Ordering::SeqCst)
+    }
+
+    /// `"simulated"` or `"real"` (what `run_started` records).
+    pub fn kind(&self) -> &'static str {
+        if self.is_simulated() {
+            "simulated"
+        } else {
+            "real"
+        }
+    }
+
+    /// Time since the clock started: real time plus every simulated wait.
+    pub fn elapsed(&self) -> Duration {
+        self.0
+            .origin
+            .elapsed()
+            .saturating_add(Duration::from_nanos(self.0.skipped.load(Ordering::SeqCst)))
+    }
+
+    /// A point in this clock's time, to measure from.
+    pub fn now(&self) -> Stamp {
+        Stamp {
+            clock: self.clone(),
+            at: self.elapsed(),
+        }
+    }
+
+    /// Sets (or clears) the step deadline, `timeout` from now (saturating: never overflows).
+    pub fn set_timeout(&self, timeout: Option<Duration>) {
+        let at = timeout.map_or(NONE, |t| nanos(self.elapsed().saturating_add(t)));
+        self.0.deadline.store(at, Ordering::SeqCst);
+    }
+
+    /// Sets the step deadline at a real instant (converted to this clock's time).
+    pub fn set_deadline(&self, deadline: Option<Instant>) {
+        self.set_timeout(deadline.map(|d| d.saturating_duration_since(Instant::now())));
+    }
+
+    /// Time left before the step deadline (None: no deadline).
+    pub fn remaining(&self) -> Option<Duration> {
+        match self.0.deadline.load(Ordering::SeqCst) {
+            NONE => None,
+            at => Some(Duration::from_nanos(at).saturating_sub(self.elapsed())),
+        }
+    }
+
+    /// Whether the step deadline has passed.
+    pub fn past_deadline(&self) -> bool {
+        self.remaining().is_some_and(|r| r.is_zero())
+    }
+
+    /// In simulated time, moves the clock forward by `d` (never past the step deadline) and
+    /// returns true; in real time, does nothing and returns false.
+    pub fn skip(&self, d: Duration) -> bool {
+        if !self.is_simulated() {
+            return false;
+        }
+        let d = match self.remaining() {
+            Some(left) => d.min(left),
+            None => d,
+        };
+        let _ = self
+            .0
+            .skipped
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                Some(s.saturating_add(nanos(d)))
+            });
+        true
+    }
+
+    /// Runs `f` on simulated time (an interactive step preview) and then puts the clock back as
+    /// it was: what `f` waited does not count in the run's own durations.
+    pub fn simulate<T>(&self, f: impl FnOnce() -> T) -> T {
+        let was = self.is_simulated();
+        let skipped = self.0.skipped.load(Ordering::SeqCst);
+        let deadline = self.0.deadline.load(Ordering::SeqCst);
+        self.set_simulated(true);
+        let out = f();
+        self.set_simulated(was);
+        self.0.skipped.store(skipped, Ordering::SeqCst);
+        self.0.deadline.store(deadline, Ordering::SeqCst);
+        out
+    }
+
+    /// Waits `d` on the async runtime: at once in simulated time (yielding, so an interrupt
+    /// watcher gets its turn), a real sleep otherwise.
+    pub async fn sleep(&self, d: Duration) {
+        if self.skip(d) {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(d).await;
+        }
+    }
+}
+
+/// A point in a [`Clock`]'s time.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    clock: Clock,
+    at: Duration,
+}
+
+impl Stamp {
+    /// Time passed on the clock since this point.
+    pub fn elapsed(&self) -> Duration {
+        self.clock.elapsed().saturating_sub(self.at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_over_the_maximum_are_refused_with_a_clear_message() {
+        let err = parse_duration("18446744073709551615s").unwrap_err();
+        assert!(err.contains("maximum duration"), "{err}");
+        let err = parse_duration("300000000000y").unwrap_err();
+        assert!(
+            err.contains("maximum") || err.contains("not a duration"),
+            "{err}"
+        );
+        assert_eq!(parse_duration("366days").unwrap(), MAX_DURATION);
+        assert_eq!(parse_duration(" 2m ").unwrap(), Duration::from_secs(120));
+        assert!(
+            parse_duration("banana")
+                .unwrap_err()
+                .contains("not a duration")
+        );
+    }
+
+    #[test]
+    fn a_simulated_clock_skips_waits_but_not_past_the_deadline() {
+        let c = Clock::real();
+        c.set_simulated(true);
+        c.set_timeout(Some(Duration::from_secs(60)));
+        assert!(c.skip(Duration::from_secs(30)));
+        assert!(c.elapsed() >= Duration::from_secs(30));
+        assert!(!c.past_deadline());
+        c.skip(Duration::from_secs(3600));
+        assert!(c.past_deadline());
+        assert!(c.elapsed() < Duration::from_secs(61));
+        c.set_timeout(Some(Duration::MAX));
+        assert!(!c.past_deadline());
+    }
+
+    #[test]
+    fn a_simulated_preview_leaves_a_real_clock_as_it_was() {
+        let c = Clock::real();
+        let before = c.elapsed();
+        let waited = c.simulate(|| {
+            assert!(c.skip(Duration::from_secs(600)));
+            c.elapsed()
+        });
+        assert!(waited >= Duration::from_secs(600));
+        assert!(!c.is_simulated());
+        assert!(c.elapsed() < before + Duration::from_secs(600));
+    }
+
+    #[test]
+    fn a_real_clock_does_not_skip() {
+        let c = Clock::real();
+        assert!(!c.skip(Duration::from_secs(30)));
+        assert!(c.elapsed() < Duration::from_secs(30));
+    }
+}

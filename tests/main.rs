@@ -1,0 +1,17 @@
+//! The integration tests: one crate, so the helpers in `common` exist once and the AWS-SDK-sized
+//! library is linked into one test binary instead of one per file (minutes of link time on the
+//! 2-core CI machines). Each module drives the real `runbook` binary; run one with
+//! `cargo test --test main hooks::` and one test by its sentence of a name.
+
+mod common;
+
+mod approvals;
+mod cloud_moto;
+mod cloud_sim;
+mod core;
+mod drill_policy;
+mod hooks;
+mod hooks_alertmanager;
+mod interactive;
+mod notify_health;
+mod resume;
