@@ -101,6 +101,10 @@ pub mod declare_api {
     /// and optionally `description`, `service`, `owner`, `reviewed` (`"YYYY-MM-DD"`), `alerts`
     /// (alert names this runbook answers), `tags`, `env` (environment variables `env()` may read)
     /// and `params`: a map from name to `#{ type, required, default, pattern, choices, secret, description }`.
+    /// `type` is `"string"` (the default), `"int"`, `"float"`, `"bool"` or `"duration"`: text
+    /// such as `"30s"` or `"5m"`, refused by `check` (a default) or before any step (a
+    /// `--param`) when it is not a duration the bindings accept, and given to the script as that
+    /// text, so `sleep(ctx.pause)` takes it.
     /// A `secret` value is redacted everywhere (transcripts, logs, errors, Slack and Teams
     /// messages) and must be at least 4 characters long; a shorter one is refused.
     #[rhai_fn(return_raw)]
@@ -123,14 +127,30 @@ pub mod declare_api {
         declare(&ctx, Phase::Containment, title, body, Map::new())
     }
 
-    /// Declares a containment step with options: `timeout` (`"2m"`), `retries`, `backoff`
-    /// (`"1s"`, doubled after each retry), `confirm` (`true` or the word the operator must type),
-    /// `on_failure` (a rollback closure `|ctx| { ... }`), `when` (a closure returning whether to
-    /// run), `allow_failure` (the run goes on when this step fails) and `description`.
+    /// Declares a containment step with its options written first, so a guard such as
+    /// `confirm: "TERMINATE"` is read before the code it guards:
+    /// `containment("Isolate", #{ confirm: "ISOLATE", timeout: "2m" }, |ctx| { ... })`.
+    ///
+    /// Options: `timeout` (`"2m"`), `retries`, `backoff` (`"1s"`, doubled after each retry),
+    /// `confirm` (`true` or the word the operator must type), `on_failure` (a rollback closure
+    /// `|ctx| { ... }`), `when` (a closure returning whether to run), `allow_failure` (the run
+    /// goes on when this step fails) and `description`.
     ///
     /// A step that runs past its `timeout` ends `timed_out`; one that hits a limit of the sandbox
     /// ends `failed`, with the limit named: `too_many_operations` (the operation budget, 200
     /// million by default) or `too_much_memory` (256 MiB held by the script in total).
+    #[rhai_fn(name = "containment", return_raw)]
+    pub fn containment_guarded(
+        ctx: NativeCallContext,
+        title: &str,
+        options: Map,
+        body: FnPtr,
+    ) -> ScriptResult<()> {
+        declare(&ctx, Phase::Containment, title, body, options)
+    }
+
+    /// Declares a containment step with its options after the body (the older form; the same
+    /// options and checks as `containment(title, options, body)`).
     #[rhai_fn(name = "containment", return_raw)]
     pub fn containment_with(
         ctx: NativeCallContext,
@@ -147,7 +167,19 @@ pub mod declare_api {
         declare(&ctx, Phase::Eradication, title, body, Map::new())
     }
 
-    /// Declares an eradication step with options (see `containment`).
+    /// Declares an eradication step with its options first (see `containment`):
+    /// `eradication("title", #{ confirm: "WORD", timeout: "5m" }, |ctx| { ... })`.
+    #[rhai_fn(name = "eradication", return_raw)]
+    pub fn eradication_guarded(
+        ctx: NativeCallContext,
+        title: &str,
+        options: Map,
+        body: FnPtr,
+    ) -> ScriptResult<()> {
+        declare(&ctx, Phase::Eradication, title, body, options)
+    }
+
+    /// Declares an eradication step with its options after the body (the older form).
     #[rhai_fn(name = "eradication", return_raw)]
     pub fn eradication_with(
         ctx: NativeCallContext,
@@ -164,7 +196,19 @@ pub mod declare_api {
         declare(&ctx, Phase::Recovery, title, body, Map::new())
     }
 
-    /// Declares a recovery step with options (see `containment`).
+    /// Declares a recovery step with its options first (see `containment`):
+    /// `recovery("title", #{ confirm: "WORD", timeout: "5m" }, |ctx| { ... })`.
+    #[rhai_fn(name = "recovery", return_raw)]
+    pub fn recovery_guarded(
+        ctx: NativeCallContext,
+        title: &str,
+        options: Map,
+        body: FnPtr,
+    ) -> ScriptResult<()> {
+        declare(&ctx, Phase::Recovery, title, body, options)
+    }
+
+    /// Declares a recovery step with its options after the body (the older form).
     #[rhai_fn(name = "recovery", return_raw)]
     pub fn recovery_with(
         ctx: NativeCallContext,
@@ -213,6 +257,9 @@ pub enum ParamType {
     Int,
     Float,
     Bool,
+    /// Duration text such as `"30s"` or `"5m"`, checked when the runbook is checked and when a
+    /// value is given, and handed to the script as that text (so `sleep(ctx.pause)` takes it).
+    Duration,
 }
 
 impl ParamType {
@@ -222,6 +269,7 @@ impl ParamType {
             "int" => Some(ParamType::Int),
             "float" => Some(ParamType::Float),
             "bool" => Some(ParamType::Bool),
+            "duration" => Some(ParamType::Duration),
             _ => None,
         }
     }
@@ -232,13 +280,15 @@ impl ParamType {
             ParamType::Int => "int",
             ParamType::Float => "float",
             ParamType::Bool => "bool",
+            ParamType::Duration => "duration",
         }
     }
 
     /// Converts command-line text to a typed value.
     fn convert(self, text: &str) -> std::result::Result<Dynamic, String> {
         match self {
-            ParamType::String => Ok(text.into()),
+            // A duration stays text; `check_value` checks it like a default.
+            ParamType::String | ParamType::Duration => Ok(text.into()),
             ParamType::Int => text
                 .parse::<i64>()
                 .map(Dynamic::from)
@@ -257,7 +307,7 @@ impl ParamType {
 
     fn accepts(self, value: &Dynamic) -> bool {
         match self {
-            ParamType::String => value.is_string(),
+            ParamType::String | ParamType::Duration => value.is_string(),
             ParamType::Int => value.is_int(),
             ParamType::Float => value.is_float() || value.is_int(),
             ParamType::Bool => value.is_bool(),
@@ -473,6 +523,29 @@ impl Runbook {
         self.meta.params.iter().find(|p| p.name == name)
     }
 
+    /// Why `text`, given for parameter `name`, would be refused by [`Runbook::resolve_params`],
+    /// if it would: for values fixed ahead of a run (a literal route parameter in hooks.toml,
+    /// checked by `serve --check`). Never shows a secret value.
+    pub(crate) fn param_text_problem(&self, name: &str, text: &str) -> Option<String> {
+        let p = self.param(name)?;
+        let why = match p.ty.convert(text) {
+            Err(_) if p.secret => format!("the given value is not of type {}", p.ty.as_str()),
+            Err(why) => why,
+            Ok(value) => {
+                let why = p.check_value(&value)?;
+                if p.secret {
+                    format!("the given value {why}")
+                } else {
+                    format!("{value:?} {why}")
+                }
+            }
+        };
+        Some(format!(
+            "parameter {name}: {}",
+            self.host.redactor.redact(&why)
+        ))
+    }
+
     fn param_diag(&self, p: &ParamSpec, message: String) -> ScriptDiagnostic {
         ScriptDiagnostic::new(
             &self.file,
@@ -685,6 +758,16 @@ impl ParamSpec {
         if !self.ty.accepts(value) {
             return Some(format!("is not of type {}", self.ty.as_str()));
         }
+        if self.ty == ParamType::Duration
+            && let Some(why) = duration_problem(&self.name, value)
+        {
+            // The parser's message repeats the value, which a secret must not show.
+            return Some(if self.secret {
+                "is not a duration such as \"30s\" or \"5m\"".to_string()
+            } else {
+                format!("is not a duration ({why})")
+            });
+        }
         if let Ok(s) = value.clone().into_string() {
             if let Some(re) = &self.pattern
                 && !re.is_match(&s)
@@ -697,6 +780,16 @@ impl ParamSpec {
         }
         None
     }
+}
+
+/// Why duration text would be refused by the bindings (`sleep`, waits), if it would: a
+/// `duration` parameter goes through the bindings' own duration parser, so `check` and
+/// `--param` accept exactly what `sleep(ctx.pause)` will, range included.
+fn duration_problem(name: &str, value: &Dynamic) -> Option<String> {
+    let probe = Map::from([(name.into(), value.clone())]);
+    crate::bindings::args::duration(&probe, name, Duration::ZERO)
+        .err()
+        .map(|e| e.message)
 }
 
 /// Registers each top-level `import "path" as alias` as a static module named `alias`.
@@ -835,10 +928,12 @@ impl KeyIndex {
                 Some(ASTNode::Expr(Expr::FnCall(call, p))) => Some((call, *p)),
                 _ => None,
             };
+            // A step's options come first (`containment("t", #{ ... }, |ctx| {...})`) or last
+            // (`containment("t", |ctx| {...}, #{ ... })`): index the call's map literal wherever it is.
             if let Some((call, p)) = call
-                && let Some(last) = call.args.last()
+                && let Some(map) = call.args.iter().find(|a| matches!(a, Expr::Map(..)))
             {
-                add_map(&mut index, pos(p), last, &pos);
+                add_map(&mut index, pos(p), map, &pos);
             }
             true
         });
@@ -1186,7 +1281,9 @@ fn validate_params(v: &mut Validator, map: &Map, at: (usize, usize)) -> Vec<Para
         let Some(ty) = ParamType::parse(&ty_text) else {
             v.error(
                 v.key_at(pat, "type"),
-                format!("parameter {name}: type {ty_text:?} must be string, int, float or bool"),
+                format!(
+                    "parameter {name}: type {ty_text:?} must be string, int, float, bool or duration"
+                ),
             );
             continue;
         };
@@ -1404,6 +1501,37 @@ mod tests {
         let index = KeyIndex::build(src);
         assert_eq!(index.get((1, 1), "timeout"), Some((4, 5)));
         assert_eq!(index.get((2, 5), "timeout"), Some((2, 10)));
+    }
+
+    #[test]
+    fn a_step_option_written_first_is_found_in_the_step_s_own_map() {
+        let src = "containment(\"a\", #{\n    on_failure: |ctx| x(#{ timeout: 1 }),\n    timeout: \"banana\" }, |ctx| {});";
+        let index = KeyIndex::build(src);
+        assert_eq!(index.get((1, 1), "timeout"), Some((3, 5)));
+    }
+
+    #[test]
+    fn a_duration_param_accepts_what_sleep_accepts_and_stays_text() {
+        let spec = |secret| ParamSpec {
+            name: "pause".into(),
+            ty: ParamType::Duration,
+            required: false,
+            default: None,
+            pattern: None,
+            choices: Vec::new(),
+            secret,
+            description: String::new(),
+            line: 1,
+            col: 1,
+        };
+        let value = ParamType::Duration.convert("1m 30s").unwrap();
+        assert_eq!(value.clone().into_string().unwrap(), "1m 30s");
+        assert_eq!(spec(false).check_value(&value), None);
+        let bad = ParamType::Duration.convert("banana").unwrap();
+        assert!(spec(false).check_value(&bad).unwrap().contains("banana"));
+        // A secret's value is not repeated by the parser's message.
+        assert!(!spec(true).check_value(&bad).unwrap().contains("banana"));
+        assert!(spec(false).check_value(&Dynamic::from(30_i64)).is_some());
     }
 
     #[test]

@@ -1181,3 +1181,194 @@ fn a_secret_shorter_than_four_characters_is_refused_without_echoing_it() {
     assert!(!run.stderr.contains("Zq9"), "{}", run.stderr);
     assert!(!ws.exists("t.jsonl"), "nothing may run");
 }
+
+/// One runbook written with its step options last (`step(title, body, options)`) or first
+/// (`step(title, options, body)`); `{body}` is where the closure goes.
+fn options_first_or_last(id: &str, first: bool) -> String {
+    let step = |phase: &str, title: &str, options: &str, body: &str| {
+        if first {
+            format!("{phase}(\"{title}\", {options}, |ctx| {{ {body} }});\n")
+        } else {
+            format!("{phase}(\"{title}\", |ctx| {{ {body} }}, {options});\n")
+        }
+    };
+    format!(
+        "{}{}{}{}",
+        header(id),
+        step(
+            "containment",
+            "Look",
+            "#{ timeout: \"2m\", retries: 1, backoff: \"1ms\" }",
+            "notes::append(\"looked\");"
+        ),
+        step(
+            "eradication",
+            "Terminate",
+            "#{ confirm: \"TERMINATE\", timeout: \"5m\", on_failure: |ctx| { notes::append(\"undo\"); } }",
+            "notes::append(\"terminated\");"
+        ),
+        step(
+            "recovery",
+            "Skipped",
+            "#{ when: |ctx| false, allow_failure: true }",
+            "notes::append(\"never\");"
+        ),
+    )
+}
+
+#[test]
+fn the_options_first_step_form_runs_plans_and_checks_like_the_options_last_form() {
+    let mut seen = Vec::new();
+    for first in [false, true] {
+        let ws = Workspace::new();
+        ws.write("runbooks/form.rhai", &options_first_or_last("form", first));
+        ws.run(&["check", "runbooks/form.rhai"]).expect_code(0);
+        // The declared steps, as `show` lists them (the file's hash aside: the text differs).
+        let show = ws.run(&["show", "form"]);
+        show.expect_code(0);
+        assert!(
+            show.stdout.contains("type `TERMINATE` to confirm"),
+            "{}",
+            show.stdout
+        );
+        let steps: Vec<&str> = show
+            .stdout
+            .lines()
+            .filter(|l| !l.contains("sha256"))
+            .collect();
+        let plan = ws.run(&["plan", "form", "--transcript", "p.jsonl"]);
+        plan.expect_code(0);
+        assert!(
+            plan.stdout
+                .contains("notes::append({\"text\":\"terminated\"})"),
+            "{}",
+            plan.stdout
+        );
+        // The guard holds in both forms: unattended, nobody types TERMINATE.
+        let stopped = ws.run(&["run", "form", "--transcript", "s.jsonl"]);
+        stopped.expect_code(3);
+        assert!(!ws.read("s.notes.md").contains("terminated"));
+        ws.run(&["run", "form", "--yes", "--transcript", "y.jsonl"])
+            .expect_code(0);
+        let notes = ws.read("y.notes.md");
+        assert!(
+            notes.contains("terminated") && !notes.contains("never"),
+            "{notes}"
+        );
+        let ev = events(&ws.path().join("y.jsonl"));
+        let statuses: Vec<Value> = of_type(&ev, "step_finished")
+            .iter()
+            .map(|e| e["status"].clone())
+            .collect();
+        seen.push((steps.join("\n"), statuses));
+    }
+    assert_eq!(seen[0].1, vec!["ok", "ok", "skipped"]);
+    assert_eq!(
+        seen[0], seen[1],
+        "both forms declare and run the same steps"
+    );
+}
+
+#[test]
+fn an_option_error_in_the_options_first_form_points_at_its_own_key() {
+    let ws = Workspace::new();
+    let src = format!(
+        "{}eradication(\"Terminate\", #{{\n    confirm: \"TERMINATE\",\n    on_failure: |ctx| {{ log(#{{ timeout: \"5s\", bogus: 3 }}); }},\n    timeout: \"banana\",\n    bogus: 1,\n}}, |ctx| {{\n    let probe = #{{ timeout: \"5s\", bogus: 2 }};\n    log(probe.timeout);\n}});\n",
+        header("opts-first")
+    );
+    ws.write("runbooks/opts-first.rhai", &src);
+    let run = ws.run(&["check", "runbooks/opts-first.rhai"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("not \"banana\""), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("runbooks/opts-first.rhai:5:5"),
+        "the option on line 5, not the `timeout:` in the rollback on line 4:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("runbooks/opts-first.rhai:6:5")
+            && run.stderr.contains("unknown step option `bogus`"),
+        "`bogus` on line 6:\n{}",
+        run.stderr
+    );
+}
+
+const PAUSE: &str = r#"
+runbook(#{ id: "pause", version: "1.0.0", title: "t", severity: "P3",
+  params: #{ pause: #{ type: "duration", "default": "1ms" } } });
+containment("Wait a moment", |ctx| { sleep(ctx.pause); notes::append(`paused ${ctx.pause}`); });
+"#;
+
+#[test]
+fn a_duration_parameter_with_a_bad_default_is_refused_by_check_at_the_default() {
+    for bad in ["banana", "5", "18446744073709551616s"] {
+        let ws = Workspace::new();
+        ws.write(
+            "runbooks/pause.rhai",
+            &PAUSE.replace("\"default\": \"1ms\"", &format!("\"default\": \"{bad}\"")),
+        );
+        let check = ws.run(&["check", "runbooks/pause.rhai"]);
+        check.expect_code(2);
+        assert!(
+            check.stderr.contains("runbooks/pause.rhai:3:42")
+                && check
+                    .stderr
+                    .contains("parameter pause: the default is not a duration"),
+            "{bad}: {}",
+            check.stderr
+        );
+    }
+    let ws = Workspace::new();
+    ws.write(
+        "runbooks/pause.rhai",
+        &PAUSE.replace("\"duration\"", "\"interval\""),
+    );
+    let check = ws.run(&["check", "runbooks/pause.rhai"]);
+    check.expect_code(2);
+    assert!(check.stderr.contains("or duration"), "{}", check.stderr);
+}
+
+#[test]
+fn a_bad_duration_param_is_refused_before_any_step_and_a_good_one_reaches_sleep() {
+    let ws = Workspace::new();
+    ws.write("runbooks/pause.rhai", PAUSE);
+    for bad in ["banana", "18446744073709551616s"] {
+        let run = ws.run(&[
+            "run",
+            "pause",
+            "--param",
+            &format!("pause={bad}"),
+            "--transcript",
+            "t.jsonl",
+        ]);
+        run.expect_code(2);
+        assert!(
+            run.stderr
+                .contains(&format!("parameter pause: \"{bad}\" is not a duration")),
+            "{bad}: {}",
+            run.stderr
+        );
+        assert!(!ws.exists("t.jsonl"), "nothing may run");
+        assert!(!ws.exists("runbooks/pause.notes.md"));
+    }
+    ws.run(&[
+        "run",
+        "pause",
+        "--param",
+        "pause=2ms",
+        "--transcript",
+        "t.jsonl",
+    ])
+    .expect_code(0);
+    assert!(ws.read("t.notes.md").contains("paused 2ms"));
+    let ev = events(&ws.path().join("t.jsonl"));
+    let sleep = of_type(&ev, "call")
+        .into_iter()
+        .find(|c| c["binding"] == "sleep")
+        .cloned();
+    assert_eq!(
+        sleep.as_ref().map(|c| c["args"]["duration"].clone()),
+        Some(Value::from("2ms")),
+        "{sleep:?}"
+    );
+}

@@ -1887,3 +1887,51 @@ fn an_sns_alarm_answered_503_for_a_full_queue_runs_when_sns_retries_it() {
     // Handled now: the next re-delivery is a replay.
     assert_eq!(served.post("/hooks/sns", &[], &body).0, 401);
 }
+
+#[test]
+fn a_literal_route_param_that_is_no_duration_is_refused_at_check_and_start_up() {
+    let s = setup("", "", "");
+    s.ws.write(
+        "runbooks/pausing.rhai",
+        r#"runbook(#{ id: "pausing", version: "1.0.0", title: "Pauses", severity: "P3",
+    params: #{ instance_id: #{ type: "string", required: true },
+               pause: #{ type: "duration", "default": "0s" } } });
+containment("Pause", |ctx| { sleep(ctx.pause); });
+"#,
+    );
+    let good = s.ws.read("hooks.toml");
+    let route = |pause: &str| {
+        format!(
+            "{good}\n[[route]]\nname = \"pausing\"\nalert = \"p\"\nrunbook = \"pausing@1.0.0\"\nenvironment = \"sim\"\nparams = {{ instance_id = \"{{labels.instance_id}}\", pause = \"{pause}\" }}\ntarget = \"{{labels.instance_id}}\"\n"
+        )
+    };
+    // A placeholder is only known when an alert arrives; a literal is known now.
+    s.ws.write("hooks.toml", &route("{labels.pause|banana}"));
+    s.ws.run(&["serve", "--check"]).expect_code(0);
+    s.ws.write("hooks.toml", &route("45s"));
+    s.ws.run(&["serve", "--check"]).expect_code(0);
+    s.ws.write("hooks.toml", &route("banana"));
+    let check = s.ws.run(&["serve", "--check"]);
+    check.expect_code(2);
+    assert!(
+        check.stderr.contains("\"pausing\"")
+            && check
+                .stderr
+                .contains("parameter pause: \"banana\" is not a duration"),
+        "{}",
+        check.stderr
+    );
+    let env = s.env();
+    let mut cmd = s.ws.cmd().args(&["serve", "--listen", "127.0.0.1:0"]);
+    for (k, v) in env.refs() {
+        cmd = cmd.env(k, v);
+    }
+    let started = cmd.output();
+    started.expect_code(2);
+    assert!(
+        started.stderr.contains("parameter pause"),
+        "{}",
+        started.stderr
+    );
+    assert!(!s.ws.exists("transcripts/hooks"));
+}

@@ -1311,6 +1311,20 @@ fn plan_route(route: &Route, dirs: &[PathBuf], config: &Config) -> Result<Planne
                 .join(", ")
         )));
     }
+    // A literal value (no `{...}` placeholder) is known now: check it as `--param` would be.
+    let refused: Vec<String> = route
+        .params
+        .iter()
+        .filter(|(_, template)| !template.contains('{'))
+        .filter_map(|(name, text)| rb.param_text_problem(name, text))
+        .collect();
+    if !refused.is_empty() {
+        return Err(Error::Usage(format!(
+            "{}: {}",
+            route.runbook,
+            refused.join("; ")
+        )));
+    }
     let env = config.select(route.environment.as_deref())?;
     Ok(Planned {
         file,
