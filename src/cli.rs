@@ -1191,8 +1191,14 @@ fn transcript_command(cmd: TranscriptCommand) -> Result<()> {
                     });
                 }
             };
+            let legacy = match report.legacy_lines {
+                0 => String::new(),
+                n => format!(
+                    " · {n} line(s) in the form of an earlier version (keys in the writer's order)"
+                ),
+            };
             println!(
-                "ok: {} · {} events · chain intact · head {} · {end}{signed}",
+                "ok: {} · {} events · chain intact · head {} · {end}{signed}{legacy}",
                 file.display(),
                 report.events,
                 report.head

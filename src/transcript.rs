@@ -617,6 +617,9 @@ pub struct VerifyReport {
     /// signature). Checked against a key by [`check_signatures`].
     #[serde(skip)]
     pub signatures: Vec<(usize, String, String, String)>,
+    /// Lines at the start written by a version before the canonical line form (see
+    /// [`read_verified`]); 0 for every transcript this version began.
+    pub legacy_lines: usize,
 }
 
 /// Reads and checks a transcript. Returns its events, or the first broken line (1-based).
@@ -636,6 +639,7 @@ pub fn read_verified(path: &Path) -> Result<(Vec<Value>, VerifyReport)> {
     let mut prev = GENESIS.to_string();
     let mut events = Vec::new();
     let mut signatures = Vec::new();
+    let mut legacy_lines = 0usize;
     let mut reader = BufReader::new(file);
     let mut raw = Vec::new();
     for i in 0.. {
@@ -670,7 +674,17 @@ pub fn read_verified(path: &Path) -> Result<(Vec<Value>, VerifyReport)> {
             ));
         }
         with_hash(&mut canonical, stored);
-        if canonical != text {
+        // Transcripts begun before lines were written in their canonical form (keys in the
+        // writer's own order) still verify, as long as every such line is byte for byte the
+        // compact form of itself: a duplicate key, added whitespace or a re-escaped character
+        // changes that too. Only a prefix may be in the old form (a resume by this version
+        // appends canonical lines), so a new transcript can never be read leniently.
+        let legacy = canonical != text
+            && (i == 0 || legacy_lines == i)
+            && serde_json::to_string(&value).is_ok_and(|own| own == text);
+        if legacy {
+            legacy_lines += 1;
+        } else if canonical != text {
             return Err(broken(
                 lineno,
                 "the line is not in its canonical form (keys sorted, compact, the hash last; here a duplicate key, added whitespace, a re-escaped character or moved keys): its bytes are not what its hash covers".into(),
@@ -753,6 +767,7 @@ pub fn read_verified(path: &Path) -> Result<(Vec<Value>, VerifyReport)> {
         run_id: first["run_id"].as_str().map(str::to_string),
         finished,
         signatures,
+        legacy_lines,
     };
     Ok((events, report))
 }
@@ -1286,6 +1301,77 @@ pub fn render_markdown(events: &[Value], report: &VerifyReport, path: &Path) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A line as writers before the canonical form wrote it: its own key order, hash last.
+    fn legacy_line(seq: u64, prev: &str, body: Value) -> String {
+        let mut v = json!({"seq": seq, "prev": prev});
+        if let (Some(m), Some(b)) = (v.as_object_mut(), body.as_object()) {
+            for (k, x) in b {
+                m.insert(k.clone(), x.clone());
+            }
+        }
+        let mut canonical = String::new();
+        write_canonical(&v, &mut canonical, true);
+        let hash = hex::encode(Sha256::digest(canonical.as_bytes()));
+        v["hash"] = json!(hash);
+        serde_json::to_string(&v).unwrap()
+    }
+
+    fn hash_of(line: &str) -> String {
+        serde_json::from_str::<Value>(line).unwrap()["hash"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn a_transcript_begun_by_an_earlier_version_verifies_but_only_in_its_own_compact_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.jsonl");
+        let l0 = legacy_line(0, GENESIS, json!({"type": "run_started", "run_id": "r1"}));
+        let l1 = legacy_line(
+            1,
+            &hash_of(&l0),
+            json!({"type": "run_finished", "status": "ok"}),
+        );
+        assert!(
+            l0.starts_with(r#"{"seq":0,"prev""#),
+            "the writer's order: {l0}"
+        );
+        std::fs::write(&path, format!("{l0}\n{l1}\n")).unwrap();
+        let (_, report) = read_verified(&path).unwrap();
+        assert_eq!(report.legacy_lines, 2);
+        assert_eq!(report.finished.as_deref(), Some("ok"));
+
+        // The spellings that make grep and jq read something else fail in the old form too.
+        for form in [
+            l1.replacen(r#""status":"ok""#, r#""status":"failed","status":"ok""#, 1),
+            l1.replacen(r#"{"seq":"#, r#"{ "seq":"#, 1),
+            l1.replacen(r#""run_finished""#, r#""\u0072un_finished""#, 1),
+        ] {
+            std::fs::write(&path, format!("{l0}\n{form}\n")).unwrap();
+            assert!(read_verified(&path).is_err(), "{form}");
+        }
+    }
+
+    #[test]
+    fn an_old_form_line_after_a_canonical_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        let mut w = TranscriptWriter::create(&path, Rc::new(Redactor::new())).unwrap();
+        w.append(
+            &json!({"type": "run_started", "run_id": "r1"}),
+            Durability::Synced,
+        )
+        .unwrap();
+        drop(w);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let head = hash_of(text.lines().last().unwrap());
+        let old = legacy_line(1, &head, json!({"type": "run_finished", "status": "ok"}));
+        std::fs::write(&path, format!("{text}{old}\n")).unwrap();
+        let err = read_verified(&path).unwrap_err().to_string();
+        assert!(err.contains("canonical form"), "{err}");
+    }
 
     #[test]
     fn appending_privately_refuses_a_planted_link_and_creates_0600() {
