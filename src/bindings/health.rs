@@ -147,6 +147,30 @@ fn judge(o: &HttpOptions, answer: Result<Answer, String>) -> Value {
     }
 }
 
+/// An HTTP client made on first use: a probe the sim answers needs none (building one loads the
+/// root certificates, most of a simulated probe's cost).
+struct LazyClient {
+    timeout: Duration,
+    client: std::sync::OnceLock<reqwest::Client>,
+}
+
+impl LazyClient {
+    fn new(timeout: Duration) -> Self {
+        LazyClient {
+            timeout,
+            client: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn get(&self) -> Result<&reqwest::Client, BindingError> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
+        }
+        let made = client(self.timeout)?;
+        Ok(self.client.get_or_init(|| made))
+    }
+}
+
 fn client(timeout: Duration) -> Result<reqwest::Client, BindingError> {
     reqwest::Client::builder()
         .timeout(timeout)
@@ -158,7 +182,7 @@ fn client(timeout: Duration) -> Result<reqwest::Client, BindingError> {
 /// One request: the sim's scripted answer for a declared endpoint, a real one otherwise.
 async fn fetch(
     host: &Host,
-    client: &reqwest::Client,
+    client: &LazyClient,
     url: &str,
     o: &HttpOptions,
 ) -> Result<Answer, String> {
@@ -172,7 +196,10 @@ async fn fetch(
             });
         }
     }
-    let mut req = client.request(o.method.clone(), url);
+    let mut req = client
+        .get()
+        .map_err(|e| e.message)?
+        .request(o.method.clone(), url);
     for (k, v) in &o.headers {
         req = req.header(k, v);
     }
@@ -236,7 +263,7 @@ pub mod health_api {
             json!({ "url": url, "method": o.method.as_str() }),
             |host| {
                 ensure_sim(host);
-                let client = client(o.timeout)?;
+                let client = LazyClient::new(o.timeout);
                 let result = host.io.block_on(&host.interrupt, async {
                     let mut last = Value::Null;
                     for attempt in 0..=o.retries {
@@ -316,7 +343,7 @@ pub mod health_api {
             json!({ "url": url, "samples": samples, "concurrency": concurrency }),
             |host| {
                 ensure_sim(host);
-                let client = client(timeout)?;
+                let client = LazyClient::new(timeout);
                 let o = parse_http(&Map::new())?;
                 let result = host.io.block_on(&host.interrupt, async {
                     let answers: Vec<Result<Answer, String>> =
