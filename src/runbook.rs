@@ -103,8 +103,8 @@ pub mod declare_api {
     /// and `params`: a map from name to `#{ type, required, default, pattern, choices, secret, description }`.
     /// `type` is `"string"` (the default), `"int"`, `"float"`, `"bool"` or `"duration"`: text
     /// such as `"30s"` or `"5m"`, refused by `check` (a default) or before any step (a
-    /// `--param`) when it is not a duration the bindings accept, and given to the script as that
-    /// text, so `sleep(ctx.pause)` takes it.
+    /// `--param`) when it is not a duration the bindings accept (or is over 366 days), and given
+    /// to the script as that text, so `sleep(ctx.pause)` takes it.
     /// A `secret` value is redacted everywhere (transcripts, logs, errors, Slack and Teams
     /// messages) and must be at least 4 characters long; a shorter one is refused.
     #[rhai_fn(return_raw)]
@@ -759,13 +759,13 @@ impl ParamSpec {
             return Some(format!("is not of type {}", self.ty.as_str()));
         }
         if self.ty == ParamType::Duration
-            && let Some(why) = duration_problem(&self.name, value)
+            && let Some(why) = duration_problem(value)
         {
-            // The parser's message repeats the value, which a secret must not show.
+            // The parser's detail may quote the value, which a secret must not show.
             return Some(if self.secret {
-                "is not a duration such as \"30s\" or \"5m\"".to_string()
+                "is not a duration such as \"30s\" or \"5m\" up to 366 days".to_string()
             } else {
-                format!("is not a duration ({why})")
+                why
             });
         }
         if let Ok(s) = value.clone().into_string() {
@@ -782,14 +782,16 @@ impl ParamSpec {
     }
 }
 
-/// Why duration text would be refused by the bindings (`sleep`, waits), if it would: a
-/// `duration` parameter goes through the bindings' own duration parser, so `check` and
-/// `--param` accept exactly what `sleep(ctx.pause)` will, range included.
-fn duration_problem(name: &str, value: &Dynamic) -> Option<String> {
-    let probe = Map::from([(name.into(), value.clone())]);
-    crate::bindings::args::duration(&probe, name, Duration::ZERO)
-        .err()
-        .map(|e| e.message)
+/// Why duration text would be refused by `sleep`, the waits and step options, if it would: a
+/// `duration` parameter goes through the one duration parser ([`crate::clock::parse_duration`]),
+/// so `check`, `--param` and `serve --check` accept exactly what `sleep(ctx.pause)` will, range
+/// included. The parser's message starts with the value, which the callers show (or hide) already.
+fn duration_problem(value: &Dynamic) -> Option<String> {
+    let text = value.to_string();
+    crate::clock::parse_duration(&text).err().map(|why| {
+        why.strip_prefix(&format!("{text:?} "))
+            .map_or_else(|| why.clone(), str::to_string)
+    })
 }
 
 /// Registers each top-level `import "path" as alias` as a static module named `alias`.
@@ -1528,9 +1530,18 @@ mod tests {
         assert_eq!(value.clone().into_string().unwrap(), "1m 30s");
         assert_eq!(spec(false).check_value(&value), None);
         let bad = ParamType::Duration.convert("banana").unwrap();
-        assert!(spec(false).check_value(&bad).unwrap().contains("banana"));
-        // A secret's value is not repeated by the parser's message.
-        assert!(!spec(true).check_value(&bad).unwrap().contains("banana"));
+        let why = spec(false).check_value(&bad).unwrap();
+        assert!(why.starts_with("is not a duration such as"), "{why}");
+        let long = Dynamic::from("400d".to_string());
+        let why = spec(false).check_value(&long).unwrap();
+        assert!(why.starts_with("is longer than the maximum"), "{why}");
+        // Nothing of a secret's value, nor the parser's detail about it, is shown.
+        let secret = Dynamic::from("banana-s3cret".to_string());
+        let why = spec(true).check_value(&secret).unwrap();
+        assert!(
+            !why.contains("s3cret") && !why.contains("expected"),
+            "{why}"
+        );
         assert!(spec(false).check_value(&Dynamic::from(30_i64)).is_some());
     }
 

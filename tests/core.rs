@@ -1301,7 +1301,13 @@ containment("Wait a moment", |ctx| { sleep(ctx.pause); notes::append(`paused ${c
 
 #[test]
 fn a_duration_parameter_with_a_bad_default_is_refused_by_check_at_the_default() {
-    for bad in ["banana", "5", "18446744073709551616s"] {
+    // Not a duration, a bare number, one that overflows, one over the 366-day maximum.
+    for (bad, why) in [
+        ("banana", "is not a duration"),
+        ("5", "is not a duration"),
+        ("18446744073709551616s", "is not a duration"),
+        ("400d", "is longer than the maximum duration"),
+    ] {
         let ws = Workspace::new();
         ws.write(
             "runbooks/pause.rhai",
@@ -1313,7 +1319,7 @@ fn a_duration_parameter_with_a_bad_default_is_refused_by_check_at_the_default() 
             check.stderr.contains("runbooks/pause.rhai:3:42")
                 && check
                     .stderr
-                    .contains("parameter pause: the default is not a duration"),
+                    .contains(&format!("parameter pause: the default {why}")),
             "{bad}: {}",
             check.stderr
         );
@@ -1332,7 +1338,11 @@ fn a_duration_parameter_with_a_bad_default_is_refused_by_check_at_the_default() 
 fn a_bad_duration_param_is_refused_before_any_step_and_a_good_one_reaches_sleep() {
     let ws = Workspace::new();
     ws.write("runbooks/pause.rhai", PAUSE);
-    for bad in ["banana", "18446744073709551616s"] {
+    for (bad, why) in [
+        ("banana", "is not a duration"),
+        ("18446744073709551616s", "is not a duration"),
+        ("300000000000y", "is longer than the maximum duration"),
+    ] {
         let run = ws.run(&[
             "run",
             "pause",
@@ -1344,7 +1354,7 @@ fn a_bad_duration_param_is_refused_before_any_step_and_a_good_one_reaches_sleep(
         run.expect_code(2);
         assert!(
             run.stderr
-                .contains(&format!("parameter pause: \"{bad}\" is not a duration")),
+                .contains(&format!("parameter pause: \"{bad}\" {why}")),
             "{bad}: {}",
             run.stderr
         );
