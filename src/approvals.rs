@@ -368,7 +368,7 @@ pub fn answer(transcript: &Path, number: Option<u32>, approve: bool) -> Result<R
         at: crate::transcript::now_utc(),
     };
     let path = dir.join(format!("{}.answer.{}.json", request.number, file_safe(&me)));
-    let text = serde_json::to_string_pretty(&answer).map_err(|e| Error::Usage(e.to_string()))?;
+    let text = serde_json::to_string_pretty(&answer).map_err(|e| Error::Internal(e.to_string()))?;
     write_private(&path, &text, true).map_err(|e| Error::io("cannot write", &path, e))?;
     Ok(request)
 }

@@ -130,7 +130,7 @@ pub fn locate(
                         .join(", ")
                 ))),
                 1 => Ok(found.remove(0)),
-                _ => Err(Error::Usage(format!(
+                _ => Err(Error::Input(format!(
                     "runbook id {id:?} is declared by more than one file: {}; give each runbook its own id (`runbook check` reports this too)",
                     found
                         .iter()

@@ -754,7 +754,8 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
     }
     let mut on_call;
     let driver: &mut dyn executor::Driver = if interactive {
-        on_call = crate::interactive::Interactive::new(operator.clone()).map_err(Error::Usage)?;
+        on_call =
+            crate::interactive::Interactive::new(operator.clone()).map_err(Error::Environment)?;
         &mut on_call
     } else {
         &mut unattended
@@ -847,7 +848,7 @@ fn write_sim_state(host: &Host, path: &Path) -> Result<()> {
     // Connect even when the runbook never touched the cloud, so the state is always written.
     host.cloud
         .get(&host.io)
-        .map_err(|e| Error::Usage(format!("{}: {}", e.code, e.message)))?;
+        .map_err(|e| crate::cloud::setup_error(host.cloud.environment(), e))?;
     let mut state = host.cloud.sim_state().unwrap_or_default();
     // Messages captured instead of sent are part of what a drill asserts on.
     state["notifications"] = serde_json::Value::Array(host.notifier.captured());

@@ -127,7 +127,7 @@ impl Config {
         let text =
             std::fs::read_to_string(&path).map_err(|e| Error::io("cannot read", &path, e))?;
         let file: ConfigFile =
-            toml::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+            toml::from_str(&text).map_err(|e| Error::config(&path, e.to_string()))?;
         Ok(Config {
             path: Some(path),
             file,
@@ -149,6 +149,14 @@ impl Config {
             names.insert(0, BUILTIN_SIM.into());
         }
         names
+    }
+
+    /// A problem in this configuration's file (only an environment the file declared can have one).
+    fn invalid(&self, message: String) -> Error {
+        Error::config(
+            self.path.as_deref().unwrap_or(Path::new(FILE_NAME)),
+            message,
+        )
     }
 
     /// The environment called `name` (or the default one).
@@ -185,7 +193,7 @@ impl Config {
                 (Some(text), p.display().to_string())
             }
             (Some(_), Backend::Aws) => {
-                return Err(Error::Usage(format!(
+                return Err(self.invalid(format!(
                     "environment {name}: `fleet` only applies to the sim backend"
                 )));
             }
@@ -207,7 +215,7 @@ impl Config {
             sim_state: match (&env.state, env.backend) {
                 (Some(rel), Backend::Sim) => Some(base.join(rel)),
                 (Some(_), Backend::Aws) => {
-                    return Err(Error::Usage(format!(
+                    return Err(self.invalid(format!(
                         "environment {name}: `state` only applies to the sim backend"
                     )));
                 }

@@ -338,7 +338,7 @@ pub struct Record {
 
 fn merge_fleet(base: &str, s: &Scenario) -> Result<String> {
     let mut fleet: toml::Table =
-        toml::from_str(base).map_err(|e| Error::Usage(format!("fleet: {e}")))?;
+        toml::from_str(base).map_err(|e| Error::Input(format!("fleet: {e}")))?;
     if !s.faults.is_empty() {
         let faults = fleet
             .entry("faults")
@@ -375,7 +375,7 @@ fn merge_fleet(base: &str, s: &Scenario) -> Result<String> {
             *items = merged;
         }
     }
-    toml::to_string(&fleet).map_err(|e| Error::Usage(format!("fleet: {e}")))
+    toml::to_string(&fleet).map_err(|e| Error::Internal(format!("fleet: {e}")))
 }
 
 fn param_text(v: &toml::Value) -> String {
@@ -389,11 +389,13 @@ fn param_text(v: &toml::Value) -> String {
 pub fn load(path: &Path) -> Result<Scenario> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io("cannot read", path, e))?;
     toml::from_str(&text).map_err(|e| {
-        Error::Usage(format!(
-            "{}: unparsable drill scenario (see `runbook docs drills`): {}",
-            path.display(),
-            e.to_string().trim_end()
-        ))
+        Error::config(
+            path,
+            format!(
+                "unparsable drill scenario (see `runbook docs drills`): {}",
+                e.to_string().trim_end()
+            ),
+        )
     })
 }
 
@@ -432,10 +434,10 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
                     && c.replaced.is_empty()
                     && c.original_groups.is_empty());
             if sim_only {
-                return Err(Error::Usage(format!(
-                    "{}: faults, fleets and cloud-state expectations need the sim; an emulator drill checks statuses, calls and notifications",
-                    path.display()
-                )));
+                return Err(Error::config(
+                    path,
+                    "faults, fleets and cloud-state expectations need the sim; an emulator drill checks statuses, calls and notifications",
+                ));
             }
             env.backend = Backend::Aws;
             env.aws.endpoint = Some(e.endpoint.clone());
@@ -457,11 +459,10 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
 
     let target = Target::parse(&s.runbook);
     if let Target::Id { pin: None, .. } = target {
-        return Err(Error::Usage(format!(
-            "{}: pin the runbook's version (`{}@X.Y.Z`)",
-            path.display(),
-            s.runbook
-        )));
+        return Err(Error::config(
+            path,
+            format!("pin the runbook's version (`{}@X.Y.Z`)", s.runbook),
+        ));
     }
     let file = catalog::locate(&target, dirs, catalog::id_of)?;
     let rb = catalog::load_at(&file, &target, host)?;
@@ -519,7 +520,7 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
     }
     if let Some(max) = &s.expect.max_duration {
         let max = crate::clock::parse_duration(max)
-            .map_err(|e| Error::Usage(format!("{}: max_duration: {e}", path.display())))?;
+            .map_err(|e| Error::config(path, format!("max_duration: {e}")))?;
         if duration > max {
             failures.push(format!(
                 "took {} (maximum {})",
@@ -826,7 +827,7 @@ pub fn write_records(outcomes: &[&Outcome], results: &Path, date: &str) -> Resul
         };
         let path = dir.join(format!("{date}-{}.json", o.scenario));
         let text =
-            serde_json::to_string_pretty(&record).map_err(|e| Error::Usage(e.to_string()))?;
+            serde_json::to_string_pretty(&record).map_err(|e| Error::Internal(e.to_string()))?;
         std::fs::write(&path, text).map_err(|e| Error::io("cannot write", &path, e))?;
     }
     Ok(())
@@ -892,7 +893,7 @@ pub fn junit(results: &[(PathBuf, Result<Outcome>)]) -> Result<String> {
     report.add_test_suites(suites.into_values());
     report
         .to_string()
-        .map_err(|e| Error::Usage(format!("cannot write JUnit XML: {e}")))
+        .map_err(|e| Error::Internal(format!("cannot write JUnit XML: {e}")))
 }
 
 /// The Markdown report: results, reasons, coverage, and runbooks whose rollback never ran.

@@ -39,16 +39,13 @@ pub struct Alert {
 pub fn load_catalogue(path: &Path) -> Result<Catalogue> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::io("cannot read alert catalogue", path, e))?;
-    let c: Catalogue =
-        toml::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+    let c: Catalogue = toml::from_str(&text).map_err(|e| Error::config(path, e.to_string()))?;
     for a in &c.alerts {
         if Severity::parse(&a.severity).is_none() {
-            return Err(Error::Usage(format!(
-                "{}: alert {} has severity {:?}, not P1..P4",
-                path.display(),
-                a.name,
-                a.severity
-            )));
+            return Err(Error::config(
+                path,
+                format!("alert {} has severity {:?}, not P1..P4", a.name, a.severity),
+            ));
         }
     }
     Ok(c)

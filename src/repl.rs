@@ -111,7 +111,7 @@ pub fn run(host: Rc<Host>, transcript: PathBuf, env_name: &str, operator: &str) 
     host.recorder.set_stage(Stage::Idle);
 
     let mut editor: Editor<Names, rustyline::history::DefaultHistory> =
-        Editor::new().map_err(|e| Error::Usage(format!("cannot open the terminal: {e}")))?;
+        Editor::new().map_err(|e| Error::Environment(format!("cannot open the terminal: {e}")))?;
     editor.set_helper(Some(Names(binding_names(&engine))));
     let say = |text: &str| host.console.force_line(text);
     say(&format!(

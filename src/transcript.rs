@@ -354,7 +354,7 @@ pub(crate) fn open_private_append(path: &Path) -> std::io::Result<File> {
 fn lock(file: &File, path: &Path) -> Result<()> {
     match file.try_lock() {
         Ok(()) => Ok(()),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Usage(format!(
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Environment(format!(
             "{} is in use by {}: one run or resume at a time may append to a transcript",
             path.display(),
             lock_holder(file, path)

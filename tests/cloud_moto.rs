@@ -419,7 +419,8 @@ fn credentials_for_another_account_are_refused_before_anything_runs() {
             "t.jsonl",
         ],
     );
-    r.expect_code(2);
+    // The credentials belong to another account: the environment refused, exit 69.
+    r.expect_code(69);
     assert!(
         r.stderr
             .contains("resolve to account 123456789012, not 999999999999"),

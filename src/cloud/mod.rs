@@ -287,6 +287,32 @@ impl Cloud {
     }
 }
 
+/// The error for an environment whose cloud cannot be set up. A fleet fixture that does not parse
+/// is the configuration's fault (named first, as every configuration error is); a simulated state
+/// file that does not is ours, since only we write it; anything else is the outside world's.
+pub(crate) fn setup_error(
+    env: &crate::config::Environment,
+    e: BindingError,
+) -> crate::error::Error {
+    use crate::error::Error;
+    match e.code.as_str() {
+        "bad_fleet" => {
+            // The simulator's message names the fixture too; the error shows it once, first.
+            let prefix = format!("fleet fixture {}: ", env.fleet_source);
+            let detail = e.message.strip_prefix(&prefix).unwrap_or(&e.message);
+            Error::config(
+                &env.fleet_source,
+                format!("environment {}: {detail}", env.name),
+            )
+        }
+        "bad_sim_state" => Error::Internal(format!("environment {}: {}", env.name, e.message)),
+        _ => Error::Environment(format!(
+            "environment {}: {}: {}",
+            env.name, e.code, e.message
+        )),
+    }
+}
+
 /// The account the environment's credentials resolve to, refusing the run when it is not the
 /// one `runbook.toml` expects (a staging profile pointed at production is how outages start).
 pub fn verify_account(host: &crate::engine::Host) -> crate::error::Result<Option<String>> {
@@ -294,12 +320,12 @@ pub fn verify_account(host: &crate::engine::Host) -> crate::error::Result<Option
     let found = host.cloud.account(&host.io, &host.interrupt);
     match (&env.account_id, found) {
         (Some(expected), Ok(found)) if *expected != found => {
-            Err(crate::error::Error::Usage(format!(
+            Err(crate::error::Error::Environment(format!(
                 "environment {}: the credentials resolve to account {found}, not {expected}: refusing to run",
                 env.name
             )))
         }
-        (Some(_), Err(e)) => Err(crate::error::Error::Usage(format!(
+        (Some(_), Err(e)) => Err(crate::error::Error::Environment(format!(
             "environment {}: cannot confirm the account ({}: {}): refusing to run",
             env.name, e.code, e.message
         ))),

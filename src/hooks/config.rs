@@ -351,7 +351,7 @@ impl Hooks {
     pub fn load(path: &Path) -> Result<Hooks> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io("cannot read", path, e))?;
         let file: HooksFile =
-            toml::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+            toml::from_str(&text).map_err(|e| Error::config(path, e.to_string()))?;
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -421,11 +421,7 @@ impl Hooks {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(Error::Usage(format!(
-                "{}: {}",
-                self.path.display(),
-                problems.join("; ")
-            )))
+            Err(Error::config(&self.path, problems.join("; ")))
         }
     }
 

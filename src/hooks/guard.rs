@@ -313,7 +313,7 @@ fn scope_name(scope: &str) -> String {
 pub fn load_state(path: &Path) -> crate::error::Result<GateState> {
     match std::fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text).map_err(|e| {
-            crate::error::Error::Usage(format!(
+            crate::error::Error::Internal(format!(
                 "{}: the guardrail state is unreadable ({e}); fix or remove it (this also closes any open breaker)",
                 path.display()
             ))
@@ -330,8 +330,9 @@ pub fn save_state(path: &Path, state: &GateState) -> crate::error::Result<()> {
             .map_err(|e| crate::error::Error::io("cannot create", parent, e))?;
     }
     let tmp = path.with_extension("tmp");
-    let bytes = serde_json::to_vec(state)
-        .map_err(|e| crate::error::Error::io("cannot encode", path, std::io::Error::other(e)))?;
+    let bytes = serde_json::to_vec(state).map_err(|e| {
+        crate::error::Error::Internal(format!("cannot encode {}: {e}", path.display()))
+    })?;
     // Synced before the rename: an open breaker must survive a machine crash, not only ours.
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;

@@ -142,9 +142,8 @@ impl Hub {
         let mut sims = BTreeMap::new();
         for env in planned.values().map(|p| &p.env) {
             if env.backend == Backend::Sim && !sims.contains_key(&env.name) {
-                let sim = SimCloud::for_environment(env).map_err(|e| {
-                    Error::Usage(format!("environment {}: {}", env.name, e.message))
-                })?;
+                let sim = SimCloud::for_environment(env)
+                    .map_err(|e| crate::cloud::setup_error(env, e))?;
                 sims.insert(env.name.clone(), sim);
             }
         }
@@ -170,10 +169,12 @@ impl Hub {
         let sns_trust = sns::SnsTrust {
             topics: hooks.file.sns.topics.clone(),
             cert_url: pattern(
+                &hooks.path,
                 hooks.file.sns.cert_url.as_deref(),
                 sns::DEFAULT_CERT_URL_PATTERN,
             )?,
             subscribe_url: pattern(
+                &hooks.path,
                 hooks.file.sns.subscribe_url.as_deref(),
                 sns::DEFAULT_SUBSCRIBE_URL_PATTERN,
             )?,
@@ -182,7 +183,7 @@ impl Hub {
             .timeout(Duration::from_secs(5))
             .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| Error::Usage(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot build the HTTP client: {e}")))?;
         let state = super::guard::load_state(&hooks.state_path())?;
         let all_secrets = escalator.secrets();
         let journal_path = hooks
@@ -301,7 +302,7 @@ impl Hub {
                         }
                     }
                 })
-                .map_err(|e| Error::Usage(format!("cannot start a worker thread: {e}")))?;
+                .map_err(|e| Error::Internal(format!("cannot start a worker thread: {e}")))?;
             workers.push(handle);
         }
         Ok(())
@@ -898,7 +899,7 @@ impl Hub {
     fn run_job(&self, job: &Job, abort: Arc<AtomicBool>) -> Result<Finished> {
         let route = &job.route;
         let planned = self.planned.get(&route.name).ok_or_else(|| {
-            Error::Usage(format!("route {} was not checked at start-up", route.name))
+            Error::Internal(format!("route {} was not checked at start-up", route.name))
         })?;
         let env = planned.env.clone();
         let env_name = env.name.clone();
@@ -1216,9 +1217,9 @@ fn check_token(
     }
 }
 
-fn pattern(given: Option<&str>, default: &str) -> Result<regex::Regex> {
+fn pattern(file: &std::path::Path, given: Option<&str>, default: &str) -> Result<regex::Regex> {
     regex::Regex::new(given.unwrap_or(default))
-        .map_err(|e| Error::Usage(format!("hooks.toml: bad URL pattern: {e}")))
+        .map_err(|e| Error::config(file, format!("bad URL pattern: {e}")))
 }
 
 /// Plans every route (see [`plan_route`]), reporting every problem at once.
@@ -1236,11 +1237,10 @@ fn plan_all(hooks: &Hooks, dirs: &[PathBuf], config: &Config) -> Result<BTreeMap
     if problems.is_empty() {
         Ok(planned)
     } else {
-        Err(Error::Usage(format!(
-            "{}:\n  {}",
-            hooks.path.display(),
-            problems.join("\n  ")
-        )))
+        Err(Error::config(
+            &hooks.path,
+            format!("\n  {}", problems.join("\n  ")),
+        ))
     }
 }
 
@@ -1301,7 +1301,7 @@ fn plan_route(route: &Route, dirs: &[PathBuf], config: &Config) -> Result<Planne
         .filter(|k| rb.param(k).is_none())
         .collect();
     if !unknown.is_empty() {
-        return Err(Error::Usage(format!(
+        return Err(Error::Input(format!(
             "{} has no parameter(s) {}",
             route.runbook,
             unknown

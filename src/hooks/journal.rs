@@ -158,10 +158,15 @@ impl Journal {
                     }
                 }
             })
-            .map_err(|e| Error::io("cannot start the journal thread for", path, e))?;
+            .map_err(|e| {
+                Error::Internal(format!(
+                    "cannot start the journal thread for {}: {e}",
+                    path.display()
+                ))
+            })?;
         ready_rx
             .recv()
-            .map_err(|_| Error::Usage("the journal thread stopped".into()))??;
+            .map_err(|_| Error::Internal("the journal thread stopped".into()))??;
         Ok(Journal {
             tx,
             path: path.to_path_buf(),

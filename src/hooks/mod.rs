@@ -170,7 +170,7 @@ fn runtime() -> crate::error::Result<tokio::runtime::Runtime> {
         .thread_name("hook-io")
         .enable_all()
         .build()
-        .map_err(|e| crate::error::Error::Usage(format!("cannot start the async runtime: {e}")))
+        .map_err(|e| crate::error::Error::Internal(format!("cannot start the async runtime: {e}")))
 }
 
 /// `runbook serve`: checks the configuration, starts the workers, listens until SIGTERM.
@@ -201,7 +201,7 @@ pub fn serve(
         }
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
-            .map_err(|e| Error::Usage(format!("cannot listen on {addr}: {e}")))?;
+            .map_err(|e| Error::Environment(format!("cannot listen on {addr}: {e}")))?;
         if let Some(path) = addr_file {
             let bound = listener
                 .local_addr()
@@ -241,7 +241,7 @@ pub fn one_shot(
     use crate::error::Error;
     let hooks = config::Hooks::load(hooks_path)?;
     if payload.len() > hooks.file.server.max_body {
-        return Err(Error::Usage(
+        return Err(Error::Input(
             Rejection::TooLarge(hooks.file.server.max_body).to_string(),
         ));
     }
@@ -255,7 +255,7 @@ pub fn one_shot(
             Source::Generic => generic::parse(payload),
             Source::Sns => hub.sns_message(payload).await.map(|(alerts, _)| alerts),
         }
-        .map_err(|r| Error::Usage(r.to_string()))?;
+        .map_err(|r| Error::Input(r.to_string()))?;
         Ok::<_, Error>(hub.admit_all(alerts, "stdin", received).await)
     })?;
     hub.finish_queued();

@@ -144,7 +144,7 @@ pub async fn serve(hub: Arc<Hub>, listener: tokio::net::TcpListener) -> Result<(
         let hub = hub.clone();
         tokio::task::spawn_blocking(move || hub.drain(deadline))
             .await
-            .map_err(|e| Error::Usage(format!("the drain failed: {e}")))?
+            .map_err(|e| Error::Internal(format!("the drain failed: {e}")))?
     };
     hub.flush_escalations().await;
     let _ = hub
