@@ -1,7 +1,7 @@
 //! Error kinds through the real binary: each kind exits with its own code and says what it is
 //! about (a configuration error names its file first).
 
-mod common;
+use crate::common;
 
 use common::Workspace;
 

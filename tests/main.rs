@@ -10,6 +10,7 @@ mod cloud_moto;
 mod cloud_sim;
 mod core;
 mod drill_policy;
+mod errors;
 mod hooks;
 mod hooks_alertmanager;
 mod interactive;
