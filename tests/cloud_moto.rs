@@ -316,17 +316,21 @@ fn a_plan_on_moto_changes_nothing() {
             "p2.jsonl",
         ],
     );
-    assert!(
-        events(&ws.path().join("p2.jsonl"))
-            .iter()
-            .any(|e| e["type"] == "call"
-                && e["binding"] == "ssm::run_command"
-                && e["planned"] == true)
-    );
+    let ev = events(&ws.path().join("p2.jsonl"));
+    assert!(ev.iter().any(|e| e["type"] == "call"
+        && e["binding"] == "ssm::run_command"
+        && e["planned"] == true));
+    // The runbook declares its `top`/`ps` diagnostics read-only: a plan runs those two commands
+    // for real (recorded as declared), and nothing else.
+    let declared = ev
+        .iter()
+        .filter(|e| e["type"] == "call" && e["read_only"] == "declared by the runbook")
+        .count();
+    assert_eq!(declared, 2);
     assert_eq!(
         cloud_state(&moto),
-        before,
-        "a plan must leave the cloud exactly as it was"
+        before.replace("commands 0", "commands 2"),
+        "a plan must leave the cloud exactly as it was, but for the declared diagnostics"
     );
 }
 
