@@ -312,10 +312,12 @@ pub enum RenderFormat {
     Md,
 }
 
+/// `NAME=VALUE`. Text without a name is kept as an empty name for `resolve_params` to refuse:
+/// clap would quote the whole text in its error, and `--param` is how secrets are given.
 fn parse_param(text: &str) -> std::result::Result<(String, String), String> {
     match text.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("expected NAME=VALUE, got {text:?}")),
+        _ => Ok((String::new(), String::new())),
     }
 }
 

@@ -126,6 +126,7 @@ pub fn pickup(events: &[Value], total: usize) -> Result<Pickup> {
 /// The parameters for the resumed run: the recorded ones, with secrets given again on the
 /// command line (they were never recorded). Validated like a fresh run's.
 pub fn params(rb: &Runbook, recorded: &Value, given: &[(String, String)]) -> Result<Map> {
+    crate::runbook::refuse_nameless(given)?;
     let mut all: Vec<(String, String)> = Vec::new();
     for p in &rb.meta.params {
         if let Some((_, v)) = given.iter().rev().find(|(n, _)| *n == p.name) {

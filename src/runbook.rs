@@ -564,6 +564,7 @@ impl Runbook {
         let mut problems = Vec::new();
         let mut values = Map::new();
         let redactor = &self.host.redactor;
+        refuse_nameless(given)?;
         for (name, _) in given {
             if self.param(name).is_none() {
                 let known: Vec<&str> = self.meta.params.iter().map(|p| p.name.as_str()).collect();
@@ -1484,6 +1485,17 @@ fn validate_steps(v: &mut Validator, raw: &[RawStep]) -> Vec<Step> {
         }
     }
     steps
+}
+
+/// Refuses a `--param` given without its name (the command line keeps it nameless rather than
+/// let clap quote it: the text may be a secret).
+pub(crate) fn refuse_nameless(given: &[(String, String)]) -> Result<()> {
+    if given.iter().any(|(name, _)| name.is_empty()) {
+        return Err(Error::Usage(
+            "a --param is not NAME=VALUE (its text is not repeated: it may be a secret)".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1159,6 +1159,20 @@ fn parameter_errors_never_echo_a_secret_or_a_credential() {
 }
 
 #[test]
+fn a_param_given_without_its_name_is_refused_without_echoing_it() {
+    let ws = Workspace::new();
+    ws.write("runbooks/pin.rhai", PIN);
+    // `--param VALUE` (the name forgotten) is the easy slip with a secret in hand.
+    for given in ["SECRETPIN-998877", "=SECRETPIN-998877"] {
+        let run = ws.run(&["run", "pin", "--param", given]);
+        run.expect_code(2);
+        assert!(run.stderr.contains("NAME=VALUE"), "{}", run.stderr);
+        assert!(!run.stderr.contains("SECRETPIN"), "{}", run.stderr);
+        assert!(!run.stdout.contains("SECRETPIN"), "{}", run.stdout);
+    }
+}
+
+#[test]
 fn a_secret_shorter_than_four_characters_is_refused_without_echoing_it() {
     let ws = Workspace::new();
     ws.write("runbooks/pin.rhai", PIN);
