@@ -295,6 +295,13 @@ pub struct VerifyReport {
 /// Reads and checks a transcript. Returns its events, or the first broken line (1-based).
 pub fn read_verified(path: &Path) -> Result<(Vec<Value>, VerifyReport)> {
     let file = File::open(path).map_err(|e| Error::io("cannot open transcript", path, e))?;
+    read_verified_from(BufReader::new(file), path)
+}
+
+/// [`read_verified`] of a transcript from any reader (`path` names it in errors). For the fuzz
+/// targets (`fuzz/`), which check millions of generated transcripts without files.
+#[doc(hidden)]
+pub fn read_verified_from(reader: impl BufRead, path: &Path) -> Result<(Vec<Value>, VerifyReport)> {
     let broken = |line: usize, reason: String| Error::TranscriptBroken {
         path: path.to_path_buf(),
         line,
@@ -302,7 +309,7 @@ pub fn read_verified(path: &Path) -> Result<(Vec<Value>, VerifyReport)> {
     };
     let mut prev = GENESIS.to_string();
     let mut events = Vec::new();
-    for (i, raw) in BufReader::new(file).split(b'\n').enumerate() {
+    for (i, raw) in reader.split(b'\n').enumerate() {
         let lineno = i + 1;
         let raw = raw.map_err(|e| Error::io("cannot read transcript", path, e))?;
         let text = std::str::from_utf8(&raw).map_err(|_| broken(lineno, "not UTF-8".into()))?;
