@@ -188,6 +188,9 @@ impl TranscriptWriter {
                 line.insert(k, v);
             }
         }
+        // The chain's own fields win over an event's: an event carrying a `seq` would otherwise
+        // write a line the reader refuses. (Re-inserting keeps `seq` first in the line.)
+        line.insert("seq".into(), json!(self.seq));
         line.insert("prev".into(), json!(self.prev));
         let mut line = Value::Object(line);
         self.redactor.redact_json(&mut line);
@@ -689,6 +692,27 @@ mod tests {
         let mut s = String::new();
         write_canonical(&v, &mut s, true);
         assert_eq!(s, r#"{"a":{"c":"x","d":[1,{"y":1,"z":0}]},"b":1}"#);
+    }
+
+    #[test]
+    fn an_event_with_its_own_seq_field_still_writes_a_verifiable_chain() {
+        // Seen with the `transcript` fuzz target's writer mode (docs/fuzzing.md): the event's
+        // `seq` replaced the chain's, and the reader refused line 1.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        let mut w = TranscriptWriter::create(&path, Rc::new(Redactor::new())).unwrap();
+        w.append(
+            &json!({"type": "run_started", "seq": 5, "prev": "x", "hash": "y"}),
+            Durability::Written,
+        )
+        .unwrap();
+        w.append(&json!({"type": "log", "seq": "one"}), Durability::Written)
+            .unwrap();
+        let (events, report) = read_verified(&path).unwrap();
+        assert_eq!(report.events, 2);
+        assert_eq!(events[1]["seq"], 1);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(r#"{"seq":0,"#), "{text}");
     }
 
     #[test]
