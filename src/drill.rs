@@ -388,7 +388,14 @@ fn param_text(v: &toml::Value) -> String {
 /// Loads a scenario file.
 pub fn load(path: &Path) -> Result<Scenario> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io("cannot read", path, e))?;
-    toml::from_str(&text).map_err(|e| {
+    parse(&text, path)
+}
+
+/// A scenario from text already in memory, as if read from `path`. For the fuzz targets
+/// (`fuzz/`), like [`fleet_with_faults`].
+#[doc(hidden)]
+pub fn parse(text: &str, path: &Path) -> Result<Scenario> {
+    toml::from_str(text).map_err(|e| {
         Error::config(
             path,
             format!(
@@ -397,6 +404,12 @@ pub fn load(path: &Path) -> Result<Scenario> {
             ),
         )
     })
+}
+
+/// The fleet a sim drill runs on: `base` with the scenario's faults and endpoints merged in.
+#[doc(hidden)]
+pub fn fleet_with_faults(base: &str, s: &Scenario) -> Result<String> {
+    merge_fleet(base, s)
 }
 
 /// Runs one scenario and checks its expectations.

@@ -435,6 +435,10 @@ pub struct Runbook {
     pub host: Rc<Host>,
 }
 
+/// How long a runbook's top level may run while it is loaded: a top-level `loop {}` must not
+/// hang `check`.
+const DECLARATION_DEADLINE: Duration = Duration::from_secs(10);
+
 static KEBAB: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-z0-9]+(-[a-z0-9]+)*$").expect("valid regex"));
 static IDENT: LazyLock<Regex> =
@@ -447,9 +451,23 @@ impl Runbook {
     pub fn load(path: &Path, host: Rc<Host>) -> Result<Runbook> {
         let source =
             std::fs::read_to_string(path).map_err(|e| Error::io("cannot read runbook", path, e))?;
+        Self::load_source(path, &source, host, DECLARATION_DEADLINE)
+    }
+
+    /// [`load`](Self::load) of source text already in memory, as if read from `path` (which
+    /// need not exist: it names the runbook in diagnostics and roots its imports), with the
+    /// declaration pass stopped after `declare_for`. For the fuzz targets (`fuzz/`), which
+    /// load millions of generated runbooks and cannot give each endless loop ten seconds.
+    #[doc(hidden)]
+    pub fn load_source(
+        path: &Path,
+        source: &str,
+        host: Rc<Host>,
+        declare_for: Duration,
+    ) -> Result<Runbook> {
         let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         let file = engine::display_path(&canonical);
-        let source: Rc<str> = Rc::from(source.as_str());
+        let source: Rc<str> = Rc::from(source);
         let sha256 = hex::encode(Sha256::digest(source.as_bytes()));
         host.modules.borrow_mut().push(ModuleRecord {
             import: String::new(),
@@ -480,7 +498,7 @@ impl Runbook {
 
         host.recorder.set_stage(Stage::Loading);
         // The declaration pass gets a deadline too: a top-level `loop {}` must not hang `check`.
-        host.interrupt.set_timeout(Some(Duration::from_secs(10)));
+        host.interrupt.set_timeout(Some(declare_for));
         let declared = engine.run_ast(&ast);
         host.interrupt.set_deadline(None);
         if let Err(err) = declared {

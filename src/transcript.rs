@@ -248,6 +248,9 @@ impl TranscriptWriter {
                 line.insert(k, v);
             }
         }
+        // The chain's own fields win over an event's: an event carrying a `seq` would otherwise
+        // write a line the reader refuses. (Re-inserting keeps `seq` first in the line.)
+        line.insert("seq".into(), json!(self.seq));
         line.insert("prev".into(), json!(self.prev));
         let line = Value::Object(line);
         // The line on disk is the very text that is hashed, with the hash appended as its last
@@ -631,6 +634,13 @@ pub struct VerifyReport {
 /// `transcript verify` refuses it unless told otherwise.
 pub fn read_verified(path: &Path) -> Result<(Vec<Value>, VerifyReport)> {
     let file = File::open(path).map_err(|e| Error::io("cannot open transcript", path, e))?;
+    read_verified_from(BufReader::new(file), path)
+}
+
+/// [`read_verified`] of a transcript from any reader (`path` names it in errors). For the fuzz
+/// targets (`fuzz/`), which check millions of generated transcripts without files.
+#[doc(hidden)]
+pub fn read_verified_from(reader: impl BufRead, path: &Path) -> Result<(Vec<Value>, VerifyReport)> {
     let broken = |line: usize, reason: String| Error::TranscriptBroken {
         path: path.to_path_buf(),
         line,
@@ -640,7 +650,7 @@ pub fn read_verified(path: &Path) -> Result<(Vec<Value>, VerifyReport)> {
     let mut events = Vec::new();
     let mut signatures = Vec::new();
     let mut legacy_lines = 0usize;
-    let mut reader = BufReader::new(file);
+    let mut reader = reader;
     let mut raw = Vec::new();
     for i in 0.. {
         raw.clear();
@@ -1399,6 +1409,27 @@ mod tests {
         let mut s = String::new();
         write_canonical(&v, &mut s, true);
         assert_eq!(s, r#"{"a":{"c":"x","d":[1,{"y":1,"z":0}]},"b":1}"#);
+    }
+
+    #[test]
+    fn an_event_with_its_own_seq_field_still_writes_a_verifiable_chain() {
+        // Seen with the `transcript` fuzz target's writer mode (docs/fuzzing.md): the event's
+        // `seq` replaced the chain's, and the reader refused line 1.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        let mut w = TranscriptWriter::create(&path, Rc::new(Redactor::new())).unwrap();
+        w.append(
+            &json!({"type": "run_started", "seq": 5, "prev": "x", "hash": "y"}),
+            Durability::Written,
+        )
+        .unwrap();
+        w.append(&json!({"type": "log", "seq": "one"}), Durability::Written)
+            .unwrap();
+        let (events, report) = read_verified(&path).unwrap();
+        assert_eq!(report.events, 2);
+        assert_eq!(events[1]["seq"], 1);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(r#"{"seq":0,"#), "{text}");
     }
 
     #[test]

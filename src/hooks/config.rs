@@ -350,8 +350,15 @@ pub struct Hooks {
 impl Hooks {
     pub fn load(path: &Path) -> Result<Hooks> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io("cannot read", path, e))?;
+        Self::from_text(&text, path)
+    }
+
+    /// [`load`](Self::load) of text already in memory, as if read from `path`. For the fuzz
+    /// targets (`fuzz/`).
+    #[doc(hidden)]
+    pub fn from_text(text: &str, path: &Path) -> Result<Hooks> {
         let file: HooksFile =
-            toml::from_str(&text).map_err(|e| Error::config(path, e.to_string()))?;
+            toml::from_str(text).map_err(|e| Error::config(path, e.to_string()))?;
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())

@@ -444,42 +444,9 @@ impl CertCache {
     ///
     /// The cheap, local checks come first so that junk never costs a fetch.
     pub async fn verify(&self, e: &Envelope, trust: &SnsTrust) -> Result<(), SnsError> {
-        if !trust.trusts_topic(&e.topic_arn) {
-            return Err(SnsError::UnknownTopic(e.topic_arn.clone()));
-        }
-        let algorithm: &'static RsaPkcs1 = match e.signature_version.as_str() {
-            "1" => &RSA_PKCS1_SHA1,
-            "2" => &RSA_PKCS1_SHA256,
-            other => return Err(SnsError::UnsupportedSignatureVersion(other.to_string())),
-        };
-        if !trust.cert_url.is_match(&e.signing_cert_url) {
-            return Err(SnsError::CertUrlNotAllowed(e.signing_cert_url.clone()));
-        }
-        // The signature's shape before anything is fetched: base64 of a 2048- to 8192-bit RSA
-        // signature (and not megabytes of it).
-        let encoded = e.signature.trim();
-        if encoded.len() > SIGNATURE_BYTES.end().div_ceil(3) * 4 {
-            return Err(SnsError::BadSignature);
-        }
-        let signature = STANDARD
-            .decode(encoded)
-            .map_err(|_| SnsError::BadSignature)?;
-        if !SIGNATURE_BYTES.contains(&signature.len()) {
-            return Err(SnsError::BadSignature);
-        }
+        let (algorithm, signature) = local_checks(e, trust)?;
         let der = self.certificate(&e.signing_cert_url, trust).await?;
-        let cert = EndEntityCert::try_from(der.as_ref())
-            .map_err(|err| SnsError::BadCertificate(format!("{}: {err}", e.signing_cert_url)))?;
-        check_validity(&cert, UnixTime::now())?;
-        match cert.verify_signature(algorithm, string_to_sign(e).as_bytes(), &signature) {
-            Ok(()) => Ok(()),
-            Err(webpki::Error::InvalidSignatureForPublicKey) => Err(SnsError::BadSignature),
-            // Anything else means the key itself is unusable (not RSA, under 2048 bits, ...).
-            Err(err) => Err(SnsError::BadCertificate(format!(
-                "{}: {err:?}",
-                e.signing_cert_url
-            ))),
-        }
+        check_signature(e, algorithm, &signature, &der, UnixTime::now())
     }
 
     /// The certificate at `url` from the cache, or fetched (and then cached).
@@ -606,6 +573,77 @@ impl CertCache {
             .map_err(|e| SnsError::BadCertificate(format!("{url}: {e}")))?;
         Ok(der)
     }
+}
+
+/// [`CertCache::verify`]'s checks before any fetch: topic, signature version, certificate URL,
+/// base64 signature. Returns the algorithm and the decoded signature.
+fn local_checks(e: &Envelope, trust: &SnsTrust) -> Result<(&'static RsaPkcs1, Vec<u8>), SnsError> {
+    if !trust.trusts_topic(&e.topic_arn) {
+        return Err(SnsError::UnknownTopic(e.topic_arn.clone()));
+    }
+    let algorithm: &'static RsaPkcs1 = match e.signature_version.as_str() {
+        "1" => &RSA_PKCS1_SHA1,
+        "2" => &RSA_PKCS1_SHA256,
+        other => return Err(SnsError::UnsupportedSignatureVersion(other.to_string())),
+    };
+    if !trust.cert_url.is_match(&e.signing_cert_url) {
+        return Err(SnsError::CertUrlNotAllowed(e.signing_cert_url.clone()));
+    }
+    // The signature's shape before anything is fetched: base64 of a 2048- to 8192-bit RSA
+    // signature (and not megabytes of it).
+    let encoded = e.signature.trim();
+    if encoded.len() > SIGNATURE_BYTES.end().div_ceil(3) * 4 {
+        return Err(SnsError::BadSignature);
+    }
+    let signature = STANDARD
+        .decode(encoded)
+        .map_err(|_| SnsError::BadSignature)?;
+    if !SIGNATURE_BYTES.contains(&signature.len()) {
+        return Err(SnsError::BadSignature);
+    }
+    Ok((algorithm, signature))
+}
+
+/// [`CertCache::verify`]'s checks after the fetch: the certificate parses, is valid at `now`,
+/// and its key verifies `signature` over [`string_to_sign`].
+fn check_signature(
+    e: &Envelope,
+    algorithm: &'static RsaPkcs1,
+    signature: &[u8],
+    der: &CertificateDer<'_>,
+    now: UnixTime,
+) -> Result<(), SnsError> {
+    let cert = EndEntityCert::try_from(der)
+        .map_err(|err| SnsError::BadCertificate(format!("{}: {err}", e.signing_cert_url)))?;
+    check_validity(&cert, now)?;
+    match cert.verify_signature(algorithm, string_to_sign(e).as_bytes(), signature) {
+        Ok(()) => Ok(()),
+        Err(webpki::Error::InvalidSignatureForPublicKey) => Err(SnsError::BadSignature),
+        // Anything else means the key itself is unusable (not RSA, under 2048 bits, ...).
+        Err(err) => Err(SnsError::BadCertificate(format!(
+            "{}: {err:?}",
+            e.signing_cert_url
+        ))),
+    }
+}
+
+/// [`CertCache::verify`] with the certificate given (DER) instead of fetched, at `now` (Unix
+/// seconds). For the fuzz targets (`fuzz/`), which must not reach the network.
+#[doc(hidden)]
+pub fn verify_with_certificate(
+    e: &Envelope,
+    trust: &SnsTrust,
+    der: &[u8],
+    now: u64,
+) -> Result<(), SnsError> {
+    let (algorithm, signature) = local_checks(e, trust)?;
+    check_signature(
+        e,
+        algorithm,
+        &signature,
+        &CertificateDer::from(der),
+        UnixTime::since_unix_epoch(Duration::from_secs(now)),
+    )
 }
 
 /// Reject a certificate outside its validity period at `now`.
