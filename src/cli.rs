@@ -716,6 +716,7 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
     };
     let operator = executor::operator();
     let console = &rb.host.console;
+    console.set_planning(mode == Mode::Plan);
     console.line(&format!(
         "{} {}@{} · {} · env {env_name}: {} · run {run_id}",
         if mode == Mode::Plan {

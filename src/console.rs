@@ -27,6 +27,8 @@ pub struct Console {
     /// Lines printed now come from a step preview (a plan), not from something that happened:
     /// they are kept, marked, for the driver to show with the step they preview.
     preview: RefCell<Option<Vec<String>>>,
+    /// The whole run is a plan: what its steps log describes would-be effects, so it is marked.
+    planning: Cell<bool>,
     /// Time spent waiting for a person since the last [`Console::take_waited`].
     waited: Cell<Duration>,
     /// How many [`Console::person`] calls are open (the inspect REPL holds one around its
@@ -52,6 +54,7 @@ impl Console {
             bars: RefCell::new(None),
             overall: Cell::new(true),
             preview: RefCell::new(None),
+            planning: Cell::new(false),
             waited: Cell::new(Duration::ZERO),
             asking: Cell::new(0),
         }
@@ -67,6 +70,7 @@ impl Console {
             bars: RefCell::new(None),
             overall: Cell::new(false),
             preview: RefCell::new(None),
+            planning: Cell::new(false),
             waited: Cell::new(Duration::ZERO),
             asking: Cell::new(0),
         }
@@ -161,7 +165,22 @@ impl Console {
         let _ = writeln!(err, "{text}");
     }
 
+    /// From now on every `log()` line is marked as a plan's (`runbook plan`): "2 volume
+    /// snapshot(s) taken" in a plan is what would happen, not what did.
+    pub fn set_planning(&self, planning: bool) {
+        self.planning.set(planning);
+    }
+
     pub fn log(&self, level: &str, message: &str) {
+        if self.planning.get() && self.preview.borrow().is_none() {
+            let body = format!("plan: {level}: {message}");
+            self.line(&if self.color {
+                format!("    \x1b[2m{body}\x1b[0m")
+            } else {
+                format!("    {body}")
+            });
+            return;
+        }
         self.line(&format!("    {level}: {message}"));
     }
 

@@ -278,6 +278,16 @@ fn plan_mode_sends_no_mutating_call() {
     ws.write("runbooks/ordered.rhai", ORDERED);
     let plan = ws.run(&["plan", "ordered", "--transcript", "p.jsonl"]);
     plan.expect_code(0);
+    // What a planned step logs is what would happen: marked, so it never reads as done.
+    assert!(
+        plan.stderr
+            .contains("plan: info: order: [\"a\", \"b\", \"c\"]"),
+        "{}",
+        plan.stderr
+    );
+    let run = ws.run(&["run", "ordered", "--transcript", "logged.jsonl"]);
+    assert!(run.stderr.contains("    info: order:"), "{}", run.stderr);
+    assert!(!run.stderr.contains("plan: info"), "{}", run.stderr);
     assert!(
         !ws.exists("p.notes.md"),
         "plan must not write the notes file"
