@@ -767,6 +767,20 @@ impl<'a> Executor<'a> {
         info
     }
 
+    /// [`Self::describe`] of an error inside `step`. Rhai gives limit errors (operations,
+    /// memory, the deadline) the closure call's position, which has none: then the message names
+    /// the step's own declaration, so the operator still has a `file:line:col` to open.
+    fn describe_in(&self, err: &EvalAltResult, step: &Step) -> ErrorInfo {
+        let mut info = self.describe(err);
+        if info.location.is_none() {
+            info.message = format!(
+                "{} (in the step declared at {})",
+                info.message, step.location
+            );
+        }
+        info
+    }
+
     /// Shows a step error on the console with its source line, when it has one.
     fn report_error(&self, info: &ErrorInfo) {
         let console = &self.rb.host.console;
@@ -1032,7 +1046,7 @@ impl<'a> Executor<'a> {
                     return self.finish_step(step, total, started, 0, end, ctx);
                 }
                 Err(err) => {
-                    let info = self.describe(&err);
+                    let info = self.describe_in(&err, step);
                     self.report_error(&info);
                     let end = StepEnd::new(status_of(&err), Some(info), None);
                     return self.finish_step(step, total, started, 0, end, ctx);
@@ -1131,7 +1145,7 @@ impl<'a> Executor<'a> {
                 Err(err) => err,
             };
             let status = status_of(&err);
-            let mut info = self.describe(&err);
+            let mut info = self.describe_in(&err, step);
             if let Some(why) = host.recorder.halted() {
                 // A resume that diverged from its transcript: stop, never retry or roll back.
                 info.message = why;
@@ -1295,7 +1309,7 @@ impl<'a> Executor<'a> {
         let (status, error) = match &result {
             Ok(_) => (StepStatus::Ok, None),
             Err(err) => {
-                let info = self.describe(err);
+                let info = self.describe_in(err, step);
                 self.report_error(&info);
                 (status_of(err), Some(info))
             }

@@ -1074,6 +1074,13 @@ fn a_step_that_exhausts_the_operation_budget_fails_naming_the_limit() {
         "{}",
         run.stderr
     );
+    // Rhai gives the limit no position inside the closure: the step's declaration stands in.
+    let declared_at = format!("spin.rhai:{}:1", header("spin").lines().count() + 1);
+    assert!(
+        run.stderr.contains("in the step declared at") && run.stderr.contains(&declared_at),
+        "{declared_at}: {}",
+        run.stderr
+    );
     let ev = events(&ws.path().join("t.jsonl"));
     let finished = of_type(&ev, "step_finished");
     assert_eq!(finished[0]["status"], "failed");
