@@ -147,7 +147,7 @@ impl Guardrails {
     fn refuse(&self, host: &Host, binding: &str, args: &Value) -> Option<(&'static str, String)> {
         // Fails closed: a path that cannot be checked (a symlink loop) or a dangling link counts.
         if let Some(path) = self.kill_switch.borrow().as_ref()
-            && crate::hooks::config::kill_switch_set(path)
+            && kill_switch_set(path)
         {
             return Some((
                 "kill_switch",
@@ -934,4 +934,15 @@ fn summarise(value: &Dynamic) -> Value {
 pub fn to_json(value: &Dynamic) -> Value {
     rhai::serde::from_dynamic::<Value>(value)
         .unwrap_or_else(|_| Value::String(format!("<{}>", value.type_name())))
+}
+
+/// Whether a kill-switch file is set. Anything at the path counts, even a dangling symlink, and
+/// so does a path that cannot be checked (a symlink loop, a folder we may not read): a switch
+/// that fails open is no switch.
+pub(crate) fn kill_switch_set(path: &std::path::Path) -> bool {
+    match path.try_exists() {
+        Ok(true) | Err(_) => true,
+        // `try_exists` follows symlinks: a link to nowhere is "absent" to it, but is there.
+        Ok(false) => std::fs::symlink_metadata(path).is_ok(),
+    }
 }

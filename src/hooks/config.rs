@@ -35,6 +35,7 @@ use serde::Deserialize;
 
 use super::Alert;
 use crate::error::{Error, Result};
+use crate::recorder::kill_switch_set;
 
 pub const FILE_NAME: &str = "hooks.toml";
 
@@ -468,17 +469,6 @@ impl Hooks {
     /// The first route matching `alert`.
     pub fn route(&self, alert: &Alert) -> Option<&Route> {
         self.file.routes.iter().find(|r| r.matches(alert))
-    }
-}
-
-/// Whether a kill-switch file is set. Anything at the path counts, even a dangling symlink, and
-/// so does a path that cannot be checked (a symlink loop, a folder we may not read): a switch
-/// that fails open is no switch.
-pub(crate) fn kill_switch_set(path: &Path) -> bool {
-    match path.try_exists() {
-        Ok(true) | Err(_) => true,
-        // `try_exists` follows symlinks: a link to nowhere is "absent" to it, but is there.
-        Ok(false) => std::fs::symlink_metadata(path).is_ok(),
     }
 }
 
