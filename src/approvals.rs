@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Host;
-use crate::error::{Error, Result};
-use crate::recorder::BindingError;
+use crate::console::Console;
+use crate::error::{BindingError, Error, Result};
+use crate::interrupt::Interrupt;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
@@ -89,7 +89,7 @@ fn write_private(path: &Path, text: &str, replace: bool) -> std::io::Result<()> 
         path.file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        crate::executor::new_run_id()
+        crate::identity::new_run_id()
     ));
     let mut file = crate::transcript::create_private(&tmp)?;
     let done = file
@@ -186,28 +186,39 @@ pub struct Outcome {
     pub waited: Duration,
 }
 
+/// The run asking: what a request is filed next to and describes, and where the wait is shown
+/// and interrupted.
+pub struct Asker<'a> {
+    /// The run's transcript (None: the run keeps none, so there is nowhere to file a request).
+    pub transcript: Option<PathBuf>,
+    /// The step asking (0-based), if a step is.
+    pub step: Option<usize>,
+    pub console: &'a Console,
+    pub interrupt: &'a Interrupt,
+}
+
 /// Files a request and waits for enough approvals, a denial, the timeout, or an interrupt.
 /// `ask_here` is the terminal (interactive runs): its answer counts as the operator's.
 pub fn request_and_wait(
-    host: &Host,
+    run: Asker,
     question: &str,
     approvers: u32,
     others: bool,
     timeout: Duration,
     ask_here: Option<&mut Ask>,
 ) -> Result<Outcome, BindingError> {
-    let transcript = host.recorder.transcript_path().ok_or_else(|| {
+    let transcript = run.transcript.ok_or_else(|| {
         BindingError::new("no_transcript", "approvals need a run with a transcript")
     })?;
     let dir = folder(&transcript);
     crate::transcript::create_private_dir(&dir)
         .map_err(|e| BindingError::new("io", format!("cannot create {}: {e}", dir.display())))?;
-    let requester = crate::executor::operator();
+    let requester = crate::identity::operator();
     let run_id = transcript
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let (runbook, step) = describe_run(&transcript, host.recorder.stage().step());
+    let (runbook, step) = describe_run(&transcript, run.step);
     let mut number = std::fs::read_dir(&dir)
         .map(|d| {
             d.filter_map(|e| e.ok())
@@ -243,7 +254,7 @@ pub fn request_and_wait(
             }
         }
     };
-    host.console.line(&format!(
+    run.console.line(&format!(
         "    approval needed: {question}\n    (waiting up to {}; approve with: runbook approve {run_id})",
         humantime::format_duration(timeout)
     ));
@@ -301,7 +312,7 @@ pub fn request_and_wait(
                 ),
             ));
         }
-        host.interrupt
+        run.interrupt
             .sleep(Duration::from_millis(200))
             .map_err(|stop| {
                 BindingError::new(stop.token(), "interrupted while waiting for approval")
@@ -356,7 +367,7 @@ pub fn answer(transcript: &Path, number: Option<u32>, approve: bool) -> Result<R
         None => requests.into_iter().last(),
     }
     .ok_or_else(|| Error::Usage("no such approval request".into()))?;
-    let me = crate::executor::operator();
+    let me = crate::identity::operator();
     if request.others && me == request.requester {
         return Err(Error::Usage(format!(
             "{me} asked for this approval and it needs another person: the requester cannot approve their own run"

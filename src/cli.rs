@@ -16,11 +16,12 @@ use serde_json::json;
 use crate::catalog;
 use crate::config::Config;
 use crate::console::Console;
+use crate::declare::Phase;
 use crate::engine::Host;
 use crate::error::{Error, Result, ScriptDiagnostic, exit};
 use crate::executor::{self, Executor, RunOptions, Unattended};
 use crate::recorder::Mode;
-use crate::runbook::{Phase, Runbook};
+use crate::runbook::Runbook;
 use crate::transcript;
 
 #[derive(Debug, Parser)]
@@ -544,10 +545,10 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                 presses.fetch_add(1, Ordering::SeqCst);
                 flag.store(true, Ordering::SeqCst);
             });
-            let id = executor::new_run_id();
+            let id = crate::identity::new_run_id();
             let path = transcript
                 .unwrap_or_else(|| executor::default_transcript_path(&format!("repl-{id}")));
-            crate::repl::run(host, path, &name, &executor::operator())
+            crate::repl::run(host, path, &name, &crate::identity::operator())
         }
         Command::Serve {
             hooks,
@@ -672,7 +673,10 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
             }
         }
     }
-    let account = crate::cloud::verify_account(&rb.host)?;
+    let account = rb
+        .host
+        .cloud
+        .verify_account(&rb.host.io, &rb.host.interrupt)?;
     for w in &rb.warnings {
         rb.host
             .console
@@ -706,7 +710,7 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
             (ctx, Some(resume), run_id, path)
         }
         None => {
-            let run_id = executor::new_run_id();
+            let run_id = crate::identity::new_run_id();
             let transcript = args
                 .transcript
                 .clone()
@@ -714,7 +718,7 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
             (rb.resolve_params(&args.params)?, None, run_id, transcript)
         }
     };
-    let operator = executor::operator();
+    let operator = crate::identity::operator();
     let console = &rb.host.console;
     console.set_planning(mode == Mode::Plan);
     console.line(&format!(
@@ -764,7 +768,7 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
         &mut unattended
     };
     let mut executor = Executor::new(&rb, driver);
-    if let Some(lifecycle) = crate::bindings::slack::SlackLifecycle::for_runbook(&rb) {
+    if let Some(lifecycle) = crate::lifecycle::SlackLifecycle::for_runbook(&rb) {
         executor = executor.observe(lifecycle);
     }
     let report = executor.run(RunOptions {

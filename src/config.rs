@@ -25,9 +25,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::cloud::aws::AwsSettings;
 use crate::error::{Error, Result};
-use crate::notify::{Delivery, NotifyFile, NotifySettings};
 
 pub const FILE_NAME: &str = "runbook.toml";
 pub const BUILTIN_SIM: &str = "sim";
@@ -229,6 +227,78 @@ impl Config {
                 }),
             ),
         })
+    }
+}
+
+/// How to reach AWS, from `runbook.toml`.
+#[derive(Debug, Clone, Default)]
+pub struct AwsSettings {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub endpoint: Option<String>,
+    pub max_attempts: Option<u32>,
+}
+
+const DEFAULT_SLACK_API: &str = "https://slack.com/api";
+
+/// Whether notifications are sent or kept in memory (the sim's default, for drills to assert on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    Send,
+    Capture,
+}
+
+/// `[notifications]` in runbook.toml. Prefer the environment variables for secrets.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyFile {
+    pub slack_webhook_url: Option<String>,
+    pub slack_bot_token: Option<String>,
+    pub slack_api_url: Option<String>,
+    pub slack_channel: Option<String>,
+    pub teams_webhook_url: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NotifySettings {
+    pub delivery: Delivery,
+    pub slack_webhook_url: Option<String>,
+    pub slack_bot_token: Option<String>,
+    pub slack_api_url: String,
+    pub slack_channel: Option<String>,
+    pub teams_webhook_url: Option<String>,
+}
+
+impl NotifySettings {
+    /// Environment variables win over the file (a CI secret overrides a checked-in default).
+    pub fn resolve(file: &NotifyFile, delivery: Delivery) -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        NotifySettings {
+            delivery,
+            slack_webhook_url: var("SLACK_WEBHOOK_URL").or_else(|| file.slack_webhook_url.clone()),
+            slack_bot_token: var("SLACK_BOT_TOKEN").or_else(|| file.slack_bot_token.clone()),
+            slack_api_url: var("SLACK_API_URL")
+                .or_else(|| file.slack_api_url.clone())
+                .unwrap_or_else(|| DEFAULT_SLACK_API.into())
+                .trim_end_matches('/')
+                .to_string(),
+            slack_channel: var("SLACK_CHANNEL").or_else(|| file.slack_channel.clone()),
+            teams_webhook_url: var("TEAMS_WEBHOOK_URL").or_else(|| file.teams_webhook_url.clone()),
+        }
+    }
+
+    /// Values that must be redacted wherever they appear.
+    pub fn secrets(&self) -> Vec<String> {
+        [
+            &self.slack_webhook_url,
+            &self.slack_bot_token,
+            &self.teams_webhook_url,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect()
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use serde_json::Value;
 
 use crate::console::Console;
-use crate::engine::{self, Host, ImportRoots};
+use crate::engine::{Host, ImportRoots};
 use crate::error::{Error, Result};
 use crate::recorder::Mode;
 
@@ -18,7 +18,7 @@ pub fn markdown() -> Result<String> {
         Console::silent(),
         Arc::new(AtomicBool::new(false)),
     );
-    let engine = engine::build(
+    let engine = crate::bindings::engine(
         &host,
         ImportRoots::for_runbook(std::path::Path::new("x.rhai")),
     );

@@ -485,7 +485,7 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
         .map(|(k, v)| (k.clone(), param_text(v)))
         .collect();
     let params = rb.resolve_params(&given)?;
-    let run_id = crate::executor::new_run_id();
+    let run_id = crate::identity::new_run_id();
     let transcript_path = out.join(format!("{name}-{run_id}.jsonl"));
     let mut driver = Unattended {
         yes: s.yes.then(|| "the drill scenario's yes = true".to_string()),
@@ -494,7 +494,7 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
     };
     let wall = Instant::now();
     let mut executor = Executor::new(&rb, &mut driver);
-    if let Some(lifecycle) = crate::bindings::slack::SlackLifecycle::for_runbook(&rb) {
+    if let Some(lifecycle) = crate::lifecycle::SlackLifecycle::for_runbook(&rb) {
         executor = executor.observe(lifecycle);
     }
     let report = executor.run(RunOptions {

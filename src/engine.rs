@@ -12,8 +12,7 @@ use std::cell::RefCell;
 use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
 
 use rhai::packages::{Package, StandardPackage};
 use rhai::{Dynamic, Engine, EvalAltResult, Module, Position, Scope, Shared};
@@ -21,11 +20,11 @@ use rhai::{Dynamic, Engine, EvalAltResult, Module, Position, Scope, Shared};
 pub type SharedModule = Shared<Module>;
 use sha2::{Digest, Sha256};
 
-use crate::clock::Clock;
 use crate::console::Console;
+use crate::declare::Declarations;
+use crate::interrupt::Interrupt;
 use crate::recorder::{Mode, Recorder, Stage};
 use crate::redact::Redactor;
-use crate::runbook::Declarations;
 
 /// Operations one step (or the whole declaration pass) may perform. A step's timeout is the main
 /// guard against runaway scripts; this bound is the backstop for a step with a long timeout.
@@ -64,135 +63,6 @@ pub const TOO_MUCH_MEMORY: &str = "too_much_memory";
 /// often enough to stop within a millisecond, rarely enough to cost nothing measurable.
 const PROGRESS_EVERY: u64 = 512;
 
-/// Why a running script must stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
-    TimedOut,
-    Aborted,
-}
-
-impl Stop {
-    pub fn token(self) -> &'static str {
-        match self {
-            Stop::TimedOut => "timed_out",
-            Stop::Aborted => "aborted",
-        }
-    }
-
-    /// Recognises the error a stop produced (non-catchable, so scripts cannot swallow it).
-    pub fn from_error(err: &EvalAltResult) -> Option<Stop> {
-        match err.unwrap_inner() {
-            EvalAltResult::ErrorTerminated(token, _) => {
-                match token.clone().into_string().ok()?.as_str() {
-                    "timed_out" => Some(Stop::TimedOut),
-                    "aborted" => Some(Stop::Aborted),
-                    _ => None,
-                }
-            }
-            _ => None,
-        }
-    }
-}
-
-/// The current step's deadline (on the run's [`Clock`]) and the run's abort flag (set by Ctrl-C
-/// from another thread).
-pub struct Interrupt {
-    clock: Clock,
-    abort: Arc<AtomicBool>,
-    /// Ctrl-C presses since the last reset: the first stops the step, the second the run.
-    presses: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl Interrupt {
-    pub fn new(abort: Arc<AtomicBool>) -> Self {
-        Interrupt {
-            clock: Clock::real(),
-            abort,
-            presses: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-        }
-    }
-
-    /// The run's clock: real, or simulated in plans and drills (see [`crate::clock`]).
-    pub fn clock(&self) -> &Clock {
-        &self.clock
-    }
-
-    /// The press counter, for a signal handler to count Ctrl-C on.
-    pub fn presses_counter(&self) -> &Arc<std::sync::atomic::AtomicUsize> {
-        &self.presses
-    }
-
-    pub fn presses(&self) -> usize {
-        self.presses.load(Ordering::SeqCst)
-    }
-
-    /// Forgets an interrupt the operator has dealt with (retry or continue after Ctrl-C).
-    pub fn reset(&self) {
-        self.presses.store(0, Ordering::SeqCst);
-        self.abort.store(false, Ordering::SeqCst);
-    }
-
-    /// Sets the step deadline at a real instant (None clears it).
-    pub fn set_deadline(&self, deadline: Option<Instant>) {
-        self.clock.set_deadline(deadline);
-    }
-
-    /// Sets the step deadline `timeout` from now on the run's clock (None clears it). Saturating:
-    /// a huge timeout means "no practical deadline", never an overflow.
-    pub fn set_timeout(&self, timeout: Option<Duration>) {
-        self.clock.set_timeout(timeout);
-    }
-
-    pub fn abort_flag(&self) -> &Arc<AtomicBool> {
-        &self.abort
-    }
-
-    pub fn check(&self) -> Option<Stop> {
-        if self.abort.load(Ordering::Relaxed) {
-            return Some(Stop::Aborted);
-        }
-        self.clock.past_deadline().then_some(Stop::TimedOut)
-    }
-
-    /// [`check`](Self::check) as a script error at `pos`.
-    pub fn check_at(&self, pos: Position) -> Result<(), Box<EvalAltResult>> {
-        match self.check() {
-            Some(stop) => Err(terminated(stop, pos)),
-            None => Ok(()),
-        }
-    }
-
-    /// Sleeps for `total`, waking early (with the reason) on timeout or abort. On a simulated
-    /// clock it returns at once, the clock moved forward (to the deadline at most).
-    pub fn sleep(&self, total: Duration) -> Result<(), Stop> {
-        if let Some(stop) = self.check() {
-            return Err(stop);
-        }
-        if self.clock.skip(total) {
-            return self.check().map_or(Ok(()), Err);
-        }
-        let start = self.clock.now();
-        loop {
-            if let Some(stop) = self.check() {
-                return Err(stop);
-            }
-            let left = total.saturating_sub(start.elapsed());
-            if left.is_zero() {
-                return Ok(());
-            }
-            let mut slice = left.min(Duration::from_millis(20));
-            if let Some(d) = self.clock.remaining() {
-                slice = slice.min(d.saturating_add(Duration::from_millis(1)));
-            }
-            std::thread::sleep(slice);
-        }
-    }
-}
-
-pub fn terminated(stop: Stop, pos: Position) -> Box<EvalAltResult> {
-    Box::new(EvalAltResult::ErrorTerminated(stop.token().into(), pos))
-}
-
 /// A module a runbook imported, as it was when loaded (its hash goes into the transcript).
 #[derive(Debug, Clone)]
 pub struct ModuleRecord {
@@ -219,7 +89,7 @@ pub struct Host {
     /// The incident notes file next to the transcript (`notes::append`).
     pub notes_path: RefCell<Option<PathBuf>>,
     /// The async runtime network bindings block on.
-    pub io: crate::io::AsyncIo,
+    pub io: crate::runtime::AsyncIo,
     /// Slack and Teams delivery (or capture).
     pub notifier: crate::notify::Notifier,
     /// The environment and its cloud backend (`ec2::`, `ssm::`).
@@ -278,7 +148,7 @@ impl Host {
             loaded: RefCell::new(Vec::new()),
             env_allow: RefCell::new(Vec::new()),
             notes_path: RefCell::new(None),
-            io: crate::io::AsyncIo::default(),
+            io: crate::runtime::AsyncIo::default(),
             cloud,
             protected_confirmed: std::cell::Cell::new(false),
             prompt: RefCell::new(None),
@@ -293,6 +163,17 @@ impl Host {
             .iter()
             .find(|m| m.file == file)
             .map(|m| m.source.clone())
+    }
+
+    /// This run as the one asking for an approval: its transcript, the step running, its
+    /// console and its interrupt.
+    pub fn asker(&self) -> crate::approvals::Asker<'_> {
+        crate::approvals::Asker {
+            transcript: self.recorder.transcript_path(),
+            step: self.recorder.stage().step(),
+            console: &self.console,
+            interrupt: &self.interrupt,
+        }
     }
 }
 
@@ -449,12 +330,13 @@ pub fn display_path(path: &Path) -> String {
     }
 }
 
-/// Builds the sandboxed engine for one runbook. This is the one place bindings are registered.
-pub fn build(host: &Rc<Host>, roots: ImportRoots) -> Engine {
+/// Builds the sandbox for one runbook: Rhai's standard package, every limit, the import
+/// resolver and the host's callbacks. Nothing of ours is registered here: the declaration
+/// functions and the bindings belong to the layers above, which add them to this engine (the
+/// bindings' `engine` builds the one a runbook runs in).
+pub fn sandbox(host: &Rc<Host>, roots: ImportRoots) -> Engine {
     let mut engine = Engine::new_raw();
     engine.register_global_module(StandardPackage::new().as_shared_module());
-    crate::runbook::register_declarations(&mut engine);
-    crate::bindings::register(&mut engine);
 
     engine.disable_symbol("eval");
     engine.set_strict_variables(true);
@@ -662,28 +544,5 @@ mod tests {
         )
         .unwrap();
         assert!(r.locate("link").unwrap_err().contains("outside"));
-    }
-
-    #[test]
-    fn sleep_wakes_at_the_deadline() {
-        let i = Interrupt::new(Arc::new(AtomicBool::new(false)));
-        i.set_timeout(Some(Duration::from_millis(30)));
-        assert_eq!(i.sleep(Duration::from_secs(10)), Err(Stop::TimedOut));
-    }
-
-    #[test]
-    fn a_huge_timeout_or_sleep_does_not_overflow() {
-        let i = Interrupt::new(Arc::new(AtomicBool::new(false)));
-        i.set_timeout(Some(Duration::MAX));
-        assert_eq!(i.check(), None);
-        i.clock().set_simulated(true);
-        assert_eq!(i.sleep(Duration::MAX), Err(Stop::TimedOut));
-    }
-
-    #[test]
-    fn abort_wins_over_everything() {
-        let flag = Arc::new(AtomicBool::new(true));
-        let i = Interrupt::new(flag);
-        assert_eq!(i.check(), Some(Stop::Aborted));
     }
 }

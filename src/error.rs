@@ -30,6 +30,26 @@ pub mod exit {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A failure reported by a binding: becomes a catchable script error and a recorded call error.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BindingError {
+    /// A stable code a script can match on (`InvalidInstanceID.NotFound`, `io`, `denied`, ...).
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl BindingError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        BindingError {
+            code: code.into(),
+            message: message.into(),
+            request_id: None,
+        }
+    }
+}
+
 /// Where something is in a source file, 1-based like every editor.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Location {

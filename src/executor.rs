@@ -14,10 +14,12 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::clock::Stamp;
-use crate::engine::{self, ErrorInfo, Stop};
+use crate::declare::{Confirm, Step};
+use crate::engine::{self, ErrorInfo};
 use crate::error::{Error, Result, ScriptDiagnostic};
+use crate::interrupt::Stop;
 use crate::recorder::{PlannedCall, Stage, to_json};
-use crate::runbook::{Confirm, Runbook, Step};
+use crate::runbook::Runbook;
 use crate::transcript::{Counts, Durability, RunStatus, StepStatus, TranscriptWriter};
 
 /// How long a step preview may run: a step that waits (for a health check, a loop of sleeps)
@@ -388,7 +390,7 @@ impl<'a> Executor<'a> {
             rb,
             driver,
             observers: Vec::new(),
-            operator: operator(),
+            operator: crate::identity::operator(),
             preview_spent: Duration::ZERO,
         }
     }
@@ -1064,7 +1066,7 @@ impl<'a> Executor<'a> {
             );
             let wait = decision.wait.unwrap_or(Duration::from_secs(15 * 60));
             match host.console.person(|| {
-                crate::approvals::request_and_wait(host, &question, 1, false, wait, None)
+                crate::approvals::request_and_wait(host.asker(), &question, 1, false, wait, None)
             }) {
                 Ok(outcome) => {
                     let by = outcome.approved_by.join(", ");
@@ -1328,11 +1330,6 @@ impl<'a> Executor<'a> {
     }
 }
 
-/// A new run id: a ULID, so ids sort by start time and never collide.
-pub fn new_run_id() -> String {
-    ulid::Ulid::generate().to_string().to_lowercase()
-}
-
 /// Where a run's transcript goes by default: `<dir>/YYYY-MM-DD/<run-id>.jsonl`, with `<dir>` from
 /// `RUNBOOK_TRANSCRIPTS` or `transcripts/` under the current folder.
 pub fn default_transcript_path(run_id: &str) -> PathBuf {
@@ -1341,20 +1338,6 @@ pub fn default_transcript_path(run_id: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("transcripts"));
     dir.join(chrono::Utc::now().format("%Y-%m-%d").to_string())
         .join(format!("{run_id}.jsonl"))
-}
-
-/// Who is running this: `RUNBOOK_OPERATOR`, or `user@host`.
-pub fn operator() -> String {
-    if let Ok(op) = std::env::var("RUNBOOK_OPERATOR")
-        && !op.trim().is_empty()
-    {
-        return op;
-    }
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    let host = gethostname::gethostname().to_string_lossy().into_owned();
-    format!("{user}@{host}")
 }
 
 /// What a plan prints on stdout: each would-be write once, in order, then the count. A plan

@@ -17,9 +17,9 @@ use std::time::Instant;
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 
+use crate::declare::{Confirm, Step};
 use crate::engine::ErrorInfo;
 use crate::executor::{Action, AfterFailure, Decision, Driver, StepView};
-use crate::runbook::{Confirm, Step};
 
 pub struct Interactive {
     editor: DefaultEditor,

@@ -16,78 +16,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::recorder::BindingError;
+use crate::config::{Delivery, NotifySettings};
+use crate::error::BindingError;
 
 /// Attempts per message (the first try included) before a failure is reported.
 pub const MAX_ATTEMPTS: u32 = 4;
 /// The longest `Retry-After` we honour; a longer one is reported as a failure instead of stalling
 /// an incident for minutes.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
-const DEFAULT_SLACK_API: &str = "https://slack.com/api";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Delivery {
-    Send,
-    Capture,
-}
-
-/// `[notifications]` in runbook.toml. Prefer the environment variables for secrets.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NotifyFile {
-    pub slack_webhook_url: Option<String>,
-    pub slack_bot_token: Option<String>,
-    pub slack_api_url: Option<String>,
-    pub slack_channel: Option<String>,
-    pub teams_webhook_url: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct NotifySettings {
-    pub delivery: Delivery,
-    pub slack_webhook_url: Option<String>,
-    pub slack_bot_token: Option<String>,
-    pub slack_api_url: String,
-    pub slack_channel: Option<String>,
-    pub teams_webhook_url: Option<String>,
-}
-
-impl NotifySettings {
-    /// Environment variables win over the file (a CI secret overrides a checked-in default).
-    pub fn resolve(file: &NotifyFile, delivery: Delivery) -> Self {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        NotifySettings {
-            delivery,
-            slack_webhook_url: var("SLACK_WEBHOOK_URL").or_else(|| file.slack_webhook_url.clone()),
-            slack_bot_token: var("SLACK_BOT_TOKEN").or_else(|| file.slack_bot_token.clone()),
-            slack_api_url: var("SLACK_API_URL")
-                .or_else(|| file.slack_api_url.clone())
-                .unwrap_or_else(|| DEFAULT_SLACK_API.into())
-                .trim_end_matches('/')
-                .to_string(),
-            slack_channel: var("SLACK_CHANNEL").or_else(|| file.slack_channel.clone()),
-            teams_webhook_url: var("TEAMS_WEBHOOK_URL").or_else(|| file.teams_webhook_url.clone()),
-        }
-    }
-
-    /// Values that must be redacted wherever they appear.
-    pub fn secrets(&self) -> Vec<String> {
-        [
-            &self.slack_webhook_url,
-            &self.slack_bot_token,
-            &self.teams_webhook_url,
-        ]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect()
-    }
-}
-
 pub struct Notifier {
     settings: NotifySettings,
     redactor: crate::redact::Redactor,

@@ -12,9 +12,10 @@ use std::path::Path;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
+use crate::declare::{Phase, Severity};
 use crate::drill::Record;
 use crate::error::{Error, Result};
-use crate::runbook::{Phase, Runbook, Severity};
+use crate::runbook::Runbook;
 
 /// The mandate's "quarterly".
 pub const MAX_AGE_DAYS: i64 = 90;

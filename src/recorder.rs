@@ -25,7 +25,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::engine::Host;
-use crate::error::Error;
+use crate::error::{BindingError, Error};
 use crate::transcript::{Durability, TranscriptWriter};
 
 /// What every host function returns: a value, or a script error (catchable or not).
@@ -350,26 +350,6 @@ impl Stage {
     }
 }
 
-/// A failure reported by a binding: becomes a catchable script error and a recorded call error.
-#[derive(Debug, Clone, Serialize)]
-pub struct BindingError {
-    /// A stable code a script can match on (`InvalidInstanceID.NotFound`, `io`, `denied`, ...).
-    pub code: String,
-    pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-}
-
-impl BindingError {
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        BindingError {
-            code: code.into(),
-            message: message.into(),
-            request_id: None,
-        }
-    }
-}
-
 /// A mutating call that plan mode did not send, kept for the plan summary.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlannedCall {
@@ -627,7 +607,7 @@ pub fn host_of(ctx: &NativeCallContext) -> Result<Rc<Host>, Box<EvalAltResult>> 
     ctx.tag()
         .and_then(|tag| tag.clone().try_cast::<Rc<Host>>())
         .ok_or_else(|| {
-            // Only reachable if an engine is built without `engine::build`: a programming error,
+            // Only reachable if an engine is built without `bindings::engine`: a programming error,
             // reported as a script error rather than a panic.
             runtime_error(
                 "internal",
@@ -720,7 +700,7 @@ fn call_inner(
     rec.calls.set(rec.calls.get() + 1);
 
     let fail_at = |e: BindingError| match host.interrupt.check() {
-        Some(stop) => crate::engine::terminated(stop, pos),
+        Some(stop) => crate::interrupt::terminated(stop, pos),
         None => binding_error_to_rhai(&e, pos),
     };
     // A plan cannot look up what only a planned write would have created.

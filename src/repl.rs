@@ -82,7 +82,7 @@ fn binding_names(engine: &rhai::Engine) -> Vec<String> {
 
 pub fn run(host: Rc<Host>, transcript: PathBuf, env_name: &str, operator: &str) -> Result<()> {
     let dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let engine = engine::build(&host, ImportRoots::for_runbook(&dir.join("repl.rhai")));
+    let engine = crate::bindings::engine(&host, ImportRoots::for_runbook(&dir.join("repl.rhai")));
     let writer = TranscriptWriter::create(&transcript, host.redactor.clone())?;
     host.recorder.attach(writer);
     *host.notes_path.borrow_mut() = Some(transcript.with_extension("notes.md"));
@@ -91,7 +91,7 @@ pub fn run(host: Rc<Host>, transcript: PathBuf, env_name: &str, operator: &str) 
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(crate::executor::new_run_id);
+        .unwrap_or_else(crate::identity::new_run_id);
     let started = Instant::now();
     let first = json!({
         "type": "run_started",

@@ -7,7 +7,8 @@ use rhai::FnPtr;
 use rhai::plugin::*;
 use serde_json::json;
 
-use crate::recorder::{self, Binding, BindingError, Effect, ScriptResult, unit_placeholder};
+use crate::error::BindingError;
+use crate::recorder::{self, Binding, Effect, ScriptResult, unit_placeholder};
 
 static SLEEP: Binding = Binding {
     name: "sleep",
@@ -252,7 +253,7 @@ pub mod core_api {
             // Waiting for a person: no spinner over the question, and not the step's work.
             let outcome = host.console.person(|| {
                 crate::approvals::request_and_wait(
-                    host,
+                    host.asker(),
                     question,
                     approvers,
                     others,

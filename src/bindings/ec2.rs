@@ -16,7 +16,8 @@ use crate::cloud::{
     Cloud, CloudResult, Filter, Instance, InstanceStatus, LaunchSpec, StateAction, Tags,
 };
 use crate::engine::Host;
-use crate::recorder::{self, Binding, BindingError, Effect, ScriptResult, unit_placeholder};
+use crate::error::BindingError;
+use crate::recorder::{self, Binding, Effect, ScriptResult, unit_placeholder};
 
 const DEFAULT_WAIT: Duration = Duration::from_secs(10 * 60);
 const DEFAULT_EVERY: Duration = Duration::from_secs(5);

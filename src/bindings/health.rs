@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 
 use super::args;
 use crate::engine::Host;
-use crate::recorder::{self, Binding, BindingError, Effect, ScriptResult, unit_placeholder};
+use crate::error::BindingError;
+use crate::recorder::{self, Binding, Effect, ScriptResult, unit_placeholder};
 
 static HTTP: Binding = Binding {
     name: "health::http",

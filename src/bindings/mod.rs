@@ -5,8 +5,12 @@
 //! [`crate::recorder::call`] with its static [`Binding`](crate::recorder::Binding) declaration;
 //! none writes the transcript or looks at the mode itself.
 
+use std::rc::Rc;
+
 use rhai::Engine;
 use rhai::plugin::*;
+
+use crate::engine::{Host, ImportRoots};
 
 pub mod core;
 pub mod ec2;
@@ -17,8 +21,18 @@ pub mod ssm;
 /// Namespaces taken by bindings: an `import ... as <alias>` may not reuse them.
 pub const NAMESPACES: &[&str] = &["json", "notes", "ec2", "ssm", "slack", "teams", "health"];
 
-/// Registers every binding module on `engine`. Called once, from [`crate::engine::build`].
-pub fn register(engine: &mut Engine) {
+/// The engine a runbook runs in: the sandbox ([`crate::engine::sandbox`]) with the declaration
+/// functions and every binding, registered in that order. Every runbook, the REPL and
+/// `runbook docs` get theirs here, so all see the same functions.
+pub fn engine(host: &Rc<Host>, roots: ImportRoots) -> Engine {
+    let mut engine = crate::engine::sandbox(host, roots);
+    crate::declare::register_declarations(&mut engine);
+    register(&mut engine);
+    engine
+}
+
+/// Registers every binding module on `engine`. Called once, from [`engine`].
+fn register(engine: &mut Engine) {
     engine.register_global_module(exported_module!(core::core_api).into());
     engine.register_static_module("json", exported_module!(core::json_api).into());
     engine.register_static_module("notes", exported_module!(core::notes_api).into());
@@ -37,7 +51,7 @@ pub(crate) mod args {
     use rhai::{Dynamic, Map};
 
     use crate::cloud::Tags;
-    use crate::recorder::BindingError;
+    use crate::error::BindingError;
 
     fn bad(message: String) -> BindingError {
         BindingError::new("bad_argument", message)

@@ -17,12 +17,10 @@ use rhai::plugin::*;
 use serde_json::{Value, json};
 
 use super::args;
-use crate::engine::{ErrorInfo, Host};
-use crate::executor::RunObserver;
+use crate::engine::Host;
+use crate::error::BindingError;
 use crate::notify::{self, slack_blocks, teams_card};
-use crate::recorder::{self, Binding, BindingError, Effect, ScriptResult};
-use crate::runbook::Step;
-use crate::transcript::{RunStatus, StepStatus};
+use crate::recorder::{self, Binding, Effect, ScriptResult};
 
 /// What a post returns in a plan: the shape of a delivered one (`#{ ok, ts, channel }`).
 fn sent_placeholder(args: &Value) -> Dynamic {
@@ -400,108 +398,40 @@ pub mod teams_api {
     }
 }
 
-/// Run lifecycle notifications a runbook switches on with `notify: #{ slack: "#channel" }`: one
-/// parent message when the run starts, step failures and the final status as replies in its
-/// thread (and the parent updated with the outcome). Delivery failures are recorded, never fatal.
-pub struct SlackLifecycle {
-    host: Rc<Host>,
-    channel: String,
+/// Sends one run lifecycle message (`method` is `chat.postMessage` or `chat.update`) through the
+/// recorder, like any binding: recorded, planned in plan mode, redacted, never fatal. `thread_ts`
+/// makes it a reply, `update_ts` names the message an update replaces. Some(ts) when delivered
+/// ("" when the answer has no ts: a webhook's). The run observer that decides what to send is
+/// `crate::lifecycle`'s.
+pub fn lifecycle_post(
+    host: &Rc<Host>,
+    method: &'static str,
+    channel: &str,
     thread_ts: Option<String>,
-    /// The parent message went out (through the webhook it has no `ts`, so no thread).
-    started: bool,
-    headline: String,
-}
-
-impl SlackLifecycle {
-    /// The lifecycle notifier a runbook asks for in its metadata (`notify: #{ slack: ... }`).
-    pub fn for_runbook(rb: &crate::runbook::Runbook) -> Option<Box<dyn RunObserver>> {
-        let channel = rb.meta.notify_slack.clone()?;
-        Some(Box::new(SlackLifecycle::new(rb.host.clone(), channel)))
-    }
-
-    pub fn new(host: Rc<Host>, channel: String) -> Self {
-        SlackLifecycle {
-            host,
-            channel,
-            thread_ts: None,
-            started: false,
-            headline: String::new(),
+    update_ts: Option<String>,
+    text: String,
+) -> Option<String> {
+    let recorded =
+        json!({ "method": method, "channel": channel, "thread_ts": thread_ts, "text": text });
+    let result = recorder::call_at(host, Position::NONE, &LIFECYCLE, recorded, |host| {
+        let mut payload = json!({ "channel": channel, "text": text });
+        if let Some(ts) = &thread_ts {
+            payload["thread_ts"] = json!(ts);
         }
-    }
-
-    fn send(&mut self, method: &'static str, text: String, thread: bool) -> Option<String> {
-        let channel = self.channel.clone();
-        let thread_ts = if thread { self.thread_ts.clone() } else { None };
-        let update_ts = (method == "chat.update")
-            .then(|| self.thread_ts.clone())
-            .flatten();
-        let recorded =
-            json!({ "method": method, "channel": channel, "thread_ts": thread_ts, "text": text });
-        let result = recorder::call_at(&self.host, Position::NONE, &LIFECYCLE, recorded, |host| {
-            let mut payload = json!({ "channel": channel, "text": text });
-            if let Some(ts) = &thread_ts {
-                payload["thread_ts"] = json!(ts);
-            }
-            if let Some(ts) = &update_ts {
-                payload["ts"] = json!(ts);
-            }
-            let what = format!("Slack lifecycle message to {channel}");
-            if webhook_only(host) {
-                // No bot token: top-level messages in the webhook's channel, no thread.
-                payload["text"] = json!(format!("{text} (for {channel})"));
-                return deliver(host, &what, false, host.notifier.slack_webhook(payload));
-            }
-            deliver(host, &what, false, host.notifier.slack_api(method, payload))
-        });
-        // Some(ts) when delivered ("" when the answer has no ts: a webhook's).
-        result
-            .ok()
-            .and_then(|d| d.try_cast::<Map>())
-            .filter(|m| m.get("ok").and_then(|v| v.as_bool().ok()) == Some(true))
-            .map(|m| m.get("ts").map(|t| t.to_string()).unwrap_or_default())
-    }
-}
-
-impl RunObserver for SlackLifecycle {
-    fn run_started(&mut self, headline: String) {
-        self.headline = headline.clone();
-        let sent = self.send("chat.postMessage", format!("▶ {headline}"), false);
-        self.started = sent.is_some();
-        self.thread_ts = sent.filter(|ts| !ts.is_empty());
-    }
-
-    fn step_finished(&mut self, step: &Step, status: StepStatus, error: Option<&ErrorInfo>) {
-        if matches!(status, StepStatus::Ok | StepStatus::Skipped) || !self.started {
-            return;
+        if let Some(ts) = &update_ts {
+            payload["ts"] = json!(ts);
         }
-        let why = error
-            .map(|e| format!(": {}", e.message))
-            .unwrap_or_default();
-        let text = format!(
-            "✗ step {} ({}) {:?} {}{why}",
-            step.index + 1,
-            step.phase.as_str(),
-            step.title,
-            status.as_str()
-        );
-        self.send("chat.postMessage", text, true);
-    }
-
-    fn run_finished(&mut self, status: RunStatus, summary: String) {
-        if !self.started {
-            return;
+        let what = format!("Slack lifecycle message to {channel}");
+        if webhook_only(host) {
+            // No bot token: top-level messages in the webhook's channel, no thread.
+            payload["text"] = json!(format!("{text} (for {channel})"));
+            return deliver(host, &what, false, host.notifier.slack_webhook(payload));
         }
-        self.send("chat.postMessage", summary.clone(), true);
-        if self.thread_ts.is_none() {
-            // Through the webhook there is no parent message to update.
-            return;
-        }
-        let mark = if status == RunStatus::Ok {
-            "✅"
-        } else {
-            "❌"
-        };
-        let headline = format!("{mark} {} · {summary}", self.headline);
-        self.send("chat.update", headline, false);
-    }
+        deliver(host, &what, false, host.notifier.slack_api(method, payload))
+    });
+    result
+        .ok()
+        .and_then(|d| d.try_cast::<Map>())
+        .filter(|m| m.get("ok").and_then(|v| v.as_bool().ok()) == Some(true))
+        .map(|m| m.get("ts").map(|t| t.to_string()).unwrap_or_default())
 }

@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use super::args;
 use crate::cloud::{Cloud, CloudResult, CommandRequest, Filter, Invocation};
 use crate::engine::Host;
-use crate::recorder::{self, Binding, BindingError, Effect, ScriptResult, unit_placeholder};
+use crate::error::BindingError;
+use crate::recorder::{self, Binding, Effect, ScriptResult, unit_placeholder};
 
 /// Output kept per instance and stream (SSM's own GetCommandInvocation limit is 24,000 chars).
 pub const OUTPUT_LIMIT: usize = 24_000;

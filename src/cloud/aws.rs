@@ -21,16 +21,8 @@ use super::{
     CloudResult, CommandRequest, Eni, Filter, Instance, InstanceStatus, Invocation, LaunchSpec,
     Snapshot, StateAction, StateChange, Tags,
 };
-use crate::recorder::BindingError;
-
-/// How to reach AWS, from `runbook.toml`.
-#[derive(Debug, Clone, Default)]
-pub struct AwsSettings {
-    pub region: Option<String>,
-    pub profile: Option<String>,
-    pub endpoint: Option<String>,
-    pub max_attempts: Option<u32>,
-}
+use crate::config::AwsSettings;
+use crate::error::BindingError;
 
 pub struct AwsCloud {
     ec2: aws_sdk_ec2::Client,

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::recorder::BindingError;
+use crate::error::BindingError;
 
 pub mod aws;
 pub mod sim;
@@ -313,30 +313,6 @@ pub(crate) fn setup_error(
     }
 }
 
-/// The account the environment's credentials resolve to, refusing the run when it is not the
-/// one `runbook.toml` expects (a staging profile pointed at production is how outages start).
-pub fn verify_account(host: &crate::engine::Host) -> crate::error::Result<Option<String>> {
-    let env = host.cloud.environment();
-    let found = host.cloud.account(&host.io, &host.interrupt);
-    match (&env.account_id, found) {
-        (Some(expected), Ok(found)) if *expected != found => {
-            Err(crate::error::Error::Environment(format!(
-                "environment {}: the credentials resolve to account {found}, not {expected}: refusing to run",
-                env.name
-            )))
-        }
-        (Some(_), Err(e)) => Err(crate::error::Error::Environment(format!(
-            "environment {}: cannot confirm the account ({}: {}): refusing to run",
-            env.name, e.code, e.message
-        ))),
-        (_, Ok(found)) => Ok(Some(found)),
-        (None, Err(e)) => {
-            tracing::warn!(code = %e.code, "could not resolve the account: {}", e.message);
-            Ok(None)
-        }
-    }
-}
-
 /// The run's way to the cloud: the chosen environment and its backend, connected on first use
 /// (a runbook that never touches the cloud pays nothing for it).
 pub struct CloudAccess {
@@ -376,7 +352,7 @@ impl CloudAccess {
     }
 
     /// The backend, connected on first use.
-    pub fn get(&self, io: &crate::io::AsyncIo) -> CloudResult<&Cloud> {
+    pub fn get(&self, io: &crate::runtime::AsyncIo) -> CloudResult<&Cloud> {
         if let Some(c) = self.cloud.get() {
             return Ok(c);
         }
@@ -400,12 +376,40 @@ impl CloudAccess {
     /// API call (so the fixture's call-numbered faults stay where the drill put them).
     pub fn account(
         &self,
-        io: &crate::io::AsyncIo,
-        interrupt: &crate::engine::Interrupt,
+        io: &crate::runtime::AsyncIo,
+        interrupt: &crate::interrupt::Interrupt,
     ) -> CloudResult<String> {
         match self.get(io)? {
             Cloud::Sim(sim) => Ok(sim.fleet().account_id.clone()),
             Cloud::Aws(aws) => io.block_on(interrupt, aws.account_id()),
+        }
+    }
+
+    /// The account the environment's credentials resolve to, refusing the run when it is not the
+    /// one `runbook.toml` expects (a staging profile pointed at production is how outages start).
+    pub fn verify_account(
+        &self,
+        io: &crate::runtime::AsyncIo,
+        interrupt: &crate::interrupt::Interrupt,
+    ) -> crate::error::Result<Option<String>> {
+        let env = self.environment();
+        let found = self.account(io, interrupt);
+        match (&env.account_id, found) {
+            (Some(expected), Ok(found)) if *expected != found => {
+                Err(crate::error::Error::Environment(format!(
+                    "environment {}: the credentials resolve to account {found}, not {expected}: refusing to run",
+                    env.name
+                )))
+            }
+            (Some(_), Err(e)) => Err(crate::error::Error::Environment(format!(
+                "environment {}: cannot confirm the account ({}: {}): refusing to run",
+                env.name, e.code, e.message
+            ))),
+            (_, Ok(found)) => Ok(Some(found)),
+            (None, Err(e)) => {
+                tracing::warn!(code = %e.code, "could not resolve the account: {}", e.message);
+                Ok(None)
+            }
         }
     }
 

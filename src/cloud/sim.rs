@@ -21,7 +21,7 @@ use super::{
     CloudResult, CommandRequest, Eni, Filter, Instance, InstanceStatus, Invocation, LaunchSpec,
     Snapshot, StateAction, StateChange, Tags,
 };
-use crate::recorder::BindingError;
+use crate::error::BindingError;
 
 /// The fleet a fresh checkout runs against.
 pub const DEFAULT_FLEET: &str = include_str!("../../sim/default-fleet.toml");

@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::Alert;
-use crate::notify::{Delivery, Notifier, NotifySettings, slack_blocks, teams_card};
+use crate::config::{Delivery, NotifySettings};
+use crate::notify::{Notifier, slack_blocks, teams_card};
 use crate::redact::Redactor;
 
 /// Escalations kept in memory when nothing is configured to send them (they are journaled

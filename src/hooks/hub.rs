@@ -155,7 +155,7 @@ impl Hub {
         };
         let esc = &hooks.file.escalation;
         let mut escalator = Escalator::new(
-            config.notifications(crate::notify::Delivery::Send),
+            config.notifications(crate::config::Delivery::Send),
             esc.channel.clone(),
             esc.mention.clone(),
             Limiter::new(esc.dedupe_window, esc.max_per_hour),
@@ -188,7 +188,7 @@ impl Hub {
         let all_secrets = escalator.secrets();
         let journal_path = hooks
             .transcripts()
-            .join(format!("journal-{}.jsonl", crate::executor::new_run_id()));
+            .join(format!("journal-{}.jsonl", crate::identity::new_run_id()));
         let journal = Journal::create(
             &journal_path,
             all_secrets,
@@ -641,7 +641,7 @@ impl Hub {
         };
         // Admitted: queue it, still holding the gate so a full queue can undo the admission
         // (the sender retries a 503, and the retry must not be deduplicated away).
-        let run_id = crate::executor::new_run_id();
+        let run_id = crate::identity::new_run_id();
         let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
         let transcript = self
             .hooks
@@ -925,7 +925,10 @@ impl Hub {
             // that route's confirmation, recorded in the transcript's trigger.
             rb.host.protected_confirmed.set(route.allow_protected);
         }
-        let account = crate::cloud::verify_account(&rb.host)?;
+        let account = rb
+            .host
+            .cloud
+            .verify_account(&rb.host.io, &rb.host.interrupt)?;
         let params = rb.resolve_params(&job.params)?;
         let operator = format!("hook:{}", route.name);
         let mut driver = Unattended {
@@ -936,7 +939,7 @@ impl Hub {
             approval_timeout: None,
         };
         let mut executor = Executor::new(&rb, &mut driver);
-        if let Some(lifecycle) = crate::bindings::slack::SlackLifecycle::for_runbook(&rb) {
+        if let Some(lifecycle) = crate::lifecycle::SlackLifecycle::for_runbook(&rb) {
             executor = executor.observe(lifecycle);
         }
         #[cfg(debug_assertions)]
@@ -1436,7 +1439,7 @@ mod test_panic {
         }
         fn step_finished(
             &mut self,
-            _step: &crate::runbook::Step,
+            _step: &crate::declare::Step,
             _status: StepStatus,
             _error: Option<&crate::engine::ErrorInfo>,
         ) {

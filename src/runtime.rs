@@ -9,8 +9,8 @@ use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::engine::{Interrupt, Stop};
-use crate::recorder::BindingError;
+use crate::error::BindingError;
+use crate::interrupt::{Interrupt, Stop};
 
 #[derive(Default)]
 pub struct AsyncIo {
