@@ -14,5 +14,6 @@ mod errors;
 mod hooks;
 mod hooks_alertmanager;
 mod interactive;
+mod layers;
 mod notify_health;
 mod resume;
