@@ -2,7 +2,8 @@
 //!
 //! The engine starts from `Engine::new_raw()` (nothing registered) and gets exactly: Rhai's
 //! standard package (pure data functions: strings, arrays, maps, maths; none touches files, the
-//! network or processes), the runbook declaration functions, and our bindings. Every limit is set,
+//! network or processes), then, from the layers above (`bindings::engine`), the runbook
+//! declaration functions and our bindings; the sandbox itself knows neither. Every limit is set,
 //! `eval` is disabled, variables must be declared, and `import` resolves only inside `stdlib/` and
 //! the runbook's own folder (`.rhai` files only). A step's timeout, Ctrl-C and the script's total
 //! memory are checked through `on_progress`, so even `loop {}` never hangs: it ends `timed_out` at
