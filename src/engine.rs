@@ -168,7 +168,7 @@ impl Host {
 
     /// This run as the one asking for an approval: its transcript, the step running, its
     /// console and its interrupt.
-    pub fn asker(&self) -> crate::approvals::Asker<'_> {
+    pub(crate) fn asker(&self) -> crate::approvals::Asker<'_> {
         crate::approvals::Asker {
             transcript: self.recorder.transcript_path(),
             step: self.recorder.stage().step(),
@@ -335,7 +335,7 @@ pub fn display_path(path: &Path) -> String {
 /// resolver and the host's callbacks. Nothing of ours is registered here: the declaration
 /// functions and the bindings belong to the layers above, which add them to this engine (the
 /// bindings' `engine` builds the one a runbook runs in).
-pub fn sandbox(host: &Rc<Host>, roots: ImportRoots) -> Engine {
+pub(crate) fn sandbox(host: &Rc<Host>, roots: ImportRoots) -> Engine {
     let mut engine = Engine::new_raw();
     engine.register_global_module(StandardPackage::new().as_shared_module());
 
