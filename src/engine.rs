@@ -2,7 +2,8 @@
 //!
 //! The engine starts from `Engine::new_raw()` (nothing registered) and gets exactly: Rhai's
 //! standard package (pure data functions: strings, arrays, maps, maths; none touches files, the
-//! network or processes), the runbook declaration functions, and our bindings. Every limit is set,
+//! network or processes), then, from the layers above (`bindings::engine`), the runbook
+//! declaration functions and our bindings; the sandbox itself knows neither. Every limit is set,
 //! `eval` is disabled, variables must be declared, and `import` resolves only inside `stdlib/` and
 //! the runbook's own folder (`.rhai` files only). A step's timeout, Ctrl-C and the script's total
 //! memory are checked through `on_progress`, so even `loop {}` never hangs: it ends `timed_out` at
@@ -167,7 +168,7 @@ impl Host {
 
     /// This run as the one asking for an approval: its transcript, the step running, its
     /// console and its interrupt.
-    pub fn asker(&self) -> crate::approvals::Asker<'_> {
+    pub(crate) fn asker(&self) -> crate::approvals::Asker<'_> {
         crate::approvals::Asker {
             transcript: self.recorder.transcript_path(),
             step: self.recorder.stage().step(),
@@ -334,7 +335,7 @@ pub fn display_path(path: &Path) -> String {
 /// resolver and the host's callbacks. Nothing of ours is registered here: the declaration
 /// functions and the bindings belong to the layers above, which add them to this engine (the
 /// bindings' `engine` builds the one a runbook runs in).
-pub fn sandbox(host: &Rc<Host>, roots: ImportRoots) -> Engine {
+pub(crate) fn sandbox(host: &Rc<Host>, roots: ImportRoots) -> Engine {
     let mut engine = Engine::new_raw();
     engine.register_global_module(StandardPackage::new().as_shared_module());
 

@@ -24,7 +24,7 @@ pub const NAMESPACES: &[&str] = &["json", "notes", "ec2", "ssm", "slack", "teams
 /// The engine a runbook runs in: the sandbox ([`crate::engine::sandbox`]) with the declaration
 /// functions and every binding, registered in that order. Every runbook, the REPL and
 /// `runbook docs` get theirs here, so all see the same functions.
-pub fn engine(host: &Rc<Host>, roots: ImportRoots) -> Engine {
+pub(crate) fn engine(host: &Rc<Host>, roots: ImportRoots) -> Engine {
     let mut engine = crate::engine::sandbox(host, roots);
     crate::declare::register_declarations(&mut engine);
     register(&mut engine);

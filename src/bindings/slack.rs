@@ -403,7 +403,7 @@ pub mod teams_api {
 /// makes it a reply, `update_ts` names the message an update replaces. Some(ts) when delivered
 /// ("" when the answer has no ts: a webhook's). The run observer that decides what to send is
 /// `crate::lifecycle`'s.
-pub fn lifecycle_post(
+pub(crate) fn lifecycle_post(
     host: &Rc<Host>,
     method: &'static str,
     channel: &str,
