@@ -22,6 +22,7 @@ pub mod git;
 pub mod hooks;
 pub mod interactive;
 pub mod io;
+pub(crate) mod launch;
 pub mod memory;
 pub mod notify;
 pub mod policy;
