@@ -337,7 +337,7 @@ impl Loaded {
 /// Ctrl-C asks the running step to stop at its next operation or wait; the executor then asks
 /// what to do (interactive) or records the abort, and finishes the transcript properly. A second
 /// Ctrl-C stops the run.
-fn on_ctrl_c(host: &Host) {
+pub(crate) fn on_ctrl_c(host: &Host) {
     let flag = host.interrupt.abort_flag().clone();
     let presses = host.interrupt.presses_counter().clone();
     let _ = ctrlc::set_handler(move || {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use super::Global;
 use crate::config::Config;
@@ -58,14 +58,7 @@ pub(super) fn repl(
     // The session's clock follows the mode it started in, as a run's does.
     parts.simulated_clock = plan;
     let host = Host::build(parts);
-    let (flag, presses) = (
-        host.interrupt.abort_flag().clone(),
-        host.interrupt.presses_counter().clone(),
-    );
-    let _ = ctrlc::set_handler(move || {
-        presses.fetch_add(1, Ordering::SeqCst);
-        flag.store(true, Ordering::SeqCst);
-    });
+    crate::launch::on_ctrl_c(&host);
     let id = executor::new_run_id();
     let path =
         transcript.unwrap_or_else(|| executor::default_transcript_path(&format!("repl-{id}")));
