@@ -80,6 +80,11 @@ impl Console {
         self.tty
     }
 
+    /// Whether what this console prints may be coloured (a terminal, `NO_COLOR` unset).
+    pub fn color(&self) -> bool {
+        self.color
+    }
+
     /// Runs `f`, which waits for a person (a prompt, an approval): the progress display is taken
     /// down first (a spinner redrawing over a prompt hides the question), and the time is
     /// counted as waiting, not as the step's work.

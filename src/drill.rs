@@ -10,18 +10,18 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::catalog::{self, Target};
+use crate::cloud::CloudAccess;
 use crate::config::{Backend, Environment};
 use crate::console::Console;
-use crate::engine::Host;
 use crate::error::{Error, Result};
-use crate::executor::{Executor, RunOptions, Unattended};
-use crate::recorder::Mode;
+use crate::launch::{Driving, Launch, Protection, Source};
+use crate::recorder::{Limits, Mode};
 use crate::transcript;
 
 /// Declares a scenario type once: the serde struct, and its field documentation (names, TOML
@@ -459,17 +459,6 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
         }
     }
     let simulated = env.backend == Backend::Sim;
-    let host = Host::with_environment(
-        Mode::Run,
-        Console::silent(),
-        Arc::new(AtomicBool::new(false)),
-        env,
-    );
-    // On the sim, waits, backoff, polling and the sim's latency advance a simulated clock: a
-    // drill of a ten-minute recovery takes milliseconds, and its durations still say ten minutes.
-    // An emulator is a real server with real time.
-    host.interrupt.clock().set_simulated(simulated);
-
     let target = Target::parse(&s.runbook);
     if let Target::Id { pin: None, .. } = target {
         return Err(Error::config(
@@ -478,38 +467,50 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
         ));
     }
     let file = catalog::locate(&target, dirs, catalog::id_of)?;
-    let rb = catalog::load_at(&file, &target, host)?;
     let given: Vec<(String, String)> = s
         .params
         .iter()
         .map(|(k, v)| (k.clone(), param_text(v)))
         .collect();
-    let params = rb.resolve_params(&given)?;
     let run_id = crate::identity::new_run_id();
     let transcript_path = out.join(format!("{name}-{run_id}.jsonl"));
-    let mut driver = Unattended {
-        yes: s.yes.then(|| "the drill scenario's yes = true".to_string()),
+    let done = Launch {
+        mode: Mode::Run,
+        cloud: CloudAccess::new(env),
+        source: Source::Located { file, target },
+        params: given,
+        // A drill checks the runbook against its scenario: no limits but the runbook's own.
+        limits: Limits::default(),
+        // A drill's environment is made here, never protected.
+        protection: Protection::Configured(false),
+        driving: Driving::Unattended {
+            yes: s.yes.then(|| "the drill scenario's yes = true".to_string()),
+            approval_timeout: None,
+        },
         operator: "drill".into(),
-        approval_timeout: None,
-    };
-    let wall = Instant::now();
-    let mut executor = Executor::new(&rb, &mut driver);
-    if let Some(lifecycle) = crate::lifecycle::SlackLifecycle::for_runbook(&rb) {
-        executor = executor.observe(lifecycle);
-    }
-    let report = executor.run(RunOptions {
-        resume: None,
+        slack_lifecycle: true,
+        observers: Vec::new(),
         run_id,
         transcript: transcript_path.clone(),
-        environment: format!("drill:{name}"),
-        account: None,
-        operator: "drill".into(),
-        params,
+        // On the sim, waits, backoff, polling and the sim's latency advance a simulated clock: a
+        // drill of a ten-minute recovery takes milliseconds, and its durations still say ten
+        // minutes. An emulator is a real server with real time.
+        simulated_clock: simulated,
+        // Drills run in parallel; their outcome is the summary, the report and the JUnit file.
+        console: Console::silent(),
+        abort: Arc::new(AtomicBool::new(false)),
+        // `runbook drill` runs scenarios on worker threads: one Ctrl-C handler cannot serve them.
+        ctrl_c: false,
+        // The sim or a local emulator: there is no account to check, and none is recorded.
+        verify_account: false,
+        resume: None,
         trigger: None,
-    })?;
+    }
+    .run()?;
+    let (rb, report) = (&done.rb, &done.report);
     // The run's own clock: simulated time on the sim, what `max_duration` bounds.
     let duration = report.duration;
-    let wall_ms = u64::try_from(wall.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let wall_ms = u64::try_from(done.wall.as_millis()).unwrap_or(u64::MAX);
     let state = rb.host.cloud.sim_state().unwrap_or(Value::Null);
     let notifications = rb.host.notifier.captured();
     let fleet: Value =

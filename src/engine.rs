@@ -103,37 +103,78 @@ pub struct Host {
     pub protected_confirmed: std::cell::Cell<bool>,
 }
 
-impl Host {
-    pub fn new(mode: Mode, console: Console, abort: Arc<AtomicBool>) -> Rc<Self> {
-        Self::with_environment(
-            mode,
-            console,
-            abort,
-            crate::config::Environment::builtin_sim(),
-        )
-    }
+/// Everything a [`Host`] is made from, decided before it exists: nothing about a run's
+/// configuration is set on a host after [`Host::build`] (`crate::launch` decides these for every
+/// entry point).
+pub(crate) struct HostParts {
+    pub mode: Mode,
+    pub console: Console,
+    /// Set by Ctrl-C (or a hook server's shutdown) from another thread.
+    pub abort: Arc<AtomicBool>,
+    /// The environment and its backend (possibly already connected: the hook server's shared sim).
+    pub cloud: crate::cloud::CloudAccess,
+    /// Waits advance the clock at once instead of sleeping (plans, sim drills; see
+    /// [`crate::clock`]).
+    pub simulated_clock: bool,
+    pub limits: crate::recorder::Limits,
+    /// Mutating calls in a protected environment are confirmed for the whole run in advance.
+    pub protected_confirmed: bool,
+    /// Where script approvals ask a person (the terminal, in interactive runs).
+    pub prompt: Option<Box<crate::approvals::Ask>>,
+}
 
-    pub fn with_environment(
-        mode: Mode,
-        console: Console,
-        abort: Arc<AtomicBool>,
-        env: crate::config::Environment,
-    ) -> Rc<Self> {
-        Self::with_cloud(mode, console, abort, crate::cloud::CloudAccess::new(env))
-    }
-
-    /// A host on a given way to the cloud (possibly already connected).
-    pub fn with_cloud(
+impl HostParts {
+    /// The parts of a host with no run-specific configuration: no guardrail limits, nothing
+    /// confirmed, no prompt, and the clock simulated in plans only.
+    pub(crate) fn new(
         mode: Mode,
         console: Console,
         abort: Arc<AtomicBool>,
         cloud: crate::cloud::CloudAccess,
-    ) -> Rc<Self> {
+    ) -> Self {
+        HostParts {
+            mode,
+            console,
+            abort,
+            cloud,
+            // A plan never sleeps: its waits advance a simulated clock.
+            simulated_clock: mode == Mode::Plan,
+            limits: crate::recorder::Limits::default(),
+            protected_confirmed: false,
+            prompt: None,
+        }
+    }
+}
+
+impl Host {
+    /// A host on the built-in sim environment with nothing run-specific: for loading and
+    /// checking runbooks (`check`, `list`, `show`, `docs`), benchmarks and fuzzing.
+    pub fn new(mode: Mode, console: Console, abort: Arc<AtomicBool>) -> Rc<Self> {
+        Self::build(HostParts::new(
+            mode,
+            console,
+            abort,
+            crate::cloud::CloudAccess::new(crate::config::Environment::builtin_sim()),
+        ))
+    }
+
+    /// A host made of `parts`, complete: the run's configuration is fixed from here on.
+    pub(crate) fn build(parts: HostParts) -> Rc<Self> {
+        let HostParts {
+            mode,
+            console,
+            abort,
+            cloud,
+            simulated_clock,
+            limits,
+            protected_confirmed,
+            prompt,
+        } = parts;
         let env = cloud.environment();
         let redactor = Rc::new(Redactor::new());
         let interrupt = Interrupt::new(abort);
-        // A plan never sleeps: its waits advance a simulated clock (see `crate::clock`).
-        interrupt.clock().set_simulated(mode == Mode::Plan);
+        interrupt.clock().set_simulated(simulated_clock);
+        // A cloud connected earlier (the hook server's shared sim) keeps its own clock.
         cloud.set_clock(interrupt.clock().clone());
         // Webhook URLs and tokens are secrets from the first moment, whatever prints them; the
         // notifier registers them on the run's redactor, which it shares to redact what it sends.
@@ -151,9 +192,9 @@ impl Host {
             notes_path: RefCell::new(None),
             io: crate::runtime::AsyncIo::default(),
             cloud,
-            protected_confirmed: std::cell::Cell::new(false),
-            prompt: RefCell::new(None),
-            guardrails: crate::recorder::Guardrails::default(),
+            protected_confirmed: std::cell::Cell::new(protected_confirmed),
+            prompt: RefCell::new(prompt),
+            guardrails: crate::recorder::Guardrails::new(limits),
         })
     }
 

@@ -24,6 +24,7 @@ pub mod hooks;
 pub mod identity;
 pub mod interactive;
 pub mod interrupt;
+pub(crate) mod launch;
 pub mod lifecycle;
 pub mod memory;
 pub mod notify;

@@ -85,11 +85,27 @@ pub struct Guardrails {
     refusals: Cell<u64>,
 }
 
+/// A run's guardrail limits, decided before its [`Host`] is built (see `crate::launch`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// The most distinct resources one run may change (`--max-resources`, a route's cap).
+    pub max_resources: Option<usize>,
+    /// While this file exists, no write is sent.
+    pub kill_switch: Option<std::path::PathBuf>,
+    /// While this SSM parameter holds anything but `off`, no write is sent (see
+    /// [`kill_parameter_state`]).
+    pub kill_parameter: Option<String>,
+}
+
 impl Guardrails {
-    /// Sets the limits for this run (before its first step).
-    pub fn configure(&self, max_resources: Option<usize>, kill_switch: Option<std::path::PathBuf>) {
-        self.max_resources.set(max_resources);
-        *self.kill_switch.borrow_mut() = kill_switch;
+    /// Guardrails holding `limits` for the whole run: they are fixed when the host is built.
+    pub fn new(limits: Limits) -> Self {
+        Guardrails {
+            max_resources: Cell::new(limits.max_resources),
+            kill_switch: RefCell::new(limits.kill_switch),
+            kill_parameter: RefCell::new(limits.kill_parameter),
+            ..Guardrails::default()
+        }
     }
 
     /// The rule that last refused a write (`kill_switch`, `blast_radius`), if one did.
@@ -105,11 +121,6 @@ impl Guardrails {
     fn refused(&self, rule: &'static str) {
         self.tripped.set(Some(rule));
         self.refusals.set(self.refusals.get().saturating_add(1));
-    }
-
-    /// Also holds every write while the SSM parameter `name` is set (see [`kill_parameter_state`]).
-    pub fn set_kill_parameter(&self, name: Option<String>) {
-        *self.kill_parameter.borrow_mut() = name;
     }
 
     /// The limits as `run_started` records them, so `resume` can put them back. The kill switch

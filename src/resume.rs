@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::executor::Resume;
-use crate::recorder::{ReplayCall, contains_marker};
+use crate::recorder::{Limits, ReplayCall, contains_marker};
 use crate::runbook::Runbook;
 use crate::transcript::{StepStatus, TranscriptWriter};
 
@@ -158,8 +158,40 @@ pub fn params(rb: &Runbook, recorded: &Value, given: &[(String, String)]) -> Res
     rb.resolve_params(&all)
 }
 
+/// The guardrail limits a resumed run holds: the ones the run started with (`first` is its
+/// `run_started`) still hold, and limits given now can only tighten them. Decided before the
+/// resumed run's host is built.
+pub(crate) fn limits(first: &Value, given: Limits) -> Limits {
+    let recorded = &first["guardrails"];
+    let max_resources = match (
+        recorded["max_resources"]
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok()),
+        given.max_resources,
+    ) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    // Recorded absolute (a resume may start in another folder); one given now is made absolute
+    // the same way.
+    let kill_switch = match recorded["kill_switch"].as_str() {
+        Some(path) => Some(std::path::PathBuf::from(path)),
+        None => given
+            .kill_switch
+            .map(|p| std::path::absolute(&p).unwrap_or(p)),
+    };
+    Limits {
+        max_resources,
+        kill_switch,
+        kill_parameter: recorded["kill_switch_parameter"]
+            .as_str()
+            .map(str::to_string)
+            .or(given.kill_parameter),
+    }
+}
+
 /// Builds the resume state: the writer continuing the chain (holding the transcript's lock),
-/// the context to restore, and the run's guardrails put back as they were recorded.
+/// the context to restore, and the resources the run already changed counted again.
 pub fn prepare(
     rb: &Runbook,
     path: &std::path::Path,
@@ -237,30 +269,9 @@ pub fn prepare(
         )));
     }
 
-    // The guardrails the run started with still hold: the recorded ones come back (a cap given
-    // now can only tighten them), and every resource it already changed still counts.
+    // The guardrails the run started with were put back when the host was built (`limits`);
+    // every resource it already changed still counts.
     let g = &rb.host.guardrails;
-    let recorded = &first["guardrails"];
-    let given_now = g.recorded();
-    let max_resources = match (
-        recorded["max_resources"]
-            .as_u64()
-            .and_then(|n| usize::try_from(n).ok()),
-        given_now["max_resources"]
-            .as_u64()
-            .and_then(|n| usize::try_from(n).ok()),
-    ) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    let kill_switch = recorded["kill_switch"]
-        .as_str()
-        .or(given_now["kill_switch"].as_str())
-        .map(std::path::PathBuf::from);
-    g.configure(max_resources, kill_switch);
-    if let Some(name) = recorded["kill_switch_parameter"].as_str() {
-        g.set_kill_parameter(Some(name.to_string()));
-    }
     for e in events.iter() {
         g.restore_touched(e);
     }
@@ -289,6 +300,29 @@ pub fn prepare(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resumed_run_keeps_its_recorded_limits_and_may_only_tighten_the_cap() {
+        let first = json!({ "guardrails": {
+            "max_resources": 5, "kill_switch": "/srv/stop", "kill_switch_parameter": "/rb/kill" } });
+        let given = |max: Option<usize>| Limits {
+            max_resources: max,
+            kill_switch: Some("/elsewhere".into()),
+            kill_parameter: None,
+        };
+        let tighter = limits(&first, given(Some(2)));
+        assert_eq!(tighter.max_resources, Some(2));
+        assert_eq!(tighter.kill_switch, Some("/srv/stop".into()));
+        assert_eq!(tighter.kill_parameter.as_deref(), Some("/rb/kill"));
+        assert_eq!(limits(&first, given(Some(9))).max_resources, Some(5));
+        assert_eq!(limits(&first, given(None)).max_resources, Some(5));
+        // A run that started without limits takes the ones given now.
+        let bare = json!({ "guardrails": { "max_resources": null, "kill_switch": null } });
+        let now = limits(&bare, given(Some(3)));
+        assert_eq!(now.max_resources, Some(3));
+        assert_eq!(now.kill_switch, Some("/elsewhere".into()));
+        assert_eq!(now.kill_parameter, None);
+    }
 
     fn call(binding: &str, arg: &str, replayed: bool) -> Value {
         json!({ "type": "call", "binding": binding, "args": { "id": arg }, "mutating": true,

@@ -6,6 +6,7 @@
 mod common;
 
 mod approvals;
+mod cli;
 mod cloud_moto;
 mod cloud_sim;
 mod core;

@@ -10,13 +10,10 @@ use serde_json::json;
 use super::super::escalate::Escalation;
 use super::super::pool::{Job, RunRecord};
 use super::{Alert, Hub, Metrics, lock};
-use crate::catalog;
 use crate::cloud::{Cloud, CloudAccess};
 use crate::config::Backend;
 use crate::console::Console;
-use crate::engine::Host;
 use crate::error::{Error, Result};
-use crate::executor::{Executor, RunOptions, Unattended};
 use crate::recorder::Mode;
 use crate::transcript::now_utc;
 
@@ -245,55 +242,24 @@ impl Hub {
     }
 
     fn run_job(&self, job: &Job, abort: Arc<AtomicBool>) -> Result<Finished> {
+        use crate::launch::{Driving, Launch, Protection, Source};
         let route = &job.route;
         let planned = self.planned.get(&route.name).ok_or_else(|| {
             Error::Internal(format!("route {} was not checked at start-up", route.name))
         })?;
         let env = planned.env.clone();
-        let env_name = env.name.clone();
-        let protected = env.protected;
         let cloud = match (env.backend, self.sims.get(&env.name)) {
             (Backend::Sim, Some(sim)) => {
                 CloudAccess::connected(env, Cloud::Sim(Box::new(sim.share())))
             }
             _ => CloudAccess::new(env),
         };
-        let host = Host::with_cloud(Mode::Run, Console::silent(), abort, cloud);
-        let rb = catalog::load_at(&planned.file, &planned.target, host)?;
         let g = &self.hooks.file.guardrails;
-        rb.host.guardrails.configure(
-            route.max_resources.or(g.max_resources),
-            self.hooks.kill_switch(),
-        );
-        rb.host
-            .guardrails
-            .set_kill_parameter(g.kill_switch_parameter.clone());
-        if protected {
-            // Admission refused protected environments without an allowing route; this is
-            // that route's confirmation, recorded in the transcript's trigger.
-            rb.host.protected_confirmed.set(route.allow_protected);
-        }
-        let account = rb
-            .host
-            .cloud
-            .verify_account(&rb.host.io, &rb.host.interrupt)?;
-        let params = rb.resolve_params(&job.params)?;
-        let operator = format!("hook:{}", route.name);
-        let mut driver = Unattended {
-            yes: route
-                .allow_confirm
-                .then(|| format!("hook route {:?} (allow_confirm)", route.name)),
-            operator: operator.clone(),
-            approval_timeout: None,
-        };
-        let mut executor = Executor::new(&rb, &mut driver);
-        if let Some(lifecycle) = crate::lifecycle::SlackLifecycle::for_runbook(&rb) {
-            executor = executor.observe(lifecycle);
-        }
+        // Debug builds only: a run that panics, for the tests that the worker outlives it.
         #[cfg(debug_assertions)]
-        if let Some(observer) = test_panic::observer(&job.alert) {
-            executor = executor.observe(observer);
-        }
+        let observers = test_panic::observer(&job.alert).into_iter().collect();
+        #[cfg(not(debug_assertions))]
+        let observers = Vec::new();
         let trigger = json!({
             "source": job.alert.source.as_str(),
             "alert": job.alert.name,
@@ -305,23 +271,54 @@ impl Hub {
             "allow_protected": route.allow_protected,
             "journal": self.journal_path(),
         });
-        let report = executor.run(RunOptions {
-            resume: None,
+        let done = Launch {
+            mode: Mode::Run,
+            cloud,
+            // Located and checked against its pin when the server started.
+            source: Source::Located {
+                file: planned.file.clone(),
+                target: planned.target.clone(),
+            },
+            params: job.params.clone(),
+            limits: crate::recorder::Limits {
+                max_resources: route.max_resources.or(g.max_resources),
+                kill_switch: self.hooks.kill_switch(),
+                kill_parameter: g.kill_switch_parameter.clone(),
+            },
+            // Admission refused protected environments without an allowing route; this is that
+            // route's confirmation, recorded in the transcript's trigger.
+            protection: Protection::Configured(route.allow_protected),
+            driving: Driving::Unattended {
+                yes: route
+                    .allow_confirm
+                    .then(|| format!("hook route {:?} (allow_confirm)", route.name)),
+                approval_timeout: None,
+            },
+            operator: format!("hook:{}", route.name),
+            slack_lifecycle: true,
+            observers,
             run_id: job.run_id.clone(),
             transcript: job.transcript.clone(),
-            environment: env_name.clone(),
-            account,
-            operator,
-            params,
+            // A hook run acts on the world in real time (the shared sim keeps its own clock).
+            simulated_clock: false,
+            // Nobody watches a hook run: the journal, the transcript and escalations speak.
+            console: Console::silent(),
+            abort,
+            // The server owns the signals (SIGTERM drains it; its shutdown sets `abort`).
+            ctrl_c: false,
+            verify_account: true,
+            resume: None,
             trigger: Some(trigger),
-        })?;
+        }
+        .run()?;
+        let host = &done.rb.host;
         Ok(Finished {
-            status: report.status.as_str().to_string(),
-            reason: report.reason,
-            first_call: rb.host.recorder.first_call(),
-            tripped: rb.host.guardrails.tripped(),
-            environment: env_name,
-            undelivered: report.undelivered_notifications,
+            status: done.report.status.as_str().to_string(),
+            reason: done.report.reason,
+            first_call: host.recorder.first_call(),
+            tripped: host.guardrails.tripped(),
+            environment: host.cloud.environment().name.clone(),
+            undelivered: done.report.undelivered_notifications,
         })
     }
 
