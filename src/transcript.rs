@@ -242,7 +242,7 @@ impl TranscriptWriter {
     fn append_line(&mut self, body: Value, durability: Durability) -> Result<()> {
         let mut line = Map::new();
         line.insert("seq".into(), json!(self.seq));
-        line.insert("ts".into(), json!(now_utc()));
+        line.insert("ts".into(), json!(crate::clock::now_utc()));
         if let Value::Object(fields) = body {
             for (k, v) in fields {
                 line.insert(k, v);
@@ -535,11 +535,6 @@ fn crash_point() {
             std::thread::sleep(std::time::Duration::from_secs(1));
         }
     }
-}
-
-/// UTC with milliseconds, the one timestamp format of the project.
-pub fn now_utc() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Appends `"hash":"…"` as the last field of a canonical object's text.

@@ -18,6 +18,7 @@ use super::metrics::Metrics;
 use super::pool::{Job, RunRecord, RunTable};
 use super::{Alert, Rejection, Source, sns};
 use crate::catalog::{self, Target};
+use crate::clock::now_utc;
 use crate::cloud::{Cloud, CloudAccess, sim::SimCloud};
 use crate::config::{Backend, Config};
 use crate::console::Console;
@@ -25,7 +26,6 @@ use crate::engine::Host;
 use crate::error::{Error, Result};
 use crate::executor::{Executor, RunOptions, Unattended};
 use crate::recorder::Mode;
-use crate::transcript::now_utc;
 
 /// The shared secrets, read from the environment variables hooks.toml names.
 struct Secrets {
