@@ -209,9 +209,9 @@ pub enum Command {
         scope: Option<String>,
     },
     /// Print the API reference of every function a runbook can call (or `docs drills`: the
-    /// drill scenario format)
+    /// drill scenario format; `docs transcript`: the transcript format)
     Docs {
-        /// `api` (default) or `drills`
+        /// `api` (default), `drills` or `transcript`
         #[arg(value_enum, default_value = "api")]
         topic: DocsTopic,
     },
@@ -226,6 +226,8 @@ pub enum DocsTopic {
     Api,
     /// The drill scenario format (`drills/*.toml`)
     Drills,
+    /// The transcript format: every event type and its fields
+    Transcript,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -596,6 +598,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             match topic {
                 DocsTopic::Api => print!("{}", crate::docs::markdown()?),
                 DocsTopic::Drills => print!("{}", crate::drill::format_reference()),
+                DocsTopic::Transcript => print!("{}", crate::transcript::format_reference()),
             }
             Ok(())
         }

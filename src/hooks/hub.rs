@@ -26,6 +26,7 @@ use crate::engine::Host;
 use crate::error::{Error, Result};
 use crate::executor::{Executor, RunOptions, Unattended};
 use crate::recorder::Mode;
+use crate::transcript::{JournalEvent, RouteRef};
 
 /// The shared secrets, read from the environment variables hooks.toml names.
 struct Secrets {
@@ -192,13 +193,21 @@ impl Hub {
         let journal = Journal::create(
             &journal_path,
             all_secrets,
-            json!({
-                "type": "journal_started",
-                "config": hooks.path.display().to_string(),
-                "routes": hooks.file.routes.iter().map(|r| json!({"name": r.name, "alert": r.alert, "runbook": r.runbook})).collect::<Vec<_>>(),
-                "pid": std::process::id(),
-                "tool": format!("runbook {}", env!("CARGO_PKG_VERSION")),
-            }),
+            JournalEvent::JournalStarted {
+                config: hooks.path.display().to_string(),
+                routes: hooks
+                    .file
+                    .routes
+                    .iter()
+                    .map(|r| RouteRef {
+                        name: r.name.clone(),
+                        alert: r.alert.clone(),
+                        runbook: r.runbook.clone(),
+                    })
+                    .collect(),
+                pid: std::process::id(),
+                tool: format!("runbook {}", env!("CARGO_PKG_VERSION")),
+            },
         )?;
         let (tx, rx) = mpsc::sync_channel(hooks.file.server.queue);
         let metrics = Metrics::default();
@@ -318,16 +327,28 @@ impl Hub {
         let redactor = std::rc::Rc::new(crate::redact::Redactor::new());
         let closed = crate::transcript::TranscriptWriter::open_append(path, redactor).and_then(
             |(mut writer, events)| {
-                if events.iter().any(|e| e["type"] == "run_finished") {
+                use crate::transcript::{ErrorRecord, Event, RunStatus};
+                if events
+                    .iter()
+                    .any(|e| matches!(Event::parse(e), Ok(Event::RunFinished { .. })))
+                {
                     return Ok(());
                 }
                 writer.append(
-                    &json!({
-                        "type": "run_finished",
-                        "status": "failed",
-                        "reason": reason,
-                        "error": { "code": "panic", "message": reason },
-                    }),
+                    &Event::RunFinished {
+                        status: RunStatus::Failed,
+                        reason: reason.to_string(),
+                        duration_ms: None,
+                        counts: None,
+                        calls: None,
+                        mutating_calls_sent: None,
+                        undelivered_notifications: None,
+                        error: Some(ErrorRecord {
+                            message: reason.to_string(),
+                            code: Some("panic".into()),
+                            ..ErrorRecord::default()
+                        }),
+                    },
                     crate::transcript::Durability::Synced,
                 )
             },
@@ -457,12 +478,11 @@ impl Hub {
                     sns::confirm_subscription(&self.http, &envelope, &self.sns_trust).await;
                 let _ = self
                     .journal
-                    .record(json!({
-                        "type": "sns_subscription",
-                        "topic": envelope.topic_arn,
-                        "confirmed": result.is_ok(),
-                        "error": result.as_ref().err().map(|e| e.to_string()),
-                    }))
+                    .record(JournalEvent::SnsSubscription {
+                        topic: envelope.topic_arn.clone(),
+                        confirmed: result.is_ok(),
+                        error: result.as_ref().err().map(|e| e.to_string()),
+                    })
                     .await;
                 if let Err(e) = result {
                     // SNS re-sends the confirmation; that retry must not be a "replay".
@@ -474,7 +494,9 @@ impl Hub {
             sns::Kind::UnsubscribeConfirmation => {
                 let _ = self
                     .journal
-                    .record(json!({ "type": "sns_unsubscribed", "topic": envelope.topic_arn }))
+                    .record(JournalEvent::SnsUnsubscribed {
+                        topic: envelope.topic_arn.clone(),
+                    })
                     .await;
                 Ok((Vec::new(), replay_key))
             }
@@ -517,27 +539,20 @@ impl Hub {
                 );
                 out
             };
-            let mut event = json!({
-                "type": "alert",
-                "via": via,
-                "source": alert.source.as_str(),
-                "alert": alert.name,
-                "firing": alert.firing,
-                "fingerprint": alert.fingerprint,
-                "labels": alert.labels,
-                "outcome": outcome.outcome,
-            });
-            for (k, v) in [
-                ("reason", &outcome.reason),
-                ("detail", &outcome.detail),
-                ("route", &outcome.route),
-                ("run_id", &outcome.run_id),
-                ("transcript", &outcome.transcript),
-            ] {
-                if let Some(v) = v {
-                    event[k] = json!(v);
-                }
-            }
+            let event = JournalEvent::Alert {
+                via: via.to_string(),
+                source: alert.source.as_str().to_string(),
+                alert: alert.name.clone(),
+                firing: alert.firing,
+                fingerprint: alert.fingerprint.clone(),
+                labels: json!(alert.labels),
+                outcome: outcome.outcome.to_string(),
+                reason: outcome.reason.clone(),
+                detail: outcome.detail.clone(),
+                route: outcome.route.clone(),
+                run_id: outcome.run_id.clone(),
+                transcript: outcome.transcript.clone(),
+            };
             if let Err(e) = self.journal.record(event).await {
                 tracing::error!(
                     alert = %super::clip(&alert.name),
@@ -743,7 +758,10 @@ impl Hub {
         self.save_state();
         let _ = self
             .journal
-            .record(json!({ "type": "breaker_reset", "closed": closed, "by": by }))
+            .record(JournalEvent::BreakerReset {
+                closed: closed.clone(),
+                by: by.to_string(),
+            })
             .await;
         closed
     }
@@ -758,10 +776,11 @@ impl Hub {
                 r.status = "not_started".into();
                 r.reason = Some("the server stopped before a worker was free".into());
             });
-            let _ = self.journal.record_blocking(json!({
-                "type": "run_not_started", "run_id": run_id, "alert": job.alert.name,
-                "reason": "shutting_down",
-            }));
+            let _ = self.journal.record_blocking(JournalEvent::RunNotStarted {
+                run_id: run_id.clone(),
+                alert: job.alert.name.clone(),
+                reason: "shutting_down".into(),
+            });
             self.escalate_blocking(&Escalation {
                 alert: &job.alert,
                 environment: job.route.environment.as_deref(),
@@ -831,21 +850,20 @@ impl Hub {
         });
         let transcript = job.transcript.display().to_string();
         let undelivered = undelivered_notifications(undelivered_count, &job.transcript);
-        let _ = self.journal.record_blocking(json!({
-            "type": "run_finished",
-            "run_id": run_id,
-            "alert": job.alert.name,
-            "fingerprint": job.alert.fingerprint,
-            "route": job.route.name,
-            "runbook": job.route.runbook,
-            "status": status,
-            "reason": reason,
-            "guardrail": tripped,
-            "duration_ms": elapsed.as_millis() as u64,
-            "first_call_ms": first_call_ms,
-            "transcript": transcript,
-            "undelivered_notifications": undelivered,
-        }));
+        let _ = self.journal.record_blocking(JournalEvent::RunFinished {
+            run_id: run_id.clone(),
+            alert: job.alert.name.clone(),
+            fingerprint: job.alert.fingerprint.clone(),
+            route: job.route.name.clone(),
+            runbook: job.route.runbook.clone(),
+            status: status.clone(),
+            reason: reason.clone(),
+            guardrail: tripped.map(str::to_string),
+            duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            first_call_ms,
+            transcript: transcript.clone(),
+            undelivered_notifications: undelivered.clone(),
+        });
         let undelivered_note = (!undelivered.is_empty()).then(|| {
             format!(
                 "{} notification(s) of the run could not be delivered: {}",
@@ -1064,14 +1082,13 @@ impl Hub {
         }
         let _ = self
             .journal
-            .record(json!({
-                "type": "escalation",
-                "alert": alert,
-                "reason": reason,
-                "text": text,
-                "delivered": result.is_ok(),
-                "error": result.err(),
-            }))
+            .record(JournalEvent::Escalation {
+                alert: alert.to_string(),
+                reason: reason.to_string(),
+                text: text.to_string(),
+                delivered: result.is_ok(),
+                error: result.err(),
+            })
             .await;
     }
 
@@ -1390,9 +1407,16 @@ fn undelivered_notifications(count: usize, transcript: &std::path::Path) -> Vec<
         .unwrap_or_default();
     let mut named: Vec<String> = events
         .iter()
-        .filter(|e| e["type"] == "call")
-        .filter_map(|e| {
-            let binding = e["binding"].as_str()?;
+        .filter_map(|e| match crate::transcript::Event::parse(e) {
+            Ok(crate::transcript::Event::Call {
+                binding,
+                result,
+                error,
+                ..
+            }) => Some((binding, result, error)),
+            _ => None,
+        })
+        .filter_map(|(binding, result, error)| {
             if !["slack::", "teams::"]
                 .iter()
                 .any(|p| binding.starts_with(p))
@@ -1400,15 +1424,14 @@ fn undelivered_notifications(count: usize, transcript: &std::path::Path) -> Vec<
                 return None;
             }
             // A failed send is an error, or (not `required`) a result with `ok: false`.
-            let failure = if e["error"].is_object() {
-                &e["error"]
-            } else if e["result"]["ok"] == false {
-                &e["result"]
-            } else {
-                return None;
+            let code = match (error, result) {
+                (Some(error), _) => error.code.unwrap_or_else(|| "error".into()),
+                (None, Some(result)) if result["ok"] == false => {
+                    result["code"].as_str().unwrap_or("error").to_string()
+                }
+                _ => return None,
             };
-            let code = failure["code"].as_str().unwrap_or("error");
-            Some(format!("{binding} ({})", super::clip(code)))
+            Some(format!("{binding} ({})", super::clip(&code)))
         })
         .take(count.min(20))
         .collect();
