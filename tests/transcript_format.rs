@@ -127,3 +127,61 @@ fn docs_transcript_documents_every_event_type_and_its_fields() {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
 }
+
+#[test]
+fn resume_refuses_a_run_whose_transcript_holds_an_event_type_it_does_not_know() {
+    use std::rc::Rc;
+
+    use runbook::redact::Redactor;
+    use runbook::transcript::{Durability, TranscriptWriter};
+
+    let ws = Workspace::new();
+    ws.write(
+        "runbook.toml",
+        "[environments.crash]\nbackend = \"sim\"\nstate = \"sim-state.json\"\n",
+    );
+    ws.write(
+        "runbooks/two.rhai",
+        concat!(
+            "runbook(#{ id: \"two\", version: \"1.0.0\", title: \"t\", severity: \"P3\" });\n",
+            "containment(\"One\", |ctx| { notes::append(\"one\"); });\n",
+            "recovery(\"Two\", |ctx| { notes::append(\"two\"); }, #{ confirm: true });\n",
+        ),
+    );
+    // Stops at the confirmation (no --yes): an aborted run to resume.
+    ws.run(&[
+        "run",
+        "two",
+        "--env",
+        "crash",
+        "--no-interactive",
+        "--transcript",
+        "t.jsonl",
+    ])
+    .expect_code(3);
+    // A newer version of runbook wrote an event this one does not know, chained as it must be.
+    let path = ws.path().join("t.jsonl");
+    let (mut writer, _) = TranscriptWriter::open_append(&path, Rc::new(Redactor::new())).unwrap();
+    writer
+        .append(
+            &serde_json::json!({"type": "future_event", "detail": "from a newer version"}),
+            Durability::Synced,
+        )
+        .unwrap();
+    drop(writer);
+    let lines = common::events(&path).len();
+    ws.run(&["transcript", "verify", "t.jsonl", "--allow-unfinished"])
+        .expect_code(0);
+
+    let resumed = ws.run(&["resume", "t.jsonl", "--yes", "--no-interactive"]);
+    resumed.expect_code(2);
+    assert!(
+        resumed.stderr.contains(&format!(
+            "line {lines} of the transcript cannot be read: unknown event type \"future_event\""
+        )),
+        "{}",
+        resumed.stderr
+    );
+    assert_eq!(common::events(&path).len(), lines, "nothing was appended");
+    assert!(!ws.read("t.notes.md").contains("two"), "no step ran");
+}
