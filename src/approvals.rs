@@ -236,7 +236,7 @@ pub fn request_and_wait(
             requester: requester.clone(),
             approvers: approvers.max(1),
             others,
-            created: crate::transcript::now_utc(),
+            created: crate::clock::now_utc(),
             runbook: runbook.clone(),
             step: step.clone(),
             transcript: Some(transcript.display().to_string()),
@@ -376,7 +376,7 @@ pub fn answer(transcript: &Path, number: Option<u32>, approve: bool) -> Result<R
     let answer = Answer {
         approver: me.clone(),
         approve,
-        at: crate::transcript::now_utc(),
+        at: crate::clock::now_utc(),
     };
     let path = dir.join(format!("{}.answer.{}.json", request.number, file_safe(&me)));
     let text = serde_json::to_string_pretty(&answer).map_err(|e| Error::Internal(e.to_string()))?;

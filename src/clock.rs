@@ -38,6 +38,13 @@ pub fn check_duration(d: Duration) -> Result<Duration, String> {
     }
 }
 
+/// The wall-clock time now, in UTC with milliseconds: the one timestamp format of the project
+/// (transcript `ts`, approvals, notes, the hook server's run table). Wall time, not the run's
+/// [`Clock`]: a simulated run still stamps when things really happened.
+pub fn now_utc() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// No deadline.
 const NONE: u64 = u64::MAX;
 

@@ -22,7 +22,7 @@ use crate::console::Console;
 use crate::error::{Error, Result};
 use crate::launch::{Driving, Launch, Protection, Source};
 use crate::recorder::{Limits, Mode};
-use crate::transcript;
+use crate::transcript::{self, Event};
 
 /// Declares a scenario type once: the serde struct, and its field documentation (names, TOML
 /// types and doc comments) for `runbook docs drills`, so the reference is generated from the
@@ -517,13 +517,20 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
         serde_json::to_value(rb.host.cloud.sim().map(|s| s.fleet().clone())).unwrap_or(Value::Null);
 
     let mut failures = Vec::new();
-    let events = match transcript::read_verified(&transcript_path) {
-        Ok((events, _)) => events,
+    let lines = match transcript::read_verified(&transcript_path) {
+        Ok((lines, _)) => lines,
         Err(e) => {
             failures.push(format!("the transcript does not verify: {e}"));
             Vec::new()
         }
     };
+    let mut events = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        match Event::parse(line) {
+            Ok(e) => events.push(e),
+            Err(why) => failures.push(format!("line {} of the transcript: {why}", i + 1)),
+        }
+    }
     let want = s.expect.status.map_or("ok", RunExpect::as_str);
     if report.status.as_str() != want {
         failures.push(format!(
@@ -545,23 +552,20 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
             ));
         }
     }
-    let steps = events
-        .first()
-        .and_then(|e| e["steps"].as_array().cloned())
-        .unwrap_or_default();
-    let title_of = |i: &Value| {
-        i.as_u64()
-            .and_then(|i| steps.get(i as usize))
-            .and_then(|s| s["title"].as_str())
-            .unwrap_or("?")
-            .to_string()
+    let steps = match events.first() {
+        Some(Event::RunStarted { steps, .. }) => steps.clone(),
+        _ => Vec::new(),
+    };
+    let title_of = |i: usize| {
+        steps
+            .get(i)
+            .map_or_else(|| "?".to_string(), |s| s.title.clone())
     };
     let mut step_status: BTreeMap<String, String> = BTreeMap::new();
-    for e in events.iter().filter(|e| e["type"] == "step_finished") {
-        step_status.insert(
-            title_of(&e["step"]),
-            e["status"].as_str().unwrap_or("?").to_string(),
-        );
+    for e in &events {
+        if let Event::StepFinished { step, status, .. } = e {
+            step_status.insert(title_of(*step), status.as_str().to_string());
+        }
     }
     for (title, want) in &s.expect.steps {
         let got = step_status
@@ -578,13 +582,16 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
     if let Some(calls) = &s.expect.calls {
         let sent: Vec<String> = events
             .iter()
-            .filter(|e| {
-                e["type"] == "call"
-                    && e["mutating"] == true
-                    && e["planned"] == false
-                    && e["error"].is_null()
+            .filter_map(|e| match e {
+                Event::Call {
+                    binding,
+                    mutating: true,
+                    planned: false,
+                    error: None,
+                    ..
+                } => Some(binding.clone()),
+                _ => None,
             })
-            .map(|e| e["binding"].as_str().unwrap_or("?").to_string())
             .collect();
         if &sent != calls {
             failures.push(format!("mutating calls were {sent:?} (expected {calls:?})"));
@@ -612,26 +619,36 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
     let coverage = Coverage {
         steps_run: events
             .iter()
-            .filter(|e| e["type"] == "step_started")
-            .map(|e| title_of(&e["step"]))
+            .filter_map(|e| match e {
+                Event::StepStarted { step, .. } => Some(title_of(*step)),
+                _ => None,
+            })
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect(),
-        retries: events.iter().filter(|e| e["type"] == "retry").count(),
+        retries: events
+            .iter()
+            .filter(|e| matches!(e, Event::Retry { .. }))
+            .count(),
         rollbacks: events
             .iter()
-            .filter(|e| e["type"] == "on_failure_started")
-            .map(|e| title_of(&e["step"]))
+            .filter_map(|e| match e {
+                Event::OnFailureStarted { step } => Some(title_of(*step)),
+                _ => None,
+            })
             .collect(),
         approvals: events
             .iter()
-            .filter(|e| e["type"] == "call" && e["binding"] == "approve")
+            .filter(|e| matches!(e, Event::Call { binding, .. } if binding == "approve"))
             .count(),
-        decisions: events.iter().filter(|e| e["type"] == "decision").count(),
+        decisions: events
+            .iter()
+            .filter(|e| matches!(e, Event::Decision { .. }))
+            .count(),
         rollback_steps: steps
             .iter()
-            .filter(|s| s["rollback"] == true)
-            .filter_map(|s| s["title"].as_str().map(str::to_string))
+            .filter(|s| s.rollback)
+            .map(|s| s.title.clone())
             .collect(),
     };
     Ok(Outcome {

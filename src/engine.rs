@@ -444,6 +444,18 @@ pub struct ErrorInfo {
     pub col: usize,
 }
 
+/// A script error as the transcript records it (`message`, `code`, `location`).
+impl From<&ErrorInfo> for crate::transcript::ErrorRecord {
+    fn from(e: &ErrorInfo) -> Self {
+        crate::transcript::ErrorRecord {
+            message: e.message.clone(),
+            code: e.code.clone(),
+            location: e.location.clone(),
+            request_id: None,
+        }
+    }
+}
+
 /// Unwraps nested function-call and module errors to the one that says what went wrong, keeping
 /// track of which file its position refers to.
 pub fn describe_error(err: &EvalAltResult, top_file: &str) -> ErrorInfo {

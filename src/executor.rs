@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use rhai::{Dynamic, EvalAltResult, FnPtr, Map};
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::clock::Stamp;
@@ -20,7 +19,10 @@ use crate::error::{Error, Result, ScriptDiagnostic};
 use crate::interrupt::Stop;
 use crate::recorder::{PlannedCall, Stage, to_json};
 use crate::runbook::Runbook;
-use crate::transcript::{Counts, Durability, RunStatus, StepStatus, TranscriptWriter};
+use crate::transcript::{
+    Counts, Durability, ErrorRecord, Event, RunStatus, RunbookRef, StepInfo, StepStatus,
+    TranscriptWriter,
+};
 
 /// How long a step preview may run: a step that waits (for a health check, a loop of sleeps)
 /// must not keep the operator from the prompt; the preview then says it stopped early.
@@ -75,23 +77,8 @@ impl Decision {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    Run,
-    Skip,
-    Abort,
-    /// Open a REPL with `ctx` and every binding, then ask again.
-    Inspect,
-    /// A confirmation that did not match: recorded, then asked again.
-    Refused,
-    /// Try the step again (after a failure or an interrupt).
-    Retry,
-    /// Leave a failed step failed and go on with the next one.
-    Continue,
-    /// Wait for someone to approve (`runbook approve RUN_ID`), then run.
-    Approval,
-}
+/// What was chosen for a step: recorded in `decision` events, so it is declared with them.
+pub use crate::transcript::Action;
 
 /// After a step failed and its automatic retries are spent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,8 +200,8 @@ pub struct Resume {
     pub start_step: usize,
     /// How the steps before it ended, for the final counts.
     pub prior: Vec<StepStatus>,
-    /// Fields of the `run_resumed` event (who, what changed).
-    pub note: Value,
+    /// The `run_resumed` event (what changed; the executor fills in who resumed).
+    pub note: Event,
     /// Writes of the interrupted step that were sent but whose result was never recorded.
     pub uncertain: Vec<String>,
     /// Writes of the interrupted step that finished: answered from the transcript, not resent.
@@ -267,70 +254,6 @@ impl RunReport {
             reason: self.reason,
         })
     }
-}
-
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum StepEvent<'a> {
-    StepStarted {
-        step: usize,
-        phase: &'a str,
-        title: &'a str,
-        attempt: u32,
-    },
-    Decision {
-        step: usize,
-        action: Action,
-        by: &'a str,
-        reason: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        decided_ms: Option<u64>,
-    },
-    Inspected {
-        step: usize,
-        ctx: Value,
-    },
-    Retry {
-        step: usize,
-        attempt: u32,
-        delay_ms: u64,
-        error: &'a ErrorInfo,
-    },
-    OnFailureStarted {
-        step: usize,
-    },
-    OnFailureFinished {
-        step: usize,
-        status: StepStatus,
-        duration_ms: u64,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<&'a ErrorInfo>,
-    },
-    StepFinished {
-        step: usize,
-        status: StepStatus,
-        /// The step's working time: waiting for a person is not in it (see `waiting_ms`).
-        duration_ms: u64,
-        working_ms: u64,
-        /// Time spent waiting for a person: the decision, prompts after a failure, approvals.
-        waiting_ms: u64,
-        attempts: u32,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        reason: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<&'a ErrorInfo>,
-        ctx: Value,
-    },
-    RunFinished {
-        status: RunStatus,
-        reason: &'a str,
-        duration_ms: u64,
-        counts: &'a Counts,
-        calls: u64,
-        mutating_calls_sent: u64,
-        /// Notifications that did not go out (the audit trail says who was never told).
-        undelivered_notifications: usize,
-    },
 }
 
 /// The outcome of one step.
@@ -400,7 +323,7 @@ impl<'a> Executor<'a> {
         self
     }
 
-    fn record(&self, event: &StepEvent, durability: Durability) {
+    fn record(&self, event: &Event, durability: Durability) {
         // A failed write is kept by the recorder and ends the run at the next step boundary.
         let _ = self.rb.host.recorder.record(event, durability);
     }
@@ -427,9 +350,9 @@ impl<'a> Executor<'a> {
             Some(r) => {
                 host.recorder.attach(r.writer);
                 let mut note = r.note;
-                note["type"] = json!("run_resumed");
-                note["from_step"] = json!(r.start_step);
-                note["operator"] = json!(opts.operator);
+                if let Event::RunResumed { operator, .. } = &mut note {
+                    operator.clone_from(&opts.operator);
+                }
                 host.recorder
                     .record(&note, Durability::Synced)
                     .map_err(cannot)?;
@@ -492,11 +415,11 @@ impl<'a> Executor<'a> {
                     step.index + 1
                 );
                 self.record(
-                    &StepEvent::Decision {
+                    &Event::Decision {
                         step: step.index,
                         action: Action::Abort,
-                        by: "resume",
-                        reason: &why,
+                        by: "resume".into(),
+                        reason: why.clone(),
                         decided_ms: None,
                     },
                     Durability::Synced,
@@ -632,18 +555,20 @@ impl<'a> Executor<'a> {
         }
         let (calls, sent) = host.recorder.call_counts();
         self.record(
-            &StepEvent::RunFinished {
+            &Event::RunFinished {
                 status: run_status,
-                reason: &reason,
-                duration_ms: ms(duration),
-                counts: &counts,
-                calls,
-                mutating_calls_sent: sent,
+                reason: reason.clone(),
+                duration_ms: Some(ms(duration)),
+                counts: Some(counts.clone()),
+                calls: Some(calls),
+                mutating_calls_sent: Some(sent),
                 // Counted again: the lifecycle observer's last messages may have failed too.
-                undelivered_notifications: host
-                    .notifier
-                    .undelivered()
-                    .saturating_sub(undelivered_before),
+                undelivered_notifications: Some(
+                    host.notifier
+                        .undelivered()
+                        .saturating_sub(undelivered_before),
+                ),
+                error: None,
             },
             Durability::Synced,
         );
@@ -669,7 +594,7 @@ impl<'a> Executor<'a> {
         })
     }
 
-    fn run_started(&self, opts: &RunOptions) -> Value {
+    fn run_started(&self, opts: &RunOptions) -> Event {
         let rb = self.rb;
         let modules: Vec<Value> = rb
             .modules()
@@ -693,57 +618,51 @@ impl<'a> Executor<'a> {
         // Where the run acts, as resolved (not as configured: AWS_REGION and AWS_ENDPOINT_URL
         // count), so an auditor can tell which account and region a write went to.
         let (region, endpoint) = rb.host.cloud.region_endpoint();
-        let steps: Vec<Value> = rb
+        let steps: Vec<StepInfo> = rb
             .steps
             .iter()
-            .map(|s| {
-                json!({
-                    "index": s.index,
-                    "phase": s.phase.as_str(),
-                    "title": s.title,
-                    "timeout_ms": ms(s.timeout),
-                    "retries": s.retries,
-                    "confirm": s.confirm.is_some(),
-                    "rollback": s.on_failure.is_some(),
-                })
+            .map(|s| StepInfo {
+                index: s.index,
+                phase: s.phase.as_str().to_string(),
+                title: s.title.clone(),
+                timeout_ms: ms(s.timeout),
+                retries: s.retries,
+                confirm: s.confirm.is_some(),
+                rollback: s.on_failure.is_some(),
             })
             .collect();
-        json!({
-            "type": "run_started",
-            "run_id": opts.run_id,
-            "runbook": {
-                "id": rb.meta.id,
-                "version": rb.meta.version.to_string(),
-                "title": rb.meta.title,
-                "severity": rb.meta.severity.as_str(),
-                "service": rb.meta.service,
-                "file": rb.file,
-                "path": rb.path.display().to_string(),
-                "sha256": rb.sha256,
-                "modules": modules,
-                "git": git,
+        let sim = rb.host.cloud.environment().backend == crate::config::Backend::Sim;
+        Event::RunStarted {
+            run_id: opts.run_id.clone(),
+            runbook: RunbookRef {
+                id: rb.meta.id.clone(),
+                version: rb.meta.version.to_string(),
+                title: rb.meta.title.clone(),
+                severity: rb.meta.severity.as_str().to_string(),
+                service: Some(rb.meta.service.clone()),
+                file: Some(rb.file.clone()),
+                path: Some(rb.path.display().to_string()),
+                sha256: rb.sha256.clone(),
+                modules: Some(Value::Array(modules)),
+                git: Some(git.and_then(|g| serde_json::to_value(g).ok())),
             },
-            "operator": opts.operator,
-            "trigger": opts.trigger,
-            "mode": rb.host.recorder.mode().as_str(),
+            operator: opts.operator.clone(),
+            trigger: Some(opts.trigger.clone()),
+            mode: rb.host.recorder.mode().as_str().to_string(),
             // Plans and sim drills wait on a simulated clock: their `duration_ms` are simulated
             // time (what the run would take), their `ts` stamps wall time.
-            "clock": rb.host.interrupt.clock().kind(),
-            "environment": opts.environment,
-            "backend": match rb.host.cloud.environment().backend {
-                crate::config::Backend::Aws => "aws",
-                crate::config::Backend::Sim => "sim",
-            },
-            "account": opts.account,
-            "region": region,
-            "endpoint": endpoint,
-            "fleet": (rb.host.cloud.environment().backend == crate::config::Backend::Sim)
-                .then(|| rb.host.cloud.environment().fleet_source.clone()),
-            "params": params,
-            "guardrails": rb.host.guardrails.recorded(),
-            "tool": format!("runbook {}", env!("CARGO_PKG_VERSION")),
-            "steps": steps,
-        })
+            clock: Some(rb.host.interrupt.clock().kind().to_string()),
+            environment: opts.environment.clone(),
+            backend: Some(if sim { "sim" } else { "aws" }.to_string()),
+            account: Some(opts.account.clone()),
+            region: Some(region),
+            endpoint: Some(endpoint),
+            fleet: Some(sim.then(|| rb.host.cloud.environment().fleet_source.clone())),
+            params,
+            guardrails: Some(rb.host.guardrails.recorded()),
+            tool: format!("runbook {}", env!("CARGO_PKG_VERSION")),
+            steps,
+        }
     }
 
     /// Calls a closure with `ctx` under the step's deadline, in the given stage.
@@ -823,15 +742,15 @@ impl<'a> Executor<'a> {
             .saturating_sub(self.preview_spent);
         let (working_ms, waiting_ms) = (ms(working), ms(waiting));
         self.record(
-            &StepEvent::StepFinished {
+            &Event::StepFinished {
                 step: step.index,
                 status: end.status,
                 duration_ms: working_ms,
                 working_ms,
                 waiting_ms,
                 attempts,
-                reason: end.reason.as_deref(),
-                error: end.error.as_ref(),
+                reason: end.reason.clone(),
+                error: end.error.as_ref().map(ErrorRecord::from),
                 ctx: to_json(&ctx.flatten_clone()),
             },
             Durability::Synced,
@@ -947,7 +866,7 @@ impl<'a> Executor<'a> {
         }
         host.recorder.set_stage(Stage::Idle);
         self.record(
-            &StepEvent::Inspected {
+            &Event::Inspected {
                 step: step.index,
                 ctx: to_json(&ctx.flatten_clone()),
             },
@@ -992,11 +911,11 @@ impl<'a> Executor<'a> {
                 };
             if decision.record {
                 self.record(
-                    &StepEvent::Decision {
+                    &Event::Decision {
                         step: step.index,
                         action: decision.action,
-                        by: &decision.by,
-                        reason: &decision.reason,
+                        by: decision.by.clone(),
+                        reason: decision.reason.clone(),
                         decided_ms: decision.decided_ms,
                     },
                     Durability::Synced,
@@ -1076,11 +995,11 @@ impl<'a> Executor<'a> {
                         format!("approved after {} s", outcome.waited.as_secs()),
                     );
                     self.record(
-                        &StepEvent::Decision {
+                        &Event::Decision {
                             step: step.index,
                             action: Action::Run,
-                            by: &by,
-                            reason: &decision.reason,
+                            by: by.clone(),
+                            reason: decision.reason.clone(),
                             decided_ms: Some(ms(outcome.waited)),
                         },
                         Durability::Synced,
@@ -1131,10 +1050,10 @@ impl<'a> Executor<'a> {
             host.console
                 .step_started(step.index, total, step.phase.as_str(), &step.title);
             self.record(
-                &StepEvent::StepStarted {
+                &Event::StepStarted {
                     step: step.index,
-                    phase: step.phase.as_str(),
-                    title: &step.title,
+                    phase: step.phase.as_str().to_string(),
+                    title: step.title.clone(),
                     attempt,
                 },
                 Durability::Synced,
@@ -1211,11 +1130,11 @@ impl<'a> Executor<'a> {
                 let doubling = 2u32.saturating_pow(attempt - 1);
                 let delay = step.backoff.saturating_mul(doubling).min(MAX_BACKOFF);
                 self.record(
-                    &StepEvent::Retry {
+                    &Event::Retry {
                         step: step.index,
                         attempt: attempt + 1,
                         delay_ms: ms(delay),
-                        error: &info,
+                        error: ErrorRecord::from(&info),
                     },
                     Durability::Written,
                 );
@@ -1247,11 +1166,11 @@ impl<'a> Executor<'a> {
         if let Some(rollback) = &step.on_failure {
             if status == StepStatus::Aborted && !go_on {
                 self.record(
-                    &StepEvent::Decision {
+                    &Event::Decision {
                         step: step.index,
                         action: Action::Skip,
-                        by: "runbook",
-                        reason: "on_failure not run: the run was aborted",
+                        by: "runbook".into(),
+                        reason: "on_failure not run: the run was aborted".into(),
                         decided_ms: None,
                     },
                     Durability::Synced,
@@ -1279,11 +1198,11 @@ impl<'a> Executor<'a> {
             AfterFailure::Stop => (Action::Abort, format!("stop the run {when}")),
         };
         self.record(
-            &StepEvent::Decision {
+            &Event::Decision {
                 step: step.index,
                 action,
-                by: &self.operator,
-                reason: &reason,
+                by: self.operator.clone(),
+                reason,
                 decided_ms: None,
             },
             Durability::Synced,
@@ -1303,7 +1222,7 @@ impl<'a> Executor<'a> {
         host.console
             .line(&format!("    ↺ running on_failure of {:?}", step.title));
         self.record(
-            &StepEvent::OnFailureStarted { step: step.index },
+            &Event::OnFailureStarted { step: step.index },
             Durability::Synced,
         );
         let started = host.interrupt.clock().now();
@@ -1319,11 +1238,11 @@ impl<'a> Executor<'a> {
         host.console
             .line(&format!("    ↺ on_failure {}", status.as_str()));
         self.record(
-            &StepEvent::OnFailureFinished {
+            &Event::OnFailureFinished {
                 step: step.index,
                 status,
                 duration_ms: ms(started.elapsed()),
-                error: error.as_ref(),
+                error: error.as_ref().map(ErrorRecord::from),
             },
             Durability::Synced,
         );

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 use crate::engine::Host;
 use crate::error::{BindingError, Error};
-use crate::transcript::{Durability, TranscriptWriter};
+use crate::transcript::{Durability, ErrorRecord, Event, TranscriptWriter};
 
 /// What every host function returns: a value, or a script error (catchable or not).
 pub type ScriptResult<T> = Result<T, Box<EvalAltResult>>;
@@ -141,14 +141,18 @@ impl Guardrails {
     /// Resume: a write the run sent before it was interrupted still counts against its cap,
     /// counted as the live run counted it (the same [`changed_resources`]), and a launch that
     /// finished turns its placeholders into the instances it made, as [`Self::created`] does.
-    pub(crate) fn restore_touched(&self, event: &Value) {
-        let binding = event["binding"].as_str().unwrap_or_default();
-        match event["type"].as_str() {
-            Some("intent") => {
-                let ids = changed_resources(binding, &event["args"]);
+    pub(crate) fn restore_touched(&self, event: &Event) {
+        match event {
+            Event::Intent { binding, args, .. } => {
+                let ids = changed_resources(binding, args);
                 self.touched.borrow_mut().extend(ids);
             }
-            Some("call") if event["error"].is_null() => self.created(binding, &event["result"]),
+            Event::Call {
+                binding,
+                result,
+                error: None,
+                ..
+            } => self.created(binding, result.as_ref().unwrap_or(&Value::Null)),
             _ => {}
         }
     }
@@ -369,40 +373,16 @@ pub struct PlannedCall {
     pub args: Value,
 }
 
-/// Events the recorder writes (the executor writes the step-level ones through [`Recorder::record`]).
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum CallEvent<'a> {
-    Intent {
-        step: Option<usize>,
-        binding: &'a str,
-        args: &'a Value,
-    },
-    Call {
-        step: Option<usize>,
-        binding: &'a str,
-        args: &'a Value,
-        mutating: bool,
-        planned: bool,
-        /// Set when the runbook declared this call read-only (`read_only: true`).
-        #[serde(skip_serializing_if = "Option::is_none")]
-        read_only: Option<&'static str>,
-        duration_ms: u64,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        result: Option<Value>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<&'a BindingError>,
-        #[serde(skip_serializing_if = "Vec::is_empty")]
-        request_ids: Vec<String>,
-        /// Answered from the transcript on resume, not sent again.
-        #[serde(skip_serializing_if = "std::ops::Not::not")]
-        replayed: bool,
-    },
-    Log {
-        step: Option<usize>,
-        level: &'a str,
-        message: &'a str,
-    },
+/// A binding's failure as the transcript records it.
+impl From<&BindingError> for ErrorRecord {
+    fn from(e: &BindingError) -> Self {
+        ErrorRecord {
+            message: e.message.clone(),
+            code: Some(e.code.clone()),
+            location: None,
+            request_id: e.request_id.clone(),
+        }
+    }
 }
 
 /// A finished write from an interrupted step (its body or its `on_failure`), answered from the
@@ -414,7 +394,7 @@ pub struct ReplayCall {
     pub result: Value,
     /// The error the write returned, when it failed: the script sees the same failure again, so
     /// the resumed step takes the path the interrupted one took.
-    pub error: Option<Value>,
+    pub error: Option<ErrorRecord>,
 }
 
 static MARKER: std::sync::LazyLock<Option<regex::Regex>> =
@@ -582,7 +562,7 @@ impl Recorder {
     /// Appends an event. Without a transcript (check, list) events are dropped. A write failure
     /// is kept for the executor and reported to the caller, so a mutating call is never sent
     /// when its intent could not be recorded.
-    pub fn record(&self, event: &impl Serialize, durability: Durability) -> Result<(), String> {
+    pub fn record(&self, event: &Event, durability: Durability) -> Result<(), String> {
         if self.muted.get() {
             return Ok(());
         }
@@ -603,10 +583,10 @@ impl Recorder {
     pub fn log(&self, level: &str, message: &str) {
         // A log line that cannot be written is reported by the executor through take_failure.
         let _ = self.record(
-            &CallEvent::Log {
+            &Event::Log {
                 step: self.stage.get().step(),
-                level,
-                message,
+                level: level.to_string(),
+                message: message.to_string(),
             },
             Durability::Written,
         );
@@ -753,13 +733,13 @@ fn call_inner(
                 args: shown,
             });
         }
-        let event = CallEvent::Call {
+        let event = Event::Call {
             step,
-            binding: spec.name,
-            args: &args,
+            binding: spec.name.to_string(),
+            args: args.clone(),
             mutating,
             planned: true,
-            read_only: declared.then_some(DECLARED_READ_ONLY),
+            read_only: declared.then(|| DECLARED_READ_ONLY.to_string()),
             duration_ms: 0,
             result: Some(summarise(&placeholder)),
             error: None,
@@ -789,7 +769,12 @@ fn call_inner(
                     comparable(&done.args)
                 );
                 let _ = rec.record(
-                    &json!({ "type": "resume_diverged", "step": step, "binding": spec.name, "expected": done.binding, "reason": why }),
+                    &Event::ResumeDiverged {
+                        step,
+                        binding: spec.name.to_string(),
+                        expected: done.binding.clone(),
+                        reason: why.clone(),
+                    },
                     Durability::Synced,
                 );
                 return Err(rec.halt(why, pos));
@@ -802,20 +787,20 @@ fn call_inner(
                 return Err(rec.halt(why, pos));
             }
             let error = done.error.as_ref().map(|e| BindingError {
-                code: e["code"].as_str().unwrap_or("error").to_string(),
-                message: e["message"].as_str().unwrap_or_default().to_string(),
-                request_id: e["request_id"].as_str().map(str::to_string),
+                code: e.code.clone().unwrap_or_else(|| "error".into()),
+                message: e.message.clone(),
+                request_id: e.request_id.clone(),
             });
-            let event = CallEvent::Call {
+            let event = Event::Call {
                 step,
-                binding: spec.name,
-                args: &args,
+                binding: spec.name.to_string(),
+                args: args.clone(),
                 mutating: true,
                 planned: false,
-                read_only: declared.then_some(DECLARED_READ_ONLY),
+                read_only: declared.then(|| DECLARED_READ_ONLY.to_string()),
                 duration_ms: 0,
                 result: error.is_none().then(|| done.result.clone()),
-                error: error.as_ref(),
+                error: error.as_ref().map(ErrorRecord::from),
                 request_ids: Vec::new(),
                 replayed: true,
             };
@@ -828,7 +813,12 @@ fn call_inner(
     }
 
     if mutating && let Some((rule, why)) = host.guardrails.refuse(host, spec.name, &args) {
-        let event = json!({ "type": "guardrail", "step": step, "binding": spec.name, "rule": rule, "reason": why });
+        let event = Event::Guardrail {
+            step,
+            binding: spec.name.to_string(),
+            rule: rule.to_string(),
+            reason: why.clone(),
+        };
         let _ = rec.record(&event, Durability::Synced);
         host.guardrails.refused(rule);
         return Err(runtime_error(rule, &why, pos));
@@ -850,10 +840,10 @@ fn call_inner(
     }
 
     if mutating {
-        let intent = CallEvent::Intent {
+        let intent = Event::Intent {
             step,
-            binding: spec.name,
-            args: &args,
+            binding: spec.name.to_string(),
+            args: args.clone(),
         };
         rec.record(&intent, Durability::Synced).map_err(|e| {
             runtime_error(
@@ -882,16 +872,16 @@ fn call_inner(
         Ok(v) => (Some(summarise(v)), None),
         Err(e) => (None, Some(e)),
     };
-    let event = CallEvent::Call {
+    let event = Event::Call {
         step,
-        binding: spec.name,
-        args: &args,
+        binding: spec.name.to_string(),
+        args,
         mutating,
         planned: false,
-        read_only: declared.then_some(DECLARED_READ_ONLY),
+        read_only: declared.then(|| DECLARED_READ_ONLY.to_string()),
         duration_ms,
         result,
-        error,
+        error: error.map(ErrorRecord::from),
         request_ids: host.cloud.take_request_ids(),
         replayed: false,
     };

@@ -22,7 +22,7 @@ use serde_json::json;
 use crate::engine::{self, Host, ImportRoots};
 use crate::error::{Error, Result};
 use crate::recorder::{Mode, Stage};
-use crate::transcript::{Durability, TranscriptWriter};
+use crate::transcript::{Counts, Durability, Event, RunStatus, RunbookRef, TranscriptWriter};
 
 /// Completes binding names (`ec2::find`, `health::http`, `log`, ...).
 struct Names(Vec<String>);
@@ -93,17 +93,30 @@ pub fn run(host: Rc<Host>, transcript: PathBuf, env_name: &str, operator: &str) 
         .filter(|s| !s.is_empty())
         .unwrap_or_else(crate::identity::new_run_id);
     let started = Instant::now();
-    let first = json!({
-        "type": "run_started",
-        "run_id": session,
-        "runbook": { "id": "repl", "version": "0.0.0", "title": "Interactive session", "severity": "P4", "sha256": "" },
-        "operator": operator,
-        "mode": "repl",
-        "environment": env_name,
-        "params": {},
-        "tool": format!("runbook {}", env!("CARGO_PKG_VERSION")),
-        "steps": [],
-    });
+    let first = Event::RunStarted {
+        run_id: session.clone(),
+        runbook: RunbookRef {
+            id: "repl".into(),
+            version: "0.0.0".into(),
+            title: "Interactive session".into(),
+            severity: "P4".into(),
+            ..RunbookRef::default()
+        },
+        operator: operator.to_string(),
+        trigger: None,
+        mode: "repl".into(),
+        clock: None,
+        environment: env_name.to_string(),
+        backend: None,
+        account: None,
+        region: None,
+        endpoint: None,
+        fleet: None,
+        params: json!({}),
+        guardrails: None,
+        tool: format!("runbook {}", env!("CARGO_PKG_VERSION")),
+        steps: Vec::new(),
+    };
     host.recorder
         .record(&first, Durability::Synced)
         .map_err(|e| Error::io("cannot write", &transcript, std::io::Error::other(e)))?;
@@ -193,10 +206,17 @@ pub fn run(host: Rc<Host>, transcript: PathBuf, env_name: &str, operator: &str) 
         host.interrupt.reset();
     }
     let (calls, sent) = host.recorder.call_counts();
-    let end = json!({
-        "type": "run_finished", "status": "ok", "reason": format!("session ended after {lines} input(s)"),
-        "duration_ms": started.elapsed().as_millis() as u64, "counts": {}, "calls": calls, "mutating_calls_sent": sent,
-    });
+    let end = Event::RunFinished {
+        status: RunStatus::Ok,
+        reason: format!("session ended after {lines} input(s)"),
+        duration_ms: Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
+        // A session has no steps: every count is 0.
+        counts: Some(Counts::default()),
+        calls: Some(calls),
+        mutating_calls_sent: Some(sent),
+        undelivered_notifications: None,
+        error: None,
+    };
     let _ = host.recorder.record(&end, Durability::Synced);
     host.recorder.detach();
     say(&format!("session recorded in {}", transcript.display()));

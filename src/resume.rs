@@ -8,13 +8,13 @@
 //! clear. Secret parameters were never recorded, so they must be given again.
 
 use rhai::Map;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::executor::Resume;
 use crate::recorder::{Limits, ReplayCall, contains_marker};
 use crate::runbook::Runbook;
-use crate::transcript::{StepStatus, TranscriptWriter};
+use crate::transcript::{Event, RunStatus, StepStatus, TranscriptWriter};
 
 /// What the transcript says about where to pick up.
 pub struct Pickup {
@@ -26,8 +26,22 @@ pub struct Pickup {
     pub replay: Vec<ReplayCall>,
 }
 
-fn status_of(v: &Value) -> Option<StepStatus> {
-    serde_json::from_value(v.clone()).ok()
+/// Reads every line of a verified transcript as an [`Event`]. A line this version cannot read
+/// (an event type from a newer version, or fields that do not fit) stops the resume: what the
+/// run did must be known before anything is sent again.
+pub fn read_events(events: &[Value]) -> Result<Vec<Event>> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            Event::parse(e).map_err(|why| {
+                Error::Usage(format!(
+                    "line {} of the transcript cannot be read: {why}; resume it with the version of runbook that wrote it",
+                    i + 1
+                ))
+            })
+        })
+        .collect()
 }
 
 /// Reads the transcript's events into a pickup point for a runbook of `total` steps.
@@ -35,14 +49,20 @@ fn status_of(v: &Value) -> Option<StepStatus> {
 /// When every step finished but the transcript does not end with `run_finished` (a crash in
 /// between), the pickup point is `total`: nothing runs, and the resume records the run's end.
 pub fn pickup(events: &[Value], total: usize) -> Result<Pickup> {
+    let events = read_events(events)?;
     let mut latest: Vec<Option<StepStatus>> = vec![None; total];
     let mut ctx = Value::Null;
-    for e in events.iter().filter(|e| e["type"] == "step_finished") {
-        if let (Some(i), Some(status)) = (e["step"].as_u64(), status_of(&e["status"]))
-            && let Some(slot) = latest.get_mut(i as usize)
+    for e in &events {
+        if let Event::StepFinished {
+            step,
+            status,
+            ctx: after,
+            ..
+        } = e
+            && let Some(slot) = latest.get_mut(*step)
         {
-            *slot = Some(status);
-            ctx = e["ctx"].clone();
+            *slot = Some(*status);
+            ctx = after.clone();
         }
     }
     let start_step = latest
@@ -52,8 +72,8 @@ pub fn pickup(events: &[Value], total: usize) -> Result<Pickup> {
     let ends_finished = events
         .iter()
         .rev()
-        .find(|e| e["type"] != "signature")
-        .is_some_and(|e| e["type"] == "run_finished");
+        .find(|e| !matches!(e, Event::Signature { .. }))
+        .is_some_and(|e| matches!(e, Event::RunFinished { .. }));
     if start_step == total && ends_finished {
         return Err(Error::Usage(
             "every step of this run already finished and its end is recorded: nothing to resume"
@@ -70,12 +90,11 @@ pub fn pickup(events: &[Value], total: usize) -> Result<Pickup> {
     // replayed in order, successes and failures alike, so the resumed step takes the same path.
     let mut replay = Vec::new();
     let mut uncertain = Vec::new();
-    let is_start =
-        |e: &Value| e["type"] == "step_started" && e["step"].as_u64() == Some(start_step as u64);
+    let is_start = |e: &Event| matches!(e, Event::StepStarted { step, .. } if *step == start_step);
     if let Some(last) = events.iter().rposition(is_start) {
         let boundary = events[..last]
             .iter()
-            .rposition(|e| matches!(e["type"].as_str(), Some("run_started" | "run_resumed")))
+            .rposition(|e| matches!(e, Event::RunStarted { .. } | Event::RunResumed { .. }))
             .unwrap_or(0);
         let from = events[boundary..last + 1]
             .iter()
@@ -84,25 +103,34 @@ pub fn pickup(events: &[Value], total: usize) -> Result<Pickup> {
         let after = &events[from + 1..];
         let cut_off = !after
             .iter()
-            .any(|e| e["type"] == "step_finished" && e["step"].as_u64() == Some(start_step as u64));
+            .any(|e| matches!(e, Event::StepFinished { step, .. } if *step == start_step));
         if cut_off {
-            let mut pending: Vec<&Value> = Vec::new();
+            // The intents not yet answered by a call: (binding, args).
+            let mut pending: Vec<(&String, &Value)> = Vec::new();
             for e in after {
-                match e["type"].as_str() {
-                    Some("intent") => pending.push(e),
-                    Some("call") if e["mutating"] == true && e["planned"] == false => {
+                match e {
+                    Event::Intent { binding, args, .. } => pending.push((binding, args)),
+                    Event::Call {
+                        binding,
+                        args,
+                        mutating: true,
+                        planned: false,
+                        result,
+                        error,
+                        ..
+                    } => {
                         if let Some(k) = pending
                             .iter()
-                            .position(|i| i["binding"] == e["binding"] && i["args"] == e["args"])
-                            .or_else(|| pending.iter().position(|i| i["binding"] == e["binding"]))
+                            .position(|(b, a)| *b == binding && *a == args)
+                            .or_else(|| pending.iter().position(|(b, _)| *b == binding))
                         {
                             pending.remove(k);
                         }
                         replay.push(ReplayCall {
-                            binding: e["binding"].as_str().unwrap_or_default().to_string(),
-                            args: e["args"].clone(),
-                            result: e["result"].clone(),
-                            error: (!e["error"].is_null()).then(|| e["error"].clone()),
+                            binding: binding.clone(),
+                            args: args.clone(),
+                            result: result.clone().unwrap_or(Value::Null),
+                            error: error.clone(),
                         });
                     }
                     _ => {}
@@ -110,7 +138,7 @@ pub fn pickup(events: &[Value], total: usize) -> Result<Pickup> {
             }
             uncertain = pending
                 .iter()
-                .map(|i| format!("{}({})", i["binding"].as_str().unwrap_or("?"), i["args"]))
+                .map(|(binding, args)| format!("{binding}({args})"))
                 .collect();
         }
     }
@@ -199,22 +227,35 @@ pub fn prepare(
     allow_changed: bool,
 ) -> Result<(Resume, Map)> {
     let (writer, events) = TranscriptWriter::open_append(path, rb.host.redactor.clone())?;
-    let first = &events[0];
-    if first["type"] != "run_started" || first["mode"] != "run" {
-        return Err(Error::Usage(format!(
-            "a {} transcript has nothing to resume",
-            first["mode"].as_str().unwrap_or("hook journal")
-        )));
-    }
-    if events
+    // The recorded guardrails are read before the host is built (`limits`).
+    let (recorded_sha, recorded_params) = match events.first().map(Event::parse) {
+        Some(Ok(Event::RunStarted {
+            mode,
+            runbook,
+            params,
+            ..
+        })) if mode == "run" => (runbook.sha256, params),
+        Some(Ok(Event::RunStarted { mode, .. })) => {
+            return Err(Error::Usage(format!(
+                "a {mode} transcript has nothing to resume"
+            )));
+        }
+        _ => {
+            return Err(Error::Usage(
+                "a hook journal transcript has nothing to resume".into(),
+            ));
+        }
+    };
+    let typed = read_events(&events)?;
+    if typed
         .last()
-        .is_some_and(|e| e["type"] == "run_finished" && e["status"] == "ok")
+        .is_some_and(|e| matches!(e, Event::RunFinished { status, .. } if *status == RunStatus::Ok))
     {
         return Err(Error::Usage(
             "this run finished ok: nothing to resume".into(),
         ));
     }
-    let recorded_sha = first["runbook"]["sha256"].as_str().unwrap_or_default();
+    let recorded_sha = recorded_sha.as_str();
     if recorded_sha != rb.sha256 && !allow_changed {
         return Err(Error::Usage(format!(
             "{} changed since the run started (sha256 {} then, {} now): resume with --allow-changed to accept that (recorded)",
@@ -223,7 +264,7 @@ pub fn prepare(
             rb.sha256.get(..12).unwrap_or(&rb.sha256)
         )));
     }
-    let params = params(rb, &first["params"], given)?;
+    let params = params(rb, &recorded_params, given)?;
     let pick = pickup(&events, rb.steps.len())?;
     let mut ctx: Map = rhai::serde::to_dynamic(&pick.ctx)
         .ok()
@@ -272,20 +313,27 @@ pub fn prepare(
     // The guardrails the run started with were put back when the host was built (`limits`);
     // every resource it already changed still counts.
     let g = &rb.host.guardrails;
-    for e in events.iter() {
+    for e in &typed {
         g.restore_touched(e);
     }
 
-    let note = json!({
-        "allow_changed": recorded_sha != rb.sha256,
-        "sha256_then": recorded_sha,
-        "sha256_now": rb.sha256,
-        "replayed_writes": pick.replay.len(),
-        "uncertain": pick.uncertain,
-        "guardrails": g.recorded(),
-        "given_again": recorded_ctx.keys().filter(|k| given.iter().any(|(n, _)| n == *k)).collect::<Vec<_>>(),
-        "appended_run_finished": pick.start_step == rb.steps.len(),
-    });
+    let note = Event::RunResumed {
+        from_step: pick.start_step,
+        // Filled in by the executor, which knows who runs it.
+        operator: String::new(),
+        allow_changed: recorded_sha != rb.sha256,
+        sha256_then: recorded_sha.to_string(),
+        sha256_now: rb.sha256.clone(),
+        replayed_writes: pick.replay.len(),
+        uncertain: pick.uncertain.clone(),
+        guardrails: g.recorded(),
+        given_again: recorded_ctx
+            .keys()
+            .filter(|k| given.iter().any(|(n, _)| n == *k))
+            .cloned()
+            .collect(),
+        appended_run_finished: pick.start_step == rb.steps.len(),
+    };
     let resume = Resume {
         writer,
         start_step: pick.start_step,
@@ -299,6 +347,8 @@ pub fn prepare(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -383,6 +433,23 @@ mod tests {
             .collect();
         assert_eq!(args, [r#""old""#, r#""new""#]);
         assert!(pick.uncertain.is_empty());
+    }
+
+    #[test]
+    fn a_transcript_with_an_event_type_this_version_does_not_know_is_not_resumed() {
+        let events = [
+            json!({ "type": "run_started" }),
+            started(0, 1),
+            json!({ "type": "future_event", "step": 0 }),
+        ];
+        let Err(e) = pickup(&events, 1) else {
+            panic!("a run it cannot fully read was picked up");
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains("line 3") && e.contains("unknown event type \"future_event\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -18,3 +18,4 @@ mod interactive;
 mod layers;
 mod notify_health;
 mod resume;
+mod transcript_format;

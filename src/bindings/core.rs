@@ -195,9 +195,12 @@ pub mod core_api {
     /// The current time in UTC, as `"2026-11-23T10:30:00.000Z"`.
     #[rhai_fn(return_raw)]
     pub fn now(ctx: NativeCallContext) -> ScriptResult<String> {
-        recorder::call(&ctx, &NOW, json!({}), |_| {
-            Ok(crate::transcript::now_utc().into())
-        })
+        recorder::call(
+            &ctx,
+            &NOW,
+            json!({}),
+            |_| Ok(crate::clock::now_utc().into()),
+        )
         .map(|v| v.to_string())
     }
 
@@ -376,7 +379,7 @@ pub mod notes_api {
             })?;
             // A Markdown list item; continuation lines are indented so they stay inside it.
             let body = host.redactor.redact(text).replace('\n', "\n  ");
-            let line = format!("- {} {body}\n", crate::transcript::now_utc());
+            let line = format!("- {} {body}\n", crate::clock::now_utc());
             // Private, and never through a link planted after the run started.
             crate::transcript::open_private_append(&path)
                 .and_then(|mut f| {

@@ -147,9 +147,9 @@ pub(crate) enum Command {
         scope: Option<String>,
     },
     /// Print the API reference of every function a runbook can call (or `docs drills`: the
-    /// drill scenario format)
+    /// drill scenario format; `docs transcript`: the transcript format)
     Docs {
-        /// `api` (default) or `drills`
+        /// `api` (default), `drills` or `transcript`
         #[arg(value_enum, default_value = "api")]
         topic: DocsTopic,
     },
@@ -164,6 +164,8 @@ pub(crate) enum DocsTopic {
     Api,
     /// The drill scenario format (`drills/*.toml`)
     Drills,
+    /// The transcript format: every event type and its fields
+    Transcript,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

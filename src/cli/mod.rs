@@ -156,6 +156,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             match topic {
                 DocsTopic::Api => print!("{}", crate::docs::markdown()?),
                 DocsTopic::Drills => print!("{}", crate::drill::format_reference()),
+                DocsTopic::Transcript => print!("{}", crate::transcript::format_reference()),
             }
             Ok(())
         }

@@ -15,17 +15,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
-use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::redact::Redactor;
-use crate::transcript::{Durability, TranscriptWriter};
+use crate::transcript::{Durability, JournalEvent, TranscriptWriter};
 
 type Ack = oneshot::Sender<std::result::Result<(), String>>;
 
 pub struct Journal {
-    tx: mpsc::Sender<(Value, Ack)>,
+    tx: mpsc::Sender<(JournalEvent, Ack)>,
     path: PathBuf,
     /// False from a failed write until the next one succeeds (`/healthz` reports it, and
     /// alerts are answered 503 meanwhile).
@@ -45,7 +44,7 @@ impl Appender {
     /// Appends `batch` (synced once, at its end). All or nothing: on any failure the file is cut
     /// back to the last line that was whole and synced, so no half line (or line whose chain
     /// the writer never advanced to) is left for later lines to hang from.
-    fn append_all(&mut self, batch: &[Value]) -> std::result::Result<(), String> {
+    fn append_all(&mut self, batch: &[JournalEvent]) -> std::result::Result<(), String> {
         let result = self.try_append(batch);
         if result.is_err() {
             self.roll_back();
@@ -53,7 +52,7 @@ impl Appender {
         result
     }
 
-    fn try_append(&mut self, batch: &[Value]) -> std::result::Result<(), String> {
+    fn try_append(&mut self, batch: &[JournalEvent]) -> std::result::Result<(), String> {
         let writer = match &mut self.writer {
             Some(w) => w,
             None => return Err(format!("{}: not writable", self.path.display())),
@@ -103,8 +102,8 @@ impl Appender {
 impl Journal {
     /// Creates `path` (never overwriting one) with a writer thread. `secrets` are redacted from
     /// everything written.
-    pub fn create(path: &Path, secrets: Vec<String>, header: Value) -> Result<Journal> {
-        let (tx, rx) = mpsc::channel::<(Value, Ack)>();
+    pub fn create(path: &Path, secrets: Vec<String>, header: JournalEvent) -> Result<Journal> {
+        let (tx, rx) = mpsc::channel::<(JournalEvent, Ack)>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
         let owned = path.to_path_buf();
         let writable = Arc::new(AtomicBool::new(true));
@@ -146,7 +145,7 @@ impl Journal {
                             Err(_) => break,
                         }
                     }
-                    let (events, acks): (Vec<Value>, Vec<Ack>) = batch.into_iter().unzip();
+                    let (events, acks): (Vec<JournalEvent>, Vec<Ack>) = batch.into_iter().unzip();
                     // An event is durable only once the batch's sync succeeded.
                     let result = appender.append_all(&events);
                     flag.store(result.is_ok(), Ordering::SeqCst);
@@ -183,7 +182,7 @@ impl Journal {
         self.writable.load(Ordering::SeqCst)
     }
 
-    fn send(&self, event: Value) -> oneshot::Receiver<std::result::Result<(), String>> {
+    fn send(&self, event: JournalEvent) -> oneshot::Receiver<std::result::Result<(), String>> {
         let (ack, done) = oneshot::channel();
         if let Err(mpsc::SendError((_, ack))) = self.tx.send((event, ack)) {
             let _ = ack.send(Err("the journal is closed".into()));
@@ -192,14 +191,14 @@ impl Journal {
     }
 
     /// Records `event` and waits until it is on disk (from async code).
-    pub async fn record(&self, event: Value) -> std::result::Result<(), String> {
+    pub async fn record(&self, event: JournalEvent) -> std::result::Result<(), String> {
         self.send(event)
             .await
             .unwrap_or_else(|_| Err("the journal is closed".into()))
     }
 
     /// Records `event` and waits until it is on disk (from a plain thread).
-    pub fn record_blocking(&self, event: Value) -> std::result::Result<(), String> {
+    pub fn record_blocking(&self, event: JournalEvent) -> std::result::Result<(), String> {
         self.send(event)
             .blocking_recv()
             .unwrap_or_else(|_| Err("the journal is closed".into()))

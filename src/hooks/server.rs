@@ -31,6 +31,7 @@ use super::hub::{AlertOutcome, Hub};
 use super::metrics::Metrics;
 use super::{Alert, Rejection, Source};
 use crate::error::{Error, Result};
+use crate::transcript::JournalEvent;
 
 pub fn router(hub: Arc<Hub>) -> Router {
     let limit = hub.hooks.file.server.max_body;
@@ -62,7 +63,7 @@ pub async fn serve(hub: Arc<Hub>, listener: tokio::net::TcpListener) -> Result<(
     tracing::info!(%addr, journal = %hub.journal_path(), "listening");
     let _ = hub
         .journal
-        .record(json!({ "type": "listening", "addr": addr }))
+        .record(JournalEvent::Listening { addr: addr.clone() })
         .await;
     // Guardrail state is saved once a second when it changed (breakers immediately).
     let saver = {
@@ -149,7 +150,9 @@ pub async fn serve(hub: Arc<Hub>, listener: tokio::net::TcpListener) -> Result<(
     hub.flush_escalations().await;
     let _ = hub
         .journal
-        .record(json!({ "type": "stopped", "aborted_runs": drained.aborted }))
+        .record(JournalEvent::Stopped {
+            aborted_runs: drained.aborted,
+        })
         .await;
     tracing::info!(aborted = drained.aborted, "stopped");
     Ok(())
@@ -192,13 +195,12 @@ async fn reject(hub: &Hub, source: Source, r: Rejection) -> Response {
     );
     let _ = hub
         .journal
-        .record(json!({
-            "type": "request_refused",
-            "source": source.as_str(),
-            "status": r.status(),
-            "reason": r.reason(),
-            "detail": detail,
-        }))
+        .record(JournalEvent::RequestRefused {
+            source: source.as_str().to_string(),
+            status: r.status(),
+            reason: r.reason().to_string(),
+            detail: detail.to_string(),
+        })
         .await;
     let status = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut response = (status, axum::Json(json!({ "error": detail }))).into_response();

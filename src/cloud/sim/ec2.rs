@@ -374,7 +374,7 @@ impl SimCloud {
                 }],
                 volumes: vec![volume],
                 tags: spec.tags.clone(),
-                launch_time: crate::transcript::now_utc(),
+                launch_time: crate::clock::now_utc(),
             };
             s.instances.push(inst.clone());
             out.push(inst);

@@ -11,7 +11,8 @@ use serde_json::json;
 use super::super::guard::{Candidate, Refusal};
 use super::super::pool::{Job, RunRecord};
 use super::{Alert, Hub, Metrics, lock};
-use crate::transcript::now_utc;
+use crate::clock::now_utc;
+use crate::transcript::JournalEvent;
 
 /// What happened to one alert (the receiver's answer lists one per alert).
 #[derive(Debug, Clone, Serialize)]
@@ -87,27 +88,20 @@ impl Hub {
                 );
                 out
             };
-            let mut event = json!({
-                "type": "alert",
-                "via": via,
-                "source": alert.source.as_str(),
-                "alert": alert.name,
-                "firing": alert.firing,
-                "fingerprint": alert.fingerprint,
-                "labels": alert.labels,
-                "outcome": outcome.outcome,
-            });
-            for (k, v) in [
-                ("reason", &outcome.reason),
-                ("detail", &outcome.detail),
-                ("route", &outcome.route),
-                ("run_id", &outcome.run_id),
-                ("transcript", &outcome.transcript),
-            ] {
-                if let Some(v) = v {
-                    event[k] = json!(v);
-                }
-            }
+            let event = JournalEvent::Alert {
+                via: via.to_string(),
+                source: alert.source.as_str().to_string(),
+                alert: alert.name.clone(),
+                firing: alert.firing,
+                fingerprint: alert.fingerprint.clone(),
+                labels: json!(alert.labels),
+                outcome: outcome.outcome.to_string(),
+                reason: outcome.reason.clone(),
+                detail: outcome.detail.clone(),
+                route: outcome.route.clone(),
+                run_id: outcome.run_id.clone(),
+                transcript: outcome.transcript.clone(),
+            };
             if let Err(e) = self.journal.record(event).await {
                 tracing::error!(
                     alert = %super::clip(&alert.name),
@@ -313,7 +307,10 @@ impl Hub {
         self.save_state();
         let _ = self
             .journal
-            .record(json!({ "type": "breaker_reset", "closed": closed, "by": by }))
+            .record(JournalEvent::BreakerReset {
+                closed: closed.clone(),
+                by: by.to_string(),
+            })
             .await;
         closed
     }

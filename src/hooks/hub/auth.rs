@@ -1,10 +1,9 @@
 //! Authentication: bearer tokens, generic webhook signatures, SNS messages, and the memory of
 //! what was seen that refuses a replay. Everything here decides whether a request is believed.
 
+use crate::transcript::JournalEvent;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
-
-use serde_json::json;
 
 use super::{Alert, Hub, Rejection, Source, lock, sns};
 
@@ -170,12 +169,11 @@ impl Hub {
                     sns::confirm_subscription(&self.http, &envelope, &self.sns_trust).await;
                 let _ = self
                     .journal
-                    .record(json!({
-                        "type": "sns_subscription",
-                        "topic": envelope.topic_arn,
-                        "confirmed": result.is_ok(),
-                        "error": result.as_ref().err().map(|e| e.to_string()),
-                    }))
+                    .record(JournalEvent::SnsSubscription {
+                        topic: envelope.topic_arn.clone(),
+                        confirmed: result.is_ok(),
+                        error: result.as_ref().err().map(|e| e.to_string()),
+                    })
                     .await;
                 if let Err(e) = result {
                     // SNS re-sends the confirmation; that retry must not be a "replay".
@@ -187,7 +185,9 @@ impl Hub {
             sns::Kind::UnsubscribeConfirmation => {
                 let _ = self
                     .journal
-                    .record(json!({ "type": "sns_unsubscribed", "topic": envelope.topic_arn }))
+                    .record(JournalEvent::SnsUnsubscribed {
+                        topic: envelope.topic_arn.clone(),
+                    })
                     .await;
                 Ok((Vec::new(), replay_key))
             }

@@ -1,9 +1,10 @@
 //! Escalation: refusals and failed runs told to a person, held back when repeated or over the
 //! hourly limit, sent in the background (requests) or waited for (workers), and journaled.
 
+use crate::transcript::JournalEvent;
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::super::config::Route;
 use super::super::escalate::{Admission, Escalation};
@@ -103,14 +104,13 @@ impl Hub {
         }
         let _ = self
             .journal
-            .record(json!({
-                "type": "escalation",
-                "alert": alert,
-                "reason": reason,
-                "text": text,
-                "delivered": result.is_ok(),
-                "error": result.err(),
-            }))
+            .record(JournalEvent::Escalation {
+                alert: alert.to_string(),
+                reason: reason.to_string(),
+                text: text.to_string(),
+                delivered: result.is_ok(),
+                error: result.err(),
+            })
             .await;
     }
 

@@ -30,6 +30,7 @@ use super::{Alert, Rejection, Source, clip, generic, secret_eq, sns};
 use crate::cloud::sim::SimCloud;
 use crate::config::{Backend, Config};
 use crate::error::{Error, Result};
+use crate::transcript::{JournalEvent, RouteRef};
 
 pub(crate) use admission::AlertOutcome;
 use auth::{ReplayMemory, Secrets, secret};
@@ -128,13 +129,21 @@ impl Hub {
         let journal = Journal::create(
             &journal_path,
             all_secrets,
-            json!({
-                "type": "journal_started",
-                "config": hooks.path.display().to_string(),
-                "routes": hooks.file.routes.iter().map(|r| json!({"name": r.name, "alert": r.alert, "runbook": r.runbook})).collect::<Vec<_>>(),
-                "pid": std::process::id(),
-                "tool": format!("runbook {}", env!("CARGO_PKG_VERSION")),
-            }),
+            JournalEvent::JournalStarted {
+                config: hooks.path.display().to_string(),
+                routes: hooks
+                    .file
+                    .routes
+                    .iter()
+                    .map(|r| RouteRef {
+                        name: r.name.clone(),
+                        alert: r.alert.clone(),
+                        runbook: r.runbook.clone(),
+                    })
+                    .collect(),
+                pid: std::process::id(),
+                tool: format!("runbook {}", env!("CARGO_PKG_VERSION")),
+            },
         )?;
         let (tx, rx) = mpsc::sync_channel(hooks.file.server.queue);
         let metrics = Metrics::default();

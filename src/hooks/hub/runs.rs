@@ -10,12 +10,13 @@ use serde_json::json;
 use super::super::escalate::Escalation;
 use super::super::pool::{Job, RunRecord};
 use super::{Alert, Hub, Metrics, lock};
+use crate::clock::now_utc;
 use crate::cloud::{Cloud, CloudAccess};
 use crate::config::Backend;
 use crate::console::Console;
 use crate::error::{Error, Result};
 use crate::recorder::Mode;
-use crate::transcript::now_utc;
+use crate::transcript::JournalEvent;
 
 impl Hub {
     /// Starts the worker threads (the concurrency limit).
@@ -76,16 +77,28 @@ impl Hub {
         let redactor = std::rc::Rc::new(crate::redact::Redactor::new());
         let closed = crate::transcript::TranscriptWriter::open_append(path, redactor).and_then(
             |(mut writer, events)| {
-                if events.iter().any(|e| e["type"] == "run_finished") {
+                use crate::transcript::{ErrorRecord, Event, RunStatus};
+                if events
+                    .iter()
+                    .any(|e| matches!(Event::parse(e), Ok(Event::RunFinished { .. })))
+                {
                     return Ok(());
                 }
                 writer.append(
-                    &json!({
-                        "type": "run_finished",
-                        "status": "failed",
-                        "reason": reason,
-                        "error": { "code": "panic", "message": reason },
-                    }),
+                    &Event::RunFinished {
+                        status: RunStatus::Failed,
+                        reason: reason.to_string(),
+                        duration_ms: None,
+                        counts: None,
+                        calls: None,
+                        mutating_calls_sent: None,
+                        undelivered_notifications: None,
+                        error: Some(ErrorRecord {
+                            message: reason.to_string(),
+                            code: Some("panic".into()),
+                            ..ErrorRecord::default()
+                        }),
+                    },
                     crate::transcript::Durability::Synced,
                 )
             },
@@ -103,10 +116,11 @@ impl Hub {
                 r.status = "not_started".into();
                 r.reason = Some("the server stopped before a worker was free".into());
             });
-            let _ = self.journal.record_blocking(json!({
-                "type": "run_not_started", "run_id": run_id, "alert": job.alert.name,
-                "reason": "shutting_down",
-            }));
+            let _ = self.journal.record_blocking(JournalEvent::RunNotStarted {
+                run_id: run_id.clone(),
+                alert: job.alert.name.clone(),
+                reason: "shutting_down".into(),
+            });
             self.escalate_blocking(&Escalation {
                 alert: &job.alert,
                 environment: job.route.environment.as_deref(),
@@ -176,21 +190,20 @@ impl Hub {
         });
         let transcript = job.transcript.display().to_string();
         let undelivered = undelivered_notifications(undelivered_count, &job.transcript);
-        let _ = self.journal.record_blocking(json!({
-            "type": "run_finished",
-            "run_id": run_id,
-            "alert": job.alert.name,
-            "fingerprint": job.alert.fingerprint,
-            "route": job.route.name,
-            "runbook": job.route.runbook,
-            "status": status,
-            "reason": reason,
-            "guardrail": tripped,
-            "duration_ms": elapsed.as_millis() as u64,
-            "first_call_ms": first_call_ms,
-            "transcript": transcript,
-            "undelivered_notifications": undelivered,
-        }));
+        let _ = self.journal.record_blocking(JournalEvent::RunFinished {
+            run_id: run_id.clone(),
+            alert: job.alert.name.clone(),
+            fingerprint: job.alert.fingerprint.clone(),
+            route: job.route.name.clone(),
+            runbook: job.route.runbook.clone(),
+            status: status.clone(),
+            reason: reason.clone(),
+            guardrail: tripped.map(str::to_string),
+            duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            first_call_ms,
+            transcript: transcript.clone(),
+            undelivered_notifications: undelivered.clone(),
+        });
         let undelivered_note = (!undelivered.is_empty()).then(|| {
             format!(
                 "{} notification(s) of the run could not be delivered: {}",
@@ -364,9 +377,16 @@ fn undelivered_notifications(count: usize, transcript: &std::path::Path) -> Vec<
         .unwrap_or_default();
     let mut named: Vec<String> = events
         .iter()
-        .filter(|e| e["type"] == "call")
-        .filter_map(|e| {
-            let binding = e["binding"].as_str()?;
+        .filter_map(|e| match crate::transcript::Event::parse(e) {
+            Ok(crate::transcript::Event::Call {
+                binding,
+                result,
+                error,
+                ..
+            }) => Some((binding, result, error)),
+            _ => None,
+        })
+        .filter_map(|(binding, result, error)| {
             if !["slack::", "teams::"]
                 .iter()
                 .any(|p| binding.starts_with(p))
@@ -374,15 +394,14 @@ fn undelivered_notifications(count: usize, transcript: &std::path::Path) -> Vec<
                 return None;
             }
             // A failed send is an error, or (not `required`) a result with `ok: false`.
-            let failure = if e["error"].is_object() {
-                &e["error"]
-            } else if e["result"]["ok"] == false {
-                &e["result"]
-            } else {
-                return None;
+            let code = match (error, result) {
+                (Some(error), _) => error.code.unwrap_or_else(|| "error".into()),
+                (None, Some(result)) if result["ok"] == false => {
+                    result["code"].as_str().unwrap_or("error").to_string()
+                }
+                _ => return None,
             };
-            let code = failure["code"].as_str().unwrap_or("error");
-            Some(format!("{binding} ({})", super::clip(code)))
+            Some(format!("{binding} ({})", super::clip(&code)))
         })
         .take(count.min(20))
         .collect();
