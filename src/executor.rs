@@ -1154,10 +1154,13 @@ impl<'a> Executor<'a> {
                 break (StepStatus::Aborted, info);
             }
             if status == StepStatus::TimedOut {
-                info.message = format!(
-                    "the step ran past its timeout of {}",
-                    humantime::format_duration(step.timeout)
-                );
+                let timeout = humantime::format_duration(step.timeout);
+                // A wait that ran until the deadline says so: the deadline, not the wait's own
+                // timeout, is what ended it.
+                info.message = match host.interrupt.clock().take_ended_wait() {
+                    Some(wait) => format!("the step ran past its timeout of {timeout}: {wait}"),
+                    None => format!("the step ran past its timeout of {timeout}"),
+                };
             }
             if status == StepStatus::Aborted {
                 // A first Ctrl-C stops the step and asks; a second one (or an unattended run) stops

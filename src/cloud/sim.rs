@@ -192,6 +192,10 @@ pub struct Faults {
     /// Instances whose status checks report `impaired`.
     #[serde(default)]
     pub impaired: Vec<String>,
+    /// Instances whose status checks report `initializing` until the run's clock has run this
+    /// many milliseconds (simulated in drills): a slow boot, for waits longer than a default.
+    #[serde(default)]
+    pub initializing_ms: std::collections::BTreeMap<String, u64>,
 }
 
 fn default_attempts() -> u32 {
@@ -593,6 +597,14 @@ impl SimCloud {
                     "not-applicable"
                 } else if self.fleet.faults.impaired.contains(id) {
                     "impaired"
+                } else if self
+                    .fleet
+                    .faults
+                    .initializing_ms
+                    .get(id)
+                    .is_some_and(|&ms| self.clock.elapsed() < Duration::from_millis(ms))
+                {
+                    "initializing"
                 } else {
                     "ok"
                 };
