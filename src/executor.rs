@@ -1380,3 +1380,214 @@ pub fn plan_summary(report: &RunReport) -> String {
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::rc::Rc;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::console::Console;
+    use crate::engine::Host;
+    use crate::recorder::Mode;
+
+    /// A runbook from source text, loaded on the built-in sim (a plan's clock is simulated, so
+    /// backoff takes no time).
+    fn load(mode: Mode, dir: &Path, src: &str) -> Runbook {
+        let host: Rc<Host> = Host::new(mode, Console::silent(), Arc::new(AtomicBool::new(false)));
+        let declared =
+            Runbook::load_source(&dir.join("t.rhai"), src, host, Duration::from_secs(10));
+        declared.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Runs `rb` with `driver` into `dir/t.jsonl`; the report and the transcript's events.
+    fn run(rb: &Runbook, driver: &mut dyn Driver, dir: &Path) -> (RunReport, Vec<Value>) {
+        let transcript = dir.join("t.jsonl");
+        let opts = RunOptions {
+            resume: None,
+            run_id: "test-run".into(),
+            transcript: transcript.clone(),
+            environment: "sim".into(),
+            account: None,
+            operator: "tester".into(),
+            params: Map::new(),
+            trigger: None,
+        };
+        let report = Executor::new(rb, driver).run(opts).unwrap();
+        let (events, _) = crate::transcript::read_verified(&transcript).unwrap();
+        (report, events)
+    }
+
+    /// Skips and aborts the steps it is told to, runs the others.
+    struct Scripted {
+        skip: Vec<usize>,
+        abort: Vec<usize>,
+    }
+
+    impl Driver for Scripted {
+        fn before_step(&mut self, view: &StepView) -> Decision {
+            let i = view.step.index;
+            if self.skip.contains(&i) {
+                Decision::recorded(Action::Skip, "test", "skipped by the test driver")
+            } else if self.abort.contains(&i) {
+                Decision::recorded(Action::Abort, "test", "aborted by the test driver")
+            } else {
+                Decision::routine(Action::Run, "test")
+            }
+        }
+    }
+
+    const RUNBOOK: &str = r#"runbook(#{ id: "t", version: "1.0.0", title: "t", severity: "P3" });
+containment("Flaky", |ctx| {
+    if !("tries" in ctx) { ctx.tries = 0; }
+    ctx.tries += 1;
+    if ctx.tries < 2 { fail("not yet"); }
+}, #{ retries: 2, backoff: "1s" });
+containment("Broken", |ctx| { fail("broken"); }, #{
+    allow_failure: true,
+    on_failure: |ctx| { ctx.rolled_back = true; },
+});
+eradication("Optional", |ctx| { ctx.optional = true; });
+eradication("Dangerous", |ctx| { ctx.dangerous = true; });
+recovery("Never", |ctx| { ctx.never = true; });
+"#;
+
+    /// `(type, step)` of the step-level events, in order.
+    fn timeline(events: &[Value]) -> Vec<(String, Option<u64>)> {
+        events
+            .iter()
+            .filter(|e| e["type"] != "log" && e["type"] != "call")
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap_or_default().to_string(),
+                    e["step"].as_u64(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_run_with_a_retry_a_rollback_a_skip_and_an_abort_records_each_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let rb = load(Mode::Plan, dir.path(), RUNBOOK);
+        let mut driver = Scripted {
+            skip: vec![2],
+            abort: vec![3],
+        };
+        let (report, events) = run(&rb, &mut driver, dir.path());
+
+        let expected: Vec<(String, Option<u64>)> = [
+            ("run_started", None),
+            ("step_started", Some(0)),
+            ("retry", Some(0)),
+            ("step_started", Some(0)),
+            ("step_finished", Some(0)),
+            ("step_started", Some(1)),
+            ("on_failure_started", Some(1)),
+            ("on_failure_finished", Some(1)),
+            ("step_finished", Some(1)),
+            ("decision", Some(2)),
+            ("step_finished", Some(2)),
+            ("decision", Some(3)),
+            ("step_finished", Some(3)),
+            ("run_finished", None),
+        ]
+        .iter()
+        .map(|(t, s)| (t.to_string(), *s))
+        .collect();
+        assert_eq!(timeline(&events), expected);
+
+        let finished: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["type"] == "step_finished")
+            .collect();
+        let statuses: Vec<&str> = finished
+            .iter()
+            .map(|e| e["status"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(statuses, ["ok", "failed", "skipped", "aborted"]);
+        assert_eq!(finished[0]["attempts"], 2, "retried once, then ok");
+        assert_eq!(finished[1]["ctx"]["rolled_back"], true);
+        assert_eq!(finished[2]["reason"], "skipped by the test driver");
+        assert!(finished[3]["ctx"].get("dangerous").is_none());
+        let rollback = events
+            .iter()
+            .find(|e| e["type"] == "on_failure_finished")
+            .unwrap();
+        assert_eq!(rollback["status"], "ok");
+
+        assert_eq!(report.status, RunStatus::Aborted);
+        assert_eq!(
+            (
+                report.counts.ok,
+                report.counts.failed,
+                report.counts.skipped
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(report.counts.not_run, 1, "the step after the abort");
+        let last = events.last().unwrap();
+        assert_eq!(last["status"], "aborted");
+        assert!(
+            last["reason"]
+                .as_str()
+                .unwrap()
+                .contains("aborted by the test driver"),
+            "{last}"
+        );
+        let err = report.into_result().unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::exit::ABORTED);
+    }
+
+    #[test]
+    fn a_failed_step_without_allow_failure_stops_the_run_after_its_rollback() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = RUNBOOK.replace("allow_failure: true,", "");
+        let rb = load(Mode::Plan, dir.path(), &src);
+        let mut driver = Scripted {
+            skip: vec![],
+            abort: vec![],
+        };
+        let (report, events) = run(&rb, &mut driver, dir.path());
+        let types: Vec<String> = timeline(&events).into_iter().map(|(t, _)| t).collect();
+        let rollback = types
+            .iter()
+            .position(|t| t == "on_failure_finished")
+            .unwrap();
+        assert_eq!(types[rollback + 1], "step_finished");
+        assert_eq!(types[rollback + 2], "run_finished");
+        assert_eq!(report.status, RunStatus::Failed);
+        assert_eq!(report.counts.not_run, 3);
+        assert!(
+            report.reason.contains("step 2 \"Broken\" failed"),
+            "{}",
+            report.reason
+        );
+        assert_eq!(
+            report.into_result().unwrap_err().exit_code(),
+            crate::error::exit::FAILED
+        );
+    }
+
+    #[test]
+    fn an_unattended_run_stops_at_a_confirm_step_without_yes() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = r#"runbook(#{ id: "t", version: "1.0.0", title: "t", severity: "P3" });
+containment("Ask", |ctx| { ctx.ran = true; }, #{ confirm: "GO" });
+"#;
+        let rb = load(Mode::Run, dir.path(), src);
+        let mut driver = Unattended {
+            yes: None,
+            operator: "tester".into(),
+            approval_timeout: None,
+        };
+        let (report, events) = run(&rb, &mut driver, dir.path());
+        assert_eq!(report.status, RunStatus::Aborted);
+        let decision = events.iter().find(|e| e["type"] == "decision").unwrap();
+        assert_eq!(decision["action"], "abort");
+        assert_eq!(decision["by"], "unattended");
+        assert!(events.iter().all(|e| e["type"] != "step_started"));
+    }
+}
