@@ -1469,6 +1469,10 @@ impl Drop for Alive {
 }
 
 #[cfg(test)]
+#[path = "hub_tests.rs"]
+mod admission_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
