@@ -351,6 +351,102 @@ impl StepEnd {
     }
 }
 
+/// A step's last failed attempt: its status, its error, and whether the operator chose to go on
+/// with the next step anyway.
+struct Failure {
+    status: StepStatus,
+    info: ErrorInfo,
+    go_on: bool,
+}
+
+impl Failure {
+    fn new(status: StepStatus, info: ErrorInfo) -> Self {
+        Failure {
+            status,
+            info,
+            go_on: false,
+        }
+    }
+}
+
+/// What a Ctrl-C between steps leaves of the next one.
+enum BetweenSteps {
+    Run,
+    /// Skipped, for the reason the operator gave.
+    Skip(String),
+    /// The run stops before it.
+    Stop,
+}
+
+/// How the run is going, step by step.
+struct Progress {
+    status: RunStatus,
+    reason: String,
+    /// The first step the operator went on past without it succeeding.
+    went_on: Option<(RunStatus, String)>,
+    counts: Counts,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            status: RunStatus::Ok,
+            reason: String::new(),
+            went_on: None,
+            counts: Counts::default(),
+        }
+    }
+
+    /// Takes a finished step into account: whether it stops the run, and why.
+    fn absorb(&mut self, step: &Step, end: &StepEnd) {
+        if end.go_on && !step.allow_failure && self.went_on.is_none() {
+            // The operator chose to go on past a step that did not succeed: the run goes on,
+            // but it did not succeed either, and its status and exit code say so.
+            let status = match end.status {
+                StepStatus::Failed => Some(RunStatus::Failed),
+                StepStatus::TimedOut => Some(RunStatus::TimedOut),
+                StepStatus::Aborted => Some(RunStatus::Aborted),
+                StepStatus::Ok | StepStatus::Skipped => None,
+            };
+            self.went_on = status.map(|s| {
+                (
+                    s,
+                    format!(
+                        "step {} {:?} {} (the operator went on with the next step)",
+                        step.index + 1,
+                        step.title,
+                        end.status.as_str()
+                    ),
+                )
+            });
+        }
+        let stops = match end.status {
+            _ if end.go_on => None,
+            StepStatus::Ok | StepStatus::Skipped => None,
+            StepStatus::Failed if step.allow_failure => None,
+            StepStatus::Failed => Some(RunStatus::Failed),
+            StepStatus::TimedOut if step.allow_failure => None,
+            StepStatus::TimedOut => Some(RunStatus::TimedOut),
+            StepStatus::Aborted => Some(RunStatus::Aborted),
+        };
+        if let Some(status) = stops {
+            self.status = status;
+            let why = end
+                .error
+                .as_ref()
+                .map(|e| e.message.clone())
+                .or(end.reason.clone())
+                .unwrap_or_default();
+            self.reason = format!(
+                "step {} {:?} {}: {why}",
+                step.index + 1,
+                step.title,
+                end.status.as_str()
+            );
+        }
+    }
+}
+
 pub struct Executor<'a> {
     rb: &'a Runbook,
     driver: &'a mut dyn Driver,
@@ -406,13 +502,70 @@ impl<'a> Executor<'a> {
     /// Runs every step. Errors only when the transcript cannot be created; everything after that
     /// is recorded and reported in the [`RunReport`].
     pub fn run(&mut self, mut opts: RunOptions) -> Result<RunReport> {
-        let rb = self.rb;
-        let host = &rb.host;
+        let host = &self.rb.host;
         let started = host.interrupt.clock().now();
         // The notifier may outlive one run (a hook server's): count this run's failures only.
         let undelivered_before = host.notifier.undelivered();
         let notes = opts.transcript.with_extension("notes.md");
         *host.notes_path.borrow_mut() = Some(notes.clone());
+        let mut progress = Progress::new();
+        let (start_step, uncertain) = self.open_transcript(&mut opts, &mut progress.counts)?;
+        // Shared, so a step's `ctx.x = ...` is seen by every later step.
+        let ctx = self.start(&opts);
+        let total = self.rb.steps.len();
+        for step in &self.rb.steps {
+            if step.index < start_step {
+                continue;
+            }
+            if step.index == start_step
+                && !uncertain.is_empty()
+                && !self.ask_person(|d| d.on_uncertain(step, &uncertain))
+            {
+                self.stop_for_uncertain(step, &uncertain, &mut progress);
+                continue;
+            }
+            if progress.status != RunStatus::Ok {
+                progress.counts.not_run += 1;
+                continue;
+            }
+            let end = match self.between_steps(step) {
+                BetweenSteps::Run => self.run_step(step, total, &ctx),
+                BetweenSteps::Skip(why) => {
+                    self.rb.host.console.take_waited();
+                    let end = StepEnd::new(StepStatus::Skipped, None, Some(why));
+                    let now = self.rb.host.interrupt.clock().now();
+                    self.finish_step(step, total, now, 0, end, &ctx)
+                }
+                BetweenSteps::Stop => {
+                    progress.status = RunStatus::Aborted;
+                    progress.reason = "interrupted (Ctrl-C) between steps".into();
+                    progress.counts.not_run += 1;
+                    continue;
+                }
+            };
+            progress.counts.add(end.status);
+            for o in &mut self.observers {
+                o.step_finished(step, end.status, end.error.as_ref());
+            }
+            if let Some(failure) = self.rb.host.recorder.take_failure() {
+                progress.status = RunStatus::Failed;
+                progress.reason = format!("the transcript could not be written: {failure}");
+                continue;
+            }
+            progress.absorb(step, &end);
+        }
+        self.finish_run(opts, progress, started, undelivered_before, notes)
+    }
+
+    /// Creates the transcript and writes `run_started`, or (resuming) attaches the interrupted
+    /// run's transcript and writes `run_resumed`. Returns the first step to run and the writes
+    /// whose outcome the interrupted run never recorded.
+    fn open_transcript(
+        &self,
+        opts: &mut RunOptions,
+        counts: &mut Counts,
+    ) -> Result<(usize, Vec<String>)> {
+        let host = &self.rb.host;
         let cannot = |e: String| {
             Error::io(
                 "cannot write transcript",
@@ -420,8 +573,7 @@ impl<'a> Executor<'a> {
                 std::io::Error::other(e),
             )
         };
-        let mut counts = Counts::default();
-        let (start_step, uncertain) = match opts.resume.take() {
+        match opts.resume.take() {
             Some(r) => {
                 host.recorder.attach(r.writer);
                 let mut note = r.note;
@@ -435,23 +587,28 @@ impl<'a> Executor<'a> {
                     counts.add(status);
                 }
                 host.recorder.set_replay(r.replay);
-                (r.start_step, r.uncertain)
+                Ok((r.start_step, r.uncertain))
             }
             None => {
                 let writer = TranscriptWriter::create(&opts.transcript, host.redactor.clone())?;
                 host.recorder.attach(writer);
-                let first = self.run_started(&opts);
+                let first = self.run_started(opts);
                 host.recorder
                     .record(&first, Durability::Synced)
                     .map_err(cannot)?;
-                (0, Vec::new())
+                Ok((0, Vec::new()))
             }
-        };
+        }
+    }
 
+    /// The run's `ctx` (the parameters and `ctx.run`), shared by every step; tells the
+    /// observers the run started.
+    fn start(&mut self, opts: &RunOptions) -> Dynamic {
+        let rb = self.rb;
         let mut ctx_map = opts.params.clone();
         let mut run_info = Map::new();
         run_info.insert("id".into(), opts.run_id.clone().into());
-        run_info.insert("mode".into(), host.recorder.mode().as_str().into());
+        run_info.insert("mode".into(), rb.host.recorder.mode().as_str().into());
         run_info.insert("environment".into(), opts.environment.clone().into());
         run_info.insert("runbook".into(), rb.meta.id.clone().into());
         run_info.insert("version".into(), rb.meta.version.to_string().into());
@@ -468,141 +625,78 @@ impl<'a> Executor<'a> {
         for o in &mut self.observers {
             o.run_started(headline.clone());
         }
-        // Shared, so a step's `ctx.x = ...` is seen by every later step.
-        let ctx = Dynamic::from_map(ctx_map).into_shared();
+        Dynamic::from_map(ctx_map).into_shared()
+    }
 
-        let total = rb.steps.len();
-        let mut run_status = RunStatus::Ok;
-        let mut reason = String::new();
-        // The first step the operator went on past without it succeeding.
-        let mut went_on: Option<(RunStatus, String)> = None;
-        for step in &rb.steps {
-            if step.index < start_step {
-                continue;
+    /// A resumed run whose cut-off step sent writes nobody confirmed, and nobody chose to run
+    /// it again: the run stops there, recorded.
+    fn stop_for_uncertain(&self, step: &Step, uncertain: &[String], progress: &mut Progress) {
+        let why = format!(
+            "uncertain: {} sent before the crash but never confirmed; a person must check before step {} runs again",
+            uncertain.join(", "),
+            step.index + 1
+        );
+        self.record(
+            &StepEvent::Decision {
+                step: step.index,
+                action: Action::Abort,
+                by: "resume",
+                reason: &why,
+                decided_ms: None,
+            },
+            Durability::Synced,
+        );
+        self.rb.host.console.line(&format!("    stopped: {why}"));
+        progress.status = RunStatus::Aborted;
+        progress.reason = why;
+        progress.counts.not_run += 1;
+    }
+
+    /// A Ctrl-C between steps: a second press (or an unattended run) stops here; after a first
+    /// one an operator may still choose to run this step or skip it.
+    fn between_steps(&mut self, step: &Step) -> BetweenSteps {
+        let host = &self.rb.host;
+        if host.interrupt.check() != Some(Stop::Aborted) {
+            return BetweenSteps::Run;
+        }
+        let choice = if host.interrupt.presses() < 2 {
+            self.ask_person(|d| d.after_interrupt(step))
+        } else {
+            AfterFailure::Stop
+        };
+        match choice {
+            AfterFailure::Stop => BetweenSteps::Stop,
+            AfterFailure::Retry => {
+                self.rb.host.interrupt.reset();
+                BetweenSteps::Run
             }
-            if step.index == start_step
-                && !uncertain.is_empty()
-                && !self.ask_person(|d| d.on_uncertain(step, &uncertain))
-            {
-                let why = format!(
-                    "uncertain: {} sent before the crash but never confirmed; a person must check before step {} runs again",
-                    uncertain.join(", "),
-                    step.index + 1
-                );
-                self.record(
-                    &StepEvent::Decision {
-                        step: step.index,
-                        action: Action::Abort,
-                        by: "resume",
-                        reason: &why,
-                        decided_ms: None,
-                    },
-                    Durability::Synced,
-                );
-                host.console.line(&format!("    stopped: {why}"));
-                run_status = RunStatus::Aborted;
-                reason = why;
-                counts.not_run += 1;
-                continue;
-            }
-            if run_status != RunStatus::Ok {
-                counts.not_run += 1;
-                continue;
-            }
-            let mut skipped_after_interrupt = None;
-            if host.interrupt.check() == Some(Stop::Aborted) {
-                // Ctrl-C between steps: a second press (or an unattended run) stops here; after a
-                // first one an operator may still choose to run this step or skip it.
-                let choice = if host.interrupt.presses() < 2 {
-                    self.ask_person(|d| d.after_interrupt(step))
-                } else {
-                    AfterFailure::Stop
-                };
-                match choice {
-                    AfterFailure::Stop => {
-                        run_status = RunStatus::Aborted;
-                        reason = "interrupted (Ctrl-C) between steps".into();
-                        counts.not_run += 1;
-                        continue;
-                    }
-                    AfterFailure::Retry => host.interrupt.reset(),
-                    AfterFailure::Continue(why) => {
-                        host.interrupt.reset();
-                        self.record_choice(
-                            step,
-                            &AfterFailure::Continue(why.clone()),
-                            "after Ctrl-C",
-                        );
-                        skipped_after_interrupt = Some(why);
-                    }
-                }
-            }
-            let end = match skipped_after_interrupt {
-                Some(why) => {
-                    host.console.take_waited();
-                    let end = StepEnd::new(StepStatus::Skipped, None, Some(why));
-                    self.finish_step(step, total, host.interrupt.clock().now(), 0, end, &ctx)
-                }
-                None => self.run_step(step, total, &ctx),
-            };
-            counts.add(end.status);
-            for o in &mut self.observers {
-                o.step_finished(step, end.status, end.error.as_ref());
-            }
-            if let Some(failure) = host.recorder.take_failure() {
-                run_status = RunStatus::Failed;
-                reason = format!("the transcript could not be written: {failure}");
-                continue;
-            }
-            if end.go_on && !step.allow_failure && went_on.is_none() {
-                // The operator chose to go on past a step that did not succeed: the run goes on,
-                // but it did not succeed either, and its status and exit code say so.
-                let status = match end.status {
-                    StepStatus::Failed => Some(RunStatus::Failed),
-                    StepStatus::TimedOut => Some(RunStatus::TimedOut),
-                    StepStatus::Aborted => Some(RunStatus::Aborted),
-                    StepStatus::Ok | StepStatus::Skipped => None,
-                };
-                went_on = status.map(|s| {
-                    (
-                        s,
-                        format!(
-                            "step {} {:?} {} (the operator went on with the next step)",
-                            step.index + 1,
-                            step.title,
-                            end.status.as_str()
-                        ),
-                    )
-                });
-            }
-            let stops = match end.status {
-                _ if end.go_on => None,
-                StepStatus::Ok | StepStatus::Skipped => None,
-                StepStatus::Failed if step.allow_failure => None,
-                StepStatus::Failed => Some(RunStatus::Failed),
-                StepStatus::TimedOut if step.allow_failure => None,
-                StepStatus::TimedOut => Some(RunStatus::TimedOut),
-                StepStatus::Aborted => Some(RunStatus::Aborted),
-            };
-            if let Some(status) = stops {
-                run_status = status;
-                let why = end
-                    .error
-                    .as_ref()
-                    .map(|e| e.message.clone())
-                    .or(end.reason.clone())
-                    .unwrap_or_default();
-                reason = format!(
-                    "step {} {:?} {}: {why}",
-                    step.index + 1,
-                    step.title,
-                    end.status.as_str()
-                );
+            AfterFailure::Continue(why) => {
+                self.rb.host.interrupt.reset();
+                self.record_choice(step, &AfterFailure::Continue(why.clone()), "after Ctrl-C");
+                BetweenSteps::Skip(why)
             }
         }
+    }
 
-        if let (RunStatus::Ok, Some((status, why))) = (run_status, went_on) {
-            run_status = status;
+    /// The run's end: its status (a step the operator went on past counts), the observers told,
+    /// `run_finished` written and the transcript closed.
+    fn finish_run(
+        &mut self,
+        opts: RunOptions,
+        progress: Progress,
+        started: Stamp,
+        undelivered_before: usize,
+        notes: PathBuf,
+    ) -> Result<RunReport> {
+        let host = &self.rb.host;
+        let Progress {
+            mut status,
+            mut reason,
+            went_on,
+            counts,
+        } = progress;
+        if let (RunStatus::Ok, Some((went_status, why))) = (status, went_on) {
+            status = went_status;
             reason = why;
         }
         host.console.finish();
@@ -613,7 +707,7 @@ impl<'a> Executor<'a> {
             .saturating_sub(undelivered_before);
         let summary = format!(
             "run {}: {} ok, {} failed, {} skipped, {} not run{}{}",
-            run_status.as_str(),
+            status.as_str(),
             counts.ok,
             counts.failed + counts.timed_out,
             counts.skipped,
@@ -626,12 +720,12 @@ impl<'a> Executor<'a> {
             }
         );
         for o in &mut self.observers {
-            o.run_finished(run_status, summary.clone());
+            o.run_finished(status, summary.clone());
         }
         let (calls, sent) = host.recorder.call_counts();
         self.record(
             &StepEvent::RunFinished {
-                status: run_status,
+                status,
                 reason: &reason,
                 duration_ms: ms(duration),
                 counts: &counts,
@@ -653,7 +747,7 @@ impl<'a> Executor<'a> {
         host.recorder.detach();
         Ok(RunReport {
             run_id: opts.run_id,
-            status: run_status,
+            status,
             reason,
             counts,
             transcript: opts.transcript,
@@ -1017,111 +1111,159 @@ impl<'a> Executor<'a> {
 
     fn run_step(&mut self, step: &Step, total: usize, ctx: &Dynamic) -> StepEnd {
         let started = self.rb.host.interrupt.clock().now();
-        let host = &self.rb.host;
         // This step's waiting and previewing start now (finish_step takes them off its time).
-        host.console.take_waited();
+        self.rb.host.console.take_waited();
         self.preview_spent = Duration::ZERO;
 
-        if let Some(when) = &step.when {
-            match self.invoke(when, ctx, Stage::Step(step.index), step.timeout) {
-                Ok(v) if v.as_bool() == Ok(false) => {
-                    let end = StepEnd::new(
-                        StepStatus::Skipped,
-                        None,
-                        Some("its `when` condition is false".into()),
-                    );
-                    return self.finish_step(step, total, started, 0, end, ctx);
-                }
-                Ok(v) if v.is_bool() => {}
-                Ok(v) => {
-                    let info = ErrorInfo {
-                        message: format!("`when` must return a bool, not {}", v.type_name()),
-                        code: Some("bad_when".into()),
-                        location: Some(step.location.to_string()),
-                        file: None,
-                        line: 0,
-                        col: 0,
-                    };
-                    let end = StepEnd::new(StepStatus::Failed, Some(info), None);
-                    return self.finish_step(step, total, started, 0, end, ctx);
-                }
-                Err(err) => {
-                    let info = self.describe_in(&err, step);
-                    self.report_error(&info);
-                    let end = StepEnd::new(status_of(&err), Some(info), None);
-                    return self.finish_step(step, total, started, 0, end, ctx);
-                }
-            }
+        if let Some(end) = self.check_when(step, ctx) {
+            return self.finish_step(step, total, started, 0, end, ctx);
         }
+        if let Some(end) = self.decision(step, total, ctx) {
+            return self.finish_step(step, total, started, 0, end, ctx);
+        }
+        let (attempts, failure) = self.attempts(step, total, ctx);
+        let end = match failure {
+            None => StepEnd::new(StepStatus::Ok, None, None),
+            Some(failure) => self.on_failure(step, failure, ctx),
+        };
+        self.finish_step(step, total, started, attempts, end, ctx)
+    }
 
-        let mut decision = self.decide(step, total, ctx);
-        if decision.action == Action::Approval {
-            let question = format!(
-                "run step {} {:?} of {}",
-                step.index + 1,
-                step.title,
-                self.rb.meta.id
-            );
-            let wait = decision.wait.unwrap_or(Duration::from_secs(15 * 60));
-            match host.console.person(|| {
-                crate::approvals::request_and_wait(host, &question, 1, false, wait, None)
-            }) {
-                Ok(outcome) => {
-                    let by = outcome.approved_by.join(", ");
-                    decision = Decision::recorded(
-                        Action::Run,
-                        &by,
-                        format!("approved after {} s", outcome.waited.as_secs()),
-                    );
-                    self.record(
-                        &StepEvent::Decision {
-                            step: step.index,
-                            action: Action::Run,
-                            by: &by,
-                            reason: &decision.reason,
-                            decided_ms: Some(ms(outcome.waited)),
-                        },
-                        Durability::Synced,
-                    );
-                }
-                Err(e) => {
-                    let info = ErrorInfo {
-                        message: e.message,
-                        code: Some(e.code),
-                        location: None,
-                        file: None,
-                        line: 0,
-                        col: 0,
-                    };
-                    let status = if info.code.as_deref() == Some("aborted") {
-                        StepStatus::Aborted
-                    } else {
-                        StepStatus::Failed
-                    };
-                    self.report_error(&info);
-                    let end = StepEnd::new(status, Some(info), None);
-                    return self.finish_step(step, total, started, 0, end, ctx);
-                }
+    /// The step's `when` guard: None when the step is to run, else how it ended (skipped, or
+    /// failed because the guard failed or did not answer a bool).
+    fn check_when(&self, step: &Step, ctx: &Dynamic) -> Option<StepEnd> {
+        let when = step.when.as_ref()?;
+        match self.invoke(when, ctx, Stage::Step(step.index), step.timeout) {
+            Ok(v) if v.as_bool() == Ok(false) => Some(StepEnd::new(
+                StepStatus::Skipped,
+                None,
+                Some("its `when` condition is false".into()),
+            )),
+            Ok(v) if v.is_bool() => None,
+            Ok(v) => {
+                let info = ErrorInfo {
+                    message: format!("`when` must return a bool, not {}", v.type_name()),
+                    code: Some("bad_when".into()),
+                    location: Some(step.location.to_string()),
+                    file: None,
+                    line: 0,
+                    col: 0,
+                };
+                Some(StepEnd::new(StepStatus::Failed, Some(info), None))
+            }
+            Err(err) => {
+                let info = self.describe_in(&err, step);
+                self.report_error(&info);
+                Some(StepEnd::new(status_of(&err), Some(info), None))
             }
         }
+    }
+
+    /// The driver's decision (with an approval waited for when it asked for one): None to run
+    /// the step, else how it ended without running (skipped, aborted, not approved).
+    fn decision(&mut self, step: &Step, total: usize, ctx: &Dynamic) -> Option<StepEnd> {
+        let decision = self.decide(step, total, ctx);
+        let decision = match decision.action {
+            Action::Approval => self.approval(step, &decision),
+            _ => Ok(decision),
+        };
+        match decision {
+            Ok(decision) => self.declined(&decision),
+            Err(end) => Some(*end),
+        }
+    }
+
+    /// Waits for the approval a decision asked for. Err: it did not come (denied, timed out,
+    /// aborted), and how the step ended.
+    fn approval(
+        &mut self,
+        step: &Step,
+        decision: &Decision,
+    ) -> std::result::Result<Decision, Box<StepEnd>> {
+        let host = &self.rb.host;
+        let question = format!(
+            "run step {} {:?} of {}",
+            step.index + 1,
+            step.title,
+            self.rb.meta.id
+        );
+        let wait = decision.wait.unwrap_or(Duration::from_secs(15 * 60));
+        match host
+            .console
+            .person(|| crate::approvals::request_and_wait(host, &question, 1, false, wait, None))
+        {
+            Ok(outcome) => {
+                let by = outcome.approved_by.join(", ");
+                let decision = Decision::recorded(
+                    Action::Run,
+                    &by,
+                    format!("approved after {} s", outcome.waited.as_secs()),
+                );
+                self.record(
+                    &StepEvent::Decision {
+                        step: step.index,
+                        action: Action::Run,
+                        by: &by,
+                        reason: &decision.reason,
+                        decided_ms: Some(ms(outcome.waited)),
+                    },
+                    Durability::Synced,
+                );
+                Ok(decision)
+            }
+            Err(e) => {
+                let info = ErrorInfo {
+                    message: e.message,
+                    code: Some(e.code),
+                    location: None,
+                    file: None,
+                    line: 0,
+                    col: 0,
+                };
+                let status = if info.code.as_deref() == Some("aborted") {
+                    StepStatus::Aborted
+                } else {
+                    StepStatus::Failed
+                };
+                self.report_error(&info);
+                Err(Box::new(StepEnd::new(status, Some(info), None)))
+            }
+        }
+    }
+
+    /// How the step ends when the decision was not to run it (skipped or aborted); None: run.
+    fn declined(&self, decision: &Decision) -> Option<StepEnd> {
         match decision.action {
-            Action::Skip | Action::Continue => {
-                let end = StepEnd::new(StepStatus::Skipped, None, Some(decision.reason));
-                return self.finish_step(step, total, started, 0, end, ctx);
-            }
+            Action::Skip | Action::Continue => Some(StepEnd::new(
+                StepStatus::Skipped,
+                None,
+                Some(decision.reason.clone()),
+            )),
             Action::Abort => {
-                host.console
+                self.rb
+                    .host
+                    .console
                     .line(&format!("    stopped: {}", decision.reason));
-                let end = StepEnd::new(StepStatus::Aborted, None, Some(decision.reason));
-                return self.finish_step(step, total, started, 0, end, ctx);
+                Some(StepEnd::new(
+                    StepStatus::Aborted,
+                    None,
+                    Some(decision.reason.clone()),
+                ))
             }
-            Action::Run | Action::Retry | Action::Inspect | Action::Refused | Action::Approval => {}
+            Action::Run | Action::Retry | Action::Inspect | Action::Refused | Action::Approval => {
+                None
+            }
         }
+    }
 
+    /// Runs the body until it succeeds or no retry is left: automatic retries with doubling
+    /// backoff after a failure, a person's choice after a timeout, a Ctrl-C or the last
+    /// failure. Returns the number of attempts and, unless the last one succeeded, its failure.
+    fn attempts(&mut self, step: &Step, total: usize, ctx: &Dynamic) -> (u32, Option<Failure>) {
+        let host = &self.rb.host;
         let mut attempt: u32 = 0;
         let mut automatic_left = step.retries;
-        let mut go_on = false;
-        let failure = loop {
+        loop {
             attempt += 1;
             // What this attempt plans and whether a guardrail refuses one of its writes.
             let (planned_mark, refusals) =
@@ -1138,113 +1280,151 @@ impl<'a> Executor<'a> {
                 Durability::Synced,
             );
             let err = match self.invoke(&step.body, ctx, Stage::Step(step.index), step.timeout) {
-                Ok(_) => {
-                    let end = StepEnd::new(StepStatus::Ok, None, None);
-                    return self.finish_step(step, total, started, attempt, end, ctx);
-                }
+                Ok(_) => return (attempt, None),
                 Err(err) => err,
             };
-            let status = status_of(&err);
-            let mut info = self.describe_in(&err, step);
-            if let Some(why) = host.recorder.halted() {
-                // A resume that diverged from its transcript: stop, never retry or roll back.
-                info.message = why;
-                info.code = Some("resume_diverged".into());
-                self.report_error(&info);
-                break (StepStatus::Aborted, info);
+            if let Some(failure) = self.after_attempt(
+                step,
+                &err,
+                attempt,
+                (planned_mark, refusals),
+                &mut automatic_left,
+            ) {
+                return (attempt, Some(failure));
             }
-            if status == StepStatus::TimedOut {
-                let timeout = humantime::format_duration(step.timeout);
-                // A wait that ran until the deadline says so: the deadline, not the wait's own
-                // timeout, is what ended it.
-                info.message = match host.interrupt.clock().take_ended_wait() {
-                    Some(wait) => format!("the step ran past its timeout of {timeout}: {wait}"),
-                    None => format!("the step ran past its timeout of {timeout}"),
-                };
-            }
-            if status == StepStatus::Aborted {
-                // A first Ctrl-C stops the step and asks; a second one (or an unattended run) stops
-                // the run. Only then is "the run was aborted" true, so only then is it said.
-                if host.interrupt.presses() < 2 {
-                    let choice = self.ask_person(|d| d.after_interrupt(step));
-                    self.record_choice(step, &choice, "after Ctrl-C");
-                    match choice {
-                        AfterFailure::Retry => {
-                            host.interrupt.reset();
-                            continue;
-                        }
-                        AfterFailure::Continue(_) => {
-                            host.interrupt.reset();
-                            go_on = true;
-                        }
-                        AfterFailure::Stop => {}
-                    }
-                }
-                if !go_on {
-                    self.report_error(&info);
-                }
-                break (status, info);
-            }
+        }
+    }
+
+    /// After attempt number `attempt` failed with `err`: None to try again (an automatic retry,
+    /// its backoff waited, or a person's choice), else the step's failure. `marks` are the planned
+    /// calls and guardrail refusals counted before the attempt.
+    fn after_attempt(
+        &mut self,
+        step: &Step,
+        err: &EvalAltResult,
+        attempt: u32,
+        marks: (usize, u64),
+        automatic_left: &mut u32,
+    ) -> Option<Failure> {
+        let host = &self.rb.host;
+        let (planned_mark, refusals) = marks;
+        let status = status_of(err);
+        let mut info = self.describe_in(err, step);
+        if let Some(why) = host.recorder.halted() {
+            // A resume that diverged from its transcript: stop, never retry or roll back.
+            info.message = why;
+            info.code = Some("resume_diverged".into());
             self.report_error(&info);
-            if status != StepStatus::Failed {
-                // Timeouts are not retried automatically: a timed-out step may have changed things
-                // half-way. A person may still choose to retry below.
-                let choice = self.ask_person(|d| d.after_failure(step, &info));
+            return Some(Failure::new(StepStatus::Aborted, info));
+        }
+        if status == StepStatus::TimedOut {
+            let timeout = humantime::format_duration(step.timeout);
+            // A wait that ran until the deadline says so: the deadline, not the wait's own
+            // timeout, is what ended it.
+            info.message = match host.interrupt.clock().take_ended_wait() {
+                Some(wait) => format!("the step ran past its timeout of {timeout}: {wait}"),
+                None => format!("the step ran past its timeout of {timeout}"),
+            };
+        }
+        if status == StepStatus::Aborted {
+            // A first Ctrl-C stops the step and asks; a second one (or an unattended run) stops
+            // the run. Only then is "the run was aborted" true, so only then is it said.
+            let mut go_on = false;
+            if host.interrupt.presses() < 2 {
+                let choice = self.ask_person(|d| d.after_interrupt(step));
+                self.record_choice(step, &choice, "after Ctrl-C");
                 match choice {
                     AfterFailure::Retry => {
-                        self.record_choice(step, &AfterFailure::Retry, "after a timeout");
-                        continue;
+                        self.rb.host.interrupt.reset();
+                        return None;
                     }
                     AfterFailure::Continue(_) => {
-                        self.record_choice(step, &choice, "after a timeout");
+                        self.rb.host.interrupt.reset();
                         go_on = true;
                     }
                     AfterFailure::Stop => {}
                 }
-                break (status, info);
             }
-            // A guardrail's refusal (blast radius, kill switch, protected environment) will
-            // refuse again: retrying with backoff would only hold the run half-way.
-            let refused = host.guardrails.refusals() > refusals;
-            if automatic_left > 0 && !refused {
-                automatic_left -= 1;
-                host.recorder.forget_planned_since(planned_mark);
-                let doubling = 2u32.saturating_pow(attempt - 1);
-                let delay = step.backoff.saturating_mul(doubling).min(MAX_BACKOFF);
-                self.record(
-                    &StepEvent::Retry {
-                        step: step.index,
-                        attempt: attempt + 1,
-                        delay_ms: ms(delay),
-                        error: &info,
-                    },
-                    Durability::Written,
-                );
-                host.console.line(&format!(
-                    "    retrying in {} ({} left)",
-                    humantime::format_duration(delay),
-                    automatic_left
-                ));
-                if host.interrupt.sleep(delay).is_err() {
-                    break (StepStatus::Aborted, info);
-                }
-                continue;
+            if !go_on {
+                self.report_error(&info);
             }
+            return Some(Failure {
+                status,
+                info,
+                go_on,
+            });
+        }
+        self.report_error(&info);
+        if status != StepStatus::Failed {
+            // Timeouts are not retried automatically: a timed-out step may have changed things
+            // half-way. A person may still choose to retry below.
             let choice = self.ask_person(|d| d.after_failure(step, &info));
-            if choice != AfterFailure::Stop {
-                self.record_choice(step, &choice, "after the step failed");
-            }
-            match choice {
-                AfterFailure::Retry => continue,
-                AfterFailure::Continue(_) => {
-                    go_on = true;
-                    break (status, info);
+            return match choice {
+                AfterFailure::Retry => {
+                    self.record_choice(step, &AfterFailure::Retry, "after a timeout");
+                    None
                 }
-                AfterFailure::Stop => break (status, info),
+                AfterFailure::Continue(_) => {
+                    self.record_choice(step, &choice, "after a timeout");
+                    Some(Failure {
+                        status,
+                        info,
+                        go_on: true,
+                    })
+                }
+                AfterFailure::Stop => Some(Failure::new(status, info)),
+            };
+        }
+        // A guardrail's refusal (blast radius, kill switch, protected environment) will
+        // refuse again: retrying with backoff would only hold the run half-way.
+        let refused = host.guardrails.refusals() > refusals;
+        if *automatic_left > 0 && !refused {
+            *automatic_left -= 1;
+            host.recorder.forget_planned_since(planned_mark);
+            let doubling = 2u32.saturating_pow(attempt - 1);
+            let delay = step.backoff.saturating_mul(doubling).min(MAX_BACKOFF);
+            self.record(
+                &StepEvent::Retry {
+                    step: step.index,
+                    attempt: attempt + 1,
+                    delay_ms: ms(delay),
+                    error: &info,
+                },
+                Durability::Written,
+            );
+            host.console.line(&format!(
+                "    retrying in {} ({} left)",
+                humantime::format_duration(delay),
+                automatic_left
+            ));
+            if host.interrupt.sleep(delay).is_err() {
+                return Some(Failure::new(StepStatus::Aborted, info));
             }
-        };
-        let (status, info) = failure;
+            return None;
+        }
+        let choice = self.ask_person(|d| d.after_failure(step, &info));
+        if choice != AfterFailure::Stop {
+            self.record_choice(step, &choice, "after the step failed");
+        }
+        match choice {
+            AfterFailure::Retry => None,
+            AfterFailure::Continue(_) => Some(Failure {
+                status,
+                info,
+                go_on: true,
+            }),
+            AfterFailure::Stop => Some(Failure::new(status, info)),
+        }
+    }
 
+    /// After the step failed for good: its `on_failure` rollback (not after an abort, which is
+    /// recorded instead), then how the step ended.
+    fn on_failure(&self, step: &Step, failure: Failure, ctx: &Dynamic) -> StepEnd {
+        let Failure {
+            status,
+            info,
+            go_on,
+        } = failure;
         if let Some(rollback) = &step.on_failure {
             if status == StepStatus::Aborted && !go_on {
                 self.record(
@@ -1263,7 +1443,7 @@ impl<'a> Executor<'a> {
         }
         let mut end = StepEnd::new(status, Some(info), None);
         end.go_on = go_on;
-        self.finish_step(step, total, started, attempt, end, ctx)
+        end
     }
 
     fn record_choice(&self, step: &Step, choice: &AfterFailure, when: &str) {
