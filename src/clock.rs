@@ -9,8 +9,8 @@
 //! The step deadline lives here too, so a simulated wait stops exactly at it. All arithmetic is on
 //! `Duration`s since the clock's origin, saturating: no duration, however large, can overflow.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The longest duration a runbook, a step option or a parameter may name. Anything longer is a
@@ -45,6 +45,83 @@ pub fn now_utc() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// How long a wait with no `timeout` of its own may wait when no step deadline bounds it (the
+/// REPL, a call outside any step): as long as a step with the default timeout may run. Inside a
+/// step, such a wait waits until the step's deadline instead (see [`Clock::wait_limit`]).
+pub const WAIT_CAP: Duration = Duration::from_secs(10 * 60);
+
+/// What bounds a wait (`wait_until`, the `ec2::` waiters, `ssm::run_command`'s result polling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitBound {
+    /// Its own `timeout` option, shorter than what the step has left: running out fails the
+    /// call (`WaiterTimeout`), which the script may catch.
+    Own,
+    /// The step's deadline: no `timeout` option, or one longer than the step has left (clipped).
+    /// Running out ends the step `timed_out`, as the step's timeout does.
+    StepDeadline,
+    /// No `timeout` option and no step deadline: [`WAIT_CAP`].
+    Cap,
+}
+
+/// How long one wait may wait, and why (see [`Clock::wait_limit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitLimit {
+    pub limit: Duration,
+    pub bound: WaitBound,
+    /// The wait's own `timeout` option, if it had one.
+    pub asked: Option<Duration>,
+}
+
+/// A duration as a person reads it: to the nearest second from ten seconds up (the time a step
+/// has left is measured in nanoseconds), to the millisecond below.
+fn shown(d: Duration) -> humantime::FormattedDuration {
+    let rounded = if d >= Duration::from_secs(10) {
+        Duration::from_secs(
+            d.as_secs()
+                .saturating_add(u64::from(d.subsec_millis() >= 500)),
+        )
+    } else {
+        Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    };
+    humantime::format_duration(rounded)
+}
+
+impl WaitLimit {
+    /// One line saying which bound applies (what the transcript's `wait` log records).
+    pub fn describe(&self) -> String {
+        let limit = shown(self.limit);
+        match (self.bound, self.asked) {
+            (WaitBound::Own, _) => format!("waits at most {limit} (its `timeout`)"),
+            (WaitBound::StepDeadline, None) => {
+                format!("waits at most {limit}: until the step's deadline (no `timeout` given)")
+            }
+            (WaitBound::StepDeadline, Some(asked)) => format!(
+                "waits at most {limit}: until the step's deadline (its `timeout` of {} is longer than the step has left)",
+                humantime::format_duration(asked)
+            ),
+            (WaitBound::Cap, _) => format!(
+                "waits at most {limit}: no `timeout` given and no step deadline, so the cap for waits applies"
+            ),
+        }
+    }
+
+    /// Why the wait ended when its limit ran out with `what` still pending: the message of the
+    /// call's error, and for [`WaitBound::StepDeadline`] the step's own message too.
+    pub fn ran_out(&self, what: &str, detail: &str) -> String {
+        let limit = shown(self.limit);
+        match (self.bound, self.asked) {
+            (WaitBound::StepDeadline, None) => {
+                format!("the step's deadline ended the wait after {limit}: {what}: {detail}")
+            }
+            (WaitBound::StepDeadline, Some(asked)) => format!(
+                "the step's deadline ended the wait after {limit}, before the wait's own timeout of {}: {what}: {detail}",
+                humantime::format_duration(asked)
+            ),
+            (WaitBound::Own, _) | (WaitBound::Cap, _) => format!("{what} after {limit}: {detail}"),
+        }
+    }
+}
+
 /// No deadline.
 const NONE: u64 = u64::MAX;
 
@@ -55,6 +132,8 @@ struct Inner {
     skipped: AtomicU64,
     /// The current step's deadline, in nanoseconds since `origin` ([`NONE`] when there is none).
     deadline: AtomicU64,
+    /// Why a wait ended at the step deadline, for the step's message (cleared with the deadline).
+    ended_wait: Mutex<Option<String>>,
 }
 
 /// A run's clock (cheap to clone; clones share the same time).
@@ -87,6 +166,7 @@ impl Clock {
             simulated: AtomicBool::new(false),
             skipped: AtomicU64::new(0),
             deadline: AtomicU64::new(NONE),
+            ended_wait: Mutex::new(None),
         }))
     }
 
@@ -128,6 +208,44 @@ impl Clock {
     pub fn set_timeout(&self, timeout: Option<Duration>) {
         let at = timeout.map_or(NONE, |t| nanos(self.elapsed().saturating_add(t)));
         self.0.deadline.store(at, Ordering::SeqCst);
+        if timeout.is_some() {
+            // A new deadline: a note about an earlier one is stale. (Clearing the deadline after a
+            // step keeps the note for the executor to read.)
+            self.take_ended_wait();
+        }
+    }
+
+    /// How long a wait may wait: its own `timeout` (`asked`) when the step has that long left,
+    /// else until the step's deadline; with neither, [`WAIT_CAP`]. A wait never outlives its
+    /// step silently: the step's deadline, not a second timeout, is what normally ends it.
+    pub fn wait_limit(&self, asked: Option<Duration>) -> WaitLimit {
+        let (limit, bound) = match (asked, self.remaining()) {
+            (Some(a), Some(left)) if a <= left => (a, WaitBound::Own),
+            (_, Some(left)) => (left, WaitBound::StepDeadline),
+            (Some(a), None) => (a, WaitBound::Own),
+            (None, None) => (WAIT_CAP, WaitBound::Cap),
+        };
+        WaitLimit {
+            limit,
+            bound,
+            asked,
+        }
+    }
+
+    /// Notes that a wait ran until the step's deadline (`why`, from [`WaitLimit::ran_out`]): the
+    /// step's `timed_out` message then says the deadline ended that wait.
+    pub fn note_ended_wait(&self, why: String) {
+        let mut slot = self.0.ended_wait.lock().unwrap_or_else(|e| e.into_inner());
+        *slot = Some(why);
+    }
+
+    /// The note of [`Self::note_ended_wait`], once.
+    pub fn take_ended_wait(&self) -> Option<String> {
+        self.0
+            .ended_wait
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// Sets the step deadline at a real instant (converted to this clock's time).
@@ -254,6 +372,59 @@ mod tests {
         assert!(waited >= Duration::from_secs(600));
         assert!(!c.is_simulated());
         assert!(c.elapsed() < before + Duration::from_secs(600));
+    }
+
+    #[test]
+    fn a_wait_outside_any_step_is_bounded_by_the_cap() {
+        let c = Clock::real();
+        let limit = c.wait_limit(None);
+        assert_eq!((limit.limit, limit.bound), (WAIT_CAP, WaitBound::Cap));
+        assert!(
+            limit.describe().contains("no step deadline"),
+            "{}",
+            limit.describe()
+        );
+        // A timeout of its own still applies, even a long one: it was asked for.
+        let asked = Duration::from_secs(3600);
+        let own = c.wait_limit(Some(asked));
+        assert_eq!((own.limit, own.bound), (asked, WaitBound::Own));
+    }
+
+    #[test]
+    fn a_wait_inside_a_step_waits_until_its_deadline_and_a_longer_timeout_is_cut_to_it() {
+        let c = Clock::real();
+        c.set_simulated(true);
+        c.set_timeout(Some(Duration::from_secs(30 * 60)));
+        c.skip(Duration::from_secs(10 * 60));
+        let default = c.wait_limit(None);
+        assert_eq!(default.bound, WaitBound::StepDeadline);
+        assert!(default.limit <= Duration::from_secs(20 * 60));
+        assert!(default.limit > Duration::from_secs(19 * 60));
+        let clipped = c.wait_limit(Some(Duration::from_secs(3600)));
+        assert_eq!(clipped.bound, WaitBound::StepDeadline);
+        // (Real time moves on between the two calls, a few microseconds.)
+        assert!(clipped.limit <= default.limit);
+        assert!(clipped.limit > Duration::from_secs(19 * 60));
+        assert!(
+            clipped
+                .ran_out("x", "y")
+                .contains("before the wait's own timeout of 1h")
+        );
+        let shorter = c.wait_limit(Some(Duration::from_secs(60)));
+        assert_eq!(shorter.bound, WaitBound::Own);
+        assert_eq!(shorter.ran_out("x", "y"), "x after 1m: y");
+    }
+
+    #[test]
+    fn a_new_deadline_forgets_the_note_of_a_wait_the_last_one_ended() {
+        let c = Clock::real();
+        c.note_ended_wait("ended".into());
+        c.set_timeout(None);
+        assert_eq!(c.take_ended_wait().as_deref(), Some("ended"));
+        assert_eq!(c.take_ended_wait(), None);
+        c.note_ended_wait("ended".into());
+        c.set_timeout(Some(Duration::from_secs(1)));
+        assert_eq!(c.take_ended_wait(), None);
     }
 
     #[test]

@@ -276,6 +276,102 @@ impl StepEnd {
     }
 }
 
+/// A step's last failed attempt: its status, its error, and whether the operator chose to go on
+/// with the next step anyway.
+struct Failure {
+    status: StepStatus,
+    info: ErrorInfo,
+    go_on: bool,
+}
+
+impl Failure {
+    fn new(status: StepStatus, info: ErrorInfo) -> Self {
+        Failure {
+            status,
+            info,
+            go_on: false,
+        }
+    }
+}
+
+/// What a Ctrl-C between steps leaves of the next one.
+enum BetweenSteps {
+    Run,
+    /// Skipped, for the reason the operator gave.
+    Skip(String),
+    /// The run stops before it.
+    Stop,
+}
+
+/// How the run is going, step by step.
+struct Progress {
+    status: RunStatus,
+    reason: String,
+    /// The first step the operator went on past without it succeeding.
+    went_on: Option<(RunStatus, String)>,
+    counts: Counts,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            status: RunStatus::Ok,
+            reason: String::new(),
+            went_on: None,
+            counts: Counts::default(),
+        }
+    }
+
+    /// Takes a finished step into account: whether it stops the run, and why.
+    fn absorb(&mut self, step: &Step, end: &StepEnd) {
+        if end.go_on && !step.allow_failure && self.went_on.is_none() {
+            // The operator chose to go on past a step that did not succeed: the run goes on,
+            // but it did not succeed either, and its status and exit code say so.
+            let status = match end.status {
+                StepStatus::Failed => Some(RunStatus::Failed),
+                StepStatus::TimedOut => Some(RunStatus::TimedOut),
+                StepStatus::Aborted => Some(RunStatus::Aborted),
+                StepStatus::Ok | StepStatus::Skipped => None,
+            };
+            self.went_on = status.map(|s| {
+                (
+                    s,
+                    format!(
+                        "step {} {:?} {} (the operator went on with the next step)",
+                        step.index + 1,
+                        step.title,
+                        end.status.as_str()
+                    ),
+                )
+            });
+        }
+        let stops = match end.status {
+            _ if end.go_on => None,
+            StepStatus::Ok | StepStatus::Skipped => None,
+            StepStatus::Failed if step.allow_failure => None,
+            StepStatus::Failed => Some(RunStatus::Failed),
+            StepStatus::TimedOut if step.allow_failure => None,
+            StepStatus::TimedOut => Some(RunStatus::TimedOut),
+            StepStatus::Aborted => Some(RunStatus::Aborted),
+        };
+        if let Some(status) = stops {
+            self.status = status;
+            let why = end
+                .error
+                .as_ref()
+                .map(|e| e.message.clone())
+                .or(end.reason.clone())
+                .unwrap_or_default();
+            self.reason = format!(
+                "step {} {:?} {}: {why}",
+                step.index + 1,
+                step.title,
+                end.status.as_str()
+            );
+        }
+    }
+}
+
 pub struct Executor<'a> {
     rb: &'a Runbook,
     driver: &'a mut dyn Driver,
@@ -331,13 +427,70 @@ impl<'a> Executor<'a> {
     /// Runs every step. Errors only when the transcript cannot be created; everything after that
     /// is recorded and reported in the [`RunReport`].
     pub fn run(&mut self, mut opts: RunOptions) -> Result<RunReport> {
-        let rb = self.rb;
-        let host = &rb.host;
+        let host = &self.rb.host;
         let started = host.interrupt.clock().now();
         // The notifier may outlive one run (a hook server's): count this run's failures only.
         let undelivered_before = host.notifier.undelivered();
         let notes = opts.transcript.with_extension("notes.md");
         *host.notes_path.borrow_mut() = Some(notes.clone());
+        let mut progress = Progress::new();
+        let (start_step, uncertain) = self.open_transcript(&mut opts, &mut progress.counts)?;
+        // Shared, so a step's `ctx.x = ...` is seen by every later step.
+        let ctx = self.start(&opts);
+        let total = self.rb.steps.len();
+        for step in &self.rb.steps {
+            if step.index < start_step {
+                continue;
+            }
+            if step.index == start_step
+                && !uncertain.is_empty()
+                && !self.ask_person(|d| d.on_uncertain(step, &uncertain))
+            {
+                self.stop_for_uncertain(step, &uncertain, &mut progress);
+                continue;
+            }
+            if progress.status != RunStatus::Ok {
+                progress.counts.not_run += 1;
+                continue;
+            }
+            let end = match self.between_steps(step) {
+                BetweenSteps::Run => self.run_step(step, total, &ctx),
+                BetweenSteps::Skip(why) => {
+                    self.rb.host.console.take_waited();
+                    let end = StepEnd::new(StepStatus::Skipped, None, Some(why));
+                    let now = self.rb.host.interrupt.clock().now();
+                    self.finish_step(step, total, now, 0, end, &ctx)
+                }
+                BetweenSteps::Stop => {
+                    progress.status = RunStatus::Aborted;
+                    progress.reason = "interrupted (Ctrl-C) between steps".into();
+                    progress.counts.not_run += 1;
+                    continue;
+                }
+            };
+            progress.counts.add(end.status);
+            for o in &mut self.observers {
+                o.step_finished(step, end.status, end.error.as_ref());
+            }
+            if let Some(failure) = self.rb.host.recorder.take_failure() {
+                progress.status = RunStatus::Failed;
+                progress.reason = format!("the transcript could not be written: {failure}");
+                continue;
+            }
+            progress.absorb(step, &end);
+        }
+        self.finish_run(opts, progress, started, undelivered_before, notes)
+    }
+
+    /// Creates the transcript and writes `run_started`, or (resuming) attaches the interrupted
+    /// run's transcript and writes `run_resumed`. Returns the first step to run and the writes
+    /// whose outcome the interrupted run never recorded.
+    fn open_transcript(
+        &self,
+        opts: &mut RunOptions,
+        counts: &mut Counts,
+    ) -> Result<(usize, Vec<String>)> {
+        let host = &self.rb.host;
         let cannot = |e: String| {
             Error::io(
                 "cannot write transcript",
@@ -345,8 +498,7 @@ impl<'a> Executor<'a> {
                 std::io::Error::other(e),
             )
         };
-        let mut counts = Counts::default();
-        let (start_step, uncertain) = match opts.resume.take() {
+        match opts.resume.take() {
             Some(r) => {
                 host.recorder.attach(r.writer);
                 let mut note = r.note;
@@ -360,23 +512,28 @@ impl<'a> Executor<'a> {
                     counts.add(status);
                 }
                 host.recorder.set_replay(r.replay);
-                (r.start_step, r.uncertain)
+                Ok((r.start_step, r.uncertain))
             }
             None => {
                 let writer = TranscriptWriter::create(&opts.transcript, host.redactor.clone())?;
                 host.recorder.attach(writer);
-                let first = self.run_started(&opts);
+                let first = self.run_started(opts);
                 host.recorder
                     .record(&first, Durability::Synced)
                     .map_err(cannot)?;
-                (0, Vec::new())
+                Ok((0, Vec::new()))
             }
-        };
+        }
+    }
 
+    /// The run's `ctx` (the parameters and `ctx.run`), shared by every step; tells the
+    /// observers the run started.
+    fn start(&mut self, opts: &RunOptions) -> Dynamic {
+        let rb = self.rb;
         let mut ctx_map = opts.params.clone();
         let mut run_info = Map::new();
         run_info.insert("id".into(), opts.run_id.clone().into());
-        run_info.insert("mode".into(), host.recorder.mode().as_str().into());
+        run_info.insert("mode".into(), rb.host.recorder.mode().as_str().into());
         run_info.insert("environment".into(), opts.environment.clone().into());
         run_info.insert("runbook".into(), rb.meta.id.clone().into());
         run_info.insert("version".into(), rb.meta.version.to_string().into());
@@ -393,141 +550,78 @@ impl<'a> Executor<'a> {
         for o in &mut self.observers {
             o.run_started(headline.clone());
         }
-        // Shared, so a step's `ctx.x = ...` is seen by every later step.
-        let ctx = Dynamic::from_map(ctx_map).into_shared();
+        Dynamic::from_map(ctx_map).into_shared()
+    }
 
-        let total = rb.steps.len();
-        let mut run_status = RunStatus::Ok;
-        let mut reason = String::new();
-        // The first step the operator went on past without it succeeding.
-        let mut went_on: Option<(RunStatus, String)> = None;
-        for step in &rb.steps {
-            if step.index < start_step {
-                continue;
+    /// A resumed run whose cut-off step sent writes nobody confirmed, and nobody chose to run
+    /// it again: the run stops there, recorded.
+    fn stop_for_uncertain(&self, step: &Step, uncertain: &[String], progress: &mut Progress) {
+        let why = format!(
+            "uncertain: {} sent before the crash but never confirmed; a person must check before step {} runs again",
+            uncertain.join(", "),
+            step.index + 1
+        );
+        self.record(
+            &Event::Decision {
+                step: step.index,
+                action: Action::Abort,
+                by: "resume".into(),
+                reason: why.clone(),
+                decided_ms: None,
+            },
+            Durability::Synced,
+        );
+        self.rb.host.console.line(&format!("    stopped: {why}"));
+        progress.status = RunStatus::Aborted;
+        progress.reason = why;
+        progress.counts.not_run += 1;
+    }
+
+    /// A Ctrl-C between steps: a second press (or an unattended run) stops here; after a first
+    /// one an operator may still choose to run this step or skip it.
+    fn between_steps(&mut self, step: &Step) -> BetweenSteps {
+        let host = &self.rb.host;
+        if host.interrupt.check() != Some(Stop::Aborted) {
+            return BetweenSteps::Run;
+        }
+        let choice = if host.interrupt.presses() < 2 {
+            self.ask_person(|d| d.after_interrupt(step))
+        } else {
+            AfterFailure::Stop
+        };
+        match choice {
+            AfterFailure::Stop => BetweenSteps::Stop,
+            AfterFailure::Retry => {
+                self.rb.host.interrupt.reset();
+                BetweenSteps::Run
             }
-            if step.index == start_step
-                && !uncertain.is_empty()
-                && !self.ask_person(|d| d.on_uncertain(step, &uncertain))
-            {
-                let why = format!(
-                    "uncertain: {} sent before the crash but never confirmed; a person must check before step {} runs again",
-                    uncertain.join(", "),
-                    step.index + 1
-                );
-                self.record(
-                    &Event::Decision {
-                        step: step.index,
-                        action: Action::Abort,
-                        by: "resume".into(),
-                        reason: why.clone(),
-                        decided_ms: None,
-                    },
-                    Durability::Synced,
-                );
-                host.console.line(&format!("    stopped: {why}"));
-                run_status = RunStatus::Aborted;
-                reason = why;
-                counts.not_run += 1;
-                continue;
-            }
-            if run_status != RunStatus::Ok {
-                counts.not_run += 1;
-                continue;
-            }
-            let mut skipped_after_interrupt = None;
-            if host.interrupt.check() == Some(Stop::Aborted) {
-                // Ctrl-C between steps: a second press (or an unattended run) stops here; after a
-                // first one an operator may still choose to run this step or skip it.
-                let choice = if host.interrupt.presses() < 2 {
-                    self.ask_person(|d| d.after_interrupt(step))
-                } else {
-                    AfterFailure::Stop
-                };
-                match choice {
-                    AfterFailure::Stop => {
-                        run_status = RunStatus::Aborted;
-                        reason = "interrupted (Ctrl-C) between steps".into();
-                        counts.not_run += 1;
-                        continue;
-                    }
-                    AfterFailure::Retry => host.interrupt.reset(),
-                    AfterFailure::Continue(why) => {
-                        host.interrupt.reset();
-                        self.record_choice(
-                            step,
-                            &AfterFailure::Continue(why.clone()),
-                            "after Ctrl-C",
-                        );
-                        skipped_after_interrupt = Some(why);
-                    }
-                }
-            }
-            let end = match skipped_after_interrupt {
-                Some(why) => {
-                    host.console.take_waited();
-                    let end = StepEnd::new(StepStatus::Skipped, None, Some(why));
-                    self.finish_step(step, total, host.interrupt.clock().now(), 0, end, &ctx)
-                }
-                None => self.run_step(step, total, &ctx),
-            };
-            counts.add(end.status);
-            for o in &mut self.observers {
-                o.step_finished(step, end.status, end.error.as_ref());
-            }
-            if let Some(failure) = host.recorder.take_failure() {
-                run_status = RunStatus::Failed;
-                reason = format!("the transcript could not be written: {failure}");
-                continue;
-            }
-            if end.go_on && !step.allow_failure && went_on.is_none() {
-                // The operator chose to go on past a step that did not succeed: the run goes on,
-                // but it did not succeed either, and its status and exit code say so.
-                let status = match end.status {
-                    StepStatus::Failed => Some(RunStatus::Failed),
-                    StepStatus::TimedOut => Some(RunStatus::TimedOut),
-                    StepStatus::Aborted => Some(RunStatus::Aborted),
-                    StepStatus::Ok | StepStatus::Skipped => None,
-                };
-                went_on = status.map(|s| {
-                    (
-                        s,
-                        format!(
-                            "step {} {:?} {} (the operator went on with the next step)",
-                            step.index + 1,
-                            step.title,
-                            end.status.as_str()
-                        ),
-                    )
-                });
-            }
-            let stops = match end.status {
-                _ if end.go_on => None,
-                StepStatus::Ok | StepStatus::Skipped => None,
-                StepStatus::Failed if step.allow_failure => None,
-                StepStatus::Failed => Some(RunStatus::Failed),
-                StepStatus::TimedOut if step.allow_failure => None,
-                StepStatus::TimedOut => Some(RunStatus::TimedOut),
-                StepStatus::Aborted => Some(RunStatus::Aborted),
-            };
-            if let Some(status) = stops {
-                run_status = status;
-                let why = end
-                    .error
-                    .as_ref()
-                    .map(|e| e.message.clone())
-                    .or(end.reason.clone())
-                    .unwrap_or_default();
-                reason = format!(
-                    "step {} {:?} {}: {why}",
-                    step.index + 1,
-                    step.title,
-                    end.status.as_str()
-                );
+            AfterFailure::Continue(why) => {
+                self.rb.host.interrupt.reset();
+                self.record_choice(step, &AfterFailure::Continue(why.clone()), "after Ctrl-C");
+                BetweenSteps::Skip(why)
             }
         }
+    }
 
-        if let (RunStatus::Ok, Some((status, why))) = (run_status, went_on) {
-            run_status = status;
+    /// The run's end: its status (a step the operator went on past counts), the observers told,
+    /// `run_finished` written and the transcript closed.
+    fn finish_run(
+        &mut self,
+        opts: RunOptions,
+        progress: Progress,
+        started: Stamp,
+        undelivered_before: usize,
+        notes: PathBuf,
+    ) -> Result<RunReport> {
+        let host = &self.rb.host;
+        let Progress {
+            mut status,
+            mut reason,
+            went_on,
+            counts,
+        } = progress;
+        if let (RunStatus::Ok, Some((went_status, why))) = (status, went_on) {
+            status = went_status;
             reason = why;
         }
         host.console.finish();
@@ -538,7 +632,7 @@ impl<'a> Executor<'a> {
             .saturating_sub(undelivered_before);
         let summary = format!(
             "run {}: {} ok, {} failed, {} skipped, {} not run{}{}",
-            run_status.as_str(),
+            status.as_str(),
             counts.ok,
             counts.failed + counts.timed_out,
             counts.skipped,
@@ -551,12 +645,12 @@ impl<'a> Executor<'a> {
             }
         );
         for o in &mut self.observers {
-            o.run_finished(run_status, summary.clone());
+            o.run_finished(status, summary.clone());
         }
         let (calls, sent) = host.recorder.call_counts();
         self.record(
             &Event::RunFinished {
-                status: run_status,
+                status,
                 reason: reason.clone(),
                 duration_ms: Some(ms(duration)),
                 counts: Some(counts.clone()),
@@ -580,7 +674,7 @@ impl<'a> Executor<'a> {
         host.recorder.detach();
         Ok(RunReport {
             run_id: opts.run_id,
-            status: run_status,
+            status,
             reason,
             counts,
             transcript: opts.transcript,
@@ -938,111 +1032,158 @@ impl<'a> Executor<'a> {
 
     fn run_step(&mut self, step: &Step, total: usize, ctx: &Dynamic) -> StepEnd {
         let started = self.rb.host.interrupt.clock().now();
-        let host = &self.rb.host;
         // This step's waiting and previewing start now (finish_step takes them off its time).
-        host.console.take_waited();
+        self.rb.host.console.take_waited();
         self.preview_spent = Duration::ZERO;
 
-        if let Some(when) = &step.when {
-            match self.invoke(when, ctx, Stage::Step(step.index), step.timeout) {
-                Ok(v) if v.as_bool() == Ok(false) => {
-                    let end = StepEnd::new(
-                        StepStatus::Skipped,
-                        None,
-                        Some("its `when` condition is false".into()),
-                    );
-                    return self.finish_step(step, total, started, 0, end, ctx);
-                }
-                Ok(v) if v.is_bool() => {}
-                Ok(v) => {
-                    let info = ErrorInfo {
-                        message: format!("`when` must return a bool, not {}", v.type_name()),
-                        code: Some("bad_when".into()),
-                        location: Some(step.location.to_string()),
-                        file: None,
-                        line: 0,
-                        col: 0,
-                    };
-                    let end = StepEnd::new(StepStatus::Failed, Some(info), None);
-                    return self.finish_step(step, total, started, 0, end, ctx);
-                }
-                Err(err) => {
-                    let info = self.describe_in(&err, step);
-                    self.report_error(&info);
-                    let end = StepEnd::new(status_of(&err), Some(info), None);
-                    return self.finish_step(step, total, started, 0, end, ctx);
-                }
-            }
+        if let Some(end) = self.check_when(step, ctx) {
+            return self.finish_step(step, total, started, 0, end, ctx);
         }
+        if let Some(end) = self.decision(step, total, ctx) {
+            return self.finish_step(step, total, started, 0, end, ctx);
+        }
+        let (attempts, failure) = self.attempts(step, total, ctx);
+        let end = match failure {
+            None => StepEnd::new(StepStatus::Ok, None, None),
+            Some(failure) => self.on_failure(step, failure, ctx),
+        };
+        self.finish_step(step, total, started, attempts, end, ctx)
+    }
 
-        let mut decision = self.decide(step, total, ctx);
-        if decision.action == Action::Approval {
-            let question = format!(
-                "run step {} {:?} of {}",
-                step.index + 1,
-                step.title,
-                self.rb.meta.id
-            );
-            let wait = decision.wait.unwrap_or(Duration::from_secs(15 * 60));
-            match host.console.person(|| {
-                crate::approvals::request_and_wait(host.asker(), &question, 1, false, wait, None)
-            }) {
-                Ok(outcome) => {
-                    let by = outcome.approved_by.join(", ");
-                    decision = Decision::recorded(
-                        Action::Run,
-                        &by,
-                        format!("approved after {} s", outcome.waited.as_secs()),
-                    );
-                    self.record(
-                        &Event::Decision {
-                            step: step.index,
-                            action: Action::Run,
-                            by: by.clone(),
-                            reason: decision.reason.clone(),
-                            decided_ms: Some(ms(outcome.waited)),
-                        },
-                        Durability::Synced,
-                    );
-                }
-                Err(e) => {
-                    let info = ErrorInfo {
-                        message: e.message,
-                        code: Some(e.code),
-                        location: None,
-                        file: None,
-                        line: 0,
-                        col: 0,
-                    };
-                    let status = if info.code.as_deref() == Some("aborted") {
-                        StepStatus::Aborted
-                    } else {
-                        StepStatus::Failed
-                    };
-                    self.report_error(&info);
-                    let end = StepEnd::new(status, Some(info), None);
-                    return self.finish_step(step, total, started, 0, end, ctx);
-                }
+    /// The step's `when` guard: None when the step is to run, else how it ended (skipped, or
+    /// failed because the guard failed or did not answer a bool).
+    fn check_when(&self, step: &Step, ctx: &Dynamic) -> Option<StepEnd> {
+        let when = step.when.as_ref()?;
+        match self.invoke(when, ctx, Stage::Step(step.index), step.timeout) {
+            Ok(v) if v.as_bool() == Ok(false) => Some(StepEnd::new(
+                StepStatus::Skipped,
+                None,
+                Some("its `when` condition is false".into()),
+            )),
+            Ok(v) if v.is_bool() => None,
+            Ok(v) => {
+                let info = ErrorInfo {
+                    message: format!("`when` must return a bool, not {}", v.type_name()),
+                    code: Some("bad_when".into()),
+                    location: Some(step.location.to_string()),
+                    file: None,
+                    line: 0,
+                    col: 0,
+                };
+                Some(StepEnd::new(StepStatus::Failed, Some(info), None))
+            }
+            Err(err) => {
+                let info = self.describe_in(&err, step);
+                self.report_error(&info);
+                Some(StepEnd::new(status_of(&err), Some(info), None))
             }
         }
+    }
+
+    /// The driver's decision (with an approval waited for when it asked for one): None to run
+    /// the step, else how it ended without running (skipped, aborted, not approved).
+    fn decision(&mut self, step: &Step, total: usize, ctx: &Dynamic) -> Option<StepEnd> {
+        let decision = self.decide(step, total, ctx);
+        let decision = match decision.action {
+            Action::Approval => self.approval(step, &decision),
+            _ => Ok(decision),
+        };
+        match decision {
+            Ok(decision) => self.declined(&decision),
+            Err(end) => Some(*end),
+        }
+    }
+
+    /// Waits for the approval a decision asked for. Err: it did not come (denied, timed out,
+    /// aborted), and how the step ended.
+    fn approval(
+        &mut self,
+        step: &Step,
+        decision: &Decision,
+    ) -> std::result::Result<Decision, Box<StepEnd>> {
+        let host = &self.rb.host;
+        let question = format!(
+            "run step {} {:?} of {}",
+            step.index + 1,
+            step.title,
+            self.rb.meta.id
+        );
+        let wait = decision.wait.unwrap_or(Duration::from_secs(15 * 60));
+        match host.console.person(|| {
+            crate::approvals::request_and_wait(host.asker(), &question, 1, false, wait, None)
+        }) {
+            Ok(outcome) => {
+                let by = outcome.approved_by.join(", ");
+                let decision = Decision::recorded(
+                    Action::Run,
+                    &by,
+                    format!("approved after {} s", outcome.waited.as_secs()),
+                );
+                self.record(
+                    &Event::Decision {
+                        step: step.index,
+                        action: Action::Run,
+                        by: by.clone(),
+                        reason: decision.reason.clone(),
+                        decided_ms: Some(ms(outcome.waited)),
+                    },
+                    Durability::Synced,
+                );
+                Ok(decision)
+            }
+            Err(e) => {
+                let info = ErrorInfo {
+                    message: e.message,
+                    code: Some(e.code),
+                    location: None,
+                    file: None,
+                    line: 0,
+                    col: 0,
+                };
+                let status = if info.code.as_deref() == Some("aborted") {
+                    StepStatus::Aborted
+                } else {
+                    StepStatus::Failed
+                };
+                self.report_error(&info);
+                Err(Box::new(StepEnd::new(status, Some(info), None)))
+            }
+        }
+    }
+
+    /// How the step ends when the decision was not to run it (skipped or aborted); None: run.
+    fn declined(&self, decision: &Decision) -> Option<StepEnd> {
         match decision.action {
-            Action::Skip | Action::Continue => {
-                let end = StepEnd::new(StepStatus::Skipped, None, Some(decision.reason));
-                return self.finish_step(step, total, started, 0, end, ctx);
-            }
+            Action::Skip | Action::Continue => Some(StepEnd::new(
+                StepStatus::Skipped,
+                None,
+                Some(decision.reason.clone()),
+            )),
             Action::Abort => {
-                host.console
+                self.rb
+                    .host
+                    .console
                     .line(&format!("    stopped: {}", decision.reason));
-                let end = StepEnd::new(StepStatus::Aborted, None, Some(decision.reason));
-                return self.finish_step(step, total, started, 0, end, ctx);
+                Some(StepEnd::new(
+                    StepStatus::Aborted,
+                    None,
+                    Some(decision.reason.clone()),
+                ))
             }
-            Action::Run | Action::Retry | Action::Inspect | Action::Refused | Action::Approval => {}
+            Action::Run | Action::Retry | Action::Inspect | Action::Refused | Action::Approval => {
+                None
+            }
         }
+    }
 
+    /// Runs the body until it succeeds or no retry is left: automatic retries with doubling
+    /// backoff after a failure, a person's choice after a timeout, a Ctrl-C or the last
+    /// failure. Returns the number of attempts and, unless the last one succeeded, its failure.
+    fn attempts(&mut self, step: &Step, total: usize, ctx: &Dynamic) -> (u32, Option<Failure>) {
+        let host = &self.rb.host;
         let mut attempt: u32 = 0;
         let mut automatic_left = step.retries;
-        let mut go_on = false;
-        let failure = loop {
+        loop {
             attempt += 1;
             // What this attempt plans and whether a guardrail refuses one of its writes.
             let (planned_mark, refusals) =
@@ -1059,110 +1200,151 @@ impl<'a> Executor<'a> {
                 Durability::Synced,
             );
             let err = match self.invoke(&step.body, ctx, Stage::Step(step.index), step.timeout) {
-                Ok(_) => {
-                    let end = StepEnd::new(StepStatus::Ok, None, None);
-                    return self.finish_step(step, total, started, attempt, end, ctx);
-                }
+                Ok(_) => return (attempt, None),
                 Err(err) => err,
             };
-            let status = status_of(&err);
-            let mut info = self.describe_in(&err, step);
-            if let Some(why) = host.recorder.halted() {
-                // A resume that diverged from its transcript: stop, never retry or roll back.
-                info.message = why;
-                info.code = Some("resume_diverged".into());
-                self.report_error(&info);
-                break (StepStatus::Aborted, info);
+            if let Some(failure) = self.after_attempt(
+                step,
+                &err,
+                attempt,
+                (planned_mark, refusals),
+                &mut automatic_left,
+            ) {
+                return (attempt, Some(failure));
             }
-            if status == StepStatus::TimedOut {
-                info.message = format!(
-                    "the step ran past its timeout of {}",
-                    humantime::format_duration(step.timeout)
-                );
-            }
-            if status == StepStatus::Aborted {
-                // A first Ctrl-C stops the step and asks; a second one (or an unattended run) stops
-                // the run. Only then is "the run was aborted" true, so only then is it said.
-                if host.interrupt.presses() < 2 {
-                    let choice = self.ask_person(|d| d.after_interrupt(step));
-                    self.record_choice(step, &choice, "after Ctrl-C");
-                    match choice {
-                        AfterFailure::Retry => {
-                            host.interrupt.reset();
-                            continue;
-                        }
-                        AfterFailure::Continue(_) => {
-                            host.interrupt.reset();
-                            go_on = true;
-                        }
-                        AfterFailure::Stop => {}
-                    }
-                }
-                if !go_on {
-                    self.report_error(&info);
-                }
-                break (status, info);
-            }
+        }
+    }
+
+    /// After attempt number `attempt` failed with `err`: None to try again (an automatic retry,
+    /// its backoff waited, or a person's choice), else the step's failure. `marks` are the planned
+    /// calls and guardrail refusals counted before the attempt.
+    fn after_attempt(
+        &mut self,
+        step: &Step,
+        err: &EvalAltResult,
+        attempt: u32,
+        marks: (usize, u64),
+        automatic_left: &mut u32,
+    ) -> Option<Failure> {
+        let host = &self.rb.host;
+        let (planned_mark, refusals) = marks;
+        let status = status_of(err);
+        let mut info = self.describe_in(err, step);
+        if let Some(why) = host.recorder.halted() {
+            // A resume that diverged from its transcript: stop, never retry or roll back.
+            info.message = why;
+            info.code = Some("resume_diverged".into());
             self.report_error(&info);
-            if status != StepStatus::Failed {
-                // Timeouts are not retried automatically: a timed-out step may have changed things
-                // half-way. A person may still choose to retry below.
-                let choice = self.ask_person(|d| d.after_failure(step, &info));
+            return Some(Failure::new(StepStatus::Aborted, info));
+        }
+        if status == StepStatus::TimedOut {
+            let timeout = humantime::format_duration(step.timeout);
+            // A wait that ran until the deadline says so: the deadline, not the wait's own
+            // timeout, is what ended it.
+            info.message = match host.interrupt.clock().take_ended_wait() {
+                Some(wait) => format!("the step ran past its timeout of {timeout}: {wait}"),
+                None => format!("the step ran past its timeout of {timeout}"),
+            };
+        }
+        if status == StepStatus::Aborted {
+            // A first Ctrl-C stops the step and asks; a second one (or an unattended run) stops
+            // the run. Only then is "the run was aborted" true, so only then is it said.
+            let mut go_on = false;
+            if host.interrupt.presses() < 2 {
+                let choice = self.ask_person(|d| d.after_interrupt(step));
+                self.record_choice(step, &choice, "after Ctrl-C");
                 match choice {
                     AfterFailure::Retry => {
-                        self.record_choice(step, &AfterFailure::Retry, "after a timeout");
-                        continue;
+                        self.rb.host.interrupt.reset();
+                        return None;
                     }
                     AfterFailure::Continue(_) => {
-                        self.record_choice(step, &choice, "after a timeout");
+                        self.rb.host.interrupt.reset();
                         go_on = true;
                     }
                     AfterFailure::Stop => {}
                 }
-                break (status, info);
             }
-            // A guardrail's refusal (blast radius, kill switch, protected environment) will
-            // refuse again: retrying with backoff would only hold the run half-way.
-            let refused = host.guardrails.refusals() > refusals;
-            if automatic_left > 0 && !refused {
-                automatic_left -= 1;
-                host.recorder.forget_planned_since(planned_mark);
-                let doubling = 2u32.saturating_pow(attempt - 1);
-                let delay = step.backoff.saturating_mul(doubling).min(MAX_BACKOFF);
-                self.record(
-                    &Event::Retry {
-                        step: step.index,
-                        attempt: attempt + 1,
-                        delay_ms: ms(delay),
-                        error: ErrorRecord::from(&info),
-                    },
-                    Durability::Written,
-                );
-                host.console.line(&format!(
-                    "    retrying in {} ({} left)",
-                    humantime::format_duration(delay),
-                    automatic_left
-                ));
-                if host.interrupt.sleep(delay).is_err() {
-                    break (StepStatus::Aborted, info);
-                }
-                continue;
+            if !go_on {
+                self.report_error(&info);
             }
+            return Some(Failure {
+                status,
+                info,
+                go_on,
+            });
+        }
+        self.report_error(&info);
+        if status != StepStatus::Failed {
+            // Timeouts are not retried automatically: a timed-out step may have changed things
+            // half-way. A person may still choose to retry below.
             let choice = self.ask_person(|d| d.after_failure(step, &info));
-            if choice != AfterFailure::Stop {
-                self.record_choice(step, &choice, "after the step failed");
-            }
-            match choice {
-                AfterFailure::Retry => continue,
-                AfterFailure::Continue(_) => {
-                    go_on = true;
-                    break (status, info);
+            return match choice {
+                AfterFailure::Retry => {
+                    self.record_choice(step, &AfterFailure::Retry, "after a timeout");
+                    None
                 }
-                AfterFailure::Stop => break (status, info),
+                AfterFailure::Continue(_) => {
+                    self.record_choice(step, &choice, "after a timeout");
+                    Some(Failure {
+                        status,
+                        info,
+                        go_on: true,
+                    })
+                }
+                AfterFailure::Stop => Some(Failure::new(status, info)),
+            };
+        }
+        // A guardrail's refusal (blast radius, kill switch, protected environment) will
+        // refuse again: retrying with backoff would only hold the run half-way.
+        let refused = host.guardrails.refusals() > refusals;
+        if *automatic_left > 0 && !refused {
+            *automatic_left -= 1;
+            host.recorder.forget_planned_since(planned_mark);
+            let doubling = 2u32.saturating_pow(attempt - 1);
+            let delay = step.backoff.saturating_mul(doubling).min(MAX_BACKOFF);
+            self.record(
+                &Event::Retry {
+                    step: step.index,
+                    attempt: attempt + 1,
+                    delay_ms: ms(delay),
+                    error: ErrorRecord::from(&info),
+                },
+                Durability::Written,
+            );
+            host.console.line(&format!(
+                "    retrying in {} ({} left)",
+                humantime::format_duration(delay),
+                automatic_left
+            ));
+            if host.interrupt.sleep(delay).is_err() {
+                return Some(Failure::new(StepStatus::Aborted, info));
             }
-        };
-        let (status, info) = failure;
+            return None;
+        }
+        let choice = self.ask_person(|d| d.after_failure(step, &info));
+        if choice != AfterFailure::Stop {
+            self.record_choice(step, &choice, "after the step failed");
+        }
+        match choice {
+            AfterFailure::Retry => None,
+            AfterFailure::Continue(_) => Some(Failure {
+                status,
+                info,
+                go_on: true,
+            }),
+            AfterFailure::Stop => Some(Failure::new(status, info)),
+        }
+    }
 
+    /// After the step failed for good: its `on_failure` rollback (not after an abort, which is
+    /// recorded instead), then how the step ended.
+    fn on_failure(&self, step: &Step, failure: Failure, ctx: &Dynamic) -> StepEnd {
+        let Failure {
+            status,
+            info,
+            go_on,
+        } = failure;
         if let Some(rollback) = &step.on_failure {
             if status == StepStatus::Aborted && !go_on {
                 self.record(
@@ -1181,7 +1363,7 @@ impl<'a> Executor<'a> {
         }
         let mut end = StepEnd::new(status, Some(info), None);
         end.go_on = go_on;
-        self.finish_step(step, total, started, attempt, end, ctx)
+        end
     }
 
     fn record_choice(&self, step: &Step, choice: &AfterFailure, when: &str) {
@@ -1278,4 +1460,215 @@ pub fn plan_summary(report: &RunReport) -> String {
         if n == 1 { "" } else { "s" }
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::rc::Rc;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::console::Console;
+    use crate::engine::Host;
+    use crate::recorder::Mode;
+
+    /// A runbook from source text, loaded on the built-in sim (a plan's clock is simulated, so
+    /// backoff takes no time).
+    fn load(mode: Mode, dir: &Path, src: &str) -> Runbook {
+        let host: Rc<Host> = Host::new(mode, Console::silent(), Arc::new(AtomicBool::new(false)));
+        let declared =
+            Runbook::load_source(&dir.join("t.rhai"), src, host, Duration::from_secs(10));
+        declared.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Runs `rb` with `driver` into `dir/t.jsonl`; the report and the transcript's events.
+    fn run(rb: &Runbook, driver: &mut dyn Driver, dir: &Path) -> (RunReport, Vec<Value>) {
+        let transcript = dir.join("t.jsonl");
+        let opts = RunOptions {
+            resume: None,
+            run_id: "test-run".into(),
+            transcript: transcript.clone(),
+            environment: "sim".into(),
+            account: None,
+            operator: "tester".into(),
+            params: Map::new(),
+            trigger: None,
+        };
+        let report = Executor::new(rb, driver).run(opts).unwrap();
+        let (events, _) = crate::transcript::read_verified(&transcript).unwrap();
+        (report, events)
+    }
+
+    /// Skips and aborts the steps it is told to, runs the others.
+    struct Scripted {
+        skip: Vec<usize>,
+        abort: Vec<usize>,
+    }
+
+    impl Driver for Scripted {
+        fn before_step(&mut self, view: &StepView) -> Decision {
+            let i = view.step.index;
+            if self.skip.contains(&i) {
+                Decision::recorded(Action::Skip, "test", "skipped by the test driver")
+            } else if self.abort.contains(&i) {
+                Decision::recorded(Action::Abort, "test", "aborted by the test driver")
+            } else {
+                Decision::routine(Action::Run, "test")
+            }
+        }
+    }
+
+    const RUNBOOK: &str = r#"runbook(#{ id: "t", version: "1.0.0", title: "t", severity: "P3" });
+containment("Flaky", |ctx| {
+    if !("tries" in ctx) { ctx.tries = 0; }
+    ctx.tries += 1;
+    if ctx.tries < 2 { fail("not yet"); }
+}, #{ retries: 2, backoff: "1s" });
+containment("Broken", |ctx| { fail("broken"); }, #{
+    allow_failure: true,
+    on_failure: |ctx| { ctx.rolled_back = true; },
+});
+eradication("Optional", |ctx| { ctx.optional = true; });
+eradication("Dangerous", |ctx| { ctx.dangerous = true; });
+recovery("Never", |ctx| { ctx.never = true; });
+"#;
+
+    /// `(type, step)` of the step-level events, in order.
+    fn timeline(events: &[Value]) -> Vec<(String, Option<u64>)> {
+        events
+            .iter()
+            .filter(|e| e["type"] != "log" && e["type"] != "call")
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap_or_default().to_string(),
+                    e["step"].as_u64(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_run_with_a_retry_a_rollback_a_skip_and_an_abort_records_each_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let rb = load(Mode::Plan, dir.path(), RUNBOOK);
+        let mut driver = Scripted {
+            skip: vec![2],
+            abort: vec![3],
+        };
+        let (report, events) = run(&rb, &mut driver, dir.path());
+
+        let expected: Vec<(String, Option<u64>)> = [
+            ("run_started", None),
+            ("step_started", Some(0)),
+            ("retry", Some(0)),
+            ("step_started", Some(0)),
+            ("step_finished", Some(0)),
+            ("step_started", Some(1)),
+            ("on_failure_started", Some(1)),
+            ("on_failure_finished", Some(1)),
+            ("step_finished", Some(1)),
+            ("decision", Some(2)),
+            ("step_finished", Some(2)),
+            ("decision", Some(3)),
+            ("step_finished", Some(3)),
+            ("run_finished", None),
+        ]
+        .iter()
+        .map(|(t, s)| (t.to_string(), *s))
+        .collect();
+        assert_eq!(timeline(&events), expected);
+
+        let finished: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["type"] == "step_finished")
+            .collect();
+        let statuses: Vec<&str> = finished
+            .iter()
+            .map(|e| e["status"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(statuses, ["ok", "failed", "skipped", "aborted"]);
+        assert_eq!(finished[0]["attempts"], 2, "retried once, then ok");
+        assert_eq!(finished[1]["ctx"]["rolled_back"], true);
+        assert_eq!(finished[2]["reason"], "skipped by the test driver");
+        assert!(finished[3]["ctx"].get("dangerous").is_none());
+        let rollback = events
+            .iter()
+            .find(|e| e["type"] == "on_failure_finished")
+            .unwrap();
+        assert_eq!(rollback["status"], "ok");
+
+        assert_eq!(report.status, RunStatus::Aborted);
+        assert_eq!(
+            (
+                report.counts.ok,
+                report.counts.failed,
+                report.counts.skipped
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(report.counts.not_run, 1, "the step after the abort");
+        let last = events.last().unwrap();
+        assert_eq!(last["status"], "aborted");
+        assert!(
+            last["reason"]
+                .as_str()
+                .unwrap()
+                .contains("aborted by the test driver"),
+            "{last}"
+        );
+        let err = report.into_result().unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::exit::ABORTED);
+    }
+
+    #[test]
+    fn a_failed_step_without_allow_failure_stops_the_run_after_its_rollback() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = RUNBOOK.replace("allow_failure: true,", "");
+        let rb = load(Mode::Plan, dir.path(), &src);
+        let mut driver = Scripted {
+            skip: vec![],
+            abort: vec![],
+        };
+        let (report, events) = run(&rb, &mut driver, dir.path());
+        let types: Vec<String> = timeline(&events).into_iter().map(|(t, _)| t).collect();
+        let rollback = types
+            .iter()
+            .position(|t| t == "on_failure_finished")
+            .unwrap();
+        assert_eq!(types[rollback + 1], "step_finished");
+        assert_eq!(types[rollback + 2], "run_finished");
+        assert_eq!(report.status, RunStatus::Failed);
+        assert_eq!(report.counts.not_run, 3);
+        assert!(
+            report.reason.contains("step 2 \"Broken\" failed"),
+            "{}",
+            report.reason
+        );
+        assert_eq!(
+            report.into_result().unwrap_err().exit_code(),
+            crate::error::exit::FAILED
+        );
+    }
+
+    #[test]
+    fn an_unattended_run_stops_at_a_confirm_step_without_yes() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = r#"runbook(#{ id: "t", version: "1.0.0", title: "t", severity: "P3" });
+containment("Ask", |ctx| { ctx.ran = true; }, #{ confirm: "GO" });
+"#;
+        let rb = load(Mode::Run, dir.path(), src);
+        let mut driver = Unattended {
+            yes: None,
+            operator: "tester".into(),
+            approval_timeout: None,
+        };
+        let (report, events) = run(&rb, &mut driver, dir.path());
+        assert_eq!(report.status, RunStatus::Aborted);
+        let decision = events.iter().find(|e| e["type"] == "decision").unwrap();
+        assert_eq!(decision["action"], "abort");
+        assert_eq!(decision["by"], "unattended");
+        assert!(events.iter().all(|e| e["type"] != "step_started"));
+    }
 }

@@ -927,3 +927,136 @@ pub(crate) fn kill_switch_set(path: &std::path::Path) -> bool {
         Ok(false) => std::fs::symlink_metadata(path).is_ok(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::console::Console;
+    use crate::transcript::TranscriptWriter;
+
+    static WRITE: Binding = Binding {
+        name: "test::write",
+        effect: Effect::Mutating,
+        placeholder: planned_placeholder,
+    };
+
+    fn planned_placeholder(_: &Value) -> Dynamic {
+        "planned".into()
+    }
+
+    /// A host in `mode` recording into `dir/t.jsonl`, inside step 1.
+    fn host(mode: Mode, dir: &Path) -> Rc<Host> {
+        host_with(mode, dir, Limits::default())
+    }
+
+    fn host_with(mode: Mode, dir: &Path, limits: Limits) -> Rc<Host> {
+        let mut parts = crate::engine::HostParts::new(
+            mode,
+            Console::silent(),
+            Arc::new(AtomicBool::new(false)),
+            crate::cloud::CloudAccess::new(crate::config::Environment::builtin_sim()),
+        );
+        parts.limits = limits;
+        let host = Host::build(parts);
+        let writer = TranscriptWriter::create(&dir.join("t.jsonl"), host.redactor.clone()).unwrap();
+        host.recorder.attach(writer);
+        host.recorder.set_stage(Stage::Step(0));
+        host
+    }
+
+    /// The `type`s of the transcript's events so far, read from disk.
+    fn types_on_disk(dir: &Path) -> Vec<String> {
+        let text = std::fs::read_to_string(dir.join("t.jsonl")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|e| e["type"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    fn write(host: &Rc<Host>, sent: &Cell<bool>) -> Result<Dynamic, Box<EvalAltResult>> {
+        call_at(
+            host,
+            Position::NONE,
+            &WRITE,
+            json!({ "ids": ["i-1"] }),
+            |_| {
+                sent.set(true);
+                Ok("sent".into())
+            },
+        )
+    }
+
+    #[test]
+    fn a_mutating_call_in_a_plan_gets_its_placeholder_and_writes_no_intent() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = host(Mode::Plan, dir.path());
+        let sent = Cell::new(false);
+        let result = write(&host, &sent).unwrap();
+        assert_eq!(result.into_string().unwrap(), "planned");
+        assert!(!sent.get(), "a plan sends nothing");
+        assert_eq!(types_on_disk(dir.path()), ["call"]);
+        let planned = host.recorder.planned();
+        assert_eq!(planned.len(), 1);
+        assert_eq!(planned[0].binding, "test::write");
+        assert_eq!(host.recorder.call_counts(), (1, 0));
+    }
+
+    #[test]
+    fn a_mutating_call_in_a_run_is_on_disk_as_an_intent_before_it_is_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = host(Mode::Run, dir.path());
+        let on_disk_when_sent = std::cell::RefCell::new(Vec::new());
+        let result = call_at(
+            &host,
+            Position::NONE,
+            &WRITE,
+            json!({ "ids": ["i-1"] }),
+            |_| {
+                // What another process (or a crash) would find at the moment the write goes out.
+                *on_disk_when_sent.borrow_mut() = types_on_disk(dir.path());
+                Ok("sent".into())
+            },
+        )
+        .unwrap();
+        assert_eq!(result.into_string().unwrap(), "sent");
+        assert_eq!(*on_disk_when_sent.borrow(), ["intent"]);
+        assert_eq!(types_on_disk(dir.path()), ["intent", "call"]);
+        assert_eq!(host.recorder.call_counts(), (1, 1));
+    }
+
+    #[test]
+    fn a_guardrail_refusal_is_recorded_and_the_call_is_never_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let switch = dir.path().join("STOP");
+        std::fs::write(&switch, "").unwrap();
+        let limits = Limits {
+            kill_switch: Some(switch),
+            ..Limits::default()
+        };
+        let host = host_with(Mode::Run, dir.path(), limits);
+        let sent = Cell::new(false);
+        let err = write(&host, &sent).unwrap_err();
+        assert!(!sent.get());
+        assert!(err.to_string().contains("kill_switch"), "{err}");
+        assert_eq!(types_on_disk(dir.path()), ["guardrail"]);
+        assert_eq!(host.guardrails.tripped(), Some("kill_switch"));
+        assert_eq!(host.recorder.call_counts().1, 0, "nothing sent");
+    }
+
+    #[test]
+    fn a_call_while_the_runbook_loads_is_refused_and_never_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = host(Mode::Run, dir.path());
+        host.recorder.set_stage(Stage::Loading);
+        let sent = Cell::new(false);
+        let err = write(&host, &sent).unwrap_err();
+        assert!(!sent.get());
+        assert!(err.to_string().contains("not_in_step"), "{err}");
+        assert!(types_on_disk(dir.path()).is_empty(), "nothing recorded");
+    }
+}

@@ -911,3 +911,120 @@ fn tag_targets_and_launch_counts_are_counted_before_the_call_is_sent() {
     assert!(run.stderr.contains("50 new instance(s)"), "{}", run.stderr);
     assert_eq!(state(&ws, "state.json")["mutations"], serde_json::json!([]));
 }
+
+/// A workspace whose blue instance boots slowly: its status checks report `initializing` for the
+/// first `boot_minutes` of the run's (simulated) clock.
+fn with_slow_boot(boot_minutes: u64, wait_options: &str) -> Workspace {
+    let ws = with_fleet(&format!(
+        "[faults]\ninitializing_ms = {{ \"{BLUE_1}\" = {} }}\n",
+        boot_minutes * 60_000
+    ));
+    ws.write(
+        "runbooks/boot.rhai",
+        &format!(
+            r#"runbook(#{{ id: "boot", version: "1.0.0", title: "t", severity: "P3" }});
+recovery("Wait for the slow boot", |ctx| {{
+    ctx.checks = ec2::wait_status_ok(["{BLUE_1}"], #{{ {wait_options} }});
+}}, #{{ timeout: "30m" }});
+"#
+        ),
+    );
+    ws
+}
+
+/// The `wait` log lines of a transcript (which bound applied to each wait).
+fn wait_logs(ev: &[Value]) -> Vec<String> {
+    of_type(ev, "log")
+        .into_iter()
+        .filter(|e| e["level"] == "wait")
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn a_wait_longer_than_ten_minutes_succeeds_when_the_step_has_thirty() {
+    let ws = with_slow_boot(20, "");
+    let plan = ws.run(&["plan", "boot", "--env", "drill", "--transcript", "p.jsonl"]);
+    plan.expect_code(0);
+    let ev = events(&ws.path().join("p.jsonl"));
+    let finished = of_type(&ev, "step_finished");
+    assert_eq!(finished[0]["status"], "ok", "{}", finished[0]);
+    assert_eq!(finished[0]["ctx"]["checks"][0]["instance_status"], "ok");
+    // Ready at minute 20, polled every 5 s: the wait took 20 minutes of simulated time.
+    let took = finished[0]["duration_ms"].as_u64().unwrap();
+    assert!((1_200_000..1_260_000).contains(&took), "{took}");
+    let logs = wait_logs(&ev);
+    assert!(
+        logs[0].contains("until the step's deadline (no `timeout` given)"),
+        "{logs:?}"
+    );
+    let call = of_type(&ev, "call")[0];
+    assert_eq!(call["args"]["timeout"], "step deadline", "{call}");
+}
+
+#[test]
+fn a_wait_without_a_timeout_ends_the_step_timed_out_at_its_deadline() {
+    let ws = with_slow_boot(40, "");
+    let plan = ws.run(&["plan", "boot", "--env", "drill", "--transcript", "p.jsonl"]);
+    plan.expect_code(3);
+    assert!(
+        plan.stderr
+            .contains("the step's deadline ended the wait after"),
+        "{}",
+        plan.stderr
+    );
+    let ev = events(&ws.path().join("p.jsonl"));
+    let finished = of_type(&ev, "step_finished");
+    assert_eq!(finished[0]["status"], "timed_out", "{}", finished[0]);
+    let message = finished[0]["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "the step ran past its timeout of 30m: the step's deadline ended the wait"
+        ),
+        "{message}"
+    );
+    assert!(message.contains("status checks not ok"), "{message}");
+    assert!(!message.contains("WaiterTimeout"), "{message}");
+    let call = of_type(&ev, "call")[0];
+    assert_eq!(call["error"]["code"], "timed_out", "{call}");
+    assert_eq!(ev.last().unwrap()["status"], "timed_out");
+}
+
+#[test]
+fn an_explicit_wait_timeout_beyond_the_deadline_is_cut_to_it_and_reported_as_the_deadline() {
+    let ws = with_slow_boot(50, r#"timeout: "45m""#);
+    let plan = ws.run(&["plan", "boot", "--env", "drill", "--transcript", "p.jsonl"]);
+    plan.expect_code(3);
+    let ev = events(&ws.path().join("p.jsonl"));
+    let logs = wait_logs(&ev);
+    assert!(
+        logs[0].contains(
+            "until the step's deadline (its `timeout` of 45m is longer than the step has left)"
+        ),
+        "{logs:?}"
+    );
+    let finished = of_type(&ev, "step_finished");
+    assert_eq!(finished[0]["status"], "timed_out", "{}", finished[0]);
+    let message = finished[0]["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("the step's deadline ended the wait after 30m")
+            && message.contains("before the wait's own timeout of 45m"),
+        "{message}"
+    );
+    // Simulated time stops at the deadline: the wait did not run to its own 45 minutes.
+    let took = finished[0]["duration_ms"].as_u64().unwrap();
+    assert!((1_800_000..1_860_000).contains(&took), "{took}");
+}
+
+#[test]
+fn a_wait_timeout_shorter_than_the_step_fails_the_call_with_waiter_timeout() {
+    let ws = with_slow_boot(20, r#"timeout: "12m""#);
+    let plan = ws.run(&["plan", "boot", "--env", "drill", "--transcript", "p.jsonl"]);
+    plan.expect_code(1);
+    let ev = events(&ws.path().join("p.jsonl"));
+    assert!(wait_logs(&ev)[0].contains("waits at most 12m (its `timeout`)"));
+    let finished = of_type(&ev, "step_finished");
+    assert_eq!(finished[0]["status"], "failed", "{}", finished[0]);
+    let call = of_type(&ev, "call")[0];
+    assert_eq!(call["error"]["code"], "WaiterTimeout", "{call}");
+}

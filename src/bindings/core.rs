@@ -75,14 +75,14 @@ fn wait(ctx: &NativeCallContext, condition: FnPtr, options: rhai::Map) -> Script
     let pos = ctx.call_position();
     let bad = |e: BindingError| recorder::runtime_error(&e.code, &e.message, pos);
     super::args::known(&options, &["timeout", "every"]).map_err(bad)?;
-    let timeout =
-        super::args::duration(&options, "timeout", Duration::from_secs(300)).map_err(bad)?;
+    let timeout = super::args::wait_timeout(&options, "timeout").map_err(bad)?;
     let every = super::args::duration(&options, "every", Duration::from_secs(10)).map_err(bad)?;
     // An error raised by the condition itself (a failed binding, a timeout) is the script's error,
     // not the wait's: it is kept here and re-raised as it was.
     let mut raised: Option<Box<EvalAltResult>> = None;
-    let recorded = json!({ "timeout": humantime::format_duration(timeout).to_string(), "every": humantime::format_duration(every).to_string() });
+    let recorded = json!({ "timeout": super::args::wait_timeout_recorded(timeout), "every": humantime::format_duration(every).to_string() });
     let outcome = recorder::call(ctx, &WAIT_UNTIL, recorded, |host| {
+        let limit = super::wait_limit(host, timeout);
         let started = host.interrupt.clock().now();
         let mut attempt: i64 = 0;
         loop {
@@ -117,12 +117,28 @@ fn wait(ctx: &NativeCallContext, condition: FnPtr, options: rhai::Map) -> Script
             if done {
                 return Ok(Dynamic::from(attempt));
             }
-            if started.elapsed().saturating_add(every) > timeout {
+            if started.elapsed().saturating_add(every) > limit.limit {
+                if limit.bound == crate::clock::WaitBound::StepDeadline {
+                    // Waited out to the deadline, so the step ends `timed_out` naming this wait.
+                    let why =
+                        limit.ran_out("condition still false", &format!("{attempt} attempt(s)"));
+                    let clock = host.interrupt.clock();
+                    clock.note_ended_wait(why.clone());
+                    // A hair past it, so the deadline (not this sleep) is what ends the wait.
+                    let left = clock
+                        .remaining()
+                        .unwrap_or_default()
+                        .saturating_add(Duration::from_millis(5));
+                    return Err(match host.interrupt.sleep(left) {
+                        Err(stop) => BindingError::new(stop.token(), why),
+                        Ok(()) => BindingError::new("WaiterTimeout", why),
+                    });
+                }
                 return Err(BindingError::new(
                     "WaiterTimeout",
                     format!(
                         "condition still false after {attempt} attempt(s) over {}",
-                        humantime::format_duration(timeout)
+                        humantime::format_duration(limit.limit)
                     ),
                 ));
             }
@@ -205,9 +221,11 @@ pub mod core_api {
     }
 
     /// Calls `condition` (a closure such as `|| health::http(url).ok`) until it returns true (or
-    /// a map whose `ok` is true), every `every` (default `"10s"`) for at most `timeout` (default
-    /// `"5m"`); returns the number of attempts. Fails with `WaiterTimeout` when time runs out.
-    /// Each attempt is recorded.
+    /// a map whose `ok` is true), every `every` (default `"10s"`) for at most `timeout`; returns
+    /// the number of attempts. Without `timeout` it waits until the step's deadline, and the step
+    /// then ends `timed_out` (outside a step, at most 10 minutes); a `timeout` longer than the
+    /// step has left is cut to the deadline. Fails with `WaiterTimeout` when its own `timeout`
+    /// runs out. Each attempt is recorded, and which bound applied.
     #[rhai_fn(name = "wait_until", return_raw)]
     pub fn wait_until(
         ctx: NativeCallContext,
@@ -217,7 +235,7 @@ pub mod core_api {
         wait(&ctx, condition, options)
     }
 
-    /// `wait_until` with the default timeout and interval.
+    /// `wait_until` until the step's deadline, every `"10s"`.
     #[rhai_fn(name = "wait_until", return_raw)]
     pub fn wait_until_default(ctx: NativeCallContext, condition: FnPtr) -> ScriptResult<i64> {
         wait(&ctx, condition, rhai::Map::new())

@@ -11,7 +11,7 @@ use rhai::{Array, Map};
 use serde_json::{Value, json};
 
 use super::args;
-use crate::clock::Clock;
+use crate::clock::{Clock, WaitLimit};
 use crate::cloud::{
     Cloud, CloudResult, Filter, Instance, InstanceStatus, LaunchSpec, StateAction, Tags,
 };
@@ -19,7 +19,6 @@ use crate::engine::Host;
 use crate::error::BindingError;
 use crate::recorder::{self, Binding, Effect, ScriptResult, unit_placeholder};
 
-const DEFAULT_WAIT: Duration = Duration::from_secs(10 * 60);
 const DEFAULT_EVERY: Duration = Duration::from_secs(5);
 /// The name of the security group `isolate` creates (or reuses) in the instance's VPC.
 pub const QUARANTINE_GROUP: &str = "runbook-quarantine";
@@ -211,13 +210,15 @@ pub async fn describe_one(c: &Cloud, id: &str) -> CloudResult<Instance> {
         })
 }
 
-/// The one waiter: asks `probe` every `every` until it answers `Ok` (done) or `timeout` passes,
-/// then fails with `WaiterTimeout` naming what is still pending (`Err(pending)` from the probe).
-/// Sleeping happens on the runtime, so a step timeout or Ctrl-C ends the wait at once.
-/// Waits on the run's clock: in a drill or a plan the time between probes is simulated.
+/// The one waiter: asks `probe` every `every` until it answers `Ok` (done) or `limit` passes.
+/// Its own `timeout` running out fails with `WaiterTimeout` naming what is still pending
+/// (`Err(pending)` from the probe); the step's deadline running out ends the step `timed_out`
+/// (see [`super::wait_ran_out`]). Sleeping happens on the runtime, so a step timeout or Ctrl-C
+/// ends the wait at once. Waits on the run's clock: in a drill or a plan the time between probes
+/// is simulated.
 async fn poll<T>(
     clock: &Clock,
-    timeout: Duration,
+    limit: &WaitLimit,
     every: Duration,
     what: &str,
     mut probe: impl AsyncFnMut() -> CloudResult<Result<T, Vec<String>>>,
@@ -226,15 +227,10 @@ async fn poll<T>(
     loop {
         match probe().await? {
             Ok(done) => return Ok(done),
-            Err(pending) if started.elapsed().saturating_add(every) > timeout => {
-                return Err(BindingError::new(
-                    "WaiterTimeout",
-                    format!(
-                        "{what} after {}: {}",
-                        humantime::format_duration(timeout),
-                        pending.join(", ")
-                    ),
-                ));
+            Err(pending) if started.elapsed().saturating_add(every) > limit.limit => {
+                return Err(
+                    crate::bindings::wait_ran_out(clock, limit, what, &pending.join(", ")).await,
+                );
             }
             Err(_) => clock.sleep(every).await,
         }
@@ -247,7 +243,7 @@ pub async fn wait_for_state(
     cloud: &Cloud,
     ids: &[String],
     state: &str,
-    timeout: Duration,
+    limit: &WaitLimit,
     every: Duration,
 ) -> CloudResult<Vec<Instance>> {
     let filter = Filter {
@@ -256,7 +252,7 @@ pub async fn wait_for_state(
     };
     poll(
         clock,
-        timeout,
+        limit,
         every,
         &format!("still not {state}"),
         async || {
@@ -281,10 +277,10 @@ pub async fn wait_status_ok(
     clock: &Clock,
     cloud: &Cloud,
     ids: &[String],
-    timeout: Duration,
+    limit: &WaitLimit,
     every: Duration,
 ) -> CloudResult<Vec<InstanceStatus>> {
-    poll(clock, timeout, every, "status checks not ok", async || {
+    poll(clock, limit, every, "status checks not ok", async || {
         let statuses = cloud.instance_status(ids).await?;
         let bad: Vec<String> = ids
             .iter()
@@ -331,7 +327,7 @@ fn change_state(
         args::known(&opts, &["wait", "timeout", "every", "force"])?;
         Ok((
             args::boolean(&opts, "wait", true)?,
-            args::duration(&opts, "timeout", DEFAULT_WAIT)?,
+            args::wait_timeout(&opts, "timeout")?,
             args::duration(&opts, "every", DEFAULT_EVERY)?,
             args::boolean(&opts, "force", false)?,
         ))
@@ -341,12 +337,13 @@ fn change_state(
     let recorded = json!({ "ids": ids, "wait": wait, "force": force });
     recorder::call(ctx, spec, recorded, |host| {
         let clock = host.interrupt.clock();
+        let limit = (wait && action != StateAction::Reboot)
+            .then(|| crate::bindings::wait_limit(host, timeout));
         on_cloud(host, async |cloud: &Cloud| {
             let mut changes = cloud.change_state(&ids, action).await?;
-            if wait && action != StateAction::Reboot {
+            if let Some(limit) = &limit {
                 let done =
-                    wait_for_state(clock, cloud, &ids, action.target_state(), timeout, every)
-                        .await?;
+                    wait_for_state(clock, cloud, &ids, action.target_state(), limit, every).await?;
                 for c in &mut changes {
                     if let Some(i) = done.iter().find(|i| i.id == c.id) {
                         c.state = i.state.clone();
@@ -398,8 +395,10 @@ pub mod ec2_api {
         .map(|d| d.into_array().unwrap_or_default())
     }
 
-    /// Waits until both status checks of every instance are `ok` (options: `timeout`, default
-    /// `"10m"`; `every`, default `"5s"`). Fails with `WaiterTimeout` naming the instances that are
+    /// Waits until both status checks of every instance are `ok` (options: `timeout`; `every`,
+    /// default `"5s"`). Without `timeout` it waits until the step's deadline (and the step ends
+    /// `timed_out` if they never are); a `timeout` longer than the step has left is cut to it.
+    /// When its own `timeout` runs out, fails with `WaiterTimeout` naming the instances that are
     /// not. Read-only.
     #[rhai_fn(return_raw)]
     pub fn wait_status_ok(
@@ -408,18 +407,18 @@ pub mod ec2_api {
         options: Map,
     ) -> ScriptResult<Array> {
         let ids = args::ids(&ids, "ids").map_err(|e| arg_error(&ctx, e))?;
-        let timeout =
-            args::duration(&options, "timeout", DEFAULT_WAIT).map_err(|e| arg_error(&ctx, e))?;
+        let timeout = args::wait_timeout(&options, "timeout").map_err(|e| arg_error(&ctx, e))?;
         let every =
             args::duration(&options, "every", DEFAULT_EVERY).map_err(|e| arg_error(&ctx, e))?;
         recorder::call(
             &ctx,
             &WAIT_STATUS_OK,
-            json!({ "ids": ids, "timeout": humantime::format_duration(timeout).to_string() }),
+            json!({ "ids": ids, "timeout": args::wait_timeout_recorded(timeout) }),
             |host| {
                 let clock = host.interrupt.clock();
+                let limit = crate::bindings::wait_limit(host, timeout);
                 on_cloud(host, async |c: &Cloud| {
-                    super::wait_status_ok(clock, c, &ids, timeout, every).await
+                    super::wait_status_ok(clock, c, &ids, &limit, every).await
                 })
             },
         )
@@ -436,8 +435,7 @@ pub mod ec2_api {
         options: Map,
     ) -> ScriptResult<Array> {
         let ids = args::ids(&ids, "ids").map_err(|e| arg_error(&ctx, e))?;
-        let timeout =
-            args::duration(&options, "timeout", DEFAULT_WAIT).map_err(|e| arg_error(&ctx, e))?;
+        let timeout = args::wait_timeout(&options, "timeout").map_err(|e| arg_error(&ctx, e))?;
         let every =
             args::duration(&options, "every", DEFAULT_EVERY).map_err(|e| arg_error(&ctx, e))?;
         let state = state.to_string();
@@ -447,8 +445,9 @@ pub mod ec2_api {
             json!({ "ids": ids, "state": state }),
             |host| {
                 let clock = host.interrupt.clock();
+                let limit = crate::bindings::wait_limit(host, timeout);
                 on_cloud(host, async |c: &Cloud| {
-                    wait_for_state(clock, c, &ids, &state, timeout, every).await
+                    wait_for_state(clock, c, &ids, &state, &limit, every).await
                 })
             },
         )
@@ -641,8 +640,8 @@ pub mod ec2_api {
     }
 
     /// Snapshots every EBS volume attached to an instance, tagged `Incident` and
-    /// `SourceInstance`. Options: `incident`, `wait` (default true: until `completed`), `timeout`.
-    /// Returns an array of `#{ volume, snapshot, state }`. Mutating. In a plan: one entry per
+    /// `SourceInstance`. Options: `incident`, `wait` (default true: until `completed`), `timeout`
+    /// (default: the step's deadline, as for `wait_status_ok`). Returns an array of `#{ volume, snapshot, state }`. Mutating. In a plan: one entry per
     /// attached volume (read-only lookup) with `snapshot: "snap-planned"`, `state: "planned"`.
     #[rhai_fn(return_raw)]
     pub fn snapshot_volumes(ctx: NativeCallContext, id: &str, options: Map) -> ScriptResult<Array> {
@@ -651,7 +650,7 @@ pub mod ec2_api {
             Ok((
                 args::string(&options, "incident")?,
                 args::boolean(&options, "wait", true)?,
-                args::duration(&options, "timeout", DEFAULT_WAIT)?,
+                args::wait_timeout(&options, "timeout")?,
                 args::duration(&options, "every", DEFAULT_EVERY)?,
             ))
         })();
@@ -669,6 +668,7 @@ pub mod ec2_api {
         let resolve = recorder::Resolve::PlanOnly(&lookup);
         recorder::call_resolved(&ctx, &SNAPSHOT, recorded, resolve, |host, _| {
             let clock = host.interrupt.clock();
+            let limit = wait.then(|| crate::bindings::wait_limit(host, timeout));
             on_cloud(host, async |c: &Cloud| {
                 let inst = describe_one(c, &id).await?;
                 let mut tags = Tags::from([
@@ -689,27 +689,21 @@ pub mod ec2_api {
                 for volume in &inst.volumes {
                     snaps.push(c.create_snapshot(volume, &description, &tags).await?);
                 }
-                if wait && !snaps.is_empty() {
+                if let Some(limit) = limit.as_ref().filter(|_| !snaps.is_empty()) {
                     let ids: Vec<String> = snaps.iter().map(|s| s.id.clone()).collect();
-                    let done = poll(
-                        clock,
-                        timeout,
-                        every,
-                        "snapshots not completed",
-                        async || {
-                            let now = c.describe_snapshots(&ids).await?;
-                            let pending: Vec<String> = now
-                                .iter()
-                                .filter(|s| s.state != "completed")
-                                .map(|s| s.id.clone())
-                                .collect();
-                            Ok(if pending.is_empty() {
-                                Ok(now)
-                            } else {
-                                Err(pending)
-                            })
-                        },
-                    )
+                    let done = poll(clock, limit, every, "snapshots not completed", async || {
+                        let now = c.describe_snapshots(&ids).await?;
+                        let pending: Vec<String> = now
+                            .iter()
+                            .filter(|s| s.state != "completed")
+                            .map(|s| s.id.clone())
+                            .collect();
+                        Ok(if pending.is_empty() {
+                            Ok(now)
+                        } else {
+                            Err(pending)
+                        })
+                    })
                     .await?;
                     for s in &mut snaps {
                         if let Some(n) = done.iter().find(|n| n.id == s.id) {
@@ -734,7 +728,8 @@ pub mod ec2_api {
         })
     }
 
-    /// Stops instances. Options: `wait` (default true), `timeout` (default `"10m"`), `every`,
+    /// Stops instances. Options: `wait` (default true), `timeout` (default: the step's deadline,
+    /// as for `wait_status_ok`), `every`,
     /// `force`. Returns an array of `#{ id, previous_state, state }`. Mutating. In a plan: one
     /// entry per id with both states `"planned"` (the same for `start`, `reboot`, `terminate`).
     #[rhai_fn(name = "stop", return_raw)]
@@ -816,7 +811,8 @@ pub mod ec2_api {
 
     /// Launches instances. `spec`: `image` or `launch_template` (a name), and optionally
     /// `instance_type`, `subnet`, `security_groups`, `tags`, `count` (default 1), `wait`
-    /// (default true: until `running`), `timeout`. Returns the new instances (see `find`). Mutating.
+    /// (default true: until `running`), `timeout` (default: the step's deadline, as for
+    /// `wait_status_ok`). Returns the new instances (see `find`). Mutating.
     /// `--max-resources` counts the `count` new instances before the call is sent. In a plan:
     /// `count` instances with every `find` field, ids `i-planned00000000`, ... and state `"planned"`.
     #[rhai_fn(return_raw)]
@@ -855,7 +851,7 @@ pub mod ec2_api {
             Ok((
                 launch,
                 args::boolean(&spec, "wait", true)?,
-                args::duration(&spec, "timeout", DEFAULT_WAIT)?,
+                args::wait_timeout(&spec, "timeout")?,
                 args::duration(&spec, "every", DEFAULT_EVERY)?,
             ))
         })();
@@ -866,13 +862,14 @@ pub mod ec2_api {
         }});
         recorder::call(&ctx, &LAUNCH, recorded, |host| {
             let clock = host.interrupt.clock();
+            let limit = wait.then(|| crate::bindings::wait_limit(host, timeout));
             on_cloud(host, async |c: &Cloud| {
                 let created = c.run_instances(&launch).await?;
-                if !wait {
+                let Some(limit) = &limit else {
                     return Ok(created);
-                }
+                };
                 let ids: Vec<String> = created.iter().map(|i| i.id.clone()).collect();
-                wait_for_state(clock, c, &ids, "running", timeout, every).await
+                wait_for_state(clock, c, &ids, "running", limit, every).await
             })
         })
         .map(|d| d.into_array().unwrap_or_default())

@@ -148,6 +148,24 @@ pub(crate) mod args {
         }
     }
 
+    /// A wait's own `timeout` option, None when not given: the wait is then bounded by the step's
+    /// deadline (see [`crate::clock::Clock::wait_limit`]), never by a second default.
+    pub fn wait_timeout(opts: &Map, key: &str) -> Result<Option<Duration>, BindingError> {
+        match opts.get(key) {
+            None => Ok(None),
+            Some(_) => duration(opts, key, Duration::ZERO).map(Some),
+        }
+    }
+
+    /// What a call records for a wait's `timeout` option: as given, or that the step's deadline
+    /// bounds it (never the time left, which differs between a run and its resume).
+    pub fn wait_timeout_recorded(timeout: Option<Duration>) -> serde_json::Value {
+        match timeout {
+            Some(t) => humantime::format_duration(t).to_string().into(),
+            None => "step deadline".into(),
+        }
+    }
+
     /// Any serializable result as a script value.
     pub fn to_dynamic<T: serde::Serialize>(value: &T) -> Result<Dynamic, BindingError> {
         rhai::serde::to_dynamic(value)
@@ -164,4 +182,38 @@ pub(crate) mod args {
             None => Ok(()),
         }
     }
+}
+
+/// How long a wait in a binding may wait (its `timeout`, clipped to the step's deadline; see
+/// [`crate::clock::Clock::wait_limit`]), logged in the transcript so the bound that applied is on
+/// record.
+pub(crate) fn wait_limit(
+    host: &crate::engine::Host,
+    asked: Option<std::time::Duration>,
+) -> crate::clock::WaitLimit {
+    let limit = host.interrupt.clock().wait_limit(asked);
+    host.recorder.log("wait", &limit.describe());
+    limit
+}
+
+/// The error of a wait whose `limit` ran out with `what` (`detail`) still pending. A wait bounded
+/// by the step's deadline first waits the deadline out, so the step ends `timed_out` (as its
+/// timeout says) with a message naming the wait; its own timeout fails the call (`WaiterTimeout`).
+pub(crate) async fn wait_ran_out(
+    clock: &crate::clock::Clock,
+    limit: &crate::clock::WaitLimit,
+    what: &str,
+    detail: &str,
+) -> crate::error::BindingError {
+    let why = limit.ran_out(what, detail);
+    if limit.bound != crate::clock::WaitBound::StepDeadline {
+        return crate::error::BindingError::new("WaiterTimeout", why);
+    }
+    clock.note_ended_wait(why.clone());
+    // A hair past the deadline, so the step's deadline (not this sleep) is what ends the wait.
+    let left = clock.remaining().unwrap_or_default();
+    clock
+        .sleep(left.saturating_add(std::time::Duration::from_millis(5)))
+        .await;
+    crate::error::BindingError::new(crate::interrupt::Stop::TimedOut.token(), why)
 }

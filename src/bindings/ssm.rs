@@ -13,6 +13,7 @@ use rhai::plugin::*;
 use serde_json::{Value, json};
 
 use super::args;
+use crate::clock::{WaitBound, WaitLimit};
 use crate::cloud::{Cloud, CloudResult, CommandRequest, Filter, Invocation};
 use crate::engine::Host;
 use crate::error::BindingError;
@@ -20,7 +21,6 @@ use crate::recorder::{self, Binding, Effect, ScriptResult, unit_placeholder};
 
 /// Output kept per instance and stream (SSM's own GetCommandInvocation limit is 24,000 chars).
 pub const OUTPUT_LIMIT: usize = 24_000;
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 const DEFAULT_POLL: Duration = Duration::from_secs(2);
 
 static RUN_COMMAND: Binding = Binding {
@@ -107,7 +107,8 @@ struct Request {
     parameters: BTreeMap<String, Vec<String>>,
     max_concurrency: String,
     max_errors: String,
-    timeout: Duration,
+    /// The `timeout` option; None: the step's deadline bounds the command.
+    timeout: Option<Duration>,
     poll: Duration,
     comment: String,
     /// Declared read-only by the runbook (`read_only: true`): run in plans too.
@@ -170,7 +171,7 @@ fn parse_request(spec: &Map) -> Result<Request, BindingError> {
         parameters,
         max_concurrency: max("max_concurrency", "50")?,
         max_errors: max("max_errors", "0")?,
-        timeout: args::duration(spec, "timeout", DEFAULT_TIMEOUT)?,
+        timeout: args::wait_timeout(spec, "timeout")?,
         poll: args::duration(spec, "poll", DEFAULT_POLL)?,
         comment: args::string(spec, "comment")?.unwrap_or_else(|| "sent by runbook".into()),
         read_only: args::boolean(spec, "read_only", false)?,
@@ -207,14 +208,21 @@ async fn resolve(c: &Cloud, targets: &Targets) -> CloudResult<Vec<String>> {
     Ok(ids)
 }
 
-async fn run(host: &Host, c: &Cloud, req: &Request, ids: Vec<String>) -> CloudResult<Value> {
+async fn run(
+    host: &Host,
+    c: &Cloud,
+    req: &Request,
+    limit: &WaitLimit,
+    ids: Vec<String>,
+) -> CloudResult<Value> {
     let command = CommandRequest {
         instances: ids.clone(),
         document: req.document.clone(),
         parameters: req.parameters.clone(),
         max_concurrency: req.max_concurrency.clone(),
         max_errors: req.max_errors.clone(),
-        timeout_seconds: req.timeout.as_secs().clamp(30, 172_800) as i32,
+        // SSM's own timeout for the command is the wait's bound (SSM's allowed range).
+        timeout_seconds: limit.limit.as_secs().clamp(30, 172_800) as i32,
         comment: req.comment.clone(),
     };
     let command_id = c.send_command(&command).await?;
@@ -250,7 +258,18 @@ async fn run(host: &Host, c: &Cloud, req: &Request, ids: Vec<String>) -> CloudRe
         if done.len() == ids.len() {
             break;
         }
-        if started.elapsed().saturating_add(req.poll) > req.timeout {
+        if started.elapsed().saturating_add(req.poll) > limit.limit {
+            if limit.bound == WaitBound::StepDeadline {
+                // The step's deadline ends the step: the command is not "done with timeouts".
+                let pending = ids
+                    .iter()
+                    .filter(|id| !done.contains_key(*id))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let what = format!("no result from {}", req.document);
+                return Err(crate::bindings::wait_ran_out(clock, limit, &what, &pending).await);
+            }
             for id in &ids {
                 done.entry(id.clone()).or_insert_with(|| Invocation {
                     instance: id.clone(),
@@ -259,7 +278,7 @@ async fn run(host: &Host, c: &Cloud, req: &Request, ids: Vec<String>) -> CloudRe
                     stdout: String::new(),
                     stderr: format!(
                         "no result within {}",
-                        humantime::format_duration(req.timeout)
+                        humantime::format_duration(limit.limit)
                     ),
                 });
             }
@@ -310,7 +329,7 @@ fn send(ctx: &NativeCallContext, req: Request) -> ScriptResult<Map> {
         "parameters": req.parameters,
         "max_concurrency": req.max_concurrency,
         "max_errors": req.max_errors,
-        "timeout": humantime::format_duration(req.timeout).to_string(),
+        "timeout": args::wait_timeout_recorded(req.timeout),
     });
     let spec = if req.read_only {
         &RUN_COMMAND_READ_ONLY
@@ -352,9 +371,10 @@ fn send(ctx: &NativeCallContext, req: Request) -> ScriptResult<Map> {
                 ));
             }
             let cloud = host.cloud.get(&host.io)?;
+            let limit = crate::bindings::wait_limit(host, req.timeout);
             let value = host
                 .io
-                .block_on(&host.interrupt, run(host, cloud, &req, ids))?;
+                .block_on(&host.interrupt, run(host, cloud, &req, &limit, ids))?;
             args::to_dynamic(&value)
         },
     )
@@ -368,10 +388,14 @@ pub mod ssm_api {
     /// or instances from `ec2::find`) or `tags` (the running instances with these tags);
     /// `document` (default `AWS-RunShellScript`); `commands` (string or array, for shell
     /// documents) or `parameters` (map); `max_concurrency` and `max_errors` (passed to SSM;
-    /// defaults 50 and 0); `timeout` (default `"10m"`); `poll` (default `"2s"`); `comment`.
+    /// defaults 50 and 0); `timeout` (default: the step's deadline; a longer one is cut to
+    /// what the step has left; also SSM's own timeout for the command); `poll` (default `"2s"`);
+    /// `comment`.
     /// Returns `#{ command_id, document, status, ok, succeeded, failed, results }` with one
     /// `#{ instance, status, exit_code, stdout, stderr }` per instance (output truncated at 24,000
-    /// characters). A failed command does not fail the step: check `ok`. Mutating.
+    /// characters). A failed command does not fail the step: check `ok`; nor does its own
+    /// `timeout` (the instances without a result have status `TimedOut`). Reaching the step's
+    /// deadline ends the step `timed_out`. Mutating.
     ///
     /// Tag targets are resolved to instances (a read-only `DescribeInstances`) before anything is
     /// sent: `--max-resources` counts every instance the command would reach.

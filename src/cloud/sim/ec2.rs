@@ -49,6 +49,14 @@ impl SimCloud {
                     "not-applicable"
                 } else if self.fleet.faults.impaired.contains(id) {
                     "impaired"
+                } else if self
+                    .fleet
+                    .faults
+                    .initializing_ms
+                    .get(id)
+                    .is_some_and(|&ms| self.clock.elapsed() < std::time::Duration::from_millis(ms))
+                {
+                    "initializing"
                 } else {
                     "ok"
                 };

@@ -147,6 +147,10 @@ pub(crate) struct Faults {
     /// Instances whose status checks report `impaired`.
     #[serde(default)]
     pub(crate) impaired: Vec<String>,
+    /// Instances whose status checks report `initializing` until the run's clock has run this
+    /// many milliseconds (simulated in drills): a slow boot, for waits longer than a default.
+    #[serde(default)]
+    pub(crate) initializing_ms: std::collections::BTreeMap<String, u64>,
 }
 
 fn default_attempts() -> u32 {

@@ -220,3 +220,6 @@ fn pattern(file: &std::path::Path, given: Option<&str>, default: &str) -> Result
     regex::Regex::new(given.unwrap_or(default))
         .map_err(|e| Error::config(file, format!("bad URL pattern: {e}")))
 }
+
+#[cfg(test)]
+mod admission_tests;
