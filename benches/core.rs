@@ -22,13 +22,13 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 
-use runbook::console::Console;
-use runbook::engine::Host;
-use runbook::executor::{Executor, RunOptions, Unattended};
-use runbook::recorder::Mode;
-use runbook::redact::Redactor;
+use runbook::base::console::Console;
+use runbook::base::redact::Redactor;
+use runbook::data::transcript::{Durability, RunStatus, TranscriptWriter};
+use runbook::run::executor::{Executor, RunOptions, Unattended};
 use runbook::runbook::Runbook;
-use runbook::transcript::{Durability, RunStatus, TranscriptWriter};
+use runbook::sandbox::engine::Host;
+use runbook::sandbox::recorder::Mode;
 
 /// A runbook with `steps` trivial steps spread over the three phases in order; every fifth step
 /// carries options (timeout, retries) so validation has something to check.
@@ -252,7 +252,7 @@ fn git_info(c: &mut Criterion) {
     for (name, file) in [("in_work_tree", repo), ("outside_work_tree", outside)] {
         let dir = file.parent().expect("a folder").to_path_buf();
         group.bench_function(name, |b| {
-            b.iter(|| runbook::git::info(&dir, &[file.as_path()]))
+            b.iter(|| runbook::base::git::info(&dir, &[file.as_path()]))
         });
     }
     group.finish();

@@ -255,7 +255,7 @@ async fn generate(
         }))
         .unwrap();
         let ts = chrono::Utc::now().timestamp();
-        let signature = runbook::hooks::generic::sign(SECRET.as_bytes(), ts, &body);
+        let signature = runbook::front::hooks::generic::sign(SECRET.as_bytes(), ts, &body);
         let request = client
             .post(&url)
             .header("Content-Type", "application/json")

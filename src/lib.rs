@@ -1,40 +1,21 @@
 //! `runbook`: a runtime for incident runbooks written in Rhai.
 //!
-//! The path of one run: [`cli`] parses arguments → [`runbook::Runbook::load`] compiles the file in
-//! the sandboxed [`engine`] and collects every step → [`executor::Executor`] walks the steps,
-//! asking a [`executor::Driver`] what to do → steps call [`bindings`], whose every call passes the
-//! [`recorder`] → which writes the hash-chained [`transcript`]. See `src/README.md`.
+//! The path of one run: [`front::cli`] parses arguments → [`run::launch`] builds the host →
+//! [`runbook::Runbook::load`] compiles the file in the sandboxed [`sandbox::engine`] and collects
+//! every step → [`run::executor::Executor`] walks the steps, asking a [`run::executor::Driver`]
+//! what to do → steps call [`bindings`], whose every call passes the [`sandbox::recorder`] →
+//! which writes the hash-chained [`data::transcript`]. See `src/README.md`.
+//!
+//! The modules are grouped in layers, one folder each, listed here from the bottom up. A module
+//! imports only from its own layer or the ones below it (`tests/layers.rs` checks this).
 
-pub mod approvals;
+pub mod base;
 pub mod bindings;
-pub mod catalog;
-pub mod cli;
-pub mod clock;
-pub mod cloud;
-pub mod config;
-pub mod console;
-pub mod declare;
-pub mod docs;
-pub mod drill;
-pub mod engine;
-pub mod error;
-pub mod executor;
-pub mod git;
-pub mod hooks;
-pub mod identity;
-pub mod interactive;
-pub mod interrupt;
-pub(crate) mod launch;
-pub mod lifecycle;
-pub mod memory;
-pub mod notify;
-pub mod policy;
-pub mod recorder;
-pub mod redact;
-pub mod repl;
-pub mod resume;
+pub mod data;
+pub mod front;
+pub mod run;
 pub mod runbook;
-pub mod runtime;
-pub mod transcript;
+pub mod sandbox;
+pub mod services;
 
-pub use error::{Error, Result};
+pub use base::error::{Error, Result};

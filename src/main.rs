@@ -3,8 +3,9 @@
 /// Counts the bytes each thread holds, so the sandbox can bound a script's total memory
 /// (`engine::MAX_SCRIPT_MEMORY`).
 #[global_allocator]
-static ALLOCATOR: runbook::memory::CountingAllocator = runbook::memory::CountingAllocator;
+static ALLOCATOR: runbook::base::memory::CountingAllocator =
+    runbook::base::memory::CountingAllocator;
 
 fn main() -> std::process::ExitCode {
-    runbook::cli::main()
+    runbook::front::cli::main()
 }

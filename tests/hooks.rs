@@ -296,7 +296,7 @@ fn signed(key: &str, ts: i64, body: &[u8]) -> Vec<(&'static str, String)> {
         ("x-runbook-timestamp", ts.to_string()),
         (
             "x-runbook-signature",
-            runbook::hooks::generic::sign(key.as_bytes(), ts, body),
+            runbook::front::hooks::generic::sign(key.as_bytes(), ts, body),
         ),
         ("content-type", "application/json".into()),
     ]

@@ -4,28 +4,30 @@
 
 use std::path::Path;
 
-/// One layer of the library: its name, its place (0 is the bottom), and its modules.
+/// One layer of the library: its folder under src/, its place (0 is the bottom), and the
+/// modules it holds.
 struct Layer {
     name: &'static str,
     rank: u8,
     members: &'static [&'static str],
 }
 
-/// The layers, lowest first: the one table the check reads. A new module goes into one of them
-/// (a module in none is an offence). Each layer's name is the folder it will become.
+/// The layers, lowest first: the one table the check reads. Each layer is the folder `src/<name>/`
+/// and `crate::<name>::...` in a path; `members` are the modules in that folder, kept true by
+/// `every_layer_folder_holds_exactly_the_modules_the_table_lists`.
 const LAYERS: &[Layer] = &[
     Layer {
-        name: "leaves",
+        name: "base",
         rank: 0,
         members: &[
-            "error",
             "clock",
             "console",
-            "redact",
-            "memory",
+            "error",
             "git",
             "identity",
             "interrupt",
+            "memory",
+            "redact",
         ],
     },
     Layer {
@@ -36,40 +38,74 @@ const LAYERS: &[Layer] = &[
     Layer {
         name: "services",
         rank: 2,
-        members: &["runtime", "notify", "approvals", "cloud", "state"],
+        members: &["approvals", "cloud", "notify", "runtime"],
     },
     Layer {
         name: "sandbox",
         rank: 3,
-        members: &["engine", "recorder", "declare"],
+        members: &["declare", "engine", "recorder"],
     },
     Layer {
         name: "bindings",
         rank: 4,
-        members: &["bindings"],
+        members: &["core", "ec2", "health", "slack", "ssm"],
     },
     Layer {
         name: "runbook",
         rank: 5,
-        members: &["runbook", "catalog"],
+        members: &["catalog", "load", "markdown", "params", "validate"],
     },
     Layer {
         name: "run",
         rank: 6,
-        members: &["executor", "interactive", "resume", "launch", "lifecycle"],
+        members: &["executor", "interactive", "launch", "lifecycle", "resume"],
     },
     Layer {
-        name: "front-ends",
+        name: "front",
         rank: 7,
-        members: &["cli", "hooks", "drill", "policy", "repl", "docs", "main"],
+        members: &["cli", "docs", "drill", "hooks", "policy", "repl"],
     },
 ];
 
-/// The layer of a top-level module: the first segment of `crate::a::b`, or the first file or
-/// folder under src/. Once every layer is a folder named after it, that segment is the layer's
-/// name and this becomes `LAYERS.iter().find(|l| l.name == top)`.
+/// The layer of a top-level segment: the first segment of `crate::a::b`, or the first file or
+/// folder under src/. `main.rs`, the binary, sits with the front-ends it calls.
 fn layer_of(top: &str) -> Option<&'static Layer> {
-    LAYERS.iter().find(|l| l.members.contains(&top))
+    let top = if top == "main" { "front" } else { top };
+    LAYERS.iter().find(|l| l.name == top)
+}
+
+#[test]
+fn every_layer_folder_holds_exactly_the_modules_the_table_lists() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    for layer in LAYERS {
+        let mut found: Vec<String> = std::fs::read_dir(src.join(layer.name))
+            .unwrap_or_else(|e| panic!("src/{} should be a folder: {e}", layer.name))
+            .map(|e| e.expect("a directory entry").path())
+            .filter_map(|p| {
+                let name = p.file_name()?.to_str()?.to_string();
+                if p.is_dir() {
+                    Some(name)
+                } else {
+                    name.strip_suffix(".rs")
+                        .filter(|n| *n != "mod")
+                        .map(str::to_string)
+                }
+            })
+            .collect();
+        found.sort();
+        let mut listed: Vec<&str> = layer.members.to_vec();
+        listed.sort();
+        assert_eq!(found, listed, "src/{}/ and LAYERS disagree", layer.name);
+    }
+    // Nothing but the crate root, the binary and the README beside the layer folders.
+    let mut loose: Vec<String> = std::fs::read_dir(&src)
+        .expect("src/")
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| !p.is_dir())
+        .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
+        .collect();
+    loose.sort();
+    assert_eq!(loose, ["README.md", "lib.rs", "main.rs"]);
 }
 
 #[test]
@@ -95,19 +131,19 @@ fn no_module_imports_from_a_layer_above_its_own() {
 fn the_check_catches_a_climbing_import_in_any_form() {
     let files = [
         (
-            "engine.rs".to_string(),
+            "sandbox/engine.rs".to_string(),
             [
                 "//! Mentions crate::bindings in a comment, which is fine.",
                 "use crate::{",
-                "    clock::Clock,",
+                "    base::clock::Clock,",
                 "    runbook::{Runbook, load},",
                 "};",
-                "fn f() { let s = \"crate::cli\"; crate::executor::run(); }",
-                "/* crate::hooks */ use crate::recorder::Mode;",
+                "fn f() { let s = \"crate::front\"; crate::run::executor::run(); }",
+                "/* crate::front::hooks */ use crate::sandbox::recorder::Mode;",
                 "#[cfg(test)]",
                 "mod tests {",
-                "    use crate::cli::main;",
-                "    fn g() { if true { crate::drill::x(); } }",
+                "    use crate::front::cli::main;",
+                "    fn g() { if true { crate::front::drill::x(); } }",
                 "}",
                 "use crate::somewhere_new::Thing;",
             ]
@@ -115,19 +151,19 @@ fn the_check_catches_a_climbing_import_in_any_form() {
         ),
         (
             "bindings/ec2.rs".to_string(),
-            "use crate::cloud::Cloud;\n".to_string(),
+            "use crate::services::cloud::Cloud;\n".to_string(),
         ),
         (
             "unplaced.rs".to_string(),
-            "use crate::error::Error;\n".to_string(),
+            "use crate::base::error::Error;\n".to_string(),
         ),
     ];
     assert_eq!(
         offences(&files),
         [
-            "engine.rs:4: engine (sandbox) imports runbook (runbook)",
-            "engine.rs:6: engine (sandbox) imports executor (run)",
-            "engine.rs:13: engine (sandbox) imports somewhere_new, which is in no layer (add it to LAYERS in tests/layers.rs)",
+            "sandbox/engine.rs:4: sandbox (sandbox) imports runbook (runbook)",
+            "sandbox/engine.rs:6: sandbox (sandbox) imports run (run)",
+            "sandbox/engine.rs:13: sandbox (sandbox) imports somewhere_new, which is in no layer (add it to LAYERS in tests/layers.rs)",
             "unplaced.rs: unplaced is in no layer (add it to LAYERS in tests/layers.rs)",
         ]
     );

@@ -327,7 +327,7 @@ recovery("Must arrive", |ctx| { slack::post("must arrive", #{ required: true });
         .count();
     assert_eq!(
         hooks as u32,
-        runbook::notify::MAX_ATTEMPTS,
+        runbook::services::notify::MAX_ATTEMPTS,
         "5xx retried a bounded number of times"
     );
     // `required: true` turns the same failure into a step failure.

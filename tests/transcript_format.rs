@@ -132,8 +132,8 @@ fn docs_transcript_documents_every_event_type_and_its_fields() {
 fn resume_refuses_a_run_whose_transcript_holds_an_event_type_it_does_not_know() {
     use std::rc::Rc;
 
-    use runbook::redact::Redactor;
-    use runbook::transcript::{Durability, TranscriptWriter};
+    use runbook::base::redact::Redactor;
+    use runbook::data::transcript::{Durability, TranscriptWriter};
 
     let ws = Workspace::new();
     ws.write(

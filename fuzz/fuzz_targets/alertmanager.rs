@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use runbook::hooks::{Rejection, alertmanager};
+use runbook::front::hooks::{Rejection, alertmanager};
 
 fuzz_target!(|data: &[u8]| {
     match alertmanager::parse(data) {

@@ -6,9 +6,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use runbook::console::Console;
-use runbook::engine::Host;
-use runbook::recorder::Mode;
+use runbook::base::console::Console;
+use runbook::sandbox::engine::Host;
+use runbook::sandbox::recorder::Mode;
 
 /// A silent host on the built-in sim, as `runbook check` makes one.
 pub fn host() -> Rc<Host> {

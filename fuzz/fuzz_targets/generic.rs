@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use runbook::hooks::{Rejection, generic};
+use runbook::front::hooks::{Rejection, generic};
 
 const KEY: &[u8] = b"fuzz-shared-key";
 

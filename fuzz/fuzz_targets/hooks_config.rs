@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use runbook::hooks::config::{self, Hooks};
-use runbook::hooks::{Alert, Source};
+use runbook::front::hooks::config::{self, Hooks};
+use runbook::front::hooks::{Alert, Source};
 
 fn alert(name: &str, source: Source) -> Alert {
     let labels: BTreeMap<String, String> = [

@@ -13,8 +13,8 @@ use std::rc::Rc;
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use runbook::redact::Redactor;
-use runbook::transcript::{self, Durability, TranscriptWriter, VerifyReport};
+use runbook::base::redact::Redactor;
+use runbook::data::transcript::{self, Durability, TranscriptWriter, VerifyReport};
 use serde_json::Value;
 
 /// A private folder on tmpfs for the written transcripts (one file, replaced per input).
@@ -33,7 +33,7 @@ fn use_verified(events: &[Value], report: &VerifyReport, path: &Path) {
     let _ = transcript::show(events);
     let _ = transcript::render_markdown(events, report, path);
     // Resume's reading of where the run stopped, for a runbook of a few steps.
-    let _ = runbook::resume::pickup(events, 8);
+    let _ = runbook::run::resume::pickup(events, 8);
 }
 
 fuzz_target!(|data: &[u8]| {

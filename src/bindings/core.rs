@@ -7,8 +7,8 @@ use rhai::FnPtr;
 use rhai::plugin::*;
 use serde_json::json;
 
-use crate::error::BindingError;
-use crate::recorder::{self, Binding, Effect, ScriptResult, unit_placeholder};
+use crate::base::error::BindingError;
+use crate::sandbox::recorder::{self, Binding, Effect, ScriptResult, unit_placeholder};
 
 static SLEEP: Binding = Binding {
     name: "sleep",
@@ -47,7 +47,7 @@ static NOTES_APPEND: Binding = Binding {
 };
 
 fn parse_duration(text: &str) -> Result<Duration, BindingError> {
-    crate::clock::parse_duration(text).map_err(|e| BindingError::new("bad_argument", e))
+    crate::base::clock::parse_duration(text).map_err(|e| BindingError::new("bad_argument", e))
 }
 
 fn sleep_for(ctx: &NativeCallContext, d: Duration, shown: String) -> ScriptResult<()> {
@@ -118,7 +118,7 @@ fn wait(ctx: &NativeCallContext, condition: FnPtr, options: rhai::Map) -> Script
                 return Ok(Dynamic::from(attempt));
             }
             if started.elapsed().saturating_add(every) > limit.limit {
-                if limit.bound == crate::clock::WaitBound::StepDeadline {
+                if limit.bound == crate::base::clock::WaitBound::StepDeadline {
                     // Waited out to the deadline, so the step ends `timed_out` naming this wait.
                     let why =
                         limit.ran_out("condition still false", &format!("{attempt} attempt(s)"));
@@ -198,25 +198,23 @@ pub mod core_api {
     #[rhai_fn(name = "sleep", return_raw)]
     pub fn sleep_ms(ctx: NativeCallContext, millis: i64) -> ScriptResult<()> {
         let millis = u64::try_from(millis).unwrap_or(0);
-        let d = crate::clock::check_duration(Duration::from_millis(millis)).map_err(|why| {
-            recorder::runtime_error(
-                "bad_argument",
-                &format!("sleep({millis}) {why}"),
-                ctx.call_position(),
-            )
-        })?;
+        let d =
+            crate::base::clock::check_duration(Duration::from_millis(millis)).map_err(|why| {
+                recorder::runtime_error(
+                    "bad_argument",
+                    &format!("sleep({millis}) {why}"),
+                    ctx.call_position(),
+                )
+            })?;
         sleep_for(&ctx, d, format!("{millis}ms"))
     }
 
     /// The current time in UTC, as `"2026-11-23T10:30:00.000Z"`.
     #[rhai_fn(return_raw)]
     pub fn now(ctx: NativeCallContext) -> ScriptResult<String> {
-        recorder::call(
-            &ctx,
-            &NOW,
-            json!({}),
-            |_| Ok(crate::clock::now_utc().into()),
-        )
+        recorder::call(&ctx, &NOW, json!({}), |_| {
+            Ok(crate::base::clock::now_utc().into())
+        })
         .map(|v| v.to_string())
     }
 
@@ -273,7 +271,7 @@ pub mod core_api {
             let mut prompt = host.prompt.borrow_mut().take();
             // Waiting for a person: no spinner over the question, and not the step's work.
             let outcome = host.console.person(|| {
-                crate::approvals::request_and_wait(
+                crate::services::approvals::request_and_wait(
                     host.asker(),
                     question,
                     approvers,
@@ -397,9 +395,9 @@ pub mod notes_api {
             })?;
             // A Markdown list item; continuation lines are indented so they stay inside it.
             let body = host.redactor.redact(text).replace('\n', "\n  ");
-            let line = format!("- {} {body}\n", crate::clock::now_utc());
+            let line = format!("- {} {body}\n", crate::base::clock::now_utc());
             // Private, and never through a link planted after the run started.
-            crate::transcript::open_private_append(&path)
+            crate::data::transcript::open_private_append(&path)
                 .and_then(|mut f| {
                     f.write_all(line.as_bytes())?;
                     f.sync_data()

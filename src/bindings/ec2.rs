@@ -11,13 +11,13 @@ use rhai::{Array, Map};
 use serde_json::{Value, json};
 
 use super::args;
-use crate::clock::{Clock, WaitLimit};
-use crate::cloud::{
+use crate::base::clock::{Clock, WaitLimit};
+use crate::base::error::BindingError;
+use crate::sandbox::engine::Host;
+use crate::sandbox::recorder::{self, Binding, Effect, ScriptResult, unit_placeholder};
+use crate::services::cloud::{
     Cloud, CloudResult, Filter, Instance, InstanceStatus, LaunchSpec, StateAction, Tags,
 };
-use crate::engine::Host;
-use crate::error::BindingError;
-use crate::recorder::{self, Binding, Effect, ScriptResult, unit_placeholder};
 
 const DEFAULT_EVERY: Duration = Duration::from_secs(5);
 /// The name of the security group `isolate` creates (or reuses) in the instance's VPC.

@@ -12,9 +12,9 @@ use rhai::plugin::*;
 use serde_json::{Value, json};
 
 use super::args;
-use crate::engine::Host;
-use crate::error::BindingError;
-use crate::recorder::{self, Binding, Effect, ScriptResult, unit_placeholder};
+use crate::base::error::BindingError;
+use crate::sandbox::engine::Host;
+use crate::sandbox::recorder::{self, Binding, Effect, ScriptResult, unit_placeholder};
 
 static HTTP: Binding = Binding {
     name: "health::http",
@@ -136,7 +136,7 @@ fn judge(o: &HttpOptions, answer: Result<Answer, String>) -> Value {
                 ));
             }
             let mut body = a.body;
-            crate::error::truncate_utf8(&mut body, BODY_LIMIT);
+            crate::base::error::truncate_utf8(&mut body, BODY_LIMIT);
             json!({
                 "ok": problems.is_empty(),
                 "status": a.status,
@@ -223,7 +223,7 @@ async fn fetch(
 
 fn ensure_sim(host: &Host) {
     // The sim answers for declared endpoints, so connect it (cheap) before the first probe.
-    if host.cloud.environment().backend == crate::config::Backend::Sim {
+    if host.cloud.environment().backend == crate::data::config::Backend::Sim {
         let _ = host.cloud.get(&host.io);
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Every function here is a documented `#[export_module]` function: its doc comment is the runbook
 //! author's API reference (`runbook docs` prints them). Each one that touches the world goes through
-//! [`crate::recorder::call`] with its static [`Binding`](crate::recorder::Binding) declaration;
+//! [`crate::sandbox::recorder::call`] with its static [`Binding`](crate::sandbox::recorder::Binding) declaration;
 //! none writes the transcript or looks at the mode itself.
 
 use std::rc::Rc;
@@ -10,7 +10,7 @@ use std::rc::Rc;
 use rhai::Engine;
 use rhai::plugin::*;
 
-use crate::engine::{Host, ImportRoots};
+use crate::sandbox::engine::{Host, ImportRoots};
 
 pub mod core;
 pub mod ec2;
@@ -21,12 +21,12 @@ pub mod ssm;
 /// Namespaces taken by bindings: an `import ... as <alias>` may not reuse them.
 pub const NAMESPACES: &[&str] = &["json", "notes", "ec2", "ssm", "slack", "teams", "health"];
 
-/// The engine a runbook runs in: the sandbox ([`crate::engine::sandbox`]) with the declaration
+/// The engine a runbook runs in: the sandbox ([`crate::sandbox::engine::sandbox`]) with the declaration
 /// functions and every binding, registered in that order. Every runbook, the REPL and
 /// `runbook docs` get theirs here, so all see the same functions.
 pub(crate) fn engine(host: &Rc<Host>, roots: ImportRoots) -> Engine {
-    let mut engine = crate::engine::sandbox(host, roots);
-    crate::declare::register_declarations(&mut engine);
+    let mut engine = crate::sandbox::engine::sandbox(host, roots);
+    crate::sandbox::declare::register_declarations(&mut engine);
     register(&mut engine);
     engine
 }
@@ -50,8 +50,8 @@ pub(crate) mod args {
 
     use rhai::{Dynamic, Map};
 
-    use crate::cloud::Tags;
-    use crate::error::BindingError;
+    use crate::base::error::BindingError;
+    use crate::services::cloud::Tags;
 
     fn bad(message: String) -> BindingError {
         BindingError::new("bad_argument", message)
@@ -143,13 +143,13 @@ pub(crate) mod args {
             None => Ok(default),
             Some(v) => {
                 let text = v.to_string();
-                crate::clock::parse_duration(&text).map_err(|e| bad(format!("`{key}`: {e}")))
+                crate::base::clock::parse_duration(&text).map_err(|e| bad(format!("`{key}`: {e}")))
             }
         }
     }
 
     /// A wait's own `timeout` option, None when not given: the wait is then bounded by the step's
-    /// deadline (see [`crate::clock::Clock::wait_limit`]), never by a second default.
+    /// deadline (see [`crate::base::clock::Clock::wait_limit`]), never by a second default.
     pub fn wait_timeout(opts: &Map, key: &str) -> Result<Option<Duration>, BindingError> {
         match opts.get(key) {
             None => Ok(None),
@@ -185,12 +185,12 @@ pub(crate) mod args {
 }
 
 /// How long a wait in a binding may wait (its `timeout`, clipped to the step's deadline; see
-/// [`crate::clock::Clock::wait_limit`]), logged in the transcript so the bound that applied is on
+/// [`crate::base::clock::Clock::wait_limit`]), logged in the transcript so the bound that applied is on
 /// record.
 pub(crate) fn wait_limit(
-    host: &crate::engine::Host,
+    host: &crate::sandbox::engine::Host,
     asked: Option<std::time::Duration>,
-) -> crate::clock::WaitLimit {
+) -> crate::base::clock::WaitLimit {
     let limit = host.interrupt.clock().wait_limit(asked);
     host.recorder.log("wait", &limit.describe());
     limit
@@ -200,14 +200,14 @@ pub(crate) fn wait_limit(
 /// by the step's deadline first waits the deadline out, so the step ends `timed_out` (as its
 /// timeout says) with a message naming the wait; its own timeout fails the call (`WaiterTimeout`).
 pub(crate) async fn wait_ran_out(
-    clock: &crate::clock::Clock,
-    limit: &crate::clock::WaitLimit,
+    clock: &crate::base::clock::Clock,
+    limit: &crate::base::clock::WaitLimit,
     what: &str,
     detail: &str,
-) -> crate::error::BindingError {
+) -> crate::base::error::BindingError {
     let why = limit.ran_out(what, detail);
-    if limit.bound != crate::clock::WaitBound::StepDeadline {
-        return crate::error::BindingError::new("WaiterTimeout", why);
+    if limit.bound != crate::base::clock::WaitBound::StepDeadline {
+        return crate::base::error::BindingError::new("WaiterTimeout", why);
     }
     clock.note_ended_wait(why.clone());
     // A hair past the deadline, so the step's deadline (not this sleep) is what ends the wait.
@@ -215,5 +215,5 @@ pub(crate) async fn wait_ran_out(
     clock
         .sleep(left.saturating_add(std::time::Duration::from_millis(5)))
         .await;
-    crate::error::BindingError::new(crate::interrupt::Stop::TimedOut.token(), why)
+    crate::base::error::BindingError::new(crate::base::interrupt::Stop::TimedOut.token(), why)
 }

@@ -17,10 +17,10 @@ use rhai::plugin::*;
 use serde_json::{Value, json};
 
 use super::args;
-use crate::engine::Host;
-use crate::error::BindingError;
-use crate::notify::{self, slack_blocks, teams_card};
-use crate::recorder::{self, Binding, Effect, ScriptResult};
+use crate::base::error::BindingError;
+use crate::sandbox::engine::Host;
+use crate::sandbox::recorder::{self, Binding, Effect, ScriptResult};
+use crate::services::notify::{self, slack_blocks, teams_card};
 
 /// What a post returns in a plan: the shape of a delivered one (`#{ ok, ts, channel }`).
 fn sent_placeholder(args: &Value) -> Dynamic {
@@ -161,7 +161,7 @@ fn slack_send(ctx: &NativeCallContext, text: String, o: PostOptions) -> ScriptRe
             Route::Webhook { instead_of } => {
                 let what = match &instead_of {
                     Some(channel) => {
-                        if host.recorder.mode() != crate::recorder::Mode::Plan {
+                        if host.recorder.mode() != crate::sandbox::recorder::Mode::Plan {
                             host.console.line(&format!(
                                 "    note: no SLACK_BOT_TOKEN: the message for {channel} goes to the Slack webhook's own channel"
                             ));
@@ -402,7 +402,7 @@ pub mod teams_api {
 /// recorder, like any binding: recorded, planned in plan mode, redacted, never fatal. `thread_ts`
 /// makes it a reply, `update_ts` names the message an update replaces. Some(ts) when delivered
 /// ("" when the answer has no ts: a webhook's). The run observer that decides what to send is
-/// `crate::lifecycle`'s.
+/// `crate::run::lifecycle`'s.
 pub(crate) fn lifecycle_post(
     host: &Rc<Host>,
     method: &'static str,

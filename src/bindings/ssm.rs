@@ -13,11 +13,11 @@ use rhai::plugin::*;
 use serde_json::{Value, json};
 
 use super::args;
-use crate::clock::{WaitBound, WaitLimit};
-use crate::cloud::{Cloud, CloudResult, CommandRequest, Filter, Invocation};
-use crate::engine::Host;
-use crate::error::BindingError;
-use crate::recorder::{self, Binding, Effect, ScriptResult, unit_placeholder};
+use crate::base::clock::{WaitBound, WaitLimit};
+use crate::base::error::BindingError;
+use crate::sandbox::engine::Host;
+use crate::sandbox::recorder::{self, Binding, Effect, ScriptResult, unit_placeholder};
+use crate::services::cloud::{Cloud, CloudResult, CommandRequest, Filter, Invocation};
 
 /// Output kept per instance and stream (SSM's own GetCommandInvocation limit is 24,000 chars).
 pub const OUTPUT_LIMIT: usize = 24_000;
@@ -88,7 +88,7 @@ fn arg_error(ctx: &NativeCallContext, e: BindingError) -> Box<EvalAltResult> {
 
 fn clip(mut text: String) -> String {
     let bytes = text.len();
-    if crate::error::truncate_utf8(&mut text, OUTPUT_LIMIT) {
+    if crate::base::error::truncate_utf8(&mut text, OUTPUT_LIMIT) {
         text.push_str(&format!("\n[truncated: {bytes} bytes in all]"));
     }
     text
@@ -98,7 +98,7 @@ fn clip(mut text: String) -> String {
 #[derive(Debug, Clone)]
 enum Targets {
     Ids(Vec<String>),
-    Tags(crate::cloud::Tags),
+    Tags(crate::services::cloud::Tags),
 }
 
 struct Request {

@@ -10,9 +10,9 @@ use sha2::{Digest, Sha256};
 
 use super::Runbook;
 use super::validate::validate;
-use crate::engine::{self, Host, ImportRoots, ModuleRecord};
-use crate::error::{Error, Result, ScriptDiagnostic};
-use crate::recorder::Stage;
+use crate::base::error::{Error, Result, ScriptDiagnostic};
+use crate::sandbox::engine::{self, Host, ImportRoots, ModuleRecord};
+use crate::sandbox::recorder::Stage;
 
 /// How long a runbook's top level may run while it is loaded: a top-level `loop {}` must not
 /// hang `check`.

@@ -1,6 +1,6 @@
 //! The runbook format: loading a `.rhai` file, the declaration pass, and validation.
 //!
-//! Loading runs the script's top level once, in the [`Stage::Loading`](crate::recorder::Stage)
+//! Loading runs the script's top level once, in the [`Stage::Loading`](crate::sandbox::recorder::Stage)
 //! stage where every binding is refused: the only things a top level can do are compute values,
 //! `import` modules and call the declaration functions below (`runbook(...)`, `containment(...)`,
 //! `eradication(...)`, `recovery(...)`). So every step is known before the first one runs, and a
@@ -11,6 +11,7 @@
 //! `load` (compiling and declaring a file), `params` (checking `--param` values), `validate`
 //! (everything the declaration pass collected, with positions) and `markdown` (`runbook show`).
 
+pub mod catalog;
 mod load;
 mod markdown;
 mod params;
@@ -22,11 +23,11 @@ use std::time::Duration;
 
 use rhai::{AST, Engine};
 
-use crate::declare::{
+use crate::base::error::ScriptDiagnostic;
+use crate::sandbox::declare::{
     Confirm, Declarations, Metadata, ParamSpec, ParamType, Phase, RawStep, Severity, Step,
 };
-use crate::engine::Host;
-use crate::error::ScriptDiagnostic;
+use crate::sandbox::engine::Host;
 
 pub(crate) use params::refuse_nameless;
 

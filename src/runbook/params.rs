@@ -4,8 +4,8 @@
 use rhai::{Dynamic, Map};
 
 use super::{ParamSpec, ParamType, Runbook};
-use crate::error::{Error, Result, ScriptDiagnostic};
-use crate::redact::MIN_SECRET_LEN;
+use crate::base::error::{Error, Result, ScriptDiagnostic};
+use crate::base::redact::MIN_SECRET_LEN;
 
 impl Runbook {
     pub fn param(&self, name: &str) -> Option<&ParamSpec> {
@@ -175,12 +175,12 @@ impl ParamSpec {
 }
 
 /// Why duration text would be refused by `sleep`, the waits and step options, if it would: a
-/// `duration` parameter goes through the one duration parser ([`crate::clock::parse_duration`]),
+/// `duration` parameter goes through the one duration parser ([`crate::base::clock::parse_duration`]),
 /// so `check`, `--param` and `serve --check` accept exactly what `sleep(ctx.pause)` will, range
 /// included. The parser's message starts with the value, which the callers show (or hide) already.
 fn duration_problem(value: &Dynamic) -> Option<String> {
     let text = value.to_string();
-    crate::clock::parse_duration(&text).err().map(|why| {
+    crate::base::clock::parse_duration(&text).err().map(|why| {
         why.strip_prefix(&format!("{text:?} "))
             .map_or_else(|| why.clone(), str::to_string)
     })

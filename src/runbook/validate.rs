@@ -12,8 +12,8 @@ use super::{
     Confirm, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Declarations, MAX_RETRIES, META_KEYS, Metadata,
     PARAM_KEYS, ParamSpec, ParamType, Phase, RawStep, STEP_KEYS, Severity, Step,
 };
-use crate::engine::{self, ModuleRecord};
-use crate::error::{Location, ScriptDiagnostic};
+use crate::base::error::{Location, ScriptDiagnostic};
+use crate::sandbox::engine::{self, ModuleRecord};
 
 static KEBAB: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-z0-9]+(-[a-z0-9]+)*$").expect("valid regex"));
@@ -32,7 +32,7 @@ fn line_col_at(source: &str, offset: usize) -> (usize, usize) {
 /// Finds where `key:` is written after `from` (a map literal's key has no runtime position, but
 /// the text does). Falls back to `from` itself.
 fn key_position(source: &str, from: (usize, usize), key: &str) -> (usize, usize) {
-    let start = crate::error::byte_offset(source, from.0, from.1);
+    let start = crate::base::error::byte_offset(source, from.0, from.1);
     let pattern = format!(r#"(?:\b{k}|"{k}")\s*:"#, k = regex::escape(key));
     match Regex::new(&pattern)
         .ok()
@@ -225,7 +225,7 @@ impl<'a> Validator<'a> {
             Some(v) => {
                 let text = v.clone().into_string().unwrap_or_else(|t| format!("<{t}>"));
                 // The one duration parser: it also refuses durations over the documented maximum.
-                match crate::clock::parse_duration(&text) {
+                match crate::base::clock::parse_duration(&text) {
                     Ok(d) if !d.is_zero() => d,
                     outcome => {
                         let at = self.key_at(at, key);

@@ -1,0 +1,12 @@
+//! The leaves: error kinds, the clock, the console, redaction, the memory bound, git state,
+//! identity and the interrupt. They import nothing from the crate but each other, so every
+//! layer above can use them.
+
+pub mod clock;
+pub mod console;
+pub mod error;
+pub mod git;
+pub mod identity;
+pub mod interrupt;
+pub mod memory;
+pub mod redact;

@@ -1,0 +1,340 @@
+//! `runbook.toml`: the environments a runbook can run against.
+//!
+//! ```toml
+//! default = "sim"
+//!
+//! [environments.staging]
+//! backend = "aws"
+//! profile = "staging"
+//! region = "eu-west-1"
+//! account_id = "210987654321"     # refuse to run when the credentials resolve elsewhere
+//!
+//! [environments.prod]
+//! backend = "aws"
+//! region = "eu-west-1"
+//! account_id = "123456789012"
+//! protected = true                # mutating calls need --confirm-env prod (or a typed confirmation)
+//! ```
+//!
+//! The file is found by walking up from the current folder (or given with `--config`). Without
+//! one, the only environment is the built-in `sim`, which is also the default: a fresh clone needs
+//! no AWS account.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::base::error::{Error, Result};
+
+pub const FILE_NAME: &str = "runbook.toml";
+pub const BUILTIN_SIM: &str = "sim";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Aws,
+    Sim,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    default: Option<String>,
+    #[serde(default)]
+    environments: BTreeMap<String, EnvConfig>,
+    /// Slack/Teams endpoints (the environment variables override these).
+    #[serde(default)]
+    notifications: NotifyFile,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvConfig {
+    backend: Backend,
+    profile: Option<String>,
+    region: Option<String>,
+    endpoint: Option<String>,
+    account_id: Option<String>,
+    #[serde(default)]
+    protected: bool,
+    /// sim only: the fleet fixture (relative to runbook.toml); the embedded fleet otherwise.
+    fleet: Option<PathBuf>,
+    /// sim only: keep the simulated state in this file across processes (relative to runbook.toml).
+    state: Option<PathBuf>,
+    /// aws only: the SDK's standard-mode retry attempts.
+    max_attempts: Option<u32>,
+    /// `send` or `capture` (keep messages in memory); default: capture on sim, send on aws.
+    notifications: Option<Delivery>,
+}
+
+/// One selected environment, ready to connect.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub name: String,
+    pub backend: Backend,
+    pub aws: AwsSettings,
+    pub account_id: Option<String>,
+    pub protected: bool,
+    /// The sim fixture's text (None: the embedded default fleet).
+    pub fleet: Option<String>,
+    /// Where the fleet came from, for the transcript.
+    pub fleet_source: String,
+    /// sim only: the file the simulated state persists in.
+    pub sim_state: Option<PathBuf>,
+    pub notify: NotifySettings,
+}
+
+impl Environment {
+    /// The zero-setup default: the simulated cloud with the embedded fleet.
+    pub fn builtin_sim() -> Self {
+        Environment {
+            name: BUILTIN_SIM.into(),
+            backend: Backend::Sim,
+            aws: AwsSettings::default(),
+            account_id: None,
+            protected: false,
+            fleet: None,
+            fleet_source: "embedded:sim/default-fleet.toml".into(),
+            sim_state: None,
+            notify: NotifySettings::resolve(&NotifyFile::default(), Delivery::Capture),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    path: Option<PathBuf>,
+    file: ConfigFile,
+}
+
+impl Config {
+    /// Loads `explicit`, or the first `runbook.toml` found walking up from the current folder.
+    pub fn load(explicit: Option<&Path>) -> Result<Config> {
+        let path = match explicit {
+            Some(p) => Some(p.to_path_buf()),
+            None => std::env::current_dir().ok().and_then(|cwd| {
+                cwd.ancestors()
+                    .map(|a| a.join(FILE_NAME))
+                    .find(|p| p.is_file())
+            }),
+        };
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| Error::io("cannot read", &path, e))?;
+        let file: ConfigFile =
+            toml::from_str(&text).map_err(|e| Error::config(&path, e.to_string()))?;
+        Ok(Config {
+            path: Some(path),
+            file,
+        })
+    }
+
+    /// The top-level `[notifications]`, resolved against the environment variables.
+    pub fn notifications(&self, delivery: Delivery) -> NotifySettings {
+        NotifySettings::resolve(&self.file.notifications, delivery)
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.file.environments.keys().cloned().collect();
+        if !names.iter().any(|n| n == BUILTIN_SIM) {
+            names.insert(0, BUILTIN_SIM.into());
+        }
+        names
+    }
+
+    /// A problem in this configuration's file (only an environment the file declared can have one).
+    fn invalid(&self, message: String) -> Error {
+        Error::config(
+            self.path.as_deref().unwrap_or(Path::new(FILE_NAME)),
+            message,
+        )
+    }
+
+    /// The environment called `name` (or the default one).
+    pub fn select(&self, name: Option<&str>) -> Result<Environment> {
+        let name = name
+            .map(str::to_string)
+            .or_else(|| self.file.default.clone())
+            .unwrap_or_else(|| BUILTIN_SIM.into());
+        let Some(env) = self.file.environments.get(&name) else {
+            if name == BUILTIN_SIM {
+                let mut sim = Environment::builtin_sim();
+                sim.notify = NotifySettings::resolve(&self.file.notifications, Delivery::Capture);
+                return Ok(sim);
+            }
+            return Err(Error::Usage(format!(
+                "unknown environment {name:?}; known: {}{}",
+                self.names().join(", "),
+                match &self.path {
+                    Some(p) => format!(" (from {})", p.display()),
+                    None => " (no runbook.toml found)".into(),
+                }
+            )));
+        };
+        let base = self
+            .path
+            .as_deref()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("."));
+        let (fleet, fleet_source) = match (&env.fleet, env.backend) {
+            (Some(rel), Backend::Sim) => {
+                let p = base.join(rel);
+                let text = std::fs::read_to_string(&p)
+                    .map_err(|e| Error::io("cannot read fleet fixture", &p, e))?;
+                (Some(text), p.display().to_string())
+            }
+            (Some(_), Backend::Aws) => {
+                return Err(self.invalid(format!(
+                    "environment {name}: `fleet` only applies to the sim backend"
+                )));
+            }
+            (None, _) => (None, "embedded:sim/default-fleet.toml".into()),
+        };
+        Ok(Environment {
+            name: name.clone(),
+            backend: env.backend,
+            aws: AwsSettings {
+                region: env.region.clone(),
+                profile: env.profile.clone(),
+                endpoint: env.endpoint.clone(),
+                max_attempts: env.max_attempts,
+            },
+            account_id: env.account_id.clone(),
+            protected: env.protected,
+            fleet,
+            fleet_source,
+            sim_state: match (&env.state, env.backend) {
+                (Some(rel), Backend::Sim) => Some(base.join(rel)),
+                (Some(_), Backend::Aws) => {
+                    return Err(self.invalid(format!(
+                        "environment {name}: `state` only applies to the sim backend"
+                    )));
+                }
+                (None, _) => None,
+            },
+            notify: NotifySettings::resolve(
+                &self.file.notifications,
+                env.notifications.unwrap_or(match env.backend {
+                    Backend::Sim => Delivery::Capture,
+                    Backend::Aws => Delivery::Send,
+                }),
+            ),
+        })
+    }
+}
+
+/// How to reach AWS, from `runbook.toml`.
+#[derive(Debug, Clone, Default)]
+pub struct AwsSettings {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub endpoint: Option<String>,
+    pub max_attempts: Option<u32>,
+}
+
+const DEFAULT_SLACK_API: &str = "https://slack.com/api";
+
+/// Whether notifications are sent or kept in memory (the sim's default, for drills to assert on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    Send,
+    Capture,
+}
+
+/// `[notifications]` in runbook.toml. Prefer the environment variables for secrets.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyFile {
+    pub slack_webhook_url: Option<String>,
+    pub slack_bot_token: Option<String>,
+    pub slack_api_url: Option<String>,
+    pub slack_channel: Option<String>,
+    pub teams_webhook_url: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NotifySettings {
+    pub delivery: Delivery,
+    pub slack_webhook_url: Option<String>,
+    pub slack_bot_token: Option<String>,
+    pub slack_api_url: String,
+    pub slack_channel: Option<String>,
+    pub teams_webhook_url: Option<String>,
+}
+
+impl NotifySettings {
+    /// Environment variables win over the file (a CI secret overrides a checked-in default).
+    pub fn resolve(file: &NotifyFile, delivery: Delivery) -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        NotifySettings {
+            delivery,
+            slack_webhook_url: var("SLACK_WEBHOOK_URL").or_else(|| file.slack_webhook_url.clone()),
+            slack_bot_token: var("SLACK_BOT_TOKEN").or_else(|| file.slack_bot_token.clone()),
+            slack_api_url: var("SLACK_API_URL")
+                .or_else(|| file.slack_api_url.clone())
+                .unwrap_or_else(|| DEFAULT_SLACK_API.into())
+                .trim_end_matches('/')
+                .to_string(),
+            slack_channel: var("SLACK_CHANNEL").or_else(|| file.slack_channel.clone()),
+            teams_webhook_url: var("TEAMS_WEBHOOK_URL").or_else(|| file.teams_webhook_url.clone()),
+        }
+    }
+
+    /// Values that must be redacted wherever they appear.
+    pub fn secrets(&self) -> Vec<String> {
+        [
+            &self.slack_webhook_url,
+            &self.slack_bot_token,
+            &self.teams_webhook_url,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_file_the_default_is_the_builtin_sim() {
+        let env = Config::default().select(None).unwrap();
+        assert_eq!(env.name, "sim");
+        assert_eq!(env.backend, Backend::Sim);
+        assert!(!env.protected);
+    }
+
+    #[test]
+    fn environments_are_read_and_unknown_keys_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(
+            &path,
+            "default = \"prod\"\n[environments.prod]\nbackend = \"aws\"\nregion = \"eu-west-1\"\naccount_id = \"123456789012\"\nprotected = true\n",
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&path)).unwrap();
+        let prod = cfg.select(None).unwrap();
+        assert_eq!(prod.name, "prod");
+        assert!(prod.protected);
+        assert_eq!(prod.aws.region.as_deref(), Some("eu-west-1"));
+        assert!(cfg.select(Some("staging")).is_err());
+
+        std::fs::write(
+            &path,
+            "[environments.x]\nbackend = \"aws\"\nregoin = \"x\"\n",
+        )
+        .unwrap();
+        assert!(Config::load(Some(&path)).is_err());
+    }
+}

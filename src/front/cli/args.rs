@@ -1,0 +1,313 @@
+//! The command line's definitions (clap derive): what each command accepts, and nothing else.
+//! `run`, `plan` and `resume` share one flattened group of flags ([`LaunchArgs`]); `run` and
+//! `resume` share how a person drives the run ([`DriveArgs`]).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "runbook",
+    version,
+    about = "Run incident runbooks step by step, with a verifiable audit transcript",
+    after_help = "Exit codes: 0 ok, 1 run failed (or check/verify found a problem), 2 invalid input, 3 aborted or timed out."
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+
+    /// Folders that hold runbooks (default: ./runbooks)
+    #[arg(long, global = true, env = "RUNBOOK_PATH", value_delimiter = ':')]
+    pub(crate) runbooks: Vec<PathBuf>,
+
+    /// Print only results and errors, no progress
+    #[arg(long, short, global = true)]
+    pub(crate) quiet: bool,
+
+    /// The environments file (default: the first runbook.toml walking up from here)
+    #[arg(long, global = true, env = "RUNBOOK_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Diagnostic log format on stderr (json: one object per line, for log aggregation)
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RUNBOOK_LOG_FORMAT")]
+    pub(crate) log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run every step of a runbook, unattended
+    Run(RunArgs),
+    /// Run a runbook without sending any mutating call: each is recorded as "would call"
+    Plan(PlanArgs),
+    /// Validate runbooks (files or folders; default: the runbook folders)
+    Check {
+        paths: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+        /// Also check the runbook mandate: a runbook with all three phases for every P1/P2 alert,
+        /// reviewed and drilled within 90 days, versions bumped when content changes
+        #[arg(long)]
+        policy: bool,
+        /// The alert catalogue
+        #[arg(long, default_value = "alerts.toml")]
+        alerts: PathBuf,
+        /// Where drill records are
+        #[arg(long, default_value = "drills/results")]
+        results: PathBuf,
+        /// Check as of this date (YYYY-MM-DD; default today), for reproducible results
+        #[arg(long)]
+        now: Option<chrono::NaiveDate>,
+    },
+    /// Run drill scenarios (files, folders, or runbook ids; default: every scenario in drills/)
+    Drill(DrillArgs),
+    /// List the runbooks in the runbook folders
+    List {
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+    /// Print a runbook's metadata and steps as Markdown
+    Show {
+        /// A runbook file, or ID[@VERSION]
+        target: String,
+    },
+    /// Verify, show or render a run transcript
+    #[command(subcommand)]
+    Transcript(TranscriptCommand),
+    /// Continue an interrupted run from its transcript (appending to it)
+    #[command(
+        mut_arg("params", |a| a.help("Secret parameters, given again (they were never recorded), as NAME=VALUE")),
+        mut_arg("max_resources", |a| a.help("A tighter cap than the run started with (the recorded one always holds)")),
+        mut_arg("kill_switch", |a| a.help("A kill switch, when the run started without one (the recorded one always holds)")),
+    )]
+    Resume(ResumeArgs),
+    /// Approve (or deny) a run's pending approval request, as yourself (RUNBOOK_OPERATOR or user@host)
+    Approve {
+        /// The run id (its transcript is searched under RUNBOOK_TRANSCRIPTS or ./transcripts)
+        run_id: String,
+        /// The run's transcript, when it is elsewhere
+        #[arg(long)]
+        transcript: Option<PathBuf>,
+        /// Which request (default: the newest)
+        #[arg(long)]
+        request: Option<u32>,
+        /// Deny instead of approving
+        #[arg(long)]
+        deny: bool,
+    },
+    /// Every binding at a prompt, recorded in a session transcript
+    Repl {
+        /// The environment (from runbook.toml; default: its `default`, else `sim`)
+        #[arg(long = "env", env = "RUNBOOK_ENV")]
+        env: Option<String>,
+        /// Where to write the session transcript
+        #[arg(long)]
+        transcript: Option<PathBuf>,
+        /// Start in plan mode (mutating calls recorded, not sent)
+        #[arg(long)]
+        plan: bool,
+    },
+    /// Tier 1: receive alerts over HTTP (Alertmanager, SNS, signed webhooks) and start the
+    /// runbooks hooks.toml routes them to, under guardrails; escalate when they trip
+    Serve {
+        /// The routing and guardrails file
+        #[arg(long, default_value = crate::front::hooks::config::FILE_NAME, env = "RUNBOOK_HOOKS")]
+        hooks: PathBuf,
+        /// Listen here instead of hooks.toml's server.listen (port 0 picks a free one)
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Once listening, write the bound address to this file
+        #[arg(long, value_name = "PATH")]
+        addr_file: Option<PathBuf>,
+        /// Only check hooks.toml (every route's runbook, pin, parameters and environment) and
+        /// print the routes; start nothing
+        #[arg(long)]
+        check: bool,
+    },
+    /// Handle one alert payload from stdin exactly as `serve` would (for cron or exec
+    /// integrations); its runs finish before this returns
+    Hook {
+        /// What sent the payload
+        #[arg(long, value_enum, required_unless_present = "reset_breakers")]
+        source: Option<crate::front::hooks::Source>,
+        /// The routing and guardrails file
+        #[arg(long, default_value = crate::front::hooks::config::FILE_NAME, env = "RUNBOOK_HOOKS")]
+        hooks: PathBuf,
+        /// Instead: close open circuit breakers in the saved state (all, or `--scope RUNBOOK`)
+        #[arg(long)]
+        reset_breakers: bool,
+        /// With --reset-breakers: only this runbook's breaker (`*` is the overall one)
+        #[arg(long, requires = "reset_breakers")]
+        scope: Option<String>,
+    },
+    /// Print the API reference of every function a runbook can call (or `docs drills`: the
+    /// drill scenario format; `docs transcript`: the transcript format)
+    Docs {
+        /// `api` (default), `drills` or `transcript`
+        #[arg(value_enum, default_value = "api")]
+        topic: DocsTopic,
+    },
+    /// Print shell completions
+    Completions { shell: clap_complete::Shell },
+}
+
+/// What `runbook docs` prints.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum DocsTopic {
+    /// The functions a runbook can call, and what mutating ones return in a plan
+    Api,
+    /// The drill scenario format (`drills/*.toml`)
+    Drills,
+    /// The transcript format: every event type and its fields
+    Transcript,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Output {
+    Human,
+    Json,
+}
+
+/// What `run`, `plan` and `resume` share: the parameters, the protected environment's
+/// confirmation, the guardrails and the simulated cloud's state.
+#[derive(Debug, Args)]
+pub(crate) struct LaunchArgs {
+    /// A parameter, as NAME=VALUE (repeatable)
+    #[arg(short = 'p', long = "param", value_parser = parse_param)]
+    pub(crate) params: Vec<(String, String)>,
+    /// Confirm mutating calls in a protected environment by naming it (e.g. --confirm-env prod)
+    #[arg(long, value_name = "ENV")]
+    pub(crate) confirm_env: Option<String>,
+    /// With the sim backend: write the simulated cloud's final state here (JSON)
+    #[arg(long, value_name = "PATH")]
+    pub(crate) sim_state_out: Option<PathBuf>,
+    /// Refuse any write that would make this run change more than N distinct resources
+    #[arg(long, value_name = "N")]
+    pub(crate) max_resources: Option<usize>,
+    /// Refuse every write while this file exists (an emergency stop for unattended runs)
+    #[arg(long, value_name = "PATH", env = "RUNBOOK_KILL_SWITCH")]
+    pub(crate) kill_switch: Option<PathBuf>,
+}
+
+/// How a person drives a run that acts (`run`, `resume`).
+#[derive(Debug, Args)]
+pub(crate) struct DriveArgs {
+    /// Give confirmation in advance to steps that ask for it (recorded as your decision)
+    #[arg(long)]
+    pub(crate) yes: bool,
+    /// Ask before every step (the default when stdin is a terminal and --yes is not given)
+    #[arg(long, conflicts_with = "no_interactive")]
+    pub(crate) interactive: bool,
+    /// Never ask: run unattended even on a terminal
+    #[arg(long)]
+    pub(crate) no_interactive: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PlanArgs {
+    /// A runbook file, or ID[@VERSION] (the version pin refuses any other version)
+    pub(crate) target: String,
+    /// Where to write the transcript (default: transcripts/YYYY-MM-DD/<run-id>.jsonl)
+    #[arg(long)]
+    pub(crate) transcript: Option<PathBuf>,
+    /// The environment to run against, from runbook.toml (default: its `default`, else `sim`)
+    #[arg(long = "env", env = "RUNBOOK_ENV")]
+    pub(crate) env: Option<String>,
+    #[command(flatten)]
+    pub(crate) launch: LaunchArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) common: PlanArgs,
+    #[command(flatten)]
+    pub(crate) drive: DriveArgs,
+    /// Same as `runbook plan`
+    #[arg(long)]
+    pub(crate) plan: bool,
+    /// Unattended: a step that asks for confirmation waits this long for `runbook approve`
+    /// (instead of stopping the run)
+    #[arg(long, value_name = "DURATION", value_parser = crate::base::clock::parse_duration)]
+    pub(crate) approval_timeout: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ResumeArgs {
+    /// The run's transcript
+    pub(crate) transcript: PathBuf,
+    /// Accept that the runbook changed since the run started (recorded)
+    #[arg(long)]
+    pub(crate) allow_changed: bool,
+    #[command(flatten)]
+    pub(crate) drive: DriveArgs,
+    #[command(flatten)]
+    pub(crate) launch: LaunchArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DrillArgs {
+    pub(crate) targets: Vec<PathBuf>,
+    /// The scenarios folder
+    #[arg(long, default_value = "drills")]
+    pub(crate) drills: PathBuf,
+    /// Where each drill's transcript is kept
+    #[arg(long, default_value = "drills/out")]
+    pub(crate) out: PathBuf,
+    /// Where passing drills leave their dated records (read by `check --policy`)
+    #[arg(long, default_value = "drills/results")]
+    pub(crate) results: PathBuf,
+    /// Write JUnit XML here
+    #[arg(long)]
+    pub(crate) junit: Option<PathBuf>,
+    /// Write a Markdown report here
+    #[arg(long)]
+    pub(crate) report: Option<PathBuf>,
+    /// Scenarios run at once
+    #[arg(long, default_value_t = 2)]
+    pub(crate) jobs: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TranscriptCommand {
+    /// Check the hash chain, that every line is in its canonical form and that the run finished;
+    /// exit 1 naming the first broken line
+    Verify {
+        file: PathBuf,
+        /// Accept a run that never finished (crashed or still running; `runbook resume` continues it)
+        #[arg(long)]
+        allow_unfinished: bool,
+        /// Also check the HMAC signatures made with this key (RUNBOOK_SIGNING_KEY_FILE when the
+        /// run was recorded): every signature must hold and the transcript must end with one
+        #[arg(long, value_name = "PATH")]
+        key_file: Option<PathBuf>,
+    },
+    /// A readable timeline of the run
+    Show { file: PathBuf },
+    /// An incident timeline for the post-incident review
+    Render {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = RenderFormat::Md)]
+        format: RenderFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum RenderFormat {
+    Md,
+}
+
+/// `NAME=VALUE`. Text without a name is kept as an empty name for `resolve_params` to refuse:
+/// clap would quote the whole text in its error, and `--param` is how secrets are given.
+pub(crate) fn parse_param(text: &str) -> std::result::Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Ok((String::new(), String::new())),
+    }
+}

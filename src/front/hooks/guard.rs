@@ -1,0 +1,531 @@
+//! The admission guardrails: what decides whether a routed alert may start a run.
+//!
+//! The checks, in order (the first that refuses decides, and is recorded):
+//!
+//! 1. **dedupe**: the same fingerprint within `dedupe_window` is acknowledged, not run
+//!    (Alertmanager re-sends firing alerts; SNS retries deliveries).
+//! 2. **kill switch**: while the file exists (or cannot be checked), nothing starts; the refusal
+//!    is not remembered by dedupe, so a still-firing alert runs once the switch is removed.
+//! 3. **protected**: a protected environment only with a route that allows it.
+//! 4. **breaker**: an open breaker (overall or the runbook's) refuses until a person resets it.
+//! 5. **cooldown**: a runbook that ran on a target recently does not run on it again: if the
+//!    alert is back, the remediation did not work, and repeating it is a loop, not a fix.
+//! 6. **rate**: the run that would exceed the hourly limit (overall or per runbook) opens the
+//!    breaker instead of starting. A flood of alerts is an incident in itself; a person decides.
+//!
+//! The state is wall-clock based and saved to a file, so a restart neither forgets an open
+//! breaker nor re-runs an alert it already handled.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::config::GuardrailSettings;
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// Why an alert was not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Deduplicated,
+    KillSwitch,
+    Protected,
+    BreakerOpen {
+        scope: String,
+    },
+    Cooldown {
+        until_ms: i64,
+    },
+    /// This alert tripped the breaker.
+    RateLimited {
+        scope: String,
+        limit: usize,
+    },
+}
+
+impl Refusal {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Deduplicated => "deduplicated",
+            Refusal::KillSwitch => "kill_switch",
+            Refusal::Protected => "protected",
+            Refusal::BreakerOpen { .. } => "breaker_open",
+            Refusal::Cooldown { .. } => "cooldown",
+            Refusal::RateLimited { .. } => "rate_limited",
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Refusal::Deduplicated => "the same alert was handled within the dedupe window".into(),
+            Refusal::KillSwitch => "the kill switch is set".into(),
+            Refusal::Protected => {
+                "the environment is protected and the route does not allow it".into()
+            }
+            Refusal::BreakerOpen { scope } => {
+                format!("the circuit breaker ({scope}) is open until a person resets it")
+            }
+            Refusal::Cooldown { until_ms } => format!(
+                "the runbook ran on this target recently; cooldown until {}",
+                ms_to_rfc3339(*until_ms)
+            ),
+            Refusal::RateLimited { scope, limit } => format!(
+                "{limit} runs in the last hour ({scope}): the breaker is now open until a person resets it"
+            ),
+        }
+    }
+
+    /// Whether a person should hear about it. Dedupe is routine; everything else means the
+    /// automation stepped back from an alert that is still firing.
+    pub fn escalates(&self) -> bool {
+        !matches!(self, Refusal::Deduplicated | Refusal::BreakerOpen { .. })
+    }
+}
+
+fn ms_to_rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Breaker {
+    pub opened_at: String,
+    pub reason: String,
+}
+
+/// What the gate remembers (saved as JSON).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GateState {
+    /// fingerprint → when it was last seen (Unix ms).
+    #[serde(default)]
+    seen: BTreeMap<String, i64>,
+    /// runbook|target → until when it cools down (Unix ms; the route's cooldown or the global).
+    #[serde(default)]
+    cooldown_until: BTreeMap<String, i64>,
+    /// (when, runbook) of the runs admitted in the last hour, oldest first.
+    #[serde(default)]
+    starts: VecDeque<(i64, String)>,
+    /// Open breakers: `*` for the overall one, else a runbook id.
+    #[serde(default)]
+    pub breakers: BTreeMap<String, Breaker>,
+}
+
+/// One admission request: everything the gate needs to know about a routed alert.
+pub struct Candidate<'a> {
+    pub fingerprint: &'a str,
+    pub runbook: &'a str,
+    pub target: &'a str,
+    pub cooldown: Option<Duration>,
+    pub protected_refused: bool,
+    pub kill_switch: bool,
+}
+
+pub struct Gate {
+    settings: GuardrailSettings,
+    pub state: GateState,
+    /// Set when the state changed since it was last saved.
+    pub dirty: bool,
+    /// When the maps were last pruned (Unix ms): once a second is enough, every admission
+    /// would be a scan of thousands of entries at hundreds of alerts a second.
+    last_prune: i64,
+}
+
+/// What an admission changed, so it can be taken back when the run cannot be queued.
+pub struct Admitted {
+    prev_seen: Option<i64>,
+    prev_cooldown: Option<i64>,
+}
+
+/// A breaker that opened on this admission (for escalation and the journal).
+pub struct Opened {
+    pub scope: String,
+    pub reason: String,
+}
+
+impl Gate {
+    pub fn new(settings: GuardrailSettings, state: GateState) -> Self {
+        Gate {
+            settings,
+            state,
+            dirty: false,
+            last_prune: i64::MIN,
+        }
+    }
+
+    /// Decides on one candidate at `now_ms`; on `Ok` the run counts as started.
+    pub fn admit(
+        &mut self,
+        c: &Candidate,
+        now_ms: i64,
+    ) -> Result<Admitted, (Refusal, Option<Opened>)> {
+        self.prune(now_ms);
+        let s = &mut self.state;
+        let window = millis(self.settings.dedupe_window);
+        if let Some(&at) = s.seen.get(c.fingerprint)
+            && now_ms.saturating_sub(at) < window
+        {
+            return Err((Refusal::Deduplicated, None));
+        }
+        // Before the alert is remembered: the switch is temporary by nature, and the alert that
+        // is still firing once it is removed must run, not be "deduplicated".
+        if c.kill_switch {
+            return Err((Refusal::KillSwitch, None));
+        }
+        let prev_seen = s.seen.insert(c.fingerprint.to_string(), now_ms);
+        self.dirty = true;
+        if c.protected_refused {
+            return Err((Refusal::Protected, None));
+        }
+        for scope in ["*", c.runbook] {
+            if s.breakers.contains_key(scope) {
+                return Err((
+                    Refusal::BreakerOpen {
+                        scope: scope_name(scope),
+                    },
+                    None,
+                ));
+            }
+        }
+        if let Some(&until_ms) = s.cooldown_until.get(c.target)
+            && now_ms < until_ms
+        {
+            return Err((Refusal::Cooldown { until_ms }, None));
+        }
+        let overall = s.starts.len();
+        let mine = s.starts.iter().filter(|(_, r)| r == c.runbook).count();
+        let tripped = if overall >= self.settings.max_runs_per_hour {
+            Some(("*", self.settings.max_runs_per_hour))
+        } else if mine >= self.settings.max_runs_per_hour_per_runbook {
+            Some((c.runbook, self.settings.max_runs_per_hour_per_runbook))
+        } else {
+            None
+        };
+        if let Some((scope, limit)) = tripped {
+            let refusal = Refusal::RateLimited {
+                scope: scope_name(scope),
+                limit,
+            };
+            let reason = refusal.describe();
+            s.breakers.insert(
+                scope.to_string(),
+                Breaker {
+                    opened_at: ms_to_rfc3339(now_ms),
+                    reason: reason.clone(),
+                },
+            );
+            let opened = Opened {
+                scope: scope_name(scope),
+                reason,
+            };
+            return Err((refusal, Some(opened)));
+        }
+        let cooldown = millis(c.cooldown.unwrap_or(self.settings.cooldown));
+        let prev_cooldown = s
+            .cooldown_until
+            .insert(c.target.to_string(), now_ms.saturating_add(cooldown));
+        s.starts.push_back((now_ms, c.runbook.to_string()));
+        Ok(Admitted {
+            prev_seen,
+            prev_cooldown,
+        })
+    }
+
+    /// Takes an admission back (the run could not be queued): as if the alert never came, so
+    /// the sender's retry is judged afresh.
+    pub fn cancel(&mut self, c: &Candidate, a: Admitted) {
+        let s = &mut self.state;
+        match a.prev_seen {
+            Some(at) => s.seen.insert(c.fingerprint.to_string(), at),
+            None => s.seen.remove(c.fingerprint),
+        };
+        match a.prev_cooldown {
+            Some(until) => s.cooldown_until.insert(c.target.to_string(), until),
+            None => s.cooldown_until.remove(c.target),
+        };
+        if let Some(pos) = s.starts.iter().rposition(|(_, r)| r == c.runbook) {
+            s.starts.remove(pos);
+        }
+    }
+
+    /// Closes breakers: all of them, or one runbook's (`*` is the overall one). Returns what
+    /// was closed. The hourly count is cleared with them, or the next alert would trip again.
+    pub fn reset(&mut self, scope: Option<&str>) -> Vec<String> {
+        let closed: Vec<String> = match scope {
+            None => std::mem::take(&mut self.state.breakers)
+                .into_keys()
+                .collect(),
+            Some(s) => self
+                .state
+                .breakers
+                .remove_entry(s)
+                .map(|(k, _)| vec![k])
+                .unwrap_or_default(),
+        };
+        for scope in &closed {
+            if scope == "*" {
+                self.state.starts.clear();
+            } else {
+                self.state.starts.retain(|(_, r)| r != scope);
+            }
+        }
+        self.dirty = true;
+        closed
+    }
+
+    fn prune(&mut self, now_ms: i64) {
+        let s = &mut self.state;
+        while s
+            .starts
+            .front()
+            .is_some_and(|(at, _)| now_ms.saturating_sub(*at) >= HOUR_MS)
+        {
+            s.starts.pop_front();
+        }
+        if now_ms.saturating_sub(self.last_prune) < 1000 {
+            return;
+        }
+        self.last_prune = now_ms;
+        // Bounded by the windows: an entry is dropped once it can no longer refuse anything.
+        let window = millis(self.settings.dedupe_window);
+        s.seen.retain(|_, at| now_ms.saturating_sub(*at) < window);
+        s.cooldown_until.retain(|_, until| now_ms < *until);
+    }
+}
+
+/// A duration in milliseconds, saturated (a configured "300000000y" must not wrap negative).
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn scope_name(scope: &str) -> String {
+    if scope == "*" {
+        "all runbooks".into()
+    } else {
+        format!("runbook {scope}")
+    }
+}
+
+/// Loads the saved state; a missing file is a fresh start, a corrupt one an error (silently
+/// forgetting an open breaker would defeat it).
+pub fn load_state(path: &Path) -> crate::base::error::Result<GateState> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| {
+            crate::base::error::Error::Internal(format!(
+                "{}: the guardrail state is unreadable ({e}); fix or remove it (this also closes any open breaker)",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(GateState::default()),
+        Err(e) => Err(crate::base::error::Error::io("cannot read", path, e)),
+    }
+}
+
+/// Saves the state atomically (temp file and rename).
+pub fn save_state(path: &Path, state: &GateState) -> crate::base::error::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| crate::base::error::Error::io("cannot create", parent, e))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let bytes = serde_json::to_vec(state).map_err(|e| {
+        crate::base::error::Error::Internal(format!("cannot encode {}: {e}", path.display()))
+    })?;
+    // Synced before the rename: an open breaker must survive a machine crash, not only ours.
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, &bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| crate::base::error::Error::io("cannot write", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> GuardrailSettings {
+        GuardrailSettings {
+            dedupe_window: Duration::from_secs(60),
+            cooldown: Duration::from_secs(600),
+            max_runs_per_hour: 5,
+            max_runs_per_hour_per_runbook: 3,
+            max_resources: None,
+            kill_switch: None,
+            kill_switch_parameter: None,
+        }
+    }
+
+    fn cand<'a>(fp: &'a str, runbook: &'a str, target: &'a str) -> Candidate<'a> {
+        Candidate {
+            fingerprint: fp,
+            runbook,
+            target,
+            cooldown: None,
+            protected_refused: false,
+            kill_switch: false,
+        }
+    }
+
+    fn reason(r: Result<Admitted, (Refusal, Option<Opened>)>) -> &'static str {
+        match r {
+            Ok(_) => "admitted",
+            Err((refusal, _)) => refusal.reason(),
+        }
+    }
+
+    #[test]
+    fn a_kill_switch_refusal_is_not_remembered_by_dedupe() {
+        let mut g = Gate::new(settings(), GateState::default());
+        let mut stopped = cand("f", "rb", "t1");
+        stopped.kill_switch = true;
+        assert_eq!(reason(g.admit(&stopped, 0)), "kill_switch");
+        // The switch is removed; the alert still fires and is re-sent a second later.
+        assert_eq!(reason(g.admit(&cand("f", "rb", "t1"), 1_000)), "admitted");
+    }
+
+    #[test]
+    fn dedupes_within_the_window_only() {
+        let mut g = Gate::new(settings(), GateState::default());
+        assert_eq!(reason(g.admit(&cand("f", "rb", "t1"), 0)), "admitted");
+        assert_eq!(
+            reason(g.admit(&cand("f", "rb", "t2"), 59_000)),
+            "deduplicated"
+        );
+        // The window counts from the sighting that was handled, not from duplicates of it.
+        assert_eq!(reason(g.admit(&cand("f", "rb", "t3"), 61_000)), "admitted");
+        assert_eq!(
+            reason(g.admit(&cand("f", "rb", "t4"), 120_000)),
+            "deduplicated"
+        );
+    }
+
+    #[test]
+    fn cooldown_is_per_target() {
+        let mut g = Gate::new(settings(), GateState::default());
+        assert_eq!(reason(g.admit(&cand("a", "rb", "rb|i-1"), 0)), "admitted");
+        assert_eq!(
+            reason(g.admit(&cand("b", "rb", "rb|i-1"), 1_000)),
+            "cooldown"
+        );
+        assert_eq!(
+            reason(g.admit(&cand("c", "rb", "rb|i-2"), 2_000)),
+            "admitted"
+        );
+        assert_eq!(
+            reason(g.admit(&cand("d", "rb", "rb|i-1"), 600_000)),
+            "admitted"
+        );
+    }
+
+    #[test]
+    fn a_route_cooldown_longer_than_the_global_one_survives_pruning() {
+        let mut g = Gate::new(settings(), GateState::default());
+        let mut c = cand("a", "rb", "rb|i-1");
+        c.cooldown = Some(Duration::from_secs(3 * 3600));
+        assert_eq!(reason(g.admit(&c, 0)), "admitted");
+        // Two hours on (the global cooldown is 10 minutes; pruning has run since).
+        let mut again = cand("b", "rb", "rb|i-1");
+        again.cooldown = c.cooldown;
+        assert_eq!(
+            reason(g.admit(&cand("x", "rb", "rb|i-9"), 2 * HOUR_MS - 1)),
+            "admitted"
+        );
+        assert_eq!(reason(g.admit(&again, 2 * HOUR_MS)), "cooldown");
+        assert_eq!(reason(g.admit(&again, 3 * HOUR_MS)), "admitted");
+    }
+
+    #[test]
+    fn the_breaker_opens_at_the_limit_and_stays_open_until_reset() {
+        let mut g = Gate::new(settings(), GateState::default());
+        for i in 0..3 {
+            let (fp, t) = (format!("f{i}"), format!("t{i}"));
+            assert_eq!(reason(g.admit(&cand(&fp, "rb", &t), i * 1000)), "admitted");
+        }
+        let tripped = g.admit(&cand("f3", "rb", "t3"), 4_000);
+        let Err((Refusal::RateLimited { .. }, Some(opened))) = tripped else {
+            panic!("the fourth run of rb in an hour must trip its breaker");
+        };
+        assert_eq!(opened.scope, "runbook rb");
+        // Open: refused even after the hour has passed.
+        assert_eq!(
+            reason(g.admit(&cand("f4", "rb", "t4"), 2 * HOUR_MS)),
+            "breaker_open"
+        );
+        // Other runbooks are unaffected until the overall limit.
+        assert_eq!(
+            reason(g.admit(&cand("f5", "other", "u1"), 5_000)),
+            "admitted"
+        );
+        assert_eq!(g.reset(Some("rb")), vec!["rb".to_string()]);
+        assert_eq!(reason(g.admit(&cand("f6", "rb", "t6"), 6_000)), "admitted");
+    }
+
+    #[test]
+    fn the_overall_limit_opens_the_overall_breaker() {
+        let mut g = Gate::new(settings(), GateState::default());
+        for i in 0..5 {
+            let (fp, t, rb) = (format!("f{i}"), format!("t{i}"), format!("rb{i}"));
+            assert_eq!(reason(g.admit(&cand(&fp, &rb, &t), i)), "admitted");
+        }
+        assert_eq!(reason(g.admit(&cand("x", "rbx", "tx"), 10)), "rate_limited");
+        assert_eq!(reason(g.admit(&cand("y", "rby", "ty"), 11)), "breaker_open");
+        assert_eq!(g.reset(None), vec!["*".to_string()]);
+        assert_eq!(reason(g.admit(&cand("z", "rbz", "tz"), 12)), "admitted");
+    }
+
+    #[test]
+    fn state_survives_a_save_and_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut g = Gate::new(settings(), GateState::default());
+        for i in 0..4 {
+            let (fp, t) = (format!("f{i}"), format!("t{i}"));
+            let _ = g.admit(&cand(&fp, "rb", &t), i);
+        }
+        save_state(&path, &g.state).unwrap();
+        let mut again = Gate::new(settings(), load_state(&path).unwrap());
+        assert_eq!(
+            reason(again.admit(&cand("n", "rb", "tn"), 100)),
+            "breaker_open"
+        );
+        assert_eq!(
+            reason(again.admit(&cand("f0", "other", "x"), 100)),
+            "deduplicated"
+        );
+        std::fs::write(&path, "{broken").unwrap();
+        assert!(
+            load_state(&path).is_err(),
+            "a corrupt state must not silently reset breakers"
+        );
+    }
+
+    #[test]
+    fn a_cancelled_admission_leaves_no_trace() {
+        let mut g = Gate::new(settings(), GateState::default());
+        let c = cand("f", "rb", "t");
+        let a = g.admit(&c, 0).unwrap_or_else(|_| panic!("admitted"));
+        g.cancel(&c, a);
+        assert_eq!(
+            reason(g.admit(&c, 1)),
+            "admitted",
+            "neither deduplicated nor cooling down"
+        );
+        assert_eq!(g.state.starts.len(), 1);
+    }
+
+    #[test]
+    fn kill_switch_and_protected_refuse_before_counting() {
+        let mut g = Gate::new(settings(), GateState::default());
+        let mut c = cand("a", "rb", "t");
+        c.kill_switch = true;
+        assert_eq!(reason(g.admit(&c, 0)), "kill_switch");
+        let mut c = cand("b", "rb", "t");
+        c.protected_refused = true;
+        assert_eq!(reason(g.admit(&c, 0)), "protected");
+        assert_eq!(reason(g.admit(&cand("c", "rb", "t"), 0)), "admitted");
+    }
+}

@@ -1,0 +1,226 @@
+//! The hook hub: authentication, routing, admission and execution of alert-started runs, shared
+//! by `runbook serve` (HTTP) and `runbook hook` (one payload on stdin).
+//!
+//! This file holds the `Hub` and its wiring; each concern lives in its own file: `auth`
+//! (tokens, signatures, replays, SNS), `admission` (routing and the guardrails), `runs` (the
+//! worker threads), `escalation`, `shutdown`, and `plan` (the routes checked at start-up).
+
+mod admission;
+mod auth;
+mod escalation;
+mod plan;
+mod runs;
+mod shutdown;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::config::Hooks;
+use super::escalate::{Escalator, Limiter};
+use super::guard::{self, Gate};
+use super::journal::Journal;
+use super::metrics::Metrics;
+use super::pool::{Job, RunTable};
+use super::{Alert, Rejection, Source, clip, generic, secret_eq, sns};
+use crate::base::error::{Error, Result};
+use crate::data::config::{Backend, Config};
+use crate::data::transcript::{JournalEvent, RouteRef};
+use crate::services::cloud::sim::SimCloud;
+
+pub(crate) use admission::AlertOutcome;
+use auth::{ReplayMemory, Secrets, secret};
+pub(crate) use plan::check;
+use plan::{Planned, plan_all};
+
+pub struct Hub {
+    pub(crate) hooks: Hooks,
+    planned: BTreeMap<String, Planned>,
+    gate: Mutex<Gate>,
+    pub(crate) journal: Journal,
+    pub(crate) metrics: Metrics,
+    escalator: Escalator,
+    /// One simulated cloud per sim environment, shared by the runs on it.
+    sims: BTreeMap<String, SimCloud>,
+    secrets: Secrets,
+    sns_trust: sns::SnsTrust,
+    certs: sns::CertCache,
+    http: reqwest::Client,
+    /// Signatures (generic) and message ids (SNS) seen: after their window, their timestamps
+    /// refuse them.
+    seen: Mutex<ReplayMemory>,
+    pub(crate) runs: Mutex<RunTable>,
+    queue: Mutex<Option<mpsc::SyncSender<Job>>>,
+    jobs: Mutex<Option<mpsc::Receiver<Job>>>,
+    workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Worker threads alive (each counts itself out when its thread ends, however it ends).
+    workers_alive: Arc<AtomicUsize>,
+    accepting: AtomicBool,
+    stopping: AtomicBool,
+    /// The runtime escalations are sent on (worker threads have none of their own).
+    rt: tokio::runtime::Handle,
+    escalations: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Hub {
+    /// Checks the configuration whole (every route's runbook, pin, parameters and environment)
+    /// and opens the journal. Nothing is listening yet.
+    pub(crate) fn new(
+        hooks: Hooks,
+        dirs: Vec<PathBuf>,
+        config: Config,
+        rt: tokio::runtime::Handle,
+    ) -> Result<Arc<Hub>> {
+        let planned = plan_all(&hooks, &dirs, &config)?;
+        let mut sims = BTreeMap::new();
+        for env in planned.values().map(|p| &p.env) {
+            if env.backend == Backend::Sim && !sims.contains_key(&env.name) {
+                let sim = SimCloud::for_environment(env)
+                    .map_err(|e| crate::services::cloud::setup_error(env, e))?;
+                sims.insert(env.name.clone(), sim);
+            }
+        }
+        let auth = &hooks.file.auth;
+        let secrets = Secrets {
+            alertmanager: secret(&auth.alertmanager_token_env),
+            generic: secret(&auth.generic_secret_env),
+            admin: secret(&auth.admin_token_env),
+        };
+        let esc = &hooks.file.escalation;
+        let mut escalator = Escalator::new(
+            config.notifications(crate::data::config::Delivery::Send),
+            esc.channel.clone(),
+            esc.mention.clone(),
+            Limiter::new(esc.dedupe_window, esc.max_per_hour),
+        );
+        escalator.add_secrets(
+            [&secrets.alertmanager, &secrets.generic, &secrets.admin]
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
+        let sns_trust = sns::SnsTrust {
+            topics: hooks.file.sns.topics.clone(),
+            cert_url: pattern(
+                &hooks.path,
+                hooks.file.sns.cert_url.as_deref(),
+                sns::DEFAULT_CERT_URL_PATTERN,
+            )?,
+            subscribe_url: pattern(
+                &hooks.path,
+                hooks.file.sns.subscribe_url.as_deref(),
+                sns::DEFAULT_SUBSCRIBE_URL_PATTERN,
+            )?,
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot build the HTTP client: {e}")))?;
+        let state = super::guard::load_state(&hooks.state_path())?;
+        let all_secrets = escalator.secrets();
+        let journal_path = hooks.transcripts().join(format!(
+            "journal-{}.jsonl",
+            crate::base::identity::new_run_id()
+        ));
+        let journal = Journal::create(
+            &journal_path,
+            all_secrets,
+            JournalEvent::JournalStarted {
+                config: hooks.path.display().to_string(),
+                routes: hooks
+                    .file
+                    .routes
+                    .iter()
+                    .map(|r| RouteRef {
+                        name: r.name.clone(),
+                        alert: r.alert.clone(),
+                        runbook: r.runbook.clone(),
+                    })
+                    .collect(),
+                pid: std::process::id(),
+                tool: format!("runbook {}", env!("CARGO_PKG_VERSION")),
+            },
+        )?;
+        let (tx, rx) = mpsc::sync_channel(hooks.file.server.queue);
+        let metrics = Metrics::default();
+        metrics.breakers_open.set(state.breakers.len() as i64);
+        Ok(Arc::new(Hub {
+            gate: Mutex::new(Gate::new(hooks.file.guardrails.clone(), state)),
+            runs: Mutex::new(RunTable::new(hooks.file.server.history)),
+            hooks,
+            planned,
+            journal,
+            metrics,
+            escalator,
+            sims,
+            secrets,
+            sns_trust,
+            certs: sns::CertCache::new(http.clone()),
+            http,
+            seen: Mutex::new(ReplayMemory::default()),
+            queue: Mutex::new(Some(tx)),
+            jobs: Mutex::new(Some(rx)),
+            workers: Mutex::new(Vec::new()),
+            workers_alive: Arc::new(AtomicUsize::new(0)),
+            accepting: AtomicBool::new(true),
+            stopping: AtomicBool::new(false),
+            rt,
+            escalations: Mutex::new(Vec::new()),
+        }))
+    }
+
+    pub(crate) fn journal_path(&self) -> String {
+        self.journal.path().display().to_string()
+    }
+
+    pub(crate) fn accepting(&self) -> bool {
+        self.accepting.load(Ordering::SeqCst)
+    }
+
+    /// `GET /healthz`: whether alerts are taken, the load, and open breakers. `status` is `ok`
+    /// only while alerts are taken, every worker is alive and the journal can be written.
+    pub(crate) fn health(&self) -> Value {
+        let breakers = lock(&self.gate).state.breakers.clone();
+        let runs = lock(&self.runs);
+        let alive = self.workers_alive.load(Ordering::SeqCst);
+        let status = if !self.accepting() {
+            "draining"
+        } else if alive < self.hooks.file.server.workers {
+            "workers_missing"
+        } else if !self.journal.writable() {
+            "journal_unwritable"
+        } else {
+            "ok"
+        };
+        json!({
+            "status": status,
+            "workers_alive": alive,
+            "journal_writable": self.journal.writable(),
+            "running": runs.running(),
+            "queued": self.metrics.runs_queued.get(),
+            "workers": self.hooks.file.server.workers,
+            "breakers": breakers,
+            "kill_switch": self.hooks.kill_switch_set(),
+            "journal": self.journal_path(),
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A worker that panicked mid-update leaves data that is still the best we have; refusing
+    // every later alert would turn one bug into an outage.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn pattern(file: &std::path::Path, given: Option<&str>, default: &str) -> Result<regex::Regex> {
+    regex::Regex::new(given.unwrap_or(default))
+        .map_err(|e| Error::config(file, format!("bad URL pattern: {e}")))
+}
+
+#[cfg(test)]
+mod admission_tests;

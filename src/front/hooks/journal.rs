@@ -1,0 +1,206 @@
+//! The hook journal: every request turned away, every alert and what was decided about it, every
+//! run's end and every escalation, as one hash-chained JSONL file (the transcript format, so
+//! `runbook transcript verify` checks it).
+//!
+//! One thread owns the file; callers hand it events and wait for the acknowledgement, so an answer
+//! ("accepted", "503 queue full") is only given once its record is on disk. Alerts are synced
+//! (fsync) because they are the evidence that nothing was silently dropped.
+//!
+//! A write that fails (a full disk) is rolled back to the last whole line, so the chain stays
+//! verifiable; while writes fail, alerts are answered 503 and `/healthz` is unhealthy.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+
+use tokio::sync::oneshot;
+
+use crate::base::error::{Error, Result};
+use crate::base::redact::Redactor;
+use crate::data::transcript::{Durability, JournalEvent, TranscriptWriter};
+
+type Ack = oneshot::Sender<std::result::Result<(), String>>;
+
+pub struct Journal {
+    tx: mpsc::Sender<(JournalEvent, Ack)>,
+    path: PathBuf,
+    /// False from a failed write until the next one succeeds (`/healthz` reports it, and
+    /// alerts are answered 503 meanwhile).
+    writable: Arc<AtomicBool>,
+}
+
+/// The file and the chain appended to, and the file's length after the last line that was
+/// written whole (what a failed write is rolled back to).
+struct Appender {
+    path: PathBuf,
+    redactor: Rc<Redactor>,
+    writer: Option<TranscriptWriter>,
+    good_len: u64,
+}
+
+impl Appender {
+    /// Appends `batch` (synced once, at its end). All or nothing: on any failure the file is cut
+    /// back to the last line that was whole and synced, so no half line (or line whose chain
+    /// the writer never advanced to) is left for later lines to hang from.
+    fn append_all(&mut self, batch: &[JournalEvent]) -> std::result::Result<(), String> {
+        let result = self.try_append(batch);
+        if result.is_err() {
+            self.roll_back();
+        }
+        result
+    }
+
+    fn try_append(&mut self, batch: &[JournalEvent]) -> std::result::Result<(), String> {
+        let writer = match &mut self.writer {
+            Some(w) => w,
+            None => return Err(format!("{}: not writable", self.path.display())),
+        };
+        let last = batch.len().saturating_sub(1);
+        for (i, event) in batch.iter().enumerate() {
+            let durability = if i == last {
+                Durability::Synced
+            } else {
+                Durability::Written
+            };
+            writer
+                .append(event, durability)
+                .map_err(|e| e.to_string())?;
+        }
+        self.good_len = std::fs::metadata(&self.path)
+            .map_err(|e| format!("{}: {e}", self.path.display()))?
+            .len();
+        Ok(())
+    }
+
+    /// Cuts the file back to `good_len` and reopens the chain from its last line. Until both
+    /// work, nothing is appended (the next batch tries again).
+    fn roll_back(&mut self) {
+        self.writer = None;
+        let cut = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .and_then(|f| {
+                f.set_len(self.good_len)?;
+                f.sync_all()
+            });
+        if let Err(e) = cut {
+            tracing::error!(
+                "hook journal: cannot roll {} back: {e}",
+                self.path.display()
+            );
+            return;
+        }
+        match TranscriptWriter::open_append(&self.path, self.redactor.clone()) {
+            Ok((w, _)) => self.writer = Some(w),
+            Err(e) => tracing::error!("hook journal: cannot reopen: {e}"),
+        }
+    }
+}
+
+impl Journal {
+    /// Creates `path` (never overwriting one) with a writer thread. `secrets` are redacted from
+    /// everything written.
+    pub fn create(path: &Path, secrets: Vec<String>, header: JournalEvent) -> Result<Journal> {
+        let (tx, rx) = mpsc::channel::<(JournalEvent, Ack)>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
+        let owned = path.to_path_buf();
+        let writable = Arc::new(AtomicBool::new(true));
+        let flag = writable.clone();
+        std::thread::Builder::new()
+            .name("hook-journal".into())
+            .spawn(move || {
+                let redactor = Rc::new(Redactor::new());
+                for s in &secrets {
+                    redactor.add_secret(s);
+                }
+                let created =
+                    TranscriptWriter::create(&owned, redactor.clone()).and_then(|mut w| {
+                        w.append(&header, Durability::Synced)?;
+                        Ok(w)
+                    });
+                let writer = match created {
+                    Ok(w) => w,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let good_len = std::fs::metadata(&owned).map(|m| m.len()).unwrap_or(0);
+                let _ = ready_tx.send(Ok(()));
+                let mut appender = Appender {
+                    path: owned,
+                    redactor,
+                    writer: Some(writer),
+                    good_len,
+                };
+                // Group commit: everything that queued up while the last fsync ran is written
+                // and then synced once, so a burst of alerts costs one fsync, not one each.
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < 512 {
+                        match rx.try_recv() {
+                            Ok(next) => batch.push(next),
+                            Err(_) => break,
+                        }
+                    }
+                    let (events, acks): (Vec<JournalEvent>, Vec<Ack>) = batch.into_iter().unzip();
+                    // An event is durable only once the batch's sync succeeded.
+                    let result = appender.append_all(&events);
+                    flag.store(result.is_ok(), Ordering::SeqCst);
+                    if let Err(e) = &result {
+                        tracing::error!("hook journal: {e}");
+                    }
+                    for ack in acks {
+                        let _ = ack.send(result.clone());
+                    }
+                }
+            })
+            .map_err(|e| {
+                Error::Internal(format!(
+                    "cannot start the journal thread for {}: {e}",
+                    path.display()
+                ))
+            })?;
+        ready_rx
+            .recv()
+            .map_err(|_| Error::Internal("the journal thread stopped".into()))??;
+        Ok(Journal {
+            tx,
+            path: path.to_path_buf(),
+            writable,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// False while the last write failed (until one succeeds again).
+    pub fn writable(&self) -> bool {
+        self.writable.load(Ordering::SeqCst)
+    }
+
+    fn send(&self, event: JournalEvent) -> oneshot::Receiver<std::result::Result<(), String>> {
+        let (ack, done) = oneshot::channel();
+        if let Err(mpsc::SendError((_, ack))) = self.tx.send((event, ack)) {
+            let _ = ack.send(Err("the journal is closed".into()));
+        }
+        done
+    }
+
+    /// Records `event` and waits until it is on disk (from async code).
+    pub async fn record(&self, event: JournalEvent) -> std::result::Result<(), String> {
+        self.send(event)
+            .await
+            .unwrap_or_else(|_| Err("the journal is closed".into()))
+    }
+
+    /// Records `event` and waits until it is on disk (from a plain thread).
+    pub fn record_blocking(&self, event: JournalEvent) -> std::result::Result<(), String> {
+        self.send(event)
+            .blocking_recv()
+            .unwrap_or_else(|_| Err("the journal is closed".into()))
+    }
+}

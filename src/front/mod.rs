@@ -1,0 +1,9 @@
+//! The front-ends: the command line, the alert receiver (`serve`), drills, policy checks, the REPL
+//! and the generated docs. Nothing imports from here but `main.rs`.
+
+pub mod cli;
+pub mod docs;
+pub mod drill;
+pub mod hooks;
+pub mod policy;
+pub mod repl;

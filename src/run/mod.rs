@@ -1,0 +1,8 @@
+//! Running a loaded runbook: one `Launch` for every entry point, the executor and its drivers,
+//! the interactive terminal driver, resume, and run-lifecycle observers.
+
+pub mod executor;
+pub mod interactive;
+pub(crate) mod launch;
+pub mod lifecycle;
+pub mod resume;

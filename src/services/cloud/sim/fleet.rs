@@ -1,0 +1,206 @@
+//! The fleet fixture's schema (`runbook.toml`'s `fleet` or `sim/default-fleet.toml`): the
+//! instances, groups, parameters, scripted outputs and faults a simulated cloud starts from.
+
+use serde::{Deserialize, Serialize};
+
+use super::super::Tags;
+use super::http::Endpoint;
+
+/// The fleet a fresh checkout runs against.
+pub const DEFAULT_FLEET: &str = include_str!("../../../../sim/default-fleet.toml");
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Fleet {
+    #[serde(default = "default_account")]
+    pub(crate) account_id: String,
+    #[serde(default = "default_region")]
+    pub(crate) region: String,
+    #[serde(default)]
+    pub(crate) instances: Vec<FleetInstance>,
+    #[serde(default)]
+    pub(crate) security_groups: Vec<FleetGroup>,
+    #[serde(default)]
+    pub(crate) launch_templates: Vec<LaunchTemplate>,
+    #[serde(default)]
+    pub(crate) parameters: Vec<FleetParameter>,
+    #[serde(default)]
+    pub(crate) command_outputs: Vec<CommandOutput>,
+    #[serde(default)]
+    pub(crate) faults: Faults,
+    /// HTTP endpoints the `health::` bindings answer for, with scripted behaviour.
+    #[serde(default)]
+    pub(crate) endpoints: Vec<Endpoint>,
+}
+
+fn default_account() -> String {
+    "123456789012".into()
+}
+
+fn default_region() -> String {
+    "eu-west-1".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FleetInstance {
+    pub(crate) id: String,
+    #[serde(rename = "type", default = "default_type")]
+    pub(crate) instance_type: String,
+    #[serde(default = "default_state")]
+    pub(crate) state: String,
+    #[serde(default = "default_image")]
+    pub(crate) image: String,
+    pub(crate) vpc: String,
+    pub(crate) subnet: String,
+    #[serde(default)]
+    pub(crate) private_ip: String,
+    #[serde(default)]
+    pub(crate) security_groups: Vec<String>,
+    #[serde(default)]
+    pub(crate) volumes: Vec<String>,
+    #[serde(default)]
+    pub(crate) tags: Tags,
+    #[serde(default = "default_launch_time")]
+    pub(crate) launch_time: String,
+}
+
+pub(super) fn default_type() -> String {
+    "t3.medium".into()
+}
+fn default_state() -> String {
+    "running".into()
+}
+fn default_image() -> String {
+    "ami-0fab1e0000000000a".into()
+}
+fn default_launch_time() -> String {
+    "2026-11-01T08:00:00Z".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FleetGroup {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) vpc: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LaunchTemplate {
+    pub(crate) name: String,
+    pub(crate) image: String,
+    #[serde(rename = "type", default = "default_type")]
+    pub(crate) instance_type: String,
+    pub(crate) subnet: String,
+    #[serde(default)]
+    pub(crate) security_groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FleetParameter {
+    pub(crate) name: String,
+    pub(crate) value: String,
+    #[serde(rename = "type", default = "default_param_type")]
+    pub(crate) kind: String,
+}
+
+fn default_param_type() -> String {
+    "String".into()
+}
+
+/// Scripted command output: the first rule whose `match` occurs in the command text answers.
+/// Successive invocations take successive `stdout` entries (the last one repeats), so a runbook
+/// can see a CPU at 97% before a restart and at 12% after it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CommandOutput {
+    #[serde(rename = "match")]
+    pub(crate) pattern: String,
+    #[serde(default)]
+    pub(crate) stdout: Vec<String>,
+    #[serde(default)]
+    pub(crate) exit_code: i64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Faults {
+    /// Added to every API call.
+    #[serde(default)]
+    pub(crate) latency_ms: u64,
+    /// 1-based call numbers that answer with a throttling error (retried like the SDK does).
+    #[serde(default)]
+    pub(crate) throttle_calls: Vec<u64>,
+    /// Attempts per call before a throttle becomes the caller's error (the SDK's standard mode: 3).
+    #[serde(default = "default_attempts")]
+    pub(crate) max_attempts: u32,
+    #[serde(default)]
+    pub(crate) errors: Vec<ApiFault>,
+    #[serde(default)]
+    pub(crate) command_failure: Option<CommandFailure>,
+    /// Instances that never finish stopping.
+    #[serde(default)]
+    pub(crate) stuck_stopping: Vec<String>,
+    /// Instances whose status checks report `impaired`.
+    #[serde(default)]
+    pub(crate) impaired: Vec<String>,
+    /// Instances whose status checks report `initializing` until the run's clock has run this
+    /// many milliseconds (simulated in drills): a slow boot, for waits longer than a default.
+    #[serde(default)]
+    pub(crate) initializing_ms: std::collections::BTreeMap<String, u64>,
+}
+
+fn default_attempts() -> u32 {
+    3
+}
+
+/// An API error returned whenever `operation` is called for `instance` (any instance if empty).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ApiFault {
+    pub(crate) operation: String,
+    #[serde(default)]
+    pub(crate) instance: String,
+    pub(crate) code: String,
+    #[serde(default)]
+    pub(crate) message: String,
+}
+
+/// A command that fails on the first `share` of its targets (sorted by instance id).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CommandFailure {
+    pub(crate) share: f64,
+    #[serde(default = "default_exit")]
+    pub(crate) exit_code: i64,
+    #[serde(default)]
+    pub(crate) stderr: String,
+}
+
+fn default_exit() -> i64 {
+    1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::SimCloud;
+    use super::super::tests::block;
+    use super::DEFAULT_FLEET;
+    use crate::services::cloud::Filter;
+
+    #[test]
+    fn the_embedded_fleet_loads() {
+        let sim = SimCloud::from_toml(DEFAULT_FLEET).unwrap();
+        assert!(sim.fleet().instances.len() >= 4);
+        let all = block(sim.describe_instances(&Filter::default())).unwrap();
+        assert_eq!(all.len(), sim.fleet().instances.len());
+    }
+
+    #[test]
+    fn unknown_fixture_keys_are_refused() {
+        assert!(SimCloud::from_toml("instancez = []").is_err());
+    }
+}

@@ -1,0 +1,366 @@
+//! The simulated cloud: a deterministic, in-process model of EC2 and SSM.
+//!
+//! It is loaded from a fleet fixture (TOML; the embedded default is `sim/default-fleet.toml`) and
+//! models instances (with their network interfaces and volumes), security groups, snapshots, AMIs,
+//! SSM commands with per-instance results and output, and parameters. Scripted faults reproduce
+//! what goes wrong in real incidents: throttling on the Nth call, an API error for one instance,
+//! a command failing on a share of its targets, an instance stuck in `stopping`, an impaired
+//! status check, and latency added to every call.
+//!
+//! Determinism: ids come from counters, outputs from the fixture, failures from sorted target
+//! lists; nothing depends on the clock or randomness, so a drill fails the same way every time.
+//! Throttling is retried like the SDK's standard retry mode does (up to `max_attempts`).
+//!
+//! The model is split by concern: `fleet` is the fixture's schema, `ec2` and `ssm` the API
+//! operations, `http` the declared health endpoints; this file holds the state they share and
+//! the entry every call passes (latency, throttling, scripted errors).
+
+mod ec2;
+mod fleet;
+mod http;
+mod ssm;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{CloudResult, Eni, Instance, Invocation, Snapshot, Tags};
+use crate::base::error::BindingError;
+
+pub use fleet::DEFAULT_FLEET;
+use fleet::Fleet;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Group {
+    id: String,
+    name: String,
+    vpc: String,
+    /// Whether the group allows outbound traffic (a new group does, until revoked).
+    egress_open: bool,
+    tags: Tags,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Command {
+    id: String,
+    document: String,
+    parameters: BTreeMap<String, Vec<String>>,
+    invocations: Vec<Invocation>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Image {
+    id: String,
+    name: String,
+    source: String,
+    tags: Tags,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Parameter {
+    value: String,
+    kind: String,
+    version: i64,
+}
+
+/// Everything mutable, behind one lock (calls are short; fan-out waits happen outside it).
+#[derive(Debug, Serialize, Deserialize)]
+struct State {
+    instances: Vec<Instance>,
+    groups: Vec<Group>,
+    snapshots: Vec<Snapshot>,
+    images: Vec<Image>,
+    commands: Vec<Command>,
+    parameters: BTreeMap<String, Parameter>,
+    output_uses: Vec<usize>,
+    calls: u64,
+    next_id: u64,
+    /// Every mutating API call, in order: what drills and the conformance suite compare.
+    mutations: Vec<String>,
+    /// Requests answered per declared endpoint (same order as the fixture's `endpoints`).
+    probes: Vec<u64>,
+}
+
+pub struct SimCloud {
+    fleet: Arc<Fleet>,
+    /// Shared by every handle made with [`SimCloud::share`] (the hook server's concurrent runs
+    /// act on one simulated cloud, as they would on one account).
+    state: Arc<Mutex<State>>,
+    request_ids: Mutex<Vec<String>>,
+    /// Where the state is kept across processes (a drill that resumes after a crash, `runbook
+    /// approve` from a second shell); None keeps it in memory only.
+    persist_to: Option<std::path::PathBuf>,
+    /// Latency and throttling back-off are waited on this clock: simulated in drills and plans.
+    clock: crate::base::clock::Clock,
+}
+
+fn err(code: &str, message: impl Into<String>) -> BindingError {
+    BindingError::new(code, message)
+}
+
+impl SimCloud {
+    /// The simulated cloud of a sim environment: its fleet fixture (or the embedded one), and
+    /// its state file when it has one.
+    pub(crate) fn for_environment(env: &crate::data::config::Environment) -> CloudResult<Self> {
+        let text = env.fleet.as_deref().unwrap_or(DEFAULT_FLEET);
+        let sim = Self::from_toml(text).map_err(|e| {
+            err(
+                "bad_fleet",
+                format!("fleet fixture {}: {e}", env.fleet_source),
+            )
+        })?;
+        match &env.sim_state {
+            Some(path) => sim.persistent(path).map_err(|e| err("bad_sim_state", e)),
+            None => Ok(sim),
+        }
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let fleet: Fleet = toml::from_str(text).map_err(|e| e.to_string())?;
+        Ok(Self::new(fleet))
+    }
+
+    pub(crate) fn new(fleet: Fleet) -> Self {
+        let instances = fleet
+            .instances
+            .iter()
+            .map(|f| Instance {
+                id: f.id.clone(),
+                state: f.state.clone(),
+                instance_type: f.instance_type.clone(),
+                image: f.image.clone(),
+                vpc: f.vpc.clone(),
+                subnet: f.subnet.clone(),
+                private_ip: f.private_ip.clone(),
+                security_groups: f.security_groups.clone(),
+                network_interfaces: vec![Eni {
+                    id: format!("eni-{}", f.id.trim_start_matches("i-")),
+                    groups: f.security_groups.clone(),
+                }],
+                volumes: f.volumes.clone(),
+                tags: f.tags.clone(),
+                launch_time: f.launch_time.clone(),
+            })
+            .collect();
+        let groups = fleet
+            .security_groups
+            .iter()
+            .map(|g| Group {
+                id: g.id.clone(),
+                name: g.name.clone(),
+                vpc: g.vpc.clone(),
+                egress_open: true,
+                tags: Tags::new(),
+            })
+            .collect();
+        let parameters = fleet
+            .parameters
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    Parameter {
+                        value: p.value.clone(),
+                        kind: p.kind.clone(),
+                        version: 1,
+                    },
+                )
+            })
+            .collect();
+        let output_uses = vec![0; fleet.command_outputs.len()];
+        let probes = vec![0; fleet.endpoints.len()];
+        SimCloud {
+            state: Arc::new(Mutex::new(State {
+                instances,
+                groups,
+                snapshots: Vec::new(),
+                images: Vec::new(),
+                commands: Vec::new(),
+                parameters,
+                output_uses,
+                calls: 0,
+                next_id: 0,
+                mutations: Vec::new(),
+                probes,
+            })),
+            fleet: Arc::new(fleet),
+            request_ids: Mutex::new(Vec::new()),
+            persist_to: None,
+            clock: crate::base::clock::Clock::real(),
+        }
+    }
+
+    /// Waits (latency, throttling back-off) on `clock` instead of a real one of its own.
+    pub(crate) fn set_clock(&mut self, clock: crate::base::clock::Clock) {
+        self.clock = clock;
+    }
+
+    /// Keeps the state in `path`: loaded from it when it exists (the fleet fixture only seeds a
+    /// new one), saved after every mutating call.
+    pub(crate) fn persistent(mut self, path: &std::path::Path) -> Result<Self, String> {
+        if path.exists() {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let state: State =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            self.state = Arc::new(Mutex::new(state));
+        }
+        self.persist_to = Some(path.to_path_buf());
+        self.persist(&*self.lock().map_err(|e| e.message)?);
+        Ok(self)
+    }
+
+    /// Notes a mutating API call and saves the state (when persistent): every write goes through here.
+    fn mutated(&self, s: &mut State, what: String) {
+        s.mutations.push(what);
+        self.persist(s);
+    }
+
+    /// Writes the state atomically (temp file + rename), so a crash leaves the old or the new.
+    fn persist(&self, state: &State) {
+        let Some(path) = &self.persist_to else { return };
+        let tmp = path.with_extension("tmp");
+        let written = serde_json::to_vec(state)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            tracing::error!("cannot save the simulated state to {}: {e}", path.display());
+        }
+    }
+
+    /// Another handle on the same simulated cloud, with its own request ids (so concurrent runs
+    /// each record the ids of their own calls).
+    pub(crate) fn share(&self) -> SimCloud {
+        SimCloud {
+            fleet: self.fleet.clone(),
+            state: self.state.clone(),
+            request_ids: Mutex::new(Vec::new()),
+            persist_to: self.persist_to.clone(),
+            // Each run on a shared sim keeps its own clock: runs on the hook server are real-time.
+            clock: crate::base::clock::Clock::real(),
+        }
+    }
+
+    pub(crate) fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    pub(crate) fn take_request_ids(&self) -> Vec<String> {
+        self.request_ids
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    }
+
+    /// The whole simulated state as JSON (for drills, tests and `--sim-state-out`).
+    pub(crate) fn state_json(&self) -> serde_json::Value {
+        match self.state.lock() {
+            Ok(s) => serde_json::to_value(&*s).unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        }
+    }
+
+    fn lock(&self) -> CloudResult<std::sync::MutexGuard<'_, State>> {
+        // A poisoned lock means a previous call panicked mid-change: refuse rather than guess.
+        self.state
+            .lock()
+            .map_err(|_| err("InternalError", "simulated cloud state is poisoned"))
+    }
+
+    /// Every API call starts here: latency, call counting, throttling (retried like the SDK's
+    /// standard mode), scripted errors for the instances involved, and a request id.
+    async fn enter(&self, operation: &str, instances: &[String]) -> CloudResult<()> {
+        let faults = &self.fleet.faults;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if faults.latency_ms > 0 {
+                self.clock
+                    .sleep(Duration::from_millis(faults.latency_ms))
+                    .await;
+            }
+            let call = {
+                let mut s = self.lock()?;
+                s.calls += 1;
+                s.calls
+            };
+            if let Ok(mut ids) = self.request_ids.lock() {
+                ids.push(format!("sim-{call:08}"));
+            }
+            if faults.throttle_calls.contains(&call) {
+                if attempt < faults.max_attempts.max(1) {
+                    // The SDK backs off before retrying; a short fixed pause keeps drills fast.
+                    self.clock.sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                let code = if operation.starts_with("Ssm") {
+                    "ThrottlingException"
+                } else {
+                    "RequestLimitExceeded"
+                };
+                return Err(err(
+                    code,
+                    format!("Rate exceeded ({operation}, call {call})"),
+                ));
+            }
+            for f in &faults.errors {
+                if f.operation == operation
+                    && (f.instance.is_empty() || instances.contains(&f.instance))
+                {
+                    let message = if f.message.is_empty() {
+                        format!("simulated failure of {operation}")
+                    } else {
+                        f.message.clone()
+                    };
+                    return Err(err(&f.code, message));
+                }
+            }
+            return Ok(());
+        }
+    }
+
+    fn new_id(s: &mut State, prefix: &str) -> String {
+        s.next_id += 1;
+        format!("{prefix}-05{:015x}", s.next_id)
+    }
+
+    fn instance_mut<'a>(s: &'a mut State, id: &str) -> CloudResult<&'a mut Instance> {
+        s.instances.iter_mut().find(|i| i.id == id).ok_or_else(|| {
+            err(
+                "InvalidInstanceID.NotFound",
+                format!("The instance ID '{id}' does not exist"),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::services::cloud::Filter;
+
+    pub(super) fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn throttling_is_retried_like_the_sdk_and_surfaces_after_max_attempts() {
+        let base =
+            "[[instances]]\nid = \"i-0000000000000001\"\nvpc = \"vpc-1\"\nsubnet = \"subnet-1\"\n";
+        // Call 1 throttled, call 2 succeeds: the caller sees success.
+        let sim = SimCloud::from_toml(&format!("{base}[faults]\nthrottle_calls = [1]\n")).unwrap();
+        assert!(block(sim.describe_instances(&Filter::default())).is_ok());
+        // Three throttles in a row exhaust the three attempts.
+        let sim =
+            SimCloud::from_toml(&format!("{base}[faults]\nthrottle_calls = [1, 2, 3]\n")).unwrap();
+        let e = block(sim.describe_instances(&Filter::default())).unwrap_err();
+        assert_eq!(e.code, "RequestLimitExceeded");
+    }
+}
