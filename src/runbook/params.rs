@@ -54,6 +54,15 @@ impl Runbook {
         let mut values = Map::new();
         let redactor = &self.host.redactor;
         refuse_nameless(given)?;
+        // Every secret value given is known to the redactor before any problem is written: a
+        // problem with another parameter may echo that parameter's value, and the secret may
+        // be inside it (pasted into the wrong flag, or part of a longer string). Found by the
+        // `resolve_params` fuzz target.
+        for (name, value) in given {
+            if self.param(name).is_some_and(|p| p.secret) {
+                redactor.add_secret(value);
+            }
+        }
         for (name, _) in given {
             if self.param(name).is_none() {
                 let known: Vec<&str> = self.meta.params.iter().map(|p| p.name.as_str()).collect();
@@ -233,6 +242,48 @@ mod tests {
             "{why}"
         );
         assert!(spec(false).check_value(&Dynamic::from(30_i64)).is_some());
+    }
+
+    #[test]
+    fn a_secret_inside_another_parameter_s_value_is_redacted_from_its_error() {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+
+        let dir = tempfile::tempdir().unwrap();
+        let src = r#"runbook(#{
+    id: "p", version: "1.0.0", title: "t", severity: "P3",
+    description: "d", service: "s", owner: "o", reviewed: "2026-01-01", alerts: ["a"],
+    params: #{
+        ratio: #{ type: "float" },
+        token: #{ type: "string", secret: true },
+    },
+});
+containment("c", |ctx| {});
+"#;
+        let host = crate::sandbox::engine::Host::new(
+            crate::sandbox::recorder::Mode::Plan,
+            crate::base::console::Console::silent(),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let rb = Runbook::load_source(
+            &dir.path().join("p.rhai"),
+            src,
+            host,
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        // `ratio` is declared (and checked) before `token`, and its error echoes its value,
+        // which holds the token (found by the resolve_params fuzz target).
+        let given = [
+            ("ratio".to_string(), "tekons3cmtorplode".to_string()),
+            ("token".to_string(), "s3cmtorp".to_string()),
+        ];
+        let err = rb.resolve_params(&given).unwrap_err().to_string();
+        assert!(err.contains("parameter ratio"), "{err}");
+        assert!(
+            !err.contains("s3cmtorp"),
+            "the secret is in the error: {err}"
+        );
     }
 
     #[test]
