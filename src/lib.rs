@@ -10,7 +10,7 @@
 //! imports only from its own layer or the ones below it (`tests/layers.rs` checks this).
 
 pub mod base;
-pub mod bindings;
+pub(crate) mod bindings;
 pub mod data;
 pub mod front;
 pub mod run;

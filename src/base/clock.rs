@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 /// The longest duration a runbook, a step option or a parameter may name. Anything longer is a
 /// typo (or an attack on the arithmetic), never an incident plan.
-pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
 
 /// The one parser for duration text (`"500ms"`, `"2m"`, `"1h 30m"`): humantime's syntax, refused
 /// above [`MAX_DURATION`] with a message that says so.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(text.trim()).map_err(|e| {
         format!("{text:?} is not a duration such as \"500ms\", \"90s\" or \"2m\" ({e})")
     })?;
@@ -27,7 +27,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Refuses durations above [`MAX_DURATION`] (for durations given as numbers).
-pub fn check_duration(d: Duration) -> Result<Duration, String> {
+pub(crate) fn check_duration(d: Duration) -> Result<Duration, String> {
     if d > MAX_DURATION {
         Err(format!(
             "is longer than the maximum duration of {} (366 days)",
@@ -41,14 +41,14 @@ pub fn check_duration(d: Duration) -> Result<Duration, String> {
 /// The wall-clock time now, in UTC with milliseconds: the one timestamp format of the project
 /// (transcript `ts`, approvals, notes, the hook server's run table). Wall time, not the run's
 /// [`Clock`]: a simulated run still stamps when things really happened.
-pub fn now_utc() -> String {
+pub(crate) fn now_utc() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// How long a wait with no `timeout` of its own may wait when no step deadline bounds it (the
 /// REPL, a call outside any step): as long as a step with the default timeout may run. Inside a
 /// step, such a wait waits until the step's deadline instead (see [`Clock::wait_limit`]).
-pub const WAIT_CAP: Duration = Duration::from_secs(10 * 60);
+pub(crate) const WAIT_CAP: Duration = Duration::from_secs(10 * 60);
 
 /// What bounds a wait (`wait_until`, the `ec2::` waiters, `ssm::run_command`'s result polling).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

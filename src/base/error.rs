@@ -9,23 +9,23 @@ use std::path::{Path, PathBuf};
 use miette::{Diagnostic, NamedSource, SourceSpan};
 
 /// Process exit codes. Documented in the README; scripts and CI jobs rely on them, so they never change.
-pub mod exit {
+pub(crate) mod exit {
     /// Everything ran and every step finished ok (or the command succeeded).
-    pub const OK: u8 = 0;
+    pub(crate) const OK: u8 = 0;
     /// A run failed (a step failed), a check found a violation, or a transcript does not verify.
-    pub const FAILED: u8 = 1;
+    pub(crate) const FAILED: u8 = 1;
     /// Invalid input: a broken runbook or configuration file, a bad parameter, an unknown runbook
     /// or a bad command line.
-    pub const INVALID: u8 = 2;
+    pub(crate) const INVALID: u8 = 2;
     /// The run was aborted (operator, Ctrl-C, a confirmation that nobody gave) or a step timed out.
-    pub const ABORTED: u8 = 3;
+    pub(crate) const ABORTED: u8 = 3;
     /// The outside world refused: an endpoint that cannot be reached, credentials for another
     /// account, a transcript another process holds. Trying again later may work; the input was fine.
     /// sysexits' `EX_UNAVAILABLE`.
-    pub const UNAVAILABLE: u8 = 69;
+    pub(crate) const UNAVAILABLE: u8 = 69;
     /// Our bug or the operating system failing us (a thread that cannot start, a poisoned lock):
     /// nothing the user gave was wrong. sysexits' `EX_SOFTWARE`.
-    pub const INTERNAL: u8 = 70;
+    pub(crate) const INTERNAL: u8 = 70;
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,7 +2,7 @@
 //! recorded under, and the id a new run gets.
 
 /// Who is running this: `RUNBOOK_OPERATOR`, or `user@host`.
-pub fn operator() -> String {
+pub(crate) fn operator() -> String {
     if let Ok(op) = std::env::var("RUNBOOK_OPERATOR")
         && !op.trim().is_empty()
     {
@@ -16,6 +16,6 @@ pub fn operator() -> String {
 }
 
 /// A new run id: a ULID, so ids sort by start time and never collide.
-pub fn new_run_id() -> String {
+pub(crate) fn new_run_id() -> String {
     ulid::Ulid::generate().to_string().to_lowercase()
 }

@@ -136,7 +136,7 @@ impl Interrupt {
     }
 }
 
-pub fn terminated(stop: Stop, pos: Position) -> Box<EvalAltResult> {
+pub(crate) fn terminated(stop: Stop, pos: Position) -> Box<EvalAltResult> {
     Box::new(EvalAltResult::ErrorTerminated(stop.token().into(), pos))
 }
 

@@ -35,6 +35,7 @@ fn signed(n: usize) -> isize {
 
 // SAFETY: every method forwards to `System` unchanged; the counting touches only a thread-local
 // `Cell` that never allocates.
+#[allow(unsafe_code)] // A global allocator can only be written with `unsafe`; it forwards to `System`.
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller's contract for `alloc` is passed on as is.

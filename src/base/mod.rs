@@ -2,11 +2,11 @@
 //! identity and the interrupt. They import nothing from the crate but each other, so every
 //! layer above can use them.
 
-pub mod clock;
+pub(crate) mod clock;
 pub mod console;
-pub mod error;
+pub(crate) mod error;
 pub mod git;
-pub mod identity;
-pub mod interrupt;
+pub(crate) mod identity;
+pub(crate) mod interrupt;
 pub mod memory;
 pub mod redact;

@@ -168,13 +168,17 @@ pub mod core_api {
     /// Writes `message` to the run log: shown on the terminal and recorded in the transcript
     /// (secrets redacted). Any value is accepted and printed as text.
     #[rhai_fn(name = "log", return_raw)]
-    pub fn log(ctx: NativeCallContext, message: Dynamic) -> ScriptResult<()> {
+    pub(crate) fn log(ctx: NativeCallContext, message: Dynamic) -> ScriptResult<()> {
         log_at(&ctx, "info", &message)
     }
 
     /// Writes `message` at a level: `"info"`, `"warn"` or `"error"`.
     #[rhai_fn(name = "log", return_raw)]
-    pub fn log_level(ctx: NativeCallContext, level: &str, message: Dynamic) -> ScriptResult<()> {
+    pub(crate) fn log_level(
+        ctx: NativeCallContext,
+        level: &str,
+        message: Dynamic,
+    ) -> ScriptResult<()> {
         if !matches!(level, "info" | "warn" | "error") {
             return Err(recorder::runtime_error(
                 "bad_argument",
@@ -188,7 +192,7 @@ pub mod core_api {
     /// Waits for a duration such as `"500ms"`, `"2s"` or `"1m"`. Ends early, with the step, on
     /// its timeout or on Ctrl-C.
     #[rhai_fn(name = "sleep", return_raw)]
-    pub fn sleep(ctx: NativeCallContext, duration: &str) -> ScriptResult<()> {
+    pub(crate) fn sleep(ctx: NativeCallContext, duration: &str) -> ScriptResult<()> {
         let d = parse_duration(duration)
             .map_err(|e| recorder::runtime_error(&e.code, &e.message, ctx.call_position()))?;
         sleep_for(&ctx, d, duration.to_string())
@@ -196,7 +200,7 @@ pub mod core_api {
 
     /// Waits for `millis` milliseconds (see `sleep(duration)`).
     #[rhai_fn(name = "sleep", return_raw)]
-    pub fn sleep_ms(ctx: NativeCallContext, millis: i64) -> ScriptResult<()> {
+    pub(crate) fn sleep_ms(ctx: NativeCallContext, millis: i64) -> ScriptResult<()> {
         let millis = u64::try_from(millis).unwrap_or(0);
         let d =
             crate::base::clock::check_duration(Duration::from_millis(millis)).map_err(|why| {
@@ -211,7 +215,7 @@ pub mod core_api {
 
     /// The current time in UTC, as `"2026-11-23T10:30:00.000Z"`.
     #[rhai_fn(return_raw)]
-    pub fn now(ctx: NativeCallContext) -> ScriptResult<String> {
+    pub(crate) fn now(ctx: NativeCallContext) -> ScriptResult<String> {
         recorder::call(&ctx, &NOW, json!({}), |_| {
             Ok(crate::base::clock::now_utc().into())
         })
@@ -225,7 +229,7 @@ pub mod core_api {
     /// step has left is cut to the deadline. Fails with `WaiterTimeout` when its own `timeout`
     /// runs out. Each attempt is recorded, and which bound applied.
     #[rhai_fn(name = "wait_until", return_raw)]
-    pub fn wait_until(
+    pub(crate) fn wait_until(
         ctx: NativeCallContext,
         condition: FnPtr,
         options: rhai::Map,
@@ -235,14 +239,17 @@ pub mod core_api {
 
     /// `wait_until` until the step's deadline, every `"10s"`.
     #[rhai_fn(name = "wait_until", return_raw)]
-    pub fn wait_until_default(ctx: NativeCallContext, condition: FnPtr) -> ScriptResult<i64> {
+    pub(crate) fn wait_until_default(
+        ctx: NativeCallContext,
+        condition: FnPtr,
+    ) -> ScriptResult<i64> {
         wait(&ctx, condition, rhai::Map::new())
     }
 
     /// Waits for a person to approve `question` (see `approve(question, options)`); returns true
     /// or fails the step (`approval_denied`, `approval_timeout`).
     #[rhai_fn(name = "approve", return_raw)]
-    pub fn approve(ctx: NativeCallContext, question: &str) -> ScriptResult<bool> {
+    pub(crate) fn approve(ctx: NativeCallContext, question: &str) -> ScriptResult<bool> {
         approve_with(ctx, question, rhai::Map::new())
     }
 
@@ -251,7 +258,7 @@ pub mod core_api {
     /// (default false; true: the requester's own answer does not count), `timeout` (default
     /// `"15m"`). Each answer is recorded with the approver's identity. Plans do not wait.
     #[rhai_fn(name = "approve", return_raw)]
-    pub fn approve_with(
+    pub(crate) fn approve_with(
         ctx: NativeCallContext,
         question: &str,
         options: rhai::Map,
@@ -302,7 +309,7 @@ pub mod core_api {
     /// Fails the current step with `message` (its `on_failure` runs, if it has one).
     /// Scripts can catch it: the error is `#{ code: "fail", message }`.
     #[rhai_fn(return_raw)]
-    pub fn fail(ctx: NativeCallContext, message: &str) -> ScriptResult<()> {
+    pub(crate) fn fail(ctx: NativeCallContext, message: &str) -> ScriptResult<()> {
         Err(recorder::runtime_error(
             "fail",
             message,
@@ -312,7 +319,11 @@ pub mod core_api {
 
     /// Fails the current step with `message` unless `condition` is true.
     #[rhai_fn(name = "assert", return_raw)]
-    pub fn assert(ctx: NativeCallContext, condition: bool, message: &str) -> ScriptResult<()> {
+    pub(crate) fn assert(
+        ctx: NativeCallContext,
+        condition: bool,
+        message: &str,
+    ) -> ScriptResult<()> {
         if condition {
             Ok(())
         } else {
@@ -327,7 +338,7 @@ pub mod core_api {
     /// Reads an environment variable the runbook lists in its metadata (`env: ["NAME"]`), or `()`
     /// when it is unset. Values are treated as secrets: they never reach the transcript.
     #[rhai_fn(return_raw)]
-    pub fn env(ctx: NativeCallContext, name: &str) -> ScriptResult<Dynamic> {
+    pub(crate) fn env(ctx: NativeCallContext, name: &str) -> ScriptResult<Dynamic> {
         recorder::call(&ctx, &ENV, json!({ "name": name }), |host| {
             if !host.env_allow.borrow().iter().any(|n| n == name) {
                 return Err(BindingError::new(
@@ -353,7 +364,7 @@ pub mod core_api {
 pub mod json_api {
     /// Parses JSON text into maps, arrays, strings, numbers, booleans and `()` for null.
     #[rhai_fn(return_raw)]
-    pub fn parse(ctx: NativeCallContext, text: &str) -> ScriptResult<Dynamic> {
+    pub(crate) fn parse(ctx: NativeCallContext, text: &str) -> ScriptResult<Dynamic> {
         let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
             recorder::runtime_error(
                 "bad_json",
@@ -366,14 +377,14 @@ pub mod json_api {
 
     /// Encodes a value as compact JSON text.
     #[rhai_fn(return_raw)]
-    pub fn encode(ctx: NativeCallContext, value: Dynamic) -> ScriptResult<String> {
+    pub(crate) fn encode(ctx: NativeCallContext, value: Dynamic) -> ScriptResult<String> {
         let _ = ctx;
         Ok(recorder::to_json(&value).to_string())
     }
 
     /// Encodes a value as indented JSON text.
     #[rhai_fn(return_raw)]
-    pub fn encode_pretty(ctx: NativeCallContext, value: Dynamic) -> ScriptResult<String> {
+    pub(crate) fn encode_pretty(ctx: NativeCallContext, value: Dynamic) -> ScriptResult<String> {
         serde_json::to_string_pretty(&recorder::to_json(&value))
             .map_err(|e| recorder::runtime_error("bad_json", &e.to_string(), ctx.call_position()))
     }
@@ -385,7 +396,7 @@ pub mod notes_api {
     /// Appends a timestamped line to the incident notes (mutating: plan mode only records it).
     /// Secrets are redacted before the line is written.
     #[rhai_fn(return_raw)]
-    pub fn append(ctx: NativeCallContext, text: &str) -> ScriptResult<()> {
+    pub(crate) fn append(ctx: NativeCallContext, text: &str) -> ScriptResult<()> {
         recorder::call(&ctx, &NOTES_APPEND, json!({ "text": text }), |host| {
             let path = host.notes_path.borrow().clone().ok_or_else(|| {
                 BindingError::new(

@@ -21,7 +21,7 @@ use crate::services::cloud::{
 
 const DEFAULT_EVERY: Duration = Duration::from_secs(5);
 /// The name of the security group `isolate` creates (or reuses) in the instance's VPC.
-pub const QUARANTINE_GROUP: &str = "runbook-quarantine";
+pub(crate) const QUARANTINE_GROUP: &str = "runbook-quarantine";
 
 static FIND: Binding = Binding {
     name: "ec2::find",
@@ -193,7 +193,7 @@ fn arg_error(ctx: &NativeCallContext, e: BindingError) -> Box<EvalAltResult> {
 }
 
 /// One instance, or `InvalidInstanceID.NotFound` (as AWS words it) when it does not exist.
-pub async fn describe_one(c: &Cloud, id: &str) -> CloudResult<Instance> {
+pub(crate) async fn describe_one(c: &Cloud, id: &str) -> CloudResult<Instance> {
     let filter = Filter {
         ids: vec![id.to_string()],
         ..Filter::default()
@@ -238,7 +238,7 @@ async fn poll<T>(
 }
 
 /// Polls until every instance is in `state`, or fails with `WaiterTimeout` naming the laggards.
-pub async fn wait_for_state(
+pub(crate) async fn wait_for_state(
     clock: &Clock,
     cloud: &Cloud,
     ids: &[String],
@@ -273,7 +273,7 @@ pub async fn wait_for_state(
 }
 
 /// Polls until both status checks of every instance report `ok`.
-pub async fn wait_status_ok(
+pub(crate) async fn wait_status_ok(
     clock: &Clock,
     cloud: &Cloud,
     ids: &[String],
@@ -364,7 +364,7 @@ pub mod ec2_api {
     /// `image`, `vpc`, `subnet`, `private_ip`, `security_groups`, `network_interfaces`
     /// (`#{ id, groups }`), `volumes`, `tags`, `launch_time`. Read-only.
     #[rhai_fn(return_raw)]
-    pub fn find(ctx: NativeCallContext, filter: Map) -> ScriptResult<Array> {
+    pub(crate) fn find(ctx: NativeCallContext, filter: Map) -> ScriptResult<Array> {
         let f = filter_from(&filter).map_err(|e| arg_error(&ctx, e))?;
         let recorded = json!({ "ids": f.ids, "tags": f.tags, "states": f.states });
         recorder::call(&ctx, &FIND, recorded, |host| {
@@ -376,7 +376,7 @@ pub mod ec2_api {
     /// Describes one instance (see `find` for its fields). Fails with
     /// `InvalidInstanceID.NotFound` when it does not exist. Read-only.
     #[rhai_fn(return_raw)]
-    pub fn describe(ctx: NativeCallContext, id: &str) -> ScriptResult<Map> {
+    pub(crate) fn describe(ctx: NativeCallContext, id: &str) -> ScriptResult<Map> {
         let id = id.to_string();
         recorder::call(&ctx, &DESCRIBE, json!({ "id": id }), |host| {
             on_cloud(host, async |c: &Cloud| describe_one(c, &id).await)
@@ -387,7 +387,7 @@ pub mod ec2_api {
     /// Status checks of instances: an array of `#{ id, state, system_status, instance_status }`,
     /// each status `ok`, `impaired`, `initializing`, ... Read-only.
     #[rhai_fn(return_raw)]
-    pub fn status(ctx: NativeCallContext, ids: Dynamic) -> ScriptResult<Array> {
+    pub(crate) fn status(ctx: NativeCallContext, ids: Dynamic) -> ScriptResult<Array> {
         let ids = args::ids(&ids, "ids").map_err(|e| arg_error(&ctx, e))?;
         recorder::call(&ctx, &STATUS, json!({ "ids": ids }), |host| {
             on_cloud(host, async |c: &Cloud| c.instance_status(&ids).await)
@@ -401,7 +401,7 @@ pub mod ec2_api {
     /// When its own `timeout` runs out, fails with `WaiterTimeout` naming the instances that are
     /// not. Read-only.
     #[rhai_fn(return_raw)]
-    pub fn wait_status_ok(
+    pub(crate) fn wait_status_ok(
         ctx: NativeCallContext,
         ids: Dynamic,
         options: Map,
@@ -428,7 +428,7 @@ pub mod ec2_api {
     /// Waits until every instance is in `state` (`"running"`, `"stopped"`, `"terminated"`, ...).
     /// Options as for `wait_status_ok`. Read-only.
     #[rhai_fn(return_raw)]
-    pub fn wait_state(
+    pub(crate) fn wait_state(
         ctx: NativeCallContext,
         ids: Dynamic,
         state: &str,
@@ -457,7 +457,11 @@ pub mod ec2_api {
     /// The running instances of a blue/green colour: tags `Service = service` and `Color = color`
     /// (`"blue"` or `"green"`). Read-only.
     #[rhai_fn(return_raw)]
-    pub fn by_color(ctx: NativeCallContext, service: &str, color: &str) -> ScriptResult<Array> {
+    pub(crate) fn by_color(
+        ctx: NativeCallContext,
+        service: &str,
+        color: &str,
+    ) -> ScriptResult<Array> {
         let f = Filter {
             ids: Vec::new(),
             tags: Tags::from([
@@ -477,14 +481,14 @@ pub mod ec2_api {
 
     /// Adds (or overwrites) tags on instances, snapshots or images. Mutating.
     #[rhai_fn(name = "tag", return_raw)]
-    pub fn tag(ctx: NativeCallContext, ids: Dynamic, tags: Map) -> ScriptResult<()> {
+    pub(crate) fn tag(ctx: NativeCallContext, ids: Dynamic, tags: Map) -> ScriptResult<()> {
         tag_with(ctx, ids, tags, Map::new())
     }
 
     /// Adds tags with fan-out options: `chunk` (resource ids per CreateTags call, default 100) and
     /// `concurrency` (calls in flight, default 10). Returns nothing. Mutating.
     #[rhai_fn(name = "tag", return_raw)]
-    pub fn tag_with(
+    pub(crate) fn tag_with(
         ctx: NativeCallContext,
         ids: Dynamic,
         tags: Map,
@@ -519,7 +523,7 @@ pub mod ec2_api {
 
     /// Removes tags (by key) from instances. Mutating.
     #[rhai_fn(return_raw)]
-    pub fn untag(ctx: NativeCallContext, ids: Dynamic, keys: Array) -> ScriptResult<()> {
+    pub(crate) fn untag(ctx: NativeCallContext, ids: Dynamic, keys: Array) -> ScriptResult<()> {
         let ids = args::ids(&ids, "ids").map_err(|e| arg_error(&ctx, e))?;
         let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
         recorder::call(&ctx, &UNTAG, json!({ "ids": ids, "keys": keys }), |host| {
@@ -535,14 +539,18 @@ pub mod ec2_api {
     /// `ec2::restore`. Mutating. In a plan: the same map with `quarantine_group: "sg-planned"`,
     /// `planned: true` and the instance's real `vpc` and `previous_groups` (read-only lookup).
     #[rhai_fn(name = "isolate", return_raw)]
-    pub fn isolate(ctx: NativeCallContext, id: &str) -> ScriptResult<Map> {
+    pub(crate) fn isolate(ctx: NativeCallContext, id: &str) -> ScriptResult<Map> {
         isolate_with(ctx, id, Map::new())
     }
 
     /// `isolate` with options: `group_name` (default `runbook-quarantine`) and `incident` (tagged
     /// on a group it creates).
     #[rhai_fn(name = "isolate", return_raw)]
-    pub fn isolate_with(ctx: NativeCallContext, id: &str, options: Map) -> ScriptResult<Map> {
+    pub(crate) fn isolate_with(
+        ctx: NativeCallContext,
+        id: &str,
+        options: Map,
+    ) -> ScriptResult<Map> {
         let parsed = (|| -> Result<_, BindingError> {
             args::known(&options, &["group_name", "incident"])?;
             Ok((
@@ -614,7 +622,7 @@ pub mod ec2_api {
     /// Puts back the groups `isolate` replaced: `previous` is its result (or its
     /// `previous_groups` map). Mutating.
     #[rhai_fn(return_raw)]
-    pub fn restore(ctx: NativeCallContext, id: &str, previous: Map) -> ScriptResult<()> {
+    pub(crate) fn restore(ctx: NativeCallContext, id: &str, previous: Map) -> ScriptResult<()> {
         let previous = match previous
             .get("previous_groups")
             .and_then(|p| p.clone().try_cast::<Map>())
@@ -644,7 +652,11 @@ pub mod ec2_api {
     /// (default: the step's deadline, as for `wait_status_ok`). Returns an array of `#{ volume, snapshot, state }`. Mutating. In a plan: one entry per
     /// attached volume (read-only lookup) with `snapshot: "snap-planned"`, `state: "planned"`.
     #[rhai_fn(return_raw)]
-    pub fn snapshot_volumes(ctx: NativeCallContext, id: &str, options: Map) -> ScriptResult<Array> {
+    pub(crate) fn snapshot_volumes(
+        ctx: NativeCallContext,
+        id: &str,
+        options: Map,
+    ) -> ScriptResult<Array> {
         let parsed = (|| -> Result<_, BindingError> {
             args::known(&options, &["incident", "wait", "timeout", "every"])?;
             Ok((
@@ -722,7 +734,7 @@ pub mod ec2_api {
 
     /// Stops instances and waits until they are `stopped` (see `stop(ids, options)`). Mutating.
     #[rhai_fn(name = "stop", return_raw)]
-    pub fn stop(ctx: NativeCallContext, ids: Dynamic) -> ScriptResult<Array> {
+    pub(crate) fn stop(ctx: NativeCallContext, ids: Dynamic) -> ScriptResult<Array> {
         change_state(&ctx, &STOP, ids, Map::new(), |force| StateAction::Stop {
             force,
         })
@@ -733,7 +745,11 @@ pub mod ec2_api {
     /// `force`. Returns an array of `#{ id, previous_state, state }`. Mutating. In a plan: one
     /// entry per id with both states `"planned"` (the same for `start`, `reboot`, `terminate`).
     #[rhai_fn(name = "stop", return_raw)]
-    pub fn stop_with(ctx: NativeCallContext, ids: Dynamic, options: Map) -> ScriptResult<Array> {
+    pub(crate) fn stop_with(
+        ctx: NativeCallContext,
+        ids: Dynamic,
+        options: Map,
+    ) -> ScriptResult<Array> {
         change_state(&ctx, &STOP, ids, options, |force| StateAction::Stop {
             force,
         })
@@ -741,25 +757,29 @@ pub mod ec2_api {
 
     /// Starts instances and waits until they are `running`. Mutating.
     #[rhai_fn(name = "start", return_raw)]
-    pub fn start(ctx: NativeCallContext, ids: Dynamic) -> ScriptResult<Array> {
+    pub(crate) fn start(ctx: NativeCallContext, ids: Dynamic) -> ScriptResult<Array> {
         change_state(&ctx, &START, ids, Map::new(), |_| StateAction::Start)
     }
 
     /// Starts instances (options as for `stop`). Mutating.
     #[rhai_fn(name = "start", return_raw)]
-    pub fn start_with(ctx: NativeCallContext, ids: Dynamic, options: Map) -> ScriptResult<Array> {
+    pub(crate) fn start_with(
+        ctx: NativeCallContext,
+        ids: Dynamic,
+        options: Map,
+    ) -> ScriptResult<Array> {
         change_state(&ctx, &START, ids, options, |_| StateAction::Start)
     }
 
     /// Reboots instances (they stay `running`). Mutating.
     #[rhai_fn(name = "reboot", return_raw)]
-    pub fn reboot(ctx: NativeCallContext, ids: Dynamic) -> ScriptResult<Array> {
+    pub(crate) fn reboot(ctx: NativeCallContext, ids: Dynamic) -> ScriptResult<Array> {
         change_state(&ctx, &REBOOT, ids, Map::new(), |_| StateAction::Reboot)
     }
 
     /// Terminates instances and waits until they are `terminated`. Mutating.
     #[rhai_fn(name = "terminate", return_raw)]
-    pub fn terminate(ctx: NativeCallContext, ids: Dynamic) -> ScriptResult<Array> {
+    pub(crate) fn terminate(ctx: NativeCallContext, ids: Dynamic) -> ScriptResult<Array> {
         change_state(&ctx, &TERMINATE, ids, Map::new(), |_| {
             StateAction::Terminate
         })
@@ -767,7 +787,7 @@ pub mod ec2_api {
 
     /// Terminates instances (options as for `stop`). Mutating.
     #[rhai_fn(name = "terminate", return_raw)]
-    pub fn terminate_with(
+    pub(crate) fn terminate_with(
         ctx: NativeCallContext,
         ids: Dynamic,
         options: Map,
@@ -779,7 +799,11 @@ pub mod ec2_api {
     /// `name` (default `runbook-<id>-<time>`), `no_reboot` (default true: do not disturb
     /// evidence), `incident`, `tags`. Mutating. In a plan: `"ami-planned"`.
     #[rhai_fn(return_raw)]
-    pub fn create_image(ctx: NativeCallContext, id: &str, options: Map) -> ScriptResult<String> {
+    pub(crate) fn create_image(
+        ctx: NativeCallContext,
+        id: &str,
+        options: Map,
+    ) -> ScriptResult<String> {
         let parsed = (|| -> Result<_, BindingError> {
             args::known(&options, &["name", "no_reboot", "incident", "tags"])?;
             let mut tags = args::tags(options.get("tags"))?;
@@ -816,7 +840,7 @@ pub mod ec2_api {
     /// `--max-resources` counts the `count` new instances before the call is sent. In a plan:
     /// `count` instances with every `find` field, ids `i-planned00000000`, ... and state `"planned"`.
     #[rhai_fn(return_raw)]
-    pub fn launch(ctx: NativeCallContext, spec: Map) -> ScriptResult<Array> {
+    pub(crate) fn launch(ctx: NativeCallContext, spec: Map) -> ScriptResult<Array> {
         let parsed = (|| -> Result<_, BindingError> {
             args::known(
                 &spec,

@@ -233,7 +233,7 @@ fn arg_error(ctx: &NativeCallContext, e: BindingError) -> Box<EvalAltResult> {
 }
 
 /// Nearest-rank percentile of sorted samples.
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -247,7 +247,7 @@ pub mod health_api {
     /// Probes `url` with GET and returns `#{ ok, status, latency_ms, body, error }`. `ok` needs a
     /// 2xx/3xx status (see `http(url, options)`). Never throws for an unhealthy answer: check `ok`.
     #[rhai_fn(name = "http", return_raw)]
-    pub fn http(ctx: NativeCallContext, url: &str) -> ScriptResult<Map> {
+    pub(crate) fn http(ctx: NativeCallContext, url: &str) -> ScriptResult<Map> {
         http_with(ctx, url, Map::new())
     }
 
@@ -255,7 +255,7 @@ pub mod health_api {
     /// `expect_body` (text the body must contain), `max_latency` (`"500ms"`), `timeout`
     /// (default `"10s"`), `retries` (default 0) with `retry_delay` (default `"1s"`), `headers`.
     #[rhai_fn(name = "http", return_raw)]
-    pub fn http_with(ctx: NativeCallContext, url: &str, options: Map) -> ScriptResult<Map> {
+    pub(crate) fn http_with(ctx: NativeCallContext, url: &str, options: Map) -> ScriptResult<Map> {
         let o = parse_http(&options).map_err(|e| arg_error(&ctx, e))?;
         let url = url.to_string();
         recorder::call(
@@ -286,13 +286,13 @@ pub mod health_api {
 
     /// Opens a TCP connection to `host:port`: `#{ ok, latency_ms, error }` (timeout 5 s).
     #[rhai_fn(name = "tcp", return_raw)]
-    pub fn tcp(ctx: NativeCallContext, host_name: &str, port: i64) -> ScriptResult<Map> {
+    pub(crate) fn tcp(ctx: NativeCallContext, host_name: &str, port: i64) -> ScriptResult<Map> {
         tcp_with(ctx, host_name, port, Map::new())
     }
 
     /// `tcp` with a `timeout` option.
     #[rhai_fn(name = "tcp", return_raw)]
-    pub fn tcp_with(
+    pub(crate) fn tcp_with(
         ctx: NativeCallContext,
         host_name: &str,
         port: i64,
@@ -327,7 +327,7 @@ pub mod health_api {
     /// `timeout` (per request, default `"10s"`). Returns `#{ samples, errors, p50, p95, p99,
     /// min, max, mean }` in milliseconds, over the successful (2xx/3xx) answers.
     #[rhai_fn(return_raw)]
-    pub fn latency(ctx: NativeCallContext, url: &str, options: Map) -> ScriptResult<Map> {
+    pub(crate) fn latency(ctx: NativeCallContext, url: &str, options: Map) -> ScriptResult<Map> {
         let parsed = (|| -> Result<_, BindingError> {
             args::known(&options, &["samples", "concurrency", "timeout"])?;
             Ok((

@@ -12,14 +12,14 @@ use rhai::plugin::*;
 
 use crate::sandbox::engine::{Host, ImportRoots};
 
-pub mod core;
-pub mod ec2;
-pub mod health;
-pub mod slack;
-pub mod ssm;
+pub(crate) mod core;
+pub(crate) mod ec2;
+pub(crate) mod health;
+pub(crate) mod slack;
+pub(crate) mod ssm;
 
 /// Namespaces taken by bindings: an `import ... as <alias>` may not reuse them.
-pub const NAMESPACES: &[&str] = &["json", "notes", "ec2", "ssm", "slack", "teams", "health"];
+pub(crate) const NAMESPACES: &[&str] = &["json", "notes", "ec2", "ssm", "slack", "teams", "health"];
 
 /// The engine a runbook runs in: the sandbox ([`crate::sandbox::engine::sandbox`]) with the declaration
 /// functions and every binding, registered in that order. Every runbook, the REPL and
@@ -58,7 +58,7 @@ pub(crate) mod args {
     }
 
     /// Instance ids from a string, an array of strings, or maps with an `id` (what `ec2::find` returns).
-    pub fn ids(value: &Dynamic, what: &str) -> Result<Vec<String>, BindingError> {
+    pub(crate) fn ids(value: &Dynamic, what: &str) -> Result<Vec<String>, BindingError> {
         let one = |v: &Dynamic| -> Option<String> {
             if v.is_string() {
                 return v.clone().into_string().ok();
@@ -79,7 +79,7 @@ pub(crate) mod args {
         }
     }
 
-    pub fn tags(value: Option<&Dynamic>) -> Result<Tags, BindingError> {
+    pub(crate) fn tags(value: Option<&Dynamic>) -> Result<Tags, BindingError> {
         let Some(value) = value else {
             return Ok(Tags::new());
         };
@@ -92,7 +92,7 @@ pub(crate) mod args {
             .collect())
     }
 
-    pub fn string(opts: &Map, key: &str) -> Result<Option<String>, BindingError> {
+    pub(crate) fn string(opts: &Map, key: &str) -> Result<Option<String>, BindingError> {
         match opts.get(key) {
             None => Ok(None),
             Some(v) if v.is_unit() => Ok(None),
@@ -104,7 +104,7 @@ pub(crate) mod args {
         }
     }
 
-    pub fn strings(opts: &Map, key: &str) -> Result<Vec<String>, BindingError> {
+    pub(crate) fn strings(opts: &Map, key: &str) -> Result<Vec<String>, BindingError> {
         match opts.get(key) {
             None => Ok(Vec::new()),
             Some(v) if v.is_string() => Ok(vec![v.to_string()]),
@@ -120,7 +120,7 @@ pub(crate) mod args {
         }
     }
 
-    pub fn boolean(opts: &Map, key: &str, default: bool) -> Result<bool, BindingError> {
+    pub(crate) fn boolean(opts: &Map, key: &str, default: bool) -> Result<bool, BindingError> {
         match opts.get(key) {
             None => Ok(default),
             Some(v) => v
@@ -129,7 +129,7 @@ pub(crate) mod args {
         }
     }
 
-    pub fn int(opts: &Map, key: &str, default: i64) -> Result<i64, BindingError> {
+    pub(crate) fn int(opts: &Map, key: &str, default: i64) -> Result<i64, BindingError> {
         match opts.get(key) {
             None => Ok(default),
             Some(v) => v
@@ -138,7 +138,11 @@ pub(crate) mod args {
         }
     }
 
-    pub fn duration(opts: &Map, key: &str, default: Duration) -> Result<Duration, BindingError> {
+    pub(crate) fn duration(
+        opts: &Map,
+        key: &str,
+        default: Duration,
+    ) -> Result<Duration, BindingError> {
         match opts.get(key) {
             None => Ok(default),
             Some(v) => {
@@ -150,7 +154,7 @@ pub(crate) mod args {
 
     /// A wait's own `timeout` option, None when not given: the wait is then bounded by the step's
     /// deadline (see [`crate::base::clock::Clock::wait_limit`]), never by a second default.
-    pub fn wait_timeout(opts: &Map, key: &str) -> Result<Option<Duration>, BindingError> {
+    pub(crate) fn wait_timeout(opts: &Map, key: &str) -> Result<Option<Duration>, BindingError> {
         match opts.get(key) {
             None => Ok(None),
             Some(_) => duration(opts, key, Duration::ZERO).map(Some),
@@ -159,7 +163,7 @@ pub(crate) mod args {
 
     /// What a call records for a wait's `timeout` option: as given, or that the step's deadline
     /// bounds it (never the time left, which differs between a run and its resume).
-    pub fn wait_timeout_recorded(timeout: Option<Duration>) -> serde_json::Value {
+    pub(crate) fn wait_timeout_recorded(timeout: Option<Duration>) -> serde_json::Value {
         match timeout {
             Some(t) => humantime::format_duration(t).to_string().into(),
             None => "step deadline".into(),
@@ -167,13 +171,13 @@ pub(crate) mod args {
     }
 
     /// Any serializable result as a script value.
-    pub fn to_dynamic<T: serde::Serialize>(value: &T) -> Result<Dynamic, BindingError> {
+    pub(crate) fn to_dynamic<T: serde::Serialize>(value: &T) -> Result<Dynamic, BindingError> {
         rhai::serde::to_dynamic(value)
             .map_err(|e| BindingError::new("internal", format!("cannot convert a result: {e}")))
     }
 
     /// Refuses option keys a binding does not know (a typo must not silently change behaviour).
-    pub fn known(opts: &Map, allowed: &[&str]) -> Result<(), BindingError> {
+    pub(crate) fn known(opts: &Map, allowed: &[&str]) -> Result<(), BindingError> {
         match opts.keys().find(|k| !allowed.contains(&k.as_str())) {
             Some(k) => Err(bad(format!(
                 "unknown option `{k}`; known: {}",

@@ -225,13 +225,13 @@ pub mod slack_api {
     /// Posts `text` to the incoming webhook (or, without one, to the default channel through the
     /// Web API). Returns `#{ ok, ts, channel }` or `#{ ok: false, code, error }`. Mutating.
     #[rhai_fn(name = "post", return_raw)]
-    pub fn post(ctx: NativeCallContext, text: &str) -> ScriptResult<Map> {
+    pub(crate) fn post(ctx: NativeCallContext, text: &str) -> ScriptResult<Map> {
         slack_send(&ctx, text.to_string(), PostOptions::default())
     }
 
     /// `post(text)` with options: `required` (error instead of `ok: false`), `blocks`. Mutating.
     #[rhai_fn(name = "post", return_raw)]
-    pub fn post_default_with(
+    pub(crate) fn post_default_with(
         ctx: NativeCallContext,
         text: &str,
         options: Map,
@@ -245,14 +245,14 @@ pub mod slack_api {
     /// message that cannot be delivered is warned about on the terminal and counted in the run's
     /// summary. Mutating.
     #[rhai_fn(name = "post", return_raw)]
-    pub fn post_to(ctx: NativeCallContext, channel: &str, text: &str) -> ScriptResult<Map> {
+    pub(crate) fn post_to(ctx: NativeCallContext, channel: &str, text: &str) -> ScriptResult<Map> {
         slack_send(&ctx, text.to_string(), PostOptions::to(channel))
     }
 
     /// `post` with options: `blocks` (Block Kit array), `thread_ts` (reply in a thread),
     /// `required` (error instead of `ok: false`). Mutating.
     #[rhai_fn(name = "post", return_raw)]
-    pub fn post_with(
+    pub(crate) fn post_with(
         ctx: NativeCallContext,
         channel: &str,
         text: &str,
@@ -271,7 +271,7 @@ pub mod slack_api {
 
     /// Replies in the thread of message `thread_ts` in `channel`. Mutating.
     #[rhai_fn(return_raw)]
-    pub fn reply(
+    pub(crate) fn reply(
         ctx: NativeCallContext,
         channel: &str,
         thread_ts: &str,
@@ -289,7 +289,7 @@ pub mod slack_api {
 
     /// Replaces the text of message `ts` in `channel` (`chat.update`). Mutating.
     #[rhai_fn(return_raw)]
-    pub fn update(
+    pub(crate) fn update(
         ctx: NativeCallContext,
         channel: &str,
         ts: &str,
@@ -318,7 +318,7 @@ pub mod slack_api {
     /// `severity`, `environment`, `service`, `description`, `started`, `status`, `commander`.
     /// Mutating.
     #[rhai_fn(name = "incident_alert", return_raw)]
-    pub fn incident_alert(ctx: NativeCallContext, fields: Map) -> ScriptResult<Map> {
+    pub(crate) fn incident_alert(ctx: NativeCallContext, fields: Map) -> ScriptResult<Map> {
         incident_alert_with(ctx, fields, Map::new())
     }
 
@@ -326,7 +326,7 @@ pub mod slack_api {
     /// needs `SLACK_BOT_TOKEN`; with only `SLACK_WEBHOOK_URL` the alert goes to the webhook's
     /// channel instead (said on the terminal, recorded as `instead_of`).
     #[rhai_fn(name = "incident_alert", return_raw)]
-    pub fn incident_alert_with(
+    pub(crate) fn incident_alert_with(
         ctx: NativeCallContext,
         fields: Map,
         options: Map,
@@ -341,13 +341,17 @@ pub mod slack_api {
     /// Posts the resolution notice (DevOps document template). `fields`: `incident`,
     /// `duration`, `root_cause`, `resolution`, `postmortem`. Mutating.
     #[rhai_fn(name = "resolution", return_raw)]
-    pub fn resolution(ctx: NativeCallContext, fields: Map) -> ScriptResult<Map> {
+    pub(crate) fn resolution(ctx: NativeCallContext, fields: Map) -> ScriptResult<Map> {
         resolution_with(ctx, fields, Map::new())
     }
 
     /// `resolution` with `post` options.
     #[rhai_fn(name = "resolution", return_raw)]
-    pub fn resolution_with(ctx: NativeCallContext, fields: Map, options: Map) -> ScriptResult<Map> {
+    pub(crate) fn resolution_with(
+        ctx: NativeCallContext,
+        fields: Map,
+        options: Map,
+    ) -> ScriptResult<Map> {
         post_template(
             &ctx,
             notify::resolution_text(&template_fields(&fields)),
@@ -378,21 +382,21 @@ fn teams_send(
 pub mod teams_api {
     /// Posts `text` to the Teams webhook (`TEAMS_WEBHOOK_URL`) as an Adaptive Card. Mutating.
     #[rhai_fn(return_raw)]
-    pub fn post(ctx: NativeCallContext, text: &str) -> ScriptResult<Map> {
+    pub(crate) fn post(ctx: NativeCallContext, text: &str) -> ScriptResult<Map> {
         teams_send(&ctx, teams_card(text), text.to_string(), false)
     }
 
     /// Posts the initial incident report as an Adaptive Card (fields as for
     /// `slack::incident_alert`). Mutating.
     #[rhai_fn(return_raw)]
-    pub fn incident_alert(ctx: NativeCallContext, fields: Map) -> ScriptResult<Map> {
+    pub(crate) fn incident_alert(ctx: NativeCallContext, fields: Map) -> ScriptResult<Map> {
         let text = notify::incident_alert_text(&template_fields(&fields));
         teams_send(&ctx, teams_card(&text), text, false)
     }
 
     /// Posts the resolution notice as an Adaptive Card. Mutating.
     #[rhai_fn(return_raw)]
-    pub fn resolution(ctx: NativeCallContext, fields: Map) -> ScriptResult<Map> {
+    pub(crate) fn resolution(ctx: NativeCallContext, fields: Map) -> ScriptResult<Map> {
         let text = notify::resolution_text(&template_fields(&fields));
         teams_send(&ctx, teams_card(&text), text, false)
     }

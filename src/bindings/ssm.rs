@@ -20,7 +20,7 @@ use crate::sandbox::recorder::{self, Binding, Effect, ScriptResult, unit_placeho
 use crate::services::cloud::{Cloud, CloudResult, CommandRequest, Filter, Invocation};
 
 /// Output kept per instance and stream (SSM's own GetCommandInvocation limit is 24,000 chars).
-pub const OUTPUT_LIMIT: usize = 24_000;
+pub(crate) const OUTPUT_LIMIT: usize = 24_000;
 const DEFAULT_POLL: Duration = Duration::from_secs(2);
 
 static RUN_COMMAND: Binding = Binding {
@@ -410,7 +410,7 @@ pub mod ssm_api {
     /// planned: true, results }` with one `#{ instance, status: "Planned", exit_code: 0, stdout:
     /// "", stderr: "" }` per target instance, so `r.results[0].stdout` works in plans as in runs.
     #[rhai_fn(return_raw)]
-    pub fn run_command(ctx: NativeCallContext, spec: Map) -> ScriptResult<Map> {
+    pub(crate) fn run_command(ctx: NativeCallContext, spec: Map) -> ScriptResult<Map> {
         let req = parse_request(&spec).map_err(|e| arg_error(&ctx, e))?;
         send(&ctx, req)
     }
@@ -418,7 +418,11 @@ pub mod ssm_api {
     /// Runs shell commands (`AWS-RunShellScript`) on `targets` (ids, instances, or a tag map).
     /// Same result (and plan placeholder) as `run_command`. Mutating.
     #[rhai_fn(name = "shell", return_raw)]
-    pub fn shell(ctx: NativeCallContext, targets: Dynamic, commands: Dynamic) -> ScriptResult<Map> {
+    pub(crate) fn shell(
+        ctx: NativeCallContext,
+        targets: Dynamic,
+        commands: Dynamic,
+    ) -> ScriptResult<Map> {
         shell_with(ctx, targets, commands, Map::new())
     }
 
@@ -426,7 +430,7 @@ pub mod ssm_api {
     /// `read_only: true` for a diagnostic that may run in plans:
     /// `ssm::shell(id, ["top -b -n 1"], #{ read_only: true })`.
     #[rhai_fn(name = "shell", return_raw)]
-    pub fn shell_with(
+    pub(crate) fn shell_with(
         ctx: NativeCallContext,
         targets: Dynamic,
         commands: Dynamic,
@@ -448,7 +452,11 @@ pub mod ssm_api {
     /// `"Scan"`), `reboot` (`"RebootIfNeeded"`, default, or `"NoReboot"`), and the
     /// `run_command` options. Mutating.
     #[rhai_fn(return_raw)]
-    pub fn patch(ctx: NativeCallContext, targets: Dynamic, options: Map) -> ScriptResult<Map> {
+    pub(crate) fn patch(
+        ctx: NativeCallContext,
+        targets: Dynamic,
+        options: Map,
+    ) -> ScriptResult<Map> {
         let mut spec = options;
         let operation = spec
             .remove("operation")
@@ -475,7 +483,7 @@ pub mod ssm_api {
     /// Reads a parameter (decrypting SecureStrings). The value is treated as a secret from then
     /// on: it is redacted from the transcript, logs and the terminal. Read-only.
     #[rhai_fn(return_raw)]
-    pub fn get_parameter(ctx: NativeCallContext, name: &str) -> ScriptResult<String> {
+    pub(crate) fn get_parameter(ctx: NativeCallContext, name: &str) -> ScriptResult<String> {
         let name = name.to_string();
         recorder::call(&ctx, &GET_PARAMETER, json!({ "name": name }), |host| {
             let cloud = host.cloud.get(&host.io)?;
@@ -491,7 +499,7 @@ pub mod ssm_api {
     /// Writes a parameter and returns its new version. Options: `type` (`"String"`, default,
     /// `"SecureString"`, `"StringList"`), `overwrite` (default true). Mutating.
     #[rhai_fn(return_raw)]
-    pub fn put_parameter(
+    pub(crate) fn put_parameter(
         ctx: NativeCallContext,
         name: &str,
         value: &str,

@@ -27,8 +27,8 @@ use serde::Deserialize;
 
 use crate::base::error::{Error, Result};
 
-pub const FILE_NAME: &str = "runbook.toml";
-pub const BUILTIN_SIM: &str = "sim";
+pub(crate) const FILE_NAME: &str = "runbook.toml";
+pub(crate) const BUILTIN_SIM: &str = "sim";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -1,5 +1,5 @@
 //! Data read and written as files: `runbook.toml` (config) and the audit transcript. Above the
 //! leaves only; nothing here runs a script or talks to a cloud.
 
-pub mod config;
+pub(crate) mod config;
 pub mod transcript;

@@ -12,7 +12,7 @@ use crate::sandbox::engine::{Host, ImportRoots};
 use crate::sandbox::recorder::Mode;
 
 /// Markdown for every function registered by our own modules (Rhai's standard library excluded).
-pub fn markdown() -> Result<String> {
+pub(crate) fn markdown() -> Result<String> {
     let host = Host::new(
         Mode::Plan,
         Console::silent(),

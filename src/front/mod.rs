@@ -2,8 +2,8 @@
 //! and the generated docs. Nothing imports from here but `main.rs`.
 
 pub mod cli;
-pub mod docs;
+pub(crate) mod docs;
 pub mod drill;
 pub mod hooks;
-pub mod policy;
-pub mod repl;
+pub(crate) mod policy;
+pub(crate) mod repl;

@@ -80,7 +80,12 @@ fn binding_names(engine: &rhai::Engine) -> Vec<String> {
     names
 }
 
-pub fn run(host: Rc<Host>, transcript: PathBuf, env_name: &str, operator: &str) -> Result<()> {
+pub(crate) fn run(
+    host: Rc<Host>,
+    transcript: PathBuf,
+    env_name: &str,
+    operator: &str,
+) -> Result<()> {
     let dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let engine = crate::bindings::engine(&host, ImportRoots::for_runbook(&dir.join("repl.rhai")));
     let writer = TranscriptWriter::create(&transcript, host.redactor.clone())?;

@@ -21,7 +21,7 @@ use crate::run::executor::{Action, AfterFailure, Decision, Driver, StepView};
 use crate::sandbox::declare::{Confirm, Step};
 use crate::sandbox::engine::ErrorInfo;
 
-pub struct Interactive {
+pub(crate) struct Interactive {
     editor: DefaultEditor,
     operator: String,
 }
@@ -46,7 +46,7 @@ const REASON_HELP: &str =
   Ctrl-C or Ctrl-D stops the run instead.";
 
 impl Interactive {
-    pub fn new(operator: String) -> Result<Self, String> {
+    pub(crate) fn new(operator: String) -> Result<Self, String> {
         let editor = DefaultEditor::new().map_err(|e| format!("cannot open the terminal: {e}"))?;
         Ok(Interactive { editor, operator })
     }

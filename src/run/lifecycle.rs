@@ -14,7 +14,7 @@ use crate::sandbox::engine::{ErrorInfo, Host};
 /// Run lifecycle notifications a runbook switches on with `notify: #{ slack: "#channel" }`: one
 /// parent message when the run starts, step failures and the final status as replies in its
 /// thread (and the parent updated with the outcome). Delivery failures are recorded, never fatal.
-pub struct SlackLifecycle {
+pub(crate) struct SlackLifecycle {
     host: Rc<Host>,
     channel: String,
     thread_ts: Option<String>,
@@ -25,12 +25,12 @@ pub struct SlackLifecycle {
 
 impl SlackLifecycle {
     /// The lifecycle notifier a runbook asks for in its metadata (`notify: #{ slack: ... }`).
-    pub fn for_runbook(rb: &Runbook) -> Option<Box<dyn RunObserver>> {
+    pub(crate) fn for_runbook(rb: &Runbook) -> Option<Box<dyn RunObserver>> {
         let channel = rb.meta.notify_slack.clone()?;
         Some(Box::new(SlackLifecycle::new(rb.host.clone(), channel)))
     }
 
-    pub fn new(host: Rc<Host>, channel: String) -> Self {
+    pub(crate) fn new(host: Rc<Host>, channel: String) -> Self {
         SlackLifecycle {
             host,
             channel,

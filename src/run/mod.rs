@@ -2,7 +2,7 @@
 //! the interactive terminal driver, resume, and run-lifecycle observers.
 
 pub mod executor;
-pub mod interactive;
+pub(crate) mod interactive;
 pub(crate) mod launch;
-pub mod lifecycle;
+pub(crate) mod lifecycle;
 pub mod resume;

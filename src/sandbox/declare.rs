@@ -57,7 +57,7 @@ pub struct Declarations {
 }
 
 /// Adds the declaration functions to an engine.
-pub fn register_declarations(engine: &mut Engine) {
+pub(crate) fn register_declarations(engine: &mut Engine) {
     engine.register_global_module(exported_module!(declare_api).into());
 }
 
@@ -103,7 +103,7 @@ pub mod declare_api {
     /// A `secret` value is redacted everywhere (transcripts, logs, errors, Slack and Teams
     /// messages) and must be at least 4 characters long; a shorter one is refused.
     #[rhai_fn(return_raw)]
-    pub fn runbook(ctx: NativeCallContext, meta: Map) -> ScriptResult<()> {
+    pub(crate) fn runbook(ctx: NativeCallContext, meta: Map) -> ScriptResult<()> {
         let host = crate::sandbox::recorder::host_of(&ctx)?;
         let mut decls = host.decls.borrow_mut();
         if decls.meta.is_some() {
@@ -118,7 +118,11 @@ pub mod declare_api {
     ///
     /// `body` is a closure `|ctx| { ... }`; `ctx` holds the parameters and whatever earlier steps stored.
     #[rhai_fn(name = "containment", return_raw)]
-    pub fn containment(ctx: NativeCallContext, title: &str, body: FnPtr) -> ScriptResult<()> {
+    pub(crate) fn containment(
+        ctx: NativeCallContext,
+        title: &str,
+        body: FnPtr,
+    ) -> ScriptResult<()> {
         declare(&ctx, Phase::Containment, title, body, Map::new())
     }
 
@@ -135,7 +139,7 @@ pub mod declare_api {
     /// ends `failed`, with the limit named: `too_many_operations` (the operation budget, 200
     /// million by default) or `too_much_memory` (256 MiB held by the script in total).
     #[rhai_fn(name = "containment", return_raw)]
-    pub fn containment_guarded(
+    pub(crate) fn containment_guarded(
         ctx: NativeCallContext,
         title: &str,
         options: Map,
@@ -147,7 +151,7 @@ pub mod declare_api {
     /// Declares a containment step with its options after the body (the older form; the same
     /// options and checks as `containment(title, options, body)`).
     #[rhai_fn(name = "containment", return_raw)]
-    pub fn containment_with(
+    pub(crate) fn containment_with(
         ctx: NativeCallContext,
         title: &str,
         body: FnPtr,
@@ -158,14 +162,18 @@ pub mod declare_api {
 
     /// Declares an eradication step: remove the cause.
     #[rhai_fn(name = "eradication", return_raw)]
-    pub fn eradication(ctx: NativeCallContext, title: &str, body: FnPtr) -> ScriptResult<()> {
+    pub(crate) fn eradication(
+        ctx: NativeCallContext,
+        title: &str,
+        body: FnPtr,
+    ) -> ScriptResult<()> {
         declare(&ctx, Phase::Eradication, title, body, Map::new())
     }
 
     /// Declares an eradication step with its options first (see `containment`):
     /// `eradication("title", #{ confirm: "WORD", timeout: "5m" }, |ctx| { ... })`.
     #[rhai_fn(name = "eradication", return_raw)]
-    pub fn eradication_guarded(
+    pub(crate) fn eradication_guarded(
         ctx: NativeCallContext,
         title: &str,
         options: Map,
@@ -176,7 +184,7 @@ pub mod declare_api {
 
     /// Declares an eradication step with its options after the body (the older form).
     #[rhai_fn(name = "eradication", return_raw)]
-    pub fn eradication_with(
+    pub(crate) fn eradication_with(
         ctx: NativeCallContext,
         title: &str,
         body: FnPtr,
@@ -187,14 +195,14 @@ pub mod declare_api {
 
     /// Declares a recovery step: bring the service back and prove it is healthy.
     #[rhai_fn(name = "recovery", return_raw)]
-    pub fn recovery(ctx: NativeCallContext, title: &str, body: FnPtr) -> ScriptResult<()> {
+    pub(crate) fn recovery(ctx: NativeCallContext, title: &str, body: FnPtr) -> ScriptResult<()> {
         declare(&ctx, Phase::Recovery, title, body, Map::new())
     }
 
     /// Declares a recovery step with its options first (see `containment`):
     /// `recovery("title", #{ confirm: "WORD", timeout: "5m" }, |ctx| { ... })`.
     #[rhai_fn(name = "recovery", return_raw)]
-    pub fn recovery_guarded(
+    pub(crate) fn recovery_guarded(
         ctx: NativeCallContext,
         title: &str,
         options: Map,
@@ -205,7 +213,7 @@ pub mod declare_api {
 
     /// Declares a recovery step with its options after the body (the older form).
     #[rhai_fn(name = "recovery", return_raw)]
-    pub fn recovery_with(
+    pub(crate) fn recovery_with(
         ctx: NativeCallContext,
         title: &str,
         body: FnPtr,

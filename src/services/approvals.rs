@@ -17,7 +17,7 @@ use crate::base::error::{BindingError, Error, Result};
 use crate::base::interrupt::Interrupt;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Request {
+pub(crate) struct Request {
     pub run_id: String,
     pub number: u32,
     pub question: String,
@@ -39,7 +39,7 @@ pub struct Request {
 
 impl Request {
     /// The request as `runbook approve` shows it before answering.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut out = format!(
             "request {} of run {}
 ",
@@ -139,14 +139,14 @@ fn describe_run(transcript: &Path, step: Option<usize>) -> (Option<String>, Opti
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub approver: String,
     pub approve: bool,
     pub at: String,
 }
 
 /// The approvals folder of a transcript.
-pub fn folder(transcript: &Path) -> PathBuf {
+pub(crate) fn folder(transcript: &Path) -> PathBuf {
     transcript.with_extension("approvals")
 }
 
@@ -178,17 +178,17 @@ fn answers(dir: &Path, number: u32) -> Vec<Answer> {
 }
 
 /// Asks the operator at the terminal: Some(true) approves, Some(false) denies, None stops.
-pub type Ask = dyn FnMut(&str) -> Option<bool>;
+pub(crate) type Ask = dyn FnMut(&str) -> Option<bool>;
 
 /// How a wait for approval ended.
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub approved_by: Vec<String>,
     pub waited: Duration,
 }
 
 /// The run asking: what a request is filed next to and describes, and where the wait is shown
 /// and interrupted.
-pub struct Asker<'a> {
+pub(crate) struct Asker<'a> {
     /// The run's transcript (None: the run keeps none, so there is nowhere to file a request).
     pub transcript: Option<PathBuf>,
     /// The step asking (0-based), if a step is.
@@ -199,7 +199,7 @@ pub struct Asker<'a> {
 
 /// Files a request and waits for enough approvals, a denial, the timeout, or an interrupt.
 /// `ask_here` is the terminal (interactive runs): its answer counts as the operator's.
-pub fn request_and_wait(
+pub(crate) fn request_and_wait(
     run: Asker,
     question: &str,
     approvers: u32,
@@ -321,7 +321,7 @@ pub fn request_and_wait(
 }
 
 /// Finds a run's transcript under the transcripts folder (`RUNBOOK_TRANSCRIPTS` or ./transcripts).
-pub fn find_transcript(run_id: &str) -> Result<PathBuf> {
+pub(crate) fn find_transcript(run_id: &str) -> Result<PathBuf> {
     let root = std::env::var_os("RUNBOOK_TRANSCRIPTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("transcripts"));
@@ -347,7 +347,7 @@ pub fn find_transcript(run_id: &str) -> Result<PathBuf> {
 }
 
 /// `runbook approve`: answers the newest pending request of a run (or request `number`).
-pub fn answer(transcript: &Path, number: Option<u32>, approve: bool) -> Result<Request> {
+pub(crate) fn answer(transcript: &Path, number: Option<u32>, approve: bool) -> Result<Request> {
     let dir = folder(transcript);
     let mut requests: Vec<Request> = std::fs::read_dir(&dir)
         .map_err(|_| {

@@ -278,7 +278,7 @@ pub(crate) struct FieldDoc {
 impl VariantDoc {
     /// The `type` on disk: serde's `snake_case` of the variant's name (the round-trip test checks
     /// that the two agree for every variant).
-    pub fn tag(&self) -> String {
+    pub(crate) fn tag(&self) -> String {
         let mut out = String::new();
         for (i, c) in self.variant.chars().enumerate() {
             if c.is_ascii_uppercase() {
@@ -296,7 +296,7 @@ impl VariantDoc {
 
 impl FieldDoc {
     /// When the field may be missing from a line, in words (None: always there).
-    pub fn presence(&self) -> Option<&'static str> {
+    pub(crate) fn presence(&self) -> Option<&'static str> {
         let skipped = self.attrs.iter().any(|a| a.contains("skip_serializing_if"));
         let nullable = self.ty.starts_with("Nullable");
         let optional = self.ty.starts_with("Option");

@@ -24,7 +24,7 @@ const MAX_LABELS: usize = 20;
 const MAX_FIELD: usize = 200;
 
 /// What went wrong, for the message.
-pub struct Escalation<'a> {
+pub(crate) struct Escalation<'a> {
     pub alert: &'a Alert,
     pub environment: Option<&'a str>,
     pub runbook: Option<&'a str>,
@@ -41,7 +41,7 @@ pub struct Escalation<'a> {
 
 /// Whether an escalation goes out, and why not.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Admission {
+pub(crate) enum Admission {
     /// Send it; `suppressed` similar ones were held back by the rate limit since the last one.
     Send { suppressed: u64 },
     /// The same alert was escalated for the same reason within the window.
@@ -53,7 +53,7 @@ pub enum Admission {
 /// Deduplication and rate limiting of escalations: a person is paged once per alert and reason
 /// per window, and at most `max_per_hour` times an hour in all, whatever arrives. Both maps are
 /// bounded: entries are only added for escalations sent, which the hourly limit caps.
-pub struct Limiter {
+pub(crate) struct Limiter {
     window_ms: i64,
     max_per_hour: usize,
     /// (fingerprint, reason) → when it was last sent (Unix ms).
@@ -64,7 +64,7 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    pub fn new(window: Duration, max_per_hour: usize) -> Self {
+    pub(crate) fn new(window: Duration, max_per_hour: usize) -> Self {
         Limiter {
             window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
             max_per_hour,
@@ -76,7 +76,7 @@ impl Limiter {
 
     /// Decides on one escalation at `now_ms`. `dedupe` is false for escalations that are
     /// distinct by nature (a run's failure: each run is its own event).
-    pub fn admit(
+    pub(crate) fn admit(
         &mut self,
         fingerprint: &str,
         reason: &str,
@@ -111,7 +111,7 @@ impl Limiter {
     }
 }
 
-pub struct Escalator {
+pub(crate) struct Escalator {
     notifier: Notifier,
     channel: Option<String>,
     mention: String,
@@ -143,7 +143,7 @@ pub(crate) fn inert(value: &str) -> String {
 impl Escalator {
     /// Sends through whatever runbook.toml and the environment configure (Slack webhook, Slack
     /// bot, Teams); with none configured, messages are journaled and the last few kept, not sent.
-    pub fn new(
+    pub(crate) fn new(
         settings: NotifySettings,
         channel: Option<String>,
         mention: Option<String>,
@@ -173,17 +173,18 @@ impl Escalator {
         }
     }
 
-    pub fn secrets(&self) -> Vec<String> {
+    pub(crate) fn secrets(&self) -> Vec<String> {
         self.secrets.clone()
     }
 
     /// Also redacted from every message (the receiver's own tokens).
-    pub fn add_secrets(&mut self, more: impl IntoIterator<Item = String>) {
+    pub(crate) fn add_secrets(&mut self, more: impl IntoIterator<Item = String>) {
         self.secrets.extend(more);
     }
 
     /// The newest messages kept because nothing is configured to send them.
-    pub fn captured(&self) -> Vec<Value> {
+    #[cfg(test)]
+    pub(crate) fn captured(&self) -> Vec<Value> {
         self.captured
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -195,7 +196,7 @@ impl Escalator {
     /// The message. Everything from the alert is the sender's text: each value is made inert
     /// ([`inert`]), and the whole is redacted (secrets and credential-shaped strings) before it
     /// leaves.
-    pub fn text(&self, e: &Escalation) -> String {
+    pub(crate) fn text(&self, e: &Escalation) -> String {
         let a = e.alert;
         let severity = a
             .labels
@@ -260,7 +261,7 @@ impl Escalator {
     }
 
     /// Sends the message everywhere configured; Ok when every configured target took it.
-    pub async fn send(&self, text: &str) -> Result<(), String> {
+    pub(crate) async fn send(&self, text: &str) -> Result<(), String> {
         let s = self.notifier.settings();
         let mut errors = Vec::new();
         let mut payload = json!({ "text": text, "blocks": slack_blocks(text) });

@@ -28,7 +28,7 @@ const HOUR_MS: i64 = 3_600_000;
 
 /// Why an alert was not run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     Deduplicated,
     KillSwitch,
     Protected,
@@ -46,7 +46,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Refusal::Deduplicated => "deduplicated",
             Refusal::KillSwitch => "kill_switch",
@@ -57,7 +57,7 @@ impl Refusal {
         }
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Refusal::Deduplicated => "the same alert was handled within the dedupe window".into(),
             Refusal::KillSwitch => "the kill switch is set".into(),
@@ -79,7 +79,7 @@ impl Refusal {
 
     /// Whether a person should hear about it. Dedupe is routine; everything else means the
     /// automation stepped back from an alert that is still firing.
-    pub fn escalates(&self) -> bool {
+    pub(crate) fn escalates(&self) -> bool {
         !matches!(self, Refusal::Deduplicated | Refusal::BreakerOpen { .. })
     }
 }
@@ -91,14 +91,14 @@ fn ms_to_rfc3339(ms: i64) -> String {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Breaker {
+pub(crate) struct Breaker {
     pub opened_at: String,
     pub reason: String,
 }
 
 /// What the gate remembers (saved as JSON).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct GateState {
+pub(crate) struct GateState {
     /// fingerprint → when it was last seen (Unix ms).
     #[serde(default)]
     seen: BTreeMap<String, i64>,
@@ -114,7 +114,7 @@ pub struct GateState {
 }
 
 /// One admission request: everything the gate needs to know about a routed alert.
-pub struct Candidate<'a> {
+pub(crate) struct Candidate<'a> {
     pub fingerprint: &'a str,
     pub runbook: &'a str,
     pub target: &'a str,
@@ -123,7 +123,7 @@ pub struct Candidate<'a> {
     pub kill_switch: bool,
 }
 
-pub struct Gate {
+pub(crate) struct Gate {
     settings: GuardrailSettings,
     pub state: GateState,
     /// Set when the state changed since it was last saved.
@@ -134,19 +134,19 @@ pub struct Gate {
 }
 
 /// What an admission changed, so it can be taken back when the run cannot be queued.
-pub struct Admitted {
+pub(crate) struct Admitted {
     prev_seen: Option<i64>,
     prev_cooldown: Option<i64>,
 }
 
 /// A breaker that opened on this admission (for escalation and the journal).
-pub struct Opened {
+pub(crate) struct Opened {
     pub scope: String,
     pub reason: String,
 }
 
 impl Gate {
-    pub fn new(settings: GuardrailSettings, state: GateState) -> Self {
+    pub(crate) fn new(settings: GuardrailSettings, state: GateState) -> Self {
         Gate {
             settings,
             state,
@@ -156,7 +156,7 @@ impl Gate {
     }
 
     /// Decides on one candidate at `now_ms`; on `Ok` the run counts as started.
-    pub fn admit(
+    pub(crate) fn admit(
         &mut self,
         c: &Candidate,
         now_ms: i64,
@@ -235,7 +235,7 @@ impl Gate {
 
     /// Takes an admission back (the run could not be queued): as if the alert never came, so
     /// the sender's retry is judged afresh.
-    pub fn cancel(&mut self, c: &Candidate, a: Admitted) {
+    pub(crate) fn cancel(&mut self, c: &Candidate, a: Admitted) {
         let s = &mut self.state;
         match a.prev_seen {
             Some(at) => s.seen.insert(c.fingerprint.to_string(), at),
@@ -252,7 +252,7 @@ impl Gate {
 
     /// Closes breakers: all of them, or one runbook's (`*` is the overall one). Returns what
     /// was closed. The hourly count is cleared with them, or the next alert would trip again.
-    pub fn reset(&mut self, scope: Option<&str>) -> Vec<String> {
+    pub(crate) fn reset(&mut self, scope: Option<&str>) -> Vec<String> {
         let closed: Vec<String> = match scope {
             None => std::mem::take(&mut self.state.breakers)
                 .into_keys()
@@ -310,7 +310,7 @@ fn scope_name(scope: &str) -> String {
 
 /// Loads the saved state; a missing file is a fresh start, a corrupt one an error (silently
 /// forgetting an open breaker would defeat it).
-pub fn load_state(path: &Path) -> crate::base::error::Result<GateState> {
+pub(crate) fn load_state(path: &Path) -> crate::base::error::Result<GateState> {
     match std::fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text).map_err(|e| {
             crate::base::error::Error::Internal(format!(
@@ -324,7 +324,7 @@ pub fn load_state(path: &Path) -> crate::base::error::Result<GateState> {
 }
 
 /// Saves the state atomically (temp file and rename).
-pub fn save_state(path: &Path, state: &GateState) -> crate::base::error::Result<()> {
+pub(crate) fn save_state(path: &Path, state: &GateState) -> crate::base::error::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .map_err(|e| crate::base::error::Error::io("cannot create", parent, e))?;

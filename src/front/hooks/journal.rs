@@ -23,7 +23,7 @@ use crate::data::transcript::{Durability, JournalEvent, TranscriptWriter};
 
 type Ack = oneshot::Sender<std::result::Result<(), String>>;
 
-pub struct Journal {
+pub(crate) struct Journal {
     tx: mpsc::Sender<(JournalEvent, Ack)>,
     path: PathBuf,
     /// False from a failed write until the next one succeeds (`/healthz` reports it, and
@@ -102,7 +102,11 @@ impl Appender {
 impl Journal {
     /// Creates `path` (never overwriting one) with a writer thread. `secrets` are redacted from
     /// everything written.
-    pub fn create(path: &Path, secrets: Vec<String>, header: JournalEvent) -> Result<Journal> {
+    pub(crate) fn create(
+        path: &Path,
+        secrets: Vec<String>,
+        header: JournalEvent,
+    ) -> Result<Journal> {
         let (tx, rx) = mpsc::channel::<(JournalEvent, Ack)>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
         let owned = path.to_path_buf();
@@ -173,12 +177,12 @@ impl Journal {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// False while the last write failed (until one succeeds again).
-    pub fn writable(&self) -> bool {
+    pub(crate) fn writable(&self) -> bool {
         self.writable.load(Ordering::SeqCst)
     }
 
@@ -191,14 +195,14 @@ impl Journal {
     }
 
     /// Records `event` and waits until it is on disk (from async code).
-    pub async fn record(&self, event: JournalEvent) -> std::result::Result<(), String> {
+    pub(crate) async fn record(&self, event: JournalEvent) -> std::result::Result<(), String> {
         self.send(event)
             .await
             .unwrap_or_else(|_| Err("the journal is closed".into()))
     }
 
     /// Records `event` and waits until it is on disk (from a plain thread).
-    pub fn record_blocking(&self, event: JournalEvent) -> std::result::Result<(), String> {
+    pub(crate) fn record_blocking(&self, event: JournalEvent) -> std::result::Result<(), String> {
         self.send(event)
             .blocking_recv()
             .unwrap_or_else(|_| Err("the journal is closed".into()))

@@ -9,7 +9,7 @@ use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// Requests turned away before any alert was read (401, 413, 400, 503 while stopping).
     pub requests_rejected: Family<Labels, Counter>,
@@ -106,12 +106,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn inc(family: &Family<Labels, Counter>, labels: &[(&'static str, &str)]) {
+    pub(crate) fn inc(family: &Family<Labels, Counter>, labels: &[(&'static str, &str)]) {
         let labels: Labels = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
         family.get_or_create(&labels).inc();
     }
 
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);

@@ -21,14 +21,14 @@
 
 pub mod alertmanager;
 pub mod config;
-pub mod escalate;
+pub(crate) mod escalate;
 pub mod generic;
-pub mod guard;
-pub mod hub;
-pub mod journal;
-pub mod metrics;
-pub mod pool;
-pub mod server;
+pub(crate) mod guard;
+pub(crate) mod hub;
+pub(crate) mod journal;
+pub(crate) mod metrics;
+pub(crate) mod pool;
+pub(crate) mod server;
 pub mod sns;
 
 use std::collections::BTreeMap;

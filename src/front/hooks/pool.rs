@@ -13,7 +13,7 @@ use super::Alert;
 use super::config::Route;
 
 /// A run waiting for (or held by) a worker.
-pub struct Job {
+pub(crate) struct Job {
     pub run_id: String,
     pub alert: Alert,
     pub route: Route,
@@ -25,7 +25,7 @@ pub struct Job {
 
 /// A run as `GET /runs` shows it.
 #[derive(Debug, Clone, Serialize)]
-pub struct RunRecord {
+pub(crate) struct RunRecord {
     pub run_id: String,
     /// `queued`, `running`, then the run's status (`ok`, `failed`, `aborted`, `timed_out`),
     /// `error` (it could not start), or `not_started` (the server stopped first).
@@ -47,7 +47,7 @@ pub struct RunRecord {
 }
 
 /// Queued and running runs, and the last `history` finished ones.
-pub struct RunTable {
+pub(crate) struct RunTable {
     active: BTreeMap<String, RunRecord>,
     finished: VecDeque<RunRecord>,
     history: usize,
@@ -56,7 +56,7 @@ pub struct RunTable {
 }
 
 impl RunTable {
-    pub fn new(history: usize) -> Self {
+    pub(crate) fn new(history: usize) -> Self {
         RunTable {
             active: BTreeMap::new(),
             finished: VecDeque::new(),
@@ -65,22 +65,22 @@ impl RunTable {
         }
     }
 
-    pub fn insert(&mut self, record: RunRecord) {
+    pub(crate) fn insert(&mut self, record: RunRecord) {
         self.active.insert(record.run_id.clone(), record);
     }
 
-    pub fn update(&mut self, run_id: &str, f: impl FnOnce(&mut RunRecord)) {
+    pub(crate) fn update(&mut self, run_id: &str, f: impl FnOnce(&mut RunRecord)) {
         if let Some(r) = self.active.get_mut(run_id) {
             f(r);
         }
     }
 
-    pub fn set_abort(&mut self, run_id: &str, flag: Arc<AtomicBool>) {
+    pub(crate) fn set_abort(&mut self, run_id: &str, flag: Arc<AtomicBool>) {
         self.aborts.insert(run_id.to_string(), flag);
     }
 
     /// Moves a run to the finished list.
-    pub fn finish(&mut self, run_id: &str, f: impl FnOnce(&mut RunRecord)) {
+    pub(crate) fn finish(&mut self, run_id: &str, f: impl FnOnce(&mut RunRecord)) {
         self.aborts.remove(run_id);
         if let Some(mut r) = self.active.remove(run_id) {
             f(&mut r);
@@ -91,14 +91,14 @@ impl RunTable {
         }
     }
 
-    pub fn get(&self, run_id: &str) -> Option<&RunRecord> {
+    pub(crate) fn get(&self, run_id: &str) -> Option<&RunRecord> {
         self.active
             .get(run_id)
             .or_else(|| self.finished.iter().rev().find(|r| r.run_id == run_id))
     }
 
     /// Newest first: active runs, then finished ones.
-    pub fn list(&self, limit: usize) -> Vec<RunRecord> {
+    pub(crate) fn list(&self, limit: usize) -> Vec<RunRecord> {
         let mut active: Vec<&RunRecord> = self.active.values().collect();
         active.sort_by(|a, b| b.received_at.cmp(&a.received_at));
         active
@@ -109,7 +109,7 @@ impl RunTable {
             .collect()
     }
 
-    pub fn running(&self) -> usize {
+    pub(crate) fn running(&self) -> usize {
         self.active
             .values()
             .filter(|r| r.status == "running")
@@ -117,7 +117,7 @@ impl RunTable {
     }
 
     /// Asks every running run to stop (recorded by each run as an abort).
-    pub fn abort_all(&self) -> usize {
+    pub(crate) fn abort_all(&self) -> usize {
         for flag in self.aborts.values() {
             flag.store(true, std::sync::atomic::Ordering::SeqCst);
         }

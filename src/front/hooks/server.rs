@@ -33,7 +33,7 @@ use super::{Alert, Rejection, Source};
 use crate::base::error::{Error, Result};
 use crate::data::transcript::JournalEvent;
 
-pub fn router(hub: Arc<Hub>) -> Router {
+pub(crate) fn router(hub: Arc<Hub>) -> Router {
     let limit = hub.hooks.file.server.max_body;
     Router::new()
         .route("/hooks/alertmanager", post(alertmanager))
@@ -55,7 +55,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
 /// a network needs: at most `server.max_connections` at once (further ones wait in the
 /// listen backlog), and a request head must arrive within `server.header_timeout`, which also
 /// closes idle connections; bodies are held to `server.body_timeout` by [`TimedBody`].
-pub async fn serve(hub: Arc<Hub>, listener: tokio::net::TcpListener) -> Result<()> {
+pub(crate) async fn serve(hub: Arc<Hub>, listener: tokio::net::TcpListener) -> Result<()> {
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())

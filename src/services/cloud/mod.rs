@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::base::error::BindingError;
 
-pub mod aws;
+pub(crate) mod aws;
 pub mod sim;
 
 pub type CloudResult<T> = Result<T, BindingError>;

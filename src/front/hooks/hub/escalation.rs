@@ -121,9 +121,4 @@ impl Hub {
             let _ = h.await;
         }
     }
-
-    /// Messages kept because no Slack or Teams is configured (tests, dry setups).
-    pub fn captured_escalations(&self) -> Vec<Value> {
-        self.escalator.captured()
-    }
 }

@@ -37,7 +37,7 @@ use auth::{ReplayMemory, Secrets, secret};
 pub(crate) use plan::check;
 use plan::{Planned, plan_all};
 
-pub struct Hub {
+pub(crate) struct Hub {
     pub(crate) hooks: Hooks,
     planned: BTreeMap<String, Planned>,
     gate: Mutex<Gate>,

@@ -418,7 +418,7 @@ mod test_panic {
     use crate::data::transcript::{RunStatus, StepStatus};
     use crate::run::executor::RunObserver;
 
-    pub const VAR: &str = "RUNBOOK_TEST_PANIC_RUN_FOR_INSTANCE";
+    pub(super) const VAR: &str = "RUNBOOK_TEST_PANIC_RUN_FOR_INSTANCE";
 
     struct Panics;
 
@@ -437,7 +437,7 @@ mod test_panic {
     }
 
     /// A panicking observer when the alert's `instance_id` label is the variable's value.
-    pub fn observer(alert: &super::Alert) -> Option<Box<dyn RunObserver>> {
+    pub(super) fn observer(alert: &super::Alert) -> Option<Box<dyn RunObserver>> {
         let id = std::env::var(VAR).ok()?;
         (alert.labels.get("instance_id") == Some(&id))
             .then(|| Box::new(Panics) as Box<dyn RunObserver>)
