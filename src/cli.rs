@@ -117,6 +117,9 @@ pub enum Command {
     /// Verify, show or render a run transcript
     #[command(subcommand)]
     Transcript(TranscriptCommand),
+    /// The shared state backend ([state] in runbook.toml): create it, check access
+    #[command(subcommand)]
+    State(StateCommand),
     /// Continue an interrupted run from its transcript (appending to it)
     Resume {
         /// The run's transcript
@@ -259,6 +262,9 @@ pub struct PlanArgs {
     /// Refuse every write while this file exists (an emergency stop for unattended runs)
     #[arg(long, value_name = "PATH", env = "RUNBOOK_KILL_SWITCH")]
     pub kill_switch: Option<PathBuf>,
+    /// When another run holds a target this one acts on, wait up to this long for it (runs only)
+    #[arg(long, value_name = "DURATION", value_parser = crate::clock::parse_duration)]
+    pub wait_lock: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -305,6 +311,15 @@ pub enum TranscriptCommand {
         #[arg(long, value_enum, default_value_t = RenderFormat::Md)]
         format: RenderFormat,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Create the DynamoDB table and S3 bucket of `[state] backend = "aws"` (what exists is
+    /// kept) and print the least-privilege IAM policies
+    Init,
+    /// Check that this identity can use the table and bucket
+    Check,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -453,6 +468,17 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Transcript(cmd) => transcript_command(cmd),
+        Command::State(cmd) => {
+            let config = Config::load(cli.config.as_deref())?;
+            println!(
+                "{}",
+                match cmd {
+                    StateCommand::Init => crate::state::ops::init(config.state())?,
+                    StateCommand::Check => crate::state::ops::check(config.state())?,
+                }
+            );
+            Ok(())
+        }
         Command::Resume {
             transcript,
             params,
@@ -482,6 +508,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                 sim_state_out,
                 max_resources,
                 kill_switch,
+                wait_lock: None,
             };
             let interactive =
                 interactive || (!no_interactive && !yes && std::io::stdin().is_terminal());
@@ -715,6 +742,14 @@ fn run(dirs: &[PathBuf], config_path: Option<&Path>, args: &PlanArgs, how: How) 
         }
     };
     let operator = executor::operator();
+    let _locks = crate::state::Store::open(config.state())?.lock_run(
+        mode == Mode::Run,
+        &env_name,
+        &rb.targets(&params),
+        &operator,
+        &run_id,
+        args.wait_lock,
+    )?;
     let console = &rb.host.console;
     console.set_planning(mode == Mode::Plan);
     console.line(&format!(

@@ -30,6 +30,7 @@ pub mod redact;
 pub mod repl;
 pub mod resume;
 pub mod runbook;
+pub mod state;
 pub mod transcript;
 
 pub use error::{Error, Result};

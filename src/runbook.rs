@@ -100,7 +100,7 @@ pub mod declare_api {
     /// Keys: `id` (kebab-case, unique), `version` (semver), `title`, `severity` (`"P1"`..`"P4"`),
     /// and optionally `description`, `service`, `owner`, `reviewed` (`"YYYY-MM-DD"`), `alerts`
     /// (alert names this runbook answers), `tags`, `env` (environment variables `env()` may read)
-    /// and `params`: a map from name to `#{ type, required, default, pattern, choices, secret, description }`.
+    /// and `params`: a map from name to `#{ type, required, default, pattern, choices, secret, target, description }`.
     /// `type` is `"string"` (the default), `"int"`, `"float"`, `"bool"` or `"duration"`: text
     /// such as `"30s"` or `"5m"`, refused by `check` (a default) or before any step (a
     /// `--param`) when it is not a duration the bindings accept (or is over 366 days), and given
@@ -327,6 +327,9 @@ pub struct ParamSpec {
     pub pattern: Option<Regex>,
     pub choices: Vec<String>,
     pub secret: bool,
+    /// The run acts on the resource this parameter names: it takes that target's lock
+    /// (`runbook run` is refused while another run holds it).
+    pub target: bool,
     pub description: String,
     #[serde(skip)]
     pub line: usize,
@@ -407,6 +410,7 @@ const PARAM_KEYS: &[&str] = &[
     "pattern",
     "choices",
     "secret",
+    "target",
     "description",
 ];
 const STEP_KEYS: &[&str] = &[
@@ -578,6 +582,20 @@ impl Runbook {
     /// Checks and converts `--param k=v` values against the declared params: unknown names,
     /// missing required ones, wrong types, patterns and choices are all refused here, before
     /// any step. Secret values are handed to the redactor at once.
+    /// The values of the parameters declared `target: true` in resolved `params`: what a run
+    /// locks (see `state::Store::lock`).
+    pub fn targets(&self, params: &Map) -> Vec<String> {
+        self.meta
+            .params
+            .iter()
+            .filter(|p| p.target)
+            .filter_map(|p| params.get(p.name.as_str()))
+            .filter(|v| !v.is_unit())
+            .map(|v| v.to_string())
+            .filter(|v| !v.is_empty())
+            .collect()
+    }
+
     pub fn resolve_params(&self, given: &[(String, String)]) -> Result<Map> {
         let mut problems = Vec::new();
         let mut values = Map::new();
@@ -1342,6 +1360,7 @@ fn validate_params(v: &mut Validator, map: &Map, at: (usize, usize)) -> Vec<Para
             pattern,
             choices,
             secret: flag("secret"),
+            target: flag("target"),
             description: spec
                 .get("description")
                 .map(|d| d.to_string())
@@ -1552,6 +1571,7 @@ mod tests {
             pattern: None,
             choices: Vec::new(),
             secret,
+            target: false,
             description: String::new(),
             line: 1,
             col: 1,

@@ -16,3 +16,4 @@ mod hooks_alertmanager;
 mod interactive;
 mod notify_health;
 mod resume;
+mod state;

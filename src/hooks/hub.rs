@@ -64,7 +64,7 @@ impl AlertOutcome {
         self.outcome == "queue_full"
             || matches!(
                 self.reason.as_deref(),
-                Some("shutting_down" | "journal_unavailable")
+                Some("shutting_down" | "journal_unavailable" | "state_unavailable")
             )
     }
 
@@ -106,6 +106,8 @@ pub struct Hub {
     gate: Mutex<Gate>,
     pub journal: Journal,
     pub metrics: Metrics,
+    /// Shared state (`[state]`): target locks; the guardrails go through `gate`.
+    store: crate::state::Store,
     escalator: Escalator,
     /// One simulated cloud per sim environment, shared by the runs on it.
     sims: BTreeMap<String, SimCloud>,
@@ -185,6 +187,8 @@ impl Hub {
             .build()
             .map_err(|e| Error::Internal(format!("cannot build the HTTP client: {e}")))?;
         let state = super::guard::load_state(&hooks.state_path())?;
+        let store = crate::state::Store::open(config.state())?;
+        let shared = store.shared_guardrails();
         let all_secrets = escalator.secrets();
         let journal_path = hooks
             .transcripts()
@@ -204,10 +208,11 @@ impl Hub {
         let metrics = Metrics::default();
         metrics.breakers_open.set(state.breakers.len() as i64);
         Ok(Arc::new(Hub {
-            gate: Mutex::new(Gate::new(hooks.file.guardrails.clone(), state)),
+            gate: Mutex::new(Gate::new(hooks.file.guardrails.clone(), state).with_shared(shared)),
             runs: Mutex::new(RunTable::new(hooks.file.server.history)),
             hooks,
             planned,
+            store,
             journal,
             metrics,
             escalator,
@@ -928,6 +933,14 @@ impl Hub {
         let account = crate::cloud::verify_account(&rb.host)?;
         let params = rb.resolve_params(&job.params)?;
         let operator = format!("hook:{}", route.name);
+        let _locks = self.store.lock_run(
+            true,
+            &env_name,
+            &route.lock_target(&job.alert),
+            &operator,
+            &job.run_id,
+            None,
+        )?;
         let mut driver = Unattended {
             yes: route
                 .allow_confirm
