@@ -27,6 +27,9 @@ use crate::executor::{Executor, RunOptions, Unattended};
 use crate::recorder::Mode;
 use crate::transcript::now_utc;
 
+/// How long an admitted run waits for its target's lock held by another run.
+const SERVE_LOCK_WAIT: Duration = Duration::from_secs(60);
+
 /// The shared secrets, read from the environment variables hooks.toml names.
 struct Secrets {
     alertmanager: Option<String>,
@@ -933,13 +936,15 @@ impl Hub {
         let account = crate::cloud::verify_account(&rb.host)?;
         let params = rb.resolve_params(&job.params)?;
         let operator = format!("hook:{}", route.name);
+        // A run of another route (or another alert) on this target finishes first: runs that
+        // guardrails admitted wait their turn (bounded), a person's CLI run is refused.
         let _locks = self.store.lock_run(
             true,
             &env_name,
             &route.lock_target(&job.alert),
             &operator,
             &job.run_id,
-            None,
+            Some(SERVE_LOCK_WAIT),
         )?;
         let mut driver = Unattended {
             yes: route
