@@ -8,6 +8,9 @@
 //!    `ec2::tag` (one instance per CreateTags call) and `ssm::run_command` (one result request per
 //!    instance), against the ceil(N/C) x 20 ms floor.
 
+// A test or bench crate has no users outside itself: its `pub` helpers are for its modules.
+#![allow(unreachable_pub)]
+
 #![allow(dead_code)]
 
 // The bench borrows the tests' workspace builder and uses only a little of it.

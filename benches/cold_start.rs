@@ -16,6 +16,9 @@
 //! `COLD_START_RUNS` sets the runs per case (default 60). Under `cargo test --benches` (no
 //! `--bench` argument) every case runs once as a smoke test and nothing is reported.
 
+// A test or bench crate has no users outside itself: its `pub` helpers are for its modules.
+#![allow(unreachable_pub)]
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -12,6 +12,9 @@
 //!
 //! Run with `cargo bench --bench core`; see docs/benchmarks.md.
 
+// A test or bench crate has no users outside itself: its `pub` helpers are for its modules.
+#![allow(unreachable_pub)]
+
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;

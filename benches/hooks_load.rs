@@ -20,6 +20,9 @@
 //! (default 200). Under `cargo test --benches` (no `--bench` argument) it sends for 2 s at
 //! 50/s as a smoke test.
 
+// A test or bench crate has no users outside itself: its `pub` helpers are for its modules.
+#![allow(unreachable_pub)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -6,8 +6,9 @@
 //! what to do → steps call [`bindings`], whose every call passes the [`sandbox::recorder`] →
 //! which writes the hash-chained [`data::transcript`]. See `src/README.md`.
 //!
-//! The modules are grouped in layers, one folder each, listed here from the bottom up. A module
-//! imports only from its own layer or the ones below it (`tests/layers.rs` checks this).
+//! The modules are grouped in layers, one folder each: from the bottom up `base`, `data`,
+//! `services`, `sandbox`, `bindings`, `runbook`, `run`, `front`. A module imports only from its
+//! own layer or the ones below it (`tests/layers.rs` checks this; `src/README.md` maps them).
 
 pub mod base;
 pub(crate) mod bindings;

@@ -38,7 +38,7 @@ const LAYERS: &[Layer] = &[
     Layer {
         name: "services",
         rank: 2,
-        members: &["approvals", "cloud", "notify", "runtime"],
+        members: &["approvals", "cloud", "notify", "runtime", "state"],
     },
     Layer {
         name: "sandbox",

@@ -3,6 +3,9 @@
 //! 2-core CI machines). Each module drives the real `runbook` binary; run one with
 //! `cargo test --test main hooks::` and one test by its sentence of a name.
 
+// A test or bench crate has no users outside itself: its `pub` helpers are for its modules.
+#![allow(unreachable_pub)]
+
 mod common;
 
 mod approvals;
@@ -18,4 +21,5 @@ mod interactive;
 mod layers;
 mod notify_health;
 mod resume;
+mod state;
 mod transcript_format;

@@ -46,6 +46,180 @@ struct ConfigFile {
     /// Slack/Teams endpoints (the environment variables override these).
     #[serde(default)]
     notifications: NotifyFile,
+    /// Where shared state lives (guardrails, target locks, transcripts): see [`StateConfig`].
+    state: Option<StateFile>,
+}
+
+/// `[state]`: `local` (files on this host, the default) or `aws` (one DynamoDB table and an S3
+/// bucket, shared by every replica and every operator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    #[default]
+    Local,
+    Aws,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    backend: Option<toml::Spanned<StateBackend>>,
+    table: Option<toml::Spanned<String>>,
+    bucket: Option<toml::Spanned<String>>,
+    /// The key prefix of transcripts in the bucket.
+    prefix: Option<String>,
+    region: Option<String>,
+    profile: Option<String>,
+    endpoint: Option<String>,
+    max_attempts: Option<u32>,
+    /// Object Lock retention (compliance mode) of every transcript object, in days.
+    retention_days: Option<toml::Spanned<u32>>,
+    /// How long a target lock lasts without a heartbeat (renewed every third of it).
+    lease: Option<toml::Spanned<String>>,
+    /// local only: the folder of target lock files (relative to runbook.toml).
+    locks: Option<toml::Spanned<PathBuf>>,
+}
+
+/// The resolved `[state]` section.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    pub backend: StateBackend,
+    pub table: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub aws: AwsSettings,
+    pub retention_days: Option<u32>,
+    pub lease: std::time::Duration,
+    /// local: the folder of target lock files.
+    pub locks: PathBuf,
+}
+
+/// A target lock's lease unless `[state] lease` says otherwise: far longer than plausible clock
+/// skew between hosts (DynamoDB has no server time; the runner's clock decides).
+pub(crate) const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl StateConfig {
+    /// `local`, with lock files in `.runbook/locks` under `base` (runbook.toml's folder, or the
+    /// current one without a file).
+    pub fn local(base: &Path) -> Self {
+        StateConfig {
+            backend: StateBackend::Local,
+            table: String::new(),
+            bucket: String::new(),
+            prefix: String::new(),
+            aws: AwsSettings::default(),
+            retention_days: None,
+            lease: DEFAULT_LEASE,
+            locks: base.join(".runbook").join("locks"),
+        }
+    }
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig::local(Path::new("."))
+    }
+}
+
+/// `line:col` (1-based) of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Resolves `[state]`, naming the offending key's `file:line:col` when it cannot be accepted.
+fn resolve_state(path: &Path, text: &str, file: Option<&StateFile>) -> Result<StateConfig> {
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut out = StateConfig::local(base);
+    let Some(f) = file else {
+        return Ok(out);
+    };
+    let at = |span: std::ops::Range<usize>, message: String| {
+        let (line, col) = line_col(text, span.start);
+        Error::config(format!("{}:{line}:{col}", path.display()), message)
+    };
+    if let Some(b) = &f.backend {
+        out.backend = *b.get_ref();
+    }
+    if let Some(lease) = &f.lease {
+        let d = crate::base::clock::parse_duration(lease.get_ref())
+            .map_err(|why| at(lease.span(), format!("[state] lease: {why}")))?;
+        if d < std::time::Duration::from_secs(3) {
+            return Err(at(
+                lease.span(),
+                "[state] lease: at least 3s (it is renewed every third of it)".into(),
+            ));
+        }
+        out.lease = d;
+    }
+    if let Some(days) = &f.retention_days
+        && *days.get_ref() == 0
+    {
+        return Err(at(
+            days.span(),
+            "[state] retention_days: at least 1 (leave it out for no Object Lock)".into(),
+        ));
+    }
+    out.retention_days = f.retention_days.as_ref().map(|d| *d.get_ref());
+    match out.backend {
+        StateBackend::Local => {
+            for (key, span) in [
+                ("table", f.table.as_ref().map(|s| s.span())),
+                ("bucket", f.bucket.as_ref().map(|s| s.span())),
+                (
+                    "retention_days",
+                    f.retention_days.as_ref().map(|s| s.span()),
+                ),
+            ] {
+                if let Some(span) = span {
+                    return Err(at(
+                        span,
+                        format!("[state] {key} only applies to backend = \"aws\""),
+                    ));
+                }
+            }
+            if let Some(locks) = &f.locks {
+                out.locks = base.join(locks.get_ref());
+            }
+        }
+        StateBackend::Aws => {
+            let backend_at = f.backend.as_ref().map(|b| b.span()).unwrap_or(0..0);
+            if let Some(locks) = &f.locks {
+                return Err(at(
+                    locks.span(),
+                    "[state] locks only applies to backend = \"local\" (locks are in the table)"
+                        .into(),
+                ));
+            }
+            let named = |key: &str, v: &Option<toml::Spanned<String>>| -> Result<String> {
+                match v {
+                    Some(s) if !s.get_ref().trim().is_empty() => Ok(s.get_ref().clone()),
+                    Some(s) => Err(at(s.span(), format!("[state] {key} must not be empty"))),
+                    None => Err(at(
+                        backend_at.clone(),
+                        format!("[state] backend = \"aws\" needs `{key}`"),
+                    )),
+                }
+            };
+            out.table = named("table", &f.table)?;
+            out.bucket = named("bucket", &f.bucket)?;
+            out.prefix = f
+                .prefix
+                .clone()
+                .unwrap_or_else(|| "transcripts".into())
+                .trim_matches('/')
+                .to_string();
+            out.aws = AwsSettings {
+                region: f.region.clone(),
+                profile: f.profile.clone(),
+                endpoint: f.endpoint.clone(),
+                max_attempts: f.max_attempts,
+            };
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -106,6 +280,7 @@ impl Environment {
 pub struct Config {
     path: Option<PathBuf>,
     file: ConfigFile,
+    state: StateConfig,
 }
 
 impl Config {
@@ -120,16 +295,27 @@ impl Config {
             }),
         };
         let Some(path) = path else {
-            return Ok(Config::default());
+            let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+            return Ok(Config {
+                state: StateConfig::local(&cwd),
+                ..Config::default()
+            });
         };
         let text =
             std::fs::read_to_string(&path).map_err(|e| Error::io("cannot read", &path, e))?;
         let file: ConfigFile =
             toml::from_str(&text).map_err(|e| Error::config(&path, e.to_string()))?;
+        let state = resolve_state(&path, &text, file.state.as_ref())?;
         Ok(Config {
             path: Some(path),
             file,
+            state,
         })
+    }
+
+    /// The resolved `[state]` section (`local` without one).
+    pub fn state(&self) -> &StateConfig {
+        &self.state
     }
 
     /// The top-level `[notifications]`, resolved against the environment variables.
@@ -336,5 +522,60 @@ mod tests {
         )
         .unwrap();
         assert!(Config::load(Some(&path)).is_err());
+    }
+
+    fn load_text(text: &str) -> (tempfile::TempDir, Result<Config>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(&path, text).unwrap();
+        let cfg = Config::load(Some(&path));
+        (dir, cfg)
+    }
+
+    #[test]
+    fn without_a_state_section_the_backend_is_local_with_locks_beside_the_file() {
+        let (dir, cfg) = load_text("[environments.x]\nbackend = \"sim\"\n");
+        let state = cfg.unwrap().state().clone();
+        assert_eq!(state.backend, StateBackend::Local);
+        assert_eq!(state.locks, dir.path().join(".runbook/locks"));
+        assert_eq!(state.lease, DEFAULT_LEASE);
+    }
+
+    #[test]
+    fn an_aws_state_section_is_read_like_an_environment() {
+        let (_dir, cfg) = load_text(
+            "[state]\nbackend = \"aws\"\ntable = \"rb\"\nbucket = \"b\"\nregion = \"eu-west-1\"\nendpoint = \"http://127.0.0.1:5000\"\nretention_days = 30\nlease = \"45s\"\n",
+        );
+        let state = cfg.unwrap().state().clone();
+        assert_eq!(state.backend, StateBackend::Aws);
+        assert_eq!((state.table.as_str(), state.bucket.as_str()), ("rb", "b"));
+        assert_eq!(state.prefix, "transcripts");
+        assert_eq!(state.aws.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(state.retention_days, Some(30));
+        assert_eq!(state.lease, std::time::Duration::from_secs(45));
+    }
+
+    #[test]
+    fn state_errors_name_the_key_by_file_line_and_column() {
+        let (_d, cfg) = load_text("default = \"sim\"\n[state]\nbackend = \"aws\"\ntable = \"t\"\n");
+        let err = cfg.unwrap_err().to_string();
+        assert!(
+            err.contains("runbook.toml:3:11: [state] backend = \"aws\" needs `bucket`"),
+            "{err}"
+        );
+        let (_d, cfg) = load_text("[state]\nlease = \"soon\"\n");
+        let err = cfg.unwrap_err().to_string();
+        assert!(err.contains("runbook.toml:2:9: [state] lease:"), "{err}");
+        let (_d, cfg) = load_text("[state]\nbucket = \"b\"\n");
+        let err = cfg.unwrap_err().to_string();
+        assert!(
+            err.contains("runbook.toml:2:10: [state] bucket only applies to backend = \"aws\""),
+            "{err}"
+        );
+        let (_d, cfg) = load_text("[state]\nbackend = \"dynamo\"\n");
+        assert!(
+            cfg.unwrap_err().to_string().contains("line 2"),
+            "unknown backends are refused by position"
+        );
     }
 }

@@ -505,6 +505,8 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
         verify_account: false,
         resume: None,
         trigger: None,
+        // A drill acts on a simulated cloud (or an emulator) of its own: nothing to lock.
+        lock: None,
     }
     .run()?;
     let (rb, report) = (&done.rb, &done.report);

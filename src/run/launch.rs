@@ -123,6 +123,19 @@ pub(crate) struct Launch {
     pub resume: Option<Resuming>,
     /// What started the run when it was not a person (the alert, for hook runs).
     pub trigger: Option<Value>,
+    /// Take a lease on the run's targets before its first step, so two runs never act on one
+    /// target at once (None: plans and drills, which act on nothing real).
+    pub lock: Option<TargetLock>,
+}
+
+/// Where and how a run locks its targets.
+pub(crate) struct TargetLock {
+    pub store: crate::services::state::Store,
+    /// How long to wait for a target another run holds (None: refuse at once, naming it).
+    pub wait: Option<Duration>,
+    /// The targets, when the entry point knows them (a hook route's `target`); otherwise the
+    /// values of the runbook's `target: true` parameters.
+    pub targets: Option<Vec<String>>,
 }
 
 /// `runbook resume`: continue the run recorded in the launch's transcript.
@@ -147,6 +160,7 @@ pub(crate) struct Loaded {
     run_id: String,
     transcript: PathBuf,
     trigger: Option<Value>,
+    lock: Option<TargetLock>,
 }
 
 /// A run that happened.
@@ -187,6 +201,7 @@ impl Launch {
             verify_account,
             resume,
             trigger,
+            lock,
         } = self;
         // Decided before the host exists, which holds the answer; a refusal is reported once the
         // runbook loaded, so a broken runbook is still the first thing a person hears about.
@@ -252,6 +267,7 @@ impl Launch {
             run_id,
             transcript,
             trigger,
+            lock,
         })
     }
 }
@@ -272,9 +288,29 @@ impl Loaded {
             run_id,
             transcript,
             trigger,
+            lock,
         } = self;
-        let console = &rb.host.console;
         let env_name = rb.host.cloud.environment().name.clone();
+        // Held until the run ends (dropped with this frame); refused or waited for here, before
+        // the banner, so a refused run says nothing about running.
+        let _locks = match &lock {
+            Some(l) => {
+                let targets = match &l.targets {
+                    Some(t) => t.clone(),
+                    None => rb.targets(&params),
+                };
+                Some(l.store.lock_run(
+                    mode == Mode::Run,
+                    &env_name,
+                    &targets,
+                    &operator,
+                    &run_id,
+                    l.wait,
+                )?)
+            }
+            None => None,
+        };
+        let console = &rb.host.console;
         console.line(&format!(
             "{} {}@{} · {} · env {env_name}: {} · run {run_id}",
             if mode == Mode::Plan {
@@ -489,6 +525,7 @@ mod tests {
             verify_account: false,
             resume: None,
             trigger: None,
+            lock: None,
         }
     }
 

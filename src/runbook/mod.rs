@@ -59,6 +59,7 @@ const PARAM_KEYS: &[&str] = &[
     "pattern",
     "choices",
     "secret",
+    "target",
     "description",
 ];
 const STEP_KEYS: &[&str] = &[

@@ -49,6 +49,20 @@ impl Runbook {
     /// Checks and converts `--param k=v` values against the declared params: unknown names,
     /// missing required ones, wrong types, patterns and choices are all refused here, before
     /// any step. Secret values are handed to the redactor at once.
+    /// The values of the parameters declared `target: true` in resolved `params`: what a run
+    /// locks (see `state::Store::lock`).
+    pub fn targets(&self, params: &Map) -> Vec<String> {
+        self.meta
+            .params
+            .iter()
+            .filter(|p| p.target)
+            .filter_map(|p| params.get(p.name.as_str()))
+            .filter(|v| !v.is_unit())
+            .map(|v| v.to_string())
+            .filter(|v| !v.is_empty())
+            .collect()
+    }
+
     pub fn resolve_params(&self, given: &[(String, String)]) -> Result<Map> {
         let mut problems = Vec::new();
         let mut values = Map::new();
@@ -221,6 +235,7 @@ mod tests {
             pattern: None,
             choices: Vec::new(),
             secret,
+            target: false,
             description: String::new(),
             line: 1,
             col: 1,

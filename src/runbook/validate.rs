@@ -481,6 +481,7 @@ fn validate_params(v: &mut Validator, map: &Map, at: (usize, usize)) -> Vec<Para
             pattern,
             choices,
             secret: flag("secret"),
+            target: flag("target"),
             description: spec
                 .get("description")
                 .map(|d| d.to_string())

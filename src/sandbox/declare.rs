@@ -95,7 +95,7 @@ pub mod declare_api {
     /// Keys: `id` (kebab-case, unique), `version` (semver), `title`, `severity` (`"P1"`..`"P4"`),
     /// and optionally `description`, `service`, `owner`, `reviewed` (`"YYYY-MM-DD"`), `alerts`
     /// (alert names this runbook answers), `tags`, `env` (environment variables `env()` may read)
-    /// and `params`: a map from name to `#{ type, required, default, pattern, choices, secret, description }`.
+    /// and `params`: a map from name to `#{ type, required, default, pattern, choices, secret, target, description }`.
     /// `type` is `"string"` (the default), `"int"`, `"float"`, `"bool"` or `"duration"`: text
     /// such as `"30s"` or `"5m"`, refused by `check` (a default) or before any step (a
     /// `--param`) when it is not a duration the bindings accept (or is over 366 days), and given
@@ -330,6 +330,9 @@ pub struct ParamSpec {
     pub pattern: Option<Regex>,
     pub choices: Vec<String>,
     pub secret: bool,
+    /// The run acts on the resource this parameter names: it takes that target's lock
+    /// (`runbook run` is refused while another run holds it).
+    pub target: bool,
     pub description: String,
     #[serde(skip)]
     pub line: usize,

@@ -5,3 +5,4 @@ pub(crate) mod approvals;
 pub mod cloud;
 pub mod notify;
 pub(crate) mod runtime;
+pub mod state;

@@ -9,6 +9,13 @@
 //! aws-lc-sys (the C library aws-lc-rs already links, same version, no extra build), which is the
 //! only way to make fresh v1 signatures at test time without running `openssl`.
 
+// The test certificates are made through aws-lc's C API (the only `unsafe` outside the
+// counting allocator), in tests only.
+#![allow(unsafe_code)]
+// Included by the integration tests and by the receiver's unit tests (`#[path]`): its `pub` items
+// are for whichever includes it.
+#![allow(unreachable_pub)]
+
 use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;

@@ -80,6 +80,9 @@ pub(crate) enum Command {
     /// Verify, show or render a run transcript
     #[command(subcommand)]
     Transcript(TranscriptCommand),
+    /// The shared state backend ([state] in runbook.toml): create it, check access
+    #[command(subcommand)]
+    State(StateCommand),
     /// Continue an interrupted run from its transcript (appending to it)
     #[command(
         mut_arg("params", |a| a.help("Secret parameters, given again (they were never recorded), as NAME=VALUE")),
@@ -193,6 +196,10 @@ pub(crate) struct LaunchArgs {
     /// Refuse every write while this file exists (an emergency stop for unattended runs)
     #[arg(long, value_name = "PATH", env = "RUNBOOK_KILL_SWITCH")]
     pub(crate) kill_switch: Option<PathBuf>,
+    /// When another run holds a target this one acts on, wait up to this long for it (runs
+    /// only: a plan takes no lock)
+    #[arg(long, value_name = "DURATION", value_parser = crate::base::clock::parse_duration)]
+    pub(crate) wait_lock: Option<std::time::Duration>,
 }
 
 /// How a person drives a run that acts (`run`, `resume`).
@@ -296,6 +303,15 @@ pub(crate) enum TranscriptCommand {
         #[arg(long, value_enum, default_value_t = RenderFormat::Md)]
         format: RenderFormat,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum StateCommand {
+    /// Create the DynamoDB table and S3 bucket of `[state] backend = "aws"` (what exists is
+    /// kept) and print the least-privilege IAM policies
+    Init,
+    /// Check that this identity can use the table and bucket
+    Check,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -129,6 +129,18 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::List { output } => check::list(&g.dirs, output),
         Command::Show { target } => check::show(&g.dirs, &target),
         Command::Transcript(cmd) => transcript::command(cmd),
+        Command::State(cmd) => {
+            use crate::services::state::ops;
+            let config = crate::data::config::Config::load(g.config.as_deref())?;
+            println!(
+                "{}",
+                match cmd {
+                    args::StateCommand::Init => ops::init(config.state())?,
+                    args::StateCommand::Check => ops::check(config.state())?,
+                }
+            );
+            Ok(())
+        }
         Command::Approve {
             run_id,
             transcript,

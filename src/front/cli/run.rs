@@ -13,10 +13,11 @@ use crate::base::error::{Error, Result};
 use crate::data::config::Config;
 use crate::data::transcript;
 use crate::run::executor;
-use crate::run::launch::{Driving, Launch, Launched, Protection, Resuming, Source};
+use crate::run::launch::{Driving, Launch, Launched, Protection, Resuming, Source, TargetLock};
 use crate::sandbox::engine::Host;
 use crate::sandbox::recorder::{Limits, Mode};
 use crate::services::cloud::CloudAccess;
+use crate::services::state::Store;
 
 pub(super) fn run(g: &Global, args: RunArgs) -> Result<()> {
     let mode = if args.plan { Mode::Plan } else { Mode::Run };
@@ -163,6 +164,17 @@ fn launch_from(
         verify_account: true,
         resume,
         trigger: None,
+        // A run takes a lease on the targets it acts on (its `target: true` parameters); a plan
+        // acts on nothing.
+        lock: (mode == Mode::Run)
+            .then(|| -> Result<TargetLock> {
+                Ok(TargetLock {
+                    store: Store::open(config.state())?,
+                    wait: args.launch.wait_lock,
+                    targets: None,
+                })
+            })
+            .transpose()?,
     })
 }
 

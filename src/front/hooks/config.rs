@@ -300,6 +300,12 @@ impl Route {
         Ok(format!("{}|{target}", self.runbook_id()))
     }
 
+    /// The target a run of this route locks (the filled-in `target`), if the route names one.
+    pub fn lock_target(&self, alert: &Alert) -> Vec<String> {
+        let filled = self.target.as_ref().and_then(|t| fill(t, alert).ok());
+        filled.into_iter().filter(|t| !t.is_empty()).collect()
+    }
+
     /// The runbook id without its version pin.
     pub fn runbook_id(&self) -> &str {
         self.runbook.split('@').next().unwrap_or(&self.runbook)

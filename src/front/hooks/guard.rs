@@ -23,6 +23,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::config::GuardrailSettings;
+use crate::services::state::aws::AwsStore;
+use crate::services::state::{Admission, Refused as Shared, Ticket};
+use std::sync::Arc;
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -43,6 +46,11 @@ pub(crate) enum Refusal {
         scope: String,
         limit: usize,
     },
+    /// The shared state (`[state] backend = "aws"`) could not decide: refused, so that no
+    /// replica runs what the others cannot count (the sender retries the 503).
+    StateUnavailable {
+        detail: String,
+    },
 }
 
 impl Refusal {
@@ -54,6 +62,7 @@ impl Refusal {
             Refusal::BreakerOpen { .. } => "breaker_open",
             Refusal::Cooldown { .. } => "cooldown",
             Refusal::RateLimited { .. } => "rate_limited",
+            Refusal::StateUnavailable { .. } => "state_unavailable",
         }
     }
 
@@ -74,6 +83,9 @@ impl Refusal {
             Refusal::RateLimited { scope, limit } => format!(
                 "{limit} runs in the last hour ({scope}): the breaker is now open until a person resets it"
             ),
+            Refusal::StateUnavailable { detail } => {
+                format!("the shared guardrail state cannot be reached: {detail}")
+            }
         }
     }
 
@@ -131,19 +143,22 @@ pub(crate) struct Gate {
     /// When the maps were last pruned (Unix ms): once a second is enough, every admission
     /// would be a scan of thousands of entries at hundreds of alerts a second.
     last_prune: i64,
+    /// The guardrails every replica shares (`[state] backend = "aws"`): they decide, and
+    /// `state.breakers` only mirrors what this replica saw, for `/healthz` and the metrics.
+    shared: Option<Arc<AwsStore>>,
 }
 
 /// What an admission changed, so it can be taken back when the run cannot be queued.
 pub(crate) struct Admitted {
     prev_seen: Option<i64>,
     prev_cooldown: Option<i64>,
+    /// What the shared admission wrote.
+    ticket: Option<Ticket>,
 }
 
-/// A breaker that opened on this admission (for escalation and the journal).
-pub(crate) struct Opened {
-    pub scope: String,
-    pub reason: String,
-}
+/// A breaker opened on this admission, so the gate's state must be saved. (Which breaker, and
+/// why, is the refusal's own description.)
+pub(crate) struct Opened;
 
 impl Gate {
     pub(crate) fn new(settings: GuardrailSettings, state: GateState) -> Self {
@@ -152,7 +167,18 @@ impl Gate {
             state,
             dirty: false,
             last_prune: i64::MIN,
+            shared: None,
         }
+    }
+
+    /// Decides with the shared guardrails when there are some (the local state is then only a
+    /// mirror, started empty: a breaker from a local past does not refuse for the team).
+    pub(crate) fn with_shared(mut self, shared: Option<Arc<AwsStore>>) -> Self {
+        if shared.is_some() {
+            self.state = GateState::default();
+        }
+        self.shared = shared;
+        self
     }
 
     /// Decides on one candidate at `now_ms`; on `Ok` the run counts as started.
@@ -161,6 +187,9 @@ impl Gate {
         c: &Candidate,
         now_ms: i64,
     ) -> Result<Admitted, (Refusal, Option<Opened>)> {
+        if let Some(shared) = self.shared.clone() {
+            return self.admit_shared(&shared, c, now_ms);
+        }
         self.prune(now_ms);
         let s = &mut self.state;
         let window = millis(self.settings.dedupe_window);
@@ -216,11 +245,7 @@ impl Gate {
                     reason: reason.clone(),
                 },
             );
-            let opened = Opened {
-                scope: scope_name(scope),
-                reason,
-            };
-            return Err((refusal, Some(opened)));
+            return Err((refusal, Some(Opened)));
         }
         let cooldown = millis(c.cooldown.unwrap_or(self.settings.cooldown));
         let prev_cooldown = s
@@ -230,12 +255,17 @@ impl Gate {
         Ok(Admitted {
             prev_seen,
             prev_cooldown,
+            ticket: None,
         })
     }
 
     /// Takes an admission back (the run could not be queued): as if the alert never came, so
     /// the sender's retry is judged afresh.
     pub(crate) fn cancel(&mut self, c: &Candidate, a: Admitted) {
+        if let (Some(shared), Some(ticket)) = (&self.shared, &a.ticket) {
+            shared.cancel(ticket);
+            return;
+        }
         let s = &mut self.state;
         match a.prev_seen {
             Some(at) => s.seen.insert(c.fingerprint.to_string(), at),
@@ -253,6 +283,9 @@ impl Gate {
     /// Closes breakers: all of them, or one runbook's (`*` is the overall one). Returns what
     /// was closed. The hourly count is cleared with them, or the next alert would trip again.
     pub(crate) fn reset(&mut self, scope: Option<&str>) -> Vec<String> {
+        if let Some(shared) = self.shared.clone() {
+            return self.reset_shared(&shared, scope);
+        }
         let closed: Vec<String> = match scope {
             None => std::mem::take(&mut self.state.breakers)
                 .into_keys()
@@ -292,6 +325,96 @@ impl Gate {
         let window = millis(self.settings.dedupe_window);
         s.seen.retain(|_, at| now_ms.saturating_sub(*at) < window);
         s.cooldown_until.retain(|_, until| now_ms < *until);
+    }
+}
+
+impl Gate {
+    fn admit_shared(
+        &mut self,
+        shared: &AwsStore,
+        c: &Candidate,
+        now_ms: i64,
+    ) -> Result<Admitted, (Refusal, Option<Opened>)> {
+        let asked = Admission {
+            fingerprint: c.fingerprint,
+            runbook: c.runbook,
+            target: c.target,
+            now_ms,
+            dedupe_ms: millis(self.settings.dedupe_window),
+            cooldown_ms: millis(c.cooldown.unwrap_or(self.settings.cooldown)),
+            max_per_hour: self.settings.max_runs_per_hour,
+            max_per_hour_per_runbook: self.settings.max_runs_per_hour_per_runbook,
+            kill_switch: c.kill_switch,
+            protected_refused: c.protected_refused,
+        };
+        let refused = match shared.admit(&asked) {
+            Ok(Ok(ticket)) => {
+                return Ok(Admitted {
+                    prev_seen: None,
+                    prev_cooldown: None,
+                    ticket: Some(ticket),
+                });
+            }
+            Ok(Err(refused)) => refused,
+            Err(e) => {
+                tracing::error!("{e}");
+                let detail = super::clip(&e.to_string());
+                return Err((Refusal::StateUnavailable { detail }, None));
+            }
+        };
+        let mut mirror = |scope: &str, reason: String| {
+            self.state
+                .breakers
+                .entry(scope.to_string())
+                .or_insert(Breaker {
+                    opened_at: ms_to_rfc3339(now_ms),
+                    reason,
+                });
+        };
+        Err(match refused {
+            Shared::Deduplicated => (Refusal::Deduplicated, None),
+            Shared::KillSwitch => (Refusal::KillSwitch, None),
+            Shared::Protected => (Refusal::Protected, None),
+            Shared::Cooldown { until_ms } => (Refusal::Cooldown { until_ms }, None),
+            Shared::BreakerOpen { scope } => {
+                mirror(&scope, "opened by another replica".into());
+                let scope = scope_name(&scope);
+                (Refusal::BreakerOpen { scope }, None)
+            }
+            Shared::RateLimited {
+                scope,
+                limit,
+                opened,
+            } => {
+                let refusal = Refusal::RateLimited {
+                    scope: scope_name(&scope),
+                    limit,
+                };
+                let reason = refusal.describe();
+                mirror(&scope, reason.clone());
+                let opened = opened.then_some(Opened);
+                (refusal, opened)
+            }
+        })
+    }
+
+    fn reset_shared(&mut self, shared: &AwsStore, scope: Option<&str>) -> Vec<String> {
+        match shared.reset_breakers(scope) {
+            Ok(closed) => {
+                match scope {
+                    None => self.state.breakers.clear(),
+                    Some(s) => {
+                        self.state.breakers.remove(s);
+                    }
+                }
+                self.dirty = true;
+                closed
+            }
+            Err(e) => {
+                tracing::error!("the breakers could not be reset: {e}");
+                Vec::new()
+            }
+        }
     }
 }
 
@@ -446,10 +569,10 @@ mod tests {
             assert_eq!(reason(g.admit(&cand(&fp, "rb", &t), i * 1000)), "admitted");
         }
         let tripped = g.admit(&cand("f3", "rb", "t3"), 4_000);
-        let Err((Refusal::RateLimited { .. }, Some(opened))) = tripped else {
+        let Err((refusal @ Refusal::RateLimited { .. }, Some(Opened))) = tripped else {
             panic!("the fourth run of rb in an hour must trip its breaker");
         };
-        assert_eq!(opened.scope, "runbook rb");
+        assert!(refusal.describe().contains("(runbook rb)"), "{}", refusal.describe());
         // Open: refused even after the hour has passed.
         assert_eq!(
             reason(g.admit(&cand("f4", "rb", "t4"), 2 * HOUR_MS)),

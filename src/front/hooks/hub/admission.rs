@@ -40,7 +40,7 @@ impl AlertOutcome {
         self.outcome == "queue_full"
             || matches!(
                 self.reason.as_deref(),
-                Some("shutting_down" | "journal_unavailable")
+                Some("shutting_down" | "journal_unavailable" | "state_unavailable")
             )
     }
 

@@ -4,8 +4,6 @@
 use crate::data::transcript::JournalEvent;
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use super::super::config::Route;
 use super::super::escalate::{Admission, Escalation};
 use super::{Alert, AlertOutcome, Hub, Metrics, lock};

@@ -44,6 +44,8 @@ pub(crate) struct Hub {
     pub(crate) journal: Journal,
     pub(crate) metrics: Metrics,
     escalator: Escalator,
+    /// Shared state (`[state]`): target locks; the guardrails go through `gate`.
+    store: crate::services::state::Store,
     /// One simulated cloud per sim environment, shared by the runs on it.
     sims: BTreeMap<String, SimCloud>,
     secrets: Secrets,
@@ -122,6 +124,8 @@ impl Hub {
             .build()
             .map_err(|e| Error::Internal(format!("cannot build the HTTP client: {e}")))?;
         let state = super::guard::load_state(&hooks.state_path())?;
+        let store = crate::services::state::Store::open(config.state())?;
+        let shared = store.shared_guardrails();
         let all_secrets = escalator.secrets();
         let journal_path = hooks.transcripts().join(format!(
             "journal-{}.jsonl",
@@ -150,10 +154,11 @@ impl Hub {
         let metrics = Metrics::default();
         metrics.breakers_open.set(state.breakers.len() as i64);
         Ok(Arc::new(Hub {
-            gate: Mutex::new(Gate::new(hooks.file.guardrails.clone(), state)),
+            gate: Mutex::new(Gate::new(hooks.file.guardrails.clone(), state).with_shared(shared)),
             runs: Mutex::new(RunTable::new(hooks.file.server.history)),
             hooks,
             planned,
+            store,
             journal,
             metrics,
             escalator,

@@ -18,6 +18,9 @@ use crate::data::transcript::JournalEvent;
 use crate::sandbox::recorder::Mode;
 use crate::services::cloud::{Cloud, CloudAccess};
 
+/// How long an admitted run waits for its target's lock held by another run.
+const SERVE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Hub {
     /// Starts the worker threads (the concurrency limit).
     pub(crate) fn start_workers(self: &Arc<Self>) -> Result<()> {
@@ -254,7 +257,7 @@ impl Hub {
     }
 
     fn run_job(&self, job: &Job, abort: Arc<AtomicBool>) -> Result<Finished> {
-        use crate::run::launch::{Driving, Launch, Protection, Source};
+        use crate::run::launch::{Driving, Launch, Protection, Source, TargetLock};
         let route = &job.route;
         let planned = self.planned.get(&route.name).ok_or_else(|| {
             Error::Internal(format!("route {} was not checked at start-up", route.name))
@@ -321,6 +324,13 @@ impl Hub {
             verify_account: true,
             resume: None,
             trigger: Some(trigger),
+            // A run of another route (or another alert) on this target finishes first: runs
+            // that guardrails admitted wait their turn (bounded), a person's CLI run is refused.
+            lock: Some(TargetLock {
+                store: self.store.clone(),
+                wait: Some(SERVE_LOCK_WAIT),
+                targets: Some(route.lock_target(&job.alert)),
+            }),
         }
         .run()?;
         let host = &done.rb.host;

@@ -1,0 +1,714 @@
+//! The `aws` backend: coordination in one DynamoDB table, transcripts in one S3 bucket.
+//!
+//! Table: string keys `pk` and `sk`, and a TTL attribute `ttl` (epoch seconds) that only cleans
+//! up: every condition compares the stored expiry (epoch ms, written by the runner's clock) with
+//! now, because DynamoDB deletes expired items up to days late and moto never does.
+//!
+//! | item | pk / sk | the write that decides |
+//! |---|---|---|
+//! | dedupe | `DEDUPE#<fingerprint>` / `-` | Put if `attribute_not_exists(pk) OR exp <= :now` |
+//! | cooldown | `COOLDOWN#<runbook>\|<target>` / `-` | Put if absent or `until <= :now` |
+//! | hourly count | `RATE` / `<scope>` | `ADD n :1` if `until > :now AND n < :limit`; else a new window if `until <= :now` |
+//! | breaker | `BREAKER` / `<scope>` | Put if absent; one Query reads them all |
+//! | target lock | `LOCK#<env>/<target>` / `-` | Put if absent, or `lease_until <= :now`, or `run = :me` |
+//!
+//! The SDK runs on a small runtime of this store's own: callers are plain threads, tokio workers
+//! or the script thread alike, and none of them may `block_on` inside another runtime.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::{Admission, Holder, OpenBreaker, Refused, Ticket};
+use crate::base::error::{Error, Result};
+use crate::data::config::StateConfig;
+
+const HOUR_MS: i64 = 3_600_000;
+/// How often a decision is retried when another replica changed the item in between.
+const MAX_RACES: usize = 8;
+
+pub struct AwsStore {
+    ddb: aws_sdk_dynamodb::Client,
+    pub(crate) s3: aws_sdk_s3::Client,
+    pub(crate) table: String,
+    pub(crate) bucket: String,
+    pub(crate) prefix: String,
+    pub(crate) retention_days: Option<u32>,
+    lease: Duration,
+    /// Who writes (`host:pid`), recorded on breakers.
+    me: String,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for AwsStore {
+    fn drop(&mut self) {
+        // Dropping a runtime from inside another one's context panics; this never blocks.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A held lease on a target lock.
+#[derive(Clone)]
+pub struct AwsLease {
+    pub(crate) key: String,
+    run_id: String,
+    store: Arc<AwsStoreRef>,
+}
+
+/// What a lease needs to release itself (the store, without a cycle through `Locks`).
+struct AwsStoreRef {
+    ddb: aws_sdk_dynamodb::Client,
+    table: String,
+    handle: tokio::runtime::Handle,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn num(item: &HashMap<String, AttributeValue>, key: &str) -> Option<i64> {
+    item.get(key)?.as_n().ok()?.parse().ok()
+}
+
+fn text(item: &HashMap<String, AttributeValue>, key: &str) -> Option<String> {
+    item.get(key)?.as_s().ok().cloned()
+}
+
+/// The TTL attribute for an expiry in ms: a minute after it, in seconds (clean-up only).
+fn ttl_of(exp_ms: i64) -> AttributeValue {
+    n(exp_ms.saturating_div(1000).saturating_add(60))
+}
+
+fn is_condition_failed<E: ProvideErrorMetadata>(e: &E) -> bool {
+    e.code() == Some("ConditionalCheckFailedException")
+}
+
+/// An SDK error as ours, with its AWS code; never the request (it could carry a fingerprint's
+/// labels, but never a secret: nothing secret is stored in the table).
+fn sdk<E>(what: &str, e: aws_sdk_dynamodb::error::SdkError<E>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let code = e.code().unwrap_or("unknown").to_string();
+    let message = e.message().map(str::to_string).unwrap_or_else(|| {
+        let mut out = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            out.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        out
+    });
+    Error::Environment(format!("state table: {what}: {code}: {message}"))
+}
+
+impl AwsStore {
+    /// Makes the SDK clients (region, profile, endpoint and retries as an environment's).
+    pub fn open(config: &StateConfig) -> Result<AwsStore> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("state-io")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start the state runtime: {e}")))?;
+        let settings = config.aws.clone();
+        let sdk_config = rt.block_on(async move {
+            let mut loader = aws_config::defaults(BehaviorVersion::latest());
+            if let Some(region) = &settings.region {
+                loader = loader.region(aws_config::Region::new(region.clone()));
+            }
+            if let Some(profile) = &settings.profile {
+                loader = loader.profile_name(profile);
+            }
+            if let Some(endpoint) = &settings.endpoint {
+                loader = loader.endpoint_url(endpoint);
+            }
+            if let Some(attempts) = settings.max_attempts {
+                loader =
+                    loader.retry_config(RetryConfig::standard().with_max_attempts(attempts.max(1)));
+            }
+            loader.load().await
+        });
+        let mut s3 = aws_sdk_s3::config::Builder::from(&sdk_config);
+        if sdk_config.endpoint_url().is_some() {
+            // moto, MinIO, LocalStack: buckets in the path, not in the host name.
+            s3 = s3.force_path_style(true);
+        }
+        Ok(AwsStore {
+            ddb: aws_sdk_dynamodb::Client::new(&sdk_config),
+            s3: aws_sdk_s3::Client::from_conf(s3.build()),
+            table: config.table.clone(),
+            bucket: config.bucket.clone(),
+            prefix: config.prefix.clone(),
+            retention_days: config.retention_days,
+            lease: config.lease,
+            me: format!(
+                "{}:{}",
+                gethostname::gethostname().to_string_lossy(),
+                std::process::id()
+            ),
+            rt: Some(rt),
+        })
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The key prefix of transcripts in the bucket.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub(crate) fn ddb(&self) -> &aws_sdk_dynamodb::Client {
+        &self.ddb
+    }
+
+    fn handle(&self) -> Result<tokio::runtime::Handle> {
+        self.rt
+            .as_ref()
+            .map(|rt| rt.handle().clone())
+            .ok_or_else(|| Error::Internal("the state runtime is gone".into()))
+    }
+
+    /// Runs `fut` on the store's runtime and waits for it from any thread.
+    pub(crate) fn run<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T> {
+        run_on(&self.handle()?, fut)
+    }
+
+    // ---- guardrails -----------------------------------------------------------------------
+
+    /// Decides one admission for every replica at once. The order and meaning are those of
+    /// `hooks::guard` (dedupe, kill switch, protected, breaker, cooldown, hourly limits), each
+    /// decided by a conditional write.
+    pub fn admit(&self, a: &Admission<'_>) -> Result<std::result::Result<Ticket, Refused>> {
+        // Before the alert is remembered, as the local gate does: the alert that still fires
+        // once the switch is removed must run, not be "deduplicated".
+        if a.kill_switch {
+            return Ok(Err(Refused::KillSwitch));
+        }
+        let now = a.now_ms;
+        let dedupe_exp = now.saturating_add(a.dedupe_ms);
+        let fresh =
+            self.put_if_expired(format!("DEDUPE#{}", a.fingerprint), "exp", dedupe_exp, now)?;
+        if !fresh {
+            return Ok(Err(Refused::Deduplicated));
+        }
+        let mut ticket = Ticket {
+            fingerprint: a.fingerprint.to_string(),
+            dedupe_exp,
+            target: a.target.to_string(),
+            cooldown_until: 0,
+            counted: Vec::new(),
+        };
+        if a.protected_refused {
+            return Ok(Err(Refused::Protected));
+        }
+        let open = self.open_breakers()?;
+        for scope in ["*", a.runbook] {
+            if open.iter().any(|b| b.scope == scope) {
+                return Ok(Err(Refused::BreakerOpen {
+                    scope: scope.to_string(),
+                }));
+            }
+        }
+        let until = now.saturating_add(a.cooldown_ms);
+        if !self.put_if_expired(format!("COOLDOWN#{}", a.target), "until", until, now)? {
+            let held = self.get(format!("COOLDOWN#{}", a.target), "-")?;
+            let until_ms = held.as_ref().and_then(|i| num(i, "until")).unwrap_or(now);
+            return Ok(Err(Refused::Cooldown { until_ms }));
+        }
+        ticket.cooldown_until = until;
+        for (scope, limit) in [
+            ("*", a.max_per_hour),
+            (a.runbook, a.max_per_hour_per_runbook),
+        ] {
+            match self.count_in(scope, limit, now)? {
+                Some(window_end) => ticket.counted.push((scope.to_string(), window_end)),
+                None => {
+                    // Over the limit: nothing of this admission but the dedupe stays.
+                    self.uncount(&ticket.counted);
+                    self.delete_if(format!("COOLDOWN#{}", a.target), "until", until);
+                    let reason = format!(
+                        "{limit} runs in the last hour ({}): the breaker is now open until a person resets it",
+                        scope_name(scope)
+                    );
+                    let opened = self.open_breaker(scope, &reason, now)?;
+                    return Ok(Err(Refused::RateLimited {
+                        scope: scope.to_string(),
+                        limit,
+                        opened,
+                    }));
+                }
+            }
+        }
+        Ok(Ok(ticket))
+    }
+
+    /// Takes an admission back (the run could not be queued): the sender's retry is judged
+    /// afresh. Each delete is conditioned on this admission's own values, so a newer admission
+    /// by another replica is never undone.
+    pub fn cancel(&self, t: &Ticket) {
+        self.delete_if(format!("DEDUPE#{}", t.fingerprint), "exp", t.dedupe_exp);
+        if t.cooldown_until != 0 {
+            self.delete_if(format!("COOLDOWN#{}", t.target), "until", t.cooldown_until);
+        }
+        self.uncount(&t.counted);
+    }
+
+    /// Closes breakers (all, or one scope) and clears their hourly counts, or the next alert
+    /// would trip again. Returns the scopes closed.
+    pub fn reset_breakers(&self, scope: Option<&str>) -> Result<Vec<String>> {
+        let open = self.open_breakers()?;
+        let mut closed = Vec::new();
+        for b in open {
+            if scope.is_some_and(|s| s != b.scope) {
+                continue;
+            }
+            self.delete("BREAKER", &b.scope)?;
+            if b.scope == "*" {
+                for counted in self.query("RATE")? {
+                    if let Some(sk) = text(&counted, "sk") {
+                        self.delete("RATE", &sk)?;
+                    }
+                }
+            } else {
+                self.delete("RATE", &b.scope)?;
+            }
+            closed.push(b.scope);
+        }
+        Ok(closed)
+    }
+
+    /// Every open breaker (one consistent Query).
+    pub fn open_breakers(&self) -> Result<Vec<OpenBreaker>> {
+        Ok(self
+            .query("BREAKER")?
+            .iter()
+            .map(|i| OpenBreaker {
+                scope: text(i, "sk").unwrap_or_default(),
+                opened_at: text(i, "at").unwrap_or_default(),
+                reason: text(i, "reason").unwrap_or_default(),
+                by: text(i, "by").unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// Counts one run into `scope`'s current window if it is under `limit`: the window's end,
+    /// or None when the limit is reached. A window is an hour from the first run after the
+    /// previous one ended.
+    fn count_in(&self, scope: &str, limit: usize, now: i64) -> Result<Option<i64>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        for _ in 0..MAX_RACES {
+            let (ddb, table, scope_) = (self.ddb.clone(), self.table.clone(), scope.to_string());
+            // In the current window and under the limit: one atomic ADD decides.
+            let added = self.run(async move {
+                ddb.update_item()
+                    .table_name(table)
+                    .key("pk", s("RATE"))
+                    .key("sk", s(scope_))
+                    .update_expression("ADD #n :one")
+                    .condition_expression("#u > :now AND #n < :limit")
+                    .expression_attribute_names("#n", "n")
+                    .expression_attribute_names("#u", "until")
+                    .expression_attribute_values(":one", n(1))
+                    .expression_attribute_values(":now", n(now))
+                    .expression_attribute_values(":limit", n(limit))
+                    .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+                    .send()
+                    .await
+            })?;
+            match added {
+                Ok(out) => {
+                    let end = out
+                        .attributes()
+                        .and_then(|i| num(i, "until"))
+                        .unwrap_or(now);
+                    return Ok(Some(end));
+                }
+                Err(e) if is_condition_failed(&e) => {}
+                Err(e) => return Err(sdk("UpdateItem", e)),
+            }
+            if limit < 1 {
+                return Ok(None);
+            }
+            // No window, or it ended: start a new one with this run, if nobody just did.
+            let end = now.saturating_add(HOUR_MS);
+            let (ddb, table, scope_) = (self.ddb.clone(), self.table.clone(), scope.to_string());
+            let started = self.run(async move {
+                ddb.put_item()
+                    .table_name(table)
+                    .item("pk", s("RATE"))
+                    .item("sk", s(scope_))
+                    .item("n", n(1))
+                    .item("until", n(end))
+                    .item("ttl", ttl_of(end))
+                    .condition_expression("attribute_not_exists(pk) OR #u <= :now")
+                    .expression_attribute_names("#u", "until")
+                    .expression_attribute_values(":now", n(now))
+                    .send()
+                    .await
+            })?;
+            match started {
+                Ok(_) => return Ok(Some(end)),
+                Err(e) if is_condition_failed(&e) => {}
+                Err(e) => return Err(sdk("PutItem", e)),
+            }
+            // Both refused: the window is current and full, or another replica changed it
+            // between the two writes (then try again).
+            let item = self.get("RATE", scope)?;
+            let current = item.as_ref().and_then(|i| num(i, "until")).unwrap_or(0) > now;
+            let full = item.as_ref().and_then(|i| num(i, "n")).unwrap_or(0) >= limit;
+            if current && full {
+                return Ok(None);
+            }
+        }
+        Err(Error::Environment(format!(
+            "state table: the hourly count of {} kept changing under {MAX_RACES} attempts",
+            scope_name(scope)
+        )))
+    }
+
+    fn uncount(&self, counted: &[(String, i64)]) {
+        for (scope, end) in counted {
+            let (ddb, table, scope, end) =
+                (self.ddb.clone(), self.table.clone(), scope.clone(), *end);
+            let undone = self.run(async move {
+                ddb.update_item()
+                    .table_name(table)
+                    .key("pk", s("RATE"))
+                    .key("sk", s(scope))
+                    .update_expression("ADD #n :minus")
+                    .condition_expression("#u = :end AND #n > :zero")
+                    .expression_attribute_names("#n", "n")
+                    .expression_attribute_names("#u", "until")
+                    .expression_attribute_values(":minus", n(-1))
+                    .expression_attribute_values(":zero", n(0))
+                    .expression_attribute_values(":end", n(end))
+                    .send()
+                    .await
+            });
+            if let Ok(Err(e)) = undone
+                && !is_condition_failed(&e)
+            {
+                tracing::error!("{}", sdk("UpdateItem", e));
+            }
+        }
+    }
+
+    /// Opens `scope`'s breaker: true if this call opened it, false if it already was open.
+    fn open_breaker(&self, scope: &str, reason: &str, now: i64) -> Result<bool> {
+        let (ddb, table) = (self.ddb.clone(), self.table.clone());
+        let (scope, reason, by) = (scope.to_string(), reason.to_string(), self.me.clone());
+        let at = chrono::DateTime::from_timestamp_millis(now)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_default();
+        let put = self.run(async move {
+            ddb.put_item()
+                .table_name(table)
+                .item("pk", s("BREAKER"))
+                .item("sk", s(scope))
+                .item("at", s(at))
+                .item("reason", s(reason))
+                .item("by", s(by))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await
+        })?;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(sdk("PutItem", e)),
+        }
+    }
+
+    /// Puts `pk`/`-` with `attr = value` unless an unexpired one is there: true if written.
+    fn put_if_expired(&self, pk: String, attr: &'static str, value: i64, now: i64) -> Result<bool> {
+        let (ddb, table) = (self.ddb.clone(), self.table.clone());
+        let put = self.run(async move {
+            ddb.put_item()
+                .table_name(table)
+                .item("pk", s(pk))
+                .item("sk", s("-"))
+                .item(attr, n(value))
+                .item("ttl", ttl_of(value))
+                .condition_expression("attribute_not_exists(pk) OR #e <= :now")
+                .expression_attribute_names("#e", attr)
+                .expression_attribute_values(":now", n(now))
+                .send()
+                .await
+        })?;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(sdk("PutItem", e)),
+        }
+    }
+
+    /// Deletes `pk`/`-` if its `attr` is still `value` (best effort: an undo).
+    fn delete_if(&self, pk: String, attr: &'static str, value: i64) {
+        let (ddb, table) = (self.ddb.clone(), self.table.clone());
+        let deleted = self.run(async move {
+            ddb.delete_item()
+                .table_name(table)
+                .key("pk", s(pk))
+                .key("sk", s("-"))
+                .condition_expression("#e = :v")
+                .expression_attribute_names("#e", attr)
+                .expression_attribute_values(":v", n(value))
+                .send()
+                .await
+        });
+        if let Ok(Err(e)) = deleted
+            && !is_condition_failed(&e)
+        {
+            tracing::error!("{}", sdk("DeleteItem", e));
+        }
+    }
+
+    fn delete(&self, pk: &str, sk: &str) -> Result<()> {
+        let (ddb, table, pk, sk) = (
+            self.ddb.clone(),
+            self.table.clone(),
+            pk.to_string(),
+            sk.to_string(),
+        );
+        self.run(async move {
+            ddb.delete_item()
+                .table_name(table)
+                .key("pk", s(pk))
+                .key("sk", s(sk))
+                .send()
+                .await
+        })?
+        .map(|_| ())
+        .map_err(|e| sdk("DeleteItem", e))
+    }
+
+    pub(crate) fn get(
+        &self,
+        pk: impl Into<String>,
+        sk: &str,
+    ) -> Result<Option<HashMap<String, AttributeValue>>> {
+        let (ddb, table, pk, sk) = (
+            self.ddb.clone(),
+            self.table.clone(),
+            pk.into(),
+            sk.to_string(),
+        );
+        self.run(async move {
+            ddb.get_item()
+                .table_name(table)
+                .key("pk", s(pk))
+                .key("sk", s(sk))
+                .consistent_read(true)
+                .send()
+                .await
+        })?
+        .map(|out| out.item)
+        .map_err(|e| sdk("GetItem", e))
+    }
+
+    fn query(&self, pk: &str) -> Result<Vec<HashMap<String, AttributeValue>>> {
+        let (ddb, table, pk) = (self.ddb.clone(), self.table.clone(), pk.to_string());
+        self.run(async move {
+            let mut items = Vec::new();
+            let mut start = None;
+            loop {
+                let out = match ddb
+                    .query()
+                    .table_name(&table)
+                    .key_condition_expression("pk = :pk")
+                    .expression_attribute_values(":pk", s(&pk))
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                {
+                    Ok(out) => out,
+                    Err(e) => return Err(e),
+                };
+                items.extend(out.items.unwrap_or_default());
+                match out.last_evaluated_key {
+                    Some(k) if !k.is_empty() => start = Some(k),
+                    _ => return Ok(items),
+                }
+            }
+        })?
+        .map_err(|e| sdk("Query", e))
+    }
+
+    // ---- target locks ---------------------------------------------------------------------
+
+    /// Takes the lock of `key` (a put that succeeds when it is free, expired, or ours), or says
+    /// who holds it.
+    pub(crate) fn try_lock(
+        &self,
+        key: &str,
+        holder: &Holder,
+    ) -> Result<std::result::Result<AwsLease, Holder>> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let until = now.saturating_add(super::millis(self.lease));
+        let (ddb, table) = (self.ddb.clone(), self.table.clone());
+        let pk = format!("LOCK#{key}");
+        let h = holder.clone();
+        let pk_ = pk.clone();
+        let put = self.run(async move {
+            ddb.put_item()
+                .table_name(table)
+                .item("pk", s(pk_))
+                .item("sk", s("-"))
+                .item("run", s(&h.run_id))
+                .item("operator", s(&h.operator))
+                .item("host", s(&h.host))
+                .item("pid", n(i64::from(h.pid)))
+                .item("since", s(&h.since))
+                .item("lease_until", n(until))
+                .item("ttl", ttl_of(until))
+                .condition_expression(
+                    "attribute_not_exists(pk) OR lease_until <= :now OR #run = :me",
+                )
+                .expression_attribute_names("#run", "run")
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":me", s(&h.run_id))
+                .send()
+                .await
+        })?;
+        match put {
+            Ok(_) => Ok(Ok(AwsLease {
+                key: key.to_string(),
+                run_id: holder.run_id.clone(),
+                store: Arc::new(AwsStoreRef {
+                    ddb: self.ddb.clone(),
+                    table: self.table.clone(),
+                    handle: self.handle()?,
+                }),
+            })),
+            Err(e) if is_condition_failed(&e) => {
+                let item = self.get(pk, "-")?.unwrap_or_default();
+                Ok(Err(Holder {
+                    operator: text(&item, "operator").unwrap_or_else(|| "unknown".into()),
+                    run_id: text(&item, "run").unwrap_or_else(|| "unknown".into()),
+                    host: text(&item, "host").unwrap_or_else(|| "unknown".into()),
+                    pid: num(&item, "pid")
+                        .and_then(|p| u32::try_from(p).ok())
+                        .unwrap_or(0),
+                    since: text(&item, "since").unwrap_or_else(|| "unknown".into()),
+                }))
+            }
+            Err(e) => Err(sdk("PutItem", e)),
+        }
+    }
+
+    /// Extends a lease we hold (refused if it expired and someone else took the target).
+    pub(crate) fn renew(&self, lease: &AwsLease) -> Result<()> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let until = now.saturating_add(super::millis(self.lease));
+        let (ddb, table) = (self.ddb.clone(), self.table.clone());
+        let (pk, me) = (format!("LOCK#{}", lease.key), lease.run_id.clone());
+        self.run(async move {
+            ddb.update_item()
+                .table_name(table)
+                .key("pk", s(pk))
+                .key("sk", s("-"))
+                .update_expression("SET lease_until = :until, #ttl = :ttl")
+                .condition_expression("#run = :me")
+                .expression_attribute_names("#run", "run")
+                .expression_attribute_names("#ttl", "ttl")
+                .expression_attribute_values(":until", n(until))
+                .expression_attribute_values(":ttl", ttl_of(until))
+                .expression_attribute_values(":me", s(me))
+                .send()
+                .await
+        })?
+        .map(|_| ())
+        .map_err(|e| {
+            if is_condition_failed(&e) {
+                Error::Environment(format!(
+                    "the lock on {} was lost: another run holds it now",
+                    lease.key
+                ))
+            } else {
+                sdk("UpdateItem", e)
+            }
+        })
+    }
+}
+
+impl AwsLease {
+    /// Deletes the lock item if it is still ours (an expired lease someone else took stays).
+    pub(crate) fn release(self) {
+        let st = self.store.clone();
+        let (pk, me) = (format!("LOCK#{}", self.key), self.run_id.clone());
+        let deleted = run_on(&st.handle, {
+            let (ddb, table) = (st.ddb.clone(), st.table.clone());
+            async move {
+                ddb.delete_item()
+                    .table_name(table)
+                    .key("pk", s(pk))
+                    .key("sk", s("-"))
+                    .condition_expression("#run = :me")
+                    .expression_attribute_names("#run", "run")
+                    .expression_attribute_values(":me", s(me))
+                    .send()
+                    .await
+            }
+        });
+        match deleted {
+            Ok(Err(e)) if !is_condition_failed(&e) => {
+                tracing::error!(
+                    "cannot release the lock on {}: {}",
+                    self.key,
+                    sdk("DeleteItem", e)
+                )
+            }
+            Err(e) => tracing::error!("cannot release the lock on {}: {e}", self.key),
+            _ => {}
+        }
+    }
+}
+
+/// Runs `fut` on `handle` and waits for it on this thread, which may be anything: a plain
+/// thread, the script thread, or a worker of another runtime (a std channel is not a runtime).
+fn run_on<T: Send + 'static>(
+    handle: &tokio::runtime::Handle,
+    fut: impl Future<Output = T> + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    handle.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv()
+        .map_err(|_| Error::Internal("the state runtime stopped during a request".into()))
+}
+
+pub(crate) fn scope_name(scope: &str) -> String {
+    if scope == "*" {
+        "all runbooks".into()
+    } else {
+        format!("runbook {scope}")
+    }
+}

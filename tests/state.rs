@@ -1,0 +1,261 @@
+//! Shared state (`[state]`): two `runbook serve` replicas on one DynamoDB table (moto's server
+//! on loopback) share their guardrails; target locks refuse a second run on a target.
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::Workspace;
+use common::moto::{Moto, with_credentials};
+use common::serve::{Served, block_on, client, send};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "am-token-5e02b7";
+const ADMIN: &str = "admin-token-91c4";
+
+const TAG: &str = r#"runbook(#{ id: "tag-target", version: "1.0.0", title: "Tag the target", severity: "P2",
+    params: #{ instance_id: #{ type: "string", required: true, target: true },
+               pause: #{ type: "string", "default": "0s" } } });
+containment("Mark the instance", |ctx| {
+    sleep(ctx.pause);
+    ec2::tag(ctx.instance_id, #{ Remediated: "true" });
+});
+"#;
+
+const ROUTE: &str = r#"
+[[route]]
+name = "cpu"
+alert = "ec2-cpu-high"
+runbook = "tag-target@1.0.0"
+environment = "sim"
+params = { instance_id = "{labels.instance_id}", pause = "{labels.pause|0s}" }
+target = "{labels.instance_id}"
+"#;
+
+/// One replica's (or one operator's) workspace: the runbook, the sim, `[state]` as given, and
+/// hooks.toml with `guardrails` lines.
+fn workspace(state: &str, guardrails: &str) -> Workspace {
+    let ws = Workspace::new();
+    ws.write("runbooks/tag-target.rhai", TAG);
+    ws.write(
+        "runbook.toml",
+        &format!("default = \"sim\"\n\n[environments.sim]\nbackend = \"sim\"\n\n{state}\n"),
+    );
+    ws.write(
+        "hooks.toml",
+        &format!(
+            "[server]\nworkers = 2\nqueue = 64\ndrain = \"1s\"\n\n[guardrails]\ncooldown = \"10m\"\ndedupe_window = \"10m\"\n{guardrails}\n\n[escalation]\nchannel = \"#oncall\"\n{ROUTE}"
+        ),
+    );
+    ws
+}
+
+fn aws_state(moto: &Moto) -> String {
+    format!(
+        "[state]\nbackend = \"aws\"\ntable = \"runbook-state\"\nbucket = \"runbook-transcripts\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\n",
+        moto.endpoint()
+    )
+}
+
+fn env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("RUNBOOK_ALERTMANAGER_TOKEN", TOKEN),
+        ("RUNBOOK_ADMIN_TOKEN", ADMIN),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+}
+
+/// Two replicas on one table (made by `runbook state init`), each in a workspace of its own as
+/// on two hosts.
+fn two_replicas(moto: &Moto, guardrails: &str) -> (Vec<Workspace>, Vec<Served>) {
+    let workspaces = vec![
+        workspace(&aws_state(moto), guardrails),
+        workspace(&aws_state(moto), guardrails),
+    ];
+    let init = with_credentials(workspaces[0].cmd().args(&["state", "init"])).output();
+    assert_eq!(init.code, 0, "{}{}", init.stdout, init.stderr);
+    assert!(init.stdout.contains("dynamodb:PutItem"), "{}", init.stdout);
+    let replicas = workspaces
+        .iter()
+        .map(|ws| {
+            let mut s = Served::start(ws, &env());
+            s.admin = Some(ADMIN.into());
+            s
+        })
+        .collect();
+    (workspaces, replicas)
+}
+
+fn alert(instance: &str, labels: &[(&str, &str)]) -> Vec<u8> {
+    let mut l = serde_json::Map::new();
+    l.insert("alertname".into(), json!("ec2-cpu-high"));
+    l.insert("instance_id".into(), json!(instance));
+    for (k, v) in labels {
+        l.insert(k.to_string(), json!(v));
+    }
+    serde_json::to_vec(
+        &json!({ "version": "4", "status": "firing", "receiver": "runbook",
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "",
+        "groupKey": "{}", "truncatedAlerts": 0,
+        "alerts": [{ "status": "firing", "labels": l, "annotations": {},
+                     "startsAt": "2026-11-23T10:30:00Z", "fingerprint": "" }] }),
+    )
+    .unwrap()
+}
+
+/// Sends every (replica, body) at once; returns each alert's (outcome, reason) in order.
+fn send_all(sends: Vec<(&Served, Vec<u8>)>) -> Vec<(String, String)> {
+    let auth = format!("Bearer {TOKEN}");
+    block_on(async {
+        let client = client();
+        let futures = sends.into_iter().map(|(replica, body)| {
+            let (client, url, auth) = (
+                client.clone(),
+                replica.url("/hooks/alertmanager"),
+                auth.clone(),
+            );
+            async move {
+                let headers = [
+                    ("authorization", auth.as_str()),
+                    ("content-type", "application/json"),
+                ];
+                let (status, body) =
+                    send(&client, reqwest::Method::POST, &url, &headers, body).await;
+                assert_eq!(status, 200, "{body}");
+                let a = &body["alerts"][0];
+                (
+                    a["outcome"].as_str().unwrap_or_default().to_string(),
+                    a["reason"].as_str().unwrap_or_default().to_string(),
+                )
+            }
+        });
+        futures_util::future::join_all(futures).await
+    })
+}
+
+fn count(outcomes: &[(String, String)], outcome: &str, reason: &str) -> usize {
+    outcomes
+        .iter()
+        .filter(|(o, r)| o == outcome && (reason.is_empty() || r == reason))
+        .count()
+}
+
+fn runs(replica: &Served) -> Vec<Value> {
+    let (_, body) = replica.get("/runs?limit=1000");
+    body["runs"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn the_same_alert_sent_to_two_replicas_at_once_starts_exactly_one_run() {
+    let moto = Moto::start();
+    let (_ws, replicas) = two_replicas(&moto, "");
+    for round in 0..5 {
+        let instance = format!("i-0a1b2c3d4e5f6000{round}");
+        let outcomes = send_all(vec![
+            (&replicas[0], alert(&instance, &[])),
+            (&replicas[1], alert(&instance, &[])),
+        ]);
+        assert_eq!(count(&outcomes, "accepted", ""), 1, "{outcomes:?}");
+        assert_eq!(count(&outcomes, "deduplicated", ""), 1, "{outcomes:?}");
+    }
+    let started = runs(&replicas[0]).len() + runs(&replicas[1]).len();
+    assert_eq!(started, 5, "one run per alert across both replicas");
+}
+
+#[test]
+fn a_flood_split_across_two_replicas_keeps_the_global_hourly_limit_exactly() {
+    let moto = Moto::start();
+    let (_ws, replicas) = two_replicas(
+        &moto,
+        "max_runs_per_hour = 7\nmax_runs_per_hour_per_runbook = 100",
+    );
+    let sends: Vec<(&Served, Vec<u8>)> = (0..40)
+        .map(|i| (&replicas[i % 2], alert(&format!("i-{i:017x}"), &[])))
+        .collect();
+    let outcomes = send_all(sends);
+    assert_eq!(
+        count(&outcomes, "accepted", ""),
+        7,
+        "exactly the limit, not twice it: {outcomes:?}"
+    );
+    let tripped = count(&outcomes, "refused", "rate_limited");
+    assert!(
+        tripped >= 1,
+        "the run over the limit trips the breaker: {outcomes:?}"
+    );
+    assert_eq!(
+        tripped + count(&outcomes, "refused", "breaker_open"),
+        33,
+        "{outcomes:?}"
+    );
+    let started = runs(&replicas[0]).len() + runs(&replicas[1]).len();
+    assert_eq!(started, 7);
+}
+
+#[test]
+fn a_breaker_opened_on_one_replica_refuses_on_the_other_until_reset() {
+    let moto = Moto::start();
+    let (_ws, replicas) = two_replicas(&moto, "max_runs_per_hour = 1");
+    let first = send_all(vec![(&replicas[0], alert("i-0000000000000000a", &[]))]);
+    assert_eq!(first[0].0, "accepted");
+    let tripped = send_all(vec![(&replicas[0], alert("i-0000000000000000b", &[]))]);
+    assert_eq!(tripped[0].1, "rate_limited", "{tripped:?}");
+    let other = send_all(vec![(&replicas[1], alert("i-0000000000000000c", &[]))]);
+    assert_eq!(
+        other[0],
+        ("refused".to_string(), "breaker_open".to_string()),
+        "the other replica sees the breaker"
+    );
+    // Reset on the second replica closes it for the first.
+    let auth = format!("Bearer {ADMIN}");
+    let (status, body) = replicas[1].post(
+        "/admin/breaker/reset",
+        &[("authorization", auth.as_str())],
+        b"",
+    );
+    assert_eq!(status, 200, "{body}");
+    let again = send_all(vec![(&replicas[0], alert("i-0000000000000000d", &[]))]);
+    assert_eq!(again[0].0, "accepted", "{again:?}");
+}
+
+#[test]
+fn a_cli_run_on_a_target_serve_is_remediating_is_refused_naming_the_holder() {
+    // The local backend: one host, lock files beside runbook.toml.
+    let ws = workspace("", "");
+    let mut served = Served::start(&ws, &env());
+    served.admin = Some(ADMIN.into());
+    let target = "i-0a1b2c3d4e5f60001";
+    let outcomes = send_all(vec![(&served, alert(target, &[("pause", "10m")]))]);
+    assert_eq!(outcomes[0].0, "accepted", "{outcomes:?}");
+    served.wait_running(1, Duration::from_secs(30));
+    let refused = ws.run(&[
+        "run",
+        "tag-target",
+        "-p",
+        &format!("instance_id={target}"),
+        "--no-interactive",
+    ]);
+    assert_ne!(refused.code, 0, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(&format!(
+            "target {target} (sim) is locked by hook:cpu (run "
+        )),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("since "), "{}", refused.stderr);
+    // Another target is free, and a plan takes no lock at all.
+    let other = ws.run(&[
+        "run",
+        "tag-target",
+        "-p",
+        "instance_id=i-0a1b2c3d4e5f60002",
+        "--no-interactive",
+    ]);
+    assert_eq!(other.code, 0, "{}", other.stderr);
+    let plan = ws.run(&["plan", "tag-target", "-p", &format!("instance_id={target}")]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    served.terminate(Duration::from_secs(30));
+}
