@@ -10,7 +10,6 @@
 
 // A test or bench crate has no users outside itself: its `pub` helpers are for its modules.
 #![allow(unreachable_pub)]
-
 #![allow(dead_code)]
 
 // The bench borrows the tests' workspace builder and uses only a little of it.

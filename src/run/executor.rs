@@ -427,6 +427,9 @@ impl<'a> Executor<'a> {
     /// Runs every step. Errors only when the transcript cannot be created; everything after that
     /// is recorded and reported in the [`RunReport`].
     pub fn run(&mut self, mut opts: RunOptions) -> Result<RunReport> {
+        // The executor's own decisions (going on or stopping after a failure) are the run's
+        // operator's: "drill" or "hook:<route>" for unattended runs, the person otherwise.
+        self.operator.clone_from(&opts.operator);
         let host = &self.rb.host;
         let started = host.interrupt.clock().now();
         // The notifier may outlive one run (a hook server's): count this run's failures only.
@@ -1628,6 +1631,33 @@ recovery("Never", |ctx| { ctx.never = true; });
         );
         let err = report.into_result().unwrap_err();
         assert_eq!(err.exit_code(), crate::base::error::exit::ABORTED);
+    }
+
+    /// Goes on after every failure, as a person pressing "continue" would.
+    struct GoOn;
+
+    impl Driver for GoOn {
+        fn before_step(&mut self, _view: &StepView) -> Decision {
+            Decision::routine(Action::Run, "test")
+        }
+        fn after_failure(&mut self, _step: &Step, _error: &ErrorInfo) -> AfterFailure {
+            AfterFailure::Continue("the test goes on".into())
+        }
+    }
+
+    #[test]
+    fn a_choice_after_a_failure_is_recorded_as_the_run_s_operator_s() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = RUNBOOK.replace("allow_failure: true,", "");
+        let rb = load(Mode::Plan, dir.path(), &src);
+        let (_, events) = run(&rb, &mut GoOn, dir.path());
+        // The run's operator (`RunOptions::operator`: a drill's "drill", a hook's
+        // "hook:<route>"), not whoever the process's environment names.
+        let go_on = events
+            .iter()
+            .find(|e| e["type"] == "decision" && e["action"] == "continue")
+            .unwrap_or_else(|| panic!("no continue decision in {events:?}"));
+        assert_eq!(go_on["by"], "tester");
     }
 
     #[test]

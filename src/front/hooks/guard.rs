@@ -572,7 +572,11 @@ mod tests {
         let Err((refusal @ Refusal::RateLimited { .. }, Some(Opened))) = tripped else {
             panic!("the fourth run of rb in an hour must trip its breaker");
         };
-        assert!(refusal.describe().contains("(runbook rb)"), "{}", refusal.describe());
+        assert!(
+            refusal.describe().contains("(runbook rb)"),
+            "{}",
+            refusal.describe()
+        );
         // Open: refused even after the hour has passed.
         assert_eq!(
             reason(g.admit(&cand("f4", "rb", "t4"), 2 * HOUR_MS)),
