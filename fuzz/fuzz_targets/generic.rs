@@ -50,7 +50,9 @@ fuzz_target!(|data: &[u8]| {
     let inside =
         |t: i64| (i128::from(now) - i128::from(t)).unsigned_abs() <= u128::from(window.as_secs());
     match &verdict {
-        Ok(()) => {
+        Ok(mac) => {
+            // The MAC handed to the replay memory is the one checked: an HMAC-SHA256.
+            assert_eq!(mac.len(), 32, "verify returned something other than the MAC");
             // Only a timestamp inside the window passes (the signature cannot be forged here).
             let t = signed_ts.expect("a verified request has a numeric timestamp");
             assert!(inside(t), "accepted outside the replay window");

@@ -256,7 +256,7 @@ impl SimCloud {
     }
 
     /// The whole simulated state as JSON (for drills, tests and `--sim-state-out`).
-    pub(crate) fn state_json(&self) -> serde_json::Value {
+    pub fn state_json(&self) -> serde_json::Value {
         match self.state.lock() {
             Ok(s) => serde_json::to_value(&*s).unwrap_or_default(),
             Err(_) => serde_json::Value::Null,
