@@ -6,9 +6,9 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
+use runbook::front::drill;
 use runbook::runbook::catalog::Target;
 use runbook::services::cloud::sim::{DEFAULT_FLEET, SimCloud};
-use runbook::front::drill;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -52,7 +52,11 @@ fuzz_target!(|data: &[u8]| {
     match &verdict {
         Ok(mac) => {
             // The MAC handed to the replay memory is the one checked: an HMAC-SHA256.
-            assert_eq!(mac.len(), 32, "verify returned something other than the MAC");
+            assert_eq!(
+                mac.len(),
+                32,
+                "verify returned something other than the MAC"
+            );
             // Only a timestamp inside the window passes (the signature cannot be forged here).
             let t = signed_ts.expect("a verified request has a numeric timestamp");
             assert!(inside(t), "accepted outside the replay window");
