@@ -246,6 +246,26 @@ fn a_cli_run_on_a_target_serve_is_remediating_is_refused_naming_the_holder() {
         refused.stderr
     );
     assert!(refused.stderr.contains("since "), "{}", refused.stderr);
+    // With --wait-lock the run waits for the holder, and when the lease is still held at the
+    // end of the wait it is refused the same way, saying how long it waited.
+    let waited = ws.run(&[
+        "run",
+        "tag-target",
+        "-p",
+        &format!("instance_id={target}"),
+        "--no-interactive",
+        "--wait-lock",
+        "1s",
+    ]);
+    assert_ne!(waited.code, 0, "{}", waited.stderr);
+    assert!(
+        waited.stderr.contains(&format!(
+            "target {target} (sim) is locked by hook:cpu (run "
+        )),
+        "{}",
+        waited.stderr
+    );
+    assert!(waited.stderr.contains("(waited 1s)"), "{}", waited.stderr);
     // Another target is free, and a plan takes no lock at all.
     let other = ws.run(&[
         "run",
