@@ -230,42 +230,23 @@ fn a_cli_run_on_a_target_serve_is_remediating_is_refused_naming_the_holder() {
     let outcomes = send_all(vec![(&served, alert(target, &[("pause", "10m")]))]);
     assert_eq!(outcomes[0].0, "accepted", "{outcomes:?}");
     served.wait_running(1, Duration::from_secs(30));
-    let refused = ws.run(&[
-        "run",
-        "tag-target",
-        "-p",
-        &format!("instance_id={target}"),
-        "--no-interactive",
-    ]);
-    assert_ne!(refused.code, 0, "{}", refused.stderr);
-    assert!(
-        refused.stderr.contains(&format!(
-            "target {target} (sim) is locked by hook:cpu (run "
-        )),
-        "{}",
-        refused.stderr
-    );
-    assert!(refused.stderr.contains("since "), "{}", refused.stderr);
+    let instance = format!("instance_id={target}");
+    let holder = format!("target {target} (sim) is locked by hook:cpu (run ");
+    // A run on the held target is refused naming the holder; the stderr of that refusal.
+    let refused_with = |extra: &[&str]| {
+        let mut args = vec!["run", "tag-target", "-p", &instance, "--no-interactive"];
+        args.extend_from_slice(extra);
+        let out = ws.run(&args);
+        assert_ne!(out.code, 0, "{}", out.stderr);
+        assert!(out.stderr.contains(&holder), "{}", out.stderr);
+        out.stderr
+    };
+    let refused = refused_with(&[]);
+    assert!(refused.contains("since "), "{refused}");
     // With --wait-lock the run waits for the holder, and when the lease is still held at the
     // end of the wait it is refused the same way, saying how long it waited.
-    let waited = ws.run(&[
-        "run",
-        "tag-target",
-        "-p",
-        &format!("instance_id={target}"),
-        "--no-interactive",
-        "--wait-lock",
-        "1s",
-    ]);
-    assert_ne!(waited.code, 0, "{}", waited.stderr);
-    assert!(
-        waited.stderr.contains(&format!(
-            "target {target} (sim) is locked by hook:cpu (run "
-        )),
-        "{}",
-        waited.stderr
-    );
-    assert!(waited.stderr.contains("(waited 1s)"), "{}", waited.stderr);
+    let waited = refused_with(&["--wait-lock", "1s"]);
+    assert!(waited.contains("(waited 1s)"), "{waited}");
     // Another target is free, and a plan takes no lock at all.
     let other = ws.run(&[
         "run",
@@ -275,7 +256,7 @@ fn a_cli_run_on_a_target_serve_is_remediating_is_refused_naming_the_holder() {
         "--no-interactive",
     ]);
     assert_eq!(other.code, 0, "{}", other.stderr);
-    let plan = ws.run(&["plan", "tag-target", "-p", &format!("instance_id={target}")]);
+    let plan = ws.run(&["plan", "tag-target", "-p", &instance]);
     assert_eq!(plan.code, 0, "{}", plan.stderr);
     served.terminate(Duration::from_secs(30));
 }

@@ -686,21 +686,30 @@ impl std::fmt::Display for Unreadable {
     }
 }
 
+/// One line as the event type its `type` names, when `docs` (the type's variants) knows it: an
+/// unknown type is reported as such, not as the first variant serde failed to match.
+fn parse_known<'a, T: Deserialize<'a>>(
+    line: &'a Value,
+    docs: &[VariantDoc],
+) -> Result<T, Unreadable> {
+    let kind = line
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if !docs.iter().any(|d| d.tag() == kind) {
+        return Err(Unreadable::Unknown { kind });
+    }
+    T::deserialize(line).map_err(|e| Unreadable::Malformed {
+        kind,
+        error: e.to_string(),
+    })
+}
+
 impl Event {
     /// Reads one line of a transcript (a verified line: the chain fields are ignored).
     pub fn parse(line: &Value) -> Result<Event, Unreadable> {
-        let kind = line
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        if !Self::DOCS.iter().any(|d| d.tag() == kind) {
-            return Err(Unreadable::Unknown { kind });
-        }
-        Event::deserialize(line).map_err(|e| Unreadable::Malformed {
-            kind,
-            error: e.to_string(),
-        })
+        parse_known(line, Self::DOCS)
     }
 
     /// The step an event belongs to (None for run-level events and calls outside a step).
@@ -948,18 +957,7 @@ documented! {
 impl JournalEvent {
     /// Reads one line of a hook journal (see [`Event::parse`]).
     pub fn parse(line: &Value) -> Result<JournalEvent, Unreadable> {
-        let kind = line
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        if !Self::DOCS.iter().any(|d| d.tag() == kind) {
-            return Err(Unreadable::Unknown { kind });
-        }
-        JournalEvent::deserialize(line).map_err(|e| Unreadable::Malformed {
-            kind,
-            error: e.to_string(),
-        })
+        parse_known(line, Self::DOCS)
     }
 }
 
