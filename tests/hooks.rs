@@ -175,6 +175,19 @@ fn setup(server: &str, guardrails: &str, extra: &str) -> Setup {
 }
 
 impl Setup {
+    /// `serve` started on this setup's configuration, expected to refuse it (exit 2) before
+    /// listening; its output.
+    fn serve_refused(&self) -> common::Run {
+        let env = self.env();
+        let mut cmd = self.ws.cmd().args(&["serve", "--listen", "127.0.0.1:0"]);
+        for (k, v) in env.refs() {
+            cmd = cmd.env(k, v);
+        }
+        let out = cmd.output();
+        out.expect_code(2);
+        out
+    }
+
     fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("RUNBOOK_ALERTMANAGER_TOKEN", TOKEN.to_string()),
@@ -1182,12 +1195,7 @@ fn a_broken_hooks_file_is_refused_whole_before_anything_listens() {
         );
     }
     // `serve` itself refuses the same file, and journals nothing.
-    let env = s.env();
-    let mut cmd = s.ws.cmd().args(&["serve", "--listen", "127.0.0.1:0"]);
-    for (k, v) in env.refs() {
-        cmd = cmd.env(k, v);
-    }
-    cmd.output().expect_code(2);
+    s.serve_refused();
     assert!(!s.ws.exists("transcripts/hooks"));
     // An unpinned route is refused too: unattended runs never take "whatever is there".
     s.ws.write(
@@ -1218,13 +1226,7 @@ fn a_route_with_params_but_no_target_is_refused_at_check_and_start_up() {
         "{}",
         check.stderr
     );
-    let env = s.env();
-    let mut cmd = s.ws.cmd().args(&["serve", "--listen", "127.0.0.1:0"]);
-    for (k, v) in env.refs() {
-        cmd = cmd.env(k, v);
-    }
-    let started = cmd.output();
-    started.expect_code(2);
+    let started = s.serve_refused();
     assert!(
         started.stderr.contains("set `target`"),
         "{}",
@@ -1921,13 +1923,7 @@ containment("Pause", |ctx| { sleep(ctx.pause); });
         "{}",
         check.stderr
     );
-    let env = s.env();
-    let mut cmd = s.ws.cmd().args(&["serve", "--listen", "127.0.0.1:0"]);
-    for (k, v) in env.refs() {
-        cmd = cmd.env(k, v);
-    }
-    let started = cmd.output();
-    started.expect_code(2);
+    let started = s.serve_refused();
     assert!(
         started.stderr.contains("parameter pause"),
         "{}",
