@@ -1073,6 +1073,7 @@ mod tests {
                 working_ms: 10,
                 waiting_ms: 5,
                 attempts: 2,
+                run_clock_ms: Some(15),
                 reason: None,
                 error: Some(error()),
                 ctx: json!({}),
