@@ -31,16 +31,25 @@ pub(crate) fn engine(host: &Rc<Host>, roots: ImportRoots) -> Engine {
     engine
 }
 
-/// Registers every binding module on `engine`. Called once, from [`engine`].
+/// Registers every binding module on `engine`. Called once, from [`engine`]. Each module is
+/// built once per thread and shared by every engine after (see
+/// [`crate::sandbox::engine::shared_module`]): they hold functions only, and each call reaches
+/// its run through the engine's own host.
 fn register(engine: &mut Engine) {
-    engine.register_global_module(exported_module!(core::core_api).into());
-    engine.register_static_module("json", exported_module!(core::json_api).into());
-    engine.register_static_module("notes", exported_module!(core::notes_api).into());
-    engine.register_static_module("ec2", exported_module!(ec2::ec2_api).into());
-    engine.register_static_module("ssm", exported_module!(ssm::ssm_api).into());
-    engine.register_static_module("slack", exported_module!(slack::slack_api).into());
-    engine.register_static_module("teams", exported_module!(slack::teams_api).into());
-    engine.register_static_module("health", exported_module!(health::health_api).into());
+    use crate::sandbox::engine::shared_module;
+    engine.register_global_module(shared_module("core", None, || {
+        exported_module!(core::core_api).into()
+    }));
+    let namespace = |engine: &mut Engine, name: &'static str, build: fn() -> Module| {
+        engine.register_static_module(name, shared_module(name, Some(name), || build().into()));
+    };
+    namespace(engine, "json", || exported_module!(core::json_api));
+    namespace(engine, "notes", || exported_module!(core::notes_api));
+    namespace(engine, "ec2", || exported_module!(ec2::ec2_api));
+    namespace(engine, "ssm", || exported_module!(ssm::ssm_api));
+    namespace(engine, "slack", || exported_module!(slack::slack_api));
+    namespace(engine, "teams", || exported_module!(slack::teams_api));
+    namespace(engine, "health", || exported_module!(health::health_api));
 }
 
 /// Argument helpers shared by the cloud bindings. Bad arguments are script bugs: they fail the

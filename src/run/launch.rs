@@ -678,6 +678,26 @@ mod tests {
     }
 
     #[test]
+    fn runs_of_one_runbook_share_its_compiled_script_but_not_its_state() {
+        // A step's closure captures a top-level array: were a run's evaluation shared with the
+        // next (not only the compiled text), the second run would find the first one's entry.
+        let dir = folder(
+            "let seen = [];\n\
+             runbook(#{ id: \"t\", version: \"1.0.0\", title: \"Test t\", severity: \"P3\" });\n\
+             containment(\"Count\", |ctx| { seen.push(1); if seen.len() != 1 { throw `seen ${seen.len()} times`; } });\n",
+        );
+        let mut libs = Vec::new();
+        for n in 0..2 {
+            let mut l = launch(dir.path(), Mode::Run, environment(false));
+            l.transcript = dir.path().join(format!("run-{n}.jsonl"));
+            let done = l.run().unwrap();
+            assert_eq!(done.report.status, RunStatus::Ok, "{}", done.report.reason);
+            libs.push(done.rb.ast.shared_lib().clone());
+        }
+        assert!(rhai::Shared::ptr_eq(&libs[0], &libs[1]));
+    }
+
+    #[test]
     fn a_launch_runs_with_its_observers_operator_trigger_and_transcript() {
         let dir = folder(RUNBOOK);
         let seen = Rc::new(RefCell::new(Vec::new()));

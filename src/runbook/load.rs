@@ -23,7 +23,7 @@ impl Runbook {
     pub fn load(path: &Path, host: Rc<Host>) -> Result<Runbook> {
         let source =
             std::fs::read_to_string(path).map_err(|e| Error::io("cannot read runbook", path, e))?;
-        Self::load_source(path, &source, host, DECLARATION_DEADLINE)
+        Self::load_text(path, &source, host, DECLARATION_DEADLINE, Reuse::Compiled)
     }
 
     /// [`load`](Self::load) of source text already in memory, as if read from `path` (which
@@ -37,6 +37,17 @@ impl Runbook {
         host: Rc<Host>,
         declare_for: Duration,
     ) -> Result<Runbook> {
+        // Every text is new to a fuzzer: keeping its AST would only cost a copy.
+        Self::load_text(path, source, host, declare_for, Reuse::Nothing)
+    }
+
+    fn load_text(
+        path: &Path,
+        source: &str,
+        host: Rc<Host>,
+        declare_for: Duration,
+        reuse: Reuse,
+    ) -> Result<Runbook> {
         let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         let file = engine::display_path(&canonical);
         let source: Rc<str> = Rc::from(source);
@@ -49,24 +60,33 @@ impl Runbook {
         });
 
         let engine = crate::bindings::engine(&host, ImportRoots::for_runbook(&canonical));
-        let mut ast = engine.compile(&*source).map_err(|e| {
-            let pos = e.position();
-            let mut diag = ScriptDiagnostic::new(
-                &file,
-                &source,
-                pos.line().unwrap_or(1),
-                pos.position().unwrap_or(1),
-                format!("syntax error: {}", e.err_type()),
-                "here",
-            );
-            if let rhai::ParseErrorType::Reserved(word) = e.err_type() {
-                diag = diag.with_help(format!(
-                    "`{word}` is reserved in Rhai; as a map key, quote it: \"{word}\": ..."
-                ));
-            }
-            Error::script(diag)
-        })?;
-        ast.set_source(file.as_str());
+        let compile = || -> Result<AST> {
+            let mut ast = engine.compile(&*source).map_err(|e| {
+                let pos = e.position();
+                let mut diag = ScriptDiagnostic::new(
+                    &file,
+                    &source,
+                    pos.line().unwrap_or(1),
+                    pos.position().unwrap_or(1),
+                    format!("syntax error: {}", e.err_type()),
+                    "here",
+                );
+                if let rhai::ParseErrorType::Reserved(word) = e.err_type() {
+                    diag = diag.with_help(format!(
+                        "`{word}` is reserved in Rhai; as a map key, quote it: \"{word}\": ..."
+                    ));
+                }
+                Error::script(diag)
+            })?;
+            ast.set_source(file.as_str());
+            Ok(ast)
+        };
+        // A `serve` worker loads its route's runbook for every alert: the same text compiles to
+        // the same AST, so it is compiled once per version of the file (see `engine::compiled`).
+        let ast = match reuse {
+            Reuse::Compiled => engine::compiled(&file, &sha256, compile)?,
+            Reuse::Nothing => compile()?,
+        };
 
         host.recorder.set_stage(Stage::Loading);
         // The declaration pass gets a deadline too: a top-level `loop {}` must not hang `check`.
@@ -119,6 +139,12 @@ impl Runbook {
             .cloned()
             .collect()
     }
+}
+
+/// Whether a load may reuse the AST this thread compiled from the same text.
+enum Reuse {
+    Compiled,
+    Nothing,
 }
 
 /// Registers each top-level `import "path" as alias` as a static module named `alias`.
@@ -189,4 +215,67 @@ pub(crate) fn error_diagnostic(
         format!("{}: {}", context, info.message),
         "here",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::base::console::Console;
+    use crate::sandbox::recorder::Mode;
+
+    fn host() -> Rc<Host> {
+        Host::new(
+            Mode::Plan,
+            Console::silent(),
+            Arc::new(AtomicBool::new(false)),
+        )
+    }
+
+    fn runbook(title: &str) -> String {
+        format!(
+            "runbook(#{{ id: \"t\", version: \"1.0.0\", title: \"{title}\", severity: \"P3\" }});\n\
+             containment(\"Note\", |ctx| {{ log(\"noted\"); }});\n"
+        )
+    }
+
+    #[test]
+    fn a_runbook_loaded_again_reuses_its_compiled_ast_until_its_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.rhai");
+        std::fs::write(&path, runbook("First title")).unwrap();
+        let a = Runbook::load(&path, host()).unwrap();
+        let b = Runbook::load(&path, host()).unwrap();
+        assert!(rhai::Shared::ptr_eq(a.ast.shared_lib(), b.ast.shared_lib()));
+        assert_eq!(b.meta.title, "First title");
+        std::fs::write(&path, runbook("Second title")).unwrap();
+        let c = Runbook::load(&path, host()).unwrap();
+        assert_eq!(c.meta.title, "Second title");
+        assert!(!rhai::Shared::ptr_eq(
+            a.ast.shared_lib(),
+            c.ast.shared_lib()
+        ));
+    }
+
+    #[test]
+    fn the_sandbox_limits_hold_for_an_engine_built_from_shared_modules() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("t.rhai");
+        std::fs::write(&good, runbook("Warms the thread's modules")).unwrap();
+        Runbook::load(&good, host()).unwrap();
+        // The second engine on this thread shares every module with the first; its limits are
+        // its own: a string past MAX_STRING_SIZE is refused, and `eval` is still disabled.
+        let hog = dir.path().join("hog.rhai");
+        std::fs::write(&hog, "let s = \"x\"; loop { s += s; }").unwrap();
+        let err = Runbook::load(&hog, host()).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("too large")),
+            "{err:?}"
+        );
+        let evil = dir.path().join("evil.rhai");
+        std::fs::write(&evil, "eval(\"1\");").unwrap();
+        assert!(Runbook::load(&evil, host()).is_err());
+    }
 }

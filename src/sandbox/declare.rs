@@ -58,7 +58,11 @@ pub struct Declarations {
 
 /// Adds the declaration functions to an engine.
 pub(crate) fn register_declarations(engine: &mut Engine) {
-    engine.register_global_module(exported_module!(declare_api).into());
+    engine.register_global_module(crate::sandbox::engine::shared_module(
+        "declare",
+        None,
+        || exported_module!(declare_api).into(),
+    ));
 }
 
 fn declare(

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use rhai::packages::{Package, StandardPackage};
-use rhai::{Dynamic, Engine, EvalAltResult, Module, Position, Scope, Shared};
+use rhai::{AST, Dynamic, Engine, EvalAltResult, Module, Position, Scope, Shared};
 
 pub type SharedModule = Shared<Module>;
 use sha2::{Digest, Sha256};
@@ -342,16 +342,21 @@ impl rhai::ModuleResolver for SandboxResolver {
             ))
         })?;
         let display = display_path(&file);
+        let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
         self.host.modules.borrow_mut().push(ModuleRecord {
             import: path.to_string(),
             file: display.clone(),
-            sha256: hex::encode(Sha256::digest(text.as_bytes())),
+            sha256: sha256.clone(),
             source: Rc::from(text.as_str()),
         });
         let wrap =
             |e: Box<EvalAltResult>| Box::new(EvalAltResult::ErrorInModule(display.clone(), e, pos));
-        let mut ast = engine.compile(&text).map_err(|e| wrap(e.into()))?;
-        ast.set_source(display.as_str());
+        let ast = compiled(&display, &sha256, || {
+            let mut ast = engine.compile(&text)?;
+            ast.set_source(display.as_str());
+            Ok(ast)
+        })
+        .map_err(|e: rhai::ParseError| wrap(e.into()))?;
         let module: SharedModule = Module::eval_ast_as_new(Scope::new(), &ast, engine)
             .map_err(wrap)?
             .into();
@@ -381,7 +386,9 @@ pub fn display_path(path: &Path) -> String {
 /// bindings' `engine` builds the one a runbook runs in).
 pub(crate) fn sandbox(host: &Rc<Host>, roots: ImportRoots) -> Engine {
     let mut engine = Engine::new_raw();
-    engine.register_global_module(StandardPackage::new().as_shared_module());
+    engine.register_global_module(shared_module("std", None, || {
+        StandardPackage::new().as_shared_module()
+    }));
 
     engine.disable_symbol("eval");
     engine.set_strict_variables(true);
@@ -429,6 +436,97 @@ pub(crate) fn sandbox(host: &Rc<Host>, roots: ImportRoots) -> Engine {
         h.recorder.log("debug", &msg);
     });
     engine
+}
+
+thread_local! {
+    /// The function modules every engine on this thread registers, built once (see
+    /// [`shared_module`]).
+    static SHARED_MODULES: RefCell<Vec<(&'static str, SharedModule)>> = const { RefCell::new(Vec::new()) };
+    /// Compiled scripts on this thread, newest last (see [`compiled`]).
+    static COMPILED: RefCell<std::collections::VecDeque<Compiled>> =
+        const { RefCell::new(std::collections::VecDeque::new()) };
+}
+
+/// The module `key` names, built by `build` the first time this thread asks and shared (one
+/// `Rc`) by every engine built on the thread afterwards; `namespace` indexes it for
+/// `register_static_module` under that name, so registering it copies nothing.
+///
+/// Building Rhai's standard package and our plugin modules was most of the cost of loading a
+/// runbook (`serve` builds an engine per alert). Sharing them cannot let one run see another's
+/// state: they hold native functions only (no variables a script could assign), and everything
+/// a run owns is reached through its own engine's tag (the `Host`). Per thread because Rhai's
+/// shared values are `Rc`s (the crate is built without `sync`): a `serve` worker builds them
+/// once, for every run it takes.
+pub(crate) fn shared_module(
+    key: &'static str,
+    namespace: Option<&'static str>,
+    build: impl FnOnce() -> SharedModule,
+) -> SharedModule {
+    let found = SHARED_MODULES.with(|m| {
+        m.borrow()
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, module)| module.clone())
+    });
+    if let Some(module) = found {
+        return module;
+    }
+    let mut module = build();
+    if let Some(name) = namespace {
+        // Unshared yet, so this changes it in place.
+        let m = Shared::make_mut(&mut module);
+        m.set_id(name);
+        m.build_index();
+    }
+    SHARED_MODULES.with(|m| m.borrow_mut().push((key, module.clone())));
+    module
+}
+
+/// How many compiled scripts a thread keeps: every route's runbook and its imports, with room.
+const COMPILED_KEPT: usize = 64;
+
+/// A compiled script and what it was compiled from.
+struct Compiled {
+    /// The source name set on the AST (the file as shown in diagnostics).
+    name: String,
+    sha256: String,
+    ast: AST,
+}
+
+/// The AST of the script `name` whose text hashes to `sha256`: compiled by `compile` the first
+/// time, then a copy of the one this thread compiled (a changed file has another hash, so it is
+/// compiled again, and the old version's AST is dropped). Compiling is pure: the same text in
+/// engines configured the same way (every engine comes from [`sandbox`] and the same
+/// registrations) gives the same AST, and an AST is immutable, so runs sharing one see nothing of
+/// each other. A failed compile is not kept: its diagnostics come from compiling again.
+pub(crate) fn compiled<E>(
+    name: &str,
+    sha256: &str,
+    compile: impl FnOnce() -> std::result::Result<AST, E>,
+) -> std::result::Result<AST, E> {
+    let found = COMPILED.with(|c| {
+        c.borrow()
+            .iter()
+            .find(|e| e.name == name && e.sha256 == sha256)
+            .map(|e| e.ast.clone())
+    });
+    if let Some(ast) = found {
+        return Ok(ast);
+    }
+    let ast = compile()?;
+    COMPILED.with(|c| {
+        let mut c = c.borrow_mut();
+        c.retain(|e| e.name != name);
+        if c.len() >= COMPILED_KEPT {
+            c.pop_front();
+        }
+        c.push_back(Compiled {
+            name: name.to_string(),
+            sha256: sha256.to_string(),
+            ast: ast.clone(),
+        });
+    });
+    Ok(ast)
 }
 
 /// A script error flattened for people and transcripts: the innermost message and where it was.
@@ -541,6 +639,52 @@ mod tests {
         std::fs::write(dir.join("runbooks/local.rhai"), "fn y() { 2 }").unwrap();
         std::fs::write(dir.join("secret.rhai"), "fn z() { 3 }").unwrap();
         ImportRoots::for_runbook(&dir.join("runbooks/rb.rhai"))
+    }
+
+    #[test]
+    fn a_shared_module_is_built_once_per_thread_and_indexed_under_its_namespace() {
+        let built = std::cell::Cell::new(0);
+        let build = || {
+            built.set(built.get() + 1);
+            Shared::new(Module::new())
+        };
+        let first = shared_module("test-shared", Some("t"), build);
+        let again = shared_module("test-shared", Some("t"), build);
+        assert!(Shared::ptr_eq(&first, &again));
+        assert_eq!(built.get(), 1);
+        assert!(first.is_indexed() && first.id() == Some("t"));
+        // Another thread builds its own: Rhai's shared values are not `Send`.
+        let other = std::thread::spawn(|| {
+            let m = shared_module("test-shared", Some("t"), || Shared::new(Module::new()));
+            Shared::as_ptr(&m) as usize
+        })
+        .join()
+        .unwrap();
+        assert_ne!(other, Shared::as_ptr(&first) as usize);
+    }
+
+    #[test]
+    fn a_script_is_compiled_once_per_text_and_again_when_its_text_changes() {
+        let engine = Engine::new_raw();
+        let compiles = std::cell::Cell::new(0);
+        let compile = |text: &str| {
+            compiles.set(compiles.get() + 1);
+            engine.compile(text)
+        };
+        let a = compiled("test.rhai", "sha-1", || compile("fn f() { 1 }")).unwrap();
+        let b = compiled("test.rhai", "sha-1", || compile("fn f() { 1 }")).unwrap();
+        assert_eq!(compiles.get(), 1);
+        assert!(Shared::ptr_eq(a.shared_lib(), b.shared_lib()));
+        let c = compiled("test.rhai", "sha-2", || compile("fn f() { 2 }")).unwrap();
+        assert_eq!(compiles.get(), 2);
+        assert!(!Shared::ptr_eq(a.shared_lib(), c.shared_lib()));
+        // The old version is dropped, and a failed compile is never kept.
+        assert!(compiled("test.rhai", "sha-3", || compile("fn (")).is_err());
+        assert!(compiled("test.rhai", "sha-3", || compile("fn (")).is_err());
+        assert_eq!(compiles.get(), 4);
+        let d = compiled("test.rhai", "sha-1", || compile("fn f() { 1 }")).unwrap();
+        assert_eq!(compiles.get(), 5);
+        assert!(!Shared::ptr_eq(a.shared_lib(), d.shared_lib()));
     }
 
     #[test]
