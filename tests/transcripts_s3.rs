@@ -516,3 +516,95 @@ fn transcript_list_and_show_find_a_local_run_by_id() {
     let none = ws.run(&["transcript", "list", "--runbook", "other"]);
     assert!(!none.stdout.contains(&run_id), "{}", none.stdout);
 }
+
+#[test]
+fn a_run_cut_off_by_a_crash_is_fetched_by_id_on_another_host_and_taken_over_there() {
+    let moto = Moto::start();
+    let ws = workspace(&moto);
+    // Killed (SIGKILL) right after its first step finished: its archiver dies with it.
+    let crashed = with_credentials(ws.cmd().args(&[
+        "run",
+        "tag-target",
+        "-p",
+        &format!("instance_id={INSTANCE}"),
+        "--no-interactive",
+    ]))
+    .env("RUNBOOK_TEST_KILL_AFTER_EVENTS", "5")
+    .output();
+    assert_ne!(crashed.code, 0, "{}", crashed.stderr);
+    let local = walk(&ws.path().join("transcripts"))
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .unwrap();
+    let run_id = common::events(&local)[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Its host finishes the upload it left pending; the run is recorded as interrupted.
+    let pending = runbook(&ws, &["transcript", "upload"]);
+    assert_eq!(pending.code, 0, "{}{}", pending.stdout, pending.stderr);
+    assert!(
+        pending
+            .stdout
+            .contains(&format!("run {run_id}: transcript archived")),
+        "{}",
+        pending.stdout
+    );
+    let listed = runbook(&ws, &["transcript", "list", "--output", "json"]);
+    let runs: Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(runs[0]["status"], "interrupted", "{}", listed.stdout);
+
+    // Another host fetches it by id and resumes it: the run finishes there, archived whole.
+    let other = colleague(&moto);
+    let fetched = runbook(
+        &other,
+        &["transcript", "fetch", &run_id, "--to", "taken.jsonl"],
+    );
+    assert_eq!(fetched.code, 0, "{}", fetched.stderr);
+    assert!(
+        fetched.stdout.contains("5 lines") && fetched.stdout.contains("never finished"),
+        "{}",
+        fetched.stdout
+    );
+    assert_eq!(
+        std::fs::read(other.path().join("taken.jsonl")).unwrap(),
+        std::fs::read(&local).unwrap()
+    );
+    let again = runbook(
+        &other,
+        &["transcript", "fetch", &run_id, "--to", "taken.jsonl"],
+    );
+    assert_ne!(again.code, 0, "an existing file is never overwritten");
+    let resumed = runbook(&other, &["resume", "taken.jsonl", "--no-interactive"]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let url = resumed
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("transcript archived: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{}", resumed.stderr))
+        .to_string();
+    let verified = runbook(&ws, &["transcript", "verify", &url]);
+    assert_eq!(verified.code, 0, "{}", verified.stderr);
+    assert!(
+        verified.stdout.contains(&format!("(run {run_id}, ok)")),
+        "{}",
+        verified.stdout
+    );
+    // The first host's copy stops where it crashed: the table's head says it is cut short.
+    let stale = runbook(
+        &ws,
+        &[
+            "transcript",
+            "verify",
+            local.to_str().unwrap(),
+            "--allow-unfinished",
+        ],
+    );
+    assert_ne!(stale.code, 0, "{}", stale.stdout);
+    assert!(
+        stale.stderr.contains("its tail was cut"),
+        "{}",
+        stale.stderr
+    );
+}

@@ -328,9 +328,19 @@ pub(crate) enum TranscriptCommand {
         #[arg(long, value_enum, default_value_t = Output::Human)]
         output: Output,
     },
-    /// Finish the transcript uploads left pending on this host (aws backend): exit 1 while any
-    /// remains
+    /// Finish the transcript uploads left pending on this host (aws backend): exit 69 while
+    /// any remains
     Upload,
+    /// Fetch a run's transcript by run id into a new local file, verified (aws backend: from the
+    /// bucket, joined up to the last archived step when the run was cut off), to read it or to
+    /// take the run over here with `runbook resume FILE`
+    Fetch {
+        run_id: String,
+        /// Where to write it (must not exist; default: transcripts/DATE/RUN_ID.jsonl under
+        /// RUNBOOK_TRANSCRIPTS or ./transcripts)
+        #[arg(long, value_name = "PATH")]
+        to: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

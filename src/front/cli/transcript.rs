@@ -60,6 +60,25 @@ pub(super) fn command(g: &Global, cmd: TranscriptCommand) -> Result<()> {
             output,
         ),
         TranscriptCommand::Upload => upload(g),
+        TranscriptCommand::Fetch { run_id, to } => {
+            let config = Config::load(g.config.as_deref())?;
+            let to = to.unwrap_or_else(|| crate::run::executor::default_transcript_path(&run_id));
+            let got = Store::open(config.state())?.fetch_transcript(&run_id, &to)?;
+            println!(
+                "fetched run {run_id}: {} · {} lines · head {} · {}",
+                got.path.display(),
+                got.events,
+                got.head,
+                match &got.finished {
+                    Some(status) => format!("run finished: {status}"),
+                    None => format!(
+                        "the run never finished: `runbook resume {}` continues it",
+                        got.path.display()
+                    ),
+                }
+            );
+            Ok(())
+        }
     }
 }
 

@@ -50,6 +50,9 @@ impl Archived {
                     short(head)
                 )
             }
+            Archived::Pending { reason, marker } if marker.as_os_str().is_empty() => format!(
+                "warning: the transcript is NOT archived: {reason}; no upload is pending either: archive it by hand"
+            ),
             Archived::Pending { reason, marker } => format!(
                 "warning: the transcript is NOT archived yet: {reason}; the upload stays pending ({}) and `runbook transcript upload` finishes it",
                 marker.display()
