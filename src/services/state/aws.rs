@@ -40,6 +40,8 @@ pub struct AwsStore {
     pub(crate) bucket: String,
     pub(crate) prefix: String,
     pub(crate) retention_days: Option<u32>,
+    /// Transcript uploads not finished yet (see `upload`).
+    pub(crate) spool: std::path::PathBuf,
     lease: Duration,
     /// Who writes (`host:pid`), recorded on breakers.
     me: String,
@@ -173,6 +175,7 @@ impl AwsStore {
             bucket: config.bucket.clone(),
             prefix: config.prefix.clone(),
             retention_days: config.retention_days,
+            spool: config.spool.clone(),
             lease: config.lease,
             me: format!(
                 "{}:{}",
