@@ -70,11 +70,11 @@ struct AwsStoreRef {
     handle: tokio::runtime::Handle,
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-fn n(v: i64) -> AttributeValue {
+pub(crate) fn n(v: i64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
@@ -82,7 +82,7 @@ fn num(item: &HashMap<String, AttributeValue>, key: &str) -> Option<i64> {
     item.get(key)?.as_n().ok()?.parse().ok()
 }
 
-fn text(item: &HashMap<String, AttributeValue>, key: &str) -> Option<String> {
+pub(crate) fn text(item: &HashMap<String, AttributeValue>, key: &str) -> Option<String> {
     item.get(key)?.as_s().ok().cloned()
 }
 
@@ -91,13 +91,13 @@ fn ttl_of(exp_ms: i64) -> AttributeValue {
     n(exp_ms.saturating_div(1000).saturating_add(60))
 }
 
-fn is_condition_failed<E: ProvideErrorMetadata>(e: &E) -> bool {
+pub(crate) fn is_condition_failed<E: ProvideErrorMetadata>(e: &E) -> bool {
     e.code() == Some("ConditionalCheckFailedException")
 }
 
 /// An SDK error as ours, with its AWS code; never the request (it could carry a fingerprint's
 /// labels, but never a secret: nothing secret is stored in the table).
-fn sdk<E>(what: &str, e: aws_sdk_dynamodb::error::SdkError<E>) -> Error
+pub(crate) fn sdk<E>(what: &str, e: aws_sdk_dynamodb::error::SdkError<E>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -532,8 +532,24 @@ impl AwsStore {
         .map_err(|e| sdk("GetItem", e))
     }
 
+    pub(crate) fn delete_item(&self, pk: &str, sk: &str) -> Result<()> {
+        self.delete(pk, sk)
+    }
+
     fn query(&self, pk: &str) -> Result<Vec<HashMap<String, AttributeValue>>> {
+        self.query_items(pk, None, true)
+    }
+
+    /// The items of partition `pk` (consistent), in sort-key order (`forward`) or reversed,
+    /// at most `limit` of them.
+    pub(crate) fn query_items(
+        &self,
+        pk: &str,
+        limit: Option<usize>,
+        forward: bool,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>> {
         let (ddb, table, pk) = (self.ddb.clone(), self.table.clone(), pk.to_string());
+        let limit = limit.unwrap_or(usize::MAX);
         self.run(async move {
             let mut items = Vec::new();
             let mut start = None;
@@ -544,6 +560,8 @@ impl AwsStore {
                     .key_condition_expression("pk = :pk")
                     .expression_attribute_values(":pk", s(&pk))
                     .consistent_read(true)
+                    .scan_index_forward(forward)
+                    .set_limit(i32::try_from(limit.saturating_sub(items.len())).ok())
                     .set_exclusive_start_key(start)
                     .send()
                     .await
@@ -553,7 +571,7 @@ impl AwsStore {
                 };
                 items.extend(out.items.unwrap_or_default());
                 match out.last_evaluated_key {
-                    Some(k) if !k.is_empty() => start = Some(k),
+                    Some(k) if !k.is_empty() && items.len() < limit => start = Some(k),
                     _ => return Ok(items),
                 }
             }

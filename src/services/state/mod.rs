@@ -16,6 +16,7 @@
 pub mod aws;
 pub mod local;
 pub mod ops;
+pub mod records;
 
 use std::sync::Arc;
 use std::time::Duration;
