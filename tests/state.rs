@@ -352,7 +352,7 @@ fn get_runs_on_either_replica_lists_both_replicas_runs_and_the_journal_is_in_the
 #[test]
 fn a_journal_the_table_cannot_store_refuses_alerts_with_503_and_is_unhealthy() {
     let moto = Moto::start();
-    let (_ws, replicas) = two_replicas(&moto, "");
+    let (ws, replicas) = two_replicas(&moto, "");
     let before = send_all(vec![(&replicas[0], alert("i-0a1b2c3d4e5f6b001", &[]))]);
     assert_eq!(before[0].0, "accepted", "{before:?}");
     // The table goes away: nothing is decided without it, and no answer claims a record.
@@ -370,9 +370,24 @@ fn a_journal_the_table_cannot_store_refuses_alerts_with_503_and_is_unhealthy() {
     assert_eq!(status, 503, "{health}");
     assert_eq!(health["status"], "journal_unwritable", "{health}");
     assert_eq!(health["journal_writable"], false);
-    // And `GET /runs`, which answers for the team, says it cannot instead of a partial list.
+    // And `GET /runs`, which answers for the team, says it cannot instead of a partial list;
+    // a breaker reset that cannot reach the table closes nothing and says so.
     let (status, body) = replicas[0].get("/runs");
     assert_eq!(status, 503, "{body}");
+    let admin = format!("Bearer {ADMIN}");
+    let (status, body) = replicas[0].post(
+        "/admin/breaker/reset",
+        &[("authorization", admin.as_str())],
+        b"",
+    );
+    assert_eq!(status, 503, "{body}");
+    let reset = with_credentials(ws[0].cmd().args(&["hook", "--reset-breakers"])).output();
+    assert_ne!(reset.code, 0, "{}", reset.stdout);
+    assert!(
+        reset.stderr.contains("could not be reset"),
+        "{}",
+        reset.stderr
+    );
 }
 
 #[test]
