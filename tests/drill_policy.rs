@@ -425,3 +425,61 @@ fn runbook_docs_drills_documents_every_scenario_field() {
     );
     assert!(api.stdout.contains("read_only: true"), "{}", api.stdout);
 }
+
+#[test]
+fn a_phase_that_finishes_later_than_its_within_limit_fails_the_drill_naming_it() {
+    let ws = Workspace::new();
+    // The stop waits 10 minutes for an instance that never stops (simulated time), so the
+    // eradication phase cannot finish at all, and containment cannot finish in a millisecond.
+    ws.write(
+        "drills/slow.toml",
+        r#"runbook = "ec2-compromised-instance@1.1.0"
+[params]
+instance_id = "i-0a1b2c3d4e5f60002"
+incident = "2026-0000-011"
+stop_timeout = "10m"
+[faults]
+latency_ms = 50
+stuck_stopping = ["i-0a1b2c3d4e5f60002"]
+[expect]
+status = "failed"
+[expect.within]
+containment = "1ms"
+eradication = "1h"
+"Quarantine the instance" = "1h"
+"#,
+    );
+    let run = drill_files(&ws, &["drills/slow.toml"]);
+    run.expect_code(1);
+    assert!(
+        run.stdout.contains("\"containment\" finished")
+            && run.stdout.contains("(expected within 1ms)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("\"eradication\" did not finish: step \"Stop the instance\" ended failed"),
+        "{}",
+        run.stdout
+    );
+    // The step that did finish in time is not reported.
+    assert!(
+        !run.stdout.contains("\"Quarantine the instance\""),
+        "{}",
+        run.stdout
+    );
+
+    ws.write(
+        "drills/typo.toml",
+        "runbook = \"ec2-high-cpu@1.1.0\"\n[params]\ninstance_id = \"i-0a1b2c3d4e5f60005\"\n[expect.within]\ncontainmnet = \"5m\"\n",
+    );
+    let run = drill_files(&ws, &["drills/typo.toml"]);
+    run.expect_code(1);
+    assert!(
+        run.stdout
+            .contains("names \"containmnet\", which is neither a phase nor a step"),
+        "{}",
+        run.stdout
+    );
+}

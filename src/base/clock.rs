@@ -107,6 +107,20 @@ impl WaitLimit {
 
     /// Why the wait ended when its limit ran out with `what` still pending: the message of the
     /// call's error, and for [`WaitBound::StepDeadline`] the step's own message too.
+    /// How long a poller sleeps before its next check, `elapsed` into the wait, or None when the
+    /// wait is over. A wait bounded by its own `timeout` (or the cap) checks a last time at the
+    /// limit itself, so "not ok after 3m" means it was checked at 3m, not 15 s before. A wait
+    /// bounded by the step's deadline gives up while a whole interval no longer fits: the
+    /// deadline, not a last check racing it, must end the step, so the step says which wait it
+    /// ended (see `bindings::wait_ran_out`).
+    pub fn next_poll(&self, elapsed: Duration, every: Duration) -> Option<Duration> {
+        let left = self.limit.checked_sub(elapsed).filter(|l| !l.is_zero())?;
+        match self.bound {
+            WaitBound::StepDeadline => (every <= left).then_some(every),
+            WaitBound::Own | WaitBound::Cap => Some(every.min(left)),
+        }
+    }
+
     pub fn ran_out(&self, what: &str, detail: &str) -> String {
         let limit = shown(self.limit);
         match (self.bound, self.asked) {
@@ -327,6 +341,28 @@ impl Stamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_with_its_own_timeout_checks_a_last_time_at_the_limit_itself() {
+        let s = Duration::from_secs;
+        let own = WaitLimit {
+            limit: s(180),
+            bound: WaitBound::Own,
+            asked: Some(s(180)),
+        };
+        assert_eq!(own.next_poll(s(0), s(15)), Some(s(15)));
+        // 165 s in, a whole interval no longer fits: the last check is at 180 s, not never.
+        assert_eq!(own.next_poll(s(165), s(15)), Some(s(15)));
+        assert_eq!(own.next_poll(s(170), s(15)), Some(s(10)));
+        assert_eq!(own.next_poll(s(180), s(15)), None);
+        // The step's deadline must end the step itself: no last check racing it.
+        let deadline = WaitLimit {
+            bound: WaitBound::StepDeadline,
+            ..own
+        };
+        assert_eq!(deadline.next_poll(s(165), s(15)), Some(s(15)));
+        assert_eq!(deadline.next_poll(s(170), s(15)), None);
+    }
 
     #[test]
     fn durations_over_the_maximum_are_refused_with_a_clear_message() {

@@ -117,7 +117,7 @@ fn wait(ctx: &NativeCallContext, condition: FnPtr, options: rhai::Map) -> Script
             if done {
                 return Ok(Dynamic::from(attempt));
             }
-            if started.elapsed().saturating_add(every) > limit.limit {
+            let Some(pause) = limit.next_poll(started.elapsed(), every) else {
                 if limit.bound == crate::base::clock::WaitBound::StepDeadline {
                     // Waited out to the deadline, so the step ends `timed_out` naming this wait.
                     let why =
@@ -141,9 +141,9 @@ fn wait(ctx: &NativeCallContext, condition: FnPtr, options: rhai::Map) -> Script
                         humantime::format_duration(limit.limit)
                     ),
                 ));
-            }
+            };
             host.interrupt
-                .sleep(every)
+                .sleep(pause)
                 .map_err(|stop| BindingError::new(stop.token(), "wait interrupted"))?;
         }
     });

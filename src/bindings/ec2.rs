@@ -227,12 +227,18 @@ async fn poll<T>(
     loop {
         match probe().await? {
             Ok(done) => return Ok(done),
-            Err(pending) if started.elapsed().saturating_add(every) > limit.limit => {
-                return Err(
-                    crate::bindings::wait_ran_out(clock, limit, what, &pending.join(", ")).await,
-                );
-            }
-            Err(_) => clock.sleep(every).await,
+            Err(pending) => match limit.next_poll(started.elapsed(), every) {
+                Some(pause) => clock.sleep(pause).await,
+                None => {
+                    return Err(crate::bindings::wait_ran_out(
+                        clock,
+                        limit,
+                        what,
+                        &pending.join(", "),
+                    )
+                    .await);
+                }
+            },
         }
     }
 }

@@ -258,7 +258,7 @@ async fn run(
         if done.len() == ids.len() {
             break;
         }
-        if started.elapsed().saturating_add(req.poll) > limit.limit {
+        let Some(pause) = limit.next_poll(started.elapsed(), req.poll) else {
             if limit.bound == WaitBound::StepDeadline {
                 // The step's deadline ends the step: the command is not "done with timeouts".
                 let pending = ids
@@ -283,8 +283,8 @@ async fn run(
                 });
             }
             break;
-        }
-        clock.sleep(req.poll).await;
+        };
+        clock.sleep(pause).await;
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();

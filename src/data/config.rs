@@ -92,6 +92,9 @@ pub struct StateConfig {
     pub lease: std::time::Duration,
     /// local: the folder of target lock files.
     pub locks: PathBuf,
+    /// aws: the folder of transcript uploads not finished yet (`.runbook/uploads` beside
+    /// runbook.toml), finished by `runbook transcript upload` or a later `serve`.
+    pub spool: PathBuf,
 }
 
 /// A target lock's lease unless `[state] lease` says otherwise: far longer than plausible clock
@@ -111,6 +114,7 @@ impl StateConfig {
             retention_days: None,
             lease: DEFAULT_LEASE,
             locks: base.join(".runbook").join("locks"),
+            spool: base.join(".runbook").join("uploads"),
         }
     }
 }

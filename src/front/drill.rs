@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::base::console::Console;
 use crate::base::error::{Error, Result};
 use crate::data::config::{Backend, Environment};
-use crate::data::transcript::{self, Event};
+use crate::data::transcript::{self, Event, StepInfo, StepStatus};
 use crate::run::launch::{Driving, Launch, Protection, Source};
 use crate::runbook::catalog::{self, Target};
 use crate::sandbox::recorder::{Limits, Mode};
@@ -187,7 +187,7 @@ impl StepExpect {
 documented! {
     /// `[expect]`: what must be true after the run. Every expectation given is checked; a drill
     /// passes when all hold.
-    [derive(Default), serde(deny_unknown_fields), serde(expecting = "an [expect] table (status, steps, max_duration, cloud, notifications, calls)")]
+    [derive(Default), serde(deny_unknown_fields), serde(expecting = "an [expect] table (status, steps, max_duration, cloud, notifications, calls, within)")]
     pub struct Expect {
         /// How the run ends: `ok`, `failed`, `aborted` or `timed_out` (default `ok`).
         [] pub status: Option<RunExpect>,
@@ -203,6 +203,11 @@ documented! {
         [serde(default)] pub notifications: NotifyExpect,
         /// Mutating calls (binding names, e.g. `"ec2::isolate"`) that must have been sent, in order.
         [] pub calls: Option<Vec<String>>,
+        /// `[expect.within]`: a phase (`containment`, `eradication`, `recovery`) or a step title =
+        /// how far into the run, on its clock, it must have finished (`containment = "30m"`:
+        /// the seeds' full isolation within 30 minutes). Finished means every step of it ended
+        /// `ok` or `skipped`; one that failed or never ran fails the expectation.
+        [serde(default)] pub within: BTreeMap<String, String>,
     }
 }
 
@@ -599,6 +604,13 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
             failures.push(format!("mutating calls were {sent:?} (expected {calls:?})"));
         }
     }
+    for (what, limit) in &s.expect.within {
+        let limit = crate::base::clock::parse_duration(limit)
+            .map_err(|e| Error::config(path, format!("within.{what}: {e}")))?;
+        if let Some(why) = finished_within(what, limit, &steps, &events) {
+            failures.push(why);
+        }
+    }
     check_cloud(&s.expect.cloud, &state, &fleet, &mut failures);
     let texts: Vec<String> = notifications
         .iter()
@@ -674,6 +686,67 @@ fn instance<'a>(state: &'a Value, id: &str) -> Option<&'a Value> {
         .as_array()?
         .iter()
         .find(|i| i["id"] == id)
+}
+
+/// Why `what` (a phase or a step title) did not finish within `limit` on the run's clock, if it
+/// did not: every step of it must have ended `ok` or `skipped`, the last by `limit`.
+fn finished_within(
+    what: &str,
+    limit: Duration,
+    steps: &[StepInfo],
+    events: &[Event],
+) -> Option<String> {
+    let wanted: Vec<&StepInfo> = steps
+        .iter()
+        .filter(|s| s.phase == what || s.title == what)
+        .collect();
+    if wanted.is_empty() {
+        return Some(format!(
+            "[expect.within] names {what:?}, which is neither a phase nor a step of the runbook"
+        ));
+    }
+    let mut last = Duration::ZERO;
+    for step in wanted {
+        // The last record of the step counts (a retried or resumed step ends once more).
+        let end = events.iter().rev().find_map(|e| match e {
+            Event::StepFinished {
+                step: i,
+                status,
+                run_clock_ms,
+                ..
+            } if *i == step.index => Some((*status, *run_clock_ms)),
+            _ => None,
+        });
+        match end {
+            None => {
+                return Some(format!(
+                    "{what:?} did not finish: step {:?} never ran",
+                    step.title
+                ));
+            }
+            Some((status, _)) if !matches!(status, StepStatus::Ok | StepStatus::Skipped) => {
+                return Some(format!(
+                    "{what:?} did not finish: step {:?} ended {}",
+                    step.title,
+                    status.as_str()
+                ));
+            }
+            Some((_, None)) => {
+                return Some(format!(
+                    "{what:?}: step {:?} has no run clock in the transcript",
+                    step.title
+                ));
+            }
+            Some((_, Some(at))) => last = last.max(Duration::from_millis(at)),
+        }
+    }
+    (last > limit).then(|| {
+        format!(
+            "{what:?} finished {} into the run (expected within {})",
+            humantime::format_duration(last),
+            humantime::format_duration(limit)
+        )
+    })
 }
 
 fn check_cloud(c: &CloudExpect, state: &Value, fleet: &Value, failures: &mut Vec<String>) {

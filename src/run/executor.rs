@@ -380,6 +380,9 @@ pub struct Executor<'a> {
     operator: String,
     /// Time the current step's previews took: neither the step's work nor a person's.
     preview_spent: Duration,
+    /// When this process's part of the run began (its start, or its resume): `step_finished`
+    /// says how far into it on the run's clock each step ended.
+    run_began: Option<Stamp>,
 }
 
 fn status_of(err: &EvalAltResult) -> StepStatus {
@@ -411,6 +414,7 @@ impl<'a> Executor<'a> {
             observers: Vec::new(),
             operator: crate::base::identity::operator(),
             preview_spent: Duration::ZERO,
+            run_began: None,
         }
     }
 
@@ -432,6 +436,7 @@ impl<'a> Executor<'a> {
         self.operator.clone_from(&opts.operator);
         let host = &self.rb.host;
         let started = host.interrupt.clock().now();
+        self.run_began = Some(host.interrupt.clock().now());
         // The notifier may outlive one run (a hook server's): count this run's failures only.
         let undelivered_before = host.notifier.undelivered();
         let notes = opts.transcript.with_extension("notes.md");
@@ -846,6 +851,7 @@ impl<'a> Executor<'a> {
                 working_ms,
                 waiting_ms,
                 attempts,
+                run_clock_ms: self.run_began.as_ref().map(|b| ms(b.elapsed())),
                 reason: end.reason.clone(),
                 error: end.error.as_ref().map(ErrorRecord::from),
                 ctx: to_json(&ctx.flatten_clone()),

@@ -503,6 +503,12 @@ documented! {
             /// How many attempts ran.
             #[serde(default)]
             attempts: u32,
+            /// How far into the run, on its clock, the step ended (simulated time under a
+            /// simulated clock): from the run's start, or from its resume for the steps a resume
+            /// ran. What a drill's `[expect.within]` checks (the seeds' "full isolation in 30
+            /// minutes").
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            run_clock_ms: Option<u64>,
             /// Why it ended so (a skip, an abort), in words.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             reason: Option<String>,
@@ -1067,6 +1073,7 @@ mod tests {
                 working_ms: 10,
                 waiting_ms: 5,
                 attempts: 2,
+                run_clock_ms: Some(15),
                 reason: None,
                 error: Some(error()),
                 ctx: json!({}),

@@ -70,19 +70,19 @@ struct AwsStoreRef {
     handle: tokio::runtime::Handle,
 }
 
-pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
+pub(super) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-pub(crate) fn n(v: i64) -> AttributeValue {
+pub(super) fn n(v: i64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn num(item: &HashMap<String, AttributeValue>, key: &str) -> Option<i64> {
+pub(super) fn num(item: &HashMap<String, AttributeValue>, key: &str) -> Option<i64> {
     item.get(key)?.as_n().ok()?.parse().ok()
 }
 
-pub(crate) fn text(item: &HashMap<String, AttributeValue>, key: &str) -> Option<String> {
+pub(super) fn text(item: &HashMap<String, AttributeValue>, key: &str) -> Option<String> {
     item.get(key)?.as_s().ok().cloned()
 }
 
@@ -91,13 +91,25 @@ fn ttl_of(exp_ms: i64) -> AttributeValue {
     n(exp_ms.saturating_div(1000).saturating_add(60))
 }
 
-pub(crate) fn is_condition_failed<E: ProvideErrorMetadata>(e: &E) -> bool {
+pub(super) fn is_condition_failed<E: ProvideErrorMetadata>(e: &E) -> bool {
     e.code() == Some("ConditionalCheckFailedException")
 }
 
 /// An SDK error as ours, with its AWS code; never the request (it could carry a fingerprint's
 /// labels, but never a secret: nothing secret is stored in the table).
 pub(crate) fn sdk<E>(what: &str, e: aws_sdk_dynamodb::error::SdkError<E>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    sdk_error("state table", what, e)
+}
+
+/// An SDK error of `service` (the table, the bucket) as ours: its AWS code and message.
+pub(crate) fn sdk_error<E>(
+    service: &str,
+    what: &str,
+    e: aws_sdk_dynamodb::error::SdkError<E>,
+) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -111,7 +123,7 @@ where
         }
         out
     });
-    Error::Environment(format!("state table: {what}: {code}: {message}"))
+    Error::Environment(format!("{service}: {what}: {code}: {message}"))
 }
 
 impl AwsStore {
@@ -146,6 +158,14 @@ impl AwsStore {
             // moto, MinIO, LocalStack: buckets in the path, not in the host name.
             s3 = s3.force_path_style(true);
         }
+        // A transcript upload runs beside a run, and a run's end waits for the last one: a
+        // bucket that does not answer must not hold either for long (the SDK retries within).
+        s3 = s3.timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(Duration::from_secs(10))
+                .operation_timeout(Duration::from_secs(30))
+                .build(),
+        );
         Ok(AwsStore {
             ddb: aws_sdk_dynamodb::Client::new(&sdk_config),
             s3: aws_sdk_s3::Client::from_conf(s3.build()),

@@ -13,6 +13,7 @@
 //! The layer is a service: it uses the leaves (error, clock), the data (config) and nothing
 //! above; `hooks` and the CLI call into it.
 
+pub mod archive;
 pub mod aws;
 pub mod local;
 pub mod ops;
@@ -48,6 +49,42 @@ impl Store {
         match self {
             Store::Local(_) => None,
             Store::Aws(a) => Some(a.clone()),
+        }
+    }
+
+    /// Fetches the transcript of run `run_id` into `dest`, a new local file, verified: with the
+    /// `aws` backend from the bucket (see [`aws::AwsStore::fetch_transcript`]: joined from the
+    /// run's archived objects and checked against the head in the table), which is how another
+    /// replica takes over a run whose host died; with `local`, copied from the transcripts folder
+    /// (`RUNBOOK_TRANSCRIPTS` or ./transcripts) of this host.
+    pub fn fetch_transcript(
+        &self,
+        run_id: &str,
+        dest: &std::path::Path,
+    ) -> Result<archive::Fetched> {
+        match self {
+            Store::Aws(a) => a.fetch_transcript(run_id, dest),
+            Store::Local(_) => {
+                let found = crate::services::approvals::find_transcript(run_id)?;
+                let bytes = std::fs::read(&found)
+                    .map_err(|e| Error::io("cannot read transcript", &found, e))?;
+                let (_, report) = crate::data::transcript::read_verified_from(
+                    std::io::Cursor::new(&bytes),
+                    &found,
+                )?;
+                let mut file = crate::data::transcript::create_private(dest)
+                    .map_err(|e| Error::io("cannot create (it must not exist yet)", dest, e))?;
+                std::io::Write::write_all(&mut file, &bytes)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| Error::io("cannot write", dest, e))?;
+                Ok(archive::Fetched {
+                    path: dest.to_path_buf(),
+                    events: report.events,
+                    head: report.head,
+                    finished: report.finished,
+                    keys: vec![found.display().to_string()],
+                })
+            }
         }
     }
 

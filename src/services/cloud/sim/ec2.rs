@@ -5,7 +5,7 @@ use super::super::{
     CloudResult, Eni, Filter, Instance, InstanceStatus, LaunchSpec, Snapshot, StateAction,
     StateChange, Tags,
 };
-use super::fleet::default_type;
+use super::fleet::{Heal, default_type};
 use super::{Group, Image, SimCloud, err};
 
 impl SimCloud {
@@ -45,10 +45,23 @@ impl SimCloud {
                         format!("The instance ID '{id}' does not exist"),
                     )
                 })?;
+                let until = self.fleet.faults.impaired_until.get(id);
+                let unhealed = until.is_some() && !s.healed.contains(id);
                 let check = if i.state != "running" {
                     "not-applicable"
                 } else if self.fleet.faults.impaired.contains(id) {
                     "impaired"
+                } else if unhealed && until == Some(&Heal::StopStart) {
+                    // The host is at fault: both checks fail (as EC2 reports a system failure).
+                    "impaired"
+                } else if unhealed {
+                    // The instance is at fault: the system check passes, the instance check fails.
+                    return Ok(InstanceStatus {
+                        id: id.clone(),
+                        state: i.state.clone(),
+                        system_status: "ok".into(),
+                        instance_status: "impaired".into(),
+                    });
                 } else if self
                     .fleet
                     .faults
@@ -274,6 +287,18 @@ impl SimCloud {
                 (StateAction::Terminate, _) => "terminated",
             };
             i.state = next.into();
+            // A stop and start moves the instance to other hardware and boots it afresh, which
+            // clears either kind of fault; a reboot clears only one inside the instance.
+            let heals = match (action, previous.as_str()) {
+                (StateAction::Start, "stopped") => true,
+                (StateAction::Reboot, _) => {
+                    self.fleet.faults.impaired_until.get(id) == Some(&Heal::Reboot)
+                }
+                _ => false,
+            };
+            if heals && self.fleet.faults.impaired_until.contains_key(id) {
+                s.healed.insert(id.clone());
+            }
             out.push(StateChange {
                 id: id.clone(),
                 previous_state: previous,

@@ -144,13 +144,27 @@ pub(crate) struct Faults {
     /// Instances that never finish stopping.
     #[serde(default)]
     pub(crate) stuck_stopping: Vec<String>,
-    /// Instances whose status checks report `impaired`.
+    /// Instances whose status checks report `impaired`, whatever is done to them.
     #[serde(default)]
     pub(crate) impaired: Vec<String>,
+    /// Instances whose status checks report `impaired` until what heals them happens:
+    /// `"reboot"` (a fault inside the instance: its instance check fails, a reboot or a stop and
+    /// start clears it) or `"stop_start"` (a fault of the host: its system check fails too, and
+    /// only a stop and start, which moves the instance to other hardware, clears it).
+    #[serde(default)]
+    pub(crate) impaired_until: std::collections::BTreeMap<String, Heal>,
     /// Instances whose status checks report `initializing` until the run's clock has run this
     /// many milliseconds (simulated in drills): a slow boot, for waits longer than a default.
     #[serde(default)]
     pub(crate) initializing_ms: std::collections::BTreeMap<String, u64>,
+}
+
+/// What clears an instance's failing status checks (see [`Faults::impaired_until`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Heal {
+    Reboot,
+    StopStart,
 }
 
 fn default_attempts() -> u32 {

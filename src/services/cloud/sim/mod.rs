@@ -81,6 +81,9 @@ struct State {
     mutations: Vec<String>,
     /// Requests answered per declared endpoint (same order as the fixture's `endpoints`).
     probes: Vec<u64>,
+    /// Instances of the fleet's `impaired_until` that what heals them has happened to.
+    #[serde(default)]
+    healed: std::collections::BTreeSet<String>,
 }
 
 pub struct SimCloud {
@@ -184,6 +187,7 @@ impl SimCloud {
                 next_id: 0,
                 mutations: Vec::new(),
                 probes,
+                healed: Default::default(),
             })),
             fleet: Arc::new(fleet),
             request_ids: Mutex::new(Vec::new()),
