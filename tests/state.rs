@@ -3,10 +3,12 @@
 
 use crate::common;
 
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use common::Workspace;
-use common::moto::{Moto, with_credentials};
+use common::moto::{Moto, block, with_credentials};
 use common::serve::{Served, block_on, client, send};
 use serde_json::{Value, json};
 
@@ -143,8 +145,55 @@ fn count(outcomes: &[(String, String)], outcome: &str, reason: &str) -> usize {
 }
 
 fn runs(replica: &Served) -> Vec<Value> {
-    let (_, body) = replica.get("/runs?limit=1000");
+    let (status, body) = replica.get("/runs?limit=1000");
+    assert_eq!(status, 200, "{body}");
     body["runs"].as_array().cloned().unwrap_or_default()
+}
+
+/// The runs the replicas list between them (each lists the team's; its own always).
+fn run_ids(replicas: &[Served]) -> BTreeSet<String> {
+    replicas
+        .iter()
+        .flat_map(runs)
+        .filter_map(|r| r["run_id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Polls `f` until it returns Some (a condition on the replicas), at most 30 s.
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "not within 30 s: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The journal lines the table holds for the replica's journal file, in order.
+fn table_journal(moto: &Moto, journal_file: &str) -> Vec<String> {
+    let stem = std::path::Path::new(journal_file)
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let ddb = moto.dynamodb();
+    let out = block(async move {
+        ddb.query()
+            .table_name("runbook-state")
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(format!("JOURNAL#{stem}")))
+            .consistent_read(true)
+            .send()
+            .await
+    })
+    .unwrap();
+    out.items()
+        .iter()
+        .filter_map(|i| i.get("lines")?.as_s().ok())
+        .flat_map(|t| t.lines().map(str::to_string).collect::<Vec<_>>())
+        .collect()
 }
 
 #[test]
@@ -160,8 +209,11 @@ fn the_same_alert_sent_to_two_replicas_at_once_starts_exactly_one_run() {
         assert_eq!(count(&outcomes, "accepted", ""), 1, "{outcomes:?}");
         assert_eq!(count(&outcomes, "deduplicated", ""), 1, "{outcomes:?}");
     }
-    let started = runs(&replicas[0]).len() + runs(&replicas[1]).len();
-    assert_eq!(started, 5, "one run per alert across both replicas");
+    assert_eq!(
+        run_ids(&replicas).len(),
+        5,
+        "one run per alert across both replicas"
+    );
 }
 
 #[test]
@@ -190,14 +242,13 @@ fn a_flood_split_across_two_replicas_keeps_the_global_hourly_limit_exactly() {
         33,
         "{outcomes:?}"
     );
-    let started = runs(&replicas[0]).len() + runs(&replicas[1]).len();
-    assert_eq!(started, 7);
+    assert_eq!(run_ids(&replicas).len(), 7);
 }
 
 #[test]
 fn a_breaker_opened_on_one_replica_refuses_on_the_other_until_reset() {
     let moto = Moto::start();
-    let (_ws, replicas) = two_replicas(&moto, "max_runs_per_hour = 1");
+    let (ws, replicas) = two_replicas(&moto, "max_runs_per_hour = 1");
     let first = send_all(vec![(&replicas[0], alert("i-0000000000000000a", &[]))]);
     assert_eq!(first[0].0, "accepted");
     let tripped = send_all(vec![(&replicas[0], alert("i-0000000000000000b", &[]))]);
@@ -208,6 +259,12 @@ fn a_breaker_opened_on_one_replica_refuses_on_the_other_until_reset() {
         ("refused".to_string(), "breaker_open".to_string()),
         "the other replica sees the breaker"
     );
+    let breakers = |replica: &Served| {
+        let (_, health) = replica.get("/healthz");
+        let open = health["breakers"].as_object().cloned().unwrap_or_default();
+        open.keys().cloned().collect::<Vec<_>>()
+    };
+    assert_eq!(breakers(&replicas[1]), ["*"], "its health shows it too");
     // Reset on the second replica closes it for the first.
     let auth = format!("Bearer {ADMIN}");
     let (status, body) = replicas[1].post(
@@ -216,8 +273,121 @@ fn a_breaker_opened_on_one_replica_refuses_on_the_other_until_reset() {
         b"",
     );
     assert_eq!(status, 200, "{body}");
+    assert_eq!(body["closed"], json!(["*"]));
+    assert!(
+        breakers(&replicas[0]).is_empty(),
+        "closed for the first too"
+    );
     let again = send_all(vec![(&replicas[0], alert("i-0000000000000000d", &[]))]);
     assert_eq!(again[0].0, "accepted", "{again:?}");
+    // Tripped again, `runbook hook --reset-breakers` on a host of the team closes it for both
+    // running replicas.
+    let tripped = send_all(vec![(&replicas[1], alert("i-0000000000000000e", &[]))]);
+    assert_eq!(tripped[0].1, "rate_limited", "{tripped:?}");
+    let reset = with_credentials(ws[1].cmd().args(&["hook", "--reset-breakers"])).output();
+    assert_eq!(reset.code, 0, "{}", reset.stderr);
+    assert!(reset.stdout.contains("closed: *"), "{}", reset.stdout);
+    assert!(breakers(&replicas[0]).is_empty() && breakers(&replicas[1]).is_empty());
+    let after = send_all(vec![(&replicas[0], alert("i-0000000000000000f", &[]))]);
+    assert_eq!(after[0].0, "accepted", "{after:?}");
+}
+
+#[test]
+fn get_runs_on_either_replica_lists_both_replicas_runs_and_the_journal_is_in_the_table() {
+    let moto = Moto::start();
+    let (ws, replicas) = two_replicas(&moto, "");
+    let run_of = |replica: &Served, instance: &str| {
+        let auth = format!("Bearer {TOKEN}");
+        let headers = [("authorization", auth.as_str())];
+        let (status, body) = replica.post("/hooks/alertmanager", &headers, &alert(instance, &[]));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["alerts"][0]["outcome"], "accepted", "{body}");
+        body["alerts"][0]["run_id"].as_str().unwrap().to_string()
+    };
+    let ids = [
+        run_of(&replicas[0], "i-0a1b2c3d4e5f60001"),
+        run_of(&replicas[1], "i-0a1b2c3d4e5f60002"),
+    ];
+    for replica in &replicas {
+        let listed = eventually("both runs listed as ok on each replica", || {
+            let runs = runs(replica);
+            let ok = |id: &str| {
+                runs.iter()
+                    .find(|r| r["run_id"] == id && r["status"] == "ok")
+            };
+            Some((ok(&ids[0])?.clone(), ok(&ids[1])?.clone()))
+        });
+        assert_ne!(
+            listed.0["replica"], listed.1["replica"],
+            "each names the replica that ran it: {listed:?}"
+        );
+        // One run by id, whichever replica ran it.
+        for id in &ids {
+            let (status, body) = replica.get(&format!("/runs/{id}"));
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["run_id"], json!(id));
+            assert_eq!(body["status"], "ok");
+        }
+    }
+    // Each replica's journal is in the table line for line, chain hashes and all.
+    for (replica, ws) in replicas.iter().zip(&ws) {
+        let (_, health) = replica.get("/healthz");
+        let file = ws.path().join(health["journal"].as_str().unwrap());
+        let file = file.to_string_lossy().into_owned();
+        let lines = eventually("the table holds every line of the journal", || {
+            let on_disk: Vec<String> = std::fs::read_to_string(&file)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect();
+            (table_journal(&moto, &file) == on_disk).then_some(on_disk)
+        });
+        assert!(
+            lines.iter().any(|l| l.contains("\"run_finished\"")),
+            "{lines:?}"
+        );
+    }
+}
+
+#[test]
+fn a_journal_the_table_cannot_store_refuses_alerts_with_503_and_is_unhealthy() {
+    let moto = Moto::start();
+    let (ws, replicas) = two_replicas(&moto, "");
+    let before = send_all(vec![(&replicas[0], alert("i-0a1b2c3d4e5f6b001", &[]))]);
+    assert_eq!(before[0].0, "accepted", "{before:?}");
+    // The table goes away: nothing is decided without it, and no answer claims a record.
+    drop(moto);
+    let auth = format!("Bearer {TOKEN}");
+    let headers = [("authorization", auth.as_str())];
+    let (status, body) = replicas[0].post(
+        "/hooks/alertmanager",
+        &headers,
+        &alert("i-0a1b2c3d4e5f6b002", &[]),
+    );
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["alerts"][0]["outcome"], "refused", "{body}");
+    let (status, health) = replicas[0].get("/healthz");
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["status"], "journal_unwritable", "{health}");
+    assert_eq!(health["journal_writable"], false);
+    // And `GET /runs`, which answers for the team, says it cannot instead of a partial list;
+    // a breaker reset that cannot reach the table closes nothing and says so.
+    let (status, body) = replicas[0].get("/runs");
+    assert_eq!(status, 503, "{body}");
+    let admin = format!("Bearer {ADMIN}");
+    let (status, body) = replicas[0].post(
+        "/admin/breaker/reset",
+        &[("authorization", admin.as_str())],
+        b"",
+    );
+    assert_eq!(status, 503, "{body}");
+    let reset = with_credentials(ws[0].cmd().args(&["hook", "--reset-breakers"])).output();
+    assert_ne!(reset.code, 0, "{}", reset.stdout);
+    assert!(
+        reset.stderr.contains("could not be reset"),
+        "{}",
+        reset.stderr
+    );
 }
 
 #[test]

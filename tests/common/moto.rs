@@ -109,6 +109,18 @@ impl Moto {
         aws_sdk_ssm::Client::from_conf(config)
     }
 
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        let config = aws_sdk_dynamodb::config::Builder::new()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "testing", "testing", None, None, "tests",
+            ))
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(config)
+    }
+
     /// Seeds a VPC with the API's security group, `api-blue-1` (two volumes, like the sim fleet)
     /// and `worker-1`. Returns (api-blue-1 id, worker-1 id).
     pub fn seed(&self) -> (String, String) {

@@ -142,7 +142,8 @@ pub(crate) enum Command {
         /// The routing and guardrails file
         #[arg(long, default_value = crate::front::hooks::config::FILE_NAME, env = "RUNBOOK_HOOKS")]
         hooks: PathBuf,
-        /// Instead: close open circuit breakers in the saved state (all, or `--scope RUNBOOK`)
+        /// Instead: close open circuit breakers in the saved state (all, or `--scope RUNBOOK`);
+        /// with `[state] backend = "aws"`, in the state table, for every replica
         #[arg(long)]
         reset_breakers: bool,
         /// With --reset-breakers: only this runbook's breaker (`*` is the overall one)

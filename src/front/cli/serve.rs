@@ -60,7 +60,8 @@ pub(super) fn hook(
     scope: Option<&str>,
 ) -> Result<()> {
     if reset_breakers {
-        let closed = crate::front::hooks::reset_breakers(hooks, scope)?;
+        let config = Config::load(g.config.as_deref())?;
+        let closed = crate::front::hooks::reset_breakers(hooks, config.state(), scope)?;
         println!(
             "closed: {}",
             if closed.is_empty() {

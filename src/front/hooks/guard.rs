@@ -281,8 +281,9 @@ impl Gate {
     }
 
     /// Closes breakers: all of them, or one runbook's (`*` is the overall one). Returns what
-    /// was closed. The hourly count is cleared with them, or the next alert would trip again.
-    pub(crate) fn reset(&mut self, scope: Option<&str>) -> Vec<String> {
+    /// was closed, or why the shared breakers could not be reset (nothing is then closed
+    /// anywhere). The hourly count is cleared with them, or the next alert would trip again.
+    pub(crate) fn reset(&mut self, scope: Option<&str>) -> Result<Vec<String>, String> {
         if let Some(shared) = self.shared.clone() {
             return self.reset_shared(&shared, scope);
         }
@@ -305,7 +306,7 @@ impl Gate {
             }
         }
         self.dirty = true;
-        closed
+        Ok(closed)
     }
 
     fn prune(&mut self, now_ms: i64) {
@@ -398,7 +399,11 @@ impl Gate {
         })
     }
 
-    fn reset_shared(&mut self, shared: &AwsStore, scope: Option<&str>) -> Vec<String> {
+    fn reset_shared(
+        &mut self,
+        shared: &AwsStore,
+        scope: Option<&str>,
+    ) -> Result<Vec<String>, String> {
         match shared.reset_breakers(scope) {
             Ok(closed) => {
                 match scope {
@@ -408,11 +413,11 @@ impl Gate {
                     }
                 }
                 self.dirty = true;
-                closed
+                Ok(closed)
             }
             Err(e) => {
                 tracing::error!("the breakers could not be reset: {e}");
-                Vec::new()
+                Err(format!("the breakers could not be reset: {e}"))
             }
         }
     }
@@ -587,7 +592,7 @@ mod tests {
             reason(g.admit(&cand("f5", "other", "u1"), 5_000)),
             "admitted"
         );
-        assert_eq!(g.reset(Some("rb")), vec!["rb".to_string()]);
+        assert_eq!(g.reset(Some("rb")), Ok(vec!["rb".to_string()]));
         assert_eq!(reason(g.admit(&cand("f6", "rb", "t6"), 6_000)), "admitted");
     }
 
@@ -600,7 +605,7 @@ mod tests {
         }
         assert_eq!(reason(g.admit(&cand("x", "rbx", "tx"), 10)), "rate_limited");
         assert_eq!(reason(g.admit(&cand("y", "rby", "ty"), 11)), "breaker_open");
-        assert_eq!(g.reset(None), vec!["*".to_string()]);
+        assert_eq!(g.reset(None), Ok(vec!["*".to_string()]));
         assert_eq!(reason(g.admit(&cand("z", "rbz", "tz"), 12)), "admitted");
     }
 

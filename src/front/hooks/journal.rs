@@ -8,6 +8,11 @@
 //!
 //! A write that fails (a full disk) is rolled back to the last whole line, so the chain stays
 //! verifiable; while writes fail, alerts are answered 503 and `/healthz` is unhealthy.
+//!
+//! With the aws state backend every batch is also stored in the table (`JOURNAL#<journal>`, the
+//! very lines of the file, see `state::records`) before it is acknowledged: a batch the table
+//! refuses is rolled back in the file too and fails like a full disk, so the team's copy never
+//! misses a line the replica answered for.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -38,6 +43,43 @@ struct Appender {
     redactor: Rc<Redactor>,
     writer: Option<TranscriptWriter>,
     good_len: u64,
+    team: Option<TeamCopy>,
+}
+
+/// The journal's copy in the state table (aws backend).
+struct TeamCopy {
+    store: Arc<crate::services::state::aws::AwsStore>,
+    /// The journal's name in the table: its file's stem (`journal-<ulid>`).
+    journal: String,
+    /// The number of the next line.
+    next: u64,
+}
+
+impl TeamCopy {
+    /// Stores the lines of `path` from byte `from` to `to` (what the last batch wrote).
+    fn store(&mut self, path: &Path, from: u64, to: u64) -> std::result::Result<(), String> {
+        let lines = written_lines(path, from, to)?;
+        self.store
+            .put_journal_lines(&self.journal, self.next, &lines)
+            .map_err(|e| e.to_string())?;
+        self.next = self
+            .next
+            .saturating_add(u64::try_from(lines.len()).unwrap_or(u64::MAX));
+        Ok(())
+    }
+}
+
+/// The whole lines of `path` between byte offsets `from` and `to`.
+fn written_lines(path: &Path, from: u64, to: u64) -> std::result::Result<Vec<String>, String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut file = std::fs::File::open(path).map_err(fail)?;
+    file.seek(SeekFrom::Start(from)).map_err(fail)?;
+    let mut text = String::new();
+    file.take(to.saturating_sub(from))
+        .read_to_string(&mut text)
+        .map_err(fail)?;
+    Ok(text.lines().map(str::to_string).collect())
 }
 
 impl Appender {
@@ -68,9 +110,13 @@ impl Appender {
                 .append(event, durability)
                 .map_err(|e| e.to_string())?;
         }
-        self.good_len = std::fs::metadata(&self.path)
+        let len = std::fs::metadata(&self.path)
             .map_err(|e| format!("{}: {e}", self.path.display()))?
             .len();
+        if let Some(team) = &mut self.team {
+            team.store(&self.path, self.good_len, len)?;
+        }
+        self.good_len = len;
         Ok(())
     }
 
@@ -101,12 +147,21 @@ impl Appender {
 
 impl Journal {
     /// Creates `path` (never overwriting one) with a writer thread. `secrets` are redacted from
-    /// everything written.
+    /// everything written. With `team`, every line is also stored in the state table.
     pub(crate) fn create(
         path: &Path,
         secrets: Vec<String>,
         header: JournalEvent,
+        team: Option<Arc<crate::services::state::aws::AwsStore>>,
     ) -> Result<Journal> {
+        let mut team = team.map(|store| TeamCopy {
+            store,
+            journal: path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            next: 0,
+        });
         let (tx, rx) = mpsc::channel::<(JournalEvent, Ack)>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
         let owned = path.to_path_buf();
@@ -132,12 +187,22 @@ impl Journal {
                     }
                 };
                 let good_len = std::fs::metadata(&owned).map(|m| m.len()).unwrap_or(0);
+                // A replica whose journal the team cannot see does not start.
+                if let Some(team) = &mut team
+                    && let Err(e) = team.store(&owned, 0, good_len)
+                {
+                    let _ = ready_tx.send(Err(Error::Environment(format!(
+                        "the hook journal cannot be stored in the state table: {e}"
+                    ))));
+                    return;
+                }
                 let _ = ready_tx.send(Ok(()));
                 let mut appender = Appender {
                     path: owned,
                     redactor,
                     writer: Some(writer),
                     good_len,
+                    team,
                 };
                 // Group commit: everything that queued up while the last fsync ran is written
                 // and then synced once, so a burst of alerts costs one fsync, not one each.

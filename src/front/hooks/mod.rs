@@ -286,16 +286,22 @@ pub fn one_shot(
 }
 
 /// `runbook hook --reset-breakers`: closes breakers in the saved state (for a stopped server;
-/// a running one is reset with `POST /admin/breaker/reset`).
+/// a running one is reset with `POST /admin/breaker/reset`), and with the aws backend in the
+/// state table, for every replica.
 pub fn reset_breakers(
     hooks_path: &std::path::Path,
+    state: &crate::data::config::StateConfig,
     scope: Option<&str>,
 ) -> crate::base::error::Result<Vec<String>> {
     let hooks = config::Hooks::load(hooks_path)?;
     let path = hooks.state_path();
-    let state = guard::load_state(&path)?;
-    let mut gate = guard::Gate::new(hooks.file.guardrails.clone(), state);
-    let closed = gate.reset(scope);
+    let saved = guard::load_state(&path)?;
+    let store = crate::services::state::Store::open(state)?;
+    let mut gate = guard::Gate::new(hooks.file.guardrails.clone(), saved)
+        .with_shared(store.shared_guardrails());
+    let closed = gate
+        .reset(scope)
+        .map_err(crate::base::error::Error::Environment)?;
     guard::save_state(&path, &gate.state)?;
     Ok(closed)
 }

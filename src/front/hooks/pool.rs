@@ -53,6 +53,8 @@ pub(crate) struct RunTable {
     history: usize,
     /// The abort flags of running runs (the shutdown drain sets them after its deadline).
     aborts: BTreeMap<String, Arc<AtomicBool>>,
+    /// Where every change of a record goes for the other replicas (aws backend).
+    sink: Option<RecordSink>,
 }
 
 impl RunTable {
@@ -62,16 +64,40 @@ impl RunTable {
             finished: VecDeque::new(),
             history,
             aborts: BTreeMap::new(),
+            sink: None,
+        }
+    }
+
+    /// Sends every record, as it changes, to `sink` (the state table).
+    pub(crate) fn shared_with(mut self, sink: Option<RecordSink>) -> Self {
+        self.sink = sink;
+        self
+    }
+
+    /// Whether the records reach the other replicas (always, without a sink: there are none).
+    pub(crate) fn shared_ok(&self) -> Option<bool> {
+        self.sink
+            .as_ref()
+            .map(|s| s.healthy.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    fn share(&self, record: &RunRecord) {
+        if let Some(sink) = &self.sink {
+            sink.send(record);
         }
     }
 
     pub(crate) fn insert(&mut self, record: RunRecord) {
+        self.share(&record);
         self.active.insert(record.run_id.clone(), record);
     }
 
     pub(crate) fn update(&mut self, run_id: &str, f: impl FnOnce(&mut RunRecord)) {
         if let Some(r) = self.active.get_mut(run_id) {
             f(r);
+            if let Some(sink) = &self.sink {
+                sink.send(r);
+            }
         }
     }
 
@@ -84,6 +110,7 @@ impl RunTable {
         self.aborts.remove(run_id);
         if let Some(mut r) = self.active.remove(run_id) {
             f(&mut r);
+            self.share(&r);
             self.finished.push_back(r);
             while self.finished.len() > self.history {
                 self.finished.pop_front();
@@ -122,5 +149,77 @@ impl RunTable {
             flag.store(true, std::sync::atomic::Ordering::SeqCst);
         }
         self.aborts.len()
+    }
+}
+
+/// A replica's run records on their way to the state table, so `GET /runs` on every replica
+/// lists them: a thread of its own puts them (in order, the newest state of each run per round),
+/// off the admission path. A put the table refuses is logged and makes `/healthz` unhealthy
+/// until one succeeds; the journal, not these records, is the evidence.
+pub(crate) struct RecordSink {
+    tx: std::sync::mpsc::Sender<serde_json::Value>,
+    healthy: Arc<AtomicBool>,
+}
+
+impl RecordSink {
+    pub(crate) fn start(store: Arc<crate::services::state::aws::AwsStore>) -> RecordSink {
+        let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+        let healthy = Arc::new(AtomicBool::new(true));
+        let flag = healthy.clone();
+        let replica = format!(
+            "{}:{}",
+            gethostname::gethostname().to_string_lossy(),
+            std::process::id()
+        );
+        let spawned = std::thread::Builder::new()
+            .name("run-records".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    // Whatever queued up meanwhile, each run's latest state once.
+                    let mut latest: Vec<(serde_json::Value, i64)> = Vec::new();
+                    for mut record in std::iter::once(first).chain(rx.try_iter().take(1000)) {
+                        record["replica"] = replica.clone().into();
+                        let rank = rank(record["status"].as_str().unwrap_or_default());
+                        match latest
+                            .iter_mut()
+                            .find(|(r, _)| r["run_id"] == record["run_id"])
+                        {
+                            Some(slot) => *slot = (record, rank),
+                            None => latest.push((record, rank)),
+                        }
+                    }
+                    let put = store.put_run_records(&latest);
+                    if let Err(e) = &put {
+                        tracing::error!("run records cannot be shared: {e}");
+                    }
+                    flag.store(put.is_ok(), std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the run-records thread: {e}");
+            healthy.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+        RecordSink { tx, healthy }
+    }
+
+    fn send(&self, record: &RunRecord) {
+        match serde_json::to_value(record) {
+            Ok(v) => {
+                if self.tx.send(v).is_err() {
+                    self.healthy
+                        .store(false, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+            Err(e) => tracing::error!("a run record cannot be serialized: {e}"),
+        }
+    }
+}
+
+/// How far along a run is: a stored record is only replaced by one as far or further.
+fn rank(status: &str) -> i64 {
+    match status {
+        "queued" => 0,
+        "running" => 1,
+        _ => 2,
     }
 }

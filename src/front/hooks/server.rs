@@ -362,15 +362,50 @@ async fn runs(
     struct Page {
         runs: Vec<super::pool::RunRecord>,
     }
-    let runs = hub.runs_list(q.limit.unwrap_or(100).min(hub.hooks.file.server.history));
+    let limit = q.limit.unwrap_or(100).min(hub.hooks.file.server.history);
+    // The aws backend answers for every replica, from the state table (a blocking call).
+    let team = {
+        let hub = hub.clone();
+        tokio::task::spawn_blocking(move || hub.team_runs(limit)).await
+    };
+    match team {
+        Ok(None) => {}
+        Ok(Some(Ok(runs))) => return axum::Json(json!({ "runs": runs })).into_response(),
+        Ok(Some(Err(e))) => return state_unavailable(&e.to_string()),
+        Err(e) => return state_unavailable(&e.to_string()),
+    }
+    let runs = hub.runs_list(limit);
     axum::Json(Page { runs }).into_response()
+}
+
+/// The state table could not answer: said so, as a 503 (the caller may try again).
+fn state_unavailable(detail: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(
+            json!({ "error": format!("the state table cannot be read: {}", super::clip(detail)) }),
+        ),
+    )
+        .into_response()
 }
 
 async fn run(State(hub): State<Arc<Hub>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Err(r) = hub.check_admin(header_str(&headers, header::AUTHORIZATION), false) {
         return (StatusCode::UNAUTHORIZED, r.to_string()).into_response();
     }
-    match hub.run_record(&id) {
+    let team = {
+        let (hub, id) = (hub.clone(), id.clone());
+        tokio::task::spawn_blocking(move || hub.team_run(&id)).await
+    };
+    let found = match team {
+        Ok(None) => hub
+            .run_record(&id)
+            .and_then(|r| serde_json::to_value(r).ok()),
+        Ok(Some(Ok(found))) => found,
+        Ok(Some(Err(e))) => return state_unavailable(&e.to_string()),
+        Err(e) => return state_unavailable(&e.to_string()),
+    };
+    match found {
         Some(r) => axum::Json(r).into_response(),
         None => (
             StatusCode::NOT_FOUND,
@@ -381,7 +416,11 @@ async fn run(State(hub): State<Arc<Hub>>, headers: HeaderMap, Path(id): Path<Str
 }
 
 async fn healthz(State(hub): State<Arc<Hub>>) -> Response {
-    let body = hub.health();
+    let body = {
+        let hub = hub.clone();
+        tokio::task::spawn_blocking(move || hub.health()).await
+    }
+    .unwrap_or_else(|e| json!({ "status": "error", "error": e.to_string() }));
     let status = if body["status"] == "ok" {
         StatusCode::OK
     } else {
@@ -414,6 +453,8 @@ async fn reset(
     if let Err(r) = hub.check_admin(header_str(&headers, header::AUTHORIZATION), true) {
         return reject(&hub, Source::Generic, r).await;
     }
-    let closed = hub.reset_breakers(q.scope.as_deref(), "admin token").await;
-    axum::Json(json!({ "closed": closed })).into_response()
+    match hub.reset_breakers(q.scope.as_deref(), "admin token").await {
+        Ok(closed) => axum::Json(json!({ "closed": closed })).into_response(),
+        Err(e) => state_unavailable(&e),
+    }
 }

@@ -99,7 +99,7 @@ pub(super) fn is_condition_failed<E: ProvideErrorMetadata>(e: &E) -> bool {
 
 /// An SDK error as ours, with its AWS code; never the request (it could carry a fingerprint's
 /// labels, but never a secret: nothing secret is stored in the table).
-fn sdk<E>(what: &str, e: aws_sdk_dynamodb::error::SdkError<E>) -> Error
+pub(crate) fn sdk<E>(what: &str, e: aws_sdk_dynamodb::error::SdkError<E>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -555,8 +555,24 @@ impl AwsStore {
         .map_err(|e| sdk("GetItem", e))
     }
 
+    pub(crate) fn delete_item(&self, pk: &str, sk: &str) -> Result<()> {
+        self.delete(pk, sk)
+    }
+
     fn query(&self, pk: &str) -> Result<Vec<HashMap<String, AttributeValue>>> {
+        self.query_items(pk, None, true)
+    }
+
+    /// The items of partition `pk` (consistent), in sort-key order (`forward`) or reversed,
+    /// at most `limit` of them.
+    pub(crate) fn query_items(
+        &self,
+        pk: &str,
+        limit: Option<usize>,
+        forward: bool,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>> {
         let (ddb, table, pk) = (self.ddb.clone(), self.table.clone(), pk.to_string());
+        let limit = limit.unwrap_or(usize::MAX);
         self.run(async move {
             let mut items = Vec::new();
             let mut start = None;
@@ -567,6 +583,8 @@ impl AwsStore {
                     .key_condition_expression("pk = :pk")
                     .expression_attribute_values(":pk", s(&pk))
                     .consistent_read(true)
+                    .scan_index_forward(forward)
+                    .set_limit(i32::try_from(limit.saturating_sub(items.len())).ok())
                     .set_exclusive_start_key(start)
                     .send()
                     .await
@@ -576,7 +594,7 @@ impl AwsStore {
                 };
                 items.extend(out.items.unwrap_or_default());
                 match out.last_evaluated_key {
-                    Some(k) if !k.is_empty() => start = Some(k),
+                    Some(k) if !k.is_empty() && items.len() < limit => start = Some(k),
                     _ => return Ok(items),
                 }
             }

@@ -295,10 +295,15 @@ impl Hub {
     }
 
     /// Closes breakers (all, or one runbook's; `*` is the overall one), recorded with who asked.
-    pub(crate) async fn reset_breakers(&self, scope: Option<&str>, by: &str) -> Vec<String> {
+    /// With the aws backend they close for every replica, or for none (the error says why).
+    pub(crate) async fn reset_breakers(
+        &self,
+        scope: Option<&str>,
+        by: &str,
+    ) -> std::result::Result<Vec<String>, String> {
         let closed = {
             let mut gate = lock(&self.gate);
-            let closed = gate.reset(scope);
+            let closed = gate.reset(scope)?;
             self.metrics
                 .breakers_open
                 .set(gate.state.breakers.len() as i64);
@@ -312,6 +317,6 @@ impl Hub {
                 by: by.to_string(),
             })
             .await;
-        closed
+        Ok(closed)
     }
 }

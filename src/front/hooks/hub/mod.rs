@@ -149,13 +149,19 @@ impl Hub {
                 pid: std::process::id(),
                 tool: format!("runbook {}", env!("CARGO_PKG_VERSION")),
             },
+            shared.clone(),
         )?;
         let (tx, rx) = mpsc::sync_channel(hooks.file.server.queue);
         let metrics = Metrics::default();
         metrics.breakers_open.set(state.breakers.len() as i64);
         Ok(Arc::new(Hub {
-            gate: Mutex::new(Gate::new(hooks.file.guardrails.clone(), state).with_shared(shared)),
-            runs: Mutex::new(RunTable::new(hooks.file.server.history)),
+            gate: Mutex::new(
+                Gate::new(hooks.file.guardrails.clone(), state).with_shared(shared.clone()),
+            ),
+            runs: Mutex::new(
+                RunTable::new(hooks.file.server.history)
+                    .shared_with(shared.clone().map(super::pool::RecordSink::start)),
+            ),
             hooks,
             planned,
             store,
@@ -189,16 +195,45 @@ impl Hub {
 
     /// `GET /healthz`: whether alerts are taken, the load, and open breakers. `status` is `ok`
     /// only while alerts are taken, every worker is alive and the journal can be written.
+    /// With the aws backend the breakers are the table's (one Query, so a breaker another
+    /// replica opened or reset shows here too) and `state_unavailable` says the table cannot
+    /// be read; this blocks on the table, so call it off the async workers.
     pub(crate) fn health(&self) -> Value {
-        let breakers = lock(&self.gate).state.breakers.clone();
+        let mut breakers = json!(lock(&self.gate).state.breakers.clone());
+        let mut state_ok = true;
+        if let Some(store) = self.store.shared_guardrails() {
+            match store.open_breakers() {
+                Ok(open) => {
+                    breakers = open
+                        .into_iter()
+                        .map(|b| {
+                            (
+                                b.scope,
+                                json!({ "opened_at": b.opened_at, "reason": b.reason, "by": b.by }),
+                            )
+                        })
+                        .collect::<serde_json::Map<String, Value>>()
+                        .into();
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    state_ok = false;
+                }
+            }
+        }
         let runs = lock(&self.runs);
         let alive = self.workers_alive.load(Ordering::SeqCst);
+        let records_shared = runs.shared_ok();
         let status = if !self.accepting() {
             "draining"
         } else if alive < self.hooks.file.server.workers {
             "workers_missing"
         } else if !self.journal.writable() {
             "journal_unwritable"
+        } else if !state_ok {
+            "state_unavailable"
+        } else if records_shared == Some(false) {
+            "run_records_unwritable"
         } else {
             "ok"
         };
@@ -212,6 +247,7 @@ impl Hub {
             "breakers": breakers,
             "kill_switch": self.hooks.kill_switch_set(),
             "journal": self.journal_path(),
+            "run_records_shared": records_shared,
         })
     }
 }

@@ -375,6 +375,44 @@ impl Hub {
     pub(crate) fn run_record(&self, run_id: &str) -> Option<RunRecord> {
         lock(&self.runs).get(run_id).cloned()
     }
+
+    /// With the aws backend, the newest `limit` runs of every replica (the table's records,
+    /// this replica's own as it holds them now, which may be newer than what it has stored
+    /// yet), newest first; None with the local backend (this replica's runs are all there is).
+    /// Blocks on the table: call it off the async workers.
+    pub(crate) fn team_runs(&self, limit: usize) -> Option<Result<Vec<serde_json::Value>>> {
+        let store = self.store.shared_guardrails()?;
+        Some(store.run_records(limit).map(|stored| {
+            let own: Vec<serde_json::Value> = self
+                .runs_list(limit)
+                .iter()
+                .filter_map(|r| serde_json::to_value(r).ok())
+                .collect();
+            let mut all: std::collections::BTreeMap<String, serde_json::Value> = stored
+                .into_iter()
+                .map(|r| (r["run_id"].as_str().unwrap_or_default().to_string(), r))
+                .collect();
+            for mut r in own {
+                let id = r["run_id"].as_str().unwrap_or_default().to_string();
+                if let Some(replica) = all.get(&id).map(|s| s["replica"].clone()) {
+                    r["replica"] = replica;
+                }
+                all.insert(id, r);
+            }
+            // Run ids are ULIDs: newest last in key order.
+            all.into_values().rev().take(limit).collect()
+        }))
+    }
+
+    /// With the aws backend, the run `run_id` whichever replica has it (this one's own record
+    /// first); None with the local backend. Blocks on the table.
+    pub(crate) fn team_run(&self, run_id: &str) -> Option<Result<Option<serde_json::Value>>> {
+        let store = self.store.shared_guardrails()?;
+        if let Some(own) = self.run_record(run_id) {
+            return Some(Ok(serde_json::to_value(own).ok()));
+        }
+        Some(store.run_record(run_id))
+    }
 }
 
 struct Finished {
