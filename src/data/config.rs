@@ -48,6 +48,9 @@ struct ConfigFile {
     notifications: NotifyFile,
     /// Where shared state lives (guardrails, target locks, transcripts): see [`StateConfig`].
     state: Option<StateFile>,
+    /// Named groups of approvers: ARNs, Slack user ids, `os:user@host` (see `approve`).
+    #[serde(default)]
+    approvers: BTreeMap<String, Vec<String>>,
 }
 
 /// `[state]`: `local` (files on this host, the default) or `aws` (one DynamoDB table and an S3
@@ -240,6 +243,8 @@ struct EnvConfig {
     max_attempts: Option<u32>,
     /// `send` or `capture` (keep messages in memory); default: capture on sim, send on aws.
     notifications: Option<Delivery>,
+    /// Every approval in this environment must come from this group of `[approvers]`.
+    approvers: Option<String>,
 }
 
 /// One selected environment, ready to connect.
@@ -257,6 +262,11 @@ pub struct Environment {
     /// sim only: the file the simulated state persists in.
     pub sim_state: Option<PathBuf>,
     pub notify: NotifySettings,
+    /// The `[approvers]` group every approval here needs (name, members), if the environment
+    /// names one.
+    pub approvers: Option<(String, Vec<String>)>,
+    /// Every `[approvers]` group, for a runbook's `approve(q, #{ group: "name" })`.
+    pub approver_groups: BTreeMap<String, Vec<String>>,
 }
 
 impl Environment {
@@ -272,6 +282,8 @@ impl Environment {
             fleet_source: "embedded:sim/default-fleet.toml".into(),
             sim_state: None,
             notify: NotifySettings::resolve(&NotifyFile::default(), Delivery::Capture),
+            approvers: None,
+            approver_groups: BTreeMap::new(),
         }
     }
 }
@@ -353,6 +365,7 @@ impl Config {
             if name == BUILTIN_SIM {
                 let mut sim = Environment::builtin_sim();
                 sim.notify = NotifySettings::resolve(&self.file.notifications, Delivery::Capture);
+                sim.approver_groups = self.file.approvers.clone();
                 return Ok(sim);
             }
             return Err(Error::Usage(format!(
@@ -383,7 +396,20 @@ impl Config {
             }
             (None, _) => (None, "embedded:sim/default-fleet.toml".into()),
         };
+        let approvers = match &env.approvers {
+            Some(group) => match self.file.approvers.get(group) {
+                Some(members) => Some((group.clone(), members.clone())),
+                None => {
+                    return Err(self.invalid(format!(
+                        "environment {name}: approvers = {group:?} names no group in [approvers]"
+                    )));
+                }
+            },
+            None => None,
+        };
         Ok(Environment {
+            approvers,
+            approver_groups: self.file.approvers.clone(),
             name: name.clone(),
             backend: env.backend,
             aws: AwsSettings {
