@@ -588,3 +588,158 @@ fn a_step_whose_writes_change_after_approval_stops_and_asks_again() {
     );
     ws.run(&["transcript", "verify", "t.jsonl"]).expect_code(0);
 }
+
+/// Makes IAM user `name` on moto and returns its access key (id, secret): STS then names that
+/// user as the caller of whatever uses the key.
+fn moto_user(moto: &common::moto::Moto, name: &str) -> (String, String) {
+    let endpoint = moto.endpoint();
+    let call = |form: String| {
+        let endpoint = endpoint.clone();
+        common::moto::block(async move {
+            // moto routes by the credential scope and checks no signature.
+            reqwest::Client::new()
+                .post(&endpoint)
+                .header(
+                    "authorization",
+                    "AWS4-HMAC-SHA256 Credential=testing/20261130/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0",
+                )
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+    };
+    call(format!(
+        "Action=CreateUser&UserName={name}&Version=2010-05-08"
+    ));
+    let xml = call(format!(
+        "Action=CreateAccessKey&UserName={name}&Version=2010-05-08"
+    ));
+    let field = |tag: &str| {
+        let start = xml.find(&format!("<{tag}>")).unwrap() + tag.len() + 2;
+        let end = xml[start..].find(&format!("</{tag}>")).unwrap() + start;
+        xml[start..end].to_string()
+    };
+    (field("AccessKeyId"), field("SecretAccessKey"))
+}
+
+fn as_user(cmd: common::Cmd, key: &(String, String)) -> common::Cmd {
+    cmd.env("AWS_ACCESS_KEY_ID", &key.0)
+        .env("AWS_SECRET_ACCESS_KEY", &key.1)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+}
+
+#[test]
+fn with_the_aws_backend_a_request_filed_by_one_process_is_approved_from_another_folder() {
+    let moto = common::moto::Moto::start();
+    let state = format!(
+        "[state]\nbackend = \"aws\"\ntable = \"runbook-state\"\nbucket = \"runbook-transcripts\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\n",
+        moto.endpoint()
+    );
+    let requester = Workspace::new();
+    requester.write("runbook.toml", &state);
+    requester.write(
+        "runbooks/gated.rhai",
+        &format!(
+            "{}eradication(\"Terminate\", |ctx| {{\n  approve(\"Terminate i-0a1b2c3d4e5f60001?\", #{{ others: true, timeout: \"60s\" }});\n  notes::append(\"terminated\");\n}});\n",
+            header("gated")
+        ),
+    );
+    let init = common::moto::with_credentials(requester.cmd().args(&["state", "init"])).output();
+    assert_eq!(init.code, 0, "{}{}", init.stdout, init.stderr);
+    let (alice, bob) = (moto_user(&moto, "alice"), moto_user(&moto, "bob"));
+
+    let child = as_user(requester.cmd(), &alice)
+        .args(&["run", "gated", "--transcript", "t.jsonl"])
+        .spawn();
+    // The run's id, as its banner (or a Slack message) gives it to the approver.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let run_id = loop {
+        let started = std::fs::read_to_string(requester.path().join("t.jsonl"))
+            .ok()
+            .and_then(|t| t.lines().next().map(str::to_string))
+            .and_then(|l| serde_json::from_str::<serde_json::Value>(&l).ok());
+        if let Some(id) = started.and_then(|s| s["run_id"].as_str().map(str::to_string)) {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "the run never started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+
+    // Another machine: its own folder, no transcript, the same table.
+    let approver = Workspace::new();
+    approver.write("runbook.toml", &state);
+    let own = loop {
+        let own = as_user(approver.cmd(), &alice)
+            .args(&["approve", &run_id])
+            .output();
+        if !own.stderr.contains("has no approval requests") {
+            break own;
+        }
+        assert!(Instant::now() < deadline, "no request reached the table");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    own.expect_code(2);
+    assert!(
+        own.stderr.contains("cannot approve their own run")
+            && own.stderr.contains("arn:aws:iam::123456789012:user/alice"),
+        "{}",
+        own.stderr
+    );
+    let approved = as_user(approver.cmd(), &bob)
+        .env("RUNBOOK_OPERATOR", "Bob B.")
+        .args(&["approve", &run_id])
+        .output();
+    approved.expect_code(0);
+    for shown in [
+        format!("request 1 of run {run_id}"),
+        "Terminate i-0a1b2c3d4e5f60001?".to_string(),
+        "aws arn:aws:iam::123456789012:user/alice".to_string(),
+        "as Bob B. (claimed; aws arn:aws:iam::123456789012:user/bob)".to_string(),
+    ] {
+        assert!(
+            approved.stdout.contains(&shown),
+            "{shown}: {}",
+            approved.stdout
+        );
+    }
+    let again = as_user(approver.cmd(), &bob)
+        .args(&["approve", &run_id])
+        .output();
+    again.expect_code(2);
+    assert!(
+        again.stderr.contains("an answer is given once"),
+        "{}",
+        again.stderr
+    );
+
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev = events(&requester.path().join("t.jsonl"));
+    // The state backend is AWS: the run is its STS caller too, even on the sim.
+    assert_eq!(
+        ev[0]["identity"]["id"],
+        "arn:aws:iam::123456789012:user/alice"
+    );
+    let call = of_type(&ev, "call")
+        .into_iter()
+        .find(|c| c["binding"] == "approve")
+        .unwrap()
+        .clone();
+    let result: serde_json::Value = serde_json::from_str(call["result"].as_str().unwrap()).unwrap();
+    assert_eq!(result["identities"][0]["via"], "aws", "{result}");
+    assert_eq!(
+        result["identities"][0]["id"],
+        "arn:aws:iam::123456789012:user/bob"
+    );
+    assert!(requester.read("t.notes.md").contains("terminated"));
+}

@@ -399,10 +399,21 @@ fn ms(d: Duration) -> u64 {
 }
 
 /// Who a run acts as: the caller ARN STS named when the account was verified (an aws
-/// environment), else this process's local account; `RUNBOOK_OPERATOR` stays a claimed name.
+/// environment), else the state credentials' STS caller (the `aws` state backend), else this
+/// process's local account; `RUNBOOK_OPERATOR` stays a claimed name.
 pub(crate) fn run_identity(host: &crate::sandbox::engine::Host) -> crate::base::identity::Who {
     let me = crate::base::identity::Who::this_process();
-    match host.cloud.caller_arn() {
+    let arn = host.cloud.caller_arn().or_else(|| match &host.state {
+        Some(crate::services::state::Store::Aws(store)) => match store.caller_arn() {
+            Ok(arn) => Some(arn),
+            Err(e) => {
+                tracing::warn!("the run is recorded as its local account: {e}");
+                None
+            }
+        },
+        _ => None,
+    });
+    match arn {
         Some(arn) => crate::base::identity::Who::aws(&arn).claiming(me.claimed),
         None => me,
     }

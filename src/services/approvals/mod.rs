@@ -360,11 +360,7 @@ pub(crate) fn request_and_wait(
     })?;
     let channel = Channel::of_run(run.store.as_ref(), &transcript);
     let requester = channel.requester()?;
-    let run_id = transcript
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let (runbook, step) = describe_run(&transcript, run.step);
+    let (run_id, runbook, step) = describe_run(&transcript, run.step);
     let mut request = Request {
         run_id: run_id.clone(),
         number: 0,
@@ -483,17 +479,29 @@ fn refusal_of_terminal(request: &Request, me: &Who) -> Option<String> {
     refusal(request, me, &Answer::to(request, true, me.claimed.clone()))
 }
 
-/// What the transcript says about the run and the step asking, for the request.
-fn describe_run(transcript: &Path, step: Option<usize>) -> (Option<String>, Option<String>) {
+/// What the transcript says about the run and the step asking, for the request: the run's id
+/// (what `runbook approve` is given, from any machine), its runbook and the step.
+fn describe_run(
+    transcript: &Path,
+    step: Option<usize>,
+) -> (String, Option<String>, Option<String>) {
     use std::io::BufRead as _;
     let first: Option<Value> = std::fs::File::open(transcript).ok().and_then(|f| {
         let mut line = String::new();
         std::io::BufReader::new(f).read_line(&mut line).ok()?;
         serde_json::from_str(&line).ok()
     });
+    let stem = transcript
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let Some(first) = first else {
-        return (None, None);
+        return (stem, None, None);
     };
+    let run_id = first["run_id"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .map_or(stem, str::to_string);
     let runbook = first["runbook"]["id"].as_str().map(|id| {
         format!(
             "{id}@{} ({})",
@@ -512,7 +520,7 @@ fn describe_run(transcript: &Path, step: Option<usize>) -> (Option<String>, Opti
             s.and_then(|s| s["phase"].as_str()).unwrap_or("?")
         )
     });
-    (runbook, step)
+    (run_id, runbook, step)
 }
 
 /// Finds a run's transcript under the transcripts folder (`RUNBOOK_TRANSCRIPTS` or ./transcripts).
