@@ -226,6 +226,8 @@ impl Launch {
             limits,
             protected_confirmed: confirmed.as_ref().is_ok_and(|yes| *yes),
             prompt: interactive.then(terminal_prompt),
+            // Approvals go where the run's locks are kept: the table of an `aws` backend.
+            state: lock.as_ref().map(|l| l.store.clone()),
         });
         let rb = match &source {
             Source::Search { dirs, target } => catalog::load(dirs, target, host)?,

@@ -90,7 +90,7 @@ pub(crate) enum Command {
         mut_arg("kill_switch", |a| a.help("A kill switch, when the run started without one (the recorded one always holds)")),
     )]
     Resume(ResumeArgs),
-    /// Approve (or deny) a run's pending approval request, as yourself (RUNBOOK_OPERATOR or user@host)
+    /// Approve (or deny) a run's pending approval request, as yourself: your local account, or your STS identity with the aws state backend (RUNBOOK_OPERATOR is only a claimed name)
     Approve {
         /// The run id (its transcript is searched under RUNBOOK_TRANSCRIPTS or ./transcripts)
         run_id: String,

@@ -146,7 +146,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             transcript,
             request,
             deny,
-        } => session::approve(&run_id, transcript, request, deny),
+        } => session::approve(&g, &run_id, transcript, request, deny),
         Command::Repl {
             env,
             transcript,

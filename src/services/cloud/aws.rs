@@ -33,6 +33,8 @@ pub struct AwsCloud {
     /// The endpoint override in force (the environment's `endpoint`, else `AWS_ENDPOINT_URL`).
     endpoint: Option<String>,
     request_ids: Mutex<Vec<String>>,
+    /// The caller ARN STS answered with, once asked: who the run acts as (`identity`).
+    caller: Mutex<Option<String>>,
 }
 
 /// Operations sent to SSM (the rest go to EC2), for naming the URL a failed connection tried.
@@ -223,7 +225,13 @@ impl AwsCloud {
             region: config.region().map(|r| r.to_string()),
             endpoint: config.endpoint_url().map(str::to_string),
             request_ids: Mutex::new(Vec::new()),
+            caller: Mutex::new(None),
         }
+    }
+
+    /// The caller ARN of the last `GetCallerIdentity`, if one answered.
+    pub fn caller_arn(&self) -> Option<String> {
+        self.caller.lock().ok().and_then(|c| c.clone())
     }
 
     pub fn take_request_ids(&self) -> Vec<String> {
@@ -249,6 +257,9 @@ impl AwsCloud {
             .send()
             .await
             .map_err(|e| self.sdk_error("GetCallerIdentity", e))?;
+        if let (Some(arn), Ok(mut caller)) = (out.arn(), self.caller.lock()) {
+            *caller = Some(arn.to_string());
+        }
         out.account()
             .map(str::to_string)
             .ok_or_else(|| BindingError::new("UnknownAccount", "STS named no account"))

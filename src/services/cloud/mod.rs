@@ -405,6 +405,14 @@ impl CloudAccess {
         }
     }
 
+    /// The caller ARN STS named when the account was verified (aws environments only).
+    pub fn caller_arn(&self) -> Option<String> {
+        match self.cloud.get() {
+            Some(Cloud::Aws(aws)) => aws.caller_arn(),
+            _ => None,
+        }
+    }
+
     /// The account the environment's credentials resolve to, refusing the run when it is not the
     /// one `runbook.toml` expects (a staging profile pointed at production is how outages start).
     pub fn verify_account(
