@@ -58,7 +58,14 @@ const LAYERS: &[Layer] = &[
     Layer {
         name: "run",
         rank: 6,
-        members: &["executor", "interactive", "launch", "lifecycle", "resume"],
+        members: &[
+            "executor",
+            "interactive",
+            "launch",
+            "lifecycle",
+            "replay",
+            "resume",
+        ],
     },
     Layer {
         name: "front",

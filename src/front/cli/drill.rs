@@ -1,7 +1,7 @@
 //! `runbook drill`: runs scenario files and writes their records and reports.
 
 use super::Global;
-use super::args::DrillArgs;
+use super::args::{DrillArgs, Output, ReplayArgs};
 use crate::base::error::{Error, Result};
 
 pub(super) fn drill(g: &Global, args: &DrillArgs) -> Result<()> {
@@ -54,5 +54,37 @@ pub(super) fn drill(g: &Global, args: &DrillArgs) -> Result<()> {
         Err(Error::DrillsFailed { count: failed })
     } else {
         Ok(())
+    }
+}
+
+/// `runbook replay`: the report on stdout (text or JSON), the exit code from what it found.
+pub(super) fn replay(g: &Global, args: ReplayArgs) -> Result<()> {
+    let ReplayArgs {
+        transcript,
+        runbook,
+        params,
+        output,
+    } = args;
+    let report = crate::run::replay::replay(crate::run::replay::Replay {
+        transcript,
+        runbook,
+        dirs: g.dirs.clone(),
+        params,
+    })?;
+    let text = match output {
+        Output::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&report).map_err(|e| Error::Internal(e.to_string()))?
+        ),
+        Output::Human => report.text(),
+    };
+    // A closed pipe (`| head`) is the reader's choice, not a failure of the replay.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+    if report.matches {
+        Ok(())
+    } else {
+        Err(Error::ReplayDiverged {
+            count: report.divergences.len(),
+        })
     }
 }
