@@ -70,7 +70,7 @@ const LAYERS: &[Layer] = &[
     Layer {
         name: "front",
         rank: 7,
-        members: &["cli", "docs", "drill", "hooks", "policy", "repl"],
+        members: &["capture", "cli", "docs", "drill", "hooks", "policy", "repl"],
     },
 ];
 

@@ -313,3 +313,104 @@ fn a_transcript_that_cannot_be_replayed_exits_2_saying_why() {
     run.expect_code(2);
     assert!(run.stderr.contains("a plan transcript"), "{}", run.stderr);
 }
+
+/// `runbook drill FILE` with the runbooks of `runbooks` (a folder path).
+fn drill_file(ws: &Workspace, file: &str, runbooks: &str) -> common::Run {
+    ws.run(&[
+        "drill",
+        file,
+        "--runbooks",
+        runbooks,
+        "--out",
+        "out",
+        "--results",
+        "results",
+    ])
+}
+
+#[test]
+fn a_run_on_moto_captured_as_a_drill_passes_on_the_sim_and_fails_a_runbook_that_no_longer_quarantines()
+ {
+    let moto = Moto::start();
+    let (blue, _) = moto.seed();
+    let ws = moto.workspace("123456789012");
+    let runbooks = format!("{REPO}/runbooks");
+    let id = format!("instance_id={blue}");
+    with_credentials(ws.cmd())
+        .args(&[
+            "run",
+            "ec2-compromised-instance",
+            "--runbooks",
+            &runbooks,
+            "--env",
+            "moto",
+            "--yes",
+            "--param",
+            &id,
+            "--param",
+            "incident=2026-1123-004",
+            "--transcript",
+            "incident.jsonl",
+        ])
+        .output()
+        .expect_code(0);
+    drop(moto);
+    let captured = ws.run(&["drill", "capture", "incident.jsonl"]);
+    captured.expect_code(0);
+    let scenario: toml::Table = toml::from_str(&captured.stdout).unwrap();
+    // The cloud as the run saw it, with the run's own ids; its outcome expected.
+    let seeded = scenario["seed"]["instances"].as_array().unwrap();
+    assert!(
+        seeded
+            .iter()
+            .any(|i| i["id"].as_str() == Some(blue.as_str()))
+    );
+    assert_eq!(
+        scenario["seed"]["account_id"].as_str(),
+        Some("123456789012")
+    );
+    let cloud = &scenario["expect"]["cloud"];
+    for key in ["isolated", "snapshotted", "terminated", "replaced"] {
+        assert_eq!(
+            cloud[key].as_array().unwrap(),
+            &[toml::Value::String(blue.clone())],
+            "{key}"
+        );
+    }
+    assert_eq!(scenario["expect"]["status"].as_str(), Some("ok"));
+    ws.write("drills/captured.toml", &captured.stdout);
+
+    let run = drill_file(&ws, "drills/captured.toml", &runbooks);
+    run.expect_code(0);
+    assert!(run.stdout.contains("pass  captured"), "{}", run.stdout);
+
+    // The runbook broken the way the incident shows it must not be: the instance left reachable.
+    edited(&ws, "ec2-compromised-instance.rhai", |t| {
+        t.replace(
+            "ctx.isolation = ec2::isolate(ctx.instance_id, #{ incident: ctx.incident });",
+            r#"ctx.isolation = #{ quarantine_group: "none" };"#,
+        )
+    });
+    let run = drill_file(&ws, "drills/captured.toml", "runbooks");
+    run.expect_code(1);
+    assert!(
+        run.stdout.contains(&format!("{blue} is not isolated")),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_captured_drill_scripts_the_fault_the_run_met_where_it_met_it() {
+    let ws = Workspace::new();
+    let ts = drill_transcripts(&ws, &["ec2-compromised-instance-snapshot-fails.toml"]);
+    let captured = ws.run(&["drill", "capture", &ts[0].display().to_string()]);
+    captured.expect_code(0);
+    let scenario: toml::Table = toml::from_str(&captured.stdout).unwrap();
+    let errors = scenario["seed"]["faults"]["errors"].as_array().unwrap();
+    assert_eq!(errors[0]["operation"].as_str(), Some("CreateSnapshot"));
+    assert_eq!(errors[0]["instance"].as_str(), Some("i-0a1b2c3d4e5f60001"));
+    assert_eq!(scenario["expect"]["status"].as_str(), Some("failed"));
+    ws.write("drills/captured.toml", &captured.stdout);
+    drill_file(&ws, "drills/captured.toml", &format!("{REPO}/runbooks")).expect_code(0);
+}

@@ -263,7 +263,10 @@ pub(crate) struct ResumeArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct DrillArgs {
+    #[command(subcommand)]
+    pub(crate) command: Option<DrillCommand>,
     pub(crate) targets: Vec<PathBuf>,
     /// The scenarios folder
     #[arg(long, default_value = "drills")]
@@ -283,6 +286,17 @@ pub(crate) struct DrillArgs {
     /// Scenarios run at once
     #[arg(long, default_value_t = 2)]
     pub(crate) jobs: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DrillCommand {
+    /// Write a drill scenario from a real run's transcript, to stdout
+    /// (`runbook drill capture T.jsonl > drills/NAME.toml`): the sim seeded from what the run
+    /// read, its faults scripted, its outcome expected
+    Capture {
+        /// The run's transcript (verified first)
+        transcript: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -1,11 +1,12 @@
 //! `runbook drill`: runs scenario files and writes their records and reports.
 
 use super::Global;
-use super::args::{DrillArgs, Output, ReplayArgs};
+use super::args::{DrillArgs, DrillCommand, Output, ReplayArgs};
 use crate::base::error::{Error, Result};
 
 pub(super) fn drill(g: &Global, args: &DrillArgs) -> Result<()> {
     let DrillArgs {
+        command,
         targets,
         drills,
         out,
@@ -14,6 +15,11 @@ pub(super) fn drill(g: &Global, args: &DrillArgs) -> Result<()> {
         report,
         jobs,
     } = args;
+    if let Some(DrillCommand::Capture { transcript }) = command {
+        let text = crate::front::capture::capture(transcript)?;
+        let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+        return Ok(());
+    }
     let dirs = &g.dirs;
     let files = crate::front::drill::scenarios(targets, drills)?;
     if files.is_empty() {
