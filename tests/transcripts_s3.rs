@@ -608,3 +608,39 @@ fn a_run_cut_off_by_a_crash_is_fetched_by_id_on_another_host_and_taken_over_ther
         stale.stderr
     );
 }
+
+#[test]
+fn a_run_refused_before_its_transcript_exists_archives_nothing_not_even_the_file_in_its_way() {
+    let moto = Moto::start();
+    let ws = workspace(&moto);
+    // Another run's evidence where this run would write: the run is refused, and that file is
+    // not uploaded under the refused run's id.
+    ws.write("theirs.jsonl", "{\"someone\":\"else\"}\n");
+    let refused = runbook(
+        &ws,
+        &[
+            "run",
+            "tag-target",
+            "-p",
+            &format!("instance_id={INSTANCE}"),
+            "--no-interactive",
+            "--transcript",
+            "theirs.jsonl",
+        ],
+    );
+    assert_ne!(refused.code, 0, "{}", refused.stderr);
+    assert!(!refused.stderr.contains("archived"), "{}", refused.stderr);
+    let everything = block(async {
+        moto.s3()
+            .list_objects_v2()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .unwrap()
+            .key_count()
+    });
+    assert_eq!(everything, Some(0));
+    assert!(walk(&ws.path().join(".runbook/uploads")).is_empty());
+    let listed = runbook(&ws, &["transcript", "list", "--output", "json"]);
+    assert_eq!(listed.stdout.trim(), "[]", "{}", listed.stderr);
+}
