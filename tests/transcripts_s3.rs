@@ -644,3 +644,61 @@ fn a_run_refused_before_its_transcript_exists_archives_nothing_not_even_the_file
     let listed = runbook(&ws, &["transcript", "list", "--output", "json"]);
     assert_eq!(listed.stdout.trim(), "[]", "{}", listed.stderr);
 }
+
+#[test]
+fn serve_escalates_a_hook_run_whose_transcript_could_not_be_archived() {
+    let moto = Moto::start();
+    let ws = workspace(&moto);
+    block(async {
+        moto.s3()
+            .delete_bucket()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .unwrap();
+    });
+    ws.write(
+        "hooks.toml",
+        "[server]\nworkers = 1\nqueue = 8\ndrain = \"5s\"\n\n[guardrails]\ncooldown = \"10m\"\n\n[escalation]\nchannel = \"#oncall\"\n\n[[route]]\nname = \"cpu\"\nalert = \"ec2-cpu-high\"\nrunbook = \"tag-target@1.0.0\"\nenvironment = \"sim\"\nparams = { instance_id = \"{labels.instance_id}\" }\ntarget = \"{labels.instance_id}\"\n",
+    );
+    let slack = common::http::Server::start();
+    let webhook = slack.url("/hooks/T000/B000/escalations");
+    let env = [
+        ("RUNBOOK_ALERTMANAGER_TOKEN", "am-token-5e02b7"),
+        ("SLACK_WEBHOOK_URL", webhook.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let mut served = common::serve::Served::start(&ws, &env);
+    let alert = serde_json::json!({ "version": "4", "status": "firing", "receiver": "runbook",
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "",
+        "groupKey": "{}", "truncatedAlerts": 0,
+        "alerts": [{ "status": "firing", "labels": { "alertname": "ec2-cpu-high", "instance_id": INSTANCE },
+                     "annotations": {}, "startsAt": "2026-11-23T10:30:00Z", "fingerprint": "" }] });
+    let (status, body) = served.post(
+        "/hooks/alertmanager",
+        &[
+            ("authorization", "Bearer am-token-5e02b7"),
+            ("content-type", "application/json"),
+        ],
+        &serde_json::to_vec(&alert).unwrap(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let finished = served.wait_finished(1, std::time::Duration::from_secs(60));
+    assert_eq!(
+        finished[0]["status"], "ok",
+        "the run itself went fine: {finished:?}"
+    );
+    let message = await_some("the escalation", || {
+        slack
+            .captured()
+            .into_iter()
+            .filter(|c| c.path.starts_with("/hooks/T000"))
+            .filter_map(|c| c.body["text"].as_str().map(str::to_string))
+            .find(|t| t.contains("transcript_not_archived"))
+    });
+    assert!(message.contains("NoSuchBucket"), "{message}");
+    assert!(message.contains("runbook transcript upload"), "{message}");
+    served.terminate(std::time::Duration::from_secs(30));
+}
