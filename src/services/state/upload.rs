@@ -477,9 +477,9 @@ fn offset_of_line(path: &Path, line: u64) -> Result<Option<u64>> {
     let mut seen = 0u64;
     for (i, b) in bytes.iter().enumerate() {
         if *b == b'\n' {
-            seen += 1;
+            seen = seen.saturating_add(1);
             if seen == line {
-                return Ok(Some(i as u64 + 1));
+                return Ok(Some((i as u64).saturating_add(1)));
             }
         }
     }
