@@ -305,6 +305,25 @@ fn a_transcript_whose_tail_was_cut_fails_verification_against_the_stored_head() 
         "{}",
         checked.stderr
     );
+
+    // A drill is never archived (the simulator, no lock): its chain is all `verify` checks.
+    ws.write(
+        "drills/tag.toml",
+        &format!("runbook = \"tag-target@1.0.0\"\n[params]\ninstance_id = \"{INSTANCE}\"\n"),
+    );
+    let drill = runbook(&ws, &["drill", "drills/tag.toml", "--out", "out"]);
+    assert_eq!(drill.code, 0, "{}{}", drill.stdout, drill.stderr);
+    let drilled = walk(&ws.path().join("out"))
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .unwrap();
+    let verified = runbook(&ws, &["transcript", "verify", drilled.to_str().unwrap()]);
+    assert_eq!(verified.code, 0, "{}", verified.stderr);
+    assert!(
+        !verified.stdout.contains("head matches"),
+        "{}",
+        verified.stdout
+    );
 }
 
 #[test]

@@ -230,11 +230,11 @@ fn head_check(
         line,
         reason,
     };
-    let mode = events
-        .first()
-        .and_then(|e| e["mode"].as_str())
-        .unwrap_or("");
-    if report.kind != transcript::Kind::Run || mode != "run" {
+    let first = events.first().cloned().unwrap_or_default();
+    let mode = first["mode"].as_str().unwrap_or("");
+    // Drills run in the simulator under the operator "drill", and take no lock.
+    let drill = first["operator"] == "drill" && first["backend"] == "sim";
+    if report.kind != transcript::Kind::Run || mode != "run" || drill {
         // Journals, plans, drills and repl sessions are not archived: their chain is all there is.
         return Ok(String::new());
     }
@@ -356,7 +356,7 @@ fn list(
             }
             for r in &runs {
                 println!(
-                    "{}  {}  {}  {}  {}  {}@{}  targets {}  {}",
+                    "{}  {}  {}  {}  {}  by {} on {}  targets {}  {}",
                     r.run_id,
                     r.started,
                     r.status,
