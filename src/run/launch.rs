@@ -408,14 +408,14 @@ impl Loaded {
         // Its observers hold the runbook's borrow until they go.
         drop(executor);
         // Also when the run could not record its end: what it wrote is archived all the same.
-        let archived = archiver.map(|a| match a {
+        let archived = archiver.and_then(|a| match a {
             Ok(a) => a.finish(ARCHIVE_WAIT),
             Err(e) => {
                 tracing::error!("run {archived_run}: the transcript cannot be archived: {e}");
-                Archived::Pending {
+                Some(Archived::Pending {
                     reason: e.to_string(),
                     marker: PathBuf::new(),
-                }
+                })
             }
         });
         let report = result?;
