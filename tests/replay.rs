@@ -85,14 +85,17 @@ fn the_transcript_of_every_repository_drill_replays_as_matching_itself() {
         })
         .count();
     assert_eq!(transcripts.len(), scenarios);
+    let mut answered = 0;
     for t in &transcripts {
         let (code, report) = replay(&ws, t, &[]);
         assert_eq!(code, 0, "{}: {report:#}", t.display());
         assert_eq!(report["matches"], true);
         assert_eq!(report["incident_status"], report["replay_status"]);
-        assert!(report["calls"].as_u64().unwrap() > 0);
+        // A drill may end before its first call (a runbook refusing its parameters).
+        answered += report["calls"].as_u64().unwrap();
         sent_nothing(&report);
     }
+    assert!(answered > 0, "the replays answered no call at all");
     // A replay is a test, not a run: it leaves no transcript behind.
     assert!(!ws.exists("transcripts"));
 }
