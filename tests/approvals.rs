@@ -50,13 +50,36 @@ fn transcript_of(ws: &Workspace, run_id: &str) -> PathBuf {
         .unwrap()
 }
 
+/// Lets the account `uid`/`gid` 0 reach the run's approvals folder, as a second person in the
+/// run's group would (the workspace and transcript folders are private by default).
+fn open_to_the_group(ws: &Workspace, transcript: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut dir = transcript.parent();
+    while let Some(d) = dir {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o750)).unwrap();
+        if d == ws.path() {
+            break;
+        }
+        dir = d.parent();
+    }
+}
+
+/// This test process's uid: the name of its own answer files.
+fn my_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").unwrap().uid()
+}
+
+/// The uid tests use for a second person: `nobody`, in root's group.
+const SECOND: u32 = 65534;
+
 #[test]
-fn a_second_person_approves_and_the_requester_cannot_approve_their_own_run() {
+fn four_eyes_needs_another_account_and_a_claimed_name_is_not_one() {
     let ws = Workspace::new();
     ws.write(
         "runbooks/gated.rhai",
         &format!(
-            "{}eradication(\"Terminate\", |ctx| {{\n  approve(\"Terminate i-0a1b2c3d4e5f60001 in prod?\", #{{ others: true, timeout: \"30s\" }});\n  notes::append(\"terminated\");\n}});\n",
+            "{}eradication(\"Terminate\", |ctx| {{\n  approve(\"Terminate i-0a1b2c3d4e5f60001 in prod?\", #{{ others: true, timeout: \"60s\" }});\n  notes::append(\"terminated\");\n}});\n",
             header("gated")
         ),
     );
@@ -67,23 +90,33 @@ fn a_second_person_approves_and_the_requester_cannot_approve_their_own_run() {
         .spawn();
     let run_id = pending_request(&ws);
 
-    let own = ws
-        .cmd()
-        .env("RUNBOOK_TRANSCRIPTS", "tx")
-        .args(&["approve", &run_id])
-        .output();
-    own.expect_code(2);
-    assert!(
-        own.stderr.contains("cannot approve their own run"),
-        "{}",
-        own.stderr
-    );
-
+    // The requester's own account, under any name it claims, is the requester.
+    for claimed in ["tester@ci", "someone-else"] {
+        let own = ws
+            .cmd()
+            .env("RUNBOOK_TRANSCRIPTS", "tx")
+            .env("RUNBOOK_OPERATOR", claimed)
+            .args(&["approve", &run_id])
+            .output();
+        own.expect_code(2);
+        assert!(
+            own.stderr.contains("cannot approve their own run"),
+            "{}",
+            own.stderr
+        );
+    }
+    if !common::is_root() {
+        eprintln!("not root: the second account's approval is not exercised here");
+        let _ = child.wait_with_output();
+        return;
+    }
+    let path = transcript_of(&ws, &run_id);
+    open_to_the_group(&ws, &path);
     let other = ws
         .cmd()
-        .env("RUNBOOK_TRANSCRIPTS", "tx")
-        .env("RUNBOOK_OPERATOR", "second@ops")
-        .args(&["approve", &run_id])
+        .run_as(SECOND, 0)
+        .env("RUNBOOK_OPERATOR", "carol (CISO)")
+        .args(&["approve", &run_id, "--transcript", path.to_str().unwrap()])
         .output();
     other.expect_code(0);
     assert!(
@@ -99,7 +132,6 @@ fn a_second_person_approves_and_the_requester_cannot_approve_their_own_run() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let path = transcript_of(&ws, &run_id);
     let ev = events(&path);
     let logged: Vec<String> = of_type(&ev, "log")
         .iter()
@@ -108,9 +140,24 @@ fn a_second_person_approves_and_the_requester_cannot_approve_their_own_run() {
     assert!(
         logged
             .iter()
-            .any(|m| m.starts_with("approved by second@ops")),
+            .any(|m| m.starts_with("approved by carol (CISO) (claimed; nobody@")),
         "{logged:?}"
     );
+    let call = of_type(&ev, "call")
+        .into_iter()
+        .find(|c| c["binding"] == "approve")
+        .unwrap()
+        .clone();
+    let result: serde_json::Value = serde_json::from_str(call["result"].as_str().unwrap()).unwrap();
+    assert_eq!(result["identities"][0]["via"], "os", "{result}");
+    assert!(
+        result["identities"][0]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("nobody@"),
+        "{result}"
+    );
+    assert_eq!(result["identities"][0]["claimed"], "carol (CISO)");
     assert!(
         std::fs::read_to_string(path.with_extension("notes.md"))
             .unwrap()
@@ -118,6 +165,150 @@ fn a_second_person_approves_and_the_requester_cannot_approve_their_own_run() {
     );
     ws.run(&["transcript", "verify", path.to_str().unwrap()])
         .expect_code(0);
+}
+
+/// Runs `gated` (one `approve` with `options`) with the transcript at `t.jsonl`, so its
+/// approvals folder (`t.approvals`) is known before the run starts.
+fn gated_at_t(ws: &Workspace, options: &str) -> std::process::Child {
+    ws.write(
+        "runbooks/gated.rhai",
+        &format!(
+            "{}eradication(\"Wait\", |ctx| {{ approve(\"go?\", #{{ {options} }}); notes::append(\"went\"); }});\n",
+            header("gated")
+        ),
+    );
+    ws.cmd()
+        .args(&["run", "gated", "--transcript", "t.jsonl"])
+        .spawn()
+}
+
+fn wait_for(path: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The `approval` lines the run recorded.
+fn approval_log(path: &std::path::Path) -> Vec<String> {
+    of_type(&events(path), "log")
+        .iter()
+        .filter(|e| e["level"] == "approval")
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn step_error(path: &std::path::Path) -> String {
+    of_type(&events(path), "step_finished")[0]["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_hand_written_answer_is_its_file_owner_s_and_never_the_person_it_names() {
+    let ws = Workspace::new();
+    let child = gated_at_t(&ws, "others: true, timeout: \"2s\"");
+    let request = ws.path().join("t.approvals/1.request.json");
+    wait_for(&request);
+    let asked: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&request).unwrap()).unwrap();
+    // Written by the requester's own account, bound to the request, naming someone else.
+    ws.write(
+        &format!("t.approvals/1.answer.{}.json", my_uid()),
+        &serde_json::json!({
+            "run_id": asked["run_id"], "number": 1, "nonce": asked["nonce"], "approve": true,
+            "plan_hash": asked["plan_hash"], "at": "2026-11-30T00:00:00Z",
+            "claimed": "carol (CISO)", "approver": "carol (CISO)"
+        })
+        .to_string(),
+    );
+    // And one without the request's nonce, under a name no account has.
+    ws.write(
+        "t.approvals/1.answer.carol.json",
+        "{\"approver\":\"carol (CISO)\",\"approve\":true,\"at\":\"2026-11-30T00:00:00Z\"}",
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let path = ws.path().join("t.jsonl");
+    assert_eq!(step_error(&path), "approval_timeout");
+    let log = approval_log(&path);
+    assert!(
+        log.iter().any(|m| m.contains("carol (CISO) (claimed; ")
+            && m.contains("the requester's own answer does not count")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter().any(|m| m.contains(&format!(
+            "1.answer.carol.json: owned by uid {}, but named for another account",
+            my_uid()
+        ))),
+        "{log:?}"
+    );
+    assert!(!ws.exists("t.notes.md"));
+}
+
+#[test]
+fn an_answer_planted_before_its_request_is_refused() {
+    let ws = Workspace::new();
+    // The folder and an answer, there before the run files its request.
+    ws.write(
+        &format!("t.approvals/1.answer.{}.json", my_uid()),
+        "{\"run_id\":\"t\",\"number\":1,\"nonce\":\"guessed\",\"approve\":true,\"plan_hash\":\"\",\"at\":\"2026-11-30T00:00:00Z\"}",
+    );
+    let child = gated_at_t(&ws, "timeout: \"2s\"");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let path = ws.path().join("t.jsonl");
+    assert_eq!(step_error(&path), "approval_timeout");
+    let log = approval_log(&path);
+    assert!(
+        log.iter().any(|m| m.contains("older than its request")),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn two_approvals_need_two_accounts_not_one_account_under_two_names() {
+    let ws = Workspace::new();
+    let child = gated_at_t(&ws, "approvers: 2, timeout: \"2s\"");
+    wait_for(&ws.path().join("t.approvals/1.request.json"));
+    ws.cmd()
+        .env("RUNBOOK_OPERATOR", "alice")
+        .args(&["approve", "t", "--transcript", "t.jsonl"])
+        .output()
+        .expect_code(0);
+    let again = ws
+        .cmd()
+        .env("RUNBOOK_OPERATOR", "bob")
+        .args(&["approve", "t", "--transcript", "t.jsonl"])
+        .output();
+    again.expect_code(2);
+    assert!(
+        again
+            .stderr
+            .contains("already has an answer from this account"),
+        "{}",
+        again.stderr
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let path = ws.path().join("t.jsonl");
+    assert_eq!(step_error(&path), "approval_timeout");
+    let ev = events(&path);
+    let finished = &of_type(&ev, "step_finished")[0];
+    assert!(
+        finished["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 of 2 approval(s)"),
+        "{finished}"
+    );
 }
 
 #[test]
@@ -192,8 +383,17 @@ fn an_unattended_confirm_step_waits_for_approval_when_asked_to() {
     );
     let ev = events(&transcript_of(&ws, &run_id));
     let decisions = of_type(&ev, "decision");
-    assert_eq!(decisions.last().unwrap()["by"], "lead@ops");
-    assert_eq!(decisions.last().unwrap()["action"], "run");
+    let approved = decisions.last().unwrap();
+    assert!(
+        approved["by"]
+            .as_str()
+            .unwrap()
+            .starts_with("lead@ops (claimed; "),
+        "{approved}"
+    );
+    assert_eq!(approved["approvers"][0]["via"], "os");
+    assert_eq!(approved["approvers"][0]["claimed"], "lead@ops");
+    assert_eq!(approved["action"], "run");
 }
 
 #[test]
@@ -216,13 +416,13 @@ fn a_plan_does_not_wait_for_approval() {
 }
 
 #[test]
-fn approve_shows_the_runbook_step_and_question_and_the_files_are_private() {
+fn approve_shows_the_runbook_step_question_and_plan_and_no_file_is_world_readable() {
     use std::os::unix::fs::PermissionsExt;
     let ws = Workspace::new();
     ws.write(
         "runbooks/gated.rhai",
         &format!(
-            "{}containment(\"Look\", |ctx| {{ log(\"looked\"); }});\neradication(\"Terminate\", |ctx| {{\n  approve(\"Terminate i-0a1b2c3d4e5f60001 in prod?\", #{{ others: true, timeout: \"30s\" }});\n}});\n",
+            "{}containment(\"Look\", |ctx| {{ log(\"looked\"); }});\neradication(\"Terminate\", |ctx| {{\n  approve(\"Terminate i-0a1b2c3d4e5f60001 in prod?\", #{{ timeout: \"30s\" }});\n}});\n",
             header("gated")
         ),
     );
@@ -244,7 +444,8 @@ fn approve_shows_the_runbook_step_and_question_and_the_files_are_private() {
         "gated@1.0.0".to_string(),
         "2/2 \"Terminate\" (eradication)".to_string(),
         "Terminate i-0a1b2c3d4e5f60001 in prod?".to_string(),
-        "asked by   tester@ci".to_string(),
+        "asked by   tester@ci (claimed; ".to_string(),
+        "plan       0 would-be write(s), sha256 ".to_string(),
     ] {
         assert!(other.stdout.contains(&shown), "{shown}: {}", other.stdout);
     }
@@ -257,46 +458,101 @@ fn approve_shows_the_runbook_step_and_question_and_the_files_are_private() {
     );
 
     let dir = transcript_of(&ws, &run_id).with_extension("approvals");
-    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&dir), 0o700);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    // Group-writable, sticky (no one removes another's answer), setgid (answers take the group).
+    assert_eq!(mode(&dir), 0o3770);
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
-        assert_eq!(mode(&path), 0o600, "{}", path.display());
+        assert_eq!(mode(&path), 0o640, "{}", path.display());
     }
     assert_eq!(mode(&transcript_of(&ws, &run_id)), 0o600);
 }
 
 #[test]
-fn an_answer_never_writes_through_a_planted_symlink() {
+fn an_answer_never_writes_through_a_planted_symlink_nor_reads_one() {
+    let ws = Workspace::new();
+    let child = gated_at_t(&ws, "timeout: \"2s\"");
+    wait_for(&ws.path().join("t.approvals/1.request.json"));
+    ws.write("victim.txt", "precious\n");
+    std::os::unix::fs::symlink(
+        ws.path().join("victim.txt"),
+        ws.path()
+            .join(format!("t.approvals/1.answer.{}.json", my_uid())),
+    )
+    .unwrap();
+    let answered = ws
+        .cmd()
+        .args(&["approve", "t", "--transcript", "t.jsonl"])
+        .output();
+    answered.expect_code(2);
+    assert_eq!(ws.read("victim.txt"), "precious\n");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let log = approval_log(&ws.path().join("t.jsonl"));
+    assert!(
+        log.iter().any(|m| m.contains(&format!(
+            "1.answer.{}.json: a symlink, never followed",
+            my_uid()
+        ))),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn a_step_whose_writes_change_after_approval_stops_and_asks_again() {
+    use std::sync::atomic::Ordering;
+    let server = common::http::Server::start();
     let ws = Workspace::new();
     ws.write(
-        "runbooks/gated.rhai",
+        "runbooks/drift.rhai",
         &format!(
-            "{}eradication(\"Wait\", |ctx| {{ approve(\"go?\", #{{ timeout: \"30s\" }}); }});\n",
-            header("gated")
+            "{}eradication(\"Record\", |ctx| {{\n  let r = health::http(\"{}\");\n  notes::append(`status ${{r.status}}`);\n}}, #{{ confirm: true }});\n",
+            header("drift"),
+            server.url("/health")
         ),
     );
     let child = ws
         .cmd()
-        .env("RUNBOOK_TRANSCRIPTS", "tx")
-        .args(&["run", "gated"])
+        .args(&[
+            "run",
+            "drift",
+            "--approval-timeout",
+            "60s",
+            "--transcript",
+            "t.jsonl",
+        ])
         .spawn();
-    let run_id = pending_request(&ws);
-    let dir = transcript_of(&ws, &run_id).with_extension("approvals");
-    ws.write("victim.txt", "precious\n");
-    std::os::unix::fs::symlink(
-        ws.path().join("victim.txt"),
-        dir.join("1.answer.second@ops.json"),
-    )
-    .unwrap();
+    let first = ws.path().join("t.approvals/1.request.json");
+    wait_for(&first);
+    let asked: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&first).unwrap()).unwrap();
+    assert_eq!(asked["plan"][0]["binding"], "notes::append", "{asked}");
+    assert_eq!(asked["plan"][0]["args"]["text"], "status 200", "{asked}");
+    // What the step reads changes between the approval and the run: so does what it writes.
+    server.control.health_status.store(503, Ordering::SeqCst);
+    let shown = ws
+        .cmd()
+        .args(&["approve", "t", "--transcript", "t.jsonl"])
+        .output();
+    shown.expect_code(0);
+    assert!(
+        shown
+            .stdout
+            .contains("notes::append({\"text\":\"status 200\"})"),
+        "{}",
+        shown.stdout
+    );
+
+    let second = ws.path().join("t.approvals/2.request.json");
+    wait_for(&second);
+    let asked_again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&second).unwrap()).unwrap();
+    assert_eq!(asked_again["plan"][0]["args"]["text"], "status 503");
+    assert_ne!(asked_again["plan_hash"], asked["plan_hash"]);
     ws.cmd()
-        .env("RUNBOOK_TRANSCRIPTS", "tx")
-        .env("RUNBOOK_OPERATOR", "second@ops")
-        .args(&["approve", &run_id])
+        .args(&["approve", "t", "--transcript", "t.jsonl"])
         .output()
         .expect_code(0);
-    assert_eq!(ws.read("victim.txt"), "precious\n");
-    assert!(!dir.join("1.answer.second@ops.json").is_symlink());
     let out = child.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),
@@ -304,4 +560,186 @@ fn an_answer_never_writes_through_a_planted_symlink() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Only the write approved the second time was sent.
+    let notes = ws.read("t.notes.md");
+    assert!(
+        notes.contains("status 503") && !notes.contains("status 200"),
+        "{notes}"
+    );
+    let ev = events(&ws.path().join("t.jsonl"));
+    let drift = of_type(&ev, "guardrail");
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert_eq!(drift[0]["rule"], "plan_drift");
+    assert!(
+        drift[0]["reason"].as_str().unwrap().contains("status 503"),
+        "{}",
+        drift[0]
+    );
+    let approvals: Vec<&serde_json::Value> = of_type(&ev, "decision")
+        .into_iter()
+        .filter(|d| d["approvers"].is_array())
+        .collect();
+    assert_eq!(approvals.len(), 2, "asked twice, approved twice");
+    assert!(
+        approvals[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(asked_again["plan_hash"].as_str().unwrap())
+    );
+    ws.run(&["transcript", "verify", "t.jsonl"]).expect_code(0);
+}
+
+/// Makes IAM user `name` on moto and returns its access key (id, secret): STS then names that
+/// user as the caller of whatever uses the key.
+fn moto_user(moto: &common::moto::Moto, name: &str) -> (String, String) {
+    let endpoint = moto.endpoint();
+    let call = |form: String| {
+        let endpoint = endpoint.clone();
+        common::moto::block(async move {
+            // moto routes by the credential scope and checks no signature.
+            reqwest::Client::new()
+                .post(&endpoint)
+                .header(
+                    "authorization",
+                    "AWS4-HMAC-SHA256 Credential=testing/20261130/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0",
+                )
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+    };
+    call(format!(
+        "Action=CreateUser&UserName={name}&Version=2010-05-08"
+    ));
+    let xml = call(format!(
+        "Action=CreateAccessKey&UserName={name}&Version=2010-05-08"
+    ));
+    let field = |tag: &str| {
+        let start = xml.find(&format!("<{tag}>")).unwrap() + tag.len() + 2;
+        let end = xml[start..].find(&format!("</{tag}>")).unwrap() + start;
+        xml[start..end].to_string()
+    };
+    (field("AccessKeyId"), field("SecretAccessKey"))
+}
+
+fn as_user(cmd: common::Cmd, key: &(String, String)) -> common::Cmd {
+    cmd.env("AWS_ACCESS_KEY_ID", &key.0)
+        .env("AWS_SECRET_ACCESS_KEY", &key.1)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+}
+
+#[test]
+fn with_the_aws_backend_a_request_filed_by_one_process_is_approved_from_another_folder() {
+    let moto = common::moto::Moto::start();
+    let state = format!(
+        "[state]\nbackend = \"aws\"\ntable = \"runbook-state\"\nbucket = \"runbook-transcripts\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\n",
+        moto.endpoint()
+    );
+    let requester = Workspace::new();
+    requester.write("runbook.toml", &state);
+    requester.write(
+        "runbooks/gated.rhai",
+        &format!(
+            "{}eradication(\"Terminate\", |ctx| {{\n  approve(\"Terminate i-0a1b2c3d4e5f60001?\", #{{ others: true, timeout: \"60s\" }});\n  notes::append(\"terminated\");\n}});\n",
+            header("gated")
+        ),
+    );
+    let init = common::moto::with_credentials(requester.cmd().args(&["state", "init"])).output();
+    assert_eq!(init.code, 0, "{}{}", init.stdout, init.stderr);
+    let (alice, bob) = (moto_user(&moto, "alice"), moto_user(&moto, "bob"));
+
+    let child = as_user(requester.cmd(), &alice)
+        .args(&["run", "gated", "--transcript", "t.jsonl"])
+        .spawn();
+    // The run's id, as its banner (or a Slack message) gives it to the approver.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let run_id = loop {
+        let started = std::fs::read_to_string(requester.path().join("t.jsonl"))
+            .ok()
+            .and_then(|t| t.lines().next().map(str::to_string))
+            .and_then(|l| serde_json::from_str::<serde_json::Value>(&l).ok());
+        if let Some(id) = started.and_then(|s| s["run_id"].as_str().map(str::to_string)) {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "the run never started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+
+    // Another machine: its own folder, no transcript, the same table.
+    let approver = Workspace::new();
+    approver.write("runbook.toml", &state);
+    let own = loop {
+        let own = as_user(approver.cmd(), &alice)
+            .args(&["approve", &run_id])
+            .output();
+        if !own.stderr.contains("has no approval requests") {
+            break own;
+        }
+        assert!(Instant::now() < deadline, "no request reached the table");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    own.expect_code(2);
+    assert!(
+        own.stderr.contains("cannot approve their own run")
+            && own.stderr.contains("arn:aws:iam::123456789012:user/alice"),
+        "{}",
+        own.stderr
+    );
+    let approved = as_user(approver.cmd(), &bob)
+        .env("RUNBOOK_OPERATOR", "Bob B.")
+        .args(&["approve", &run_id])
+        .output();
+    approved.expect_code(0);
+    for shown in [
+        format!("request 1 of run {run_id}"),
+        "Terminate i-0a1b2c3d4e5f60001?".to_string(),
+        "aws arn:aws:iam::123456789012:user/alice".to_string(),
+        "as Bob B. (claimed; aws arn:aws:iam::123456789012:user/bob)".to_string(),
+    ] {
+        assert!(
+            approved.stdout.contains(&shown),
+            "{shown}: {}",
+            approved.stdout
+        );
+    }
+    let again = as_user(approver.cmd(), &bob)
+        .args(&["approve", &run_id])
+        .output();
+    again.expect_code(2);
+    assert!(
+        again.stderr.contains("an answer is given once"),
+        "{}",
+        again.stderr
+    );
+
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev = events(&requester.path().join("t.jsonl"));
+    // The state backend is AWS: the run is its STS caller too, even on the sim.
+    assert_eq!(
+        ev[0]["identity"]["id"],
+        "arn:aws:iam::123456789012:user/alice"
+    );
+    let call = of_type(&ev, "call")
+        .into_iter()
+        .find(|c| c["binding"] == "approve")
+        .unwrap()
+        .clone();
+    let result: serde_json::Value = serde_json::from_str(call["result"].as_str().unwrap()).unwrap();
+    assert_eq!(result["identities"][0]["via"], "aws", "{result}");
+    assert_eq!(
+        result["identities"][0]["id"],
+        "arn:aws:iam::123456789012:user/bob"
+    );
+    assert!(requester.read("t.notes.md").contains("terminated"));
 }

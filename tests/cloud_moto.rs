@@ -4,7 +4,8 @@
 //! tags, SSM parameters and command records) is compared for real. What it fakes is covered in the
 //! sim instead: `SendCommand`/`GetCommandInvocation` answer Success at once with empty output, and
 //! `ListCommandInvocations` is not implemented at all (so the bindings never use it: results are
-//! read per instance with `GetCommandInvocation`, concurrently).
+//! read per instance with `GetCommandInvocation`, concurrently). `DescribeInstancePatchStates`
+//! (Patch Manager's compliance) is not implemented: the patch runbook's conformance stops there.
 
 use crate::common;
 
@@ -671,4 +672,75 @@ fn an_environment_endpoint_wins_over_aws_endpoint_url_and_a_refused_connection_n
             .contains(&format!("URL tried: {closed}")),
         "{end}"
     );
+}
+
+#[test]
+fn the_patch_runbook_sends_patch_baseline_to_moto_which_has_no_patch_compliance_to_read() {
+    // moto records SendCommand of AWS-RunPatchBaseline with its parameters (compared here) but
+    // does not implement DescribeInstancePatchStates: the run must fail there naming the
+    // operation, never guess the compliance. The sim models both (drills/critical-security-patch-*).
+    let moto = Moto::start();
+    moto.seed();
+    let ws = moto.workspace("123456789012");
+    let runbooks = format!("{REPO}/runbooks");
+    let r = run(
+        &ws,
+        &[
+            "run",
+            "critical-security-patch",
+            "--runbooks",
+            &runbooks,
+            "--env",
+            "moto",
+            "--yes",
+            "--param",
+            "cve=CVE-2026-41234",
+            "--param",
+            "cvss=9.8",
+            "--transcript",
+            "moto.jsonl",
+        ],
+    );
+    r.expect_code(1);
+    assert!(
+        r.stderr.contains("DescribeInstancePatchStates"),
+        "{}",
+        r.stderr
+    );
+    let ev = events(&ws.path().join("moto.jsonl"));
+    assert_eq!(
+        outcomes(&ev)[..2],
+        [
+            (
+                "Confirm the patch is critical".to_string(),
+                "ok".to_string()
+            ),
+            (
+                "Find the instances missing the patches".to_string(),
+                "failed".to_string()
+            )
+        ]
+    );
+    let commands = block(async { moto.ssm().list_commands().send().await.unwrap() });
+    // The step ran twice (one retry), scanning each time; nothing was installed.
+    let sent: Vec<(String, Vec<String>, usize)> = commands
+        .commands()
+        .iter()
+        .map(|c| {
+            (
+                c.document_name().unwrap_or_default().to_string(),
+                c.parameters()
+                    .and_then(|p| p.get("Operation"))
+                    .cloned()
+                    .unwrap_or_default(),
+                c.instance_ids().len(),
+            )
+        })
+        .collect();
+    let scan = (
+        "AWS-RunPatchBaseline".to_string(),
+        vec!["Scan".to_string()],
+        2,
+    );
+    assert_eq!(sent, vec![scan.clone(), scan]);
 }

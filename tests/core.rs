@@ -24,7 +24,17 @@ fn a_runbook_runs_every_step_in_order_and_its_transcript_verifies() {
     assert_eq!(ev[0]["type"], "run_started");
     assert_eq!(ev[0]["runbook"]["id"], "ordered");
     assert_eq!(ev[0]["runbook"]["version"], "1.2.0");
-    assert_eq!(ev[0]["operator"], "tester@ci");
+    // RUNBOOK_OPERATOR is a claimed name; the identity is the account the kernel runs us as.
+    assert!(
+        ev[0]["operator"]
+            .as_str()
+            .unwrap()
+            .starts_with("tester@ci (claimed; "),
+        "{}",
+        ev[0]["operator"]
+    );
+    assert_eq!(ev[0]["identity"]["via"], "os");
+    assert_eq!(ev[0]["identity"]["claimed"], "tester@ci");
     assert_eq!(ev[0]["runbook"]["sha256"].as_str().unwrap().len(), 64);
     let started: Vec<u64> = of_type(&ev, "step_started")
         .iter()
@@ -456,7 +466,16 @@ fn a_step_that_needs_confirmation_stops_an_unattended_run_unless_yes() {
         .expect_code(0);
     assert!(ws.read("y.notes.md").contains("terminated"));
     let ev = events(&ws.path().join("y.jsonl"));
-    assert_eq!(of_type(&ev, "decision")[0]["by"], "tester@ci");
+    let given = of_type(&ev, "decision")[0].clone();
+    assert!(
+        given["by"]
+            .as_str()
+            .unwrap()
+            .starts_with("tester@ci (claimed; "),
+        "{given}"
+    );
+    assert_eq!(given["identity"]["via"], "os");
+    assert_eq!(given["identity"]["claimed"], "tester@ci");
 }
 
 #[test]
@@ -893,13 +912,14 @@ fn render_names_the_resources_a_write_touched_and_shows_resumes() {
         md.stdout
     );
     assert!(
-        md.stdout.contains("resumed by tester@ci at step 2"),
+        md.stdout.contains("resumed by tester@ci (claimed; ") && md.stdout.contains(") at step 2"),
         "{}",
         md.stdout
     );
     let shown = ws.run(&["transcript", "show", "t.jsonl"]);
     assert!(
-        shown.stdout.contains("resumed by tester@ci at step 2"),
+        shown.stdout.contains("resumed by tester@ci (claimed; ")
+            && shown.stdout.contains(") at step 2"),
         "{}",
         shown.stdout
     );

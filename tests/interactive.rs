@@ -112,7 +112,14 @@ fn the_operator_runs_skips_and_aborts_step_by_step() {
         vec![(0, "run".into()), (1, "skip".into()), (2, "abort".into())]
     );
     for d in of_type(&ev, "decision") {
-        assert_eq!(d["by"], "oncall@pager");
+        assert!(
+            d["by"]
+                .as_str()
+                .unwrap()
+                .starts_with("oncall@pager (claimed; "),
+            "{d}"
+        );
+        assert_eq!(d["identity"]["via"], "os", "{d}");
         assert!(d["decided_ms"].is_u64(), "time to decide is recorded: {d}");
     }
     assert_eq!(

@@ -23,3 +23,4 @@ mod notify_health;
 mod resume;
 mod state;
 mod transcript_format;
+mod transcripts_s3;

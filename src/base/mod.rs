@@ -6,7 +6,7 @@ pub(crate) mod clock;
 pub mod console;
 pub(crate) mod error;
 pub mod git;
-pub(crate) mod identity;
+pub mod identity;
 pub(crate) mod interrupt;
 pub mod memory;
 pub mod redact;

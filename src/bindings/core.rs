@@ -46,6 +46,42 @@ static NOTES_APPEND: Binding = Binding {
     placeholder: unit_placeholder,
 };
 
+/// The group an approval needs: the runbook's `group` and the environment's `approvers`, both
+/// when both are set (only people in both count).
+fn approver_group(
+    env: &crate::data::config::Environment,
+    named: Option<&str>,
+) -> Result<Option<crate::services::approvals::Group>, BindingError> {
+    use crate::services::approvals::Group;
+    let asked = match named {
+        Some(name) => Some(Group {
+            name: name.to_string(),
+            members: env.approver_groups.get(name).cloned().ok_or_else(|| {
+                BindingError::new(
+                    "bad_argument",
+                    format!("group {name:?} is not in [approvers] of runbook.toml"),
+                )
+            })?,
+        }),
+        None => None,
+    };
+    let required = env.approvers.as_ref().map(|(name, members)| Group {
+        name: name.clone(),
+        members: members.clone(),
+    });
+    Ok(match (asked, required) {
+        (Some(a), Some(r)) if a.name != r.name => Some(Group {
+            name: format!("{} and {}", a.name, r.name),
+            members: a
+                .members
+                .into_iter()
+                .filter(|m| r.members.contains(m))
+                .collect(),
+        }),
+        (a, r) => a.or(r),
+    })
+}
+
 fn parse_duration(text: &str) -> Result<Duration, BindingError> {
     crate::base::clock::parse_duration(text).map_err(|e| BindingError::new("bad_argument", e))
 }
@@ -254,9 +290,14 @@ pub mod core_api {
     }
 
     /// Waits for approval: at the terminal in an interactive run, or from `runbook approve RUN_ID`
-    /// in another shell. Options: `approvers` (distinct people needed, default 1), `others`
-    /// (default false; true: the requester's own answer does not count), `timeout` (default
-    /// `"15m"`). Each answer is recorded with the approver's identity. Plans do not wait.
+    /// (another shell on this host with the `local` state backend; any machine with `aws`).
+    /// Options: `approvers` (distinct identities needed, default 1), `others` (default false;
+    /// true: four-eyes, the requester's own answer does not count, whatever name it claims),
+    /// `group` (a group from `[approvers]` in runbook.toml: only its members count; an
+    /// environment's `approvers` group applies too), `timeout` (default `"15m"`). The request
+    /// carries the step's plan when the run previewed it, and each answer binds to that plan's
+    /// hash. Each answer is recorded with the approver's established identity (`os`, `aws`,
+    /// `slack`); refused answers are recorded too. Plans do not wait.
     #[rhai_fn(name = "approve", return_raw)]
     pub(crate) fn approve_with(
         ctx: NativeCallContext,
@@ -265,7 +306,8 @@ pub mod core_api {
     ) -> ScriptResult<bool> {
         let pos = ctx.call_position();
         let bad = |e: BindingError| recorder::runtime_error(&e.code, &e.message, pos);
-        crate::bindings::args::known(&options, &["approvers", "others", "timeout"]).map_err(bad)?;
+        crate::bindings::args::known(&options, &["approvers", "others", "timeout", "group"])
+            .map_err(bad)?;
         let approvers = crate::bindings::args::int(&options, "approvers", 1)
             .map_err(bad)?
             .clamp(1, 10) as u32;
@@ -273,16 +315,23 @@ pub mod core_api {
         let timeout =
             crate::bindings::args::duration(&options, "timeout", Duration::from_secs(15 * 60))
                 .map_err(bad)?;
-        let recorded = json!({ "question": question, "approvers": approvers, "others": others });
+        let group_name = crate::bindings::args::string(&options, "group").map_err(bad)?;
+        let recorded = json!({ "question": question, "approvers": approvers, "others": others, "group": group_name });
         recorder::call(&ctx, &APPROVE, recorded, |host| {
+            let group = approver_group(host.cloud.environment(), group_name.as_deref())?;
+            let plan = host.recorder.step_plan();
             let mut prompt = host.prompt.borrow_mut().take();
             // Waiting for a person: no spinner over the question, and not the step's work.
             let outcome = host.console.person(|| {
                 crate::services::approvals::request_and_wait(
                     host.asker(),
-                    question,
-                    approvers,
-                    others,
+                    crate::services::approvals::Question {
+                        text: question,
+                        approvers,
+                        others,
+                        group,
+                        plan,
+                    },
                     timeout,
                     prompt
                         .as_mut()
@@ -294,14 +343,19 @@ pub mod core_api {
             host.recorder.log(
                 "approval",
                 &format!(
-                    "approved by {} after {} s",
-                    outcome.approved_by.join(", "),
-                    outcome.waited.as_secs()
+                    "approved by {} after {} s (plan sha256 {})",
+                    outcome.names(),
+                    outcome.waited.as_secs(),
+                    outcome.request.plan_hash
                 ),
             );
-            Ok(json!({ "approved_by": outcome.approved_by })
-                .to_string()
-                .into())
+            Ok(json!({
+                "approved_by": outcome.approved_by.iter().map(|w| w.display()).collect::<Vec<_>>(),
+                "identities": outcome.approved_by,
+                "plan_sha256": outcome.request.plan_hash,
+            })
+            .to_string()
+            .into())
         })
         .map(|_| true)
     }

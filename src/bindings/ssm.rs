@@ -39,6 +39,11 @@ static GET_PARAMETER: Binding = Binding {
     effect: Effect::ReadOnly,
     placeholder: unit_placeholder,
 };
+static PATCH_STATES: Binding = Binding {
+    name: "ssm::patch_states",
+    effect: Effect::ReadOnly,
+    placeholder: unit_placeholder,
+};
 static PUT_PARAMETER: Binding = Binding {
     name: "ssm::put_parameter",
     effect: Effect::Mutating,
@@ -478,6 +483,24 @@ pub mod ssm_api {
         spec.insert("parameters".into(), params.into());
         let req = parse_request(&spec).map_err(|e| arg_error(&ctx, e))?;
         send(&ctx, req)
+    }
+
+    /// Patch Manager's compliance of instances (`DescribeInstancePatchStates`): an array of
+    /// `#{ id, operation, installed, installed_pending_reboot, missing, failed,
+    /// critical_non_compliant, operation_end }`, one per instance Patch Manager has scanned or
+    /// patched (an instance it never did is absent: `ssm::patch(ids, #{ operation: "Scan" })`
+    /// first). Read-only.
+    #[rhai_fn(return_raw)]
+    pub(crate) fn patch_states(ctx: NativeCallContext, ids: Dynamic) -> ScriptResult<rhai::Array> {
+        let ids = args::ids(&ids, "ids").map_err(|e| arg_error(&ctx, e))?;
+        recorder::call(&ctx, &PATCH_STATES, json!({ "ids": ids }), |host| {
+            let cloud = host.cloud.get(&host.io)?;
+            let states = host
+                .io
+                .block_on(&host.interrupt, cloud.patch_states(&ids))?;
+            args::to_dynamic(&states)
+        })
+        .map(|d| d.into_array().unwrap_or_default())
     }
 
     /// Reads a parameter (decrypting SecureStrings). The value is treated as a secret from then

@@ -48,6 +48,9 @@ struct ConfigFile {
     notifications: NotifyFile,
     /// Where shared state lives (guardrails, target locks, transcripts): see [`StateConfig`].
     state: Option<StateFile>,
+    /// Named groups of approvers: ARNs, Slack user ids, `os:user@host` (see `approve`).
+    #[serde(default)]
+    approvers: BTreeMap<String, Vec<String>>,
 }
 
 /// `[state]`: `local` (files on this host, the default) or `aws` (one DynamoDB table and an S3
@@ -244,6 +247,8 @@ struct EnvConfig {
     max_attempts: Option<u32>,
     /// `send` or `capture` (keep messages in memory); default: capture on sim, send on aws.
     notifications: Option<Delivery>,
+    /// Every approval in this environment must come from this group of `[approvers]`.
+    approvers: Option<String>,
 }
 
 /// One selected environment, ready to connect.
@@ -261,6 +266,11 @@ pub struct Environment {
     /// sim only: the file the simulated state persists in.
     pub sim_state: Option<PathBuf>,
     pub notify: NotifySettings,
+    /// The `[approvers]` group every approval here needs (name, members), if the environment
+    /// names one.
+    pub approvers: Option<(String, Vec<String>)>,
+    /// Every `[approvers]` group, for a runbook's `approve(q, #{ group: "name" })`.
+    pub approver_groups: BTreeMap<String, Vec<String>>,
 }
 
 impl Environment {
@@ -276,6 +286,8 @@ impl Environment {
             fleet_source: "embedded:sim/default-fleet.toml".into(),
             sim_state: None,
             notify: NotifySettings::resolve(&NotifyFile::default(), Delivery::Capture),
+            approvers: None,
+            approver_groups: BTreeMap::new(),
         }
     }
 }
@@ -357,6 +369,7 @@ impl Config {
             if name == BUILTIN_SIM {
                 let mut sim = Environment::builtin_sim();
                 sim.notify = NotifySettings::resolve(&self.file.notifications, Delivery::Capture);
+                sim.approver_groups = self.file.approvers.clone();
                 return Ok(sim);
             }
             return Err(Error::Usage(format!(
@@ -387,7 +400,20 @@ impl Config {
             }
             (None, _) => (None, "embedded:sim/default-fleet.toml".into()),
         };
+        let approvers = match &env.approvers {
+            Some(group) => match self.file.approvers.get(group) {
+                Some(members) => Some((group.clone(), members.clone())),
+                None => {
+                    return Err(self.invalid(format!(
+                        "environment {name}: approvers = {group:?} names no group in [approvers]"
+                    )));
+                }
+            },
+            None => None,
+        };
         Ok(Environment {
+            approvers,
+            approver_groups: self.file.approvers.clone(),
             name: name.clone(),
             backend: env.backend,
             aws: AwsSettings {

@@ -108,6 +108,7 @@ pub(crate) fn run(
             ..RunbookRef::default()
         },
         operator: operator.to_string(),
+        identity: Some(crate::base::identity::Who::this_process()),
         trigger: None,
         mode: "repl".into(),
         clock: None,

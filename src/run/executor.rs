@@ -378,6 +378,10 @@ pub struct Executor<'a> {
     observers: Vec<Box<dyn RunObserver + 'a>>,
     /// Who the operator's choices are recorded as.
     operator: String,
+    /// The run's identity as established (the STS caller on AWS, else the local account).
+    identity: crate::base::identity::Who,
+    /// How long the last approval waited: a step that drifts from its plan asks again as long.
+    approval_wait: Duration,
     /// Time the current step's previews took: neither the step's work nor a person's.
     preview_spent: Duration,
     /// When this process's part of the run began (its start, or its resume): `step_finished`
@@ -397,6 +401,27 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Who a run acts as: the caller ARN STS named when the account was verified (an aws
+/// environment), else the state credentials' STS caller (the `aws` state backend), else this
+/// process's local account; `RUNBOOK_OPERATOR` stays a claimed name.
+pub(crate) fn run_identity(host: &crate::sandbox::engine::Host) -> crate::base::identity::Who {
+    let me = crate::base::identity::Who::this_process();
+    let arn = host.cloud.caller_arn().or_else(|| match &host.state {
+        Some(crate::services::state::Store::Aws(store)) => match store.caller_arn() {
+            Ok(arn) => Some(arn),
+            Err(e) => {
+                tracing::warn!("the run is recorded as its local account: {e}");
+                None
+            }
+        },
+        _ => None,
+    });
+    match arn {
+        Some(arn) => crate::base::identity::Who::aws(&arn).claiming(me.claimed),
+        None => me,
+    }
+}
+
 /// The summary's note about notifications that never went out (empty when all did).
 pub(crate) fn undelivered_note(n: usize) -> String {
     match n {
@@ -413,6 +438,8 @@ impl<'a> Executor<'a> {
             driver,
             observers: Vec::new(),
             operator: crate::base::identity::operator(),
+            identity: crate::base::identity::Who::this_process(),
+            approval_wait: Duration::from_secs(15 * 60),
             preview_spent: Duration::ZERO,
             run_began: None,
         }
@@ -434,6 +461,7 @@ impl<'a> Executor<'a> {
         // The executor's own decisions (going on or stopping after a failure) are the run's
         // operator's: "drill" or "hook:<route>" for unattended runs, the person otherwise.
         self.operator.clone_from(&opts.operator);
+        self.identity = run_identity(&self.rb.host);
         let host = &self.rb.host;
         let started = host.interrupt.clock().now();
         self.run_began = Some(host.interrupt.clock().now());
@@ -574,6 +602,8 @@ impl<'a> Executor<'a> {
                 step: step.index,
                 action: Action::Abort,
                 by: "resume".into(),
+                identity: None,
+                approvers: Vec::new(),
                 reason: why.clone(),
                 decided_ms: None,
             },
@@ -749,6 +779,7 @@ impl<'a> Executor<'a> {
                 git: Some(git.and_then(|g| serde_json::to_value(g).ok())),
             },
             operator: opts.operator.clone(),
+            identity: Some(self.identity.clone()),
             trigger: Some(opts.trigger.clone()),
             mode: rb.host.recorder.mode().as_str().to_string(),
             // Plans and sim drills wait on a simulated clock: their `duration_ms` are simulated
@@ -867,6 +898,12 @@ impl<'a> Executor<'a> {
             waiting_ms,
         );
         end
+    }
+
+    /// The established identity behind a decision `by` this run's operator (at its terminal, or
+    /// given in advance with `--yes`); None for a rule's or the runbook's own.
+    fn identity_of(&self, by: &str) -> Option<crate::base::identity::Who> {
+        (by == self.operator).then(|| self.identity.clone())
     }
 
     /// A plan of one step, run against a deep copy of `ctx` and not recorded: what the step
@@ -998,6 +1035,8 @@ impl<'a> Executor<'a> {
                 } else {
                     (Vec::new(), None, Vec::new())
                 };
+                // What an `approve(...)` in the step will ask to have approved.
+                host.recorder.set_step_plan(&preview);
                 let env = host.cloud.environment();
                 let protected =
                     (env.protected && !host.protected_confirmed.get()).then_some(env.name.as_str());
@@ -1019,6 +1058,8 @@ impl<'a> Executor<'a> {
                         step: step.index,
                         action: decision.action,
                         by: decision.by.clone(),
+                        identity: self.identity_of(&decision.by),
+                        approvers: Vec::new(),
                         reason: decision.reason.clone(),
                         decided_ms: decision.decided_ms,
                     },
@@ -1045,6 +1086,9 @@ impl<'a> Executor<'a> {
         // This step's waiting and previewing start now (finish_step takes them off its time).
         self.rb.host.console.take_waited();
         self.preview_spent = Duration::ZERO;
+        // No earlier step's preview or approved plan covers this one.
+        self.rb.host.recorder.set_step_plan(&[]);
+        self.rb.host.recorder.bind_approved_plan(None);
 
         if let Some(end) = self.check_when(step, ctx) {
             return self.finish_step(step, total, started, 0, end, ctx);
@@ -1095,7 +1139,7 @@ impl<'a> Executor<'a> {
     fn decision(&mut self, step: &Step, total: usize, ctx: &Dynamic) -> Option<StepEnd> {
         let decision = self.decide(step, total, ctx);
         let decision = match decision.action {
-            Action::Approval => self.approval(step, &decision),
+            Action::Approval => self.approval(step, &decision, ctx),
             _ => Ok(decision),
         };
         match decision {
@@ -1110,53 +1154,12 @@ impl<'a> Executor<'a> {
         &mut self,
         step: &Step,
         decision: &Decision,
+        ctx: &Dynamic,
     ) -> std::result::Result<Decision, Box<StepEnd>> {
-        let host = &self.rb.host;
-        let question = format!(
-            "run step {} {:?} of {}",
-            step.index + 1,
-            step.title,
-            self.rb.meta.id
-        );
         let wait = decision.wait.unwrap_or(Duration::from_secs(15 * 60));
-        match host.console.person(|| {
-            crate::services::approvals::request_and_wait(
-                host.asker(),
-                &question,
-                1,
-                false,
-                wait,
-                None,
-            )
-        }) {
-            Ok(outcome) => {
-                let by = outcome.approved_by.join(", ");
-                let decision = Decision::recorded(
-                    Action::Run,
-                    &by,
-                    format!("approved after {} s", outcome.waited.as_secs()),
-                );
-                self.record(
-                    &Event::Decision {
-                        step: step.index,
-                        action: Action::Run,
-                        by: by.clone(),
-                        reason: decision.reason.clone(),
-                        decided_ms: Some(ms(outcome.waited)),
-                    },
-                    Durability::Synced,
-                );
-                Ok(decision)
-            }
-            Err(e) => {
-                let info = ErrorInfo {
-                    message: e.message,
-                    code: Some(e.code),
-                    location: None,
-                    file: None,
-                    line: 0,
-                    col: 0,
-                };
+        match self.ask_approval(step, ctx, wait) {
+            Ok(decision) => Ok(decision),
+            Err(info) => {
                 let status = if info.code.as_deref() == Some("aborted") {
                     StepStatus::Aborted
                 } else {
@@ -1166,6 +1169,87 @@ impl<'a> Executor<'a> {
                 Err(Box::new(StepEnd::new(status, Some(info), None)))
             }
         }
+    }
+
+    /// Files an approval request for `step` carrying its plan (a fresh preview: the would-be
+    /// writes with their resolved arguments) and waits for it; once approved, the recorder holds
+    /// the step's writes to that plan, and the decision is recorded with who approved.
+    fn ask_approval(
+        &mut self,
+        step: &Step,
+        ctx: &Dynamic,
+        wait: Duration,
+    ) -> std::result::Result<Decision, ErrorInfo> {
+        self.approval_wait = wait;
+        let (preview, _, _) = self.preview(step, ctx);
+        let plan: Vec<Value> = preview.iter().map(PlannedCall::approvable).collect();
+        let host = &self.rb.host;
+        host.recorder.set_step_plan(&preview);
+        let question = format!(
+            "run step {} {:?} of {}",
+            step.index + 1,
+            step.title,
+            self.rb.meta.id
+        );
+        let group = host
+            .cloud
+            .environment()
+            .approvers
+            .as_ref()
+            .map(|(name, members)| crate::services::approvals::Group {
+                name: name.clone(),
+                members: members.clone(),
+            });
+        let outcome = host
+            .console
+            .person(|| {
+                crate::services::approvals::request_and_wait(
+                    host.asker(),
+                    crate::services::approvals::Question {
+                        text: &question,
+                        approvers: 1,
+                        others: false,
+                        group,
+                        plan,
+                    },
+                    wait,
+                    None,
+                )
+            })
+            .map_err(|e| ErrorInfo {
+                message: e.message,
+                code: Some(e.code),
+                location: None,
+                file: None,
+                line: 0,
+                col: 0,
+            })?;
+        host.recorder
+            .bind_approved_plan(Some((step.index, outcome.request.plan.clone())));
+        let by = outcome.names();
+        let decision = Decision::recorded(
+            Action::Run,
+            &by,
+            format!(
+                "approved after {} s (request {}, plan sha256 {})",
+                outcome.waited.as_secs(),
+                outcome.request.number,
+                outcome.request.plan_hash
+            ),
+        );
+        self.record(
+            &Event::Decision {
+                step: step.index,
+                action: Action::Run,
+                by,
+                identity: None,
+                approvers: outcome.approved_by.clone(),
+                reason: decision.reason.clone(),
+                decided_ms: Some(ms(outcome.waited)),
+            },
+            Durability::Synced,
+        );
+        Ok(decision)
     }
 
     /// How the step ends when the decision was not to run it (skipped or aborted); None: run.
@@ -1222,6 +1306,7 @@ impl<'a> Executor<'a> {
             };
             if let Some(failure) = self.after_attempt(
                 step,
+                ctx,
                 &err,
                 attempt,
                 (planned_mark, refusals),
@@ -1238,6 +1323,7 @@ impl<'a> Executor<'a> {
     fn after_attempt(
         &mut self,
         step: &Step,
+        ctx: &Dynamic,
         err: &EvalAltResult,
         attempt: u32,
         marks: (usize, u64),
@@ -1253,6 +1339,19 @@ impl<'a> Executor<'a> {
             info.code = Some("resume_diverged".into());
             self.report_error(&info);
             return Some(Failure::new(StepStatus::Aborted, info));
+        }
+        if let Some(why) = host.recorder.take_drift() {
+            // A write outside the approved plan was not sent: the step asks again, with its
+            // plan as it is now, and runs again (not an automatic retry) only once approved.
+            host.console.line(&format!("    {why}"));
+            return match self.ask_approval(step, ctx, self.approval_wait) {
+                Ok(_) => None,
+                Err(mut again) => {
+                    again.message = format!("{why}; asked again: {}", again.message);
+                    self.report_error(&again);
+                    Some(Failure::new(StepStatus::Failed, again))
+                }
+            };
         }
         if status == StepStatus::TimedOut {
             let timeout = humantime::format_duration(step.timeout);
@@ -1369,6 +1468,8 @@ impl<'a> Executor<'a> {
                         step: step.index,
                         action: Action::Skip,
                         by: "runbook".into(),
+                        identity: None,
+                        approvers: Vec::new(),
                         reason: "on_failure not run: the run was aborted".into(),
                         decided_ms: None,
                     },
@@ -1401,6 +1502,8 @@ impl<'a> Executor<'a> {
                 step: step.index,
                 action,
                 by: self.operator.clone(),
+                identity: Some(self.identity.clone()),
+                approvers: Vec::new(),
                 reason,
                 decided_ms: None,
             },

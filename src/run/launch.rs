@@ -27,6 +27,8 @@ use crate::runbook::catalog::{self, Target};
 use crate::sandbox::engine::{Host, HostParts};
 use crate::sandbox::recorder::{Limits, Mode};
 use crate::services::cloud::CloudAccess;
+use crate::services::state::archive::RunEntry;
+use crate::services::state::upload::Archived;
 
 /// Where the runbook comes from.
 pub(crate) enum Source {
@@ -169,6 +171,8 @@ pub(crate) struct Launched {
     pub report: RunReport,
     /// Wall-clock time of the steps (from the executor's start to its end), whatever the clock.
     pub wall: Duration,
+    /// How the transcript's upload ended (the aws backend; None: not archived, as with `local`).
+    pub archived: Option<Archived>,
 }
 
 impl Launch {
@@ -222,6 +226,8 @@ impl Launch {
             limits,
             protected_confirmed: confirmed.as_ref().is_ok_and(|yes| *yes),
             prompt: interactive.then(terminal_prompt),
+            // Approvals go where the run's locks are kept: the table of an `aws` backend.
+            state: lock.as_ref().map(|l| l.store.clone()),
         });
         let rb = match &source {
             Source::Search { dirs, target } => catalog::load(dirs, target, host)?,
@@ -291,24 +297,44 @@ impl Loaded {
             lock,
         } = self;
         let env_name = rb.host.cloud.environment().name.clone();
+        let targets = match &lock {
+            Some(TargetLock {
+                targets: Some(t), ..
+            }) => t.clone(),
+            Some(_) => rb.targets(&params),
+            None => Vec::new(),
+        };
         // Held until the run ends (dropped with this frame); refused or waited for here, before
         // the banner, so a refused run says nothing about running.
         let _locks = match &lock {
-            Some(l) => {
-                let targets = match &l.targets {
-                    Some(t) => t.clone(),
-                    None => rb.targets(&params),
-                };
-                Some(l.store.lock_run(
-                    mode == Mode::Run,
-                    &env_name,
-                    &targets,
-                    &operator,
-                    &run_id,
-                    l.wait,
-                )?)
-            }
+            Some(l) => Some(l.store.lock_run(
+                mode == Mode::Run,
+                &env_name,
+                &targets,
+                &operator,
+                &run_id,
+                l.wait,
+            )?),
             None => None,
+        };
+        // A run that can write goes off the box as it goes (the aws backend): its transcript
+        // to the bucket at every step boundary, its index entry and head to the table.
+        let archiver = match &lock {
+            Some(l) if mode == Mode::Run => l.store.archiver(
+                RunEntry {
+                    run_id: run_id.clone(),
+                    runbook: format!("{}@{}", rb.meta.id, rb.meta.version),
+                    environment: env_name.clone(),
+                    targets: targets.clone(),
+                    operator: operator.clone(),
+                    host: gethostname::gethostname().to_string_lossy().into_owned(),
+                    started: crate::base::clock::now_utc(),
+                    transcript: transcript.display().to_string(),
+                    ..RunEntry::default()
+                },
+                &transcript,
+            ),
+            _ => None,
         };
         let console = &rb.host.console;
         console.line(&format!(
@@ -357,7 +383,11 @@ impl Loaded {
         for observer in observers {
             executor = executor.observe(observer);
         }
-        let report = executor.run(RunOptions {
+        if let Some(Ok(a)) = &archiver {
+            executor = executor.observe(Box::new(ArchiveAtBoundaries(a.nudge())));
+        }
+        let archived_run = run_id.clone();
+        let result = executor.run(RunOptions {
             resume,
             run_id,
             transcript,
@@ -366,12 +396,51 @@ impl Loaded {
             operator,
             params,
             trigger,
-        })?;
+        });
         let wall = wall.elapsed();
         // Its observers hold the runbook's borrow until they go.
         drop(executor);
-        Ok(Launched { rb, report, wall })
+        // Also when the run could not record its end: what it wrote is archived all the same.
+        let archived = archiver.map(|a| match a {
+            Ok(a) => a.finish(ARCHIVE_WAIT),
+            Err(e) => {
+                tracing::error!("run {archived_run}: the transcript cannot be archived: {e}");
+                Archived::Pending {
+                    reason: e.to_string(),
+                    marker: PathBuf::new(),
+                }
+            }
+        });
+        let report = result?;
+        Ok(Launched {
+            rb,
+            report,
+            wall,
+            archived,
+        })
     }
+}
+
+/// How long a run's end waits for its transcript's last upload before leaving it pending.
+const ARCHIVE_WAIT: Duration = Duration::from_secs(60);
+
+/// Nudges the archiver when the run starts and at every step boundary (the upload itself runs
+/// on the archiver's thread: a step never waits for it).
+struct ArchiveAtBoundaries(crate::services::state::upload::Nudge);
+
+impl RunObserver for ArchiveAtBoundaries {
+    fn run_started(&mut self, _headline: String) {
+        self.0.boundary();
+    }
+    fn step_finished(
+        &mut self,
+        _step: &crate::sandbox::declare::Step,
+        _status: crate::data::transcript::StepStatus,
+        _error: Option<&crate::sandbox::engine::ErrorInfo>,
+    ) {
+        self.0.boundary();
+    }
+    fn run_finished(&mut self, _status: crate::data::transcript::RunStatus, _summary: String) {}
 }
 
 /// Ctrl-C asks the running step to stop at its next operation or wait; the executor then asks

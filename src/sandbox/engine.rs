@@ -101,6 +101,9 @@ pub struct Host {
     pub prompt: RefCell<Option<Box<crate::services::approvals::Ask>>>,
     /// Whether mutating calls in a protected environment were confirmed for this run.
     pub protected_confirmed: std::cell::Cell<bool>,
+    /// The run's `[state]` backend, where approval requests are filed (None: next to the
+    /// transcript).
+    pub state: Option<crate::services::state::Store>,
 }
 
 /// Everything a [`Host`] is made from, decided before it exists: nothing about a run's
@@ -121,6 +124,8 @@ pub(crate) struct HostParts {
     pub protected_confirmed: bool,
     /// Where script approvals ask a person (the terminal, in interactive runs).
     pub prompt: Option<Box<crate::services::approvals::Ask>>,
+    /// The run's `[state]` backend (approvals go through its table when it is `aws`).
+    pub state: Option<crate::services::state::Store>,
 }
 
 impl HostParts {
@@ -142,6 +147,7 @@ impl HostParts {
             limits: crate::sandbox::recorder::Limits::default(),
             protected_confirmed: false,
             prompt: None,
+            state: None,
         }
     }
 }
@@ -171,6 +177,7 @@ impl Host {
             limits,
             protected_confirmed,
             prompt,
+            state,
         } = parts;
         let env = cloud.environment();
         let redactor = Rc::new(Redactor::new());
@@ -197,6 +204,7 @@ impl Host {
             cloud,
             protected_confirmed: std::cell::Cell::new(protected_confirmed),
             prompt: RefCell::new(prompt),
+            state,
             guardrails: crate::sandbox::recorder::Guardrails::new(limits),
         })
     }
@@ -218,6 +226,8 @@ impl Host {
             step: self.recorder.stage().step(),
             console: &self.console,
             interrupt: &self.interrupt,
+            store: self.state.clone(),
+            note: Box::new(|line: &str| self.recorder.log("approval", line)),
         }
     }
 }

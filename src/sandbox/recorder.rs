@@ -371,6 +371,32 @@ pub struct PlannedCall {
     pub step: Option<usize>,
     pub binding: &'static str,
     pub args: Value,
+    /// The target resources the call looked up before it was decided (`resolved`), redacted.
+    pub targets: Option<Value>,
+}
+
+impl PlannedCall {
+    /// The call as an approval request carries it and the drift check compares it:
+    /// `{binding, args, targets}`.
+    pub fn approvable(&self) -> Value {
+        let mut call = serde_json::json!({ "binding": self.binding, "args": self.args });
+        if let Some(t) = &self.targets {
+            call["targets"] = t.clone();
+        }
+        call
+    }
+}
+
+/// Whether a write about to be sent (`binding`, `args` with any `resolved` targets) is the
+/// approved call `planned`: the same operation and arguments, and the same targets when the
+/// write looked them up (a write that looks its targets up only inside the call is compared by
+/// what it names).
+fn in_plan(planned: &Value, binding: &str, args: &Value) -> bool {
+    let mut bare = args.clone();
+    let targets = bare.as_object_mut().and_then(|o| o.remove("resolved"));
+    planned["binding"] == binding
+        && comparable(&planned["args"]) == comparable(&bare)
+        && targets.is_none_or(|t| comparable(&planned["targets"]) == comparable(&t))
 }
 
 /// A binding's failure as the transcript records it.
@@ -441,6 +467,14 @@ pub struct Recorder {
     mutating_sent: Cell<u64>,
     /// When the first call was sent (the hook server's alert-to-action latency).
     first_call: Cell<Option<Instant>>,
+    /// The current step's latest preview as `{binding, args}` values: what an approval asked
+    /// during the step covers.
+    step_plan: RefCell<Vec<Value>>,
+    /// The plan a person approved for a step: while set, a write of that step outside it is not
+    /// sent (drift), and the executor asks again.
+    approved: RefCell<Option<(usize, Vec<Value>)>>,
+    /// Why the step drifted from its approved plan, until the executor takes it.
+    drifted: RefCell<Option<String>>,
 }
 
 impl Recorder {
@@ -457,7 +491,47 @@ impl Recorder {
             calls: Cell::new(0),
             mutating_sent: Cell::new(0),
             first_call: Cell::new(None),
+            step_plan: RefCell::new(Vec::new()),
+            approved: RefCell::new(None),
+            drifted: RefCell::new(None),
         }
+    }
+
+    /// Keeps `calls` (a step's preview) as what an approval asked during the step covers.
+    pub fn set_step_plan(&self, calls: &[PlannedCall]) {
+        *self.step_plan.borrow_mut() = calls.iter().map(PlannedCall::approvable).collect();
+    }
+
+    /// The current step's previewed plan (empty when it was not previewed).
+    pub fn step_plan(&self) -> Vec<Value> {
+        self.step_plan.borrow().clone()
+    }
+
+    /// From now on, the writes of `step` must be in `plan` (None: no approved plan binds).
+    pub fn bind_approved_plan(&self, approved: Option<(usize, Vec<Value>)>) {
+        *self.approved.borrow_mut() = approved;
+    }
+
+    /// Why the step's last attempt drifted from its approved plan, once.
+    pub fn take_drift(&self) -> Option<String> {
+        self.drifted.borrow_mut().take()
+    }
+
+    /// Why a write of `step` is outside the plan approved for it (None: inside, or no plan).
+    fn drift(&self, step: Option<usize>, binding: &str, args: &Value) -> Option<String> {
+        let approved = self.approved.borrow();
+        let (at, plan) = approved.as_ref()?;
+        if step != Some(*at) {
+            return None;
+        }
+        if plan.iter().any(|p| in_plan(p, binding, args)) {
+            return None;
+        }
+        Some(format!(
+            "plan drift: {binding}({}) is not in the plan approved for this step ({} write(s)); it was not sent, and the step asks for approval again",
+            comparable(args),
+            plan.len()
+        ))
     }
 
     pub fn mode(&self) -> Mode {
@@ -723,14 +797,16 @@ fn call_inner(
         if mutating {
             // Kept for the console summary, so redacted like everything else that is shown.
             let mut shown = args.clone();
-            if let Some(o) = shown.as_object_mut() {
-                o.remove("resolved");
-            }
+            let mut targets = shown.as_object_mut().and_then(|o| o.remove("resolved"));
             host.redactor.redact_json(&mut shown);
+            if let Some(t) = targets.as_mut() {
+                host.redactor.redact_json(t);
+            }
             rec.planned.borrow_mut().push(PlannedCall {
                 step,
                 binding: spec.name,
                 args: shown,
+                targets,
             });
         }
         let event = Event::Call {
@@ -809,6 +885,26 @@ fn call_inner(
                 Some(e) => Err(binding_error_to_rhai(&e, pos)),
                 None => rhai::serde::to_dynamic(&done.result),
             };
+        }
+    }
+
+    if mutating {
+        let mut shown = args.clone();
+        host.redactor.redact_json(&mut shown);
+        if let Some(why) = rec.drift(step, spec.name, &shown) {
+            let event = Event::Guardrail {
+                step,
+                binding: spec.name.to_string(),
+                rule: "plan_drift".to_string(),
+                reason: why.clone(),
+            };
+            let _ = rec.record(&event, Durability::Synced);
+            rec.drifted.borrow_mut().replace(why.clone());
+            // Not catchable by the script: the step stops here, and the executor asks again.
+            return Err(Box::new(EvalAltResult::ErrorTerminated(
+                "plan_drift".into(),
+                pos,
+            )));
         }
     }
 

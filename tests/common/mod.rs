@@ -75,6 +75,11 @@ impl Workspace {
     }
 }
 
+/// Whether the tests run as root (and so can act as a second local account).
+pub fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+}
+
 pub struct Cmd {
     command: Command,
 }
@@ -82,6 +87,14 @@ pub struct Cmd {
 impl Cmd {
     pub fn args(mut self, args: &[&str]) -> Self {
         self.command.args(args);
+        self
+    }
+
+    /// Runs the command as another local account (uid, gid): a second person on this host.
+    /// Only root may switch; callers check [`is_root`] first.
+    pub fn run_as(mut self, uid: u32, gid: u32) -> Self {
+        use std::os::unix::process::CommandExt;
+        self.command.uid(uid).gid(gid);
         self
     }
 

@@ -83,6 +83,20 @@ impl Moto {
         aws_sdk_ec2::Client::from_conf(config)
     }
 
+    /// An S3 client on this server (buckets in the path), to look at what was archived.
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "testing", "testing", None, None, "tests",
+            ))
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
     pub fn ssm(&self) -> aws_sdk_ssm::Client {
         let config = aws_sdk_ssm::config::Builder::new()
             .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())

@@ -93,6 +93,7 @@ fn json_type(ty: &str) -> Option<String> {
         "Action" => "`run` \\| `skip` \\| `abort` \\| `inspect` \\| `refused` \\| `retry` \\| `continue` \\| `approval`".into(),
         "ErrorRecord" => "error: `message`, `code`, `location`, `request_id`".into(),
         "Counts" => "object of integers".into(),
+        "Who" => "identity: `via` (`os` \\| `aws` \\| `slack`), `id`, `name`, `claimed`".into(),
         "RunbookRef" | "StepInfo" | "RouteRef" => "object".into(),
         _ => return None,
     };

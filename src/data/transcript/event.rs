@@ -24,6 +24,8 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+use crate::base::identity::Who;
+
 /// A field that writers either leave out, write as `null`, or fill: `None` is absent,
 /// `Some(None)` is `null`. (A plain `Option` reads `null` and absent alike, so it could not give
 /// back the line that was written.)
@@ -334,9 +336,14 @@ documented! {
             /// `sha256` of its text, the `modules` it imports and its `git` state.
             #[serde(default)]
             runbook: RunbookRef,
-            /// Who started the run (`$RUNBOOK_OPERATOR`, else the user name).
+            /// Who started the run, as a person reads it: the identity below, with a
+            /// `RUNBOOK_OPERATOR` name marked `(claimed; …)`.
             #[serde(default)]
             operator: String,
+            /// Who started the run, as established: `os` (the local account), `aws` (the STS
+            /// caller ARN) or `slack`, with any claimed display name apart.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            identity: Option<Who>,
             /// What started it: the hook server's alert and route; null when a person did.
             #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
             trigger: Nullable<Value>,
@@ -435,9 +442,16 @@ documented! {
             step: usize,
             /// `run`, `skip`, `abort`, `inspect`, `refused`, `retry`, `continue` or `approval`.
             action: Action,
-            /// Who chose (an operator, `auto`, an approver).
+            /// Who chose (an operator, `auto`, an approver), as a person reads it.
             #[serde(default)]
             by: String,
+            /// Who chose, as established (`os`, `aws`, `slack`): the process's identity for a
+            /// choice at its terminal or made in advance (`--yes`), absent for a rule's.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            identity: Option<Who>,
+            /// The approvers whose answers made an `approval` decision, as established.
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            approvers: Vec<Who>,
             /// Why, in words.
             #[serde(default)]
             reason: String,
@@ -1010,6 +1024,7 @@ mod tests {
                     git: Some(None),
                 },
                 operator: "alice".into(),
+                identity: Some(Who::aws("arn:aws:iam::1:user/alice")),
                 trigger: Some(None),
                 mode: "run".into(),
                 clock: Some("real".into()),
@@ -1046,6 +1061,8 @@ mod tests {
                 step: 0,
                 action: Action::Approval,
                 by: "alice".into(),
+                identity: None,
+                approvers: vec![Who::slack("T1", "U1", Some("bob"))],
                 reason: "why".into(),
                 decided_ms: Some(12),
             },
@@ -1261,6 +1278,7 @@ mod tests {
             run_id: "s".into(),
             runbook: RunbookRef::default(),
             operator: "a".into(),
+            identity: None,
             trigger: None,
             mode: "repl".into(),
             clock: None,

@@ -90,7 +90,7 @@ pub(crate) enum Command {
         mut_arg("kill_switch", |a| a.help("A kill switch, when the run started without one (the recorded one always holds)")),
     )]
     Resume(ResumeArgs),
-    /// Approve (or deny) a run's pending approval request, as yourself (RUNBOOK_OPERATOR or user@host)
+    /// Approve (or deny) a run's pending approval request, as yourself: your local account, or your STS identity with the aws state backend (RUNBOOK_OPERATOR is only a claimed name)
     Approve {
         /// The run id (its transcript is searched under RUNBOOK_TRANSCRIPTS or ./transcripts)
         run_id: String,
@@ -285,9 +285,11 @@ pub(crate) struct DrillArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum TranscriptCommand {
     /// Check the hash chain, that every line is in its canonical form and that the run finished;
-    /// exit 1 naming the first broken line
+    /// with [state] backend = "aws", also that its last hash is the head the table holds for the
+    /// run (so a cut tail or a rewritten file fails); exit 1 naming the first broken line
     Verify {
-        file: PathBuf,
+        /// A transcript file, or s3://BUCKET/KEY (aws backend)
+        file: String,
         /// Accept a run that never finished (crashed or still running; `runbook resume` continues it)
         #[arg(long)]
         allow_unfinished: bool,
@@ -295,14 +297,50 @@ pub(crate) enum TranscriptCommand {
         /// run was recorded): every signature must hold and the transcript must end with one
         #[arg(long, value_name = "PATH")]
         key_file: Option<PathBuf>,
+        /// Check the chain alone, not the head in the state table (a transcript that was never
+        /// archived: a drill, a plan, a run under the local backend)
+        #[arg(long)]
+        chain_only: bool,
     },
-    /// A readable timeline of the run
-    Show { file: PathBuf },
+    /// A readable timeline of the run: a file, s3://BUCKET/KEY, or a run id (found in the
+    /// state table with the aws backend, under the transcripts folder with local)
+    Show { run: String },
     /// An incident timeline for the post-incident review
     Render {
         file: PathBuf,
         #[arg(long, value_enum, default_value_t = RenderFormat::Md)]
         format: RenderFormat,
+    },
+    /// The runs recorded (newest first): the team's, from the state table with the aws backend;
+    /// this host's transcripts folder (RUNBOOK_TRANSCRIPTS or ./transcripts) with local
+    List {
+        /// Only runs of this runbook (ID or ID@VERSION)
+        #[arg(long, value_name = "ID")]
+        runbook: Option<String>,
+        /// Only runs on this target (local backend: a run with a parameter of this value)
+        #[arg(long, value_name = "X")]
+        target: Option<String>,
+        /// Only runs started since: YYYY-MM-DD, an RFC 3339 time, or a duration ago (24h, 7d)
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+        /// At most this many (the newest)
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+    /// Finish the transcript uploads left pending on this host (aws backend): exit 69 while
+    /// any remains
+    Upload,
+    /// Fetch a run's transcript by run id into a new local file, verified (aws backend: from the
+    /// bucket, joined up to the last archived step when the run was cut off), to read it or to
+    /// take the run over here with `runbook resume FILE`
+    Fetch {
+        run_id: String,
+        /// Where to write it (must not exist; default: transcripts/DATE/RUN_ID.jsonl under
+        /// RUNBOOK_TRANSCRIPTS or ./transcripts)
+        #[arg(long, value_name = "PATH")]
+        to: Option<PathBuf>,
     },
 }
 

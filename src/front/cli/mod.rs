@@ -128,7 +128,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Drill(args) => drill::drill(&g, &args),
         Command::List { output } => check::list(&g.dirs, output),
         Command::Show { target } => check::show(&g.dirs, &target),
-        Command::Transcript(cmd) => transcript::command(cmd),
+        Command::Transcript(cmd) => transcript::command(&g, cmd),
         Command::State(cmd) => {
             use crate::services::state::ops;
             let config = crate::data::config::Config::load(g.config.as_deref())?;
@@ -146,7 +146,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             transcript,
             request,
             deny,
-        } => session::approve(&run_id, transcript, request, deny),
+        } => session::approve(&g, &run_id, transcript, request, deny),
         Command::Repl {
             env,
             transcript,

@@ -18,6 +18,7 @@ use crate::sandbox::engine::Host;
 use crate::sandbox::recorder::{Limits, Mode};
 use crate::services::cloud::CloudAccess;
 use crate::services::state::Store;
+use crate::services::state::upload::Archived;
 
 pub(super) fn run(g: &Global, args: RunArgs) -> Result<()> {
     let mode = if args.plan { Mode::Plan } else { Mode::Run };
@@ -181,7 +182,12 @@ fn launch_from(
 /// The run's summary on stderr (a plan's list of would-be calls on stdout), the simulated cloud's
 /// state when asked, and the exit status the run ended with.
 fn finish(done: Launched, mode: Mode, sim_state_out: Option<&Path>) -> Result<()> {
-    let Launched { rb, report, .. } = done;
+    let Launched {
+        rb,
+        report,
+        archived,
+        ..
+    } = done;
     if let Some(path) = sim_state_out {
         write_sim_state(&rb.host, path)?;
     }
@@ -202,6 +208,12 @@ fn finish(done: Launched, mode: Mode, sim_state_out: Option<&Path>) -> Result<()
         report.duration
     ));
     console.line(&format!("transcript: {}", report.transcript.display()));
+    match &archived {
+        Some(done @ Archived::Done { .. }) => console.line(&done.describe()),
+        // Said even with --quiet: an audit trail that did not leave the box must be noticed.
+        Some(pending @ Archived::Pending { .. }) => console.force_line(&pending.describe()),
+        None => {}
+    }
     if mode == Mode::Plan {
         print!("{}", executor::plan_summary(&report));
     }

@@ -21,7 +21,35 @@ pub(super) fn serve(
         }
         return Ok(());
     }
+    retry_pending_uploads(&config)?;
     crate::front::hooks::serve(hooks, g.dirs, config, listen, addr_file)
+}
+
+/// With the aws backend, finishes transcript uploads left pending (by a crashed process, or an
+/// upload that failed) now and every minute while the server runs, on a thread of its own.
+fn retry_pending_uploads(config: &Config) -> Result<()> {
+    let Some(store) = crate::services::state::Store::open(config.state())?.aws() else {
+        return Ok(());
+    };
+    let spawned = std::thread::Builder::new()
+        .name("pending-uploads".into())
+        .spawn(move || {
+            loop {
+                let (lines, _) = crate::services::state::upload::retry_pending(&store);
+                for line in lines {
+                    if line.contains("NOT archived") {
+                        tracing::error!("{line}");
+                    } else {
+                        tracing::info!("{line}");
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_secs(60));
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the pending-upload thread: {e}");
+    }
+    Ok(())
 }
 
 pub(super) fn hook(

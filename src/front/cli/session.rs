@@ -13,22 +13,34 @@ use crate::sandbox::engine::{Host, HostParts};
 use crate::sandbox::recorder::Mode;
 
 pub(super) fn approve(
+    g: &Global,
     run_id: &str,
     transcript: Option<PathBuf>,
     request: Option<u32>,
     deny: bool,
 ) -> Result<()> {
-    let path = match transcript {
-        Some(p) => p,
-        None => crate::services::approvals::find_transcript(run_id)?,
+    use crate::services::approvals::Answering;
+    // With the `aws` state backend the request is in the table (any machine, any folder);
+    // otherwise in the folder next to the run's transcript on this host.
+    let config = Config::load(g.config.as_deref())?;
+    let at = match (
+        transcript,
+        crate::services::state::Store::open(config.state())?,
+    ) {
+        (Some(p), _) => Answering::Local(p),
+        (None, crate::services::state::Store::Aws(store)) => Answering::Table(store),
+        (None, crate::services::state::Store::Local(_)) => {
+            Answering::Local(crate::services::approvals::find_transcript(run_id)?)
+        }
     };
-    let r = crate::services::approvals::answer(&path, request, !deny)?;
+    let (r, who) = crate::services::approvals::answer(run_id, at, request, !deny)?;
     print!("{}", r.describe());
     println!(
-        "{} request {} of run {}: {}",
+        "{} request {} of run {} as {}: {}",
         if deny { "denied" } else { "approved" },
         r.number,
         r.run_id,
+        who.display(),
         r.question
     );
     Ok(())

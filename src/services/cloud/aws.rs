@@ -19,7 +19,7 @@ use aws_sdk_ec2::types as ec2t;
 
 use super::{
     CloudResult, CommandRequest, Eni, Filter, Instance, InstanceStatus, Invocation, LaunchSpec,
-    Snapshot, StateAction, StateChange, Tags,
+    PatchState, Snapshot, StateAction, StateChange, Tags,
 };
 use crate::base::error::BindingError;
 use crate::data::config::AwsSettings;
@@ -33,6 +33,8 @@ pub struct AwsCloud {
     /// The endpoint override in force (the environment's `endpoint`, else `AWS_ENDPOINT_URL`).
     endpoint: Option<String>,
     request_ids: Mutex<Vec<String>>,
+    /// The caller ARN STS answered with, once asked: who the run acts as (`identity`).
+    caller: Mutex<Option<String>>,
 }
 
 /// Operations sent to SSM (the rest go to EC2), for naming the URL a failed connection tried.
@@ -223,7 +225,13 @@ impl AwsCloud {
             region: config.region().map(|r| r.to_string()),
             endpoint: config.endpoint_url().map(str::to_string),
             request_ids: Mutex::new(Vec::new()),
+            caller: Mutex::new(None),
         }
+    }
+
+    /// The caller ARN of the last `GetCallerIdentity`, if one answered.
+    pub fn caller_arn(&self) -> Option<String> {
+        self.caller.lock().ok().and_then(|c| c.clone())
     }
 
     pub fn take_request_ids(&self) -> Vec<String> {
@@ -249,6 +257,9 @@ impl AwsCloud {
             .send()
             .await
             .map_err(|e| self.sdk_error("GetCallerIdentity", e))?;
+        if let (Some(arn), Ok(mut caller)) = (out.arn(), self.caller.lock()) {
+            *caller = Some(arn.to_string());
+        }
         out.account()
             .map(str::to_string)
             .ok_or_else(|| BindingError::new("UnknownAccount", "STS named no account"))
@@ -660,6 +671,46 @@ impl AwsCloud {
             stdout: out.standard_output_content().unwrap_or_default().into(),
             stderr: out.standard_error_content().unwrap_or_default().into(),
         })
+    }
+
+    /// Patch Manager's compliance of each instance. AWS answers at most 50 ids a request.
+    pub async fn patch_states(&self, ids: &[String]) -> CloudResult<Vec<PatchState>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(50) {
+            let mut next: Option<String> = None;
+            loop {
+                let page = self
+                    .ssm
+                    .describe_instance_patch_states()
+                    .set_instance_ids(Some(chunk.to_vec()))
+                    .set_next_token(next.take())
+                    .send()
+                    .await
+                    .map_err(|e| self.sdk_error("DescribeInstancePatchStates", e))?;
+                self.note(&page);
+                for st in page.instance_patch_states() {
+                    out.push(PatchState {
+                        id: st.instance_id().to_string(),
+                        operation: st.operation().as_str().to_string(),
+                        installed: i64::from(st.installed_count()),
+                        installed_pending_reboot: i64::from(
+                            st.installed_pending_reboot_count().unwrap_or(0),
+                        ),
+                        missing: i64::from(st.missing_count()),
+                        failed: i64::from(st.failed_count()),
+                        critical_non_compliant: i64::from(
+                            st.critical_non_compliant_count().unwrap_or(0),
+                        ),
+                        operation_end: st.operation_end_time().to_string(),
+                    });
+                }
+                match page.next_token() {
+                    Some(t) if !t.is_empty() => next = Some(t.to_string()),
+                    _ => break,
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub async fn get_parameter(&self, name: &str, decrypt: bool) -> CloudResult<String> {

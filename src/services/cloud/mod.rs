@@ -156,6 +156,22 @@ impl Invocation {
 }
 
 /// The selected backend.
+/// An instance's patch compliance, as Patch Manager last reported it
+/// (`DescribeInstancePatchStates`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PatchState {
+    pub id: String,
+    /// The last `AWS-RunPatchBaseline` operation: `Scan` or `Install`.
+    pub operation: String,
+    pub installed: i64,
+    pub installed_pending_reboot: i64,
+    pub missing: i64,
+    pub failed: i64,
+    /// Missing patches the baseline classifies as critical (the seeds' CVE 9.0+ mandate).
+    pub critical_non_compliant: i64,
+    pub operation_end: String,
+}
+
 pub enum Cloud {
     Aws(Box<aws::AwsCloud>),
     Sim(Box<sim::SimCloud>),
@@ -276,6 +292,10 @@ impl Cloud {
         dispatch!(self, c => c.get_parameter(name, decrypt))
     }
 
+    pub async fn patch_states(&self, ids: &[String]) -> CloudResult<Vec<PatchState>> {
+        dispatch!(self, c => c.patch_states(ids))
+    }
+
     pub async fn put_parameter(
         &self,
         name: &str,
@@ -382,6 +402,14 @@ impl CloudAccess {
         match self.get(io)? {
             Cloud::Sim(sim) => Ok(sim.fleet().account_id.clone()),
             Cloud::Aws(aws) => io.block_on(interrupt, aws.account_id()),
+        }
+    }
+
+    /// The caller ARN STS named when the account was verified (aws environments only).
+    pub fn caller_arn(&self) -> Option<String> {
+        match self.cloud.get() {
+            Some(Cloud::Aws(aws)) => aws.caller_arn(),
+            _ => None,
         }
     }
 

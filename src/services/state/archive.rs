@@ -27,7 +27,7 @@ use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 
-use super::aws::{AwsStore, num, s, sdk_error, text};
+use super::aws::{AwsStore, is_condition_failed, n, num, s, sdk_error, text};
 use crate::base::error::{Error, Result};
 use crate::data::transcript;
 
@@ -139,6 +139,20 @@ impl AwsStore {
         } else {
             format!("{}/{id}/", self.prefix)
         })
+    }
+
+    pub(crate) fn part_key(&self, run_id: &str, first: u64, last: u64) -> Result<String> {
+        Ok(format!(
+            "{}part-{first:08}-{last:08}.jsonl",
+            self.run_folder(run_id)?
+        ))
+    }
+
+    pub(crate) fn whole_key(&self, run_id: &str, lines: u64) -> Result<String> {
+        Ok(format!(
+            "{}transcript-{lines:08}.jsonl",
+            self.run_folder(run_id)?
+        ))
     }
 
     /// Writes `body` at `key` if nothing is there (`If-None-Match: *`), with Object Lock in
@@ -283,6 +297,11 @@ impl AwsStore {
         }
     }
 
+    /// How many lines of the run's transcript are archived, contiguous from line 0.
+    pub(crate) fn archived_lines(&self, run_id: &str) -> Result<u64> {
+        Ok(Self::chain_of(&self.pieces(run_id)?).1)
+    }
+
     /// Fetches the archived transcript of run `run_id` into `dest`, a new local file, for taking
     /// the run over on another host (a replica whose peer died mid-run) or for reading it.
     ///
@@ -378,6 +397,138 @@ impl AwsStore {
     }
 
     // ---- the index ----------------------------------------------------------------------------
+
+    /// Records a run that starts (or resumes) in the index: its description and status
+    /// `running` (`live`), or, for an upload finished later by another process, only what the
+    /// entry lacks (status `interrupted` if it has none). The head it has is kept (it only moves
+    /// forward).
+    pub(crate) fn index_started(&self, e: &RunEntry, live: bool) -> Result<()> {
+        checked_run_id(&e.run_id)?;
+        let (ddb, table) = (self.ddb().clone(), self.table.clone());
+        let e = e.clone();
+        let update = if live {
+            "SET #rb = :rb, #env = :env, #tg = :tg, #op = :op, #host = :host, #tr = :tr, #st = :st, #started = if_not_exists(#started, :started) REMOVE #fin"
+        } else {
+            "SET #rb = if_not_exists(#rb, :rb), #env = if_not_exists(#env, :env), #tg = if_not_exists(#tg, :tg), #op = if_not_exists(#op, :op), #host = if_not_exists(#host, :host), #tr = if_not_exists(#tr, :tr), #st = if_not_exists(#st, :st), #started = if_not_exists(#started, :started)"
+        };
+        let status = if live { "running" } else { "interrupted" };
+        self.run(async move {
+            let req = ddb
+                .update_item()
+                .table_name(table)
+                .key("pk", s(INDEX_PK))
+                .key("sk", s(&e.run_id))
+                .update_expression(update);
+            let req = if live {
+                req.expression_attribute_names("#fin", "finished")
+            } else {
+                req
+            };
+            req.expression_attribute_names("#rb", "runbook")
+                .expression_attribute_names("#env", "environment")
+                .expression_attribute_names("#tg", "targets")
+                .expression_attribute_names("#op", "operator")
+                .expression_attribute_names("#host", "host")
+                .expression_attribute_names("#tr", "transcript")
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_names("#started", "started")
+                .expression_attribute_values(":rb", s(&e.runbook))
+                .expression_attribute_values(":env", s(&e.environment))
+                .expression_attribute_values(
+                    ":tg",
+                    AttributeValue::L(e.targets.iter().map(s).collect()),
+                )
+                .expression_attribute_values(":op", s(&e.operator))
+                .expression_attribute_values(":host", s(&e.host))
+                .expression_attribute_values(":tr", s(&e.transcript))
+                .expression_attribute_values(":st", s(status))
+                .expression_attribute_values(":started", s(&e.started))
+                .send()
+                .await
+        })?
+        .map(|_| ())
+        .map_err(|e| sdk_error("state table", "UpdateItem", e))
+    }
+
+    /// Moves the run's head forward to `head` (the hash of line `events - 1`), and when `end`
+    /// is given records its status, finish time and whole transcript's key. Refused (loudly) if
+    /// the table holds a longer head, or another head for as many lines: the archive would then
+    /// disagree with itself.
+    pub(crate) fn index_head(
+        &self,
+        run_id: &str,
+        head: &str,
+        events: u64,
+        end: Option<(&str, &str, &str)>,
+    ) -> Result<()> {
+        checked_run_id(run_id)?;
+        let (ddb, table) = (self.ddb().clone(), self.table.clone());
+        let (id, head_, end_) = (
+            run_id.to_string(),
+            head.to_string(),
+            end.map(|(st, at, key)| (st.to_string(), at.to_string(), key.to_string())),
+        );
+        let count = i64::try_from(events).unwrap_or(i64::MAX);
+        let updated = self.run(async move {
+            let mut req = ddb
+                .update_item()
+                .table_name(table)
+                .key("pk", s(INDEX_PK))
+                .key("sk", s(id))
+                .condition_expression(
+                    "attribute_not_exists(#ev) OR #ev < :ev OR (#ev = :ev AND #head = :head)",
+                )
+                .expression_attribute_names("#ev", "events")
+                .expression_attribute_names("#head", "head")
+                .expression_attribute_values(":ev", n(count))
+                .expression_attribute_values(":head", s(head_));
+            req = match end_ {
+                Some((status, at, key)) => req
+                    .update_expression(
+                        "SET #head = :head, #ev = :ev, #st = :st, #fin = :fin, #key = :key",
+                    )
+                    .expression_attribute_names("#st", "status")
+                    .expression_attribute_names("#fin", "finished")
+                    .expression_attribute_names("#key", "key")
+                    .expression_attribute_values(":st", s(status))
+                    .expression_attribute_values(":fin", s(at))
+                    .expression_attribute_values(":key", s(key)),
+                None => req.update_expression("SET #head = :head, #ev = :ev"),
+            };
+            req.send().await
+        })?;
+        match updated {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Err(Error::Environment(format!(
+                "state table: run {run_id} already has a head past line {events} or another head at it: this transcript is not the one archived"
+            ))),
+            Err(e) => Err(sdk_error("state table", "UpdateItem", e)),
+        }
+    }
+
+    /// Sets the status of a run whose process ended before the run did (`interrupted`), unless
+    /// it finished or resumed meanwhile.
+    pub(crate) fn index_interrupted(&self, run_id: &str) -> Result<()> {
+        let (ddb, table, id) = (self.ddb().clone(), self.table.clone(), run_id.to_string());
+        let updated = self.run(async move {
+            ddb.update_item()
+                .table_name(table)
+                .key("pk", s(INDEX_PK))
+                .key("sk", s(id))
+                .update_expression("SET #st = :int")
+                .condition_expression("#st = :running")
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_values(":int", s("interrupted"))
+                .expression_attribute_values(":running", s("running"))
+                .send()
+                .await
+        })?;
+        match updated {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            Err(e) => Err(sdk_error("state table", "UpdateItem", e)),
+        }
+    }
 
     /// The index entry of `run_id`, if the table has one.
     pub fn run_entry(&self, run_id: &str) -> Result<Option<RunEntry>> {

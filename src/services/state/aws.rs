@@ -35,11 +35,15 @@ const MAX_RACES: usize = 8;
 
 pub struct AwsStore {
     ddb: aws_sdk_dynamodb::Client,
+    /// Who the state credentials are (approvals record the STS caller).
+    sts: aws_sdk_sts::Client,
     pub(crate) s3: aws_sdk_s3::Client,
     pub(crate) table: String,
     pub(crate) bucket: String,
     pub(crate) prefix: String,
     pub(crate) retention_days: Option<u32>,
+    /// Transcript uploads not finished yet (see `upload`).
+    pub(crate) spool: std::path::PathBuf,
     lease: Duration,
     /// Who writes (`host:pid`), recorded on breakers.
     me: String,
@@ -168,11 +172,13 @@ impl AwsStore {
         );
         Ok(AwsStore {
             ddb: aws_sdk_dynamodb::Client::new(&sdk_config),
+            sts: aws_sdk_sts::Client::new(&sdk_config),
             s3: aws_sdk_s3::Client::from_conf(s3.build()),
             table: config.table.clone(),
             bucket: config.bucket.clone(),
             prefix: config.prefix.clone(),
             retention_days: config.retention_days,
+            spool: config.spool.clone(),
             lease: config.lease,
             me: format!(
                 "{}:{}",
@@ -202,6 +208,22 @@ impl AwsStore {
 
     pub(crate) fn ddb(&self) -> &aws_sdk_dynamodb::Client {
         &self.ddb
+    }
+
+    /// The caller ARN STS answers for the state credentials: who a process is on this backend.
+    pub(crate) fn caller_arn(&self) -> Result<String> {
+        let sts = self.sts.clone();
+        let out = self
+            .run(async move { sts.get_caller_identity().send().await })?
+            .map_err(|e| {
+                Error::Environment(format!(
+                    "STS GetCallerIdentity: {}",
+                    aws_sdk_sts::error::DisplayErrorContext(&e)
+                ))
+            })?;
+        out.arn()
+            .map(str::to_string)
+            .ok_or_else(|| Error::Environment("STS named no caller ARN".into()))
     }
 
     fn handle(&self) -> Result<tokio::runtime::Handle> {

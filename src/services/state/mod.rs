@@ -18,6 +18,7 @@ pub mod aws;
 pub mod local;
 pub mod ops;
 pub mod records;
+pub mod upload;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,6 +86,28 @@ impl Store {
                     keys: vec![found.display().to_string()],
                 })
             }
+        }
+    }
+
+    /// Starts uploading a run's transcript as it is written (`aws`; see [`upload`]), or None
+    /// with `local` (transcripts stay on this host). An error means nothing will be archived
+    /// unless someone acts: the caller reports it.
+    pub fn archiver(
+        &self,
+        entry: archive::RunEntry,
+        transcript: &std::path::Path,
+    ) -> Option<Result<upload::Archiver>> {
+        match self {
+            Store::Local(_) => None,
+            Store::Aws(a) => Some(upload::Archiver::start(a.clone(), entry, transcript)),
+        }
+    }
+
+    /// The aws backend's store, or None with `local`.
+    pub fn aws(&self) -> Option<Arc<aws::AwsStore>> {
+        match self {
+            Store::Local(_) => None,
+            Store::Aws(a) => Some(a.clone()),
         }
     }
 

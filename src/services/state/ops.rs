@@ -122,6 +122,23 @@ pub fn init(config: &StateConfig) -> Result<String> {
             .map_err(|e| env_err("PutBucketVersioning", e))?;
         if let Some(days) = days {
             let days = i32::try_from(days).unwrap_or(i32::MAX);
+            // Already so (a second `init`): moto refuses to set it again on a bucket that holds
+            // objects, and there is nothing to change.
+            let current = s3
+                .get_object_lock_configuration()
+                .bucket(&bucket)
+                .send()
+                .await
+                .ok()
+                .and_then(|out| out.object_lock_configuration)
+                .and_then(|c| c.rule)
+                .and_then(|r| r.default_retention);
+            let same = current.is_some_and(|r| {
+                r.mode == Some(s3t::ObjectLockRetentionMode::Compliance) && r.days == Some(days)
+            });
+            if same {
+                return Ok::<(), Error>(());
+            }
             s3.put_object_lock_configuration()
                 .bucket(&bucket)
                 .object_lock_configuration(

@@ -154,6 +154,10 @@ impl Hub {
         self.metrics.runs_running.dec();
         let elapsed = started.elapsed();
         self.metrics.run_duration.observe(elapsed.as_secs_f64());
+        let not_archived = match &result {
+            Ok(Ok(done)) => done.not_archived.clone(),
+            _ => None,
+        };
         let (status, reason, first_call, tripped, env, undelivered_count) = match result {
             Ok(Ok(done)) => (
                 done.status,
@@ -224,6 +228,20 @@ impl Hub {
                 severity: self.severity_of(&job.route),
                 reason: "notification_undelivered",
                 detail: note,
+                run_id: Some(&run_id),
+                transcript: Some(&transcript),
+                journal: &self.journal_path(),
+            });
+        }
+        if let Some(detail) = &not_archived {
+            // The audit trail did not leave this host: a person must know before it is lost.
+            self.escalate_blocking(&Escalation {
+                alert: &job.alert,
+                environment: env.as_deref().or(job.route.environment.as_deref()),
+                runbook: Some(&job.route.runbook),
+                severity: self.severity_of(&job.route),
+                reason: "transcript_not_archived",
+                detail,
                 run_id: Some(&run_id),
                 transcript: Some(&transcript),
                 journal: &self.journal_path(),
@@ -341,6 +359,12 @@ impl Hub {
             tripped: host.guardrails.tripped(),
             environment: host.cloud.environment().name.clone(),
             undelivered: done.report.undelivered_notifications,
+            not_archived: match &done.archived {
+                Some(pending @ crate::services::state::upload::Archived::Pending { .. }) => {
+                    Some(pending.describe())
+                }
+                _ => None,
+            },
         })
     }
 
@@ -399,6 +423,8 @@ struct Finished {
     environment: String,
     /// Notifications the run could not deliver (the run report's count).
     undelivered: usize,
+    /// Why the transcript is not archived yet (the aws backend), escalated.
+    not_archived: Option<String>,
 }
 
 /// What a panic carried, as text (a `&str` or a `String` payload; anything else is unnamed).

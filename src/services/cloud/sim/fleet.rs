@@ -153,6 +153,14 @@ pub(crate) struct Faults {
     /// only a stop and start, which moves the instance to other hardware, clears it).
     #[serde(default)]
     pub(crate) impaired_until: std::collections::BTreeMap<String, Heal>,
+    /// Critical patches each instance is missing (what `AWS-RunPatchBaseline` finds with
+    /// `Scan` and installs with `Install`); an instance not listed is missing none.
+    #[serde(default)]
+    pub(crate) missing_patches: std::collections::BTreeMap<String, u32>,
+    /// Instances where `AWS-RunPatchBaseline`'s `Install` fails (a package that will not
+    /// install): the invocation fails and the patches stay missing.
+    #[serde(default)]
+    pub(crate) patch_failure: Vec<String>,
     /// Instances whose status checks report `initializing` until the run's clock has run this
     /// many milliseconds (simulated in drills): a slow boot, for waits longer than a default.
     #[serde(default)]

@@ -84,6 +84,9 @@ struct State {
     /// Instances of the fleet's `impaired_until` that what heals them has happened to.
     #[serde(default)]
     healed: std::collections::BTreeSet<String>,
+    /// Patch Manager's compliance per instance, once `AWS-RunPatchBaseline` ran on it.
+    #[serde(default)]
+    patch_states: BTreeMap<String, super::PatchState>,
 }
 
 pub struct SimCloud {
@@ -188,6 +191,7 @@ impl SimCloud {
                 mutations: Vec::new(),
                 probes,
                 healed: Default::default(),
+                patch_states: BTreeMap::new(),
             })),
             fleet: Arc::new(fleet),
             request_ids: Mutex::new(Vec::new()),

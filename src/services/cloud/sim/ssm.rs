@@ -1,7 +1,7 @@
 //! The simulated SSM API: Run Command with per-instance results, scripted output and failures
 //! on a share of targets, and Parameter Store.
 
-use super::super::{CloudResult, CommandRequest, Invocation};
+use super::super::{CloudResult, CommandRequest, Invocation, PatchState};
 use super::{Command, Parameter, SimCloud, err};
 
 impl SimCloud {
@@ -85,6 +85,13 @@ impl SimCloud {
                 },
             )
             .collect();
+        let mut invocations: Vec<Invocation> = invocations;
+        if req.document == "AWS-RunPatchBaseline" {
+            let at = format!("simulated+{}ms", self.clock.elapsed().as_millis());
+            for inv in invocations.iter_mut().filter(|i| i.status == "Success") {
+                self.run_patch_baseline(&mut s, req, inv, &at);
+            }
+        }
         let id = format!(
             "{:08x}-0000-4000-8000-{:012x}",
             s.commands.len() + 1,
@@ -122,6 +129,71 @@ impl SimCloud {
                     format!("no invocation of {command_id} on {instance}"),
                 )
             })
+    }
+
+    /// `AWS-RunPatchBaseline` on one instance whose invocation would otherwise succeed: `Scan`
+    /// reports the fixture's missing patches, `Install` installs them, or fails on an instance
+    /// of `faults.patch_failure` (the patches stay missing and count as failed).
+    fn run_patch_baseline(
+        &self,
+        s: &mut super::State,
+        req: &CommandRequest,
+        inv: &mut Invocation,
+        at: &str,
+    ) {
+        let operation = req
+            .parameters
+            .get("Operation")
+            .and_then(|v| v.first())
+            .cloned()
+            .unwrap_or_else(|| "Scan".into());
+        let faults = &self.fleet.faults;
+        let id = inv.instance.clone();
+        let fixture_missing = i64::from(faults.missing_patches.get(&id).copied().unwrap_or(0));
+        let state = s.patch_states.entry(id.clone()).or_insert(PatchState {
+            id: id.clone(),
+            operation: String::new(),
+            installed: 0,
+            installed_pending_reboot: 0,
+            missing: fixture_missing,
+            failed: 0,
+            critical_non_compliant: fixture_missing,
+            operation_end: String::new(),
+        });
+        state.operation.clone_from(&operation);
+        state.operation_end = at.to_string();
+        if operation != "Install" {
+            inv.stdout = format!(
+                "Scan: {} missing, {} installed",
+                state.missing, state.installed
+            );
+            return;
+        }
+        if faults.patch_failure.contains(&id) {
+            state.failed = state.missing;
+            inv.status = "Failed".into();
+            inv.exit_code = 1;
+            inv.stderr = format!(
+                "Install: {} patch(es) failed to install (simulated package failure)",
+                state.missing
+            );
+            return;
+        }
+        state.installed = state.installed.saturating_add(state.missing);
+        inv.stdout = format!("Install: {} patch(es) installed", state.missing);
+        state.missing = 0;
+        state.failed = 0;
+        state.critical_non_compliant = 0;
+    }
+
+    pub(crate) async fn patch_states(&self, ids: &[String]) -> CloudResult<Vec<PatchState>> {
+        self.enter("SsmDescribeInstancePatchStates", ids).await?;
+        let s = self.lock()?;
+        // As AWS: an instance Patch Manager never scanned or patched has no entry.
+        Ok(ids
+            .iter()
+            .filter_map(|id| s.patch_states.get(id).cloned())
+            .collect())
     }
 
     pub(crate) async fn get_parameter(&self, name: &str, _decrypt: bool) -> CloudResult<String> {
@@ -198,5 +270,44 @@ mod tests {
             .cloned()
             .collect();
         assert_eq!(failed, ids[..3].to_vec());
+    }
+
+    #[test]
+    fn patch_baseline_scans_installs_and_fails_where_the_fixture_says() {
+        let mut text = String::from(
+            "[faults]\npatch_failure = [\"i-0000000000000002\"]\n[faults.missing_patches]\n\"i-0000000000000001\" = 3\n\"i-0000000000000002\" = 2\n",
+        );
+        for n in 1..=3 {
+            text.push_str(&format!("[[instances]]\nid = \"i-000000000000000{n}\"\nvpc = \"vpc-1\"\nsubnet = \"subnet-1\"\n"));
+        }
+        let sim = SimCloud::from_toml(&text).unwrap();
+        let ids: Vec<String> = (1..=3).map(|n| format!("i-000000000000000{n}")).collect();
+        let patch = |operation: &str| CommandRequest {
+            instances: ids.clone(),
+            document: "AWS-RunPatchBaseline".into(),
+            parameters: BTreeMap::from([("Operation".into(), vec![operation.into()])]),
+            max_concurrency: "50".into(),
+            max_errors: "0".into(),
+            timeout_seconds: 60,
+            comment: String::new(),
+        };
+        // Never scanned: no compliance entry at all, as AWS answers.
+        assert!(block(sim.patch_states(&ids)).unwrap().is_empty());
+        block(sim.send_command(&patch("Scan"))).unwrap();
+        let missing = |sim: &SimCloud| -> Vec<(i64, i64)> {
+            block(sim.patch_states(&ids))
+                .unwrap()
+                .iter()
+                .map(|s| (s.missing, s.failed))
+                .collect()
+        };
+        assert_eq!(missing(&sim), vec![(3, 0), (2, 0), (0, 0)]);
+        let cmd = block(sim.send_command(&patch("Install"))).unwrap();
+        assert_eq!(missing(&sim), vec![(0, 0), (2, 2), (0, 0)]);
+        let status = |id: &String| block(sim.command_invocation(&cmd, id)).unwrap().status;
+        assert_eq!(
+            ids.iter().map(status).collect::<Vec<_>>(),
+            vec!["Success", "Failed", "Success"]
+        );
     }
 }
