@@ -385,6 +385,12 @@ impl Loaded {
         }
         if let Some(Ok(a)) = &archiver {
             executor = executor.observe(Box::new(ArchiveAtBoundaries(a.nudge())));
+            // A write's intent is archived before the write is sent: a replica that takes the
+            // run over (its owner died) then knows it may have happened, and asks a person.
+            let nudge = a.nudge();
+            rb.host
+                .recorder
+                .set_before_send(Some(Box::new(move || nudge.flush(INTENT_ARCHIVE_WAIT))));
         }
         let archived_run = run_id.clone();
         let result = executor.run(RunOptions {
@@ -400,6 +406,7 @@ impl Loaded {
         let wall = wall.elapsed();
         // Its observers hold the runbook's borrow until they go.
         drop(executor);
+        rb.host.recorder.set_before_send(None);
         // Also when the run could not record its end: what it wrote is archived all the same.
         let archived = archiver.map(|a| match a {
             Ok(a) => a.finish(ARCHIVE_WAIT),
@@ -420,6 +427,9 @@ impl Loaded {
         })
     }
 }
+
+/// How long a write waits for its intent to be archived before it is not sent.
+const INTENT_ARCHIVE_WAIT: Duration = Duration::from_secs(30);
 
 /// How long a run's end waits for its transcript's last upload before leaving it pending.
 const ARCHIVE_WAIT: Duration = Duration::from_secs(60);

@@ -36,8 +36,8 @@ pub use event::{
 pub use reader::{Kind, VerifyReport, check_signatures, read_verified, read_verified_from};
 pub use render::{render_markdown, show};
 pub use sign::{SIGNATURE_ALG, Signer};
-pub(crate) use writer::{create_private, create_private_dir, open_private_append};
 pub use writer::{Durability, TranscriptWriter};
+pub(crate) use writer::{create_private, create_private_dir, open_private_append};
 
 /// `prev` of the first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
