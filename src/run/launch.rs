@@ -138,6 +138,10 @@ pub(crate) struct TargetLock {
     /// The targets, when the entry point knows them (a hook route's `target`); otherwise the
     /// values of the runbook's `target: true` parameters.
     pub targets: Option<Vec<String>>,
+    /// Archive each write's intent before the write is sent, and send nothing whose intent
+    /// cannot be archived (the aws backend): for runs another process may take over (`serve`'s),
+    /// which must find every write that may have happened in the archive.
+    pub archive_intents: bool,
 }
 
 /// `runbook resume`: continue the run recorded in the launch's transcript.
@@ -387,10 +391,12 @@ impl Loaded {
             executor = executor.observe(Box::new(ArchiveAtBoundaries(a.nudge())));
             // A write's intent is archived before the write is sent: a replica that takes the
             // run over (its owner died) then knows it may have happened, and asks a person.
-            let nudge = a.nudge();
-            rb.host
-                .recorder
-                .set_before_send(Some(Box::new(move || nudge.flush(INTENT_ARCHIVE_WAIT))));
+            if lock.as_ref().is_some_and(|l| l.archive_intents) {
+                let nudge = a.nudge();
+                rb.host
+                    .recorder
+                    .set_before_send(Some(Box::new(move || nudge.flush(INTENT_ARCHIVE_WAIT))));
+            }
         }
         let archived_run = run_id.clone();
         let result = executor.run(RunOptions {

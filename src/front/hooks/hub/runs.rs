@@ -355,6 +355,8 @@ impl Hub {
                 store: self.store.clone(),
                 wait: Some(SERVE_LOCK_WAIT),
                 targets: Some(route.lock_target(&job.alert)),
+                // Another replica takes the run over if this one dies (aws backend).
+                archive_intents: true,
             }),
         }
         .run()?;
