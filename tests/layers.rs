@@ -58,12 +58,19 @@ const LAYERS: &[Layer] = &[
     Layer {
         name: "run",
         rank: 6,
-        members: &["executor", "interactive", "launch", "lifecycle", "resume"],
+        members: &[
+            "executor",
+            "interactive",
+            "launch",
+            "lifecycle",
+            "replay",
+            "resume",
+        ],
     },
     Layer {
         name: "front",
         rank: 7,
-        members: &["cli", "docs", "drill", "hooks", "policy", "repl"],
+        members: &["capture", "cli", "docs", "drill", "hooks", "policy", "repl"],
     },
 ];
 

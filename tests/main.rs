@@ -20,6 +20,7 @@ mod hooks_alertmanager;
 mod interactive;
 mod layers;
 mod notify_health;
+mod replay;
 mod resume;
 mod state;
 mod transcript_format;

@@ -185,17 +185,18 @@ fn a_run_is_archived_as_it_goes_with_object_lock_and_its_s3_copy_verifies_agains
         "--no-interactive",
     ]))
     .spawn();
-    // Held at the second step's approval: its request names the run.
-    let request = await_some("an approval request", || {
+    // The run's id, from its transcript's first line (with the aws backend its approval
+    // request is in the table, not in a file beside the transcript).
+    let run_id = await_some("the run's transcript", || {
         walk(&ws.path().join("transcripts"))
             .into_iter()
-            .find(|p| p.ends_with("1.request.json"))
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .find_map(|p| {
+                let text = std::fs::read_to_string(p).ok()?;
+                let first: Value = serde_json::from_str(text.lines().next()?).ok()?;
+                first["run_id"].as_str().map(str::to_string)
+            })
     });
-    let run_id =
-        serde_json::from_slice::<Value>(&std::fs::read(request).unwrap()).unwrap()["run_id"]
-            .as_str()
-            .unwrap()
-            .to_string();
     // The first step is in the bucket while the run is still going, and another workspace
     // reads it by run id (its parts joined) and lists the run as running.
     let other = colleague(&moto);
@@ -213,11 +214,12 @@ fn a_run_is_archived_as_it_goes_with_object_lock_and_its_s3_copy_verifies_agains
     let runs: Value = serde_json::from_str(&listed.stdout).unwrap();
     assert_eq!(runs[0]["status"], "running", "{}", listed.stdout);
 
-    let approved = ws
-        .cmd()
-        .env("RUNBOOK_OPERATOR", "second@ops")
-        .args(&["approve", &run_id])
-        .output();
+    // Held at the last step's approval (asked of anyone: no `others`), answered once its
+    // request is in the table.
+    let approved = await_some("the approval request in the table", || {
+        let out = with_credentials(ws.cmd().args(&["approve", &run_id])).output();
+        (!out.stderr.contains("has no approval requests")).then_some(out)
+    });
     assert_eq!(approved.code, 0, "{}", approved.stderr);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();

@@ -233,6 +233,10 @@ pub enum Error {
     #[error("{count} drill(s) failed")]
     DrillsFailed { count: usize },
 
+    /// `runbook replay`: the version replayed does not do what the incident did.
+    #[error("the replay diverges from the incident in {count} place(s)")]
+    ReplayDiverged { count: usize },
+
     /// `runbook hook`: runs the alerts started that did not end ok (each escalated).
     #[error("{count} run(s) did not end ok (first: {first})")]
     HookRunsFailed { count: usize, first: String },
@@ -277,6 +281,7 @@ impl Error {
             | Error::TranscriptBroken { .. }
             | Error::PolicyViolations { .. }
             | Error::DrillsFailed { .. }
+            | Error::ReplayDiverged { .. }
             | Error::HookRunsFailed { .. } => exit::FAILED,
             Error::RunEnded { status, .. } => match status {
                 RunEndStatus::Failed => exit::FAILED,
@@ -369,6 +374,7 @@ mod tests {
             ),
             (Error::PolicyViolations { count: 1 }, exit::FAILED),
             (Error::DrillsFailed { count: 1 }, exit::FAILED),
+            (Error::ReplayDiverged { count: 1 }, exit::FAILED),
             (
                 Error::HookRunsFailed {
                     count: 1,

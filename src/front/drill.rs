@@ -93,6 +93,9 @@ documented! {
         [serde(default)] pub params: BTreeMap<String, toml::Value>,
         /// Fleet fixture, relative to the scenario (default: the embedded fleet, `sim/default-fleet.toml`).
         [] pub fleet: Option<PathBuf>,
+        /// A whole fleet fixture inline (its tables as in `sim/default-fleet.toml`), used instead
+        /// of `fleet`: what `runbook drill capture` writes, seeded from a real run's reads.
+        [] pub seed: Option<toml::Table>,
         /// Run against an AWS emulator instead of the sim (moto's server, LocalStack): `endpoint`
         /// and `region` (default `us-east-1`). Faults and cloud-state expectations need the sim.
         [] pub emulator: Option<Emulator>,
@@ -282,6 +285,11 @@ fn document<T: Documented>(out: &mut String, heading: &str) {
     let _ = T::NAME;
 }
 
+/// How a real run becomes a drill, and how its transcript tests the next version.
+const CAPTURE_AND_REPLAY: &str = "\n## From an incident: `runbook drill capture` and `runbook replay`\n\n\
+`runbook drill capture TRANSCRIPT > drills/NAME.toml` writes a scenario from a real run: the runbook pinned at the recorded version, its parameters (a secret stays its redaction marker), `seed` (the fleet inline: the instances as the run first saw them, with their groups and volumes, the SSM parameters, the HTTP answers, the Run Command outputs; instances the run launched are left out), the faults the run met scripted at the operation and instance where they happened (`[seed.faults]`; a call that failed and then went through cannot be scripted on the sim and is listed in a comment), and `[expect]` from the recorded outcome: the run's and every step's status, the writes sent in order, and the cloud state they left (`isolated`, `snapshotted`, `terminated`, `replaced`, `original_groups`). Resource ids are the recorded ones.\n\n\
+`runbook replay TRANSCRIPT [--runbook FILE | ID@VERSION] [--output json]` runs a version (by default the recorded one, checked by its sha256) with every call answered from the transcript and nothing sent, on a simulated clock from the recorded time, with the recorded decisions, and lists where it diverges step by step (`unrecorded_write`, `write_not_made`, `different_arguments`, `step_status`, `branch`, `step_removed`, `unrecorded_read`, `unrecorded_approval`). Exit 0: it does what the incident did; 1: it diverges; 2: the transcript cannot be replayed (say why). Its own transcript is temporary: nothing is written to the transcripts folder.\n";
+
 /// `runbook docs drills`: the scenario format, generated from the types above.
 pub fn format_reference() -> String {
     let mut out = String::from(
@@ -292,6 +300,7 @@ pub fn format_reference() -> String {
     document::<CloudExpect>(&mut out, "`[expect.cloud]`");
     document::<NotifyExpect>(&mut out, "`[expect.notifications]`");
     document::<Emulator>(&mut out, "`[emulator]`");
+    out.push_str(CAPTURE_AND_REPLAY);
     out.push_str(
         "\n## Example\n\n```toml\nrunbook = \"ec2-high-cpu@1.1.0\"\ndescription = \"The worker's CPU is at 99%; restarting its service brings it down.\"\n[params]\ninstance_id = \"i-0a1b2c3d4e5f60005\"\n[faults.command_failure]\nshare = 0.0\n[expect]\nstatus = \"ok\"\nmax_duration = \"30m\"\n[expect.steps]\n\"Restart the offending service\" = \"ok\"\n```\n",
     );
@@ -425,6 +434,9 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let base = match &s.fleet {
+        _ if s.seed.is_some() => {
+            toml::to_string(&s.seed).map_err(|e| Error::config(path, format!("seed: {e}")))?
+        }
         Some(rel) => {
             let p = path.parent().unwrap_or(Path::new(".")).join(rel);
             std::fs::read_to_string(&p).map_err(|e| Error::io("cannot read fleet", &p, e))?
@@ -445,6 +457,7 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
                 || !s.endpoints.is_empty()
                 || !s.command_outputs.is_empty()
                 || s.fleet.is_some()
+                || s.seed.is_some()
                 || !(c.isolated.is_empty()
                     && c.snapshotted.is_empty()
                     && c.terminated.is_empty()

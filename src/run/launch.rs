@@ -88,6 +88,8 @@ pub(crate) enum Driving {
     },
     /// A person at this terminal decides every step, and the script's approvals ask there too.
     Interactive,
+    /// `runbook replay`: the recorded run's decisions, step by step.
+    Replay(crate::run::replay::Decisions),
 }
 
 /// Everything an entry point decides about a run.
@@ -359,7 +361,12 @@ impl Loaded {
 
         let mut unattended;
         let mut on_call;
+        let mut replaying;
         let driver: &mut dyn Driver = match driving {
+            Driving::Replay(decisions) => {
+                replaying = crate::run::replay::ReplayDriver(decisions);
+                &mut replaying
+            }
             Driving::Interactive => {
                 on_call = crate::run::interactive::Interactive::new(operator.clone())
                     .map_err(Error::Environment)?;

@@ -5,4 +5,5 @@ pub mod executor;
 pub(crate) mod interactive;
 pub(crate) mod launch;
 pub(crate) mod lifecycle;
+pub(crate) mod replay;
 pub mod resume;

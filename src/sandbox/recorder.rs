@@ -428,7 +428,7 @@ static MARKER: std::sync::LazyLock<Option<regex::Regex>> =
 
 /// Redaction markers differ between runs (the salt is per run): compare without them, and
 /// whatever order the keys were recorded in.
-fn comparable(value: &Value) -> String {
+pub(crate) fn comparable(value: &Value) -> String {
     let text = crate::data::transcript::canonical_text(value);
     match MARKER.as_ref() {
         Some(marker) => marker.replace_all(&text, "[redacted]").into_owned(),
@@ -447,8 +447,37 @@ pub(crate) fn contains_marker(value: &Value) -> bool {
     }
 }
 
-/// Results longer than this (as JSON text) are summarised, not stored whole.
-const MAX_RESULT_CHARS: usize = 2000;
+/// What answers every call of a replay instead of the world (`runbook replay`, built one layer
+/// up from a transcript): with it set, no call reaches a cloud, Slack or a file.
+pub trait Answers {
+    /// How to answer `spec` called with `args` (unredacted, before any resolution) in `step`.
+    fn answer(&self, host: &Host, spec: &Binding, step: Option<usize>, args: &Value) -> Answer;
+}
+
+/// How a replayed call is answered.
+pub enum Answer {
+    /// Run it here: only for read-only bindings that reach nothing outside the run (`sleep` on the
+    /// simulated clock, `wait_until` whose condition's calls are answered themselves).
+    Local,
+    /// As the transcript recorded it: what it returned or how it failed, and how long it took
+    /// (the simulated clock moves on by that much).
+    Recorded {
+        result: Result<Value, ErrorRecord>,
+        duration_ms: u64,
+    },
+    /// A write the recorded run never made: never sent, answered with the binding's plan
+    /// placeholder (shaped like a real result) so the replay can show what would follow.
+    Placeholder,
+    /// The replay cannot go on (its answer is unknown): the run stops, as a diverged resume does.
+    Stop(String),
+}
+
+/// Results longer than this (as JSON text) are summarised, not stored whole. Large enough for
+/// the reads of a real incident (a service's instances with their volumes and interfaces, a Run
+/// Command's output), because `runbook replay` answers a read only from a result recorded whole
+/// and resume a finished write only so; small enough that one line stays far below what a
+/// transcript reader holds (docs/benchmarks.md measures what it costs).
+pub(crate) const MAX_RESULT_CHARS: usize = 64 * 1024;
 
 pub struct Recorder {
     mode: Cell<Mode>,
@@ -460,6 +489,8 @@ pub struct Recorder {
     failure: RefCell<Option<Error>>,
     planned: RefCell<Vec<PlannedCall>>,
     replay: RefCell<std::collections::VecDeque<ReplayCall>>,
+    /// A replay's answers: set, every call is answered by them and none is sent.
+    answers: RefCell<Option<Rc<dyn Answers>>>,
     /// Set when a resumed step diverged from what the transcript says it did: no write is sent
     /// after that, and the executor stops the run like an uncertain write (never retried).
     halted: RefCell<Option<String>>,
@@ -494,6 +525,7 @@ impl Recorder {
             failure: RefCell::new(None),
             planned: RefCell::new(Vec::new()),
             replay: RefCell::new(std::collections::VecDeque::new()),
+            answers: RefCell::new(None),
             halted: RefCell::new(None),
             calls: Cell::new(0),
             mutating_sent: Cell::new(0),
@@ -559,6 +591,11 @@ impl Recorder {
     /// Writes an interrupted step already made: on resume they are answered from the transcript.
     pub fn set_replay(&self, calls: Vec<ReplayCall>) {
         *self.replay.borrow_mut() = calls.into();
+    }
+
+    /// From now on every call is answered by `answers`, none sent (`runbook replay`).
+    pub fn set_answers(&self, answers: Rc<dyn Answers>) {
+        *self.answers.borrow_mut() = Some(answers);
     }
 
     /// Why the resumed run must stop (it diverged from its transcript), once it must.
@@ -771,6 +808,11 @@ fn call_inner(
     let step = stage.step();
     let plan = rec.mode.get() == Mode::Plan;
     let declared = spec.effect == Effect::DeclaredReadOnly;
+    let answers = rec.answers.borrow().clone();
+    if let Some(answers) = answers {
+        // Before any resolution, guardrail or intent: those would reach the cloud.
+        return answered(host, pos, spec, step, args, answers.as_ref(), work);
+    }
     // A declared read-only call runs in a plan, but not in an (unrecorded) interactive preview:
     // nothing may reach the cloud that the transcript does not show.
     let declared_runs = declared && plan && !rec.muted.get();
@@ -1021,6 +1063,92 @@ fn call_inner(
     // A binding that gave up because the step timed out or the run was aborted: the stop is
     // what matters, and it must not be catchable by the script.
     outcome.map_err(fail_at)
+}
+
+/// A replayed call (see [`Answers`]): recorded like any call, marked `replayed` (or `planned` for
+/// a write the recorded run never made), and never sent.
+fn answered(
+    host: &Rc<Host>,
+    pos: Position,
+    spec: &'static Binding,
+    step: Option<usize>,
+    args: Value,
+    answers: &dyn Answers,
+    work: impl FnOnce(&Host, &Value) -> Result<Dynamic, BindingError>,
+) -> Result<Dynamic, Box<EvalAltResult>> {
+    let rec = &host.recorder;
+    rec.calls.set(rec.calls.get().saturating_add(1));
+    let mutating = spec.effect != Effect::ReadOnly;
+    let declared = spec.effect == Effect::DeclaredReadOnly;
+    let answer = answers.answer(host, spec, step, &args);
+    let (outcome, duration_ms, planned) = match answer {
+        // Only a read may run here: a write (or an approval) is always answered.
+        Answer::Local if spec.effect == Effect::ReadOnly => {
+            let started = host.interrupt.clock().now();
+            let outcome = work(host, &Value::Null);
+            let event = Event::Call {
+                step,
+                binding: spec.name.to_string(),
+                args,
+                mutating: false,
+                planned: false,
+                read_only: None,
+                duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                result: outcome.as_ref().ok().map(summarise),
+                error: outcome.as_ref().err().map(ErrorRecord::from),
+                request_ids: Vec::new(),
+                replayed: false,
+            };
+            let _ = rec.record(&event, Durability::Written);
+            return outcome.map_err(|e| match host.interrupt.check() {
+                Some(stop) => crate::base::interrupt::terminated(stop, pos),
+                None => binding_error_to_rhai(&e, pos),
+            });
+        }
+        Answer::Local => {
+            let why = format!("{} cannot be replayed here: it is not read-only", spec.name);
+            return Err(rec.halt(why, pos));
+        }
+        Answer::Stop(why) => return Err(rec.halt(why, pos)),
+        Answer::Placeholder => (Ok(to_json(&(spec.placeholder)(&args))), 0, true),
+        Answer::Recorded {
+            result,
+            duration_ms,
+        } => {
+            // The call took as long as it did in the recorded run, on the simulated clock (a
+            // call that ran into the step's deadline ends the step here too).
+            host.interrupt
+                .clock()
+                .skip(std::time::Duration::from_millis(duration_ms));
+            let result = result.map_err(|e| BindingError {
+                code: e.code.unwrap_or_else(|| "error".into()),
+                message: e.message,
+                request_id: e.request_id,
+            });
+            (result, duration_ms, false)
+        }
+    };
+    let event = Event::Call {
+        step,
+        binding: spec.name.to_string(),
+        args,
+        mutating,
+        planned,
+        read_only: declared.then(|| DECLARED_READ_ONLY.to_string()),
+        duration_ms,
+        result: outcome.as_ref().ok().cloned(),
+        error: outcome.as_ref().err().map(ErrorRecord::from),
+        request_ids: Vec::new(),
+        replayed: !planned,
+    };
+    let _ = rec.record(&event, Durability::Written);
+    match outcome {
+        Ok(v) => rhai::serde::to_dynamic(&v),
+        Err(e) => Err(match host.interrupt.check() {
+            Some(stop) => crate::base::interrupt::terminated(stop, pos),
+            None => binding_error_to_rhai(&e, pos),
+        }),
+    }
 }
 
 /// A JSON summary of a call result: whole when small, truncated with its size when not.

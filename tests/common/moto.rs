@@ -11,6 +11,25 @@ use aws_sdk_ec2::types as t;
 
 use super::Workspace;
 
+/// moto's server (what `moto_server` runs), with one lock around every request. DynamoDB and S3
+/// apply a conditional write atomically; moto's server is threaded and its models take no lock,
+/// so two concurrent conditional puts can both pass the condition (seen: two replicas both
+/// passing the same alert's dedupe put). Serialising requests restores what AWS guarantees;
+/// connections are still accepted on threads, so an idle keep-alive connection blocks no one.
+const SERIALISED_MOTO: &str = r#"
+import os, sys, threading
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+port = int(sys.argv[1])
+os.environ["MOTO_PORT"] = str(port)
+app = DomainDispatcherApplication(create_backend_app)
+lock = threading.Lock()
+def serialised(environ, start_response):
+    with lock:
+        return list(app(environ, start_response))
+run_simple("127.0.0.1", port, serialised, threaded=True)
+"#;
+
 pub struct Moto {
     child: Child,
     pub port: u16,
@@ -22,12 +41,12 @@ impl Moto {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("a free loopback port");
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let child = Command::new("python3")
+            .args(["-c", SERIALISED_MOTO, &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("moto_server must be installed for these tests: pip install 'moto[server]' (.ci/run does)");
+            .expect("python3 with moto's server must be installed for these tests: pip install 'moto[server]' (.ci/run does)");
         let moto = Moto { child, port };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !moto.answers() {

@@ -67,6 +67,10 @@ pub(crate) enum Command {
     },
     /// Run drill scenarios (files, folders, or runbook ids; default: every scenario in drills/)
     Drill(DrillArgs),
+    /// Replay a past run's transcript against a runbook version (by default the recorded one):
+    /// every call answered from the transcript, nothing sent; exit 0 when it does what the
+    /// incident did, 1 when it diverges (listed step by step), 2 when the transcript cannot be replayed
+    Replay(ReplayArgs),
     /// List the runbooks in the runbook folders
     List {
         #[arg(long, value_enum, default_value_t = Output::Human)]
@@ -260,7 +264,10 @@ pub(crate) struct ResumeArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct DrillArgs {
+    #[command(subcommand)]
+    pub(crate) command: Option<DrillCommand>,
     pub(crate) targets: Vec<PathBuf>,
     /// The scenarios folder
     #[arg(long, default_value = "drills")]
@@ -280,6 +287,32 @@ pub(crate) struct DrillArgs {
     /// Scenarios run at once
     #[arg(long, default_value_t = 2)]
     pub(crate) jobs: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DrillCommand {
+    /// Write a drill scenario from a real run's transcript, to stdout
+    /// (`runbook drill capture T.jsonl > drills/NAME.toml`): the sim seeded from what the run
+    /// read, its faults scripted, its outcome expected
+    Capture {
+        /// The run's transcript (verified first)
+        transcript: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReplayArgs {
+    /// The run's transcript (verified first)
+    pub(crate) transcript: PathBuf,
+    /// The version to replay: a runbook file or ID@VERSION (default: the file the run recorded,
+    /// refused unless its sha256 is the recorded one)
+    #[arg(long)]
+    pub(crate) runbook: Option<String>,
+    /// A parameter over the recorded ones, as NAME=VALUE (one the new version added)
+    #[arg(long = "param", short = 'p', value_parser = parse_param)]
+    pub(crate) params: Vec<(String, String)>,
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    pub(crate) output: Output,
 }
 
 #[derive(Debug, Subcommand)]
@@ -356,6 +389,8 @@ pub(crate) enum StateCommand {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum RenderFormat {
     Md,
+    /// One self-contained HTML file, for sharing
+    Html,
 }
 
 /// `NAME=VALUE`. Text without a name is kept as an empty name for `resolve_params` to refuse:

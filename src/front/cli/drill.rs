@@ -1,11 +1,12 @@
 //! `runbook drill`: runs scenario files and writes their records and reports.
 
 use super::Global;
-use super::args::DrillArgs;
+use super::args::{DrillArgs, DrillCommand, Output, ReplayArgs};
 use crate::base::error::{Error, Result};
 
 pub(super) fn drill(g: &Global, args: &DrillArgs) -> Result<()> {
     let DrillArgs {
+        command,
         targets,
         drills,
         out,
@@ -14,6 +15,11 @@ pub(super) fn drill(g: &Global, args: &DrillArgs) -> Result<()> {
         report,
         jobs,
     } = args;
+    if let Some(DrillCommand::Capture { transcript }) = command {
+        let text = crate::front::capture::capture(transcript)?;
+        let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+        return Ok(());
+    }
     let dirs = &g.dirs;
     let files = crate::front::drill::scenarios(targets, drills)?;
     if files.is_empty() {
@@ -54,5 +60,37 @@ pub(super) fn drill(g: &Global, args: &DrillArgs) -> Result<()> {
         Err(Error::DrillsFailed { count: failed })
     } else {
         Ok(())
+    }
+}
+
+/// `runbook replay`: the report on stdout (text or JSON), the exit code from what it found.
+pub(super) fn replay(g: &Global, args: ReplayArgs) -> Result<()> {
+    let ReplayArgs {
+        transcript,
+        runbook,
+        params,
+        output,
+    } = args;
+    let report = crate::run::replay::replay(crate::run::replay::Replay {
+        transcript,
+        runbook,
+        dirs: g.dirs.clone(),
+        params,
+    })?;
+    let text = match output {
+        Output::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&report).map_err(|e| Error::Internal(e.to_string()))?
+        ),
+        Output::Human => report.text(),
+    };
+    // A closed pipe (`| head`) is the reader's choice, not a failure of the replay.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+    if report.matches {
+        Ok(())
+    } else {
+        Err(Error::ReplayDiverged {
+            count: report.divergences.len(),
+        })
     }
 }

@@ -126,6 +126,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Drill(args) => drill::drill(&g, &args),
+        Command::Replay(args) => drill::replay(&g, args),
         Command::List { output } => check::list(&g.dirs, output),
         Command::Show { target } => check::show(&g.dirs, &target),
         Command::Transcript(cmd) => transcript::command(&g, cmd),

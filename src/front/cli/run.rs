@@ -136,7 +136,9 @@ fn launch_from(
     let protection = match driving {
         // The interactive driver asks for the environment's name at the first write.
         Driving::Interactive => Protection::AtTheTerminal,
-        Driving::Unattended { .. } => Protection::ConfirmEnv(args.launch.confirm_env.clone()),
+        Driving::Unattended { .. } | Driving::Replay(_) => {
+            Protection::ConfirmEnv(args.launch.confirm_env.clone())
+        }
     };
     Ok(Launch {
         mode,

@@ -1,0 +1,571 @@
+//! `runbook drill capture TRANSCRIPT`: a drill scenario written from a real run.
+//!
+//! The scenario pins the recorded runbook version and its parameters (a secret stays its
+//! redaction marker: the drill passes the marker, never the secret), seeds the simulated cloud
+//! with what the run's read-only calls saw (`seed`, a whole fleet inline: the instances with
+//! their groups and volumes as first seen, the SSM parameters, the HTTP answers, the Run Command
+//! outputs), scripts the faults that happened at the operations and instances where they
+//! happened, and expects what the run recorded: its status, each step's status, the writes sent
+//! in order, and the cloud state those writes left (isolated, snapshotted, terminated, replaced).
+//! Resource ids are the recorded ones, so the run's parameters and expectations hold unchanged.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde_json::Value;
+use toml::Value as T;
+
+use crate::base::error::{Error, Result};
+use crate::data::transcript::{self, Event, StepStatus};
+
+/// The API operation a binding's failure is scripted at, in the sim's fault table.
+fn operation(binding: &str) -> Option<&'static str> {
+    Some(match binding {
+        "ec2::describe" | "ec2::find" | "ec2::by_color" => "DescribeInstances",
+        "ec2::status" | "ec2::wait_status_ok" => "DescribeInstanceStatus",
+        "ec2::isolate" | "ec2::restore" => "ModifyNetworkInterfaceAttribute",
+        "ec2::snapshot_volumes" => "CreateSnapshot",
+        "ec2::stop" => "StopInstances",
+        "ec2::start" => "StartInstances",
+        "ec2::reboot" => "RebootInstances",
+        "ec2::terminate" => "TerminateInstances",
+        "ec2::create_image" => "CreateImage",
+        "ec2::launch" => "RunInstances",
+        "ec2::tag" => "CreateTags",
+        "ec2::untag" => "DeleteTags",
+        "ssm::get_parameter" => "GetParameter",
+        "ssm::put_parameter" => "PutParameter",
+        "ssm::run_command" => "SendCommand",
+        _ => return None,
+    })
+}
+
+/// Codes that are not the cloud's answer (the run's own stops, a waiter running out).
+fn scripted(code: &str) -> bool {
+    !matches!(
+        code,
+        "timed_out" | "aborted" | "WaiterTimeout" | "condition_failed" | "bad_argument" | "denied"
+    )
+}
+
+/// The instance ids a call's arguments name (the first is the one a fault is scripted for).
+fn targets(args: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for key in ["id", "ids", "instances"] {
+        match args.get(key) {
+            Some(Value::String(s)) => out.push(s.clone()),
+            Some(Value::Array(a)) => {
+                out.extend(a.iter().filter_map(|v| v.as_str().map(String::from)))
+            }
+            _ => {}
+        }
+    }
+    for outer in ["targets", "resolved"] {
+        if let Some(Value::Array(a)) = args.get(outer).and_then(|t| t.get("instances")) {
+            out.extend(a.iter().filter_map(|v| v.as_str().map(String::from)));
+        }
+    }
+    out.retain(|s| s.starts_with("i-"));
+    out.dedup();
+    out
+}
+
+fn text(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
+
+fn strings(v: &Value) -> T {
+    T::Array(
+        v.as_array()
+            .map(|a| a.iter().map(|s| T::String(text(s))).collect())
+            .unwrap_or_default(),
+    )
+}
+
+/// An instance as the fleet fixture declares it, from a read result.
+fn instance(v: &Value) -> toml::Table {
+    let mut t = toml::Table::new();
+    t.insert("id".into(), T::String(text(&v["id"])));
+    for (key, field) in [
+        ("type", "type"),
+        ("state", "state"),
+        ("image", "image"),
+        ("vpc", "vpc"),
+        ("subnet", "subnet"),
+        ("private_ip", "private_ip"),
+        ("launch_time", "launch_time"),
+    ] {
+        if let Some(s) = v[field].as_str().filter(|s| !s.is_empty()) {
+            t.insert(key.into(), T::String(s.to_string()));
+        }
+    }
+    t.insert("security_groups".into(), strings(&v["security_groups"]));
+    t.insert("volumes".into(), strings(&v["volumes"]));
+    let mut tags = toml::Table::new();
+    if let Some(m) = v["tags"].as_object() {
+        for (k, val) in m {
+            tags.insert(k.clone(), T::String(text(val)));
+        }
+    }
+    t.insert("tags".into(), T::Table(tags));
+    t
+}
+
+/// Every instance-shaped object in a result (a map with an `i-` id and a state).
+fn instances_in(v: &Value, out: &mut Vec<Value>) {
+    match v {
+        Value::Array(a) => a.iter().for_each(|x| instances_in(x, out)),
+        Value::Object(m)
+            if m.get("id")
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.starts_with("i-"))
+                && m.contains_key("state")
+                && m.contains_key("security_groups") =>
+        {
+            out.push(v.clone())
+        }
+        _ => {}
+    }
+}
+
+/// Writes the scenario for the run recorded in `path`, as TOML text.
+pub(crate) fn capture(path: &Path) -> Result<String> {
+    let (lines, _) = transcript::read_verified(path)?;
+    let events = crate::run::resume::read_events(&lines)?;
+    let Some(Event::RunStarted {
+        run_id,
+        runbook,
+        params,
+        steps,
+        mode,
+        account,
+        region,
+        ..
+    }) = events.first().cloned()
+    else {
+        return Err(Error::Input(
+            "not a run's transcript (a hook journal?): nothing to capture".into(),
+        ));
+    };
+    if mode != "run" {
+        return Err(Error::Input(format!(
+            "a {mode} transcript sent no writes: only a run can become a drill"
+        )));
+    }
+    let title = |i: Option<usize>| i.and_then(|i| steps.get(i)).map(|s| s.title.clone());
+
+    let mut seen: BTreeMap<String, Value> = BTreeMap::new();
+    let mut parameters: BTreeMap<String, String> = BTreeMap::new();
+    let mut endpoints: BTreeMap<String, Vec<(Option<usize>, Value)>> = BTreeMap::new();
+    let mut outputs: Vec<(String, Vec<String>, i64)> = Vec::new();
+    let mut errors: BTreeSet<(String, String, String, String)> = BTreeSet::new();
+    let mut recovered: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut stuck: BTreeSet<String> = BTreeSet::new();
+    let mut impaired: BTreeSet<String> = BTreeSet::new();
+    let mut command_failure: Option<toml::Table> = None;
+    let mut calls: Vec<String> = Vec::new();
+    let mut writes: Vec<(String, Vec<String>, Value)> = Vec::new();
+    let mut unscripted: Vec<String> = Vec::new();
+    for e in &events {
+        let Event::Call {
+            step,
+            binding,
+            args,
+            mutating,
+            planned: false,
+            replayed: false,
+            result,
+            error,
+            ..
+        } = e
+        else {
+            continue;
+        };
+        let result = result.clone().unwrap_or(Value::Null);
+        // What the run saw first is how the world was before it acted.
+        let mut found = Vec::new();
+        instances_in(&result, &mut found);
+        for i in found {
+            seen.entry(text(&i["id"])).or_insert(i);
+        }
+        let ids = targets(args);
+        match (binding.as_str(), error) {
+            ("ssm::get_parameter", None) => {
+                parameters
+                    .entry(text(&args["name"]))
+                    .or_insert_with(|| text(&result));
+            }
+            ("health::http", _) => endpoints
+                .entry(text(&args["url"]))
+                .or_default()
+                .push((*step, result.clone())),
+            ("ssm::run_command", None) => {
+                let command = args["parameters"]["commands"]
+                    .as_array()
+                    .and_then(|c| c.first())
+                    .map(text)
+                    .unwrap_or_default();
+                let per: Vec<&Value> = result
+                    .as_array()
+                    .map(|a| a.iter().collect())
+                    .unwrap_or_default();
+                let failed = per.iter().filter(|r| r["status"] != "Success").count();
+                if let Some(first) = per.first() {
+                    match outputs.iter_mut().find(|o| o.0 == command) {
+                        Some(o) => o.1.push(text(&first["stdout"])),
+                        None => outputs.push((
+                            command.clone(),
+                            vec![text(&first["stdout"])],
+                            first["exit_code"].as_i64().unwrap_or(0),
+                        )),
+                    }
+                }
+                if failed > 0 && !per.is_empty() && command_failure.is_none() {
+                    let bad = per.iter().find(|r| r["status"] != "Success");
+                    let mut t = toml::Table::new();
+                    t.insert("share".into(), T::Float(failed as f64 / per.len() as f64));
+                    if let Some(b) = bad {
+                        t.insert(
+                            "exit_code".into(),
+                            T::Integer(b["exit_code"].as_i64().unwrap_or(1)),
+                        );
+                        t.insert("stderr".into(), T::String(text(&b["stderr"])));
+                    }
+                    command_failure = Some(t);
+                }
+            }
+            _ => {}
+        }
+        if let Some(err) = error {
+            let code = err.code.clone().unwrap_or_default();
+            let instance = ids.first().cloned().unwrap_or_default();
+            match (binding.as_str(), code.as_str()) {
+                ("ec2::stop", "WaiterTimeout") => stuck.extend(ids.iter().cloned()),
+                ("ec2::wait_status_ok", "WaiterTimeout") => impaired.extend(ids.iter().cloned()),
+                (_, c) if scripted(c) => match operation(binding) {
+                    Some(op) => {
+                        errors.insert((
+                            op.to_string(),
+                            instance,
+                            code.clone(),
+                            err.message.clone(),
+                        ));
+                    }
+                    None => unscripted.push(format!("{binding}: {code}")),
+                },
+                _ => {}
+            }
+        } else if let Some(op) = operation(binding) {
+            // A call that failed earlier and then went through: a sim fault would fail it always.
+            recovered.insert((op.to_string(), ids.first().cloned().unwrap_or_default()));
+        }
+        if *mutating && error.is_none() {
+            calls.push(binding.clone());
+            writes.push((binding.clone(), ids, result.clone()));
+        }
+        let _ = title(*step);
+    }
+    let mut faults = toml::Table::new();
+    let errors: Vec<T> = errors
+        .into_iter()
+        .filter(|(op, inst, code, _)| {
+            let keep = !recovered.contains(&(op.clone(), inst.clone()));
+            if !keep {
+                unscripted.push(format!(
+                    "{op} on {inst}: {code} (failed, then went through)"
+                ));
+            }
+            keep
+        })
+        .map(|(op, inst, code, message)| {
+            let mut t = toml::Table::new();
+            t.insert("operation".into(), T::String(op));
+            if !inst.is_empty() {
+                t.insert("instance".into(), T::String(inst));
+            }
+            t.insert("code".into(), T::String(code));
+            t.insert("message".into(), T::String(message));
+            T::Table(t)
+        })
+        .collect();
+    if !errors.is_empty() {
+        faults.insert("errors".into(), T::Array(errors));
+    }
+    if !stuck.is_empty() {
+        faults.insert(
+            "stuck_stopping".into(),
+            T::Array(stuck.into_iter().map(T::String).collect()),
+        );
+    }
+    if !impaired.is_empty() {
+        faults.insert(
+            "impaired".into(),
+            T::Array(impaired.into_iter().map(T::String).collect()),
+        );
+    }
+    if let Some(c) = command_failure {
+        faults.insert("command_failure".into(), T::Table(c));
+    }
+
+    // Instances the run launched were not there before it: the drill launches its own.
+    for (binding, _, result) in &writes {
+        if binding == "ec2::launch" {
+            let mut made = Vec::new();
+            instances_in(result, &mut made);
+            for i in made {
+                seen.remove(&text(&i["id"]));
+            }
+        }
+    }
+    // The fleet, inline.
+    let mut seed = toml::Table::new();
+    if let Some(Some(a)) = &account {
+        seed.insert("account_id".into(), T::String(a.clone()));
+    }
+    if let Some(Some(r)) = &region {
+        seed.insert("region".into(), T::String(r.clone()));
+    }
+    // An instance a write targets but no read showed: declared as the write found it.
+    for (binding, ids, result) in &writes {
+        for id in ids {
+            if seen.contains_key(id) {
+                continue;
+            }
+            let state = result
+                .as_array()
+                .and_then(|a| a.iter().find(|r| r["id"] == id.as_str()))
+                .and_then(|r| r["previous_state"].as_str())
+                .unwrap_or("running");
+            let _ = binding;
+            seen.insert(
+                id.clone(),
+                serde_json::json!({ "id": id, "state": state, "security_groups": [], "volumes": [] }),
+            );
+        }
+    }
+    let mut groups: BTreeMap<String, String> = BTreeMap::new();
+    for i in seen.values() {
+        for g in i["security_groups"].as_array().into_iter().flatten() {
+            groups
+                .entry(text(g))
+                .or_insert_with(|| i["vpc"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    let mut group_list = Vec::new();
+    for (id, vpc) in groups {
+        let mut t = toml::Table::new();
+        t.insert("name".into(), T::String(id.clone()));
+        t.insert("id".into(), T::String(id));
+        if !vpc.is_empty() {
+            t.insert("vpc".into(), T::String(vpc));
+        }
+        group_list.push(T::Table(t));
+    }
+    seed.insert("security_groups".into(), T::Array(group_list));
+    seed.insert(
+        "instances".into(),
+        T::Array(seen.values().map(|i| T::Table(instance(i))).collect()),
+    );
+    if !parameters.is_empty() {
+        seed.insert(
+            "parameters".into(),
+            T::Array(
+                parameters
+                    .into_iter()
+                    .map(|(name, value)| {
+                        let mut t = toml::Table::new();
+                        t.insert("name".into(), T::String(name));
+                        t.insert("value".into(), T::String(value));
+                        T::Table(t)
+                    })
+                    .collect(),
+            ),
+        );
+    }
+    if !outputs.is_empty() {
+        seed.insert(
+            "command_outputs".into(),
+            T::Array(
+                outputs
+                    .into_iter()
+                    .map(|(m, stdout, exit)| {
+                        let mut t = toml::Table::new();
+                        t.insert("match".into(), T::String(m));
+                        t.insert(
+                            "stdout".into(),
+                            T::Array(stdout.into_iter().map(T::String).collect()),
+                        );
+                        t.insert("exit_code".into(), T::Integer(exit));
+                        T::Table(t)
+                    })
+                    .collect(),
+            ),
+        );
+    }
+    if !endpoints.is_empty() {
+        seed.insert(
+            "endpoints".into(),
+            T::Array(
+                endpoints
+                    .into_iter()
+                    .map(|(url, seen)| endpoint(url, &seen))
+                    .collect(),
+            ),
+        );
+    }
+    if !faults.is_empty() {
+        seed.insert("faults".into(), T::Table(faults));
+    }
+
+    // What the run recorded.
+    let mut expect = toml::Table::new();
+    let status = events.iter().rev().find_map(|e| match e {
+        Event::RunFinished { status, .. } => Some(status.as_str()),
+        _ => None,
+    });
+    if let Some(s) = status {
+        expect.insert("status".into(), T::String(s.into()));
+    }
+    let mut ended: BTreeMap<usize, StepStatus> = BTreeMap::new();
+    for e in &events {
+        if let Event::StepFinished { step, status, .. } = e {
+            ended.insert(*step, *status);
+        }
+    }
+    let mut step_table = toml::Table::new();
+    for (i, s) in steps.iter().enumerate() {
+        let got = ended.get(&i).map_or("not run", |s| s.as_str());
+        step_table.insert(s.title.clone(), T::String(got.into()));
+    }
+    expect.insert("steps".into(), T::Table(step_table));
+    expect.insert(
+        "calls".into(),
+        T::Array(calls.iter().cloned().map(T::String).collect()),
+    );
+    let mut cloud = toml::Table::new();
+    let mut put = |key: &str, ids: BTreeSet<String>| {
+        if !ids.is_empty() {
+            cloud.insert(
+                key.into(),
+                T::Array(ids.into_iter().map(T::String).collect()),
+            );
+        }
+    };
+    let by = |name: &str| -> BTreeSet<String> {
+        writes
+            .iter()
+            .filter(|w| w.0 == name)
+            .flat_map(|w| w.1.iter().cloned())
+            .collect()
+    };
+    let restored = by("ec2::restore");
+    put(
+        "isolated",
+        by("ec2::isolate").difference(&restored).cloned().collect(),
+    );
+    put("snapshotted", by("ec2::snapshot_volumes"));
+    put("terminated", by("ec2::terminate"));
+    put("original_groups", restored);
+    let replaced: BTreeSet<String> = writes
+        .iter()
+        .filter(|w| w.0 == "ec2::launch")
+        .flat_map(|w| w.2.as_array().cloned().unwrap_or_default())
+        .filter_map(|i| i["tags"]["ReplacementFor"].as_str().map(str::to_string))
+        .collect();
+    put("replaced", replaced);
+    if !cloud.is_empty() {
+        expect.insert("cloud".into(), T::Table(cloud));
+    }
+
+    let mut scenario = toml::Table::new();
+    scenario.insert(
+        "runbook".into(),
+        T::String(format!("{}@{}", runbook.id, runbook.version)),
+    );
+    let ended_as = status.unwrap_or("unfinished");
+    scenario.insert(
+        "description".into(),
+        T::String(format!(
+            "Captured from run {run_id} ({} {}, ended {ended_as}, sha256 {}).",
+            runbook.id,
+            runbook.version,
+            runbook.sha256.get(..12).unwrap_or(&runbook.sha256)
+        )),
+    );
+    // The recorded decisions: a confirmation nobody could give stopped the run.
+    let refused = events.iter().any(|e| {
+        matches!(e, Event::Decision { action: crate::data::transcript::Action::Abort, reason, .. }
+            if reason.contains("nobody can give it"))
+    });
+    scenario.insert("yes".into(), T::Boolean(!refused));
+    let mut p = toml::Table::new();
+    if let Some(m) = params.as_object() {
+        for (k, v) in m {
+            match v {
+                Value::Null => {}
+                Value::Bool(b) => {
+                    p.insert(k.clone(), T::Boolean(*b));
+                }
+                Value::Number(n) if n.is_i64() => {
+                    p.insert(k.clone(), T::Integer(n.as_i64().unwrap_or(0)));
+                }
+                other => {
+                    p.insert(k.clone(), T::String(text(other)));
+                }
+            }
+        }
+    }
+    scenario.insert("params".into(), T::Table(p));
+    scenario.insert("seed".into(), T::Table(seed));
+    scenario.insert("expect".into(), T::Table(expect));
+    let body = toml::to_string(&scenario)
+        .map_err(|e| Error::Internal(format!("cannot write the scenario: {e}")))?;
+    let mut head = format!(
+        "# Captured by `runbook drill capture` from {} (run {run_id}).\n# The cloud is seeded with what the run read; secrets stay redaction markers.\n",
+        path.display()
+    );
+    for u in &unscripted {
+        head.push_str(&format!(
+            "# not scripted (the sim cannot fail only some calls): {u}\n"
+        ));
+    }
+    Ok(format!("{head}{body}"))
+}
+
+/// An HTTP endpoint as the run saw it: its last answer, down (503) or slow before the step where
+/// it first answered well.
+fn endpoint(url: String, seen: &[(Option<usize>, Value)]) -> T {
+    let mut t = toml::Table::new();
+    let last = seen.last().map(|s| &s.1).cloned().unwrap_or(Value::Null);
+    t.insert("url".into(), T::String(url));
+    t.insert(
+        "status".into(),
+        T::Integer(last["status"].as_i64().unwrap_or(200)),
+    );
+    t.insert("body".into(), T::String(text(&last["body"])));
+    let latency = last["latency_ms"].as_i64().unwrap_or(0);
+    t.insert("latency_ms".into(), T::Integer(latency));
+    let ok = |v: &Value| {
+        v["status"]
+            .as_i64()
+            .is_some_and(|s| (200..500).contains(&s))
+    };
+    if seen.first().is_some_and(|s| !ok(&s.1))
+        && let Some((Some(step), _)) = seen.iter().find(|s| ok(&s.1))
+    {
+        t.insert("down_before_step".into(), T::Integer(*step as i64));
+    }
+    let first = seen
+        .first()
+        .map(|s| s.1["latency_ms"].as_i64().unwrap_or(0))
+        .unwrap_or(0);
+    if first > latency.saturating_mul(2)
+        && let Some((Some(step), _)) = seen
+            .iter()
+            .find(|s| s.1["latency_ms"].as_i64().unwrap_or(0) <= latency.saturating_mul(2))
+    {
+        t.insert("slow_before_step".into(), T::Integer(*step as i64));
+        t.insert("slow_latency_ms".into(), T::Integer(first));
+    }
+    T::Table(t)
+}

@@ -1,0 +1,416 @@
+//! `runbook replay`: a past run's transcript replayed against a runbook version, every call
+//! answered from the transcript and nothing sent.
+
+use crate::common;
+
+use common::Workspace;
+use common::moto::{Moto, with_credentials};
+use serde_json::Value;
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Runs the given drill scenarios of the repository into `ws/out` and returns their transcripts.
+fn drill_transcripts(ws: &Workspace, scenarios: &[&str]) -> Vec<std::path::PathBuf> {
+    let runbooks = format!("{REPO}/runbooks");
+    let mut args = vec!["drill", "--runbooks", &runbooks];
+    let files: Vec<String> = scenarios
+        .iter()
+        .map(|s| format!("{REPO}/drills/{s}"))
+        .collect();
+    if scenarios.is_empty() {
+        args.push(concat!(env!("CARGO_MANIFEST_DIR"), "/drills"));
+    }
+    args.extend(files.iter().map(String::as_str));
+    args.extend(["--out", "out", "--results", "results"]);
+    ws.run(&args).expect_code(0);
+    let mut out: Vec<std::path::PathBuf> = std::fs::read_dir(ws.path().join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// `runbook replay TRANSCRIPT [extra] --output json`: the exit code and the report.
+fn replay(ws: &Workspace, transcript: &std::path::Path, extra: &[&str]) -> (i32, Value) {
+    let runbooks = format!("{REPO}/runbooks");
+    let t = transcript.display().to_string();
+    let mut args = vec!["replay", &t, "--runbooks", &runbooks, "--output", "json"];
+    args.extend(extra);
+    let run = ws.run(&args);
+    let report = serde_json::from_str(&run.stdout).unwrap_or_else(|e| {
+        panic!(
+            "replay printed no JSON report ({e}): exit {}\n{}\n{}",
+            run.code, run.stdout, run.stderr
+        )
+    });
+    (run.code, report)
+}
+
+/// The (kind, step) of every divergence, in the report's order.
+fn kinds(report: &Value) -> Vec<(String, String)> {
+    report["divergences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap().to_string(),
+                d["step"].as_str().unwrap_or("-").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Nothing left the replay: no write sent, no cloud connected, no notification.
+fn sent_nothing(report: &Value) {
+    assert_eq!(report["writes_sent"], 0, "{report:#}");
+    assert_eq!(report["cloud_connected"], false, "{report:#}");
+    assert_eq!(report["notifications"], 0, "{report:#}");
+}
+
+#[test]
+fn the_transcript_of_every_repository_drill_replays_as_matching_itself() {
+    let ws = Workspace::new();
+    let transcripts = drill_transcripts(&ws, &[]);
+    let scenarios = std::fs::read_dir(format!("{REPO}/drills"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "toml")
+        })
+        .count();
+    assert_eq!(transcripts.len(), scenarios);
+    for t in &transcripts {
+        let (code, report) = replay(&ws, t, &[]);
+        assert_eq!(code, 0, "{}: {report:#}", t.display());
+        assert_eq!(report["matches"], true);
+        assert_eq!(report["incident_status"], report["replay_status"]);
+        assert!(report["calls"].as_u64().unwrap() > 0);
+        sent_nothing(&report);
+    }
+    // A replay is a test, not a run: it leaves no transcript behind.
+    assert!(!ws.exists("transcripts"));
+}
+
+/// A copy of a repository runbook in the workspace, with `edit` applied to its text.
+fn edited(ws: &Workspace, name: &str, edit: impl Fn(&str) -> String) -> String {
+    let text = std::fs::read_to_string(format!("{REPO}/runbooks/{name}")).unwrap();
+    let changed = edit(&text);
+    assert_ne!(changed, text, "the edit changed nothing");
+    let helpers = std::fs::read_to_string(format!("{REPO}/stdlib/ec2_helpers.rhai")).unwrap();
+    ws.write("stdlib/ec2_helpers.rhai", &helpers);
+    ws.write(&format!("runbooks/{name}"), &changed)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn an_edited_runbook_is_reported_as_the_divergence_it_is() {
+    let ws = Workspace::new();
+    let ts = drill_transcripts(
+        &ws,
+        &[
+            "ec2-compromised-instance-clean.toml",
+            "ec2-high-cpu-clean.toml",
+        ],
+    );
+    let (compromised, cpu) = (&ts[0], &ts[1]);
+
+    // One argument changed: the write is compared and answered, and the difference named.
+    let file = edited(&ws, "ec2-compromised-instance.rhai", |t| {
+        t.replace(r#"Compromised: "true""#, r#"Compromised: "yes""#)
+    });
+    let (code, report) = replay(&ws, compromised, &["--runbook", &file]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(
+        kinds(&report),
+        [(
+            "different_arguments".into(),
+            "Tag the instance as compromised".into()
+        )]
+    );
+    let d = &report["divergences"][0];
+    assert_eq!(d["recorded"]["tags"]["Compromised"], "true");
+    assert_eq!(d["replayed"]["tags"]["Compromised"], "yes");
+    sent_nothing(&report);
+
+    // One step removed: the step and the write it made are missing (and what used its result).
+    let file = edited(&ws, "ec2-compromised-instance.rhai", |t| {
+        let a = t
+            .find(r#"eradication("Image the instance for forensics""#)
+            .unwrap();
+        let b = t.find(r#"eradication("Terminate the instance""#).unwrap();
+        format!("{}{}", &t[..a], &t[b..])
+    });
+    let (code, report) = replay(&ws, compromised, &["--runbook", &file]);
+    assert_eq!(code, 1, "{report:#}");
+    let k = kinds(&report);
+    let image = "Image the instance for forensics".to_string();
+    assert!(k.contains(&("step_removed".into(), image.clone())), "{k:?}");
+    assert!(k.contains(&("write_not_made".into(), image)), "{k:?}");
+    let text = ws.run(&[
+        "replay",
+        &compromised.display().to_string(),
+        "--runbook",
+        &file,
+        "--runbooks",
+        &format!("{REPO}/runbooks"),
+    ]);
+    text.expect_code(1);
+    assert!(
+        text.stdout.contains("write_not_made: ec2::create_image(")
+            && text
+                .stdout
+                .contains("the incident made this write; this version does not"),
+        "{}",
+        text.stdout
+    );
+
+    // A condition flipped: the step is skipped now, and the restart it sent is not made.
+    let file = edited(&ws, "ec2-high-cpu.rhai", |t| {
+        t.replace(
+            "when: |ctx| cpu_needs_remedy(ctx)",
+            "when: |ctx| !cpu_needs_remedy(ctx)",
+        )
+    });
+    let (code, report) = replay(&ws, cpu, &["--runbook", &file]);
+    assert_eq!(code, 1, "{report:#}");
+    let k = kinds(&report);
+    let restart = "Restart the offending service".to_string();
+    assert!(k.contains(&("branch".into(), restart.clone())), "{k:?}");
+    assert!(k.contains(&("write_not_made".into(), restart)), "{k:?}");
+
+    // A write the incident never made is not sent, and a step that now fails is named.
+    let file = edited(&ws, "ec2-compromised-instance.rhai", |t| {
+        t.replace(
+            "ec2::stop(ctx.instance_id, #{ timeout: ctx.stop_timeout });",
+            "ec2::reboot(ctx.instance_id); ec2::stop(ctx.instance_id, #{ timeout: ctx.stop_timeout });",
+        )
+        .replace(
+            r#"log(`forensic image ${ctx.forensic_image}`);"#,
+            r#"assert(ctx.forensic_image == "", "no image expected");"#,
+        )
+    });
+    let (code, report) = replay(&ws, compromised, &["--runbook", &file]);
+    assert_eq!(code, 1, "{report:#}");
+    let k = kinds(&report);
+    assert!(
+        k.contains(&("unrecorded_write".into(), "Stop the instance".into())),
+        "{k:?}"
+    );
+    assert!(
+        k.contains(&(
+            "step_status".into(),
+            "Image the instance for forensics".into()
+        )),
+        "{k:?}"
+    );
+    assert_eq!(report["replay_status"], "failed");
+    sent_nothing(&report);
+}
+
+#[test]
+fn a_replay_of_a_run_on_aws_sends_nothing_even_with_the_emulator_gone() {
+    let moto = Moto::start();
+    let (blue, _) = moto.seed();
+    let ws = moto.workspace("123456789012");
+    let runbooks = format!("{REPO}/runbooks");
+    let id = format!("instance_id={blue}");
+    with_credentials(ws.cmd())
+        .args(&[
+            "run",
+            "ec2-compromised-instance",
+            "--runbooks",
+            &runbooks,
+            "--env",
+            "moto",
+            "--yes",
+            "--param",
+            &id,
+            "--param",
+            "incident=2026-1123-004",
+            "--transcript",
+            "moto.jsonl",
+        ])
+        .output()
+        .expect_code(0);
+    // The emulator is gone: a replay that tried to reach it would fail or diverge.
+    drop(moto);
+    let (code, report) = replay(&ws, &ws.path().join("moto.jsonl"), &[]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["matches"], true);
+    assert_eq!(report["replay_status"], "ok");
+    sent_nothing(&report);
+}
+
+#[test]
+fn a_transcript_that_cannot_be_replayed_exits_2_saying_why() {
+    let ws = Workspace::new();
+    // A parameter far larger than a result is recorded whole (64 KiB).
+    let fleet = std::fs::read_to_string(format!("{REPO}/sim/default-fleet.toml")).unwrap();
+    let big = "x".repeat(70 * 1024);
+    ws.write(
+        "big-fleet.toml",
+        &format!("{fleet}\n[[parameters]]\nname = \"/big\"\nvalue = \"{big}\"\n"),
+    );
+    ws.write(
+        "runbook.toml",
+        "[environments.big]\nbackend = \"sim\"\nfleet = \"big-fleet.toml\"\n",
+    );
+    ws.write(
+        "runbooks/big.rhai",
+        &format!(
+            "{}containment(\"Read it\", |ctx| {{ log(ssm::get_parameter(\"/big\").len()); }});\n",
+            common::header("big")
+        ),
+    );
+    ws.run(&["run", "big", "--env", "big", "--transcript", "big.jsonl"])
+        .expect_code(0);
+    let run = ws.run(&["replay", "big.jsonl"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("unusable transcript")
+            && run.stderr.contains("ssm::get_parameter(")
+            && run.stderr.contains("recorded truncated"),
+        "{}",
+        run.stderr
+    );
+
+    // The recorded file changed since: replaying it by default would test another version.
+    ws.write(
+        "runbooks/note.rhai",
+        &format!(
+            "{}containment(\"Note\", |ctx| {{ log(\"noted\"); }});\n",
+            common::header("note")
+        ),
+    );
+    ws.run(&["run", "note", "--transcript", "note.jsonl"])
+        .expect_code(0);
+    ws.run(&["replay", "note.jsonl"]).expect_code(0);
+    ws.write(
+        "runbooks/note.rhai",
+        &format!(
+            "{}containment(\"Note\", |ctx| {{ log(\"changed\"); }});\n",
+            common::header("note")
+        ),
+    );
+    let run = ws.run(&["replay", "note.jsonl"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("changed since the incident") && run.stderr.contains("--runbook"),
+        "{}",
+        run.stderr
+    );
+    // A plan sent no writes: nothing to compare a version with.
+    ws.run(&["plan", "note", "--transcript", "plan.jsonl"])
+        .expect_code(0);
+    let run = ws.run(&["replay", "plan.jsonl"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("a plan transcript"), "{}", run.stderr);
+}
+
+/// `runbook drill FILE` with the runbooks of `runbooks` (a folder path).
+fn drill_file(ws: &Workspace, file: &str, runbooks: &str) -> common::Run {
+    ws.run(&[
+        "drill",
+        file,
+        "--runbooks",
+        runbooks,
+        "--out",
+        "out",
+        "--results",
+        "results",
+    ])
+}
+
+#[test]
+fn a_run_on_moto_captured_as_a_drill_passes_on_the_sim_and_fails_a_runbook_that_no_longer_quarantines()
+ {
+    let moto = Moto::start();
+    let (blue, _) = moto.seed();
+    let ws = moto.workspace("123456789012");
+    let runbooks = format!("{REPO}/runbooks");
+    let id = format!("instance_id={blue}");
+    with_credentials(ws.cmd())
+        .args(&[
+            "run",
+            "ec2-compromised-instance",
+            "--runbooks",
+            &runbooks,
+            "--env",
+            "moto",
+            "--yes",
+            "--param",
+            &id,
+            "--param",
+            "incident=2026-1123-004",
+            "--transcript",
+            "incident.jsonl",
+        ])
+        .output()
+        .expect_code(0);
+    drop(moto);
+    let captured = ws.run(&["drill", "capture", "incident.jsonl"]);
+    captured.expect_code(0);
+    let scenario: toml::Table = toml::from_str(&captured.stdout).unwrap();
+    // The cloud as the run saw it, with the run's own ids; its outcome expected.
+    let seeded = scenario["seed"]["instances"].as_array().unwrap();
+    assert!(
+        seeded
+            .iter()
+            .any(|i| i["id"].as_str() == Some(blue.as_str()))
+    );
+    assert_eq!(
+        scenario["seed"]["account_id"].as_str(),
+        Some("123456789012")
+    );
+    let cloud = &scenario["expect"]["cloud"];
+    for key in ["isolated", "snapshotted", "terminated", "replaced"] {
+        assert_eq!(
+            cloud[key].as_array().unwrap(),
+            &[toml::Value::String(blue.clone())],
+            "{key}"
+        );
+    }
+    assert_eq!(scenario["expect"]["status"].as_str(), Some("ok"));
+    ws.write("drills/captured.toml", &captured.stdout);
+
+    let run = drill_file(&ws, "drills/captured.toml", &runbooks);
+    run.expect_code(0);
+    assert!(run.stdout.contains("pass  captured"), "{}", run.stdout);
+
+    // The runbook broken the way the incident shows it must not be: the instance left reachable.
+    edited(&ws, "ec2-compromised-instance.rhai", |t| {
+        t.replace(
+            "ctx.isolation = ec2::isolate(ctx.instance_id, #{ incident: ctx.incident });",
+            r#"ctx.isolation = #{ quarantine_group: "none" };"#,
+        )
+    });
+    let run = drill_file(&ws, "drills/captured.toml", "runbooks");
+    run.expect_code(1);
+    assert!(
+        run.stdout.contains(&format!("{blue} is not isolated")),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_captured_drill_scripts_the_fault_the_run_met_where_it_met_it() {
+    let ws = Workspace::new();
+    let ts = drill_transcripts(&ws, &["ec2-compromised-instance-snapshot-fails.toml"]);
+    let captured = ws.run(&["drill", "capture", &ts[0].display().to_string()]);
+    captured.expect_code(0);
+    let scenario: toml::Table = toml::from_str(&captured.stdout).unwrap();
+    let errors = scenario["seed"]["faults"]["errors"].as_array().unwrap();
+    assert_eq!(errors[0]["operation"].as_str(), Some("CreateSnapshot"));
+    assert_eq!(errors[0]["instance"].as_str(), Some("i-0a1b2c3d4e5f60001"));
+    assert_eq!(scenario["expect"]["status"].as_str(), Some("failed"));
+    ws.write("drills/captured.toml", &captured.stdout);
+    drill_file(&ws, "drills/captured.toml", &format!("{REPO}/runbooks")).expect_code(0);
+}
