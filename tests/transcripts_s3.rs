@@ -307,6 +307,25 @@ fn a_transcript_whose_tail_was_cut_fails_verification_against_the_stored_head() 
         "{}",
         checked.stderr
     );
+
+    // A drill is never archived (the simulator, no lock): its chain is all `verify` checks.
+    ws.write(
+        "drills/tag.toml",
+        &format!("runbook = \"tag-target@1.0.0\"\n[params]\ninstance_id = \"{INSTANCE}\"\n"),
+    );
+    let drill = runbook(&ws, &["drill", "drills/tag.toml", "--out", "out"]);
+    assert_eq!(drill.code, 0, "{}{}", drill.stdout, drill.stderr);
+    let drilled = walk(&ws.path().join("out"))
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .unwrap();
+    let verified = runbook(&ws, &["transcript", "verify", drilled.to_str().unwrap()]);
+    assert_eq!(verified.code, 0, "{}", verified.stderr);
+    assert!(
+        !verified.stdout.contains("head matches"),
+        "{}",
+        verified.stdout
+    );
 }
 
 #[test]
@@ -609,4 +628,98 @@ fn a_run_cut_off_by_a_crash_is_fetched_by_id_on_another_host_and_taken_over_ther
         "{}",
         stale.stderr
     );
+}
+
+#[test]
+fn a_run_refused_before_its_transcript_exists_archives_nothing_not_even_the_file_in_its_way() {
+    let moto = Moto::start();
+    let ws = workspace(&moto);
+    // Another run's evidence where this run would write: the run is refused, and that file is
+    // not uploaded under the refused run's id.
+    ws.write("theirs.jsonl", "{\"someone\":\"else\"}\n");
+    let refused = runbook(
+        &ws,
+        &[
+            "run",
+            "tag-target",
+            "-p",
+            &format!("instance_id={INSTANCE}"),
+            "--no-interactive",
+            "--transcript",
+            "theirs.jsonl",
+        ],
+    );
+    assert_ne!(refused.code, 0, "{}", refused.stderr);
+    assert!(!refused.stderr.contains("archived"), "{}", refused.stderr);
+    let everything = block(async {
+        moto.s3()
+            .list_objects_v2()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .unwrap()
+            .key_count()
+    });
+    assert_eq!(everything, Some(0));
+    assert!(walk(&ws.path().join(".runbook/uploads")).is_empty());
+    let listed = runbook(&ws, &["transcript", "list", "--output", "json"]);
+    assert_eq!(listed.stdout.trim(), "[]", "{}", listed.stderr);
+}
+
+#[test]
+fn serve_escalates_a_hook_run_whose_transcript_could_not_be_archived() {
+    let moto = Moto::start();
+    let ws = workspace(&moto);
+    block(async {
+        moto.s3()
+            .delete_bucket()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .unwrap();
+    });
+    ws.write(
+        "hooks.toml",
+        "[server]\nworkers = 1\nqueue = 8\ndrain = \"5s\"\n\n[guardrails]\ncooldown = \"10m\"\n\n[escalation]\nchannel = \"#oncall\"\n\n[[route]]\nname = \"cpu\"\nalert = \"ec2-cpu-high\"\nrunbook = \"tag-target@1.0.0\"\nenvironment = \"sim\"\nparams = { instance_id = \"{labels.instance_id}\" }\ntarget = \"{labels.instance_id}\"\n",
+    );
+    let slack = common::http::Server::start();
+    let webhook = slack.url("/hooks/T000/B000/escalations");
+    let env = [
+        ("RUNBOOK_ALERTMANAGER_TOKEN", "am-token-5e02b7"),
+        ("SLACK_WEBHOOK_URL", webhook.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let mut served = common::serve::Served::start(&ws, &env);
+    let alert = serde_json::json!({ "version": "4", "status": "firing", "receiver": "runbook",
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "",
+        "groupKey": "{}", "truncatedAlerts": 0,
+        "alerts": [{ "status": "firing", "labels": { "alertname": "ec2-cpu-high", "instance_id": INSTANCE },
+                     "annotations": {}, "startsAt": "2026-11-23T10:30:00Z", "fingerprint": "" }] });
+    let (status, body) = served.post(
+        "/hooks/alertmanager",
+        &[
+            ("authorization", "Bearer am-token-5e02b7"),
+            ("content-type", "application/json"),
+        ],
+        &serde_json::to_vec(&alert).unwrap(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let finished = served.wait_finished(1, std::time::Duration::from_secs(60));
+    assert_eq!(
+        finished[0]["status"], "ok",
+        "the run itself went fine: {finished:?}"
+    );
+    let message = await_some("the escalation", || {
+        slack
+            .captured()
+            .into_iter()
+            .filter(|c| c.path.starts_with("/hooks/T000"))
+            .filter_map(|c| c.body["text"].as_str().map(str::to_string))
+            .find(|t| t.contains("transcript_not_archived"))
+    });
+    assert!(message.contains("NoSuchBucket"), "{message}");
+    assert!(message.contains("runbook transcript upload"), "{message}");
+    served.terminate(std::time::Duration::from_secs(30));
 }

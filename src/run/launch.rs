@@ -421,14 +421,14 @@ impl Loaded {
         drop(executor);
         rb.host.recorder.set_before_send(None);
         // Also when the run could not record its end: what it wrote is archived all the same.
-        let archived = archiver.map(|a| match a {
+        let archived = archiver.and_then(|a| match a {
             Ok(a) => a.finish(ARCHIVE_WAIT),
             Err(e) => {
                 tracing::error!("run {archived_run}: the transcript cannot be archived: {e}");
-                Archived::Pending {
+                Some(Archived::Pending {
                     reason: e.to_string(),
                     marker: PathBuf::new(),
-                }
+                })
             }
         });
         let report = result?;

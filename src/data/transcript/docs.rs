@@ -22,7 +22,10 @@ pub fn format_reference() -> String {
          or `jq` read is exactly what the hash covers. `runbook transcript verify` checks every \
          line of the chain whatever its `type`; an event type this version does not know (written \
          by a newer one) still verifies, `transcript show` prints it as its type and fields, and \
-         `runbook resume` refuses to continue a run with a line it cannot read.\n\n\
+         `runbook resume` refuses to continue a run with a line it cannot read. With `[state] \
+         backend = \"aws\"` a run's lines are also uploaded to S3 as they are (never \
+         overwritten) and its last hash is stored in the state table: `verify` then fails a file \
+         whose last hash is not that head (a cut tail, a whole rewrite; see docs/state.md).\n\n\
          A field marked *absent when it does not apply* is left out of the line rather than \
          written as `null`; *null when it does not apply* is written as `null`.\n\n\
          ## A run's transcript\n\n\

@@ -330,8 +330,8 @@ pub(crate) enum TranscriptCommand {
         /// run was recorded): every signature must hold and the transcript must end with one
         #[arg(long, value_name = "PATH")]
         key_file: Option<PathBuf>,
-        /// Check the chain alone, not the head in the state table (a transcript that was never
-        /// archived: a drill, a plan, a run under the local backend)
+        /// Check the chain alone, not the head in the state table (a run made under the local
+        /// backend; journals, plans and drills are never archived and only their chain is checked)
         #[arg(long)]
         chain_only: bool,
     },

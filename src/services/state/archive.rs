@@ -407,7 +407,7 @@ impl AwsStore {
         let (ddb, table) = (self.ddb().clone(), self.table.clone());
         let e = e.clone();
         let update = if live {
-            "SET #rb = :rb, #env = :env, #tg = :tg, #op = :op, #host = :host, #tr = :tr, #st = :st, #started = if_not_exists(#started, :started) REMOVE #fin"
+            "SET #rb = :rb, #env = :env, #tg = :tg, #op = :op, #host = :host, #tr = :tr, #st = :st, #started = if_not_exists(#started, :started) REMOVE #fin, #key"
         } else {
             "SET #rb = if_not_exists(#rb, :rb), #env = if_not_exists(#env, :env), #tg = if_not_exists(#tg, :tg), #op = if_not_exists(#op, :op), #host = if_not_exists(#host, :host), #tr = if_not_exists(#tr, :tr), #st = if_not_exists(#st, :st), #started = if_not_exists(#started, :started)"
         };
@@ -419,8 +419,11 @@ impl AwsStore {
                 .key("pk", s(INDEX_PK))
                 .key("sk", s(&e.run_id))
                 .update_expression(update);
+            // A resumed run is running again: its earlier end and whole transcript are history
+            // (the objects stay; `show` joins the newer parts after them).
             let req = if live {
                 req.expression_attribute_names("#fin", "finished")
+                    .expression_attribute_names("#key", "key")
             } else {
                 req
             };

@@ -11,6 +11,7 @@
 //! | hourly count | `RATE` / `<scope>` | `ADD n :1` if `until > :now AND n < :limit`; else a new window if `until <= :now` |
 //! | breaker | `BREAKER` / `<scope>` | Put if absent; one Query reads them all |
 //! | target lock | `LOCK#<env>/<target>` / `-` | Put if absent, or `lease_until <= :now`, or `run = :me` |
+//! | run index (see `archive`) | `RUN` / `<run id>` | head moves forward only: `events < :n` (or the same head) |
 //!
 //! The SDK runs on a small runtime of this store's own: callers are plain threads, tokio workers
 //! or the script thread alike, and none of them may `block_on` inside another runtime.

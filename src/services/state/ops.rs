@@ -275,7 +275,16 @@ pub fn check(config: &StateConfig) -> Result<String> {
 pub fn policies(config: &StateConfig) -> String {
     let table = format!("arn:aws:dynamodb:*:*:table/{}", config.table);
     let bucket = format!("arn:aws:s3:::{}", config.bucket);
-    let objects = format!("arn:aws:s3:::{}/{}/*", config.bucket, config.prefix);
+    let objects = if config.prefix.is_empty() {
+        format!("arn:aws:s3:::{}/*", config.bucket)
+    } else {
+        format!("arn:aws:s3:::{}/{}/*", config.bucket, config.prefix)
+    };
+    // Object Lock headers on a PutObject need the retention permission too.
+    let mut object_actions = vec!["s3:PutObject", "s3:GetObject"];
+    if config.retention_days.is_some() {
+        object_actions.push("s3:PutObjectRetention");
+    }
     let runner = serde_json::json!({
         "Version": "2012-10-17",
         "Statement": [
@@ -284,7 +293,7 @@ pub fn policies(config: &StateConfig) -> String {
                          "dynamodb:DeleteItem", "dynamodb:Query", "dynamodb:DescribeTable"],
               "Resource": table },
             { "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": bucket },
-            { "Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject"], "Resource": objects }
+            { "Effect": "Allow", "Action": object_actions, "Resource": objects }
         ]
     });
     let init = serde_json::json!({

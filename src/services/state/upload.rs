@@ -51,7 +51,7 @@ impl Archived {
                 )
             }
             Archived::Pending { reason, marker } if marker.as_os_str().is_empty() => format!(
-                "warning: the transcript is NOT archived: {reason}; no upload is pending either: archive it by hand"
+                "warning: the transcript is NOT archived: {reason}; no upload is pending either (fix the upload folder, then copy the transcript to the bucket)"
             ),
             Archived::Pending { reason, marker } => format!(
                 "warning: the transcript is NOT archived yet: {reason}; the upload stays pending ({}) and `runbook transcript upload` finishes it",
@@ -130,34 +130,35 @@ impl Nudge {
 /// Uploads one run's transcript as it is written (see the module's documentation).
 pub struct Archiver {
     tx: mpsc::Sender<Msg>,
-    done: mpsc::Receiver<Archived>,
+    done: mpsc::Receiver<Option<Archived>>,
     marker: PathBuf,
 }
 
 impl Archiver {
-    /// Starts archiving the run `entry` describes, whose transcript is (or will be) `path`: it
-    /// writes the pending marker and starts the upload thread. A resumed run continues after the
-    /// lines already archived.
+    /// Starts archiving the run `entry` describes, whose transcript will be `path`: the upload
+    /// thread waits for the run's first nudge (its transcript exists and is the run's own from
+    /// then on), writes the pending marker and uploads. A resumed run continues after the lines
+    /// already archived.
     pub fn start(store: Arc<AwsStore>, entry: RunEntry, path: &Path) -> Result<Archiver> {
         super::archive::checked_run_id(&entry.run_id)?;
         let transcript = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let marker_path = store.spool.join(format!("{}.json", entry.run_id));
         let marker = Marker {
             entry: entry.clone(),
-            transcript: transcript.clone(),
+            transcript,
             host: gethostname::gethostname().to_string_lossy().into_owned(),
             pid: std::process::id(),
             error: None,
         };
-        write_marker(&marker_path, &marker)?;
         let (tx, rx) = mpsc::channel();
         let (done_tx, done) = mpsc::sync_channel(1);
         let mut up = Uploader::new(store, marker, marker_path.clone(), true);
         active(&entry.run_id, true);
         let run_id = entry.run_id.clone();
-        std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("transcript-upload".into())
             .spawn(move || {
+                let mut began = false;
                 // Until the run ends (Finish) or the archiver is dropped without one.
                 loop {
                     let mut waiting = Vec::new();
@@ -165,6 +166,13 @@ impl Archiver {
                         Ok(Msg::Boundary) => {}
                         Ok(Msg::Flush(ack)) => waiting.push(ack),
                         Ok(Msg::Finish) | Err(_) => break,
+                    }
+                    if !began {
+                        began = true;
+                        // Before the first upload: from here on, nothing is lost silently.
+                        if let Err(e) = write_marker(&up.marker_path, &up.marker) {
+                            tracing::error!("run {run_id}: {e}");
+                        }
                     }
                     // Boundaries queued while a part was uploading: one part covers them.
                     let mut finish = false;
@@ -187,11 +195,18 @@ impl Archiver {
                         break;
                     }
                 }
-                let outcome = up.finish(FINISH_ATTEMPTS);
+                // A run that never began (refused, or its transcript could not be created)
+                // has nothing of its own to archive: the file at its path may be another's.
+                let outcome = began.then(|| up.finish(FINISH_ATTEMPTS));
                 active(&run_id, false);
                 let _ = done_tx.send(outcome);
-            })
-            .map_err(|e| Error::Internal(format!("cannot start the upload thread: {e}")))?;
+            });
+        if let Err(e) = spawned {
+            active(&entry.run_id, false);
+            return Err(Error::Internal(format!(
+                "cannot start the upload thread: {e}"
+            )));
+        }
         Ok(Archiver {
             tx,
             done,
@@ -203,19 +218,20 @@ impl Archiver {
         Nudge(self.tx.clone())
     }
 
-    /// Uploads what is left and the whole transcript, records the head, and says how it went;
-    /// waits at most `wait` (the upload goes on meanwhile, and its marker stays until it ends).
-    pub fn finish(self, wait: Duration) -> Archived {
+    /// Uploads what is left and the whole transcript, records the head, and says how it went
+    /// (None: the run never began, nothing is archived); waits at most `wait` (the upload goes
+    /// on meanwhile, and its marker stays until it ends).
+    pub fn finish(self, wait: Duration) -> Option<Archived> {
         let _ = self.tx.send(Msg::Finish);
         match self.done.recv_timeout(wait) {
             Ok(outcome) => outcome,
-            Err(_) => Archived::Pending {
+            Err(_) => Some(Archived::Pending {
                 reason: format!(
                     "the upload did not finish within {}",
                     humantime::format_duration(wait)
                 ),
                 marker: self.marker,
-            },
+            }),
         }
     }
 }
@@ -355,12 +371,18 @@ impl Uploader {
             self.run_id()
         );
         self.marker.error = Some(reason.clone());
-        if let Err(e) = write_marker(&self.marker_path, &self.marker) {
-            tracing::error!("{e}");
-        }
-        Archived::Pending {
-            reason,
-            marker: self.marker_path.clone(),
+        match write_marker(&self.marker_path, &self.marker) {
+            Ok(()) => Archived::Pending {
+                reason,
+                marker: self.marker_path.clone(),
+            },
+            Err(e) => {
+                tracing::error!("{e}");
+                Archived::Pending {
+                    reason: format!("{reason}; and {e}"),
+                    marker: PathBuf::new(),
+                }
+            }
         }
     }
 
@@ -490,9 +512,9 @@ fn offset_of_line(path: &Path, line: u64) -> Result<Option<u64>> {
     let mut seen = 0u64;
     for (i, b) in bytes.iter().enumerate() {
         if *b == b'\n' {
-            seen += 1;
+            seen = seen.saturating_add(1);
             if seen == line {
-                return Ok(Some(i as u64 + 1));
+                return Ok(Some((i as u64).saturating_add(1)));
             }
         }
     }

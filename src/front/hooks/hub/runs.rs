@@ -369,8 +369,11 @@ impl Hub {
             environment: host.cloud.environment().name.clone(),
             undelivered: done.report.undelivered_notifications,
             not_archived: match &done.archived {
-                Some(pending @ crate::services::state::upload::Archived::Pending { .. }) => {
-                    Some(pending.describe())
+                // The way out first: the message is clipped.
+                Some(crate::services::state::upload::Archived::Pending { reason, .. }) => {
+                    Some(format!(
+                        "the run's transcript is not archived yet (`runbook transcript upload` on this host, or this server within a minute, finishes it): {reason}"
+                    ))
                 }
                 _ => None,
             },
