@@ -430,3 +430,155 @@ fn a_cli_run_on_a_target_serve_is_remediating_is_refused_naming_the_holder() {
     assert_eq!(plan.code, 0, "{}", plan.stderr);
     served.terminate(Duration::from_secs(30));
 }
+
+const SNAP_WAIT_TAG: &str = r#"runbook(#{ id: "snap-wait-tag", version: "1.0.0", title: "Snapshot, wait, tag", severity: "P2",
+    params: #{ instance_id: #{ type: "string", required: true, target: true },
+               pause: #{ type: "string", "default": "0s" } } });
+containment("Snapshot the volumes", |ctx| {
+    ec2::snapshot_volumes(ctx.instance_id, #{ incident: "takeover" });
+});
+containment("Wait", |ctx| { sleep(ctx.pause); });
+recovery("Mark it done", |ctx| { ec2::tag(ctx.instance_id, #{ Remediated: "true" }); });
+"#;
+
+/// A replica acting on moto's EC2 (so its writes are visible in moto), its state on moto too,
+/// with a 3 s lease (the shortest) so a dead replica's run is taken over quickly.
+fn moto_replica(moto: &Moto) -> Workspace {
+    let ws = Workspace::new();
+    ws.write("runbooks/snap-wait-tag.rhai", SNAP_WAIT_TAG);
+    ws.write(
+        "runbook.toml",
+        &format!(
+            "default = \"moto\"\n\n[environments.moto]\nbackend = \"aws\"\nregion = \"us-east-1\"\nendpoint = \"{0}\"\nmax_attempts = 2\n\n{1}lease = \"3s\"\n",
+            moto.endpoint(),
+            aws_state(moto)
+        ),
+    );
+    ws.write(
+        "hooks.toml",
+        "[server]\nworkers = 2\nqueue = 64\ndrain = \"1s\"\n\n[guardrails]\ncooldown = \"0s\"\ndedupe_window = \"10m\"\n\n[escalation]\nchannel = \"#oncall\"\n\n[[route]]\nname = \"snap\"\nalert = \"ec2-cpu-high\"\nrunbook = \"snap-wait-tag@1.0.0\"\nenvironment = \"moto\"\nparams = { instance_id = \"{labels.instance_id}\", pause = \"{labels.pause|0s}\" }\ntarget = \"{labels.instance_id}\"\n",
+    );
+    ws
+}
+
+/// The events of run `run_id`'s archived transcript, fetched from the bucket into `ws`.
+fn archived_events(ws: &Workspace, run_id: &str, n: usize) -> Vec<Value> {
+    let to = format!("fetched-{n}.jsonl");
+    let out =
+        with_credentials(ws.cmd().args(&["transcript", "fetch", run_id, "--to", &to])).output();
+    if out.code != 0 {
+        return Vec::new();
+    }
+    common::events(&ws.path().join(&to))
+}
+
+#[test]
+fn a_killed_replicas_run_is_taken_over_by_the_other_and_no_finished_write_is_sent_twice() {
+    let moto = Moto::start();
+    let (instance, _) = moto.seed();
+    let ws = [moto_replica(&moto), moto_replica(&moto)];
+    let init = with_credentials(ws[0].cmd().args(&["state", "init"])).output();
+    assert_eq!(init.code, 0, "{}{}", init.stdout, init.stderr);
+    let mut replicas: Vec<Served> = ws
+        .iter()
+        .map(|w| {
+            let mut s = Served::start(w, &env());
+            s.admin = Some(ADMIN.into());
+            s
+        })
+        .collect();
+    // The first replica takes the alert: it snapshots, then waits in step 2.
+    let auth = format!("Bearer {TOKEN}");
+    let (status, body) = replicas[0].post(
+        "/hooks/alertmanager",
+        &[("authorization", auth.as_str())],
+        &alert(&instance, &[("pause", "8s")]),
+    );
+    assert_eq!(status, 200, "{body}");
+    let run_id = body["alerts"][0]["run_id"].as_str().unwrap().to_string();
+    // Killed (SIGKILL) once the archive shows the snapshot step finished: no chance to say
+    // anything, release anything or upload anything more.
+    let mut tries = 0;
+    eventually("the first step archived", || {
+        tries += 1;
+        let events = archived_events(&ws[1], &run_id, tries);
+        events
+            .iter()
+            .any(|e| e["type"] == "step_finished" && e["step"] == 0)
+            .then_some(())
+    });
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &replicas[0].pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // The second replica takes it over after the lease and finishes it.
+    let finished = eventually(
+        "the run taken over and finished on the other replica",
+        || {
+            let (status, run) = replicas[1].get(&format!("/runs/{run_id}"));
+            (status == 200
+                && run["status"] != "queued"
+                && run["status"] != "running"
+                && run["reason"]
+                    .as_str()
+                    .is_none_or(|r| !r.starts_with("taken over")))
+            .then_some(run)
+        },
+    );
+    assert_eq!(
+        finished["status"],
+        "ok",
+        "{finished}\n{}",
+        replicas[1].log_text()
+    );
+    // moto's state: one snapshot per volume (the finished write was not sent again), and the
+    // last step's tag.
+    let ec2 = moto.ec2();
+    let (snapshots, tags) = block(async {
+        let snaps = ec2
+            .describe_snapshots()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag:SourceInstance")
+                    .values(&instance)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let tags = ec2
+            .describe_tags()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("resource-id")
+                    .values(&instance)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        (
+            snaps.snapshots().len(),
+            tags.tags()
+                .iter()
+                .filter_map(|t| t.key().map(str::to_string))
+                .collect::<Vec<_>>(),
+        )
+    });
+    assert_eq!(
+        snapshots, 2,
+        "api-blue-1 has two volumes: one snapshot each, once"
+    );
+    assert!(tags.contains(&"Remediated".to_string()), "{tags:?}");
+    // The taken-over transcript: the snapshot answered from the archive, the rest run here.
+    let events = archived_events(&ws[1], &run_id, 1000);
+    let snapshot_calls = events
+        .iter()
+        .filter(|e| e["type"] == "call" && e["binding"] == "ec2::snapshot_volumes")
+        .count();
+    assert_eq!(snapshot_calls, 1, "{events:#?}");
+    assert_eq!(events.last().unwrap()["type"], "run_finished");
+    replicas[1].terminate(Duration::from_secs(30));
+    replicas.clear();
+}

@@ -140,6 +140,10 @@ pub(crate) struct TargetLock {
     /// The targets, when the entry point knows them (a hook route's `target`); otherwise the
     /// values of the runbook's `target: true` parameters.
     pub targets: Option<Vec<String>>,
+    /// Archive each write's intent before the write is sent, and send nothing whose intent
+    /// cannot be archived (the aws backend): for runs another process may take over (`serve`'s),
+    /// which must find every write that may have happened in the archive.
+    pub archive_intents: bool,
 }
 
 /// `runbook resume`: continue the run recorded in the launch's transcript.
@@ -392,6 +396,14 @@ impl Loaded {
         }
         if let Some(Ok(a)) = &archiver {
             executor = executor.observe(Box::new(ArchiveAtBoundaries(a.nudge())));
+            // A write's intent is archived before the write is sent: a replica that takes the
+            // run over (its owner died) then knows it may have happened, and asks a person.
+            if lock.as_ref().is_some_and(|l| l.archive_intents) {
+                let nudge = a.nudge();
+                rb.host
+                    .recorder
+                    .set_before_send(Some(Box::new(move || nudge.flush(INTENT_ARCHIVE_WAIT))));
+            }
         }
         let archived_run = run_id.clone();
         let result = executor.run(RunOptions {
@@ -407,6 +419,7 @@ impl Loaded {
         let wall = wall.elapsed();
         // Its observers hold the runbook's borrow until they go.
         drop(executor);
+        rb.host.recorder.set_before_send(None);
         // Also when the run could not record its end: what it wrote is archived all the same.
         let archived = archiver.and_then(|a| match a {
             Ok(a) => a.finish(ARCHIVE_WAIT),
@@ -427,6 +440,9 @@ impl Loaded {
         })
     }
 }
+
+/// How long a write waits for its intent to be archived before it is not sent.
+const INTENT_ARCHIVE_WAIT: Duration = Duration::from_secs(30);
 
 /// How long a run's end waits for its transcript's last upload before leaving it pending.
 const ARCHIVE_WAIT: Duration = Duration::from_secs(60);

@@ -506,7 +506,14 @@ pub struct Recorder {
     approved: RefCell<Option<(usize, Vec<Value>)>>,
     /// Why the step drifted from its approved plan, until the executor takes it.
     drifted: RefCell<Option<String>>,
+    /// Called after a write's intent is on disk and before the write is sent; an error keeps
+    /// the write from being sent (the aws backend: the intent must be archived first, so a
+    /// replica taking the run over knows the write may have happened).
+    before_send: RefCell<Option<BeforeSend>>,
 }
+
+/// See [`Recorder::set_before_send`].
+pub type BeforeSend = Box<dyn Fn() -> std::result::Result<(), String>>;
 
 impl Recorder {
     pub fn new(mode: Mode) -> Self {
@@ -526,7 +533,13 @@ impl Recorder {
             step_plan: RefCell::new(Vec::new()),
             approved: RefCell::new(None),
             drifted: RefCell::new(None),
+            before_send: RefCell::new(None),
         }
+    }
+
+    /// Sets (or clears) what must succeed between a write's intent and its sending.
+    pub fn set_before_send(&self, hook: Option<BeforeSend>) {
+        *self.before_send.borrow_mut() = hook;
     }
 
     /// Keeps `calls` (a step's preview) as what an approval asked during the step covers.
@@ -993,6 +1006,12 @@ fn call_inner(
                 pos,
             )
         })?;
+    }
+    let held = match rec.before_send.borrow().as_ref() {
+        Some(hook) if mutating => hook().err(),
+        _ => None,
+    };
+    if mutating && held.is_none() {
         rec.mutating_sent.set(rec.mutating_sent.get() + 1);
     }
 
@@ -1001,7 +1020,17 @@ fn call_inner(
     if rec.first_call.get().is_none() {
         rec.first_call.set(Some(Instant::now()));
     }
-    let outcome = work(host, resolved.as_ref().unwrap_or(&Value::Null));
+    let outcome = match held {
+        // Recorded as this call's error: the transcript says it was not sent.
+        Some(why) => Err(BindingError::new(
+            "not_sent",
+            format!(
+                "{} not sent: its intent could not be archived: {why}",
+                spec.name
+            ),
+        )),
+        None => work(host, resolved.as_ref().unwrap_or(&Value::Null)),
+    };
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     if mutating && let Ok(v) = &outcome {
         host.guardrails.created(spec.name, &to_json(v));

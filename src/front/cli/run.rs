@@ -175,6 +175,8 @@ fn launch_from(
                     store: Store::open(config.state())?,
                     wait: args.launch.wait_lock,
                     targets: None,
+                    // Nobody takes a CLI run over: a failed upload is reported, not a stop.
+                    archive_intents: false,
                 })
             })
             .transpose()?,

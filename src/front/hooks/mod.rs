@@ -57,7 +57,7 @@ impl Source {
 
 /// One alert, whatever sent it: Alertmanager's alert, a CloudWatch alarm (its dimensions become
 /// labels), or a generic webhook's alert.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Alert {
     pub source: Source,
     /// `alertname` (Alertmanager), the alarm name (CloudWatch), `alert` (generic).
@@ -192,6 +192,7 @@ pub fn serve(
         tracing::warn!("{warning}");
     }
     hub.start_workers()?;
+    hub.start_takeover()?;
     rt.block_on(async {
         // A file-size limit (systemd's LimitFSIZE, ulimit -f) reached by the journal must fail
         // that write (rolled back, answered 503, /healthz unhealthy), not kill the receiver

@@ -21,6 +21,9 @@ pub(crate) struct Job {
     pub transcript: PathBuf,
     /// When the request carrying the alert arrived (the latency clock starts here).
     pub received: Instant,
+    /// A run taken over from a replica that died: `transcript` is its archived transcript,
+    /// fetched, and the run resumes from it.
+    pub resume: bool,
 }
 
 /// A run as `GET /runs` shows it.
@@ -141,6 +144,13 @@ impl RunTable {
             .values()
             .filter(|r| r.status == "running")
             .count()
+    }
+
+    /// Asks one running run to stop (another replica holds it now).
+    pub(crate) fn abort(&self, run_id: &str) {
+        if let Some(flag) = self.aborts.get(run_id) {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     /// Asks every running run to stop (recorded by each run as an abort).

@@ -190,6 +190,11 @@ impl AwsStore {
         })
     }
 
+    /// This process as a writer of the table (`host:pid`).
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
     pub fn lease(&self) -> Duration {
         self.lease
     }

@@ -17,6 +17,7 @@ pub mod archive;
 pub mod aws;
 pub mod local;
 pub mod ops;
+pub mod owners;
 pub mod records;
 pub mod upload;
 

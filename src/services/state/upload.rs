@@ -96,6 +96,8 @@ struct Marker {
 
 enum Msg {
     Boundary,
+    /// Upload now and say whether everything written is archived.
+    Flush(mpsc::SyncSender<std::result::Result<(), String>>),
     Finish,
 }
 
@@ -106,6 +108,22 @@ pub struct Nudge(mpsc::Sender<Msg>);
 impl Nudge {
     pub fn boundary(&self) {
         let _ = self.0.send(Msg::Boundary);
+    }
+
+    /// Uploads every complete line written so far and waits (at most `wait`) until it is
+    /// archived: before a write is sent, its intent must be where another replica taking the
+    /// run over will read it.
+    pub fn flush(&self, wait: Duration) -> std::result::Result<(), String> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.0
+            .send(Msg::Flush(tx))
+            .map_err(|_| "the transcript upload has stopped".to_string())?;
+        rx.recv_timeout(wait).unwrap_or_else(|_| {
+            Err(format!(
+                "the transcript upload did not answer within {}",
+                humantime::format_duration(wait)
+            ))
+        })
     }
 }
 
@@ -142,7 +160,13 @@ impl Archiver {
             .spawn(move || {
                 let mut began = false;
                 // Until the run ends (Finish) or the archiver is dropped without one.
-                while let Ok(Msg::Boundary) = rx.recv() {
+                loop {
+                    let mut waiting = Vec::new();
+                    match rx.recv() {
+                        Ok(Msg::Boundary) => {}
+                        Ok(Msg::Flush(ack)) => waiting.push(ack),
+                        Ok(Msg::Finish) | Err(_) => break,
+                    }
                     if !began {
                         began = true;
                         // Before the first upload: from here on, nothing is lost silently.
@@ -153,9 +177,20 @@ impl Archiver {
                     // Boundaries queued while a part was uploading: one part covers them.
                     let mut finish = false;
                     while let Ok(m) = rx.try_recv() {
-                        finish |= matches!(m, Msg::Finish);
+                        match m {
+                            Msg::Boundary => {}
+                            Msg::Flush(ack) => waiting.push(ack),
+                            Msg::Finish => finish = true,
+                        }
                     }
                     up.upload_new();
+                    let archived = match (&up.fatal, &up.error) {
+                        (Some(e), _) | (None, Some(e)) => Err(e.clone()),
+                        (None, None) => Ok(()),
+                    };
+                    for ack in waiting {
+                        let _ = ack.send(archived.clone());
+                    }
                     if finish {
                         break;
                     }

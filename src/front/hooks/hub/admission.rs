@@ -219,6 +219,7 @@ impl Hub {
             params,
             transcript: transcript.clone(),
             received,
+            resume: false,
         };
         let record = RunRecord {
             run_id: run_id.clone(),

@@ -11,6 +11,7 @@ mod escalation;
 mod plan;
 mod runs;
 mod shutdown;
+mod takeover;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -61,6 +62,8 @@ pub(crate) struct Hub {
     workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Worker threads alive (each counts itself out when its thread ends, however it ends).
     workers_alive: Arc<AtomicUsize>,
+    /// The runs this replica owns in the state table (aws backend), renewed by its heartbeat.
+    owned: Mutex<std::collections::BTreeSet<String>>,
     accepting: AtomicBool,
     stopping: AtomicBool,
     /// The runtime escalations are sent on (worker threads have none of their own).
@@ -178,6 +181,7 @@ impl Hub {
             jobs: Mutex::new(Some(rx)),
             workers: Mutex::new(Vec::new()),
             workers_alive: Arc::new(AtomicUsize::new(0)),
+            owned: Mutex::new(std::collections::BTreeSet::new()),
             accepting: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
             rt,

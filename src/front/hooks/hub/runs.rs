@@ -275,7 +275,10 @@ impl Hub {
     }
 
     fn run_job(&self, job: &Job, abort: Arc<AtomicBool>) -> Result<Finished> {
-        use crate::run::launch::{Driving, Launch, Protection, Source, TargetLock};
+        use crate::run::launch::{Driving, Launch, Protection, Resuming, Source, TargetLock};
+        // With the aws backend the run is owned in the table until it ends, so that another
+        // replica takes it over if this one dies.
+        let _owner = self.own_run(job)?;
         let route = &job.route;
         let planned = self.planned.get(&route.name).ok_or_else(|| {
             Error::Internal(format!("route {} was not checked at start-up", route.name))
@@ -340,7 +343,11 @@ impl Hub {
             // The server owns the signals (SIGTERM drains it; its shutdown sets `abort`).
             ctrl_c: false,
             verify_account: true,
-            resume: None,
+            // A run taken over continues from its archived transcript, never sending a
+            // finished write again; an unconfirmed one stops it for a person (escalated).
+            resume: job.resume.then_some(Resuming {
+                allow_changed: false,
+            }),
             trigger: Some(trigger),
             // A run of another route (or another alert) on this target finishes first: runs
             // that guardrails admitted wait their turn (bounded), a person's CLI run is refused.
@@ -348,6 +355,8 @@ impl Hub {
                 store: self.store.clone(),
                 wait: Some(SERVE_LOCK_WAIT),
                 targets: Some(route.lock_target(&job.alert)),
+                // Another replica takes the run over if this one dies (aws backend).
+                archive_intents: true,
             }),
         }
         .run()?;
