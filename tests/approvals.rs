@@ -332,10 +332,19 @@ fn a_denial_or_a_timeout_fails_the_step() {
         .expect_code(0);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let ev = events(&transcript_of(&ws, &run_id));
+    let path = transcript_of(&ws, &run_id);
+    let ev = events(&path);
     assert_eq!(
         of_type(&ev, "step_finished")[0]["error"]["code"],
         "approval_denied"
+    );
+    // The denial is recorded with who gave it, as established.
+    let log = approval_log(&path);
+    assert!(
+        log.iter()
+            .any(|m| m.starts_with("denied by second@ops (claimed; ")
+                && m.contains("\"via\":\"os\"")),
+        "{log:?}"
     );
 
     let ws = Workspace::new();
@@ -970,4 +979,49 @@ fn posted_ts(slack: &common::http::Server) -> serde_json::Value {
         .unwrap();
     // The stand-in answers `1700000001.<n>` with n the captured count at that moment.
     serde_json::json!(format!("1700000001.{:06}", posted + 1))
+}
+
+#[test]
+fn an_environment_s_approver_group_refuses_anyone_outside_it() {
+    let ws = Workspace::new();
+    ws.write(
+        "runbook.toml",
+        "default = \"guarded\"\n\n[approvers]\nleads = [\"arn:aws:iam::123456789012:user/carol\", \"U0CAROL\"]\n\n[environments.guarded]\nbackend = \"sim\"\napprovers = \"leads\"\n",
+    );
+    let child = gated_at_t(&ws, "timeout: \"60s\"");
+    wait_for(&ws.path().join("t.approvals/1.request.json"));
+    let outsider = ws
+        .cmd()
+        .args(&["approve", "t", "--transcript", "t.jsonl"])
+        .output();
+    outsider.expect_code(2);
+    assert!(
+        outsider
+            .stderr
+            .contains("is not in the approver group leads"),
+        "{}",
+        outsider.stderr
+    );
+    assert!(outsider.stdout.is_empty(), "nothing was approved");
+    // Stopping is never refused: the requester's own denial ends the wait.
+    ws.cmd()
+        .args(&["approve", "t", "--transcript", "t.jsonl", "--deny"])
+        .output()
+        .expect_code(0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(step_error(&ws.path().join("t.jsonl")), "approval_denied");
+
+    // A group the environment names must exist.
+    ws.write(
+        "runbook.toml",
+        "[environments.guarded]\nbackend = \"sim\"\napprovers = \"nobody-defined-this\"\n",
+    );
+    let refused = ws.run(&["run", "gated", "--env", "guarded"]);
+    refused.expect_code(2);
+    assert!(
+        refused.stderr.contains("names no group in [approvers]"),
+        "{}",
+        refused.stderr
+    );
 }

@@ -496,6 +496,11 @@ fn wait(
                         continue;
                     }
                     if !answer.approve {
+                        (run.note)(&format!(
+                            "denied by {} ({})",
+                            who.display(),
+                            serde_json::to_string(&who).unwrap_or_default()
+                        ));
                         return Err(BindingError::new(
                             "approval_denied",
                             format!("denied by {}", who.display()),
