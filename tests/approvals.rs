@@ -951,6 +951,16 @@ fn a_signed_slack_click_approves_a_served_run_and_forged_old_replayed_or_own_cli
         updated.body
     );
     assert!(!updated.body["blocks"].to_string().contains("button"));
+    // A stale copy of the button, clicked after the run stopped waiting, records nothing.
+    let (late, answer, _, _) = click(&served, SIGNING, unix_now(), "U0CAROL", "approve", &value);
+    assert_eq!(late, 200);
+    assert!(
+        answer["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("no run in this server is waiting on request 1"),
+        "{answer}"
+    );
     // The three requests turned away are journaled as refused.
     let journal = walk(ws.path())
         .into_iter()

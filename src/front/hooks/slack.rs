@@ -33,12 +33,14 @@ pub(crate) struct Interactions {
 
 impl Interactions {
     pub(crate) fn new(users: BTreeMap<String, String>) -> Self {
-        Interactions {
-            secret: std::env::var(SECRET_VAR)
-                .ok()
-                .filter(|v| !v.trim().is_empty()),
-            users,
+        let secret = std::env::var(SECRET_VAR)
+            .ok()
+            .filter(|v| !v.trim().is_empty());
+        if secret.is_some() {
+            // Runs this server runs may post buttons: their clicks come here.
+            crate::services::approvals::slack::receive_in_process();
         }
+        Interactions { secret, users }
     }
 
     /// The signing secret, or why every click is refused.

@@ -382,7 +382,12 @@ pub(crate) fn request_and_wait(
         plan: question.plan,
     };
     channel.file(&mut request)?;
-    let posted = run.slack.as_ref().and_then(|s| post(s, &run, &request));
+    let _waiting = slack::waiting(&request);
+    let posted = run
+        .slack
+        .as_ref()
+        .filter(|_| slack::reachable(run.store.as_ref()))
+        .and_then(|s| post(s, &run, &request));
     let filed = request.clone();
     let result = wait(&run, &channel, request, &requester, timeout, ask_here);
     if let (Some(s), Some((channel, ts))) = (&run.slack, &posted) {

@@ -8,6 +8,7 @@
 //! this process's inbox (a run `serve` itself is running).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, Mutex};
 
 use serde_json::{Value, json};
@@ -127,6 +128,45 @@ pub(crate) fn answer_of(action_id: &str, value: &str, claimed: Option<String>) -
 /// Answers from Slack for runs in this process, by (run, request number), one per identity.
 type Inbox = HashMap<(String, u32), Vec<(Who, Answer)>>;
 static INBOX: LazyLock<Mutex<Inbox>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+/// The requests runs in this process are waiting on: a click for any other is not taken.
+static WAITING: LazyLock<Mutex<std::collections::HashSet<(String, u32)>>> =
+    LazyLock::new(|| Mutex::new(std::collections::HashSet::new()));
+/// Set by `serve` when it takes Slack clicks: only then can a run on the `local` backend be
+/// answered from Slack (its clicks arrive in this process).
+static SERVED: AtomicBool = AtomicBool::new(false);
+
+/// This process receives Slack clicks (`serve` with a signing secret).
+pub(crate) fn receive_in_process() {
+    SERVED.store(true, Ordering::SeqCst);
+}
+
+/// Whether a click on a request of a run on `store` can reach it: through the table, or into
+/// this process when it receives clicks. Buttons nobody can answer are never posted.
+pub(crate) fn reachable(store: Option<&Store>) -> bool {
+    matches!(store, Some(Store::Aws(_))) || SERVED.load(Ordering::SeqCst)
+}
+
+/// A run in this process waits on `request` until the returned guard is dropped.
+pub(crate) fn waiting(request: &Request) -> Waiting {
+    let key = (request.run_id.clone(), request.number);
+    if let Ok(mut w) = WAITING.lock() {
+        w.insert(key.clone());
+    }
+    Waiting(key)
+}
+
+pub(crate) struct Waiting((String, u32));
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Ok(mut w) = WAITING.lock() {
+            w.remove(&self.0);
+        }
+        if let Ok(mut inbox) = INBOX.lock() {
+            inbox.remove(&self.0);
+        }
+    }
+}
 
 /// Records `who`'s verified answer where the run reads it: the table (aws), else this
 /// process's inbox. Err says why it was not recorded (an identity answers once).
@@ -136,6 +176,13 @@ pub(crate) fn deliver(store: &Store, answer: &Answer, who: &Who) -> Result<(), S
             .give(answer, who)
             .map_err(|e| e.to_string()),
         Store::Local(_) => {
+            let key = (answer.run_id.clone(), answer.number);
+            if !WAITING.lock().is_ok_and(|w| w.contains(&key)) {
+                return Err(format!(
+                    "no run in this server is waiting on request {} of run {}: answer it with runbook approve where it runs",
+                    answer.number, answer.run_id
+                ));
+            }
             let mut inbox = INBOX
                 .lock()
                 .map_err(|_| "the approvals inbox is unusable".to_string())?;
