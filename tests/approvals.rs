@@ -332,10 +332,19 @@ fn a_denial_or_a_timeout_fails_the_step() {
         .expect_code(0);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let ev = events(&transcript_of(&ws, &run_id));
+    let path = transcript_of(&ws, &run_id);
+    let ev = events(&path);
     assert_eq!(
         of_type(&ev, "step_finished")[0]["error"]["code"],
         "approval_denied"
+    );
+    // The denial is recorded with who gave it, as established.
+    let log = approval_log(&path);
+    assert!(
+        log.iter()
+            .any(|m| m.starts_with("denied by second@ops (claimed; ")
+                && m.contains("\"via\":\"os\"")),
+        "{log:?}"
     );
 
     let ws = Workspace::new();
@@ -742,4 +751,287 @@ fn with_the_aws_backend_a_request_filed_by_one_process_is_approved_from_another_
         "arn:aws:iam::123456789012:user/bob"
     );
     assert!(requester.read("t.notes.md").contains("terminated"));
+}
+
+const SIGNING: &str = "slack-signing-secret-8f2a61";
+const HOOK_KEY: &str = "hook-key-0c7e19";
+
+/// This process's local identity key (`os:user@host`), as a run of it is recorded.
+fn my_os_key() -> String {
+    let uid = my_uid();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let user = passwd
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
+        })
+        .unwrap_or_else(|| format!("uid:{uid}"));
+    format!("os:{user}@{}", gethostname::gethostname().to_string_lossy())
+}
+
+/// A Slack `block_actions` click on `action` of a button whose value is `value`, by `user`, as
+/// Slack sends it: form-encoded, signed with `secret` at `ts`.
+fn click(
+    served: &common::serve::Served,
+    secret: &str,
+    ts: i64,
+    user: &str,
+    action: &str,
+    value: &str,
+) -> (u16, serde_json::Value, Vec<u8>, Vec<(String, String)>) {
+    let payload = serde_json::json!({
+        "type": "block_actions", "team": {"id": "T0TEAM"},
+        "user": {"id": user, "username": user.to_lowercase()},
+        "actions": [{"action_id": action, "value": value}],
+        "trigger_id": format!("trigger-{user}-{ts}"),
+    })
+    .to_string();
+    let encoded: String = payload
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let body = format!("payload={encoded}").into_bytes();
+    let headers = vec![
+        ("x-slack-request-timestamp".to_string(), ts.to_string()),
+        (
+            "x-slack-signature".to_string(),
+            runbook::front::hooks::slack::sign(secret.as_bytes(), ts, &body),
+        ),
+        (
+            "content-type".to_string(),
+            "application/x-www-form-urlencoded".to_string(),
+        ),
+    ];
+    let (status, answer) = post_raw(served, &body, &headers);
+    (status, answer, body, headers)
+}
+
+fn post_raw(
+    served: &common::serve::Served,
+    body: &[u8],
+    headers: &[(String, String)],
+) -> (u16, serde_json::Value) {
+    let refs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    served.post("/hooks/slack/interactions", &refs, body)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+fn a_signed_slack_click_approves_a_served_run_and_forged_old_replayed_or_own_clicks_do_not() {
+    let slack = common::http::Server::start();
+    let ws = Workspace::new();
+    ws.write(
+        "runbooks/gated.rhai",
+        &format!(
+            "{}eradication(\"Terminate\", |ctx| {{\n  approve(\"Terminate i-0a1b2c3d4e5f60001?\", #{{ others: true, timeout: \"60s\" }});\n  notes::append(\"terminated\");\n}});\n",
+            header("gated")
+        ),
+    );
+    // The requester (serve's own account) is U0ALICE in Slack: her click is still hers.
+    ws.write(
+        "runbook.toml",
+        &format!(
+            "default = \"sim\"\n\n[environments.sim]\nbackend = \"sim\"\nnotifications = \"send\"\n\n[slack_users]\nU0ALICE = \"{}\"\n",
+            my_os_key()
+        ),
+    );
+    ws.write(
+        "hooks.toml",
+        "[server]\nworkers = 1\nqueue = 8\ndrain = \"1s\"\n\n[escalation]\nchannel = \"#oncall\"\n\n[[route]]\nname = \"gate\"\nalert = \"gated\"\nrunbook = \"gated@1.0.0\"\nenvironment = \"sim\"\n",
+    );
+    let api = slack.url("/api");
+    let served = common::serve::Served::start(
+        &ws,
+        &[
+            ("RUNBOOK_HOOK_SECRET", HOOK_KEY),
+            ("RUNBOOK_SLACK_SIGNING_SECRET", SIGNING),
+            ("SLACK_BOT_TOKEN", "xoxb-approvals-test"),
+            ("SLACK_API_URL", api.as_str()),
+            ("SLACK_CHANNEL", "#approvals"),
+        ],
+    );
+    let alert = br#"{"alert": "gated", "labels": {"instance_id": "i-0a1b2c3d4e5f60001"}}"#;
+    let ts = unix_now();
+    let sig = runbook::front::hooks::generic::sign(HOOK_KEY.as_bytes(), ts, alert);
+    let (status, answer) = served.post(
+        "/hooks/generic",
+        &[
+            ("x-runbook-timestamp", ts.to_string().as_str()),
+            ("x-runbook-signature", sig.as_str()),
+            ("content-type", "application/json"),
+        ],
+        alert,
+    );
+    assert_eq!(status, 200, "{answer}");
+
+    // The request, as Block Kit with the plan and two buttons.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let posted = loop {
+        if let Some(c) = slack
+            .captured()
+            .into_iter()
+            .find(|c| c.path == "/api/chat.postMessage")
+        {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "no approval request was posted");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(posted.body["channel"], "#approvals");
+    let blocks = posted.body["blocks"].to_string();
+    assert!(
+        blocks.contains("Terminate i-0a1b2c3d4e5f60001?"),
+        "{blocks}"
+    );
+    assert!(blocks.contains("*Plan*"), "{blocks}");
+    let buttons = &posted.body["blocks"][2]["elements"];
+    assert_eq!(buttons[0]["action_id"], "approve");
+    assert_eq!(buttons[1]["action_id"], "deny");
+    let value = buttons[0]["value"].as_str().unwrap().to_string();
+
+    let now = unix_now();
+    let (forged, _, _, _) = click(&served, "not-the-secret", now, "U0BOB", "approve", &value);
+    assert_eq!(forged, 401);
+    let (old, _, _, _) = click(&served, SIGNING, now - 600, "U0BOB", "approve", &value);
+    assert_eq!(old, 401);
+    let (own, answer, body, headers) = click(&served, SIGNING, now, "U0ALICE", "approve", &value);
+    assert_eq!(own, 200, "{answer}");
+    let (replayed, answer) = post_raw(&served, &body, &headers);
+    assert_eq!(replayed, 401, "{answer}");
+    let (bob, answer, _, _) = click(&served, SIGNING, now, "U0BOB", "approve", &value);
+    assert_eq!(bob, 200, "{answer}");
+    assert!(
+        answer["text"]
+            .as_str()
+            .unwrap()
+            .contains("slack T0TEAM/U0BOB"),
+        "{answer}"
+    );
+
+    let runs = served.wait_finished(1, Duration::from_secs(30));
+    assert_eq!(runs[0]["status"], "ok", "{}", runs[0]);
+    let transcript = ws.path().join(runs[0]["transcript"].as_str().unwrap());
+    let log = approval_log(&transcript);
+    assert!(
+        log.iter()
+            .any(|m| m.contains("slack T0TEAM/U0ALICE") && m.contains("four-eyes")),
+        "the requester's own click is refused and recorded: {log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|m| m.starts_with("approved by slack T0TEAM/U0BOB (u0bob)")),
+        "{log:?}"
+    );
+    // The message now says who decided, and has no buttons left.
+    let updated = slack
+        .captured()
+        .into_iter()
+        .find(|c| c.path == "/api/chat.update")
+        .expect("the request's message is updated");
+    assert_eq!(updated.body["ts"], posted_ts(&slack));
+    assert!(
+        updated.body["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Approved by slack T0TEAM/U0BOB"),
+        "{}",
+        updated.body
+    );
+    assert!(!updated.body["blocks"].to_string().contains("button"));
+    // A stale copy of the button, clicked after the run stopped waiting, records nothing.
+    let (late, answer, _, _) = click(&served, SIGNING, unix_now(), "U0CAROL", "approve", &value);
+    assert_eq!(late, 200);
+    assert!(
+        answer["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("no run in this server is waiting on request 1"),
+        "{answer}"
+    );
+    // The three requests turned away are journaled as refused.
+    let journal = walk(ws.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("journal"))
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect::<String>();
+    let refused: Vec<&str> = journal
+        .lines()
+        .filter(|l| l.contains("\"request_refused\"") && l.contains("\"slack\""))
+        .collect();
+    assert_eq!(refused.len(), 3, "{journal}");
+    for why in ["bad signature", "five-minute window", "replayed request"] {
+        assert!(
+            refused.iter().any(|l| l.contains(why)),
+            "{why}: {refused:?}"
+        );
+    }
+    assert!(!journal.contains(SIGNING));
+}
+
+fn posted_ts(slack: &common::http::Server) -> serde_json::Value {
+    let posted = slack
+        .captured()
+        .into_iter()
+        .position(|c| c.path == "/api/chat.postMessage")
+        .unwrap();
+    // The stand-in answers `1700000001.<n>` with n the captured count at that moment.
+    serde_json::json!(format!("1700000001.{:06}", posted + 1))
+}
+
+#[test]
+fn an_environment_s_approver_group_refuses_anyone_outside_it() {
+    let ws = Workspace::new();
+    ws.write(
+        "runbook.toml",
+        "default = \"guarded\"\n\n[approvers]\nleads = [\"arn:aws:iam::123456789012:user/carol\", \"U0CAROL\"]\n\n[environments.guarded]\nbackend = \"sim\"\napprovers = \"leads\"\n",
+    );
+    let child = gated_at_t(&ws, "timeout: \"60s\"");
+    wait_for(&ws.path().join("t.approvals/1.request.json"));
+    let outsider = ws
+        .cmd()
+        .args(&["approve", "t", "--transcript", "t.jsonl"])
+        .output();
+    outsider.expect_code(2);
+    assert!(
+        outsider
+            .stderr
+            .contains("is not in the approver group leads"),
+        "{}",
+        outsider.stderr
+    );
+    assert!(outsider.stdout.is_empty(), "nothing was approved");
+    // Stopping is never refused: the requester's own denial ends the wait.
+    ws.cmd()
+        .args(&["approve", "t", "--transcript", "t.jsonl", "--deny"])
+        .output()
+        .expect_code(0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(step_error(&ws.path().join("t.jsonl")), "approval_denied");
+
+    // A group the environment names must exist.
+    ws.write(
+        "runbook.toml",
+        "[environments.guarded]\nbackend = \"sim\"\napprovers = \"nobody-defined-this\"\n",
+    );
+    let refused = ws.run(&["run", "gated", "--env", "guarded"]);
+    refused.expect_code(2);
+    assert!(
+        refused.stderr.contains("names no group in [approvers]"),
+        "{}",
+        refused.stderr
+    );
 }

@@ -27,6 +27,10 @@ pub struct Who {
     /// A display name nobody verified (`RUNBOOK_OPERATOR`, or an answer's own text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claimed: Option<String>,
+    /// The person this identity is known to be elsewhere (`[slack_users]` maps a Slack user to
+    /// their ARN or local account, `via:id`): four-eyes and `approvers` count them as one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_as: Option<String>,
 }
 
 impl Who {
@@ -46,6 +50,7 @@ impl Who {
             id: format!("{user}@{host}"),
             name: None,
             claimed: None,
+            same_as: None,
         }
     }
 
@@ -56,11 +61,11 @@ impl Who {
             id: arn.to_string(),
             name: None,
             claimed: None,
+            same_as: None,
         }
     }
 
     /// A Slack user of a verified interaction.
-    #[allow(dead_code)] // The Slack interactions endpoint is its caller (not wired yet).
     pub(crate) fn slack(team: &str, user: &str, name: Option<&str>) -> Who {
         Who {
             via: VIA_SLACK.into(),
@@ -71,6 +76,7 @@ impl Who {
             },
             name: name.filter(|n| !n.is_empty()).map(str::to_string),
             claimed: None,
+            same_as: None,
         }
     }
 
@@ -80,17 +86,25 @@ impl Who {
         self
     }
 
-    /// What tells two people apart: how and who, never the claimed name.
+    /// What tells two people apart: how and who (or who they are known to be), never the
+    /// claimed name.
     pub(crate) fn key(&self) -> String {
-        format!("{}:{}", self.via, self.id)
+        match &self.same_as {
+            Some(other) => other.clone(),
+            None => format!("{}:{}", self.via, self.id),
+        }
     }
 
     /// Whether `self` is named in `group` (ARNs, Slack user ids, `user@host` or `os:user@host`
     /// keys): an entry matches the id, the Slack user id without its team, or the whole key.
     pub(crate) fn in_group(&self, group: &[String]) -> bool {
         let bare = self.id.rsplit('/').next().unwrap_or(&self.id);
+        let own = format!("{}:{}", self.via, self.id);
         group.iter().any(|g| {
-            g == &self.key() || g == &self.id || (self.via == VIA_SLACK && g.as_str() == bare)
+            *g == own
+                || g == &self.id
+                || self.same_as.as_deref() == Some(g.as_str())
+                || (self.via == VIA_SLACK && g.as_str() == bare)
         })
     }
 

@@ -51,6 +51,10 @@ struct ConfigFile {
     /// Named groups of approvers: ARNs, Slack user ids, `os:user@host` (see `approve`).
     #[serde(default)]
     approvers: BTreeMap<String, Vec<String>>,
+    /// Slack user id -> the identity that person is elsewhere (`aws:ARN`, `os:user@host`), so
+    /// their click and their CLI answer count as one person.
+    #[serde(default)]
+    slack_users: BTreeMap<String, String>,
 }
 
 /// `[state]`: `local` (files on this host, the default) or `aws` (one DynamoDB table and an S3
@@ -357,6 +361,11 @@ impl Config {
             self.path.as_deref().unwrap_or(Path::new(FILE_NAME)),
             message,
         )
+    }
+
+    /// `[slack_users]`: who each Slack user is elsewhere (for four-eyes).
+    pub fn slack_users(&self) -> &BTreeMap<String, String> {
+        &self.file.slack_users
     }
 
     /// The environment called `name` (or the default one).

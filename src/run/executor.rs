@@ -602,7 +602,7 @@ impl<'a> Executor<'a> {
                 step: step.index,
                 action: Action::Abort,
                 by: "resume".into(),
-                identity: None,
+                identity: Some(self.identity.clone()),
                 approvers: Vec::new(),
                 reason: why.clone(),
                 decided_ms: None,
@@ -900,12 +900,6 @@ impl<'a> Executor<'a> {
         end
     }
 
-    /// The established identity behind a decision `by` this run's operator (at its terminal, or
-    /// given in advance with `--yes`); None for a rule's or the runbook's own.
-    fn identity_of(&self, by: &str) -> Option<crate::base::identity::Who> {
-        (by == self.operator).then(|| self.identity.clone())
-    }
-
     /// A plan of one step, run against a deep copy of `ctx` and not recorded: what the step
     /// would change, for the operator to see before deciding.
     fn preview(
@@ -1058,7 +1052,9 @@ impl<'a> Executor<'a> {
                         step: step.index,
                         action: decision.action,
                         by: decision.by.clone(),
-                        identity: self.identity_of(&decision.by),
+                        // The run's identity: the operator at its terminal, the account a
+                        // rule (`unattended`, a hook route) acted under.
+                        identity: Some(self.identity.clone()),
                         approvers: Vec::new(),
                         reason: decision.reason.clone(),
                         decided_ms: decision.decided_ms,
@@ -1468,7 +1464,7 @@ impl<'a> Executor<'a> {
                         step: step.index,
                         action: Action::Skip,
                         by: "runbook".into(),
-                        identity: None,
+                        identity: Some(self.identity.clone()),
                         approvers: Vec::new(),
                         reason: "on_failure not run: the run was aborted".into(),
                         decided_ms: None,

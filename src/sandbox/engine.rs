@@ -228,7 +228,24 @@ impl Host {
             interrupt: &self.interrupt,
             store: self.state.clone(),
             note: Box::new(|line: &str| self.recorder.log("approval", line)),
+            slack: self.approval_channel(),
         }
+    }
+
+    /// Where approval requests are posted with buttons: Slack's Web API with a bot token and a
+    /// channel, when messages are really sent (a captured sim run has nobody to click).
+    fn approval_channel(&self) -> Option<crate::services::approvals::slack::SlackPost<'_>> {
+        let settings = self.notifier.settings();
+        if settings.delivery != crate::data::config::Delivery::Send
+            || settings.slack_bot_token.is_none()
+        {
+            return None;
+        }
+        Some(crate::services::approvals::slack::SlackPost {
+            notifier: &self.notifier,
+            io: &self.io,
+            channel: settings.slack_channel.clone()?,
+        })
     }
 }
 

@@ -395,8 +395,25 @@ fn in_plan(planned: &Value, binding: &str, args: &Value) -> bool {
     let mut bare = args.clone();
     let targets = bare.as_object_mut().and_then(|o| o.remove("resolved"));
     planned["binding"] == binding
-        && comparable(&planned["args"]) == comparable(&bare)
-        && targets.is_none_or(|t| comparable(&planned["targets"]) == comparable(&t))
+        && same_as_planned(&planned["args"], &bare)
+        && targets.is_none_or(|t| same_as_planned(&planned["targets"], &t))
+}
+
+/// Whether `actual` is what `planned` described: equal, except that an id the plan invented (a
+/// placeholder for what an earlier write of the step creates) stands for whatever id the run got.
+fn same_as_planned(planned: &Value, actual: &Value) -> bool {
+    match (planned, actual) {
+        (Value::String(p), Value::String(_)) if p.contains(PLANNED_MARKER) => true,
+        (Value::Array(p), Value::Array(a)) => {
+            p.len() == a.len() && p.iter().zip(a).all(|(p, a)| same_as_planned(p, a))
+        }
+        (Value::Object(p), Value::Object(a)) => {
+            p.len() == a.len()
+                && p.iter()
+                    .all(|(k, p)| a.get(k).is_some_and(|a| same_as_planned(p, a)))
+        }
+        _ => comparable(planned) == comparable(actual),
+    }
 }
 
 /// A binding's failure as the transcript records it.
@@ -1191,6 +1208,27 @@ mod tests {
     use super::*;
     use crate::base::console::Console;
     use crate::data::transcript::TranscriptWriter;
+
+    #[test]
+    fn a_write_is_in_its_approved_plan_only_with_the_same_operation_arguments_and_targets() {
+        let planned = serde_json::json!({
+            "binding": "ec2::tag",
+            "args": { "ids": ["snap-planned-1"], "tags": { "k": "v" } },
+            "targets": ["i-1"],
+        });
+        // An id the plan invented stands for the one the run got.
+        let real = serde_json::json!({ "ids": ["snap-0abc"], "tags": { "k": "v" } });
+        assert!(in_plan(&planned, "ec2::tag", &real));
+        assert!(!in_plan(&planned, "ec2::untag", &real));
+        let other_tags = serde_json::json!({ "ids": ["snap-0abc"], "tags": { "k": "w" } });
+        assert!(!in_plan(&planned, "ec2::tag", &other_tags));
+        let mut other_target = real.clone();
+        other_target["resolved"] = serde_json::json!(["i-2"]);
+        assert!(!in_plan(&planned, "ec2::tag", &other_target));
+        let mut same_target = real;
+        same_target["resolved"] = serde_json::json!(["i-1"]);
+        assert!(in_plan(&planned, "ec2::tag", &same_target));
+    }
 
     static WRITE: Binding = Binding {
         name: "test::write",

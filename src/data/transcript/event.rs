@@ -445,8 +445,8 @@ documented! {
             /// Who chose (an operator, `auto`, an approver), as a person reads it.
             #[serde(default)]
             by: String,
-            /// Who chose, as established (`os`, `aws`, `slack`): the process's identity for a
-            /// choice at its terminal or made in advance (`--yes`), absent for a rule's.
+            /// Who chose, as established (`os`, `aws`, `slack`): the run's identity, for a
+            /// choice at its terminal, made in advance (`--yes`) or by a rule it runs under.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             identity: Option<Who>,
             /// The approvers whose answers made an `approval` decision, as established.

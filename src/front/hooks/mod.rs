@@ -29,6 +29,7 @@ pub(crate) mod journal;
 pub(crate) mod metrics;
 pub(crate) mod pool;
 pub(crate) mod server;
+pub mod slack;
 pub mod sns;
 
 use std::collections::BTreeMap;

@@ -10,6 +10,8 @@
 //! |                               | missing, or while the journal cannot be written        |
 //! | `GET /metrics`                | Prometheus text                                        |
 //! | `POST /admin/breaker/reset`   | close breakers (`?scope=RUNBOOK` or all); admin token  |
+//! | `POST /hooks/slack/interactions` | Approve/Deny clicks on approval requests, signed by |
+//! |                               | Slack (see `hooks::slack`)                             |
 //!
 //! Every request turned away is counted and journaled; every alert's outcome is journaled
 //! before the answer is sent.
@@ -44,6 +46,7 @@ pub(crate) fn router(hub: Arc<Hub>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/admin/breaker/reset", post(reset))
+        .route("/hooks/slack/interactions", post(slack_interaction))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(hub)
 }
@@ -183,20 +186,21 @@ fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&s
 /// The detail is the sender's text as often as ours (a parser quoting the body), so it is
 /// clipped ([`super::clip`]) everywhere it goes.
 async fn reject(hub: &Hub, source: Source, r: Rejection) -> Response {
+    refuse(hub, source.as_str(), r).await
+}
+
+/// [`reject`] for a sender that brings no alerts (`slack`).
+async fn refuse(hub: &Hub, source: &str, r: Rejection) -> Response {
     Metrics::inc(
         &hub.metrics.requests_rejected,
-        &[("source", source.as_str()), ("reason", r.reason())],
+        &[("source", source), ("reason", r.reason())],
     );
     let detail = super::clip(&r.to_string());
-    tracing::warn!(
-        source = source.as_str(),
-        reason = r.reason(),
-        "request refused: {detail}"
-    );
+    tracing::warn!(source, reason = r.reason(), "request refused: {detail}");
     let _ = hub
         .journal
         .record(JournalEvent::RequestRefused {
-            source: source.as_str().to_string(),
+            source: source.to_string(),
             status: r.status(),
             reason: r.reason().to_string(),
             detail: detail.to_string(),
@@ -281,6 +285,82 @@ async fn answer(
         StatusCode::OK
     };
     (status, axum::Json(json!({ "alerts": outcomes }))).into_response()
+}
+
+/// A click on an approval request's button: believed only signed by Slack, fresh and new; then
+/// recorded as the clicking user's answer where the run reads it. The run judges it (four-eyes,
+/// the group, the plan) and records a refusal in its transcript.
+async fn slack_interaction(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    TimedBody(body): TimedBody,
+) -> Response {
+    use super::slack;
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => return refuse(&hub, "slack", r).await,
+    };
+    let now = chrono::Utc::now().timestamp();
+    let verified = hub.slack.secret().and_then(|secret| {
+        slack::verify(
+            secret.as_bytes(),
+            header_str(&headers, slack::TIMESTAMP_HEADER),
+            header_str(&headers, slack::SIGNATURE_HEADER),
+            &body,
+            now,
+        )
+    });
+    let signature = match verified {
+        Ok(sig) => sig,
+        Err(r) => return refuse(&hub, "slack", r).await,
+    };
+    if let Err(r) = hub.first_sighting(
+        &format!("slack:{}", hex::encode(signature)),
+        now,
+        slack::WINDOW,
+    ) {
+        return refuse(&hub, "slack", r).await;
+    }
+    let click = match slack::parse(&body) {
+        Ok(c) => c,
+        Err(r) => return refuse(&hub, "slack", r).await,
+    };
+    let who = hub.slack.who(&click);
+    let Some(answer) =
+        crate::services::approvals::slack::answer_of(&click.action_id, &click.value, None)
+    else {
+        return refuse(
+            &hub,
+            "slack",
+            Rejection::Malformed("not an approval button".into()),
+        )
+        .await;
+    };
+    let store = hub.state_store().clone();
+    let (a, w) = (answer.clone(), who.clone());
+    let delivered = tokio::task::spawn_blocking(move || {
+        crate::services::approvals::slack::deliver(&store, &a, &w)
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("the answer could not be recorded: {e}")));
+    let text = match delivered {
+        Ok(()) => format!(
+            "{} recorded as {}'s answer to request {} of run {}",
+            if answer.approve { "Approval" } else { "Denial" },
+            who.display(),
+            answer.number,
+            answer.run_id
+        ),
+        Err(why) => {
+            tracing::warn!("slack click not recorded: {why}");
+            why
+        }
+    };
+    (
+        StatusCode::OK,
+        axum::Json(json!({ "response_type": "ephemeral", "text": text })),
+    )
+        .into_response()
 }
 
 async fn alertmanager(

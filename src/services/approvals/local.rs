@@ -159,8 +159,8 @@ impl Folder {
             let who = Who::os_account(uid).claiming(answer.claimed.clone());
             out.push(Read::Given {
                 key: name,
-                who,
-                answer,
+                who: Box::new(who),
+                answer: Box::new(answer),
             });
         }
         out

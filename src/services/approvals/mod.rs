@@ -18,6 +18,7 @@
 //! not count is refused, and the refusal is recorded in the run's transcript.
 
 pub(crate) mod local;
+pub(crate) mod slack;
 pub(crate) mod table;
 
 use std::collections::HashSet;
@@ -195,8 +196,8 @@ impl Answer {
 pub(crate) enum Read {
     Given {
         key: String,
-        who: Who,
-        answer: Answer,
+        who: Box<Who>,
+        answer: Box<Answer>,
     },
     Refused {
         key: String,
@@ -345,6 +346,8 @@ pub(crate) struct Asker<'a> {
     pub store: Option<Store>,
     /// Records a line in the run's transcript (a refused answer).
     pub note: Box<dyn Fn(&str) + 'a>,
+    /// Where the request is posted with Approve/Deny buttons (Slack's Web API), if anywhere.
+    pub slack: Option<slack::SlackPost<'a>>,
 }
 
 /// Files a request and waits for enough approvals, a denial, the timeout, or an interrupt.
@@ -379,9 +382,68 @@ pub(crate) fn request_and_wait(
         plan: question.plan,
     };
     channel.file(&mut request)?;
+    let _waiting = slack::waiting(&request);
+    let posted = run
+        .slack
+        .as_ref()
+        .filter(|_| slack::reachable(run.store.as_ref()))
+        .and_then(|s| post(s, &run, &request));
+    let filed = request.clone();
+    let result = wait(&run, &channel, request, &requester, timeout, ask_here);
+    if let (Some(s), Some((channel, ts))) = (&run.slack, &posted) {
+        let ended = match &result {
+            Ok(o) => format!("Approved by {}", o.names()),
+            Err(e) if e.code == "approval_denied" => format!("Denied ({})", e.message),
+            Err(e) => format!("Not approved ({})", e.message),
+        };
+        let update = slack::decided_message(&filed, channel, ts, &ended);
+        if let Err(e) =
+            s.io.block_on(run.interrupt, s.notifier.slack_api("chat.update", update))
+        {
+            (run.note)(&format!(
+                "could not update the approval message in Slack: {}",
+                e.message
+            ));
+        }
+    }
+    result
+}
+
+/// Posts the request to Slack; the message's (channel, ts), or None (recorded) when it could
+/// not be posted: `runbook approve` still can answer.
+fn post(s: &slack::SlackPost, run: &Asker, request: &Request) -> Option<(String, String)> {
+    let message = slack::request_message(request, &s.channel);
+    match s.io.block_on(
+        run.interrupt,
+        s.notifier.slack_api("chat.postMessage", message),
+    ) {
+        Ok(sent) => Some((
+            sent["channel"].as_str().unwrap_or(&s.channel).to_string(),
+            sent["ts"].as_str().unwrap_or_default().to_string(),
+        )),
+        Err(e) => {
+            (run.note)(&format!(
+                "could not post the approval request to Slack ({}): answer with runbook approve",
+                e.message
+            ));
+            None
+        }
+    }
+}
+
+/// Waits for the answers to a filed request.
+fn wait(
+    run: &Asker,
+    channel: &Channel,
+    request: Request,
+    requester: &Who,
+    timeout: Duration,
+    ask_here: Option<&mut Ask>,
+) -> std::result::Result<Outcome, BindingError> {
+    let run_id = &request.run_id;
     run.console.line(&format!(
         "    approval needed: {}\n{}    (waiting up to {}; approve with: runbook approve {run_id})",
-        question.text,
+        request.question,
         request.describe_plan(),
         humantime::format_duration(timeout)
     ));
@@ -394,13 +456,13 @@ pub(crate) fn request_and_wait(
         if !request.others {
             match ask(&format!(
                 "approve \"{}\"? type yes to approve, no to deny: ",
-                question.text
+                request.question
             )) {
-                Some(true) if refusal_of_terminal(&request, &requester).is_none() => {
+                Some(true) if refusal_of_terminal(&request, requester).is_none() => {
                     approved.push(requester.clone());
                 }
                 Some(true) => {
-                    if let Some(why) = refusal_of_terminal(&request, &requester) {
+                    if let Some(why) = refusal_of_terminal(&request, requester) {
                         (run.note)(&format!("refused answer: {why}"));
                     }
                 }
@@ -421,7 +483,9 @@ pub(crate) fn request_and_wait(
     }
     let mut seen: HashSet<String> = HashSet::new();
     loop {
-        for read in channel.answers(&request) {
+        let mut reads = channel.answers(&request);
+        reads.extend(slack::inbox_answers(&request));
+        for read in reads {
             match read {
                 Read::Refused { key, why } => {
                     if seen.insert(key) {
@@ -437,13 +501,18 @@ pub(crate) fn request_and_wait(
                         continue;
                     }
                     if !answer.approve {
+                        (run.note)(&format!(
+                            "denied by {} ({})",
+                            who.display(),
+                            serde_json::to_string(&who).unwrap_or_default()
+                        ));
                         return Err(BindingError::new(
                             "approval_denied",
                             format!("denied by {}", who.display()),
                         ));
                     }
                     if !approved.iter().any(|a| a.key() == who.key()) {
-                        approved.push(who);
+                        approved.push(*who);
                     }
                 }
             }

@@ -169,7 +169,11 @@ impl Table {
                 let who: Option<Who> = text(item, "who").and_then(|w| serde_json::from_str(&w).ok());
                 match (answer, who) {
                     (Some(answer), Some(who)) if key == format!("{}{}", ans_prefix(request.number), who.key()) => {
-                        Read::Given { key, who, answer }
+                        Read::Given {
+                        key,
+                        who: Box::new(who),
+                        answer: Box::new(answer),
+                    }
                     }
                     _ => Read::Refused {
                         why: format!("{key}: not an answer written by `runbook approve` (its identity and key disagree, or it is unreadable)"),

@@ -103,7 +103,7 @@ impl Hub {
 
     /// Refuses what was seen within `window` (the same signed request sent twice). The key is
     /// remembered at once, so two copies racing in are not both admitted.
-    pub(super) fn first_sighting(
+    pub(crate) fn first_sighting(
         &self,
         key: &str,
         now: i64,

@@ -69,6 +69,8 @@ pub(crate) struct Hub {
     /// The runtime escalations are sent on (worker threads have none of their own).
     rt: tokio::runtime::Handle,
     escalations: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Slack approval clicks: the signing secret and `[slack_users]`.
+    pub(crate) slack: super::slack::Interactions,
 }
 
 impl Hub {
@@ -186,7 +188,13 @@ impl Hub {
             stopping: AtomicBool::new(false),
             rt,
             escalations: Mutex::new(Vec::new()),
+            slack: super::slack::Interactions::new(config.slack_users().clone()),
         }))
+    }
+
+    /// The shared state backend (Slack approvals are delivered through it).
+    pub(crate) fn state_store(&self) -> &crate::services::state::Store {
+        &self.store
     }
 
     pub(crate) fn journal_path(&self) -> String {
