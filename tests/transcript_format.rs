@@ -185,3 +185,41 @@ fn resume_refuses_a_run_whose_transcript_holds_an_event_type_it_does_not_know() 
     assert_eq!(common::events(&path).len(), lines, "nothing was appended");
     assert!(!ws.read("t.notes.md").contains("two"), "no step ran");
 }
+
+#[test]
+fn render_says_who_resumed_what_each_write_touched_and_time_waiting_apart_from_working() {
+    let ws = Workspace::new();
+    let file = fixture("every-event.jsonl");
+    let file = file.to_str().unwrap();
+    let md = ws.run(&["transcript", "render", file]);
+    md.expect_code(0);
+    for expected in [
+        "- Working: 4.3 s (the steps' own time)",
+        "- Waiting for a person: 1.2 s (decisions, prompts, approvals)",
+        "- Decided by: alice (1)",
+        "resumed by bob at step 2",
+        "| mitigate · Stop it | `ec2::stop_instances` | `i-0123456789abcdef0` | made before a crash, answered on resume |",
+        "| `ec2::terminate_instances` | - | refused by the guardrails",
+    ] {
+        assert!(md.stdout.contains(expected), "{expected}\n{}", md.stdout);
+    }
+
+    let html = ws.run(&["transcript", "render", file, "--format", "html"]);
+    html.expect_code(0);
+    let page = &html.stdout;
+    assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
+    assert!(page.trim_end().ends_with("</html>"));
+    for expected in [
+        "<title>Incident timeline: Every event a run writes</title>",
+        "<h2>Time and people</h2>",
+        "<li>Waiting for a person: 1.2 s (decisions, prompts, approvals)</li>",
+        "<td><code>i-0123456789abcdef0</code></td>",
+        "resumed by bob at step 2",
+    ] {
+        assert!(page.contains(expected), "{expected}\n{page}");
+    }
+    // One file: nothing loaded from elsewhere, nothing run.
+    for foreign in ["<script", " src=", " href=", "<link", "@import"] {
+        assert!(!page.contains(foreign), "{foreign} in\n{page}");
+    }
+}

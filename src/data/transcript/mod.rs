@@ -34,7 +34,7 @@ pub use event::{
     StepInfo, StepStatus, Unreadable,
 };
 pub use reader::{Kind, VerifyReport, check_signatures, read_verified, read_verified_from};
-pub use render::{render_markdown, show};
+pub use render::{render_html, render_markdown, show};
 pub use sign::{SIGNATURE_ALG, Signer};
 pub use writer::{Durability, TranscriptWriter};
 pub(crate) use writer::{create_private, create_private_dir, open_private_append};

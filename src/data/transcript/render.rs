@@ -1,5 +1,7 @@
 //! Timelines for people: `transcript show` (one line per event) and `transcript render --format
-//! md` (the incident timeline for the post-incident review).
+//! md|html` (the incident timeline for the post-incident review: time working and waiting for
+//! people, who decided and who resumed, what each write changed; as Markdown or one
+//! self-contained HTML file).
 //!
 //! Both read each verified line as an [`Event`] (a [`JournalEvent`] for the hook journal) and
 //! match on it. A line that does not read as one (an event type from a newer version, or fields
@@ -430,6 +432,239 @@ pub fn show(events: &[Value]) -> String {
     out
 }
 
+/// What a post-incident review asks first: how long the work took and how long people were
+/// waited for, who decided, who resumed the run, and what each write changed.
+fn postmortem(out: &mut String, events: &[Value], steps: &[StepInfo]) {
+    let (mut working, mut waiting_for) = (0u64, 0u64);
+    let mut deciders: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut resumes = Vec::new();
+    let mut writes = Vec::new();
+    for line in events {
+        match Event::parse(line) {
+            Ok(Event::StepFinished {
+                duration_ms,
+                waiting_ms,
+                ..
+            }) => {
+                working = working.saturating_add(duration_ms);
+                waiting_for = waiting_for.saturating_add(waiting_ms);
+            }
+            Ok(Event::Decision { by, .. })
+                if !matches!(by.as_str(), "" | "auto" | "unattended" | "runbook" | "plan") =>
+            {
+                *deciders.entry(by).or_default() += 1;
+            }
+            Ok(e @ Event::RunResumed { .. }) => {
+                resumes.push(format!("{} {}", clock(line), resumed_text(&e)));
+            }
+            Ok(Event::Call {
+                step,
+                binding,
+                args,
+                mutating: true,
+                planned,
+                result,
+                error,
+                replayed,
+                ..
+            }) => {
+                let resources = resources_named(&args, result.as_ref());
+                let outcome = match (&error, planned, replayed) {
+                    (Some(e), _, _) => format!("failed: {}", error_text(Some(e))),
+                    (None, true, _) => "not sent (plan)".into(),
+                    (None, false, true) => "made before a crash, answered on resume".into(),
+                    (None, false, false) => "done".into(),
+                };
+                writes.push((step, binding, resources, outcome));
+            }
+            Ok(Event::Guardrail {
+                step,
+                binding,
+                rule,
+                ..
+            }) => writes.push((
+                step,
+                binding,
+                Vec::new(),
+                format!("refused by the guardrails ({rule}), not sent"),
+            )),
+            _ => {}
+        }
+    }
+    let _ = writeln!(out, "\n## Time and people\n");
+    let _ = writeln!(
+        out,
+        "- Working: {} (the steps' own time)\n- Waiting for a person: {} (decisions, prompts, approvals)",
+        ms(Some(working)),
+        ms(Some(waiting_for))
+    );
+    if !deciders.is_empty() {
+        let who: Vec<String> = deciders
+            .iter()
+            .map(|(by, n)| format!("{by} ({n})"))
+            .collect();
+        let _ = writeln!(out, "- Decided by: {}", cell(&who.join(", ")));
+    }
+    match resumes.len() {
+        0 => {
+            let _ = writeln!(out, "- Resumes: none");
+        }
+        n => {
+            let _ = writeln!(out, "- Resumes: {n}");
+            for r in resumes {
+                let _ = writeln!(out, "  - {}", cell(&r));
+            }
+        }
+    }
+    let _ = writeln!(out, "\n## What changed\n");
+    if writes.is_empty() {
+        let _ = writeln!(out, "No write was made.");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "| Step | Write | Resources | Outcome |\n|---|---|---|---|"
+    );
+    for (step, binding, resources, outcome) in writes {
+        let named: Vec<String> = resources.iter().map(|r| format!("`{r}`")).collect();
+        let _ = writeln!(
+            out,
+            "| {} | `{binding}` | {} | {} |",
+            cell(&step_label(steps, step)),
+            if named.is_empty() {
+                "-".to_string()
+            } else {
+                named.join(", ")
+            },
+            cell(&outcome)
+        );
+    }
+}
+
+/// The incident timeline as one self-contained HTML file (no script, no external resource):
+/// [`render_markdown`]'s document, converted, with its styles inline.
+pub fn render_html(events: &[Value], report: &VerifyReport, path: &Path) -> String {
+    let md = render_markdown(events, report, path);
+    let title = md
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("# "))
+        .unwrap_or("Incident timeline");
+    let mut body = String::new();
+    let mut lines = md.lines().peekable();
+    let mut in_list = false;
+    while let Some(line) = lines.next() {
+        if in_list && !line.starts_with("- ") && !line.starts_with("  - ") {
+            body.push_str("</ul>\n");
+            in_list = false;
+        }
+        if let Some(h) = line.strip_prefix("## ") {
+            let _ = writeln!(body, "<h2>{}</h2>", inline(h));
+        } else if let Some(h) = line.strip_prefix("# ") {
+            let _ = writeln!(body, "<h1>{}</h1>", inline(h));
+        } else if line.starts_with("```") {
+            body.push_str("<pre>");
+            for code in lines.by_ref() {
+                if code.starts_with("```") {
+                    break;
+                }
+                let _ = writeln!(body, "{}", escape(code));
+            }
+            body.push_str("</pre>\n");
+        } else if line.starts_with('|') {
+            body.push_str("<table>\n");
+            let mut row = Some(line);
+            let mut first = true;
+            while let Some(r) = row {
+                let cells = table_cells(r);
+                let separator = cells.iter().all(|c| c.chars().all(|ch| ch == '-'));
+                // The separator row, and an empty header (the facts table has none), are not rows.
+                let empty_head = first && cells.iter().all(String::is_empty);
+                if !(separator || empty_head) {
+                    let tag = if first { "th" } else { "td" };
+                    body.push_str("<tr>");
+                    for c in &cells {
+                        let _ = write!(body, "<{tag}>{}</{tag}>", inline(c));
+                    }
+                    body.push_str("</tr>\n");
+                }
+                first = false;
+                row = lines.next_if(|l| l.starts_with('|'));
+            }
+            body.push_str("</table>\n");
+        } else if let Some(item) = line
+            .strip_prefix("- ")
+            .or_else(|| line.strip_prefix("  - "))
+        {
+            if !in_list {
+                body.push_str("<ul>\n");
+                in_list = true;
+            }
+            let _ = writeln!(body, "<li>{}</li>", inline(item));
+        } else if !line.trim().is_empty() {
+            let _ = writeln!(body, "<p>{}</p>", inline(line));
+        }
+    }
+    if in_list {
+        body.push_str("</ul>\n");
+    }
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{}</title>\n<style>\nbody {{ font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; padding: 0 1rem; color: #222; }}\ntable {{ border-collapse: collapse; margin: 1rem 0; }}\nth, td {{ border: 1px solid #ccc; padding: .25rem .5rem; text-align: left; vertical-align: top; }}\nth {{ background: #f3f3f3; }}\ncode, pre {{ font-family: ui-monospace, monospace; background: #f6f6f6; }}\npre {{ padding: .75rem; overflow-x: auto; }}\n</style>\n</head>\n<body>\n{body}</body>\n</html>\n",
+        escape(title)
+    )
+}
+
+/// The cells of a Markdown table row, unescaped (`\\|` is a `|` inside a cell).
+fn table_cells(row: &str) -> Vec<String> {
+    let inner = row.trim().trim_start_matches('|');
+    let inner = inner.strip_suffix('|').unwrap_or(inner);
+    let mut cells = vec![String::new()];
+    let mut chars = inner.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'|') => {
+                chars.next();
+                if let Some(last) = cells.last_mut() {
+                    last.push('|');
+                }
+            }
+            '|' => cells.push(String::new()),
+            c => {
+                if let Some(last) = cells.last_mut() {
+                    last.push(c);
+                }
+            }
+        }
+    }
+    cells.iter().map(|c| c.trim().to_string()).collect()
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// `code` and **bold** of one line, escaped.
+fn inline(text: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in text.split('`').enumerate() {
+        if i % 2 == 1 {
+            let _ = write!(out, "<code>{}</code>", escape(part));
+        } else {
+            for (j, piece) in part.split("**").enumerate() {
+                if j % 2 == 1 {
+                    let _ = write!(out, "<strong>{}</strong>", escape(piece));
+                } else {
+                    out.push_str(&escape(piece));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Escapes text for a Markdown table cell.
 fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
@@ -484,6 +719,7 @@ pub fn render_markdown(events: &[Value], report: &VerifyReport, path: &Path) -> 
     for (k, v) in rows {
         let _ = writeln!(out, "| {k} | {} |", cell(&v));
     }
+    postmortem(&mut out, events, steps);
 
     let _ = writeln!(out, "\n## Timeline (UTC)\n");
     let _ = writeln!(out, "| Time | Step | Event |\n|---|---|---|");

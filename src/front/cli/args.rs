@@ -350,6 +350,8 @@ pub(crate) enum StateCommand {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum RenderFormat {
     Md,
+    /// One self-contained HTML file, for sharing
+    Html,
 }
 
 /// `NAME=VALUE`. Text without a name is kept as an empty name for `resolve_params` to refuse:

@@ -53,10 +53,7 @@ pub(super) fn command(cmd: TranscriptCommand) -> Result<()> {
             print!("{}", transcript::show(&events));
             Ok(())
         }
-        TranscriptCommand::Render {
-            file,
-            format: RenderFormat::Md,
-        } => {
+        TranscriptCommand::Render { file, format } => {
             let (events, report) = transcript::read_verified(&file)?;
             if report.kind == transcript::Kind::Journal {
                 return Err(Error::Usage(format!(
@@ -64,7 +61,11 @@ pub(super) fn command(cmd: TranscriptCommand) -> Result<()> {
                     file.display()
                 )));
             }
-            print!("{}", transcript::render_markdown(&events, &report, &file));
+            let text = match format {
+                RenderFormat::Md => transcript::render_markdown(&events, &report, &file),
+                RenderFormat::Html => transcript::render_html(&events, &report, &file),
+            };
+            print!("{text}");
             Ok(())
         }
     }
