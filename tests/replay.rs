@@ -414,3 +414,25 @@ fn a_captured_drill_scripts_the_fault_the_run_met_where_it_met_it() {
     ws.write("drills/captured.toml", &captured.stdout);
     drill_file(&ws, "drills/captured.toml", &format!("{REPO}/runbooks")).expect_code(0);
 }
+
+#[test]
+fn the_transcript_of_every_repository_drill_captured_as_a_drill_passes_on_the_sim() {
+    let ws = Workspace::new();
+    let transcripts = drill_transcripts(&ws, &[]);
+    for t in &transcripts {
+        let captured = ws.run(&["drill", "capture", &t.display().to_string()]);
+        captured.expect_code(0);
+        let name = t.file_stem().unwrap().to_string_lossy().into_owned();
+        ws.write(&format!("captured/{name}.toml"), &captured.stdout);
+    }
+    let run = drill_file(&ws, "captured", &format!("{REPO}/runbooks"));
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains(&format!(
+            "{0} drill(s): {0} passed, 0 failed",
+            transcripts.len()
+        )),
+        "{}",
+        run.stdout
+    );
+}
