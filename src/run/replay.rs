@@ -563,6 +563,11 @@ impl Driver for ReplayDriver {
             .get_mut(&step.title)
             .and_then(|q| q.pop_front())
         {
+            // The unattended driver's own refusal (or wait for an approval) answered a
+            // confirmation this version no longer asks for: its steps now run unasked.
+            if d.by == "unattended" && step.confirm.is_none() {
+                return Decision::routine(Action::Run, "replay");
+            }
             match d.action {
                 Action::Inspect | Action::Refused => {}
                 // The approval came (the next decision says who) or it did not.
