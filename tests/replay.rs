@@ -417,3 +417,67 @@ fn a_captured_drill_scripts_the_fault_the_run_met_where_it_met_it() {
     ws.write("drills/captured.toml", &captured.stdout);
     drill_file(&ws, "drills/captured.toml", &format!("{REPO}/runbooks")).expect_code(0);
 }
+
+#[test]
+fn the_transcript_of_every_repository_drill_captured_as_a_drill_passes_on_the_sim() {
+    let ws = Workspace::new();
+    let transcripts = drill_transcripts(&ws, &[]);
+    for t in &transcripts {
+        let captured = ws.run(&["drill", "capture", &t.display().to_string()]);
+        captured.expect_code(0);
+        let name = t.file_stem().unwrap().to_string_lossy().into_owned();
+        ws.write(&format!("captured/{name}.toml"), &captured.stdout);
+    }
+    let run = drill_file(&ws, "captured", &format!("{REPO}/runbooks"));
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains(&format!(
+            "{0} drill(s): {0} passed, 0 failed",
+            transcripts.len()
+        )),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_run_stopped_at_a_confirmation_nobody_gave_replays_stopped_there_too() {
+    let ws = Workspace::new();
+    let runbooks = format!("{REPO}/runbooks");
+    ws.run(&[
+        "run",
+        "ec2-compromised-instance",
+        "--runbooks",
+        &runbooks,
+        "--param",
+        "instance_id=i-0a1b2c3d4e5f60001",
+        "--param",
+        "incident=2026-1130-001",
+        "--transcript",
+        "stopped.jsonl",
+    ])
+    .expect_code(3);
+    let (code, report) = replay(&ws, &ws.path().join("stopped.jsonl"), &[]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["incident_status"], "aborted");
+    assert_eq!(report["replay_status"], "aborted");
+    sent_nothing(&report);
+    // Dropping the confirmation changes what the run does: it would now terminate.
+    let file = edited(&ws, "ec2-compromised-instance.rhai", |t| {
+        t.replace(
+            r#"#{ confirm: "TERMINATE", timeout: "12m" }"#,
+            r#"#{ timeout: "12m" }"#,
+        )
+    });
+    let (code, report) = replay(&ws, &ws.path().join("stopped.jsonl"), &["--runbook", &file]);
+    assert_eq!(code, 1, "{report:#}");
+    let k = kinds(&report);
+    assert!(
+        k.contains(&("unrecorded_write".into(), "Terminate the instance".into())),
+        "{k:?}"
+    );
+    assert!(
+        k.contains(&("step_status".into(), "Terminate the instance".into())),
+        "{k:?}"
+    );
+}

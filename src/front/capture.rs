@@ -82,9 +82,15 @@ fn strings(v: &Value) -> T {
     )
 }
 
+/// Where an instance no read described is placed (the fixture requires a VPC and a subnet).
+const SOME_VPC: &str = "vpc-00000000000000000";
+const SOME_SUBNET: &str = "subnet-00000000000000000";
+
 /// An instance as the fleet fixture declares it, from a read result.
 fn instance(v: &Value) -> toml::Table {
     let mut t = toml::Table::new();
+    t.insert("vpc".into(), T::String(SOME_VPC.into()));
+    t.insert("subnet".into(), T::String(SOME_SUBNET.into()));
     t.insert("id".into(), T::String(text(&v["id"])));
     for (key, field) in [
         ("type", "type"),
@@ -166,6 +172,7 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
     let mut calls: Vec<String> = Vec::new();
     let mut writes: Vec<(String, Vec<String>, Value)> = Vec::new();
     let mut unscripted: Vec<String> = Vec::new();
+    let mut tagged: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
     for e in &events {
         let Event::Call {
             step,
@@ -189,6 +196,19 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
             seen.entry(text(&i["id"])).or_insert(i);
         }
         let ids = targets(args);
+        // A command sent to instances by tag: they carried those tags (the drill resolves
+        // the same tags on the sim).
+        if let (Some(tags), Some(resolved)) = (
+            args["targets"]["tags"].as_object(),
+            args["resolved"]["instances"].as_array(),
+        ) {
+            for id in resolved.iter().filter_map(Value::as_str) {
+                let known = tagged.entry(id.to_string()).or_default();
+                for (k, v) in tags {
+                    known.insert(k.clone(), v.clone());
+                }
+            }
+        }
         match (binding.as_str(), error) {
             ("ssm::get_parameter", None) => {
                 parameters
@@ -199,14 +219,28 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
                 .entry(text(&args["url"]))
                 .or_default()
                 .push((*step, result.clone())),
+            // Samples of one endpoint: one answer at their median latency.
+            ("health::latency", None) => {
+                let errors = result["errors"].as_u64().unwrap_or(0);
+                let all_failed = errors > 0 && Some(errors) >= result["samples"].as_u64();
+                endpoints.entry(text(&args["url"])).or_default().push((
+                    *step,
+                    serde_json::json!({
+                        "status": if all_failed { 503 } else { 200 },
+                        "latency_ms": result["p50"].as_f64().unwrap_or(0.0),
+                    }),
+                ));
+            }
             ("ssm::run_command", None) => {
                 let command = args["parameters"]["commands"]
                     .as_array()
                     .and_then(|c| c.first())
                     .map(text)
                     .unwrap_or_default();
-                let per: Vec<&Value> = result
+                // `#{ status, results: [#{ instance, status, exit_code, stdout, stderr }] }`.
+                let per: Vec<&Value> = result["results"]
                     .as_array()
+                    .or(result.as_array())
                     .map(|a| a.iter().collect())
                     .unwrap_or_default();
                 let failed = per.iter().filter(|r| r["status"] != "Success").count();
@@ -341,6 +375,19 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
                 id.clone(),
                 serde_json::json!({ "id": id, "state": state, "security_groups": [], "volumes": [] }),
             );
+        }
+    }
+    for (id, tags) in tagged {
+        let entry = seen.entry(id.clone()).or_insert_with(|| {
+            serde_json::json!({ "id": id, "state": "running", "security_groups": [], "volumes": [] })
+        });
+        if !entry["tags"].is_object() {
+            entry["tags"] = Value::Object(serde_json::Map::new());
+        }
+        if let Some(have) = entry["tags"].as_object_mut() {
+            for (k, v) in tags {
+                have.entry(k).or_insert(v);
+            }
         }
     }
     let mut groups: BTreeMap<String, String> = BTreeMap::new();
@@ -537,13 +584,17 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
 fn endpoint(url: String, seen: &[(Option<usize>, Value)]) -> T {
     let mut t = toml::Table::new();
     let last = seen.last().map(|s| &s.1).cloned().unwrap_or(Value::Null);
+    // Recorded as a float (`850.0`).
+    let millis = |v: &Value| v["latency_ms"].as_f64().map_or(0, |f| f.round() as i64);
     t.insert("url".into(), T::String(url));
     t.insert(
         "status".into(),
         T::Integer(last["status"].as_i64().unwrap_or(200)),
     );
-    t.insert("body".into(), T::String(text(&last["body"])));
-    let latency = last["latency_ms"].as_i64().unwrap_or(0);
+    if let Some(body) = seen.iter().rev().find_map(|s| s.1["body"].as_str()) {
+        t.insert("body".into(), T::String(body.to_string()));
+    }
+    let latency = millis(&last);
     t.insert("latency_ms".into(), T::Integer(latency));
     let ok = |v: &Value| {
         v["status"]
@@ -555,14 +606,11 @@ fn endpoint(url: String, seen: &[(Option<usize>, Value)]) -> T {
     {
         t.insert("down_before_step".into(), T::Integer(*step as i64));
     }
-    let first = seen
-        .first()
-        .map(|s| s.1["latency_ms"].as_i64().unwrap_or(0))
-        .unwrap_or(0);
+    let first = seen.first().map_or(0, |s| millis(&s.1));
     if first > latency.saturating_mul(2)
         && let Some((Some(step), _)) = seen
             .iter()
-            .find(|s| s.1["latency_ms"].as_i64().unwrap_or(0) <= latency.saturating_mul(2))
+            .find(|s| millis(&s.1) <= latency.saturating_mul(2))
     {
         t.insert("slow_before_step".into(), T::Integer(*step as i64));
         t.insert("slow_latency_ms".into(), T::Integer(first));

@@ -563,6 +563,11 @@ impl Driver for ReplayDriver {
             .get_mut(&step.title)
             .and_then(|q| q.pop_front())
         {
+            // The unattended driver's own refusal (or wait for an approval) answered a
+            // confirmation this version no longer asks for: its steps now run unasked.
+            if d.by == "unattended" && step.confirm.is_none() {
+                return Decision::routine(Action::Run, "replay");
+            }
             match d.action {
                 Action::Inspect | Action::Refused => {}
                 // The approval came (the next decision says who) or it did not.
@@ -1000,4 +1005,94 @@ fn compare(c: CompareInput) -> Result<Compared> {
     }
     divergences.sort_by_key(|d| d.order);
     Ok((divergences, notes, incident_status, incident_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn parse(lines: &[Value]) -> Vec<Event> {
+        lines.iter().map(|l| Event::parse(l).unwrap()).collect()
+    }
+
+    fn titles() -> Vec<String> {
+        vec!["Look".into(), "Fix".into()]
+    }
+
+    #[test]
+    fn decisions_before_a_step_and_choices_after_its_failure_are_kept_apart() {
+        let events = parse(&[
+            json!({ "type": "decision", "step": 1, "action": "approval", "by": "unattended" }),
+            json!({ "type": "decision", "step": 1, "action": "run", "by": "alice" }),
+            json!({ "type": "step_started", "step": 1, "attempt": 1 }),
+            json!({ "type": "decision", "step": 1, "action": "retry", "by": "bob" }),
+            json!({ "type": "decision", "step": 1, "action": "skip", "by": "runbook" }),
+            json!({ "type": "decision", "step": 7, "action": "run", "by": "nobody" }),
+        ]);
+        let d = Decisions::new(&events, &titles());
+        let before: Vec<Action> = d.before["Fix"].iter().map(|x| x.action).collect();
+        assert_eq!(before, [Action::Approval, Action::Run]);
+        let after: Vec<(Action, &str)> = d.after["Fix"]
+            .iter()
+            .map(|x| (x.action, x.by.as_str()))
+            .collect();
+        // The runbook's own note (a rollback not run) is no one's choice.
+        assert_eq!(after, [(Action::Retry, "bob")]);
+        assert!(!d.before.contains_key("Look"));
+    }
+
+    static TAG: Binding = Binding {
+        name: "ec2::tag",
+        effect: Effect::Mutating,
+        placeholder: crate::sandbox::recorder::unit_placeholder,
+    };
+    static REBOOT: Binding = Binding {
+        name: "ec2::reboot",
+        effect: Effect::Mutating,
+        placeholder: crate::sandbox::recorder::unit_placeholder,
+    };
+
+    fn write(step: usize, binding: &str, id: &str) -> Value {
+        json!({ "type": "call", "step": step, "binding": binding, "args": { "ids": [id] },
+                "mutating": true, "planned": false, "duration_ms": 5, "result": [id] })
+    }
+
+    #[test]
+    fn a_write_is_answered_when_recorded_named_when_its_arguments_changed_and_never_made_up() {
+        let events = parse(&[
+            write(1, "ec2::tag", "i-1"),
+            write(1, "ec2::tag", "i-2"),
+            write(1, "ec2::stop", "i-3"),
+            // Echoed on resume: one write, not two.
+            json!({ "type": "call", "step": 1, "binding": "ec2::stop", "args": { "ids": ["i-3"] },
+                    "mutating": true, "planned": false, "replayed": true }),
+        ]);
+        let tape = Tape::new(&events, &titles(), titles(), "2026-11-30T10:00:00.000Z");
+        let fix = || Some("Fix".to_string());
+        let args = |id: &str| json!({ "ids": [id] });
+        // Recorded, even out of order: answered with its result, as long as it took.
+        let second = tape.write(&TAG, fix(), &key_of("ec2::tag", &args("i-2")), &args("i-2"));
+        assert!(matches!(
+            second,
+            Answer::Recorded { result: Ok(ref v), duration_ms: 5 } if *v == json!(["i-2"])
+        ));
+        // The same write in the same step with another target: named, answered as recorded.
+        let other = tape.write(&TAG, fix(), &key_of("ec2::tag", &args("i-9")), &args("i-9"));
+        assert!(matches!(other, Answer::Recorded { .. }));
+        // A write the incident never made: never sent, its placeholder.
+        let new = tape.write(
+            &REBOOT,
+            fix(),
+            &key_of("ec2::reboot", &args("i-4")),
+            &args("i-4"),
+        );
+        assert!(matches!(new, Answer::Placeholder));
+        let kinds: Vec<&str> = tape.divergences.borrow().iter().map(|d| d.kind).collect();
+        assert_eq!(kinds, ["different_arguments", "unrecorded_write"]);
+        // What is left was recorded and not made.
+        let left: Vec<String> = tape.unmade().iter().map(|w| w.key.clone()).collect();
+        assert_eq!(left, [key_of("ec2::stop", &args("i-3"))]);
+    }
 }

@@ -12,7 +12,9 @@
 //!   crash between the two leaves the call visibly uncertain instead of silently lost;
 //! - every call becomes one `call` event, with its arguments redacted, its duration and a summary
 //!   of its result or its error;
-//! - a step's timeout or an abort is honoured before any call is made.
+//! - a step's timeout or an abort is honoured before any call is made;
+//! - in a replay ([`Answers`] set), every call is answered from a past run's transcript before
+//!   any resolution, guardrail or intent, and none is sent.
 //!
 //! Bindings never write the transcript and never look at the mode themselves.
 
@@ -1095,8 +1097,8 @@ fn answered(
 ) -> Result<Dynamic, Box<EvalAltResult>> {
     let rec = &host.recorder;
     rec.calls.set(rec.calls.get().saturating_add(1));
-    let mutating = spec.effect != Effect::ReadOnly;
     let declared = spec.effect == Effect::DeclaredReadOnly;
+    let mutating = spec.effect == Effect::Mutating || declared;
     let answer = answers.answer(host, spec, step, &args);
     let (outcome, duration_ms, planned) = match answer {
         // Only a read may run here: a write (or an approval) is always answered.

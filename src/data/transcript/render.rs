@@ -578,7 +578,9 @@ pub fn render_html(events: &[Value], report: &VerifyReport, path: &Path) -> Stri
             while let Some(r) = row {
                 let cells = table_cells(r);
                 let separator = cells.iter().all(|c| c.chars().all(|ch| ch == '-'));
-                if !(separator || (first && cells.iter().all(String::is_empty))) {
+                // The separator row, and an empty header (the facts table has none), are not rows.
+                let empty_head = first && cells.iter().all(String::is_empty);
+                if !(separator || empty_head) {
                     let tag = if first { "th" } else { "td" };
                     body.push_str("<tr>");
                     for c in &cells {
