@@ -173,6 +173,12 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
     let mut writes: Vec<(String, Vec<String>, Value)> = Vec::new();
     let mut unscripted: Vec<String> = Vec::new();
     let mut tagged: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
+    // Status checks as first seen, and what had been done to the instance when they first
+    // passed: the sim's `impaired_until` heals on that (a reboot, or a stop and start).
+    let mut first_status: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut healed_by: BTreeMap<String, &'static str> = BTreeMap::new();
+    let mut missing_patches: BTreeMap<String, i64> = BTreeMap::new();
+    let mut patch_failure: BTreeSet<String> = BTreeSet::new();
     for e in &events {
         let Event::Call {
             step,
@@ -210,6 +216,37 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
             }
         }
         match (binding.as_str(), error) {
+            ("ec2::status" | "ec2::wait_status_ok", None) => {
+                for st in result.as_array().into_iter().flatten() {
+                    let id = text(&st["id"]);
+                    if !id.starts_with("i-") {
+                        continue;
+                    }
+                    seen.entry(id.clone()).or_insert_with(|| {
+                        serde_json::json!({ "id": id, "state": st["state"], "security_groups": [], "volumes": [] })
+                    });
+                    let checks = (text(&st["system_status"]), text(&st["instance_status"]));
+                    let ok = checks.0 == "ok" && checks.1 == "ok";
+                    let was = first_status.entry(id.clone()).or_insert(checks);
+                    let impaired_first = was.0 == "impaired" || was.1 == "impaired";
+                    if ok && impaired_first && !healed_by.contains_key(&id) {
+                        let done =
+                            |name: &str| writes.iter().any(|w| w.0 == name && w.1.contains(&id));
+                        let heal = if was.0 == "impaired" || done("ec2::start") {
+                            "stop_start"
+                        } else {
+                            "reboot"
+                        };
+                        healed_by.insert(id, heal);
+                    }
+                }
+            }
+            ("ssm::patch_states", None) => {
+                for st in result.as_array().into_iter().flatten() {
+                    let missing = st["missing"].as_i64().unwrap_or(0);
+                    missing_patches.entry(text(&st["id"])).or_insert(missing);
+                }
+            }
             ("ssm::get_parameter", None) => {
                 parameters
                     .entry(text(&args["name"]))
@@ -231,6 +268,18 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
                     }),
                 ));
             }
+            // Patch Manager's failures are per instance (`patch_failure`), not a share of
+            // every command's targets, and its documents have no command text to match.
+            ("ssm::run_command", None) if args["document"] == "AWS-RunPatchBaseline" => {
+                let install = args["parameters"]["Operation"]
+                    .as_array()
+                    .is_some_and(|o| o.iter().any(|v| v == "Install"));
+                for r in result["results"].as_array().into_iter().flatten() {
+                    if install && r["status"] != "Success" {
+                        patch_failure.insert(text(&r["instance"]));
+                    }
+                }
+            }
             ("ssm::run_command", None) => {
                 let command = args["parameters"]["commands"]
                     .as_array()
@@ -244,7 +293,7 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
                     .map(|a| a.iter().collect())
                     .unwrap_or_default();
                 let failed = per.iter().filter(|r| r["status"] != "Success").count();
-                if let Some(first) = per.first() {
+                if let Some(first) = per.first().filter(|_| !command.is_empty()) {
                     match outputs.iter_mut().find(|o| o.0 == command) {
                         Some(o) => o.1.push(text(&first["stdout"])),
                         None => outputs.push((
@@ -334,11 +383,55 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
     if !impaired.is_empty() {
         faults.insert(
             "impaired".into(),
-            T::Array(impaired.into_iter().map(T::String).collect()),
+            T::Array(impaired.iter().cloned().map(T::String).collect()),
         );
     }
     if let Some(c) = command_failure {
         faults.insert("command_failure".into(), T::Table(c));
+    }
+    let heals: toml::Table = healed_by
+        .into_iter()
+        .filter(|(id, _)| !impaired.contains(id))
+        .map(|(id, heal)| (id, T::String(heal.into())))
+        .collect();
+    if !heals.is_empty() {
+        faults.insert("impaired_until".into(), T::Table(heals));
+    }
+    // Impaired when first seen and never seen passing (without a wait that ran out, which
+    // `impaired` above already covers): impaired for the whole drill.
+    let never: Vec<T> = first_status
+        .iter()
+        .filter(|(id, (sys, inst))| {
+            (sys == "impaired" || inst == "impaired")
+                && !faults
+                    .get("impaired_until")
+                    .and_then(T::as_table)
+                    .is_some_and(|t| t.contains_key(*id))
+                && !impaired.contains(*id)
+        })
+        .map(|(id, _)| T::String(id.clone()))
+        .collect();
+    let mut impaired_all: Vec<T> = faults
+        .remove("impaired")
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default();
+    impaired_all.extend(never);
+    if !impaired_all.is_empty() {
+        faults.insert("impaired".into(), T::Array(impaired_all));
+    }
+    let missing: toml::Table = missing_patches
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(id, n)| (id, T::Integer(n)))
+        .collect();
+    if !missing.is_empty() {
+        faults.insert("missing_patches".into(), T::Table(missing));
+    }
+    if !patch_failure.is_empty() {
+        faults.insert(
+            "patch_failure".into(),
+            T::Array(patch_failure.into_iter().map(T::String).collect()),
+        );
     }
 
     // Instances the run launched were not there before it: the drill launches its own.
