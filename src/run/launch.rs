@@ -140,9 +140,10 @@ pub(crate) struct TargetLock {
     /// The targets, when the entry point knows them (a hook route's `target`); otherwise the
     /// values of the runbook's `target: true` parameters.
     pub targets: Option<Vec<String>>,
-    /// Archive each write's intent before the write is sent, and send nothing whose intent
-    /// cannot be archived (the aws backend): for runs another process may take over (`serve`'s),
-    /// which must find every write that may have happened in the archive.
+    /// Archive each write's intent before the write is sent (the aws backend); when it cannot
+    /// be, the run's owner item in the table is marked so that no replica resumes it blindly,
+    /// and only when that fails too is the write held back. For runs another process may take
+    /// over (`serve`'s), which must find every write that may have happened in the archive.
     pub archive_intents: bool,
 }
 
@@ -398,11 +399,22 @@ impl Loaded {
             executor = executor.observe(Box::new(ArchiveAtBoundaries(a.nudge())));
             // A write's intent is archived before the write is sent: a replica that takes the
             // run over (its owner died) then knows it may have happened, and asks a person.
-            if lock.as_ref().is_some_and(|l| l.archive_intents) {
-                let nudge = a.nudge();
-                rb.host
-                    .recorder
-                    .set_before_send(Some(Box::new(move || nudge.flush(INTENT_ARCHIVE_WAIT))));
+            if let Some(store) = lock
+                .as_ref()
+                .filter(|l| l.archive_intents)
+                .and_then(|l| l.store.aws())
+            {
+                let (nudge, owned) = (a.nudge(), run_id.clone());
+                rb.host.recorder.set_before_send(Some(Box::new(move || {
+                    // The bucket failing must not stop a remediation: the write goes out once
+                    // the table says the archive may miss it (the taker then asks a person);
+                    // only when neither can say so is it held back.
+                    nudge.flush(INTENT_ARCHIVE_WAIT).or_else(|archive| {
+                        store.mark_unarchived(&owned).map_err(|table| {
+                            format!("{archive}; nor could the table record that: {table}")
+                        })
+                    })
+                })));
             }
         }
         let archived_run = run_id.clone();

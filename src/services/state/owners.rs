@@ -5,7 +5,7 @@
 //!
 //! | item | pk / sk | the write that decides |
 //! |---|---|---|
-//! | run owner | `OWNER` / `<run id>` | put if absent; renewed if `replica = :me`; claimed if `lease_until = :seen AND lease_until <= :now`; deleted by its owner when the run ends |
+//! | run owner | `OWNER` / `<run id>` | put if absent; renewed (or marked `unarchived`) if `replica = :me`; claimed if `lease_until = :seen AND lease_until <= :now`; deleted by its owner when the run ends |
 //!
 //! `job` holds what the claimer needs to set the run up again (the route, the alert, the
 //! parameters), as the owner wrote it; it holds nothing secret (route parameters come from the
@@ -25,6 +25,9 @@ pub struct Owned {
     /// When the lease ends (epoch ms, the owner's clock).
     pub lease_until: i64,
     pub job: Value,
+    /// A write of the run was sent although its intent could not be archived: the archive may
+    /// not show it, so the run cannot be resumed safely from it.
+    pub unarchived: bool,
 }
 
 fn now_ms() -> i64 {
@@ -92,6 +95,34 @@ impl AwsStore {
         }
     }
 
+    /// Marks run `run_id` (owned by this replica) as having sent a write whose intent is not
+    /// archived: a replica that takes it over must ask a person instead of resuming it.
+    pub fn mark_unarchived(&self, run_id: &str) -> Result<()> {
+        let (ddb, table, sk, me) = (
+            self.ddb().clone(),
+            self.table.clone(),
+            run_id.to_string(),
+            self.me().to_string(),
+        );
+        self.run(async move {
+            ddb.update_item()
+                .table_name(table)
+                .key("pk", s("OWNER"))
+                .key("sk", s(sk))
+                .update_expression("SET unarchived = :yes")
+                .condition_expression("replica = :me")
+                .expression_attribute_values(
+                    ":yes",
+                    aws_sdk_dynamodb::types::AttributeValue::Bool(true),
+                )
+                .expression_attribute_values(":me", s(me))
+                .send()
+                .await
+        })?
+        .map(|_| ())
+        .map_err(|e| sdk("UpdateItem", e))
+    }
+
     /// Deletes the owner item of a run that ended, if this replica still holds it.
     pub fn release_run(&self, run_id: &str) -> Result<()> {
         let (ddb, table, sk, me) = (
@@ -131,6 +162,11 @@ impl AwsStore {
                 run_id: text(&item, "sk").unwrap_or_default(),
                 replica: text(&item, "replica").unwrap_or_default(),
                 lease_until,
+                unarchived: item
+                    .get("unarchived")
+                    .and_then(|v| v.as_bool().ok())
+                    .copied()
+                    .unwrap_or(false),
                 job: serde_json::from_str(&job).map_err(|e| {
                     Error::Environment(format!("state table: a run owner's job is not JSON: {e}"))
                 })?,

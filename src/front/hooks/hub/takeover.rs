@@ -143,6 +143,19 @@ impl Hub {
             "taking over a run whose replica stopped renewing it"
         );
         let alert: Option<Alert> = serde_json::from_value(owned.job["alert"].clone()).ok();
+        if owned.unarchived {
+            // A write went out whose intent the archive may not show: resuming could send it
+            // again. A person decides; the item is let go so that nobody retries blindly.
+            self.takeover_failed(
+                &owned,
+                alert.as_ref(),
+                "it sent a write whose intent could not be archived, so its archive may miss a write: a person must check what it did (its transcript is on its host) before anything runs again; it is not retried",
+            );
+            if let Err(e) = store.release_run(&run_id) {
+                tracing::error!(run_id, "{e}");
+            }
+            return;
+        }
         let route = owned.job["route"]
             .as_str()
             .and_then(|name| self.hooks.file.routes.iter().find(|r| r.name == name));
@@ -150,7 +163,7 @@ impl Hub {
             self.takeover_failed(
                 &owned,
                 None,
-                "its route is not in this replica's hooks.toml",
+                "its route is not in this replica's hooks.toml; it is tried again when this replica's claim expires",
             );
             return;
         };
@@ -168,7 +181,7 @@ impl Hub {
                 self.takeover_failed(
                     &owned,
                     Some(&alert),
-                    &format!("its transcript cannot be fetched: {e}"),
+                    &format!("its transcript cannot be fetched: {e}; it is tried again when this replica's claim expires"),
                 );
                 return;
             }
@@ -225,7 +238,7 @@ impl Hub {
 
     fn takeover_failed(&self, owned: &Owned, alert: Option<&Alert>, why: &str) {
         let detail = format!(
-            "run {} of replica {} (which stopped renewing it) cannot be taken over: {why}; it is tried again when this replica's claim expires",
+            "run {} of replica {} (which stopped renewing it) cannot be taken over: {why}",
             owned.run_id, owned.replica
         );
         tracing::error!("{detail}");
