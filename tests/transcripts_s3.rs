@@ -667,7 +667,7 @@ fn a_run_refused_before_its_transcript_exists_archives_nothing_not_even_the_file
 }
 
 #[test]
-fn serve_sends_no_write_it_cannot_archive_and_escalates_the_run_s_transcript_not_archived() {
+fn serve_escalates_a_hook_run_whose_transcript_could_not_be_archived() {
     let moto = Moto::start();
     let ws = workspace(&moto);
     block(async {
@@ -707,14 +707,9 @@ fn serve_sends_no_write_it_cannot_archive_and_escalates_the_run_s_transcript_not
     );
     assert_eq!(status, 200, "{body}");
     let finished = served.wait_finished(1, std::time::Duration::from_secs(60));
-    // A hook run's write waits for its intent to be archived (another replica may have to take
-    // the run over): with the bucket gone, the write is never sent and the run fails saying so.
-    assert_eq!(finished[0]["status"], "failed", "{finished:?}");
-    assert!(
-        finished[0]["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("not sent: its intent could not be archived")),
-        "{finished:?}"
+    assert_eq!(
+        finished[0]["status"], "ok",
+        "the run itself went fine: {finished:?}"
     );
     let message = await_some("the escalation", || {
         slack
