@@ -245,9 +245,9 @@ fn the_high_cpu_runbook_restarts_the_service_and_verifies_recovery() {
             "ssm::run_command",
             "notes::append",
             "ssm::run_command",
-            "ssm::run_command",
             "notes::append"
-        ]
+        ],
+        "diagnostics, notes, restart, notes: recovery is read from CloudWatch"
     );
 
     // A restart that fails everywhere: without allow_reboot the run fails; with it, the instance reboots.

@@ -12,14 +12,30 @@ use rhai::plugin::*;
 
 use crate::sandbox::engine::{Host, ImportRoots};
 
+pub(crate) mod autoscaling;
+pub(crate) mod cloudwatch;
 pub(crate) mod core;
 pub(crate) mod ec2;
+pub(crate) mod elb;
 pub(crate) mod health;
+pub(crate) mod local;
 pub(crate) mod slack;
 pub(crate) mod ssm;
 
 /// Namespaces taken by bindings: an `import ... as <alias>` may not reuse them.
-pub(crate) const NAMESPACES: &[&str] = &["json", "notes", "ec2", "ssm", "slack", "teams", "health"];
+pub(crate) const NAMESPACES: &[&str] = &[
+    "json",
+    "notes",
+    "ec2",
+    "ssm",
+    "slack",
+    "teams",
+    "health",
+    "elb",
+    "cloudwatch",
+    "autoscaling",
+    "local",
+];
 
 /// The engine a runbook runs in: the sandbox ([`crate::sandbox::engine::sandbox`]) with the declaration
 /// functions and every binding, registered in that order. Every runbook, the REPL and
@@ -41,6 +57,16 @@ fn register(engine: &mut Engine) {
     engine.register_static_module("slack", exported_module!(slack::slack_api).into());
     engine.register_static_module("teams", exported_module!(slack::teams_api).into());
     engine.register_static_module("health", exported_module!(health::health_api).into());
+    engine.register_static_module("elb", exported_module!(elb::elb_api).into());
+    engine.register_static_module(
+        "cloudwatch",
+        exported_module!(cloudwatch::cloudwatch_api).into(),
+    );
+    engine.register_static_module(
+        "autoscaling",
+        exported_module!(autoscaling::autoscaling_api).into(),
+    );
+    engine.register_static_module("local", exported_module!(local::local_api).into());
 }
 
 /// Argument helpers shared by the cloud bindings. Bad arguments are script bugs: they fail the

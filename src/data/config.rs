@@ -240,6 +240,10 @@ struct EnvConfig {
     max_attempts: Option<u32>,
     /// `send` or `capture` (keep messages in memory); default: capture on sim, send on aws.
     notifications: Option<Delivery>,
+    /// aws only: the local programs `local::run` may start here (a runbook must declare them
+    /// too). On the sim no program starts: the fleet's `local_commands` answer.
+    #[serde(default)]
+    commands: Vec<String>,
 }
 
 /// One selected environment, ready to connect.
@@ -257,6 +261,8 @@ pub struct Environment {
     /// sim only: the file the simulated state persists in.
     pub sim_state: Option<PathBuf>,
     pub notify: NotifySettings,
+    /// Local programs `local::run` may start in this environment (aws backend only).
+    pub commands: Vec<String>,
 }
 
 impl Environment {
@@ -272,6 +278,7 @@ impl Environment {
             fleet_source: "embedded:sim/default-fleet.toml".into(),
             sim_state: None,
             notify: NotifySettings::resolve(&NotifyFile::default(), Delivery::Capture),
+            commands: Vec::new(),
         }
     }
 }
@@ -404,6 +411,15 @@ impl Config {
                     )));
                 }
                 (None, _) => None,
+            },
+            commands: match env.backend {
+                Backend::Aws => env.commands.clone(),
+                Backend::Sim if env.commands.is_empty() => Vec::new(),
+                Backend::Sim => {
+                    return Err(self.invalid(format!(
+                        "environment {name}: `commands` only applies to the aws backend (on the sim the fleet's local_commands answer)"
+                    )));
+                }
             },
             notify: NotifySettings::resolve(
                 &self.file.notifications,
