@@ -322,7 +322,7 @@ status = "failed"
 [expect.steps]
 "Confirm the CPU from CloudWatch and collect diagnostics" = "failed"
 "Restart the offending service" = "not_run"
-"Wait for the alarm to clear and the CPU to be under the threshold" = "not run"
+"Wait for the CPU alarm to clear" = "not run"
 "#,
     );
     let run = drill_files(&ws, &["drills/spellings.toml"]);

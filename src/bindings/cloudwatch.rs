@@ -25,10 +25,11 @@ static ALARM: Binding = Binding {
     effect: Effect::ReadOnly,
     placeholder: unit_placeholder,
 };
+// A plan never sends the writes an alarm would clear after: it answers `OK` without waiting.
 static WAIT_OK: Binding = Binding {
     name: "cloudwatch::wait_alarm_ok",
-    effect: Effect::ReadOnly,
-    placeholder: unit_placeholder,
+    effect: Effect::Wait,
+    placeholder: ok_placeholder,
 };
 static DISABLE: Binding = Binding {
     name: "cloudwatch::disable_actions",
@@ -40,6 +41,13 @@ static ENABLE: Binding = Binding {
     effect: Effect::Mutating,
     placeholder: unit_placeholder,
 };
+
+/// The alarm as a wait that succeeded would return it.
+fn ok_placeholder(args: &Value) -> Dynamic {
+    super::ec2::planned_value(json!({
+        "name": args["alarm"], "state": "OK", "reason": "planned", "planned": true,
+    }))
+}
 
 fn query_of(spec: &Map) -> Result<MetricQuery, BindingError> {
     args::known(
@@ -181,7 +189,9 @@ pub mod cloudwatch_api {
 
     /// Waits until the alarm is `OK`. Options: `timeout` (default: the step's deadline),
     /// `every` (default `"30s"`). Returns the alarm (see `alarm`); fails with `WaiterTimeout`
-    /// (its state and reason in the message) when its own `timeout` runs out. Read-only.
+    /// (its state and reason in the message) when its own `timeout` runs out. Read-only; a plan
+    /// does not wait (the writes the alarm would clear after were never sent): it answers
+    /// `#{ name, state: "OK", reason: "planned", planned: true }`.
     #[rhai_fn(return_raw)]
     pub(crate) fn wait_alarm_ok(
         ctx: NativeCallContext,

@@ -37,8 +37,9 @@ pub type ScriptResult<T> = Result<T, Box<EvalAltResult>>;
 pub enum Effect {
     ReadOnly,
     Mutating,
-    /// Waits on people (approvals): changes nothing, but a plan must not wait for it, so in plan
-    /// mode it is answered by its placeholder like a write.
+    /// Waits on people (approvals), or on the world changing after writes a plan never sends (an
+    /// alarm clearing): changes nothing, but a plan must not wait for it, so in plan mode it is
+    /// answered by its placeholder like a write.
     Wait,
     /// A write the runbook declares read-only (a diagnostic over Run Command, `read_only: true`):
     /// a plan runs it for real and records it as `read_only: "declared by the runbook"`; a run
