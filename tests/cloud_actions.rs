@@ -3,11 +3,10 @@
 //!
 //! What moto 5.2 models is compared for real: listeners with weighted forward actions, target
 //! groups and registration, target health (moto answers `healthy` for every running target),
-//! PutMetricData/GetMetricData, alarms and their state as `SetAlarmState` leaves it (moto never
-//! evaluates an alarm nor fires its actions), Auto Scaling groups, desired capacity and suspended
-//! processes. moto does not implement `StartInstanceRefresh` nor `DisableAlarmActions` /
-//! `EnableAlarmActions` (they answer 500; checked with moto 5.2.1): `autoscaling::refresh` and
-//! `cloudwatch::disable_actions`/`enable_actions` are tested on the sim alone.
+//! Auto Scaling groups, desired capacity and suspended processes. moto does not implement
+//! `StartInstanceRefresh`: `autoscaling::refresh` is tested on the sim alone. CloudWatch is tested
+//! on the sim alone too: aws-sdk-cloudwatch 1.140 speaks Smithy RPC v2 CBOR, which moto's server
+//! 5.2.1 does not route (404); moto also answers `DisableAlarmActions` with a 500.
 
 use crate::common;
 
@@ -245,12 +244,6 @@ containment("Read the CPU and its alarm", |ctx| {
 });
 "#;
 
-const CLEARED: &str = r#"runbook(#{ id: "cleared", version: "1.0.0", title: "Alarm cleared", severity: "P3" });
-containment("Wait for the alarm", |ctx| {
-    ctx.state = cloudwatch::wait_alarm_ok("worker-cpu-high", #{ timeout: "30s", every: "1s" }).state;
-});
-"#;
-
 const MUTE: &str = r#"runbook(#{ id: "mute", version: "1.0.0", title: "Maintenance", severity: "P3" });
 containment("Mute the alarm, then unmute it", |ctx| {
     cloudwatch::disable_actions("worker-cpu-high");
@@ -260,106 +253,33 @@ containment("Mute the alarm, then unmute it", |ctx| {
 });
 "#;
 
+/// CloudWatch on the sim only: aws-sdk-cloudwatch 1.140 speaks Smithy RPC v2 CBOR, which moto's
+/// server (5.2.1) does not route (every CloudWatch call answers 404), so there is no emulator to
+/// compare with until moto serves that protocol or the crate is pinned to an awsQuery release.
 #[test]
-fn cloudwatch_metrics_and_alarms_read_the_same_on_moto_as_on_the_sim() {
-    let moto = Moto::start();
-    let (_, worker) = moto.seed();
-    block(async {
-        use aws_sdk_cloudwatch::types as t;
-        let cw = moto.cloudwatch();
-        let dim = t::Dimension::builder()
-            .name("InstanceId")
-            .value(&worker)
-            .build();
-        let now = std::time::SystemTime::now();
-        for minutes in 1..=8u64 {
-            let at = now - std::time::Duration::from_secs(minutes * 60);
-            cw.put_metric_data()
-                .namespace("AWS/EC2")
-                .metric_data(
-                    t::MetricDatum::builder()
-                        .metric_name("CPUUtilization")
-                        .dimensions(dim.clone())
-                        .timestamp(aws_sdk_cloudwatch::primitives::DateTime::from(at))
-                        .value(97.0)
-                        .unit(t::StandardUnit::Percent)
-                        .build(),
-                )
-                .send()
-                .await
-                .unwrap();
-        }
-        cw.put_metric_alarm()
-            .alarm_name("worker-cpu-high")
-            .namespace("AWS/EC2")
-            .metric_name("CPUUtilization")
-            .dimensions(dim)
-            .statistic(t::Statistic::Average)
-            .period(60)
-            .evaluation_periods(5)
-            .threshold(85.0)
-            .comparison_operator(t::ComparisonOperator::GreaterThanThreshold)
-            .send()
-            .await
-            .unwrap();
-        // moto does not evaluate alarms: the state is set as CloudWatch would have set it.
-        cw.set_alarm_state()
-            .alarm_name("worker-cpu-high")
-            .state_value(t::StateValue::Alarm)
-            .state_reason("Threshold Crossed: 5 datapoints were greater than the threshold (85.0).")
-            .send()
-            .await
-            .unwrap();
-    });
-    let ws = moto.workspace("123456789012");
+fn cloudwatch_metrics_and_alarms_read_as_the_sim_scripts_them() {
+    let ws = Workspace::new();
+    ws.write("runbook.toml", "[environments.drill]\nbackend = \"sim\"\n");
     ws.write("runbooks/watch.rhai", WATCH);
-    ws.write("runbooks/cleared.rhai", CLEARED);
     ws.write("runbooks/mute.rhai", MUTE);
 
-    let (on_moto, moto_writes) =
-        run_script(&ws, "moto", "watch", &[format!("instance={worker}")], 0);
-    let (on_sim, sim_writes) = run_script(
+    let (on_sim, writes) = run_script(
         &ws,
         "drill",
         "watch",
         &[format!("instance={SIM_WORKER}")],
         0,
     );
-    assert_eq!(moto_writes, sim_writes);
-    assert!(moto_writes.is_empty(), "{moto_writes:?}");
-    for key in [
-        "has_points",
-        "max",
-        "state",
-        "threshold",
-        "comparison",
-        "waited",
-        "missing",
-    ] {
-        assert_eq!(
-            on_moto[key], on_sim[key],
-            "{key}: moto {on_moto} sim {on_sim}"
-        );
-    }
-    assert_eq!(on_moto["state"], "ALARM");
-    assert_eq!(on_moto["waited"], "WaiterTimeout");
-    assert_eq!(on_moto["missing"], "AlarmNotFound");
+    assert!(writes.is_empty(), "{writes:?}");
+    assert_eq!(on_sim["has_points"], true, "{on_sim}");
+    assert_eq!(on_sim["max"], 97.0);
+    assert_eq!(on_sim["state"], "ALARM");
+    assert_eq!(on_sim["threshold"], 85.0);
+    assert_eq!(on_sim["comparison"], "GreaterThanThreshold");
+    assert_eq!(on_sim["waited"], "WaiterTimeout");
+    assert_eq!(on_sim["missing"], "AlarmNotFound");
 
-    // The alarm clears: the wait returns.
-    block(async {
-        moto.cloudwatch()
-            .set_alarm_state()
-            .alarm_name("worker-cpu-high")
-            .state_value(aws_sdk_cloudwatch::types::StateValue::Ok)
-            .state_reason("Threshold Crossed: back under")
-            .send()
-            .await
-            .unwrap();
-    });
-    let (cleared, _) = run_script(&ws, "moto", "cleared", &[], 0);
-    assert_eq!(cleared["state"], "OK");
-
-    // Muting an alarm for maintenance, on the sim (moto does not implement it).
+    // Muting an alarm for maintenance, then unmuting it.
     let (muted, writes) = run_script(&ws, "drill", "mute", &[], 0);
     assert_eq!(
         writes,
