@@ -245,9 +245,9 @@ fn the_high_cpu_runbook_restarts_the_service_and_verifies_recovery() {
             "ssm::run_command",
             "notes::append",
             "ssm::run_command",
-            "ssm::run_command",
             "notes::append"
-        ]
+        ],
+        "diagnostics, notes, restart, notes: recovery is read from CloudWatch"
     );
 
     // A restart that fails everywhere: without allow_reboot the run fails; with it, the instance reboots.
@@ -618,13 +618,14 @@ fn an_overflowing_sleep_wait_or_timeout_is_a_clear_error_not_a_panic() {
 fn a_plan_of_every_repository_runbook_succeeds_on_a_simulated_clock() {
     let ws = with_fleet("");
     let runbooks = runbooks();
-    let cases: [(&str, &[&str]); 6] = [
+    let cases: [(&str, &[&str]); 7] = [
         (
             "ec2-compromised-instance",
             &["instance_id=i-0a1b2c3d4e5f60001", "incident=2026-1130-001"],
         ),
         ("ec2-high-cpu", &["instance_id=i-0a1b2c3d4e5f60005"]),
         ("ec2-memory-high", &["instance_id=i-0a1b2c3d4e5f60005"]),
+        ("ec2-high-cpu-scale-out", &[]),
         ("api-high-latency", &["incident=2026-1130-001"]),
         ("api-server-errors", &["incident=2026-1130-001"]),
         ("incident-record", &["incident=2026-1130-001"]),

@@ -273,10 +273,10 @@ fn drill_files(ws: &Workspace, args: &[&str]) -> common::Run {
 fn scenario_errors_name_the_field_and_the_allowed_values() {
     let ws = Workspace::new();
     let base =
-        "runbook = \"ec2-high-cpu@1.1.0\"\n[params]\ninstance_id = \"i-0a1b2c3d4e5f60005\"\n";
+        "runbook = \"ec2-high-cpu@2.0.0\"\n[params]\ninstance_id = \"i-0a1b2c3d4e5f60005\"\n";
     ws.write(
         "drills/banana.toml",
-        &format!("{base}[expect.steps]\n\"Collect CPU diagnostics\" = \"banana\"\n"),
+        &format!("{base}[expect.steps]\n\"Restart the offending service\" = \"banana\"\n"),
     );
     let run = drill_files(&ws, &["drills/banana.toml"]);
     run.expect_code(1);
@@ -312,7 +312,7 @@ fn both_spellings_of_not_run_are_accepted() {
     let ws = Workspace::new();
     ws.write(
         "drills/spellings.toml",
-        r#"runbook = "ec2-high-cpu@1.1.0"
+        r#"runbook = "ec2-high-cpu@2.0.0"
 [params]
 instance_id = "i-0a1b2c3d4e5f60005"
 [faults.command_failure]
@@ -320,9 +320,9 @@ share = 1.0
 [expect]
 status = "failed"
 [expect.steps]
-"Collect CPU diagnostics" = "failed"
+"Confirm the CPU from CloudWatch and collect diagnostics" = "failed"
 "Restart the offending service" = "not_run"
-"Verify the CPU is back under the threshold" = "not run"
+"Wait for the CPU alarm to clear" = "not run"
 "#,
     );
     let run = drill_files(&ws, &["drills/spellings.toml"]);
@@ -335,7 +335,7 @@ fn a_drill_id_with_an_unparsable_scenario_says_it_is_unparsable() {
     let ws = Workspace::new();
     ws.write(
         "drills/broken.toml",
-        "runbook = \"ec2-high-cpu@1.1.0\"\n[expect]\nstatus = \"banana\"\n",
+        "runbook = \"ec2-high-cpu@2.0.0\"\n[expect]\nstatus = \"banana\"\n",
     );
     let run = drill_files(&ws, &["ec2-high-cpu", "--drills", "drills"]);
     assert_ne!(run.code, 0);

@@ -48,7 +48,17 @@ const LAYERS: &[Layer] = &[
     Layer {
         name: "bindings",
         rank: 4,
-        members: &["core", "ec2", "health", "slack", "ssm"],
+        members: &[
+            "autoscaling",
+            "cloudwatch",
+            "core",
+            "ec2",
+            "elb",
+            "health",
+            "local",
+            "slack",
+            "ssm",
+        ],
     },
     Layer {
         name: "runbook",

@@ -10,6 +10,7 @@ mod common;
 
 mod approvals;
 mod cli;
+mod cloud_actions;
 mod cloud_moto;
 mod cloud_sim;
 mod core;
@@ -19,6 +20,7 @@ mod hooks;
 mod hooks_alertmanager;
 mod interactive;
 mod layers;
+mod local_commands;
 mod notify_health;
 mod replay;
 mod resume;

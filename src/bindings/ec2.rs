@@ -109,7 +109,7 @@ static LAUNCH: Binding = Binding {
     placeholder: launch_placeholder,
 };
 
-fn planned_value(value: Value) -> Dynamic {
+pub(crate) fn planned_value(value: Value) -> Dynamic {
     rhai::serde::to_dynamic(value).unwrap_or_default()
 }
 
@@ -179,7 +179,7 @@ fn launch_placeholder(args: &Value) -> Dynamic {
 }
 
 /// Runs `f` against the environment's cloud, interruptibly, and converts its result.
-fn on_cloud<T: serde::Serialize>(
+pub(crate) fn on_cloud<T: serde::Serialize>(
     host: &Host,
     f: impl AsyncFnOnce(&Cloud) -> CloudResult<T>,
 ) -> Result<Dynamic, BindingError> {
@@ -188,7 +188,7 @@ fn on_cloud<T: serde::Serialize>(
     args::to_dynamic(&value)
 }
 
-fn arg_error(ctx: &NativeCallContext, e: BindingError) -> Box<EvalAltResult> {
+pub(crate) fn arg_error(ctx: &NativeCallContext, e: BindingError) -> Box<EvalAltResult> {
     recorder::runtime_error(&e.code, &e.message, ctx.call_position())
 }
 
@@ -216,7 +216,7 @@ pub(crate) async fn describe_one(c: &Cloud, id: &str) -> CloudResult<Instance> {
 /// (see [`super::wait_ran_out`]). Sleeping happens on the runtime, so a step timeout or Ctrl-C
 /// ends the wait at once. Waits on the run's clock: in a drill or a plan the time between probes
 /// is simulated.
-async fn poll<T>(
+pub(crate) async fn poll<T>(
     clock: &Clock,
     limit: &WaitLimit,
     every: Duration,

@@ -12,14 +12,30 @@ use rhai::plugin::*;
 
 use crate::sandbox::engine::{Host, ImportRoots};
 
+pub(crate) mod autoscaling;
+pub(crate) mod cloudwatch;
 pub(crate) mod core;
 pub(crate) mod ec2;
+pub(crate) mod elb;
 pub(crate) mod health;
+pub(crate) mod local;
 pub(crate) mod slack;
 pub(crate) mod ssm;
 
 /// Namespaces taken by bindings: an `import ... as <alias>` may not reuse them.
-pub(crate) const NAMESPACES: &[&str] = &["json", "notes", "ec2", "ssm", "slack", "teams", "health"];
+pub(crate) const NAMESPACES: &[&str] = &[
+    "json",
+    "notes",
+    "ec2",
+    "ssm",
+    "slack",
+    "teams",
+    "health",
+    "elb",
+    "cloudwatch",
+    "autoscaling",
+    "local",
+];
 
 /// The engine a runbook runs in: the sandbox ([`crate::sandbox::engine::sandbox`]) with the declaration
 /// functions and every binding, registered in that order. Every runbook, the REPL and
@@ -50,6 +66,10 @@ fn register(engine: &mut Engine) {
     namespace(engine, "slack", || exported_module!(slack::slack_api));
     namespace(engine, "teams", || exported_module!(slack::teams_api));
     namespace(engine, "health", || exported_module!(health::health_api));
+    namespace(engine, "elb", || exported_module!(elb::elb_api));
+    namespace(engine, "cloudwatch", || exported_module!(cloudwatch::cloudwatch_api));
+    namespace(engine, "autoscaling", || exported_module!(autoscaling::autoscaling_api));
+    namespace(engine, "local", || exported_module!(local::local_api));
 }
 
 /// Argument helpers shared by the cloud bindings. Bad arguments are script bugs: they fail the

@@ -253,6 +253,10 @@ struct EnvConfig {
     notifications: Option<Delivery>,
     /// Every approval in this environment must come from this group of `[approvers]`.
     approvers: Option<String>,
+    /// aws only: the local programs `local::run` may start here (a runbook must declare them
+    /// too). On the sim no program starts: the fleet's `local_commands` answer.
+    #[serde(default)]
+    commands: Vec<String>,
 }
 
 /// One selected environment, ready to connect.
@@ -275,6 +279,8 @@ pub struct Environment {
     pub approvers: Option<(String, Vec<String>)>,
     /// Every `[approvers]` group, for a runbook's `approve(q, #{ group: "name" })`.
     pub approver_groups: BTreeMap<String, Vec<String>>,
+    /// Local programs `local::run` may start in this environment (aws backend only).
+    pub commands: Vec<String>,
 }
 
 impl Environment {
@@ -292,6 +298,7 @@ impl Environment {
             notify: NotifySettings::resolve(&NotifyFile::default(), Delivery::Capture),
             approvers: None,
             approver_groups: BTreeMap::new(),
+            commands: Vec::new(),
         }
     }
 }
@@ -443,6 +450,15 @@ impl Config {
                     )));
                 }
                 (None, _) => None,
+            },
+            commands: match env.backend {
+                Backend::Aws => env.commands.clone(),
+                Backend::Sim if env.commands.is_empty() => Vec::new(),
+                Backend::Sim => {
+                    return Err(self.invalid(format!(
+                        "environment {name}: `commands` only applies to the aws backend (on the sim the fleet's local_commands answer)"
+                    )));
+                }
             },
             notify: NotifySettings::resolve(
                 &self.file.notifications,

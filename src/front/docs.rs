@@ -79,13 +79,18 @@ const PLANS: &str = "
   `ec2::snapshot_volumes` one entry per attached volume, `ec2::launch` `count` instances with every
   `find` field, `ec2::stop`/`start`/`reboot`/`terminate` one `#{ id, previous_state, state }` per
   id, `ec2::create_image` `\"ami-planned\"`, posts `#{ ok: true, ts: \"planned\", channel }`,
-  `ssm::put_parameter` a version number, `approve` true. Ids a plan invents contain `planned`
+  `ssm::put_parameter` a version number, `approve` true, `elb::shift` the steps it would take
+  (each `healthy`), `elb::set_weights` the weights asked for, `autoscaling::set_desired` the
+  group as read with the new `desired` (a capacity outside its limits is refused in a plan too),
+  `autoscaling::refresh` `#{ id: \"refresh-planned\", status: \"planned\" }`, `local::run`
+  `#{ exit_code: 0, ok: true, stdout: \"\", planned: true }`. Ids a plan invents contain `planned`
   (`i-planned00000000`, `sg-planned`); a read that names one is answered by its placeholder too.
   Code written against real results (`r.results[0].stdout`) works in plans.
 - **Reads run.** Read-only bindings (`ec2::find`, `ssm::get_parameter`, `health::http`, ...) ask
   the real cloud in a plan. A Run Command diagnostic the runbook declares read-only
   (`ssm::shell(id, [\"top -b -n 1\"], #{ read_only: true })`) runs in a plan too, recorded with
-  `read_only: \"declared by the runbook\"`; in a run it is still treated as a write.
+  `read_only: \"declared by the runbook\"`; in a run it is still treated as a write. So does a
+  local program declared read-only (`local::run(\"kubectl\", [\"get\", \"pods\"], #{ read_only: true })`).
 - **Plans and drills do not sleep.** `sleep`, `wait_until`, the `ec2::` waiters, Run Command
   polling, retry backoff and the simulated cloud's latency advance a *simulated clock* in a plan and
   in a drill on the sim (`run_started` records `clock: \"simulated\"`; durations are simulated
@@ -96,7 +101,8 @@ const PLANS: &str = "
   options at `runbook check` and in every binding.
 - **`--max-resources N`** counts the resources a run's writes target, before each write is sent:
   the `id`, `ids` and `instances` a call names (every instance a tag target reaches, resolved
-  first) and each instance `ec2::launch` would create. Ids that only appear as values (a tag value
+  first), the `listener`, `target_group`, `alarms` and `auto_scaling_group` it names (by ARN or
+  name), a local program (`local:kubectl`), and each instance `ec2::launch` would create. Ids that only appear as values (a tag value
   naming a security group, the groups `ec2::restore` puts back) are not counted, and a write to
   resources the run already changed (an `on_failure` undoing them) is never refused by the cap. A
   step whose write a guardrail refused (blast radius, kill switch, protected environment) is not
@@ -145,6 +151,10 @@ mod tests {
             "## `notes::`",
             "### `json::parse(text: string) -> any`",
             "### `sleep(duration: string)`",
+            "## `elb::`",
+            "## `cloudwatch::`",
+            "## `autoscaling::`",
+            "## `local::`",
             "incident notes",
         ] {
             assert!(md.contains(needle), "{needle} missing from:\n{md}");

@@ -110,6 +110,10 @@ documented! {
         /// Command's text answers it): `match`, `stdout` (one string per successive use; the last
         /// repeats), `exit_code`. How a drill gives `top` or `free -m` the numbers it needs.
         [serde(default)] pub command_outputs: Vec<toml::Table>,
+        /// `[[metrics]]` put before the fleet's own (the first with the same `namespace`, `name`
+        /// and `dimensions` answers): `value`, `recovers_on` (text of the call after which it
+        /// moves), `recovered`, `ramp_minutes`. How a drill scripts a CloudWatch series.
+        [serde(default)] pub metrics: Vec<toml::Table>,
         /// What must be true afterwards (`[expect]`).
         [serde(default)] pub expect: Expect,
     }
@@ -216,7 +220,7 @@ documented! {
 
 documented! {
     /// `[expect.cloud]`: instance ids (from the fleet) and what must hold for each.
-    [derive(Default), serde(deny_unknown_fields), serde(expecting = "an [expect.cloud] table of instance id lists (isolated, snapshotted, terminated, running, replaced, original_groups)")]
+    [derive(Default), serde(deny_unknown_fields), serde(expecting = "an [expect.cloud] table of instance id lists (isolated, snapshotted, terminated, running, replaced, original_groups) and maps (weights, desired_capacity)")]
     pub struct CloudExpect {
         /// Instances whose every network interface carries only the quarantine group.
         [serde(default)] pub isolated: Vec<String>,
@@ -230,6 +234,11 @@ documented! {
         [serde(default)] pub replaced: Vec<String>,
         /// Instances whose groups are what the fleet gave them (a rollback put them back).
         [serde(default)] pub original_groups: Vec<String>,
+        /// Target group name = the weight every listener forwarding to it gives it (a blue/green
+        /// shift's end state: `{ "api-blue" = 0, "api-green" = 100 }`).
+        [serde(default)] pub weights: BTreeMap<String, i64>,
+        /// Auto Scaling group name = its desired capacity afterwards.
+        [serde(default)] pub desired_capacity: BTreeMap<String, i64>,
     }
 }
 
@@ -302,7 +311,7 @@ pub fn format_reference() -> String {
     document::<Emulator>(&mut out, "`[emulator]`");
     out.push_str(CAPTURE_AND_REPLAY);
     out.push_str(
-        "\n## Example\n\n```toml\nrunbook = \"ec2-high-cpu@1.1.0\"\ndescription = \"The worker's CPU is at 99%; restarting its service brings it down.\"\n[params]\ninstance_id = \"i-0a1b2c3d4e5f60005\"\n[faults.command_failure]\nshare = 0.0\n[expect]\nstatus = \"ok\"\nmax_duration = \"30m\"\n[expect.steps]\n\"Restart the offending service\" = \"ok\"\n```\n",
+        "\n## Example\n\n```toml\nrunbook = \"ec2-high-cpu@2.0.0\"\ndescription = \"The worker's CPU is at 99%; restarting its service brings it down.\"\n[params]\ninstance_id = \"i-0a1b2c3d4e5f60005\"\n[faults.command_failure]\nshare = 0.0\n[expect]\nstatus = \"ok\"\nmax_duration = \"30m\"\n[expect.steps]\n\"Restart the offending service\" = \"ok\"\n```\n",
     );
     out
 }
@@ -372,6 +381,17 @@ fn merge_fleet(base: &str, s: &Scenario) -> Result<String> {
                 items.retain(|x| x.get("url") != e.get("url"));
                 items.push(toml::Value::Table(e.clone()));
             }
+        }
+    }
+    if !s.metrics.is_empty() {
+        let list = fleet
+            .entry("metrics")
+            .or_insert_with(|| toml::Value::Array(Vec::new()));
+        if let Some(items) = list.as_array_mut() {
+            let mut merged: Vec<toml::Value> =
+                s.metrics.iter().cloned().map(toml::Value::Table).collect();
+            merged.append(items);
+            *items = merged;
         }
     }
     if !s.command_outputs.is_empty() {
@@ -463,7 +483,10 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
                     && c.terminated.is_empty()
                     && c.running.is_empty()
                     && c.replaced.is_empty()
-                    && c.original_groups.is_empty());
+                    && c.original_groups.is_empty()
+                    && c.weights.is_empty()
+                    && c.desired_capacity.is_empty())
+                || !s.metrics.is_empty();
             if sim_only {
                 return Err(Error::config(
                     path,
@@ -819,6 +842,42 @@ fn check_cloud(c: &CloudExpect, state: &Value, fleet: &Value, failures: &mut Vec
         });
         if !ok {
             failures.push(format!("no running replacement for {id}"));
+        }
+    }
+    for (group, want) in &c.weights {
+        let arn = state["target_groups"]
+            .as_array()
+            .and_then(|g| g.iter().find(|g| g["name"] == group.as_str()))
+            .and_then(|g| g["arn"].as_str())
+            .unwrap_or_default();
+        let got: Vec<i64> = state["listeners"]
+            .as_array()
+            .map(|ls| {
+                ls.iter()
+                    .flat_map(|l| l["forward"].as_array().cloned().unwrap_or_default())
+                    .filter(|f| f["target_group"] == arn)
+                    .filter_map(|f| f["weight"].as_i64())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if got.is_empty() {
+            failures.push(format!("no listener forwards to target group {group}"));
+        } else if got.iter().any(|w| w != want) {
+            failures.push(format!(
+                "target group {group} has weight {got:?} (expected {want})"
+            ));
+        }
+    }
+    for (group, want) in &c.desired_capacity {
+        let got = state["scaling_groups"]
+            .as_array()
+            .and_then(|g| g.iter().find(|g| g["name"] == group.as_str()))
+            .and_then(|g| g["desired"].as_i64());
+        if got != Some(*want) {
+            let got = got.map_or_else(|| "missing".to_string(), |n| n.to_string());
+            failures.push(format!(
+                "Auto Scaling group {group} has desired capacity {got} (expected {want})"
+            ));
         }
     }
     for id in &c.original_groups {

@@ -114,6 +114,7 @@ impl Runbook {
         };
         let (meta, steps, warnings) = validated.map_err(Error::Script)?;
         host.env_allow.borrow_mut().clone_from(&meta.env);
+        host.commands_allow.borrow_mut().clone_from(&meta.commands);
         host.recorder.set_stage(Stage::Idle);
         Ok(Runbook {
             path: canonical,

@@ -51,6 +51,7 @@ const META_KEYS: &[&str] = &[
     "env",
     "params",
     "notify",
+    "commands",
 ];
 const PARAM_KEYS: &[&str] = &[
     "type",

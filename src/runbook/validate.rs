@@ -15,6 +15,9 @@ use super::{
 use crate::base::error::{Location, ScriptDiagnostic};
 use crate::sandbox::engine::{self, ModuleRecord};
 
+/// A program `local::run` may start: a name looked up on PATH, never a path or a command line.
+static PROGRAM: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$").expect("valid regex"));
 static KEBAB: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-z0-9]+(-[a-z0-9]+)*$").expect("valid regex"));
 static IDENT: LazyLock<Regex> =
@@ -381,6 +384,17 @@ pub(super) fn validate(
             }
         },
     };
+    let commands = v.strings(meta, "commands", at);
+    for program in &commands {
+        if !PROGRAM.is_match(program) {
+            v.error(
+                v.key_at(at, "commands"),
+                format!(
+                    "commands entry {program:?} must be a program name found on PATH (letters, digits, `.`, `_`, `+`, `-`), not a path or a command line"
+                ),
+            );
+        }
+    }
     let metadata = Metadata {
         id,
         version,
@@ -395,6 +409,7 @@ pub(super) fn validate(
         env,
         params,
         notify_slack,
+        commands,
     };
 
     let steps = validate_steps(&mut v, &decls.steps);

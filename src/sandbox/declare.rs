@@ -360,6 +360,8 @@ pub struct Metadata {
     pub params: Vec<ParamSpec>,
     /// `notify: #{ slack: "#channel" }`: lifecycle notifications for every run.
     pub notify_slack: Option<String>,
+    /// `commands: ["kubectl", ...]`: the local programs `local::run` may start.
+    pub commands: Vec<String>,
 }
 
 /// How a step asks for confirmation.

@@ -87,6 +87,8 @@ pub struct Host {
     pub loaded: RefCell<Vec<(String, SharedModule)>>,
     /// Environment variables the runbook declared it reads (`env` in its metadata).
     pub env_allow: RefCell<Vec<String>>,
+    /// Local programs the runbook declared it runs (`commands` in its metadata).
+    pub commands_allow: RefCell<Vec<String>>,
     /// The incident notes file next to the transcript (`notes::append`).
     pub notes_path: RefCell<Option<PathBuf>>,
     /// The async runtime network bindings block on.
@@ -199,6 +201,7 @@ impl Host {
             modules: RefCell::new(Vec::new()),
             loaded: RefCell::new(Vec::new()),
             env_allow: RefCell::new(Vec::new()),
+            commands_allow: RefCell::new(Vec::new()),
             notes_path: RefCell::new(None),
             io: crate::services::runtime::AsyncIo::default(),
             cloud,

@@ -39,8 +39,9 @@ pub type ScriptResult<T> = Result<T, Box<EvalAltResult>>;
 pub enum Effect {
     ReadOnly,
     Mutating,
-    /// Waits on people (approvals): changes nothing, but a plan must not wait for it, so in plan
-    /// mode it is answered by its placeholder like a write.
+    /// Waits on people (approvals), or on the world changing after writes a plan never sends (an
+    /// alarm clearing): changes nothing, but a plan must not wait for it, so in plan mode it is
+    /// answered by its placeholder like a write.
     Wait,
     /// A write the runbook declares read-only (a diagnostic over Run Command, `read_only: true`):
     /// a plan runs it for real and records it as `read_only: "declared by the runbook"`; a run
@@ -268,7 +269,9 @@ pub fn kill_parameter_state(host: &Host, name: &str) -> Option<String> {
 const NEW_INSTANCE: &str = "new instance ";
 
 /// The resources a write changes, counted by the blast-radius cap: the ids it *targets* (its
-/// `id`, `ids` and `instances` arguments, tag targets already resolved to `instances`), and each
+/// `id`, `ids` and `instances` arguments, tag targets already resolved to `instances`; the
+/// `listener`, `target_group`, `alarms` and `auto_scaling_group` it names, a local program as
+/// its `command`), and each
 /// instance `ec2::launch` would create. Ids that only appear as values (a tag value naming a
 /// security group, the groups `ec2::restore` puts back) are not resources the call changes.
 pub fn changed_resources(binding: &str, args: &Value) -> Vec<String> {
@@ -307,6 +310,28 @@ pub fn changed_resources(binding: &str, args: &Value) -> Vec<String> {
         static LAUNCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let call = LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         out.extend((1..=count).map(|k| format!("{NEW_INSTANCE}{call}.{k}")));
+    }
+    // Resources named by ARN or name (a listener, a target group, alarms, an Auto Scaling
+    // group): whatever string the call targets counts, whatever its shape.
+    for key in [
+        "listener",
+        "target_group",
+        "alarms",
+        "auto_scaling_group",
+        "command",
+    ] {
+        let values = match args.get(key) {
+            Some(Value::Array(items)) => items.clone(),
+            Some(v) => vec![v.clone()],
+            None => Vec::new(),
+        };
+        for v in values {
+            if let Some(s) = v.as_str().filter(|s| !s.is_empty())
+                && !out.iter().any(|o| o == s)
+            {
+                out.push(s.to_string());
+            }
+        }
     }
     out
 }

@@ -1,4 +1,5 @@
-//! The AWS backend: aws-sdk-ec2 and aws-sdk-ssm with the standard credential chain.
+//! The AWS backend: aws-sdk-ec2 and aws-sdk-ssm (and, in `aws/`, ELBv2, CloudWatch and Auto
+//! Scaling) with the standard credential chain.
 //!
 //! Region, profile, endpoint (`AWS_ENDPOINT_URL` or the environment's `endpoint`, so LocalStack
 //! and moto work unchanged) and the SDK's standard retry mode come from the environment config.
@@ -24,10 +25,17 @@ use super::{
 use crate::base::error::BindingError;
 use crate::data::config::AwsSettings;
 
+mod autoscaling;
+mod cloudwatch;
+mod elb;
+
 pub struct AwsCloud {
     ec2: aws_sdk_ec2::Client,
     ssm: aws_sdk_ssm::Client,
     sts: aws_sdk_sts::Client,
+    elb: aws_sdk_elasticloadbalancingv2::Client,
+    cloudwatch: aws_sdk_cloudwatch::Client,
+    autoscaling: aws_sdk_autoscaling::Client,
     /// The region the SDK's configuration chain resolved (runbook.toml, `AWS_REGION`, profile).
     region: Option<String>,
     /// The endpoint override in force (the environment's `endpoint`, else `AWS_ENDPOINT_URL`).
@@ -45,6 +53,29 @@ const SSM_OPERATIONS: &[&str] = &[
     "GetParameter",
     "PutParameter",
     "DescribeInstanceInformation",
+];
+
+const ELB_OPERATIONS: &[&str] = &[
+    "DescribeListeners",
+    "ModifyListener",
+    "DescribeTargetGroups",
+    "DescribeTargetHealth",
+    "RegisterTargets",
+    "DeregisterTargets",
+];
+const CLOUDWATCH_OPERATIONS: &[&str] = &[
+    "GetMetricData",
+    "DescribeAlarms",
+    "EnableAlarmActions",
+    "DisableAlarmActions",
+];
+const AUTOSCALING_OPERATIONS: &[&str] = &[
+    "DescribeAutoScalingGroups",
+    "SetDesiredCapacity",
+    "SuspendProcesses",
+    "ResumeProcesses",
+    "StartInstanceRefresh",
+    "DescribeInstanceRefreshes",
 ];
 
 /// Turns any SDK error into a catchable binding error with the AWS code and request id.
@@ -181,6 +212,9 @@ impl AwsCloud {
             let service = match operation {
                 "GetCallerIdentity" => "sts",
                 op if SSM_OPERATIONS.contains(&op) => "ssm",
+                op if ELB_OPERATIONS.contains(&op) => "elasticloadbalancing",
+                op if CLOUDWATCH_OPERATIONS.contains(&op) => "monitoring",
+                op if AUTOSCALING_OPERATIONS.contains(&op) => "autoscaling",
                 _ => "ec2",
             };
             err.message = format!("{} (URL tried: {})", err.message, self.url_for(service));
@@ -222,6 +256,9 @@ impl AwsCloud {
             ec2: aws_sdk_ec2::Client::new(&config),
             ssm: aws_sdk_ssm::Client::new(&config),
             sts: aws_sdk_sts::Client::new(&config),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
+            autoscaling: aws_sdk_autoscaling::Client::new(&config),
             region: config.region().map(|r| r.to_string()),
             endpoint: config.endpoint_url().map(str::to_string),
             request_ids: Mutex::new(Vec::new()),

@@ -155,6 +155,120 @@ impl Invocation {
     }
 }
 
+/// One target group of a listener's forward action and the share of requests it gets
+/// (weights are relative: 90 and 10 send 90% and 10%).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WeightedTarget {
+    /// The target group's ARN.
+    pub target_group: String,
+    pub weight: i64,
+}
+
+/// An ELBv2 listener and its default forward action.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Listener {
+    pub arn: String,
+    pub load_balancer: String,
+    pub port: i64,
+    pub protocol: String,
+    /// The target groups its default action forwards to (empty when it does not forward).
+    pub forward: Vec<WeightedTarget>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TargetGroup {
+    pub arn: String,
+    pub name: String,
+    pub port: i64,
+}
+
+/// One registered target and what the load balancer's health checks say of it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TargetHealth {
+    pub id: String,
+    pub port: i64,
+    /// `initial`, `healthy`, `unhealthy`, `unused`, `draining` or `unavailable`.
+    pub state: String,
+    pub reason: String,
+    pub description: String,
+}
+
+/// A CloudWatch metric and the statistic asked of it over a window ending now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MetricQuery {
+    pub namespace: String,
+    pub name: String,
+    pub dimensions: Tags,
+    /// `Average`, `Maximum`, `Minimum`, `Sum`, `SampleCount` or a percentile such as `p95`.
+    pub stat: String,
+    pub period_seconds: i32,
+    /// How far back the window reaches from now, in seconds.
+    pub window_seconds: i64,
+}
+
+/// One aggregated value of a metric.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Datapoint {
+    pub timestamp: String,
+    pub value: f64,
+}
+
+/// A CloudWatch metric alarm as runbooks see it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Alarm {
+    pub name: String,
+    /// `OK`, `ALARM` or `INSUFFICIENT_DATA`.
+    pub state: String,
+    pub reason: String,
+    pub updated: String,
+    pub actions_enabled: bool,
+    pub namespace: String,
+    pub metric: String,
+    pub threshold: f64,
+    pub comparison: String,
+}
+
+/// One instance of an Auto Scaling group.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GroupInstance {
+    pub id: String,
+    /// `Pending`, `InService`, `Terminating`, ...
+    pub lifecycle_state: String,
+    /// `Healthy` or `Unhealthy`.
+    pub health_status: String,
+}
+
+/// An Auto Scaling group as runbooks see it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ScalingGroup {
+    pub name: String,
+    pub min: i64,
+    pub max: i64,
+    pub desired: i64,
+    pub instances: Vec<GroupInstance>,
+    /// Suspended scaling processes (`Launch`, `Terminate`, `HealthCheck`, `AlarmNotification`, ...).
+    pub suspended: Vec<String>,
+}
+
+/// An instance refresh of an Auto Scaling group.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InstanceRefresh {
+    pub id: String,
+    /// `Pending`, `InProgress`, `Successful`, `Failed`, `Cancelled`, `RollbackSuccessful`, ...
+    pub status: String,
+    pub percent_complete: i64,
+    pub reason: String,
+}
+
+impl InstanceRefresh {
+    pub fn is_terminal(&self) -> bool {
+        !matches!(
+            self.status.as_str(),
+            "Pending" | "InProgress" | "Cancelling" | "RollbackInProgress" | "Baking"
+        )
+    }
+}
+
 /// The selected backend.
 /// An instance's patch compliance, as Patch Manager last reported it
 /// (`DescribeInstancePatchStates`).
@@ -304,6 +418,89 @@ impl Cloud {
         overwrite: bool,
     ) -> CloudResult<i64> {
         dispatch!(self, c => c.put_parameter(name, value, kind, overwrite))
+    }
+
+    pub async fn describe_listener(&self, arn: &str) -> CloudResult<Listener> {
+        dispatch!(self, c => c.describe_listener(arn))
+    }
+
+    /// Replaces the listener's default action with a weighted forward to `targets`.
+    pub async fn set_listener_forward(
+        &self,
+        arn: &str,
+        targets: &[WeightedTarget],
+    ) -> CloudResult<()> {
+        dispatch!(self, c => c.set_listener_forward(arn, targets))
+    }
+
+    /// Target groups by name or by ARN (one of the two lists is used, names first).
+    pub async fn describe_target_groups(
+        &self,
+        names: &[String],
+        arns: &[String],
+    ) -> CloudResult<Vec<TargetGroup>> {
+        dispatch!(self, c => c.describe_target_groups(names, arns))
+    }
+
+    pub async fn target_health(&self, target_group: &str) -> CloudResult<Vec<TargetHealth>> {
+        dispatch!(self, c => c.target_health(target_group))
+    }
+
+    pub async fn register_targets(&self, target_group: &str, ids: &[String]) -> CloudResult<()> {
+        dispatch!(self, c => c.register_targets(target_group, ids))
+    }
+
+    pub async fn deregister_targets(&self, target_group: &str, ids: &[String]) -> CloudResult<()> {
+        dispatch!(self, c => c.deregister_targets(target_group, ids))
+    }
+
+    pub async fn metric_data(&self, q: &MetricQuery) -> CloudResult<Vec<Datapoint>> {
+        dispatch!(self, c => c.metric_data(q))
+    }
+
+    pub async fn describe_alarms(&self, names: &[String]) -> CloudResult<Vec<Alarm>> {
+        dispatch!(self, c => c.describe_alarms(names))
+    }
+
+    pub async fn set_alarm_actions(&self, names: &[String], enabled: bool) -> CloudResult<()> {
+        dispatch!(self, c => c.set_alarm_actions(names, enabled))
+    }
+
+    pub async fn describe_scaling_groups(
+        &self,
+        names: &[String],
+    ) -> CloudResult<Vec<ScalingGroup>> {
+        dispatch!(self, c => c.describe_scaling_groups(names))
+    }
+
+    pub async fn set_desired_capacity(&self, name: &str, desired: i64) -> CloudResult<()> {
+        dispatch!(self, c => c.set_desired_capacity(name, desired))
+    }
+
+    /// Suspends (`suspend`) or resumes scaling processes (all of them when `processes` is empty).
+    pub async fn set_processes(
+        &self,
+        name: &str,
+        processes: &[String],
+        suspend: bool,
+    ) -> CloudResult<()> {
+        dispatch!(self, c => c.set_processes(name, processes, suspend))
+    }
+
+    pub async fn start_instance_refresh(
+        &self,
+        name: &str,
+        min_healthy_percent: i64,
+    ) -> CloudResult<String> {
+        dispatch!(self, c => c.start_instance_refresh(name, min_healthy_percent))
+    }
+
+    pub async fn describe_instance_refresh(
+        &self,
+        name: &str,
+        id: &str,
+    ) -> CloudResult<InstanceRefresh> {
+        dispatch!(self, c => c.describe_instance_refresh(name, id))
     }
 }
 

@@ -31,6 +31,38 @@ pub(crate) struct Fleet {
     /// HTTP endpoints the `health::` bindings answer for, with scripted behaviour.
     #[serde(default)]
     pub(crate) endpoints: Vec<Endpoint>,
+    /// ELBv2 target groups (blue/green pools) and the listeners that forward to them.
+    #[serde(default)]
+    pub(crate) target_groups: Vec<FleetTargetGroup>,
+    #[serde(default)]
+    pub(crate) listeners: Vec<FleetListener>,
+    /// CloudWatch metric series, scripted on the run's clock, and the alarms watching them.
+    #[serde(default)]
+    pub(crate) metrics: Vec<FleetMetric>,
+    #[serde(default)]
+    pub(crate) alarms: Vec<FleetAlarm>,
+    #[serde(default)]
+    pub(crate) auto_scaling_groups: Vec<FleetScalingGroup>,
+    /// What declared local commands (`local::run`) answer on the sim: no program is started.
+    #[serde(default)]
+    pub(crate) local_commands: Vec<LocalCommand>,
+}
+
+/// A local command's scripted answer: the first rule whose `program` is the program run and
+/// whose `match` occurs in its arguments (joined by spaces) answers; successive runs take
+/// successive `stdout` entries (the last one repeats).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LocalCommand {
+    pub(crate) program: String,
+    #[serde(rename = "match", default)]
+    pub(crate) pattern: String,
+    #[serde(default)]
+    pub(crate) stdout: Vec<String>,
+    #[serde(default)]
+    pub(crate) stderr: String,
+    #[serde(default)]
+    pub(crate) exit_code: i64,
 }
 
 fn default_account() -> String {
@@ -107,6 +139,128 @@ pub(crate) struct FleetParameter {
     pub(crate) kind: String,
 }
 
+/// A target group: `arn` defaults to one made from the fleet's region, account and `name`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FleetTargetGroup {
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) arn: String,
+    #[serde(default = "default_port")]
+    pub(crate) port: i64,
+    /// Registered instance ids.
+    #[serde(default)]
+    pub(crate) targets: Vec<String>,
+}
+
+fn default_port() -> i64 {
+    80
+}
+
+/// A listener whose default action forwards to target groups (by name) with weights.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FleetListener {
+    pub(crate) arn: String,
+    pub(crate) load_balancer: String,
+    #[serde(default = "default_listener_port")]
+    pub(crate) port: i64,
+    #[serde(default = "default_protocol")]
+    pub(crate) protocol: String,
+    #[serde(default)]
+    pub(crate) forward: Vec<FleetForward>,
+}
+
+fn default_listener_port() -> i64 {
+    443
+}
+fn default_protocol() -> String {
+    "HTTPS".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FleetForward {
+    pub(crate) target_group: String,
+    pub(crate) weight: i64,
+}
+
+/// A metric series on the run's clock: `value` from ever before the run until the first
+/// mutating call whose text contains `recovers_on` (a Run Command's commands count), then moving
+/// to `recovered` over `ramp_minutes` of the run's clock (simulated in drills).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FleetMetric {
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) dimensions: Tags,
+    pub(crate) value: f64,
+    #[serde(default)]
+    pub(crate) recovers_on: Option<String>,
+    #[serde(default)]
+    pub(crate) recovered: Option<f64>,
+    #[serde(default)]
+    pub(crate) ramp_minutes: u64,
+}
+
+/// A metric alarm, evaluated on the fleet's series: `ALARM` when each of the last
+/// `evaluation_periods` periods breaches the threshold, `OK` otherwise.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FleetAlarm {
+    pub(crate) name: String,
+    pub(crate) namespace: String,
+    pub(crate) metric: String,
+    #[serde(default)]
+    pub(crate) dimensions: Tags,
+    #[serde(default = "default_statistic")]
+    pub(crate) statistic: String,
+    #[serde(default = "default_period")]
+    pub(crate) period: i32,
+    #[serde(default = "default_evaluation_periods")]
+    pub(crate) evaluation_periods: i64,
+    pub(crate) threshold: f64,
+    #[serde(default = "default_comparison")]
+    pub(crate) comparison: String,
+    #[serde(default = "default_true")]
+    pub(crate) actions_enabled: bool,
+}
+
+fn default_statistic() -> String {
+    "Average".into()
+}
+fn default_period() -> i32 {
+    60
+}
+fn default_evaluation_periods() -> i64 {
+    5
+}
+fn default_comparison() -> String {
+    "GreaterThanThreshold".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+/// An Auto Scaling group over fleet instances; it launches from `launch_template` (a fleet
+/// launch template) and registers what it launches with `target_groups` (names).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FleetScalingGroup {
+    pub(crate) name: String,
+    pub(crate) min: i64,
+    pub(crate) max: i64,
+    pub(crate) desired: i64,
+    #[serde(default)]
+    pub(crate) instances: Vec<String>,
+    pub(crate) launch_template: String,
+    #[serde(default)]
+    pub(crate) target_groups: Vec<String>,
+    #[serde(default)]
+    pub(crate) suspended: Vec<String>,
+}
+
 fn default_param_type() -> String {
     "String".into()
 }
@@ -165,6 +319,13 @@ pub(crate) struct Faults {
     /// many milliseconds (simulated in drills): a slow boot, for waits longer than a default.
     #[serde(default)]
     pub(crate) initializing_ms: std::collections::BTreeMap<String, u64>,
+    /// Target groups (names) whose targets fail their health checks while any listener sends
+    /// them traffic (weight above 0): a new colour that breaks under load.
+    #[serde(default)]
+    pub(crate) unhealthy_with_traffic: Vec<String>,
+    /// Auto Scaling groups (names) whose instance refreshes fail halfway.
+    #[serde(default)]
+    pub(crate) refresh_fails: Vec<String>,
 }
 
 /// What clears an instance's failing status checks (see [`Faults::impaired_until`]).

@@ -15,9 +15,13 @@
 //! operations, `http` the declared health endpoints; this file holds the state they share and
 //! the entry every call passes (latency, throttling, scripted errors).
 
+mod autoscaling;
+mod cloudwatch;
 mod ec2;
+mod elb;
 mod fleet;
 mod http;
+mod local;
 mod ssm;
 
 use std::collections::BTreeMap;
@@ -31,6 +35,7 @@ use crate::base::error::BindingError;
 
 pub use fleet::DEFAULT_FLEET;
 use fleet::Fleet;
+pub use local::LocalOutput;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Group {
@@ -87,6 +92,24 @@ struct State {
     /// Patch Manager's compliance per instance, once `AWS-RunPatchBaseline` ran on it.
     #[serde(default)]
     patch_states: BTreeMap<String, super::PatchState>,
+    /// The load balancers' target groups and listeners (what drills assert weights on).
+    #[serde(default)]
+    target_groups: Vec<elb::SimTargetGroup>,
+    #[serde(default)]
+    listeners: Vec<super::Listener>,
+    /// When (ms on the run's clock) each fleet metric's `recovers_on` call happened.
+    #[serde(default)]
+    metric_triggers: Vec<Option<u64>>,
+    /// Alarms whose actions were disabled (by name).
+    #[serde(default)]
+    alarm_actions_disabled: Vec<String>,
+    #[serde(default)]
+    scaling_groups: Vec<autoscaling::SimScalingGroup>,
+    #[serde(default)]
+    refreshes: Vec<autoscaling::SimRefresh>,
+    /// Answers used per `local_commands` rule.
+    #[serde(default)]
+    local_uses: Vec<usize>,
 }
 
 pub struct SimCloud {
@@ -100,6 +123,9 @@ pub struct SimCloud {
     persist_to: Option<std::path::PathBuf>,
     /// Latency and throttling back-off are waited on this clock: simulated in drills and plans.
     clock: crate::base::clock::Clock,
+    /// The wall time the run's clock started from: metric timestamps are this plus the clock's
+    /// elapsed time, so a simulated ten minutes are ten minutes of datapoints.
+    epoch: chrono::DateTime<chrono::Utc>,
 }
 
 fn err(code: &str, message: impl Into<String>) -> BindingError {
@@ -176,6 +202,16 @@ impl SimCloud {
             })
             .collect();
         let output_uses = vec![0; fleet.command_outputs.len()];
+        let target_groups = elb::target_groups_of(&fleet);
+        let listeners = elb::listeners_of(&fleet, &target_groups);
+        let metric_triggers = vec![None; fleet.metrics.len()];
+        let alarm_actions_disabled = fleet
+            .alarms
+            .iter()
+            .filter(|a| !a.actions_enabled)
+            .map(|a| a.name.clone())
+            .collect();
+        let scaling_groups = autoscaling::groups_of(&fleet);
         let probes = vec![0; fleet.endpoints.len()];
         SimCloud {
             state: Arc::new(Mutex::new(State {
@@ -192,11 +228,19 @@ impl SimCloud {
                 probes,
                 healed: Default::default(),
                 patch_states: BTreeMap::new(),
+                target_groups,
+                listeners,
+                metric_triggers,
+                alarm_actions_disabled,
+                scaling_groups,
+                refreshes: Vec::new(),
+                local_uses: Vec::new(),
             })),
             fleet: Arc::new(fleet),
             request_ids: Mutex::new(Vec::new()),
             persist_to: None,
             clock: crate::base::clock::Clock::real(),
+            epoch: chrono::Utc::now(),
         }
     }
 
@@ -222,6 +266,7 @@ impl SimCloud {
 
     /// Notes a mutating API call and saves the state (when persistent): every write goes through here.
     fn mutated(&self, s: &mut State, what: String) {
+        self.trigger_metrics(s, &what);
         s.mutations.push(what);
         self.persist(s);
     }
@@ -249,6 +294,7 @@ impl SimCloud {
             persist_to: self.persist_to.clone(),
             // Each run on a shared sim keeps its own clock: runs on the hook server are real-time.
             clock: crate::base::clock::Clock::real(),
+            epoch: chrono::Utc::now(),
         }
     }
 
@@ -327,6 +373,22 @@ impl SimCloud {
                 }
             }
             return Ok(());
+        }
+    }
+
+    /// Notes the first call whose text contains a metric's `recovers_on`: from then on, on the
+    /// run's clock, the metric moves to its `recovered` level.
+    fn trigger_metrics(&self, s: &mut State, text: &str) {
+        let now = u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+        s.metric_triggers.resize(self.fleet.metrics.len(), None);
+        for (m, at) in self.fleet.metrics.iter().zip(s.metric_triggers.iter_mut()) {
+            if at.is_none()
+                && m.recovers_on
+                    .as_deref()
+                    .is_some_and(|p| !p.is_empty() && text.contains(p))
+            {
+                *at = Some(now);
+            }
         }
     }
 

@@ -103,6 +103,9 @@ impl SimCloud {
             parameters: req.parameters.clone(),
             invocations,
         });
+        // A metric that recovers on a command (`systemctl restart`) reads the commands themselves.
+        let commands: Vec<String> = req.parameters.values().flatten().cloned().collect();
+        self.trigger_metrics(&mut s, &commands.join("\n"));
         self.mutated(
             &mut s,
             format!("SendCommand {} {}", req.document, req.instances.join(",")),
