@@ -153,19 +153,6 @@ impl Moto {
         aws_sdk_elasticloadbalancingv2::Client::from_conf(config)
     }
 
-    pub fn cloudwatch(&self) -> aws_sdk_cloudwatch::Client {
-        use aws_sdk_cloudwatch::config as c;
-        let config = c::Builder::new()
-            .behavior_version(c::BehaviorVersion::latest())
-            .region(c::Region::new("us-east-1"))
-            .endpoint_url(self.endpoint())
-            .credentials_provider(c::Credentials::new(
-                "testing", "testing", None, None, "tests",
-            ))
-            .build();
-        aws_sdk_cloudwatch::Client::from_conf(config)
-    }
-
     pub fn autoscaling(&self) -> aws_sdk_autoscaling::Client {
         use aws_sdk_autoscaling::config as c;
         let config = c::Builder::new()
