@@ -230,6 +230,11 @@ documented! {
         [serde(default)] pub replaced: Vec<String>,
         /// Instances whose groups are what the fleet gave them (a rollback put them back).
         [serde(default)] pub original_groups: Vec<String>,
+        /// Snapshots a volume was created from during the run (`ec2::restore_volume`).
+        [serde(default)] pub restored: Vec<String>,
+        /// Snapshots a volume was created from during the run, with every such volume deleted
+        /// again by its end (a restoration test leaves nothing behind).
+        [serde(default)] pub restored_volumes_deleted: Vec<String>,
     }
 }
 
@@ -463,7 +468,9 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
                     && c.terminated.is_empty()
                     && c.running.is_empty()
                     && c.replaced.is_empty()
-                    && c.original_groups.is_empty());
+                    && c.original_groups.is_empty()
+                    && c.restored.is_empty()
+                    && c.restored_volumes_deleted.is_empty());
             if sim_only {
                 return Err(Error::config(
                     path,
@@ -830,6 +837,42 @@ fn check_cloud(c: &CloudExpect, state: &Value, fleet: &Value, failures: &mut Vec
         if original.is_none() || original != now {
             failures.push(format!(
                 "{id} does not have its original security groups back"
+            ));
+        }
+    }
+    check_restored(c, state, failures);
+}
+
+/// `restored` and `restored_volumes_deleted`: from the sim's mutation log (a deleted volume
+/// leaves no other trace) and the volumes still there.
+fn check_restored(c: &CloudExpect, state: &Value, failures: &mut Vec<String>) {
+    let restored = |snap: &str| {
+        state["mutations"].as_array().is_some_and(|m| {
+            m.iter()
+                .any(|x| x.as_str() == Some(&format!("CreateVolume {snap}")))
+        })
+    };
+    for snap in &c.restored {
+        if !restored(snap) {
+            failures.push(format!("no volume was restored from {snap}"));
+        }
+    }
+    for snap in &c.restored_volumes_deleted {
+        let left: Vec<&str> = state["volumes"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter(|v| v["snapshot"] == snap.as_str())
+                    .filter_map(|v| v["id"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !restored(snap) {
+            failures.push(format!("no volume was restored from {snap}"));
+        } else if !left.is_empty() {
+            failures.push(format!(
+                "volumes restored from {snap} are left behind: {}",
+                left.join(", ")
             ));
         }
     }

@@ -578,7 +578,7 @@ pub fn render_html(events: &[Value], report: &VerifyReport, path: &Path) -> Stri
             while let Some(r) = row {
                 let cells = table_cells(r);
                 let separator = cells.iter().all(|c| c.chars().all(|ch| ch == '-'));
-                if !separator && !(first && cells.iter().all(String::is_empty)) {
+                if !(separator || first && cells.iter().all(String::is_empty)) {
                     let tag = if first { "th" } else { "td" };
                     body.push_str("<tr>");
                     for c in &cells {

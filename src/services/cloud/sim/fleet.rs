@@ -31,6 +31,9 @@ pub(crate) struct Fleet {
     /// HTTP endpoints the `health::` bindings answer for, with scripted behaviour.
     #[serde(default)]
     pub(crate) endpoints: Vec<Endpoint>,
+    /// Backup snapshots that exist before the run (the backup restoration test restores one).
+    #[serde(default)]
+    pub(crate) snapshots: Vec<super::volumes::FleetSnapshot>,
 }
 
 fn default_account() -> String {

@@ -19,6 +19,7 @@ mod ec2;
 mod fleet;
 mod http;
 mod ssm;
+mod volumes;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -87,6 +88,10 @@ struct State {
     /// Patch Manager's compliance per instance, once `AWS-RunPatchBaseline` ran on it.
     #[serde(default)]
     patch_states: BTreeMap<String, super::PatchState>,
+    /// Volumes created from snapshots (the backup restoration test); an instance's own volumes
+    /// are its `volumes`.
+    #[serde(default)]
+    volumes: Vec<super::Volume>,
 }
 
 pub struct SimCloud {
@@ -181,7 +186,7 @@ impl SimCloud {
             state: Arc::new(Mutex::new(State {
                 instances,
                 groups,
-                snapshots: Vec::new(),
+                snapshots: volumes::fleet_snapshots(&fleet),
                 images: Vec::new(),
                 commands: Vec::new(),
                 parameters,
@@ -192,6 +197,7 @@ impl SimCloud {
                 probes,
                 healed: Default::default(),
                 patch_states: BTreeMap::new(),
+                volumes: Vec::new(),
             })),
             fleet: Arc::new(fleet),
             request_ids: Mutex::new(Vec::new()),
