@@ -436,12 +436,14 @@ async fn remove_volume(
 ) -> CloudResult<Option<String>> {
     let ids = [id.to_string()];
     let current = cloud.describe_volumes(&ids).await?;
-    let attached_to = current
+    let attached = current
         .first()
-        .filter(|v| !v.instance.is_empty() && v.state == "in-use")
-        .map(|v| v.instance.clone());
-    if attached_to.is_some() {
-        cloud.detach_volume(id, force).await?;
+        .filter(|v| !v.instance.is_empty() && v.state == "in-use");
+    let attached_to = attached.map(|v| v.instance.clone());
+    if let Some(v) = attached {
+        cloud
+            .detach_volume(id, &v.instance, &v.device, force)
+            .await?;
         wait_volume(clock, cloud, id, limit, every, "volume not detached", |v| {
             v.state == "available"
         })

@@ -922,11 +922,19 @@ impl AwsCloud {
         Ok(())
     }
 
-    pub async fn detach_volume(&self, volume: &str, force: bool) -> CloudResult<()> {
+    pub async fn detach_volume(
+        &self,
+        volume: &str,
+        instance: &str,
+        device: &str,
+        force: bool,
+    ) -> CloudResult<()> {
         let out = self
             .ec2
             .detach_volume()
             .volume_id(volume)
+            .instance_id(instance)
+            .device(device)
             .force(force)
             .send()
             .await

@@ -369,8 +369,16 @@ impl Cloud {
         dispatch!(self, c => c.attach_volume(volume, instance, device))
     }
 
-    pub async fn detach_volume(&self, volume: &str, force: bool) -> CloudResult<()> {
-        dispatch!(self, c => c.detach_volume(volume, force))
+    /// Detaches `volume` from `instance` at `device` (AWS takes the volume alone; moto needs all
+    /// three).
+    pub async fn detach_volume(
+        &self,
+        volume: &str,
+        instance: &str,
+        device: &str,
+        force: bool,
+    ) -> CloudResult<()> {
+        dispatch!(self, c => c.detach_volume(volume, instance, device, force))
     }
 
     pub async fn delete_volume(&self, volume: &str) -> CloudResult<()> {

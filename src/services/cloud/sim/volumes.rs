@@ -221,7 +221,13 @@ impl SimCloud {
         Ok(())
     }
 
-    pub(crate) async fn detach_volume(&self, volume: &str, _force: bool) -> CloudResult<()> {
+    pub(crate) async fn detach_volume(
+        &self,
+        volume: &str,
+        instance: &str,
+        _device: &str,
+        _force: bool,
+    ) -> CloudResult<()> {
         let owner = {
             let s = self.lock()?;
             s.volumes
@@ -239,7 +245,13 @@ impl SimCloud {
                 format!("Volume '{volume}' is in the '{}' state.", v.state),
             ));
         }
-        let instance = std::mem::take(&mut v.instance);
+        if v.instance != instance {
+            return Err(err(
+                "IncorrectState",
+                format!("Volume '{volume}' is not attached to '{instance}'."),
+            ));
+        }
+        v.instance.clear();
         v.state = "available".into();
         v.device.clear();
         v.attachment.clear();
