@@ -395,6 +395,7 @@ fn restore_volume_placeholder(args: &Value) -> Dynamic {
         "instance": args["id"],
         "zone": "planned",
         "seconds": 0,
+        "planned": true,
     }))
 }
 
@@ -1051,7 +1052,8 @@ pub mod ec2_api {
     /// restore took, on the run's clock: simulated in drills). When attaching fails after the
     /// volume was created, the volume is deleted again and the error says so (or says it could
     /// not be, naming it). Mutating; `--max-resources` counts the instance. In a plan:
-    /// `volume: "vol-planned"`, `state: "planned"`.
+    /// `volume: "vol-planned"`, `state: "planned"`, `planned: true` (nothing is attached, so a
+    /// check of the device has nothing to read).
     #[rhai_fn(return_raw)]
     pub(crate) fn restore_volume(
         ctx: NativeCallContext,
@@ -1164,5 +1166,24 @@ pub mod ec2_api {
             })
         })
         .map(|d| d.try_cast::<Map>().unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_blast_radius_counts_the_instance_a_restore_attaches_to_and_the_volume_deleted() {
+        use crate::sandbox::recorder::changed_resources;
+        let restore =
+            serde_json::json!({ "id": "i-0000000000000001", "snapshot": "snap-0000000000000001" });
+        assert_eq!(
+            changed_resources("ec2::restore_volume", &restore),
+            ["i-0000000000000001"]
+        );
+        let delete = serde_json::json!({ "id": "vol-0000000000000009" });
+        assert_eq!(
+            changed_resources("ec2::delete_volume", &delete),
+            ["vol-0000000000000009"]
+        );
     }
 }

@@ -277,3 +277,58 @@ impl SimCloud {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::SimCloud;
+    use super::super::tests::block;
+    use crate::services::cloud::{SnapshotFilter, Tags};
+
+    const FLEET: &str = r#"
+[[instances]]
+id = "i-0000000000000001"
+vpc = "vpc-1"
+subnet = "subnet-1"
+volumes = ["vol-0000000000000001"]
+[[snapshots]]
+id = "snap-0000000000000001"
+volume = "vol-0000000000000001"
+start_time = "2026-11-29T03:00:00Z"
+[[snapshots]]
+id = "snap-0000000000000002"
+volume = "vol-0000000000000001"
+state = "pending"
+start_time = "2026-11-30T03:00:00Z"
+"#;
+
+    #[test]
+    fn an_attached_restored_volume_cannot_be_deleted_until_it_is_detached() {
+        let sim = SimCloud::from_toml(FLEET).unwrap();
+        let zone = block(sim.instance_zone("i-0000000000000001")).unwrap();
+        let v = block(sim.create_volume("snap-0000000000000001", &zone, &Tags::new())).unwrap();
+        block(sim.attach_volume(&v.id, "i-0000000000000001", "/dev/sdf")).unwrap();
+        let e = block(sim.delete_volume(&v.id)).unwrap_err();
+        assert_eq!(e.code, "VolumeInUse");
+        block(sim.detach_volume(&v.id, "i-0000000000000001", "/dev/sdf", false)).unwrap();
+        block(sim.delete_volume(&v.id)).unwrap();
+        let e = block(sim.describe_volumes(std::slice::from_ref(&v.id))).unwrap_err();
+        assert_eq!(e.code, "InvalidVolume.NotFound");
+    }
+
+    #[test]
+    fn a_pending_snapshot_cannot_be_restored_and_an_instances_own_volume_is_never_deleted() {
+        let sim = SimCloud::from_toml(FLEET).unwrap();
+        let e = block(sim.create_volume("snap-0000000000000002", "eu-west-1a", &Tags::new()))
+            .unwrap_err();
+        assert_eq!(e.code, "IncorrectState");
+        let e = block(sim.delete_volume("vol-0000000000000001")).unwrap_err();
+        assert_eq!(e.code, "UnsupportedOperation");
+        let completed = SnapshotFilter {
+            states: vec!["completed".into()],
+            ..SnapshotFilter::default()
+        };
+        let found = block(sim.find_snapshots(&completed)).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].start_time, "2026-11-29T03:00:00Z");
+    }
+}
