@@ -12,7 +12,8 @@
 //! Throttling is retried like the SDK's standard retry mode does (up to `max_attempts`).
 //!
 //! The model is split by concern: `fleet` is the fixture's schema, `ec2` and `ssm` the API
-//! operations, `http` the declared health endpoints; this file holds the state they share and
+//! operations, `volumes` the backup snapshots and restored EBS volumes, `http` the declared
+//! health endpoints; this file holds the state they share and
 //! the entry every call passes (latency, throttling, scripted errors).
 
 mod ec2;
