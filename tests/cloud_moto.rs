@@ -745,3 +745,139 @@ fn the_patch_runbook_sends_patch_baseline_to_moto_which_has_no_patch_compliance_
     );
     assert_eq!(sent, vec![scan.clone(), scan]);
 }
+
+/// The monthly backup restoration test's bindings on moto, which models `CreateVolume`,
+/// `AttachVolume`, `DetachVolume`, `DeleteVolume` and `DescribeSnapshots`: the newest completed
+/// snapshot of one instance's volume is restored and attached to another instance (seen attached
+/// in moto's own state), then deleted (seen gone).
+#[test]
+fn a_snapshot_restored_to_another_instance_is_attached_in_moto_and_gone_once_deleted() {
+    let moto = Moto::start();
+    let (blue, worker) = moto.seed();
+    let ws = moto.workspace("123456789012");
+    let volume = block(async {
+        let ec2 = moto.ec2();
+        let out = ec2
+            .describe_instances()
+            .instance_ids(&blue)
+            .send()
+            .await
+            .unwrap();
+        let i = &out.reservations()[0].instances()[0];
+        let volume = i.block_device_mappings()[1]
+            .ebs()
+            .and_then(|e| e.volume_id())
+            .unwrap()
+            .to_string();
+        for _ in 0..2 {
+            ec2.create_snapshot()
+                .volume_id(&volume)
+                .send()
+                .await
+                .unwrap();
+        }
+        volume
+    });
+    ws.write(
+        "runbooks/restore.rhai",
+        r#"runbook(#{ id: "restore", version: "1.0.0", title: "t", severity: "P3",
+    params: #{ volume: #{ type: "string", required: true }, instance: #{ type: "string", required: true } } });
+containment("Restore", |ctx| {
+    let snaps = ec2::snapshots(#{ volume: ctx.volume, states: ["completed"] });
+    ctx.count = snaps.len();
+    ctx.start_time = snaps[0].start_time;
+    let r = ec2::restore_volume(snaps[0].id, ctx.instance, #{ device: "/dev/sdf", every: "1s", timeout: "1m" });
+    ctx.restored = r.volume;
+    ctx.snapshot_ok = r.snapshot == snaps[0].id;
+});
+"#,
+    );
+    ws.write(
+        "runbooks/cleanup.rhai",
+        r#"runbook(#{ id: "cleanup", version: "1.0.0", title: "t", severity: "P3",
+    params: #{ volume: #{ type: "string", required: true } } });
+recovery("Delete", |ctx| {
+    let d = ec2::delete_volume(ctx.volume, #{ every: "1s", timeout: "1m" });
+    ctx.detached_from = d.detached_from;
+    ctx.state = d.state;
+});
+"#,
+    );
+    let restore = run(
+        &ws,
+        &[
+            "run",
+            "restore",
+            "--env",
+            "moto",
+            "--param",
+            &format!("volume={volume}"),
+            "--param",
+            &format!("instance={worker}"),
+            "--transcript",
+            "r.jsonl",
+        ],
+    );
+    restore.expect_code(0);
+    let ev = events(&ws.path().join("r.jsonl"));
+    let ctx = &of_type(&ev, "step_finished")[0]["ctx"];
+    assert_eq!(ctx["count"], 2);
+    assert_eq!(ctx["snapshot_ok"], true);
+    assert!(ctx["start_time"].as_str().is_some_and(|t| !t.is_empty()));
+    let restored = ctx["restored"].as_str().unwrap().to_string();
+    let seen = block(async {
+        let out = moto
+            .ec2()
+            .describe_volumes()
+            .volume_ids(&restored)
+            .send()
+            .await
+            .unwrap();
+        let v = &out.volumes()[0];
+        let a = &v.attachments()[0];
+        (
+            v.state().map(|s| s.as_str().to_string()),
+            a.instance_id().map(str::to_string),
+            a.device().map(str::to_string),
+        )
+    });
+    assert_eq!(
+        seen,
+        (
+            Some("in-use".into()),
+            Some(worker.clone()),
+            Some("/dev/sdf".into())
+        )
+    );
+
+    let cleanup = run(
+        &ws,
+        &[
+            "run",
+            "cleanup",
+            "--env",
+            "moto",
+            "--param",
+            &format!("volume={restored}"),
+            "--transcript",
+            "c.jsonl",
+        ],
+    );
+    cleanup.expect_code(0);
+    let ev = events(&ws.path().join("c.jsonl"));
+    let ctx = &of_type(&ev, "step_finished")[0]["ctx"];
+    assert_eq!(ctx["detached_from"], worker.as_str());
+    assert_eq!(ctx["state"], "deleted");
+    let gone = block(async {
+        moto.ec2()
+            .describe_volumes()
+            .volume_ids(&restored)
+            .send()
+            .await
+            .map_err(|e| aws_sdk_ec2::error::ProvideErrorMetadata::code(&e).map(str::to_string))
+    });
+    assert_eq!(
+        gone.err().flatten().as_deref(),
+        Some("InvalidVolume.NotFound")
+    );
+}

@@ -18,6 +18,7 @@ use crate::sandbox::recorder::{self, Binding, Effect, ScriptResult, unit_placeho
 use crate::services::cloud::{
     Cloud, CloudResult, Filter, Instance, InstanceStatus, LaunchSpec, StateAction, Tags,
 };
+use crate::services::cloud::{SnapshotFilter, Volume};
 
 const DEFAULT_EVERY: Duration = Duration::from_secs(5);
 /// The name of the security group `isolate` creates (or reuses) in the instance's VPC.
@@ -360,6 +361,112 @@ fn change_state(
         })
     })
     .map(|d| d.into_array().unwrap_or_default())
+}
+
+// --- Backup restoration (`snapshots`, `restore_volume`, `delete_volume`): the seeds' monthly
+// backup restoration test restores the latest snapshot to a scratch volume and deletes it. ---
+
+static SNAPSHOTS: Binding = Binding {
+    name: "ec2::snapshots",
+    effect: Effect::ReadOnly,
+    placeholder: unit_placeholder,
+};
+static RESTORE_VOLUME: Binding = Binding {
+    name: "ec2::restore_volume",
+    effect: Effect::Mutating,
+    placeholder: restore_volume_placeholder,
+};
+static DELETE_VOLUME: Binding = Binding {
+    name: "ec2::delete_volume",
+    effect: Effect::Mutating,
+    placeholder: delete_volume_placeholder,
+};
+
+/// Where a restored volume is attached unless the runbook says otherwise (AWS's recommended
+/// range for data volumes is `/dev/sd[f-p]`).
+const DEFAULT_DEVICE: &str = "/dev/sdf";
+
+fn restore_volume_placeholder(args: &Value) -> Dynamic {
+    planned_value(json!({
+        "volume": "vol-planned",
+        "device": args["device"],
+        "state": "planned",
+        "snapshot": args["snapshot"],
+        "instance": args["id"],
+        "zone": "planned",
+        "seconds": 0,
+        "planned": true,
+    }))
+}
+
+fn delete_volume_placeholder(args: &Value) -> Dynamic {
+    planned_value(json!({ "volume": args["id"], "detached_from": (), "state": "planned" }))
+}
+
+/// Polls one volume until `done` says so; `what` names the wait in a `WaiterTimeout`.
+async fn wait_volume(
+    clock: &Clock,
+    cloud: &Cloud,
+    id: &str,
+    limit: &WaitLimit,
+    every: Duration,
+    what: &str,
+    done: impl Fn(&Volume) -> bool,
+) -> CloudResult<Volume> {
+    let ids = [id.to_string()];
+    poll(clock, limit, every, what, async || {
+        let found = cloud.describe_volumes(&ids).await?;
+        Ok(match found.into_iter().next() {
+            Some(v) if done(&v) => Ok(v),
+            Some(v) => Err(vec![format!("{id} is {} ({})", v.state, v.attachment)]),
+            None => Err(vec![format!("{id} is not listed yet")]),
+        })
+    })
+    .await
+}
+
+/// Detaches `id` when attached (waiting until it is `available`), deletes it and waits until
+/// EC2 no longer lists it (or lists it `deleted`). Answers the instance it was detached from.
+async fn remove_volume(
+    clock: &Clock,
+    cloud: &Cloud,
+    id: &str,
+    force: bool,
+    limit: &WaitLimit,
+    every: Duration,
+) -> CloudResult<Option<String>> {
+    let ids = [id.to_string()];
+    let current = cloud.describe_volumes(&ids).await?;
+    let attached = current
+        .first()
+        .filter(|v| !v.instance.is_empty() && v.state == "in-use");
+    let attached_to = attached.map(|v| v.instance.clone());
+    if let Some(v) = attached {
+        cloud
+            .detach_volume(id, &v.instance, &v.device, force)
+            .await?;
+        wait_volume(clock, cloud, id, limit, every, "volume not detached", |v| {
+            v.state == "available"
+        })
+        .await?;
+    }
+    cloud.delete_volume(id).await?;
+    poll(
+        clock,
+        limit,
+        every,
+        "volume not deleted",
+        async || match cloud.describe_volumes(&ids).await {
+            Err(e) if e.code == "InvalidVolume.NotFound" => Ok(Ok(())),
+            Err(e) => Err(e),
+            Ok(found) => Ok(match found.first() {
+                Some(v) if v.state != "deleted" => Err(vec![format!("{id} is {}", v.state)]),
+                _ => Ok(()),
+            }),
+        },
+    )
+    .await?;
+    Ok(attached_to)
 }
 
 /// EC2 instances: read, tag, contain, stop, image and launch.
@@ -903,5 +1010,180 @@ pub mod ec2_api {
             })
         })
         .map(|d| d.into_array().unwrap_or_default())
+    }
+
+    /// The account's own EBS snapshots, newest first. `filter` may hold `volume` (the volume
+    /// they were taken of), `tags` (map: every tag must match) and `states` (e.g.
+    /// `["completed"]`). Returns an array of `#{ id, volume, state, tags, start_time }`
+    /// (`start_time`: RFC 3339, UTC). Read-only.
+    #[rhai_fn(return_raw)]
+    pub(crate) fn snapshots(ctx: NativeCallContext, filter: Map) -> ScriptResult<Array> {
+        let parsed = (|| -> Result<_, BindingError> {
+            args::known(&filter, &["volume", "tags", "states"])?;
+            Ok(SnapshotFilter {
+                volume: args::string(&filter, "volume")?,
+                tags: args::tags(filter.get("tags"))?,
+                states: args::strings(&filter, "states")?,
+            })
+        })();
+        let f = parsed.map_err(|e| arg_error(&ctx, e))?;
+        let recorded = json!({ "volume": f.volume, "tags": f.tags, "states": f.states });
+        recorder::call(&ctx, &SNAPSHOTS, recorded, |host| {
+            on_cloud(host, async |c: &Cloud| {
+                let mut found = c.find_snapshots(&f).await?;
+                // RFC 3339 UTC times sort as text; the id breaks a tie so the order is stable.
+                found.sort_by(|a, b| {
+                    b.start_time
+                        .cmp(&a.start_time)
+                        .then_with(|| b.id.cmp(&a.id))
+                });
+                Ok(found)
+            })
+        })
+        .map(|d| d.into_array().unwrap_or_default())
+    }
+
+    /// Restores a snapshot to a new volume in the instance's availability zone, waits until it
+    /// is `available`, attaches it at `device` and waits until it is `in-use`. Options:
+    /// `device` (default `"/dev/sdf"`), `tags` (added to `CreatedBy=runbook`,
+    /// `Purpose=restore-test`, `SourceSnapshot`), `timeout` (for the whole restore; default:
+    /// the step's deadline, as for `wait_status_ok`), `every` (default `"5s"`). Returns
+    /// `#{ volume, device, state, snapshot, instance, zone, seconds }` (`seconds`: how long the
+    /// restore took, on the run's clock: simulated in drills). When attaching fails after the
+    /// volume was created, the volume is deleted again and the error says so (or says it could
+    /// not be, naming it). Mutating; `--max-resources` counts the instance. In a plan:
+    /// `volume: "vol-planned"`, `state: "planned"`, `planned: true` (nothing is attached, so a
+    /// check of the device has nothing to read).
+    #[rhai_fn(return_raw)]
+    pub(crate) fn restore_volume(
+        ctx: NativeCallContext,
+        snapshot: &str,
+        instance: &str,
+        options: Map,
+    ) -> ScriptResult<Map> {
+        let parsed = (|| -> Result<_, BindingError> {
+            args::known(&options, &["device", "tags", "timeout", "every"])?;
+            let device =
+                args::string(&options, "device")?.unwrap_or_else(|| DEFAULT_DEVICE.to_string());
+            if !device.starts_with("/dev/") || device.len() <= "/dev/".len() {
+                return Err(BindingError::new(
+                    "bad_argument",
+                    format!("device must be a device name such as /dev/sdf, not {device:?}"),
+                ));
+            }
+            let mut tags = args::tags(options.get("tags"))?;
+            tags.insert("CreatedBy".into(), "runbook".into());
+            tags.insert("Purpose".into(), "restore-test".into());
+            tags.insert("SourceSnapshot".into(), snapshot.to_string());
+            Ok((
+                device,
+                tags,
+                args::wait_timeout(&options, "timeout")?,
+                args::duration(&options, "every", DEFAULT_EVERY)?,
+            ))
+        })();
+        let (device, tags, timeout, every) = parsed.map_err(|e| arg_error(&ctx, e))?;
+        let (snapshot, instance) = (snapshot.to_string(), instance.to_string());
+        let recorded = json!({
+            "id": instance, "snapshot": snapshot, "device": device, "tags": tags,
+            "timeout": args::wait_timeout_recorded(timeout),
+        });
+        recorder::call(&ctx, &RESTORE_VOLUME, recorded, |host| {
+            let clock = host.interrupt.clock();
+            let limit = crate::bindings::wait_limit(host, timeout);
+            on_cloud(host, async |c: &Cloud| {
+                let started = clock.now();
+                let zone = c.instance_zone(&instance).await?;
+                let created = c.create_volume(&snapshot, &zone, &tags).await?;
+                let attached = async {
+                    wait_volume(clock, c, &created.id, &limit, every, "volume not available", |v| {
+                        v.state == "available"
+                    })
+                    .await?;
+                    c.attach_volume(&created.id, &instance, &device).await?;
+                    wait_volume(clock, c, &created.id, &limit, every, "volume not attached", |v| {
+                        v.state == "in-use" && v.attachment == "attached"
+                    })
+                    .await
+                }
+                .await;
+                match attached {
+                    Ok(v) => Ok(json!({
+                        "volume": v.id, "device": v.device, "state": v.state,
+                        "snapshot": snapshot, "instance": v.instance, "zone": v.zone,
+                        "seconds": started.elapsed().as_secs(),
+                    })),
+                    Err(mut e) => {
+                        // Nothing else knows the new volume's id: leaving it would leak it.
+                        let cleanup =
+                            remove_volume(clock, c, &created.id, true, &limit, every).await;
+                        e.message = match cleanup {
+                            Ok(_) => format!("{} (the new volume {} was deleted)", e.message, created.id),
+                            Err(d) => format!(
+                                "{} (the new volume {} could not be deleted: {}: {}; delete it by hand)",
+                                e.message, created.id, d.code, d.message
+                            ),
+                        };
+                        Err(e)
+                    }
+                }
+            })
+        })
+        .map(|d| d.try_cast::<Map>().unwrap_or_default())
+    }
+
+    /// Deletes a volume: detaches it first when it is attached (waiting until it is
+    /// `available`), then deletes it and waits until EC2 no longer lists it. Options: `force`
+    /// (a forced detach, default false), `timeout` (default: the step's deadline), `every`.
+    /// Returns `#{ volume, detached_from, state: "deleted" }` (`detached_from`: the instance,
+    /// or `()`). Fails with `InvalidVolume.NotFound` when it does not exist. Mutating. In a
+    /// plan: `state: "planned"`.
+    #[rhai_fn(return_raw)]
+    pub(crate) fn delete_volume(
+        ctx: NativeCallContext,
+        volume: &str,
+        options: Map,
+    ) -> ScriptResult<Map> {
+        let parsed = (|| -> Result<_, BindingError> {
+            args::known(&options, &["force", "timeout", "every"])?;
+            Ok((
+                args::boolean(&options, "force", false)?,
+                args::wait_timeout(&options, "timeout")?,
+                args::duration(&options, "every", DEFAULT_EVERY)?,
+            ))
+        })();
+        let (force, timeout, every) = parsed.map_err(|e| arg_error(&ctx, e))?;
+        let volume = volume.to_string();
+        let recorded = json!({
+            "id": volume, "force": force, "timeout": args::wait_timeout_recorded(timeout),
+        });
+        recorder::call(&ctx, &DELETE_VOLUME, recorded, |host| {
+            let clock = host.interrupt.clock();
+            let limit = crate::bindings::wait_limit(host, timeout);
+            on_cloud(host, async |c: &Cloud| {
+                let from = remove_volume(clock, c, &volume, force, &limit, every).await?;
+                Ok(json!({ "volume": volume, "detached_from": from, "state": "deleted" }))
+            })
+        })
+        .map(|d| d.try_cast::<Map>().unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_blast_radius_counts_the_instance_a_restore_attaches_to_and_the_volume_deleted() {
+        use crate::sandbox::recorder::changed_resources;
+        let restore =
+            serde_json::json!({ "id": "i-0000000000000001", "snapshot": "snap-0000000000000001" });
+        assert_eq!(
+            changed_resources("ec2::restore_volume", &restore),
+            ["i-0000000000000001"]
+        );
+        let delete = serde_json::json!({ "id": "vol-0000000000000009" });
+        assert_eq!(
+            changed_resources("ec2::delete_volume", &delete),
+            ["vol-0000000000000009"]
+        );
     }
 }

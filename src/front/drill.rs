@@ -239,6 +239,11 @@ documented! {
         [serde(default)] pub weights: BTreeMap<String, i64>,
         /// Auto Scaling group name = its desired capacity afterwards.
         [serde(default)] pub desired_capacity: BTreeMap<String, i64>,
+        /// Snapshots a volume was created from during the run (`ec2::restore_volume`).
+        [serde(default)] pub restored: Vec<String>,
+        /// Snapshots a volume was created from during the run, with every such volume deleted
+        /// again by its end (a restoration test leaves nothing behind).
+        [serde(default)] pub restored_volumes_deleted: Vec<String>,
     }
 }
 
@@ -485,7 +490,9 @@ pub fn run_one(path: &Path, dirs: &[PathBuf], out: &Path) -> Result<Outcome> {
                     && c.replaced.is_empty()
                     && c.original_groups.is_empty()
                     && c.weights.is_empty()
-                    && c.desired_capacity.is_empty())
+                    && c.desired_capacity.is_empty()
+                    && c.restored.is_empty()
+                    && c.restored_volumes_deleted.is_empty())
                 || !s.metrics.is_empty();
             if sim_only {
                 return Err(Error::config(
@@ -889,6 +896,42 @@ fn check_cloud(c: &CloudExpect, state: &Value, fleet: &Value, failures: &mut Vec
         if original.is_none() || original != now {
             failures.push(format!(
                 "{id} does not have its original security groups back"
+            ));
+        }
+    }
+    check_restored(c, state, failures);
+}
+
+/// `restored` and `restored_volumes_deleted`: from the sim's mutation log (a deleted volume
+/// leaves no other trace) and the volumes still there.
+fn check_restored(c: &CloudExpect, state: &Value, failures: &mut Vec<String>) {
+    let restored = |snap: &str| {
+        state["mutations"].as_array().is_some_and(|m| {
+            m.iter()
+                .any(|x| x.as_str() == Some(&format!("CreateVolume {snap}")))
+        })
+    };
+    for snap in &c.restored {
+        if !restored(snap) {
+            failures.push(format!("no volume was restored from {snap}"));
+        }
+    }
+    for snap in &c.restored_volumes_deleted {
+        let left: Vec<&str> = state["volumes"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter(|v| v["snapshot"] == snap.as_str())
+                    .filter_map(|v| v["id"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !restored(snap) {
+            failures.push(format!("no volume was restored from {snap}"));
+        } else if !left.is_empty() {
+            failures.push(format!(
+                "volumes restored from {snap} are left behind: {}",
+                left.join(", ")
             ));
         }
     }

@@ -22,6 +22,7 @@ use super::{
     CloudResult, CommandRequest, Eni, Filter, Instance, InstanceStatus, Invocation, LaunchSpec,
     PatchState, Snapshot, StateAction, StateChange, Tags,
 };
+use super::{SnapshotFilter, Volume};
 use crate::base::error::BindingError;
 use crate::data::config::AwsSettings;
 
@@ -147,6 +148,27 @@ fn tags_of(tags: &[ec2t::Tag]) -> Tags {
             ))
         })
         .collect()
+}
+
+fn time_of(t: Option<&aws_sdk_ec2::primitives::DateTime>) -> String {
+    t.and_then(|t| {
+        t.fmt(aws_sdk_ec2::primitives::DateTimeFormat::DateTime)
+            .ok()
+    })
+    .unwrap_or_default()
+}
+
+fn snapshot_of(s: &ec2t::Snapshot) -> Snapshot {
+    Snapshot {
+        id: s.snapshot_id().unwrap_or_default().into(),
+        volume: s.volume_id().unwrap_or_default().into(),
+        state: s
+            .state()
+            .map(|x| x.as_str().to_string())
+            .unwrap_or_default(),
+        tags: tags_of(s.tags()),
+        start_time: time_of(s.start_time()),
+    }
 }
 
 fn instance_of(i: &ec2t::Instance) -> Instance {
@@ -504,6 +526,7 @@ impl AwsCloud {
                 .map(|s| s.as_str().to_string())
                 .unwrap_or_default(),
             tags: tags_of(out.tags()),
+            start_time: time_of(out.start_time()),
         })
     }
 
@@ -516,19 +539,7 @@ impl AwsCloud {
             .await
             .map_err(|e| self.sdk_error("DescribeSnapshots", e))?;
         self.note(&out);
-        Ok(out
-            .snapshots()
-            .iter()
-            .map(|s| Snapshot {
-                id: s.snapshot_id().unwrap_or_default().into(),
-                volume: s.volume_id().unwrap_or_default().into(),
-                state: s
-                    .state()
-                    .map(|x| x.as_str().to_string())
-                    .unwrap_or_default(),
-                tags: tags_of(s.tags()),
-            })
-            .collect())
+        Ok(out.snapshots().iter().map(snapshot_of).collect())
     }
 
     pub async fn change_state(
@@ -790,5 +801,194 @@ impl AwsCloud {
             .map_err(|e| self.sdk_error("PutParameter", e))?;
         self.note(&out);
         Ok(out.version())
+    }
+}
+
+// --- EBS volumes restored from backups (the monthly backup restoration test). ---
+
+fn volume_of(v: &ec2t::Volume) -> Volume {
+    let attached = v.attachments().first();
+    Volume {
+        id: v.volume_id().unwrap_or_default().into(),
+        state: v
+            .state()
+            .map(|x| x.as_str().to_string())
+            .unwrap_or_default(),
+        snapshot: v.snapshot_id().unwrap_or_default().into(),
+        zone: v.availability_zone().unwrap_or_default().into(),
+        instance: attached
+            .and_then(|a| a.instance_id())
+            .unwrap_or_default()
+            .into(),
+        device: attached.and_then(|a| a.device()).unwrap_or_default().into(),
+        attachment: attached
+            .and_then(|a| a.state())
+            .map(|x| x.as_str().to_string())
+            .unwrap_or_default(),
+        tags: tags_of(v.tags()),
+    }
+}
+
+impl AwsCloud {
+    /// The account's own snapshots (`OwnerIds=self`: without it AWS lists every public
+    /// snapshot too), filtered on the server.
+    pub async fn find_snapshots(&self, f: &SnapshotFilter) -> CloudResult<Vec<Snapshot>> {
+        let mut filters: Vec<ec2t::Filter> = f
+            .tags
+            .iter()
+            .map(|(k, v)| {
+                ec2t::Filter::builder()
+                    .name(format!("tag:{k}"))
+                    .values(v)
+                    .build()
+            })
+            .collect();
+        if let Some(volume) = &f.volume {
+            filters.push(
+                ec2t::Filter::builder()
+                    .name("volume-id")
+                    .values(volume)
+                    .build(),
+            );
+        }
+        if !f.states.is_empty() {
+            filters.push(
+                ec2t::Filter::builder()
+                    .name("status")
+                    .set_values(Some(f.states.clone()))
+                    .build(),
+            );
+        }
+        let mut pages = self
+            .ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .set_filters((!filters.is_empty()).then_some(filters))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.sdk_error("DescribeSnapshots", e))?;
+            self.note(&page);
+            out.extend(page.snapshots().iter().map(snapshot_of));
+        }
+        Ok(out)
+    }
+
+    pub async fn instance_zone(&self, instance: &str) -> CloudResult<String> {
+        let out = self
+            .ec2
+            .describe_instances()
+            .instance_ids(instance)
+            .send()
+            .await
+            .map_err(|e| self.sdk_error("DescribeInstances", e))?;
+        self.note(&out);
+        out.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find_map(|i| i.placement().and_then(|p| p.availability_zone()))
+            .map(str::to_string)
+            .ok_or_else(|| {
+                BindingError::new(
+                    "InvalidInstanceID.NotFound",
+                    format!("The instance ID '{instance}' does not exist"),
+                )
+            })
+    }
+
+    pub async fn create_volume(
+        &self,
+        snapshot: &str,
+        zone: &str,
+        tags: &Tags,
+    ) -> CloudResult<Volume> {
+        let out = self
+            .ec2
+            .create_volume()
+            .snapshot_id(snapshot)
+            .availability_zone(zone)
+            .set_tag_specifications(tag_spec(ec2t::ResourceType::Volume, tags).map(|t| vec![t]))
+            .send()
+            .await
+            .map_err(|e| self.sdk_error("CreateVolume", e))?;
+        self.note(&out);
+        Ok(Volume {
+            id: out.volume_id().unwrap_or_default().into(),
+            state: out
+                .state()
+                .map(|x| x.as_str().to_string())
+                .unwrap_or_default(),
+            snapshot: out.snapshot_id().unwrap_or_default().into(),
+            zone: out.availability_zone().unwrap_or_default().into(),
+            instance: String::new(),
+            device: String::new(),
+            attachment: String::new(),
+            tags: tags_of(out.tags()),
+        })
+    }
+
+    pub async fn describe_volumes(&self, ids: &[String]) -> CloudResult<Vec<Volume>> {
+        let out = self
+            .ec2
+            .describe_volumes()
+            .set_volume_ids(Some(ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| self.sdk_error("DescribeVolumes", e))?;
+        self.note(&out);
+        Ok(out.volumes().iter().map(volume_of).collect())
+    }
+
+    pub async fn attach_volume(
+        &self,
+        volume: &str,
+        instance: &str,
+        device: &str,
+    ) -> CloudResult<()> {
+        let out = self
+            .ec2
+            .attach_volume()
+            .volume_id(volume)
+            .instance_id(instance)
+            .device(device)
+            .send()
+            .await
+            .map_err(|e| self.sdk_error("AttachVolume", e))?;
+        self.note(&out);
+        Ok(())
+    }
+
+    pub async fn detach_volume(
+        &self,
+        volume: &str,
+        instance: &str,
+        device: &str,
+        force: bool,
+    ) -> CloudResult<()> {
+        let out = self
+            .ec2
+            .detach_volume()
+            .volume_id(volume)
+            .instance_id(instance)
+            .device(device)
+            .force(force)
+            .send()
+            .await
+            .map_err(|e| self.sdk_error("DetachVolume", e))?;
+        self.note(&out);
+        Ok(())
+    }
+
+    pub async fn delete_volume(&self, volume: &str) -> CloudResult<()> {
+        let out = self
+            .ec2
+            .delete_volume()
+            .volume_id(volume)
+            .send()
+            .await
+            .map_err(|e| self.sdk_error("DeleteVolume", e))?;
+        self.note(&out);
+        Ok(())
     }
 }

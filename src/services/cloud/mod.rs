@@ -73,6 +73,9 @@ pub struct Snapshot {
     pub volume: String,
     pub state: String,
     pub tags: Tags,
+    /// When the snapshot was taken (RFC 3339, UTC): what "the latest backup" is sorted by.
+    #[serde(default)]
+    pub start_time: String,
 }
 
 /// A state change request and its answer.
@@ -501,6 +504,82 @@ impl Cloud {
         id: &str,
     ) -> CloudResult<InstanceRefresh> {
         dispatch!(self, c => c.describe_instance_refresh(name, id))
+    }
+}
+
+// --- EBS volumes restored from backups (`ec2::snapshots`, `ec2::restore_volume`,
+// `ec2::delete_volume`): the monthly backup restoration test. ---
+
+/// Which snapshots to list (owned by the account). Empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotFilter {
+    pub volume: Option<String>,
+    pub tags: Tags,
+    pub states: Vec<String>,
+}
+
+/// An EBS volume and its attachment (empty `instance` when detached).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Volume {
+    pub id: String,
+    /// `creating`, `available`, `in-use`, `deleting`, `deleted` or `error`.
+    pub state: String,
+    pub snapshot: String,
+    pub zone: String,
+    pub instance: String,
+    pub device: String,
+    /// The attachment's state: `attaching`, `attached`, `detaching`, or empty.
+    pub attachment: String,
+    pub tags: Tags,
+}
+
+impl Cloud {
+    pub async fn find_snapshots(&self, f: &SnapshotFilter) -> CloudResult<Vec<Snapshot>> {
+        dispatch!(self, c => c.find_snapshots(f))
+    }
+
+    /// The availability zone an instance runs in (a volume attaches only within its zone).
+    pub async fn instance_zone(&self, instance: &str) -> CloudResult<String> {
+        dispatch!(self, c => c.instance_zone(instance))
+    }
+
+    pub async fn create_volume(
+        &self,
+        snapshot: &str,
+        zone: &str,
+        tags: &Tags,
+    ) -> CloudResult<Volume> {
+        dispatch!(self, c => c.create_volume(snapshot, zone, tags))
+    }
+
+    /// The volumes with these ids; `InvalidVolume.NotFound` when one does not exist.
+    pub async fn describe_volumes(&self, ids: &[String]) -> CloudResult<Vec<Volume>> {
+        dispatch!(self, c => c.describe_volumes(ids))
+    }
+
+    pub async fn attach_volume(
+        &self,
+        volume: &str,
+        instance: &str,
+        device: &str,
+    ) -> CloudResult<()> {
+        dispatch!(self, c => c.attach_volume(volume, instance, device))
+    }
+
+    /// Detaches `volume` from `instance` at `device` (AWS takes the volume alone; moto needs all
+    /// three).
+    pub async fn detach_volume(
+        &self,
+        volume: &str,
+        instance: &str,
+        device: &str,
+        force: bool,
+    ) -> CloudResult<()> {
+        dispatch!(self, c => c.detach_volume(volume, instance, device, force))
+    }
+
+    pub async fn delete_volume(&self, volume: &str) -> CloudResult<()> {
+        dispatch!(self, c => c.delete_volume(volume))
     }
 }
 

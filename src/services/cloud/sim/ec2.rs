@@ -228,6 +228,7 @@ impl SimCloud {
             volume: volume.into(),
             state: "completed".into(),
             tags: tags.clone(),
+            start_time: crate::base::clock::now_utc(),
         };
         s.snapshots.push(snap.clone());
         self.mutated(&mut s, format!("CreateSnapshot {volume}"));

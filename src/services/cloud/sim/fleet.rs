@@ -46,6 +46,9 @@ pub(crate) struct Fleet {
     /// What declared local commands (`local::run`) answer on the sim: no program is started.
     #[serde(default)]
     pub(crate) local_commands: Vec<LocalCommand>,
+    /// Backup snapshots that exist before the run (the backup restoration test restores one).
+    #[serde(default)]
+    pub(crate) snapshots: Vec<super::volumes::FleetSnapshot>,
 }
 
 /// A local command's scripted answer: the first rule whose `program` is the program run and

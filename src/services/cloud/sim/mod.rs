@@ -12,7 +12,8 @@
 //! Throttling is retried like the SDK's standard retry mode does (up to `max_attempts`).
 //!
 //! The model is split by concern: `fleet` is the fixture's schema, `ec2` and `ssm` the API
-//! operations, `http` the declared health endpoints; this file holds the state they share and
+//! operations, `volumes` the backup snapshots and restored EBS volumes, `http` the declared
+//! health endpoints; this file holds the state they share and
 //! the entry every call passes (latency, throttling, scripted errors).
 
 mod autoscaling;
@@ -23,6 +24,7 @@ mod fleet;
 mod http;
 mod local;
 mod ssm;
+mod volumes;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -110,6 +112,10 @@ struct State {
     /// Answers used per `local_commands` rule.
     #[serde(default)]
     local_uses: Vec<usize>,
+    /// Volumes created from snapshots (the backup restoration test); an instance's own volumes
+    /// are its `volumes`.
+    #[serde(default)]
+    volumes: Vec<super::Volume>,
 }
 
 pub struct SimCloud {
@@ -217,7 +223,7 @@ impl SimCloud {
             state: Arc::new(Mutex::new(State {
                 instances,
                 groups,
-                snapshots: Vec::new(),
+                snapshots: volumes::fleet_snapshots(&fleet),
                 images: Vec::new(),
                 commands: Vec::new(),
                 parameters,
@@ -235,6 +241,7 @@ impl SimCloud {
                 scaling_groups,
                 refreshes: Vec::new(),
                 local_uses: Vec::new(),
+                volumes: Vec::new(),
             })),
             fleet: Arc::new(fleet),
             request_ids: Mutex::new(Vec::new()),
