@@ -67,8 +67,12 @@ fn register(engine: &mut Engine) {
     namespace(engine, "teams", || exported_module!(slack::teams_api));
     namespace(engine, "health", || exported_module!(health::health_api));
     namespace(engine, "elb", || exported_module!(elb::elb_api));
-    namespace(engine, "cloudwatch", || exported_module!(cloudwatch::cloudwatch_api));
-    namespace(engine, "autoscaling", || exported_module!(autoscaling::autoscaling_api));
+    namespace(engine, "cloudwatch", || {
+        exported_module!(cloudwatch::cloudwatch_api)
+    });
+    namespace(engine, "autoscaling", || {
+        exported_module!(autoscaling::autoscaling_api)
+    });
     namespace(engine, "local", || exported_module!(local::local_api));
 }
 
