@@ -472,7 +472,7 @@ eradication = "1h"
 
     ws.write(
         "drills/typo.toml",
-        "runbook = \"ec2-high-cpu@1.1.0\"\n[params]\ninstance_id = \"i-0a1b2c3d4e5f60005\"\n[expect.within]\ncontainmnet = \"5m\"\n",
+        "runbook = \"ec2-status-check-failed@1.0.0\"\n[params]\ninstance_id = \"i-0a1b2c3d4e5f60005\"\n[expect.within]\ncontainmnet = \"5m\"\n",
     );
     let run = drill_files(&ws, &["drills/typo.toml"]);
     run.expect_code(1);

@@ -422,18 +422,45 @@ fn a_captured_drill_scripts_the_fault_the_run_met_where_it_met_it() {
 fn the_transcript_of_every_repository_drill_captured_as_a_drill_passes_on_the_sim() {
     let ws = Workspace::new();
     let transcripts = drill_transcripts(&ws, &[]);
+    let mut captured_n = 0;
+    let mut refused = Vec::new();
     for t in &transcripts {
+        let text = std::fs::read_to_string(t).unwrap();
+        // Capture seeds the sim from EC2 instance and SSM reads, probes and notifications; a run
+        // that read a load balancer, a metric, a group or a snapshot is refused, saying so.
+        let unseedable = [
+            "\"elb::",
+            "\"cloudwatch::",
+            "\"autoscaling::",
+            "\"ec2::snapshots\"",
+        ]
+        .iter()
+        .any(|b| text.contains(&format!("\"binding\":{b}")));
         let captured = ws.run(&["drill", "capture", &t.display().to_string()]);
-        captured.expect_code(0);
         let name = t.file_stem().unwrap().to_string_lossy().into_owned();
+        if unseedable {
+            captured.expect_code(2);
+            assert!(
+                captured.stderr.contains("cannot capture this run yet"),
+                "{name}: {}",
+                captured.stderr
+            );
+            refused.push(name);
+            continue;
+        }
+        captured.expect_code(0);
         ws.write(&format!("captured/{name}.toml"), &captured.stdout);
+        captured_n += 1;
     }
+    assert!(
+        captured_n >= 15,
+        "captured {captured_n}, refused {refused:?}"
+    );
     let run = drill_file(&ws, "captured", &format!("{REPO}/runbooks"));
     run.expect_code(0);
     assert!(
         run.stdout.contains(&format!(
-            "{0} drill(s): {0} passed, 0 failed",
-            transcripts.len()
+            "{captured_n} drill(s): {captured_n} passed, 0 failed"
         )),
         "{}",
         run.stdout

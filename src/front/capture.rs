@@ -40,6 +40,19 @@ fn operation(binding: &str) -> Option<&'static str> {
     })
 }
 
+/// Whether capture can seed the sim from what this binding's calls saw (or needs nothing from
+/// them): the EC2 instance and SSM calls, HTTP probes, notes and notifications. The load
+/// balancer, CloudWatch, Auto Scaling, local programs and EBS snapshot/volume calls cannot be
+/// captured yet.
+fn seedable(binding: &str) -> bool {
+    let (namespace, name) = binding.split_once("::").unwrap_or(("", binding));
+    match namespace {
+        "elb" | "cloudwatch" | "autoscaling" | "local" => false,
+        "ec2" => !matches!(name, "snapshots" | "restore_volume" | "delete_volume"),
+        _ => true,
+    }
+}
+
 /// Codes that are not the cloud's answer (the run's own stops, a waiter running out).
 fn scripted(code: &str) -> bool {
     !matches!(
@@ -159,6 +172,25 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
         )));
     }
     let title = |i: Option<usize>| i.and_then(|i| steps.get(i)).map(|s| s.title.clone());
+    // A drill that leaves out what the run read would fail on the sim for the wrong reason (a
+    // listener, a metric or a snapshot that is not there): refused, naming the call, instead.
+    let unseedable: BTreeSet<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Call {
+                binding,
+                planned: false,
+                ..
+            } if !seedable(binding) => Some(binding.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !unseedable.is_empty() {
+        return Err(Error::Input(format!(
+            "cannot capture this run yet: the sim cannot be seeded from what {} read (capture seeds instances, security groups, SSM parameters and command output, HTTP answers, status checks and patch compliance)",
+            unseedable.into_iter().collect::<Vec<_>>().join(", ")
+        )));
+    }
 
     let mut seen: BTreeMap<String, Value> = BTreeMap::new();
     let mut parameters: BTreeMap<String, String> = BTreeMap::new();
