@@ -198,14 +198,8 @@ pub mod cloudwatch_api {
         name: &str,
         options: Map,
     ) -> ScriptResult<Map> {
-        let parsed = (|| -> Result<_, BindingError> {
-            args::known(&options, &["timeout", "every"])?;
-            Ok((
-                args::wait_timeout(&options, "timeout")?,
-                args::duration(&options, "every", DEFAULT_EVERY)?,
-            ))
-        })();
-        let (timeout, every) = parsed.map_err(|e| arg_error(&ctx, e))?;
+        let (timeout, every) =
+            args::wait_options(&options, DEFAULT_EVERY).map_err(|e| arg_error(&ctx, e))?;
         let name = name.to_string();
         recorder::call(
             &ctx,

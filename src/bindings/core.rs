@@ -110,9 +110,8 @@ fn satisfied(value: &Dynamic) -> Option<bool> {
 fn wait(ctx: &NativeCallContext, condition: FnPtr, options: rhai::Map) -> ScriptResult<i64> {
     let pos = ctx.call_position();
     let bad = |e: BindingError| recorder::runtime_error(&e.code, &e.message, pos);
-    super::args::known(&options, &["timeout", "every"]).map_err(bad)?;
-    let timeout = super::args::wait_timeout(&options, "timeout").map_err(bad)?;
-    let every = super::args::duration(&options, "every", Duration::from_secs(10)).map_err(bad)?;
+    let (timeout, every) =
+        super::args::wait_options(&options, Duration::from_secs(10)).map_err(bad)?;
     // An error raised by the condition itself (a failed binding, a timeout) is the script's error,
     // not the wait's: it is kept here and re-raised as it was.
     let mut raised: Option<Box<EvalAltResult>> = None;

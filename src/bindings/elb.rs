@@ -374,14 +374,8 @@ pub mod elb_api {
         target_group: &str,
         options: Map,
     ) -> ScriptResult<Array> {
-        let parsed = (|| -> Result<_, BindingError> {
-            args::known(&options, &["timeout", "every"])?;
-            Ok((
-                args::wait_timeout(&options, "timeout")?,
-                args::duration(&options, "every", DEFAULT_EVERY)?,
-            ))
-        })();
-        let (timeout, every) = parsed.map_err(|e| arg_error(&ctx, e))?;
+        let (timeout, every) =
+            args::wait_options(&options, DEFAULT_EVERY).map_err(|e| arg_error(&ctx, e))?;
         let group = target_group.to_string();
         recorder::call(
             &ctx,

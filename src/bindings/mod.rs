@@ -194,6 +194,19 @@ pub(crate) mod args {
         }
     }
 
+    /// The options of a plain wait, `#{ timeout, every }` and nothing else: its own `timeout`
+    /// (None: the step's deadline bounds it) and its polling interval.
+    pub(crate) fn wait_options(
+        opts: &Map,
+        default_every: Duration,
+    ) -> Result<(Option<Duration>, Duration), BindingError> {
+        known(opts, &["timeout", "every"])?;
+        Ok((
+            wait_timeout(opts, "timeout")?,
+            duration(opts, "every", default_every)?,
+        ))
+    }
+
     /// What a call records for a wait's `timeout` option: as given, or that the step's deadline
     /// bounds it (never the time left, which differs between a run and its resume).
     pub(crate) fn wait_timeout_recorded(timeout: Option<Duration>) -> serde_json::Value {
