@@ -9,7 +9,7 @@
 
 use crate::common;
 
-use common::moto::{Moto, block, with_credentials};
+use common::moto::{Moto, block, compromised, with_credentials};
 use common::{Workspace, events, of_type};
 use serde_json::Value;
 
@@ -19,29 +19,6 @@ const SIM_WORKER: &str = "i-0a1b2c3d4e5f60005";
 
 fn run(ws: &Workspace, args: &[&str]) -> common::Run {
     with_credentials(ws.cmd()).args(args).output()
-}
-
-fn compromised(ws: &Workspace, env: &str, id: &str, transcript: &str) -> common::Run {
-    let runbooks = format!("{REPO}/runbooks");
-    let id = format!("instance_id={id}");
-    run(
-        ws,
-        &[
-            "run",
-            "ec2-compromised-instance",
-            "--runbooks",
-            &runbooks,
-            "--env",
-            env,
-            "--yes",
-            "--param",
-            &id,
-            "--param",
-            "incident=2026-1123-004",
-            "--transcript",
-            transcript,
-        ],
-    )
 }
 
 /// (step title, status) of every finished step.

@@ -4,7 +4,7 @@
 use crate::common;
 
 use common::Workspace;
-use common::moto::{Moto, with_credentials};
+use common::moto::{Moto, compromised};
 use serde_json::Value;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -222,26 +222,7 @@ fn a_replay_of_a_run_on_aws_sends_nothing_even_with_the_emulator_gone() {
     let moto = Moto::start();
     let (blue, _) = moto.seed();
     let ws = moto.workspace("123456789012");
-    let runbooks = format!("{REPO}/runbooks");
-    let id = format!("instance_id={blue}");
-    with_credentials(ws.cmd())
-        .args(&[
-            "run",
-            "ec2-compromised-instance",
-            "--runbooks",
-            &runbooks,
-            "--env",
-            "moto",
-            "--yes",
-            "--param",
-            &id,
-            "--param",
-            "incident=2026-1123-004",
-            "--transcript",
-            "moto.jsonl",
-        ])
-        .output()
-        .expect_code(0);
+    compromised(&ws, "moto", &blue, "moto.jsonl").expect_code(0);
     // The emulator is gone: a replay that tried to reach it would fail or diverge.
     drop(moto);
     let (code, report) = replay(&ws, &ws.path().join("moto.jsonl"), &[]);
@@ -337,26 +318,7 @@ fn a_run_on_moto_captured_as_a_drill_passes_on_the_sim_and_fails_a_runbook_that_
     let moto = Moto::start();
     let (blue, _) = moto.seed();
     let ws = moto.workspace("123456789012");
-    let runbooks = format!("{REPO}/runbooks");
-    let id = format!("instance_id={blue}");
-    with_credentials(ws.cmd())
-        .args(&[
-            "run",
-            "ec2-compromised-instance",
-            "--runbooks",
-            &runbooks,
-            "--env",
-            "moto",
-            "--yes",
-            "--param",
-            &id,
-            "--param",
-            "incident=2026-1123-004",
-            "--transcript",
-            "incident.jsonl",
-        ])
-        .output()
-        .expect_code(0);
+    compromised(&ws, "moto", &blue, "incident.jsonl").expect_code(0);
     drop(moto);
     let captured = ws.run(&["drill", "capture", "incident.jsonl"]);
     captured.expect_code(0);
@@ -383,7 +345,7 @@ fn a_run_on_moto_captured_as_a_drill_passes_on_the_sim_and_fails_a_runbook_that_
     assert_eq!(scenario["expect"]["status"].as_str(), Some("ok"));
     ws.write("drills/captured.toml", &captured.stdout);
 
-    let run = drill_file(&ws, "drills/captured.toml", &runbooks);
+    let run = drill_file(&ws, "drills/captured.toml", &format!("{REPO}/runbooks"));
     run.expect_code(0);
     assert!(run.stdout.contains("pass  captured"), "{}", run.stdout);
 

@@ -261,3 +261,27 @@ pub fn with_credentials(cmd: super::Cmd) -> super::Cmd {
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_EC2_METADATA_DISABLED", "true")
 }
+
+/// `runbook run ec2-compromised-instance` on `instance` in environment `env`, with the
+/// emulator's credentials, confirmed in advance, its transcript at `transcript`.
+pub fn compromised(ws: &Workspace, env: &str, instance: &str, transcript: &str) -> super::Run {
+    let runbooks = concat!(env!("CARGO_MANIFEST_DIR"), "/runbooks");
+    let id = format!("instance_id={instance}");
+    with_credentials(ws.cmd())
+        .args(&[
+            "run",
+            "ec2-compromised-instance",
+            "--runbooks",
+            runbooks,
+            "--env",
+            env,
+            "--yes",
+            "--param",
+            &id,
+            "--param",
+            "incident=2026-1123-004",
+            "--transcript",
+            transcript,
+        ])
+        .output()
+}
