@@ -19,6 +19,17 @@
 //! `HOOKS_LOAD_SECS` sets the duration (default 60), `HOOKS_LOAD_RATE` the alerts per second
 //! (default 200). Under `cargo test --benches` (no `--bench` argument) it sends for 2 s at
 //! 50/s as a smoke test.
+//!
+//! The team set-up (issue 14): `HOOKS_LOAD_BACKEND=aws` gives every replica the `aws` state
+//! backend on moto's server (started here on a free loopback port, serialised as the tests run
+//! it: `tests/common/serialised_moto.py`), so admission, the journal, run records and
+//! transcripts go through DynamoDB and S3. `HOOKS_LOAD_REPLICAS=N` starts N `serve` processes,
+//! each in its own folder as on its own host, and the sender spreads the alerts over them in
+//! turn (a load balancer); `HOOKS_LOAD_DUPLICATE=1` sends every alert to every replica instead
+//! (an Alertmanager HA pair), so the shared dedupe must start each exactly once. With the aws
+//! backend a counting proxy between the replicas and moto reports the state calls per alert
+//! (what real DynamoDB's latency would multiply), and the check also waits for every
+//! transcript to be uploaded.
 
 // A test or bench crate has no users outside itself: its `pub` helpers are for its modules.
 #![allow(unreachable_pub)]
@@ -85,7 +96,7 @@ fn env_num<T: std::str::FromStr>(name: &str) -> Option<T> {
 
 /// The workspace `runbook serve` runs in: the sim environment on the default fleet, the
 /// tag-target runbook, hooks.toml. Returns the fleet's instance ids.
-fn workspace(dir: &Path) -> Vec<String> {
+fn workspace(dir: &Path, state: Option<&str>) -> Vec<String> {
     let fleet = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("sim/default-fleet.toml"),
     )
@@ -104,7 +115,10 @@ fn workspace(dir: &Path) -> Vec<String> {
     std::fs::write(dir.join("fleet.toml"), fleet).unwrap();
     std::fs::write(
         dir.join("runbook.toml"),
-        "default = \"sim\"\n[environments.sim]\nbackend = \"sim\"\nfleet = \"fleet.toml\"\n",
+        format!(
+            "default = \"sim\"\n[environments.sim]\nbackend = \"sim\"\nfleet = \"fleet.toml\"\n\n{}",
+            state.unwrap_or_default()
+        ),
     )
     .unwrap();
     std::fs::write(dir.join("runbooks/tag-target.rhai"), TAG_TARGET).unwrap();
@@ -113,8 +127,9 @@ fn workspace(dir: &Path) -> Vec<String> {
 }
 
 /// Starts `runbook serve` in `dir` on a free loopback port, with a clean environment (nothing
-/// from the caller's `AWS_*`, `SLACK_*`, `TEAMS_*`, `RUNBOOK_*`), its log in `serve.log`.
-fn start_serve(dir: &Path) -> (Child, String) {
+/// from the caller's `AWS_*`, `SLACK_*`, `TEAMS_*`, `RUNBOOK_*`), its log in `serve.log`;
+/// with `aws`, moto's test credentials.
+fn start_serve(dir: &Path, aws: bool) -> (Child, String) {
     let addr_file = dir.join("serve.addr");
     let log = std::fs::File::create(dir.join("serve.log")).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_runbook"));
@@ -127,6 +142,9 @@ fn start_serve(dir: &Path) -> (Child, String) {
         {
             command.env_remove(&key);
         }
+    }
+    if aws {
+        with_moto_credentials(&mut command);
     }
     let mut child = command
         .args(["serve", "--hooks", "hooks.toml", "--listen", "127.0.0.1:0"])
@@ -170,6 +188,156 @@ impl Drop for KillOnDrop {
             let _ = self.0.wait();
         }
     }
+}
+
+/// moto's test credentials (the emulator accepts any), and no instance-metadata probe.
+fn with_moto_credentials(command: &mut Command) -> &mut Command {
+    command
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+}
+
+/// A free loopback port (bound, read, released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// moto's server on a free loopback port, serialised exactly as the tests run it.
+fn start_moto() -> (Child, u16) {
+    let port = free_port();
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            include_str!("../tests/common/serialised_moto.py"),
+            &port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 with moto's server: pip install 'moto[server]'");
+    let started = Instant::now();
+    loop {
+        if moto_answers(port) {
+            return (child, port);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("moto's server exited ({status})");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "moto's server did not answer on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn moto_answers(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let req = format!("GET /moto-api/ HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    let mut head = [0u8; 12];
+    s.write_all(req.as_bytes()).is_ok() && s.read_exact(&mut head).is_ok() && &head[9..12] == b"200"
+}
+
+/// Counts the requests that pass through a loopback TCP proxy in front of moto, by operation:
+/// `dynamodb.<Op>` from the `X-Amz-Target` header, `s3.<METHOD>` for a request to a path (S3
+/// is addressed path-style at a custom endpoint), `other.POST` for the rest (STS).
+#[derive(Default)]
+struct CallCounter {
+    counts: std::sync::Mutex<BTreeMap<String, u64>>,
+}
+
+impl CallCounter {
+    fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.counts.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Scans the client-to-server bytes of one connection, chunk by chunk: a request line or
+    /// target header split across two reads is still counted once (the last KEEP bytes are
+    /// scanned again with the next chunk; a match starting before `skip` was counted already).
+    fn scan(&self, window: &mut Vec<u8>, skip: &mut usize, chunk: &[u8]) {
+        const KEEP: usize = 1024;
+        static PATTERN: std::sync::LazyLock<regex::bytes::Regex> = std::sync::LazyLock::new(|| {
+            regex::bytes::Regex::new(
+                r"(?i)x-amz-target: *DynamoDB_20120810\.(?P<op>[A-Za-z]+)\r\n|(?m:^)(?P<method>GET|PUT|HEAD|DELETE|POST) (?P<path>/\S*) HTTP/1\.1\r\n",
+            )
+            .expect("the call pattern")
+        });
+        window.extend_from_slice(chunk);
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = None;
+        for caps in PATTERN.captures_iter(window) {
+            let whole = caps.get(0).expect("group 0");
+            if whole.start() < *skip {
+                continue;
+            }
+            last = Some(whole.start());
+            let key = if let Some(op) = caps.name("op") {
+                format!("dynamodb.{}", String::from_utf8_lossy(op.as_bytes()))
+            } else {
+                let method = String::from_utf8_lossy(&caps["method"]).to_uppercase();
+                if &caps["path"] == b"/" && method == "POST" {
+                    // DynamoDB's requests are counted by their target header instead.
+                    continue;
+                }
+                format!("s3.{method}")
+            };
+            *counts.entry(key).or_default() += 1;
+        }
+        if let Some(start) = last {
+            *skip = start + 1;
+        }
+        if window.len() > KEEP {
+            let cut = window.len() - KEEP;
+            window.drain(..cut);
+            *skip = skip.saturating_sub(cut);
+        }
+    }
+}
+
+/// A loopback proxy to `upstream` that counts the calls passing through; returns its port.
+fn start_counting_proxy(upstream: u16, counter: Arc<CallCounter>) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("proxy listener");
+    let port = listener.local_addr().expect("proxy address").port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            let Ok(mut server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                continue;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
+            let (Ok(mut client_back), Ok(mut server_back)) =
+                (client.try_clone(), server.try_clone())
+            else {
+                continue;
+            };
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let (mut window, mut skip, mut buf) = (Vec::new(), 0usize, [0u8; 16384]);
+                while let Ok(n) = client.read(&mut buf) {
+                    if n == 0 || server.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    counter.scan(&mut window, &mut skip, &buf[..n]);
+                }
+                let _ = server.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut server_back, &mut client_back);
+                let _ = client_back.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
 }
 
 /// `VmRSS` and `VmHWM` of `pid`, in kB.
@@ -226,9 +394,11 @@ fn mb(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
 
-/// Sends `count` alerts at `rate` per second, each on its own task at its scheduled time.
+/// Sends `count` alerts at `rate` per second, each on its own task at its scheduled time: alert
+/// `i` to replica `i mod N`, or to every replica with `duplicate`.
 async fn generate(
-    base: &str,
+    bases: &[String],
+    duplicate: bool,
     instances: &[String],
     count: usize,
     rate: f64,
@@ -238,9 +408,9 @@ async fn generate(
         .pool_max_idle_per_host(64)
         .build()
         .expect("HTTP client");
-    let url = format!("{base}/hooks/generic");
+    let urls: Vec<String> = bases.iter().map(|b| format!("{b}/hooks/generic")).collect();
     let t0 = tokio::time::Instant::now() + Duration::from_millis(100);
-    let mut tasks = Vec::with_capacity(count);
+    let mut tasks = Vec::with_capacity(count * if duplicate { urls.len() } else { 1 });
     let mut last_dispatch = t0;
     for i in 0..count {
         let at = t0 + Duration::from_secs_f64(i as f64 / rate);
@@ -259,52 +429,62 @@ async fn generate(
         .unwrap();
         let ts = chrono::Utc::now().timestamp();
         let signature = runbook::front::hooks::generic::sign(SECRET.as_bytes(), ts, &body);
-        let request = client
-            .post(&url)
-            .header("Content-Type", "application/json")
-            .header("X-Runbook-Timestamp", ts.to_string())
-            .header("X-Runbook-Signature", signature)
-            .body(body);
-        tasks.push(tokio::spawn(async move {
-            let started = Instant::now();
-            let answer = match request.send().await {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    match resp.bytes().await {
-                        Ok(b) => Ok((status, b)),
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
-                Err(e) => Err(e.to_string()),
-            };
-            let latency = started.elapsed();
-            match answer {
-                Ok((status, body)) => {
-                    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    Sent {
-                        status,
-                        latency,
-                        lateness,
-                        outcome: v["alerts"][0]["outcome"].as_str().map(str::to_string),
-                        error: None,
-                    }
-                }
-                Err(e) => Sent {
-                    status: 0,
-                    latency,
-                    lateness,
-                    outcome: None,
-                    error: Some(e),
-                },
-            }
-        }));
+        let targets: Vec<&String> = if duplicate {
+            urls.iter().collect()
+        } else {
+            vec![&urls[i % urls.len()]]
+        };
+        for url in targets {
+            let request = client
+                .post(url)
+                .header("Content-Type", "application/json")
+                .header("X-Runbook-Timestamp", ts.to_string())
+                .header("X-Runbook-Signature", signature.clone())
+                .body(body.clone());
+            tasks.push(tokio::spawn(send(request, lateness)));
+        }
     }
     let span = last_dispatch.saturating_duration_since(t0);
-    let mut sent = Vec::with_capacity(count);
+    let mut sent = Vec::with_capacity(tasks.len());
     for t in tasks {
         sent.push(t.await.expect("sender task"));
     }
     (sent, span)
+}
+
+/// Sends one alert and reads the whole answer.
+async fn send(request: reqwest::RequestBuilder, lateness: Duration) -> Sent {
+    let started = Instant::now();
+    let answer = match request.send().await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            match resp.bytes().await {
+                Ok(b) => Ok((status, b)),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    let latency = started.elapsed();
+    match answer {
+        Ok((status, body)) => {
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            Sent {
+                status,
+                latency,
+                lateness,
+                outcome: v["alerts"][0]["outcome"].as_str().map(str::to_string),
+                error: None,
+            }
+        }
+        Err(e) => Sent {
+            status: 0,
+            latency,
+            lateness,
+            outcome: None,
+            error: Some(e),
+        },
+    }
 }
 
 async fn get_json(client: &reqwest::Client, url: &str) -> Value {
@@ -414,21 +594,79 @@ fn main() {
         );
     }
 
-    let dir = tempfile::Builder::new()
+    let aws = match std::env::var("HOOKS_LOAD_BACKEND").as_deref() {
+        Ok("aws") => true,
+        Ok("local") | Err(_) => false,
+        Ok(other) => panic!("HOOKS_LOAD_BACKEND is local or aws, not {other:?}"),
+    };
+    let replicas: usize = env_num("HOOKS_LOAD_REPLICAS").unwrap_or(1).max(1);
+    let duplicate = env_num::<u8>("HOOKS_LOAD_DUPLICATE").unwrap_or(0) == 1;
+
+    // The team's shared state: moto behind the counting proxy, the table and bucket made once.
+    let counter = Arc::new(CallCounter::default());
+    let moto = aws.then(|| {
+        let (child, port) = start_moto();
+        (
+            KillOnDrop(child),
+            start_counting_proxy(port, counter.clone()),
+        )
+    });
+    let state = moto.as_ref().map(|(_, proxy)| {
+        format!(
+            "[state]\nbackend = \"aws\"\ntable = \"runbook-state\"\nbucket = \"runbook-transcripts\"\nregion = \"us-east-1\"\nendpoint = \"http://127.0.0.1:{proxy}\"\n"
+        )
+    });
+
+    let root = tempfile::Builder::new()
         .prefix("bench-hooks-load-")
         .tempdir()
         .expect("temp dir");
-    let instances = workspace(dir.path());
-    let (child, base) = start_serve(dir.path());
-    let mut child = KillOnDrop(child);
-    let pid = child.0.id();
+    let dirs: Vec<PathBuf> = (0..replicas)
+        .map(|n| root.path().join(format!("replica-{n}")))
+        .collect();
+    let mut instances = Vec::new();
+    for dir in &dirs {
+        std::fs::create_dir_all(dir).unwrap();
+        instances = workspace(dir, state.as_deref());
+    }
+    if aws {
+        let mut init = Command::new(env!("CARGO_BIN_EXE_runbook"));
+        with_moto_credentials(&mut init);
+        let out = init
+            .current_dir(&dirs[0])
+            .args(["state", "init"])
+            .output()
+            .expect("runbook state init");
+        assert!(
+            out.status.success(),
+            "runbook state init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let calls_before = counter.snapshot();
+    let mut servers = Vec::new();
+    let mut bases = Vec::new();
+    for dir in &dirs {
+        let (child, base) = start_serve(dir, aws);
+        servers.push(KillOnDrop(child));
+        bases.push(base);
+    }
+    let pids: Vec<u32> = servers.iter().map(|c| c.0.id()).collect();
+    let pid = pids[0];
     let idle = memory_kb(pid).unwrap_or((0, 0));
     println!(
-        "hooks_load: {count} alerts at {rate}/s for {secs} s to {base} (serve pid {pid}, {} instances, 4 workers)",
+        "hooks_load: {count} alerts at {rate}/s for {secs} s to {} replica(s) {bases:?}{} (serve pids {pids:?}, {} state backend, {} instances, 4 workers each)",
+        replicas,
+        if duplicate {
+            ", every alert to every replica"
+        } else {
+            ""
+        },
+        if aws { "aws (moto)" } else { "local" },
         instances.len()
     );
 
-    // Sample the server's memory while it works: the highest VmRSS, and one reading a second.
+    // Sample the first server's memory while it works: the highest VmRSS, one reading a second.
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
         let sampling = sampling.clone();
@@ -453,14 +691,41 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let cpu_before = cpu_time(pid).unwrap_or_default();
+    let server_cpu = || -> Duration { pids.iter().filter_map(|p| cpu_time(*p)).sum() };
+    let moto_pid = moto.as_ref().map(|(m, _)| m.0.id());
+    let moto_cpu = || moto_pid.and_then(cpu_time).unwrap_or_default();
+    let (cpu_before, moto_cpu_before) = (server_cpu(), moto_cpu());
     let started = Instant::now();
-    let (sent, span) = rt.block_on(generate(&base, &instances, count, rate));
+    let (sent, span) = rt.block_on(generate(&bases, duplicate, &instances, count, rate));
     let sending = started.elapsed();
-    let cpu_sending = cpu_time(pid).unwrap_or_default().saturating_sub(cpu_before);
+    let cpu_sending = server_cpu().saturating_sub(cpu_before);
+    let moto_cpu_sending = moto_cpu().saturating_sub(moto_cpu_before);
     let timeout = Duration::from_secs_f64(secs * 2.0 + 120.0);
-    let (runs, hwm_before_dump) = rt.block_on(wait_for_runs(&base, pid, timeout));
+    // Every replica's runs, by run id (with the aws backend each replica lists the table's).
+    let mut by_id: BTreeMap<String, Value> = BTreeMap::new();
+    let mut hwm_before_dump = 0;
+    for (base, pid) in bases.iter().zip(&pids) {
+        let (runs, hwm) = rt.block_on(wait_for_runs(base, *pid, timeout));
+        hwm_before_dump = hwm_before_dump.max(hwm);
+        for r in runs {
+            by_id.insert(r["run_id"].as_str().unwrap_or("?").to_string(), r);
+        }
+    }
+    let runs: Vec<Value> = by_id.into_values().collect();
     let drained = started.elapsed();
+    // With the aws backend, a run's transcript is uploaded after it ends, off its worker: wait
+    // for every replica's spool of pending uploads to empty.
+    let pending_uploads = || {
+        dirs.iter()
+            .map(|d| count_files(&d.join(".runbook/uploads"), &|_| true))
+            .sum::<usize>()
+    };
+    let upload_wait = Instant::now();
+    while aws && pending_uploads() > 0 && upload_wait.elapsed() < timeout {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let uploads_left = pending_uploads();
+    let calls = counter.snapshot();
 
     sampling.store(false, Ordering::Relaxed);
     let (sampled_rss, timeline) = sampler.join().expect("sampler");
@@ -470,20 +735,25 @@ fn main() {
 
     // SIGTERM, and time the drain.
     let stop = Instant::now();
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let exit = loop {
-        if let Ok(Some(status)) = child.0.try_wait() {
-            break status.code();
-        }
-        if stop.elapsed() > Duration::from_secs(120) {
-            let _ = child.0.kill();
-            let _ = child.0.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    for pid in &pids {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    let mut exits = Vec::new();
+    for child in &mut servers {
+        exits.push(loop {
+            if let Ok(Some(status)) = child.0.try_wait() {
+                break status.code();
+            }
+            if stop.elapsed() > Duration::from_secs(120) {
+                let _ = child.0.kill();
+                let _ = child.0.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        });
+    }
     let stopped_in = stop.elapsed();
 
     // ---- the sender's view ----------------------------------------------------------------
@@ -545,11 +815,18 @@ fn main() {
             .filter_map(|r| r["duration_ms"].as_f64())
             .collect(),
     );
-    let transcripts_dir = dir.path().join("transcripts/hooks");
-    let transcripts = count_files(&transcripts_dir, &|n| {
-        n.starts_with("tag-target-") && n.ends_with(".jsonl")
-    });
-    let journal = journal_events(&transcripts_dir);
+    let transcripts: usize = dirs
+        .iter()
+        .map(|d| {
+            count_files(&d.join("transcripts/hooks"), &|n| {
+                n.starts_with("tag-target-") && n.ends_with(".jsonl")
+            })
+        })
+        .sum();
+    let journal: Vec<Value> = dirs
+        .iter()
+        .flat_map(|d| journal_events(&d.join("transcripts/hooks")))
+        .collect();
     let journal_accepted = journal
         .iter()
         .filter(|e| e["type"] == "alert" && e["outcome"] == "accepted")
@@ -653,8 +930,29 @@ fn main() {
         100.0 * cpu_sending.as_secs_f64() / sending.as_secs_f64(),
         1e6 * cpu_sending.as_secs_f64() / count as f64
     );
+    if aws {
+        println!(
+            "  moto                 {:.1} s of CPU while sending ({:.0} µs per alert)",
+            moto_cpu_sending.as_secs_f64(),
+            1e6 * moto_cpu_sending.as_secs_f64() / count as f64
+        );
+        let mut total = 0u64;
+        let per_alert: Vec<String> = calls
+            .iter()
+            .map(|(op, n)| {
+                let n = n.saturating_sub(calls_before.get(op).copied().unwrap_or(0));
+                total += n;
+                format!("{op} {:.2}", n as f64 / count as f64)
+            })
+            .collect();
+        println!(
+            "  state calls          {:.2} per alert ({total} in all, counted from the first start of serve): {}",
+            total as f64 / count as f64,
+            per_alert.join(", ")
+        );
+    }
     println!(
-        "  timing               sending {:.1} s, all runs finished {:.1} s after the first send, SIGTERM → exit {:.2} s (exit code {exit:?})",
+        "  timing               sending {:.1} s, all runs finished {:.1} s after the first send, SIGTERM → exit {:.2} s (exit codes {exits:?})",
         sending.as_secs_f64(),
         drained.as_secs_f64(),
         stopped_in.as_secs_f64()
@@ -686,8 +984,13 @@ fn main() {
         ),
         (
             "serve stopped cleanly on SIGTERM",
-            exit == Some(0),
-            format!("exit code {exit:?}"),
+            exits.iter().all(|e| *e == Some(0)),
+            format!("exit codes {exits:?}"),
+        ),
+        (
+            "every transcript uploaded (aws backend)",
+            uploads_left == 0,
+            format!("{uploads_left} uploads still pending"),
         ),
     ];
     println!("checks");
@@ -698,6 +1001,9 @@ fn main() {
     }
     let summary = json!({
         "alerts": count,
+        "backend": if aws { "aws" } else { "local" },
+        "replicas": replicas,
+        "duplicate": duplicate,
         "rate_target": rate,
         "rate_achieved": achieved,
         "non_200": non_200,
@@ -705,15 +1011,16 @@ fn main() {
         "first_call_ms": { "p50": pct(&first_call, 50.0), "p90": pct(&first_call, 90.0), "p99": pct(&first_call, 99.0), "max": pct(&first_call, 100.0) },
         "http_ms": { "p50": pct(&http_ms, 50.0), "p99": pct(&http_ms, 99.0) },
         "serve_cpu_s_while_sending": cpu_sending.as_secs_f64(),
+        "moto_cpu_s_while_sending": moto_cpu_sending.as_secs_f64(),
         "peak_rss_mb": mb(peak_hwm),
         "peak_rss_mb_before_runs_dump": mb(hwm_before_dump),
         "checks_failed": failed,
     });
     println!("summary {summary}");
     if failed > 0 {
-        println!("serve log: {}", dir.path().join("serve.log").display());
+        println!("serve logs: {}/replica-*/serve.log", root.path().display());
         // Keep the workspace for a look.
-        let kept = dir.keep();
+        let kept = root.keep();
         eprintln!(
             "hooks_load: {failed} check(s) failed; workspace kept at {}",
             kept.display()

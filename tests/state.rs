@@ -37,6 +37,11 @@ target = "{labels.instance_id}"
 /// One replica's (or one operator's) workspace: the runbook, the sim, `[state]` as given, and
 /// hooks.toml with `guardrails` lines.
 fn workspace(state: &str, guardrails: &str) -> Workspace {
+    workspace_cooling(state, guardrails, "10m")
+}
+
+/// [`workspace`] with the global `cooldown` given.
+fn workspace_cooling(state: &str, guardrails: &str, cooldown: &str) -> Workspace {
     let ws = Workspace::new();
     ws.write("runbooks/tag-target.rhai", TAG);
     ws.write(
@@ -46,7 +51,7 @@ fn workspace(state: &str, guardrails: &str) -> Workspace {
     ws.write(
         "hooks.toml",
         &format!(
-            "[server]\nworkers = 2\nqueue = 64\ndrain = \"1s\"\n\n[guardrails]\ncooldown = \"10m\"\ndedupe_window = \"10m\"\n{guardrails}\n\n[escalation]\nchannel = \"#oncall\"\n{ROUTE}"
+            "[server]\nworkers = 2\nqueue = 64\ndrain = \"1s\"\n\n[guardrails]\ncooldown = \"{cooldown}\"\ndedupe_window = \"10m\"\n{guardrails}\n\n[escalation]\nchannel = \"#oncall\"\n{ROUTE}"
         ),
     );
     ws
@@ -72,9 +77,18 @@ fn env() -> Vec<(&'static str, &'static str)> {
 /// Two replicas on one table (made by `runbook state init`), each in a workspace of its own as
 /// on two hosts.
 fn two_replicas(moto: &Moto, guardrails: &str) -> (Vec<Workspace>, Vec<Served>) {
+    two_replicas_cooling(moto, guardrails, "10m")
+}
+
+/// [`two_replicas`] with the global `cooldown` given.
+fn two_replicas_cooling(
+    moto: &Moto,
+    guardrails: &str,
+    cooldown: &str,
+) -> (Vec<Workspace>, Vec<Served>) {
     let workspaces = vec![
-        workspace(&aws_state(moto), guardrails),
-        workspace(&aws_state(moto), guardrails),
+        workspace_cooling(&aws_state(moto), guardrails, cooldown),
+        workspace_cooling(&aws_state(moto), guardrails, cooldown),
     ];
     let init = with_credentials(workspaces[0].cmd().args(&["state", "init"])).output();
     assert_eq!(init.code, 0, "{}{}", init.stdout, init.stderr);
@@ -214,6 +228,31 @@ fn the_same_alert_sent_to_two_replicas_at_once_starts_exactly_one_run() {
         5,
         "one run per alert across both replicas"
     );
+}
+
+#[test]
+fn with_no_cooldown_distinct_alerts_on_one_target_at_both_replicas_at_once_all_run() {
+    // Found by benches/hooks_load.rs on two replicas: with `cooldown = "0s"` the shared gate
+    // still held a cooldown until "now", so an alert whose arrival time was a moment earlier
+    // than one admitted before it on the other replica was refused by a cooldown of zero.
+    let moto = Moto::start();
+    let (_ws, replicas) = two_replicas_cooling(
+        &moto,
+        "max_runs_per_hour = 1000\nmax_runs_per_hour_per_runbook = 1000",
+        "0s",
+    );
+    let sends: Vec<(&Served, Vec<u8>)> = (0..24)
+        .map(|i| {
+            let n = i.to_string();
+            (
+                &replicas[i % 2],
+                alert("i-0a1b2c3d4e5f60001", &[("n", n.as_str())]),
+            )
+        })
+        .collect();
+    let outcomes = send_all(sends);
+    assert_eq!(count(&outcomes, "accepted", ""), 24, "{outcomes:?}");
+    assert_eq!(run_ids(&replicas).len(), 24);
 }
 
 #[test]

@@ -16,19 +16,7 @@ use super::Workspace;
 /// so two concurrent conditional puts can both pass the condition (seen: two replicas both
 /// passing the same alert's dedupe put). Serialising requests restores what AWS guarantees;
 /// connections are still accepted on threads, so an idle keep-alive connection blocks no one.
-const SERIALISED_MOTO: &str = r#"
-import os, sys, threading
-from werkzeug.serving import run_simple
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-port = int(sys.argv[1])
-os.environ["MOTO_PORT"] = str(port)
-app = DomainDispatcherApplication(create_backend_app)
-lock = threading.Lock()
-def serialised(environ, start_response):
-    with lock:
-        return list(app(environ, start_response))
-run_simple("127.0.0.1", port, serialised, threaded=True)
-"#;
+const SERIALISED_MOTO: &str = include_str!("serialised_moto.py");
 
 pub struct Moto {
     child: Child,

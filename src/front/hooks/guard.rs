@@ -248,9 +248,14 @@ impl Gate {
             return Err((refusal, Some(Opened)));
         }
         let cooldown = millis(c.cooldown.unwrap_or(self.settings.cooldown));
-        let prev_cooldown = s
-            .cooldown_until
-            .insert(c.target.to_string(), now_ms.saturating_add(cooldown));
+        // A zero cooldown holds nothing (as in the shared gate): "until now" would refuse an
+        // alert whose arrival time is a moment earlier than this one's.
+        let prev_cooldown = if cooldown > 0 {
+            s.cooldown_until
+                .insert(c.target.to_string(), now_ms.saturating_add(cooldown))
+        } else {
+            s.cooldown_until.get(c.target).copied()
+        };
         s.starts.push_back((now_ms, c.runbook.to_string()));
         Ok(Admitted {
             prev_seen,
@@ -546,6 +551,28 @@ mod tests {
         assert_eq!(
             reason(g.admit(&cand("d", "rb", "rb|i-1"), 600_000)),
             "admitted"
+        );
+    }
+
+    #[test]
+    fn a_zero_cooldown_refuses_no_alert_even_one_that_arrived_a_moment_earlier() {
+        let mut g = Gate::new(settings(), GateState::default());
+        let zero = |fp| {
+            let mut c = cand(fp, "rb", "rb|i-1");
+            c.cooldown = Some(Duration::ZERO);
+            c
+        };
+        assert_eq!(reason(g.admit(&zero("a"), 5_000)), "admitted");
+        // Admitted second, but its arrival time (its `now`) is earlier than the first one's.
+        assert_eq!(reason(g.admit(&zero("b"), 4_990)), "admitted");
+        // A route with a cooldown on the same target still holds one.
+        assert_eq!(
+            reason(g.admit(&cand("c", "rb", "rb|i-1"), 5_000)),
+            "admitted"
+        );
+        assert_eq!(
+            reason(g.admit(&cand("d", "rb", "rb|i-1"), 6_000)),
+            "cooldown"
         );
     }
 

@@ -283,13 +283,18 @@ impl AwsStore {
                 }));
             }
         }
+        // No cooldown configured means none is held: a put with `until = now` would refuse an
+        // alert admitted a moment later whose `now` (taken when it arrived) is earlier, so
+        // alerts on one target at two replicas at once would refuse each other.
         let until = now.saturating_add(a.cooldown_ms);
-        if !self.put_if_expired(format!("COOLDOWN#{}", a.target), "until", until, now)? {
-            let held = self.get(format!("COOLDOWN#{}", a.target), "-")?;
-            let until_ms = held.as_ref().and_then(|i| num(i, "until")).unwrap_or(now);
-            return Ok(Err(Refused::Cooldown { until_ms }));
+        if a.cooldown_ms > 0 {
+            if !self.put_if_expired(format!("COOLDOWN#{}", a.target), "until", until, now)? {
+                let held = self.get(format!("COOLDOWN#{}", a.target), "-")?;
+                let until_ms = held.as_ref().and_then(|i| num(i, "until")).unwrap_or(now);
+                return Ok(Err(Refused::Cooldown { until_ms }));
+            }
+            ticket.cooldown_until = until;
         }
-        ticket.cooldown_until = until;
         for (scope, limit) in [
             ("*", a.max_per_hour),
             (a.runbook, a.max_per_hour_per_runbook),
@@ -299,7 +304,9 @@ impl AwsStore {
                 None => {
                     // Over the limit: nothing of this admission but the dedupe stays.
                     self.uncount(&ticket.counted);
-                    self.delete_if(format!("COOLDOWN#{}", a.target), "until", until);
+                    if ticket.cooldown_until != 0 {
+                        self.delete_if(format!("COOLDOWN#{}", a.target), "until", until);
+                    }
                     let reason = format!(
                         "{limit} runs in the last hour ({}): the breaker is now open until a person resets it",
                         scope_name(scope)
