@@ -496,6 +496,24 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Value {
     resp.json().await.unwrap_or(Value::Null)
 }
 
+/// Waits until `/healthz` shows nothing queued or running (or `timeout` passed).
+async fn wait_idle(base: &str, timeout: Duration) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("HTTP client");
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        let health = get_json(&client, &format!("{base}/healthz")).await;
+        let busy = health["running"].as_u64().unwrap_or(1)
+            + health["queued"].as_i64().unwrap_or(1).max(0) as u64;
+        if busy == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Waits until nothing is queued or running, then returns every run `GET /runs` knows, and the
 /// server's VmHWM (kB) read just before its first `GET /runs` (which builds all of them at once).
 async fn wait_for_runs(base: &str, pid: u32, timeout: Duration) -> (Vec<Value>, u64) {
@@ -701,18 +719,11 @@ fn main() {
     let cpu_sending = server_cpu().saturating_sub(cpu_before);
     let moto_cpu_sending = moto_cpu().saturating_sub(moto_cpu_before);
     let timeout = Duration::from_secs_f64(secs * 2.0 + 120.0);
-    // Every replica's runs, by run id (with the aws backend each replica lists the table's).
-    let mut by_id: BTreeMap<String, Value> = BTreeMap::new();
-    let mut hwm_before_dump = 0;
-    for (base, pid) in bases.iter().zip(&pids) {
-        let (runs, hwm) = rt.block_on(wait_for_runs(base, *pid, timeout));
-        hwm_before_dump = hwm_before_dump.max(hwm);
-        for r in runs {
-            by_id.insert(r["run_id"].as_str().unwrap_or("?").to_string(), r);
-        }
+    // Idle first, and (aws backend) every transcript uploaded, before the state calls are
+    // counted: the listing of every run below makes calls of its own.
+    for base in &bases {
+        rt.block_on(wait_idle(base, timeout));
     }
-    let runs: Vec<Value> = by_id.into_values().collect();
-    let drained = started.elapsed();
     // With the aws backend, a run's transcript is uploaded after it ends, off its worker: wait
     // for every replica's spool of pending uploads to empty.
     let pending_uploads = || {
@@ -726,6 +737,18 @@ fn main() {
     }
     let uploads_left = pending_uploads();
     let calls = counter.snapshot();
+    // Every replica's runs, by run id (with the aws backend each replica lists the table's).
+    let mut by_id: BTreeMap<String, Value> = BTreeMap::new();
+    let mut hwm_before_dump = 0;
+    for (base, pid) in bases.iter().zip(&pids) {
+        let (runs, hwm) = rt.block_on(wait_for_runs(base, *pid, timeout));
+        hwm_before_dump = hwm_before_dump.max(hwm);
+        for r in runs {
+            by_id.insert(r["run_id"].as_str().unwrap_or("?").to_string(), r);
+        }
+    }
+    let runs: Vec<Value> = by_id.into_values().collect();
+    let drained = started.elapsed();
 
     sampling.store(false, Ordering::Relaxed);
     let (sampled_rss, timeline) = sampler.join().expect("sampler");
@@ -939,14 +962,14 @@ fn main() {
         let mut total = 0u64;
         let per_alert: Vec<String> = calls
             .iter()
-            .map(|(op, n)| {
+            .filter_map(|(op, n)| {
                 let n = n.saturating_sub(calls_before.get(op).copied().unwrap_or(0));
                 total += n;
-                format!("{op} {:.2}", n as f64 / count as f64)
+                (n > 0).then(|| format!("{op} {:.2}", n as f64 / count as f64))
             })
             .collect();
         println!(
-            "  state calls          {:.2} per alert ({total} in all, counted from the first start of serve): {}",
+            "  state calls          {:.2} per alert ({total} from serve's start to the last upload, before listing the runs): {}",
             total as f64 / count as f64,
             per_alert.join(", ")
         );
