@@ -287,3 +287,81 @@ fn the_service_stops_only_after_serve_has_drained_its_runs() {
     let config = std::fs::read_to_string(packaging().join("etc/runbook.toml")).unwrap();
     assert!(config.contains("locks = \"/var/lib/runbook/"), "{config}");
 }
+
+/// The Dockerfile's `ENV` assignments (its `KEY=value \` continuation lines).
+fn dockerfile_env(dockerfile: &str) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    let mut in_env = false;
+    for line in dockerfile.lines() {
+        let line = line.trim();
+        let rest = match line.strip_prefix("ENV ") {
+            Some(rest) => rest,
+            None if in_env => line,
+            None => continue,
+        };
+        in_env = rest.ends_with('\\');
+        if let Some((k, v)) = rest.trim_end_matches('\\').trim().split_once('=') {
+            env.push((k.to_string(), v.to_string()));
+        }
+    }
+    env
+}
+
+#[test]
+fn the_dockerfile_health_check_probes_the_server_the_image_starts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let env = dockerfile_env(&dockerfile);
+    let listen = env
+        .iter()
+        .find(|(k, _)| k == "RUNBOOK_LISTEN")
+        .map(|(_, v)| v.clone())
+        .expect("ENV RUNBOOK_LISTEN");
+    // The image runs what the systemd unit runs, with the same files.
+    let unit = std::fs::read_to_string(packaging().join("runbook.service")).unwrap();
+    for (key, value) in &env {
+        if [
+            "RUNBOOK_CONFIG",
+            "RUNBOOK_HOOKS",
+            "RUNBOOK_PATH",
+            "RUNBOOK_TRANSCRIPTS",
+        ]
+        .contains(&key.as_str())
+        {
+            assert!(
+                unit.contains(&format!("Environment={key}={value}\n")),
+                "the unit and the image disagree on {key}"
+            );
+        }
+    }
+    assert!(
+        dockerfile.contains("\nUSER 65532:65532\n"),
+        "the image runs as root"
+    );
+    let healthcheck = dockerfile
+        .split("\nHEALTHCHECK ")
+        .nth(1)
+        .and_then(|h| h.split("CMD ").nth(1))
+        .and_then(|h| h.lines().next())
+        .expect("HEALTHCHECK ... CMD [...]");
+    let command: Vec<String> = serde_json::from_str(healthcheck).expect("an exec-form CMD");
+    assert_eq!(command[0], "/usr/bin/runbook", "{command:?}");
+
+    // The image listens on every address at RUNBOOK_LISTEN's port; here the server is on
+    // loopback at a free port, and the probe is given that port the way the image gives it.
+    let (ws, served) = idle_server();
+    let port = served.base.rsplit(':').next().unwrap();
+    let (host, _) = listen.rsplit_once(':').unwrap();
+    let args: Vec<&str> = command[1..].iter().map(String::as_str).collect();
+    let probe = ws
+        .cmd()
+        .args(&args)
+        .env("RUNBOOK_LISTEN", &format!("{host}:{port}"))
+        .output();
+    probe.expect_code(0);
+    assert!(
+        probe.stdout.starts_with(&served.url("/healthz")),
+        "{}",
+        probe.stdout
+    );
+}

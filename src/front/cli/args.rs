@@ -127,7 +127,7 @@ pub(crate) enum Command {
         #[arg(long, default_value = crate::front::hooks::config::FILE_NAME, env = "RUNBOOK_HOOKS")]
         hooks: PathBuf,
         /// Listen here instead of hooks.toml's server.listen (port 0 picks a free one)
-        #[arg(long, value_name = "ADDR")]
+        #[arg(long, value_name = "ADDR", env = "RUNBOOK_LISTEN")]
         listen: Option<String>,
         /// Once listening, write the bound address to this file
         #[arg(long, value_name = "PATH")]
