@@ -18,6 +18,7 @@ mod drill_policy;
 mod errors;
 mod hooks;
 mod hooks_alertmanager;
+mod install;
 mod interactive;
 mod layers;
 mod local_commands;

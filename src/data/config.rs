@@ -85,6 +85,9 @@ struct StateFile {
     lease: Option<toml::Spanned<String>>,
     /// local only: the folder of target lock files (relative to runbook.toml).
     locks: Option<toml::Spanned<PathBuf>>,
+    /// aws only: the folder of pending-upload markers (relative to runbook.toml); a packaged
+    /// install keeps runbook.toml in read-only /etc and this under /var/lib/runbook.
+    spool: Option<toml::Spanned<PathBuf>>,
 }
 
 /// The resolved `[state]` section.
@@ -194,6 +197,13 @@ fn resolve_state(path: &Path, text: &str, file: Option<&StateFile>) -> Result<St
             if let Some(locks) = &f.locks {
                 out.locks = base.join(locks.get_ref());
             }
+            if let Some(spool) = &f.spool {
+                return Err(at(
+                    spool.span(),
+                    "[state] spool only applies to backend = \"aws\" (local runs upload nothing)"
+                        .into(),
+                ));
+            }
         }
         StateBackend::Aws => {
             let backend_at = f.backend.as_ref().map(|b| b.span()).unwrap_or(0..0);
@@ -214,6 +224,9 @@ fn resolve_state(path: &Path, text: &str, file: Option<&StateFile>) -> Result<St
                     )),
                 }
             };
+            if let Some(spool) = &f.spool {
+                out.spool = base.join(spool.get_ref());
+            }
             out.table = named("table", &f.table)?;
             out.bucket = named("bucket", &f.bucket)?;
             out.prefix = f
@@ -608,6 +621,28 @@ mod tests {
         assert_eq!(state.aws.region.as_deref(), Some("eu-west-1"));
         assert_eq!(state.retention_days, Some(30));
         assert_eq!(state.lease, std::time::Duration::from_secs(45));
+    }
+
+    #[test]
+    fn the_upload_spool_moves_out_of_the_config_folder_with_the_aws_backend_only() {
+        let (dir, cfg) = load_text("[state]\nbackend = \"aws\"\ntable = \"t\"\nbucket = \"b\"\n");
+        assert_eq!(
+            cfg.unwrap().state().spool,
+            dir.path().join(".runbook/uploads")
+        );
+        let (_dir, cfg) = load_text(
+            "[state]\nbackend = \"aws\"\ntable = \"t\"\nbucket = \"b\"\nspool = \"/var/lib/runbook/uploads\"\n",
+        );
+        assert_eq!(
+            cfg.unwrap().state().spool,
+            Path::new("/var/lib/runbook/uploads")
+        );
+        let (_d, cfg) = load_text("[state]\nspool = \"/var/lib/runbook/uploads\"\n");
+        let err = cfg.unwrap_err().to_string();
+        assert!(
+            err.contains("runbook.toml:2:9: [state] spool only applies to backend = \"aws\""),
+            "{err}"
+        );
     }
 
     #[test]

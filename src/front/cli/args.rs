@@ -127,7 +127,7 @@ pub(crate) enum Command {
         #[arg(long, default_value = crate::front::hooks::config::FILE_NAME, env = "RUNBOOK_HOOKS")]
         hooks: PathBuf,
         /// Listen here instead of hooks.toml's server.listen (port 0 picks a free one)
-        #[arg(long, value_name = "ADDR")]
+        #[arg(long, value_name = "ADDR", env = "RUNBOOK_LISTEN")]
         listen: Option<String>,
         /// Once listening, write the bound address to this file
         #[arg(long, value_name = "PATH")]
@@ -136,6 +136,11 @@ pub(crate) enum Command {
         /// print the routes; start nothing
         #[arg(long)]
         check: bool,
+        /// Only probe a running server's /healthz (at URL, or the address in --addr-file, or
+        /// --listen, or hooks.toml's server.listen) for a container's HEALTHCHECK: exit 0 when
+        /// it answers 200, 1 otherwise
+        #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "", conflicts_with = "check")]
+        healthcheck: Option<String>,
     },
     /// Handle one alert payload from stdin exactly as `serve` would (for cron or exec
     /// integrations); its runs finish before this returns
@@ -163,6 +168,13 @@ pub(crate) enum Command {
     },
     /// Print shell completions
     Completions { shell: clap_complete::Shell },
+    /// Print the manual page, or write one per command into --dir (for packagers)
+    #[command(hide = true)]
+    Man {
+        /// Write runbook.1 and a page per subcommand here, instead of runbook.1 to stdout
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// What `runbook docs` prints.

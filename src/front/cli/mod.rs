@@ -9,6 +9,7 @@
 mod args;
 mod check;
 mod drill;
+mod man;
 mod run;
 mod serve;
 mod session;
@@ -157,7 +158,15 @@ fn dispatch(cli: Cli) -> Result<()> {
             hooks,
             listen,
             addr_file,
+            check: _,
+            healthcheck: Some(url),
+        } => serve::healthcheck(&hooks, &url, listen, addr_file.as_deref()),
+        Command::Serve {
+            hooks,
+            listen,
+            addr_file,
             check,
+            healthcheck: None,
         } => serve::serve(g, &hooks, listen, addr_file.as_deref(), check),
         Command::Hook {
             source,
@@ -182,6 +191,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Man { dir } => man::man(dir.as_deref()),
     }
 }
 

@@ -52,6 +52,92 @@ fn retry_pending_uploads(config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// How long the probe waits for `/healthz` (a container runtime's own health-check timeout is
+/// longer, so a hung server is reported by us, with the reason, not by it).
+const HEALTHCHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `runbook serve --healthcheck [URL]`: the probe a container image without curl needs. Every
+/// failure exits 1, the code Docker's HEALTHCHECK reads as "unhealthy" (it reserves 2).
+pub(super) fn healthcheck(
+    hooks: &Path,
+    url: &str,
+    listen: Option<String>,
+    addr_file: Option<&Path>,
+) -> Result<()> {
+    let unhealthy = |what: &str, why: String| Error::Io {
+        action: "health check failed:",
+        path: what.into(),
+        source: std::io::Error::other(why),
+    };
+    let url = if url.is_empty() {
+        // The address the server bound (port 0 resolved) before the one it was asked for.
+        let addr = match (addr_file, listen) {
+            (Some(file), _) => std::fs::read_to_string(file)
+                .map(|a| a.trim().to_string())
+                .map_err(|e| unhealthy(&file.display().to_string(), e.to_string()))?,
+            (None, Some(listen)) => listen,
+            (None, None) => {
+                crate::front::hooks::config::Hooks::load(hooks)
+                    .map_err(|e| unhealthy(&hooks.display().to_string(), e.to_string()))?
+                    .file
+                    .server
+                    .listen
+            }
+        };
+        format!("http://{}/healthz", probe_address(&addr))
+    } else {
+        url.to_string()
+    };
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| unhealthy(&url, e.to_string()))?
+        .block_on(async {
+            let client = reqwest::Client::builder()
+                .timeout(HEALTHCHECK_TIMEOUT)
+                // A proxy from the environment has no business between a probe and loopback.
+                .no_proxy()
+                .build()
+                .map_err(|e| e.to_string())?;
+            // Worded as `health::http` words them (its probe runs inside a runbook's sandbox).
+            let response = client.get(&url).send().await.map_err(|e| {
+                if e.is_timeout() {
+                    format!("no answer within {}s", HEALTHCHECK_TIMEOUT.as_secs())
+                } else if e.is_connect() {
+                    "connection refused or unreachable (is `runbook serve` running?)".to_string()
+                } else {
+                    format!("request failed: {}", e.without_url())
+                }
+            })?;
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            Ok::<_, String>((status, body))
+        })
+        .map_err(|e| unhealthy(&url, e))?;
+    let (status, body) = answer;
+    let body = crate::front::hooks::clip(body.trim());
+    if status == reqwest::StatusCode::OK {
+        println!("{url}: {status} {body}");
+        Ok(())
+    } else {
+        Err(unhealthy(&url, format!("{status} {body}")))
+    }
+}
+
+/// `0.0.0.0:9750` (listen on every address) is probed on loopback; anything else as given.
+fn probe_address(listen: &str) -> String {
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(mut addr) if addr.ip().is_unspecified() => {
+            addr.set_ip(match addr {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+            addr.to_string()
+        }
+        _ => listen.to_string(),
+    }
+}
+
 pub(super) fn hook(
     g: Global,
     source: Option<crate::front::hooks::Source>,
@@ -80,4 +166,20 @@ pub(super) fn hook(
         .map_err(|e| Error::io("cannot read", Path::new("<stdin>"), e))?;
     let config = Config::load(g.config.as_deref())?;
     crate::front::hooks::one_shot(hooks, g.dirs, config, source, &payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::probe_address;
+
+    #[test]
+    fn a_server_listening_on_every_address_is_probed_on_loopback() {
+        assert_eq!(probe_address("0.0.0.0:9750"), "127.0.0.1:9750");
+        assert_eq!(probe_address("[::]:9750"), "[::1]:9750");
+        assert_eq!(probe_address("10.0.0.5:9750"), "10.0.0.5:9750");
+        assert_eq!(
+            probe_address("runbook.internal:9750"),
+            "runbook.internal:9750"
+        );
+    }
 }
