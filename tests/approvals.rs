@@ -1035,3 +1035,154 @@ fn an_environment_s_approver_group_refuses_anyone_outside_it() {
         refused.stderr
     );
 }
+
+/// `serve` in `ws` running `gated` (its script given) on the sim, posting approval requests to
+/// the Slack stand-in `slack`, with `runbook_toml` appended to the config and `hooks_auth` as
+/// hooks.toml's `[auth]` lines; `env` on top of the hook key, the bot token and the channel.
+fn serve_gated(
+    ws: &Workspace,
+    slack: &common::http::Server,
+    body: &str,
+    runbook_toml: &str,
+    hooks_auth: &str,
+    env: &[(&str, &str)],
+) -> common::serve::Served {
+    ws.write(
+        "runbooks/gated.rhai",
+        &format!(
+            "{}eradication(\"Terminate\", |ctx| {{\n{body}\n}});\n",
+            header("gated")
+        ),
+    );
+    ws.write(
+        "runbook.toml",
+        &format!(
+            "default = \"sim\"\n\n[environments.sim]\nbackend = \"sim\"\nnotifications = \"send\"\n\n[slack_users]\nU0ALICE = \"{}\"\n{runbook_toml}",
+            my_os_key()
+        ),
+    );
+    ws.write(
+        "hooks.toml",
+        &format!("[server]\nworkers = 1\nqueue = 8\ndrain = \"1s\"\n\n[auth]\n{hooks_auth}\n[escalation]\nchannel = \"#oncall\"\n\n[[route]]\nname = \"gate\"\nalert = \"gated\"\nrunbook = \"gated@1.0.0\"\nenvironment = \"sim\"\n"),
+    );
+    let api = slack.url("/api");
+    let mut all: Vec<(&str, &str)> = vec![
+        ("RUNBOOK_HOOK_SECRET", HOOK_KEY),
+        ("SLACK_BOT_TOKEN", "xoxb-approvals-test"),
+        ("SLACK_API_URL", api.as_str()),
+        ("SLACK_CHANNEL", "#approvals"),
+    ];
+    all.extend_from_slice(env);
+    let served = common::serve::Served::start(ws, &all);
+    let alert = br#"{"alert": "gated", "labels": {"instance_id": "i-0a1b2c3d4e5f60001"}}"#;
+    let ts = unix_now();
+    let sig = runbook::front::hooks::generic::sign(HOOK_KEY.as_bytes(), ts, alert);
+    let (status, answer) = served.post(
+        "/hooks/generic",
+        &[
+            ("x-runbook-timestamp", ts.to_string().as_str()),
+            ("x-runbook-signature", sig.as_str()),
+            ("content-type", "application/json"),
+        ],
+        alert,
+    );
+    assert_eq!(status, 200, "{answer}");
+    served
+}
+
+/// The `n`th (1-based) approval request posted to the Slack stand-in, once it is.
+fn nth_request(slack: &common::http::Server, n: usize) -> common::http::Captured {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let posted: Vec<_> = slack
+            .captured()
+            .into_iter()
+            .filter(|c| {
+                c.path == "/api/chat.postMessage"
+                    && c.body["blocks"].to_string().contains("approve")
+            })
+            .collect();
+        if let Some(c) = posted.get(n - 1) {
+            return c.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "approval request {n} was not posted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn approve_value(posted: &common::http::Captured) -> String {
+    posted.body["blocks"][2]["elements"][0]["value"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_slack_user_group_admits_its_members_at_decision_time_and_an_unresolvable_one_admits_nobody() {
+    let slack = common::http::Server::start();
+    slack.slack_usergroup("S0LEADS", &["U0CAROL"]);
+    let ws = Workspace::new();
+    let served = serve_gated(
+        &ws,
+        &slack,
+        "  approve(\"Terminate?\", #{ group: \"leads\", timeout: \"60s\" });\n  approve(\"Really?\", #{ group: \"ghosts\", timeout: \"60s\" });\n  notes::append(\"terminated\");",
+        "\n[approvers]\nleads = [\"slack-group:S0LEADS\"]\nghosts = [\"slack-group:S0GONE\"]\n",
+        "",
+        &[("RUNBOOK_SLACK_SIGNING_SECRET", SIGNING)],
+    );
+    let first = approve_value(&nth_request(&slack, 1));
+    let now = unix_now();
+    let (bob, answer, _, _) = click(&served, SIGNING, now, "U0BOB", "approve", &first);
+    assert_eq!(bob, 200, "{answer}");
+    let (carol, answer, _, _) = click(&served, SIGNING, now, "U0CAROL", "approve", &first);
+    assert_eq!(carol, 200, "{answer}");
+
+    // The second request's group cannot be resolved (Slack: no_such_subteam): carol's click is
+    // refused; the requester's own denial still stops the run.
+    let second = approve_value(&nth_request(&slack, 2));
+    let (carol, answer, _, _) = click(&served, SIGNING, now, "U0CAROL", "approve", &second);
+    assert_eq!(carol, 200, "{answer}");
+    let (alice, answer, _, _) = click(&served, SIGNING, now, "U0ALICE", "deny", &second);
+    assert_eq!(alice, 200, "{answer}");
+
+    let runs = served.wait_finished(1, Duration::from_secs(30));
+    assert_eq!(runs[0]["status"], "failed", "{}", runs[0]);
+    let transcript = ws.path().join(runs[0]["transcript"].as_str().unwrap());
+    let log = approval_log(&transcript);
+    assert!(
+        log.iter().any(|m| m.contains("slack T0TEAM/U0BOB (u0bob) is not in the approver group leads (nor a member of Slack user group S0LEADS")),
+        "a non-member is refused, saying why: {log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|m| m.starts_with("approved by slack T0TEAM/U0CAROL (u0carol)")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter().any(|m| m.contains("cannot tell whether slack T0TEAM/U0CAROL (u0carol) is in the approver group ghosts: Slack user group S0GONE could not be resolved (usergroups.users.list: no_such_subteam)")),
+        "a Slack failure refuses and is recorded: {log:?}"
+    );
+    assert_eq!(step_error(&transcript), "approval_denied");
+    // Membership was asked of Slack, by group id, with the bot token.
+    let asked: Vec<_> = slack
+        .captured()
+        .into_iter()
+        .filter(|c| c.path == "/api/usergroups.users.list")
+        .collect();
+    assert!(
+        asked.iter().any(|c| c.body["usergroup"] == "S0LEADS"),
+        "{asked:?}"
+    );
+    assert!(
+        asked.iter().any(|c| c.body["usergroup"] == "S0GONE"),
+        "{asked:?}"
+    );
+    assert!(
+        asked
+            .iter()
+            .all(|c| c.authorization.as_deref() == Some("Bearer xoxb-approvals-test"))
+    );
+}

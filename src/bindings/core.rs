@@ -54,29 +54,27 @@ fn approver_group(
 ) -> Result<Option<crate::services::approvals::Group>, BindingError> {
     use crate::services::approvals::Group;
     let asked = match named {
-        Some(name) => Some(Group {
-            name: name.to_string(),
-            members: env.approver_groups.get(name).cloned().ok_or_else(|| {
+        Some(name) => Some(Group::new(
+            name,
+            env.approver_groups.get(name).cloned().ok_or_else(|| {
                 BindingError::new(
                     "bad_argument",
                     format!("group {name:?} is not in [approvers] of runbook.toml"),
                 )
             })?,
-        }),
+        )),
         None => None,
     };
-    let required = env.approvers.as_ref().map(|(name, members)| Group {
-        name: name.clone(),
-        members: members.clone(),
-    });
+    let required = env
+        .approvers
+        .as_ref()
+        .map(|(name, members)| Group::new(name, members.clone()));
     Ok(match (asked, required) {
+        // Each judged by its own rules: a Slack user group on either side still means its
+        // members, which a list intersection could not say.
         (Some(a), Some(r)) if a.name != r.name => Some(Group {
-            name: format!("{} and {}", a.name, r.name),
-            members: a
-                .members
-                .into_iter()
-                .filter(|m| r.members.contains(m))
-                .collect(),
+            and: Some(Box::new(r)),
+            ..a
         }),
         (a, r) => a.or(r),
     })

@@ -1192,10 +1192,7 @@ impl<'a> Executor<'a> {
             .environment()
             .approvers
             .as_ref()
-            .map(|(name, members)| crate::services::approvals::Group {
-                name: name.clone(),
-                members: members.clone(),
-            });
+            .map(|(name, members)| crate::services::approvals::Group::new(name, members.clone()));
         let outcome = host
             .console
             .person(|| {

@@ -232,7 +232,31 @@ impl Host {
             store: self.state.clone(),
             note: Box::new(|line: &str| self.recorder.log("approval", line)),
             slack: self.approval_channel(),
+            members: Box::new(|id: &str| self.slack_group_members(id)),
         }
+    }
+
+    /// Who is in Slack user group `id` now (`usergroups.users.list`, with the bot token), for an
+    /// approver group that names it: a run that cannot ask Slack gets an error, and the answer
+    /// it was judging is refused.
+    fn slack_group_members(&self, id: &str) -> Result<Vec<String>, String> {
+        let answer = self
+            .io
+            .block_on(
+                &self.interrupt,
+                self.notifier
+                    .slack_read("usergroups.users.list", &[("usergroup", id)]),
+            )
+            .map_err(|e| e.message)?;
+        answer["users"]
+            .as_array()
+            .map(|users| {
+                users
+                    .iter()
+                    .filter_map(|u| u.as_str().map(str::to_string))
+                    .collect()
+            })
+            .ok_or_else(|| "usergroups.users.list answered without a users list".to_string())
     }
 
     /// Where approval requests are posted with buttons: Slack's Web API with a bot token and a
