@@ -1186,3 +1186,101 @@ fn a_slack_user_group_admits_its_members_at_decision_time_and_an_unresolvable_on
             .all(|c| c.authorization.as_deref() == Some("Bearer xoxb-approvals-test"))
     );
 }
+
+#[test]
+fn a_script_approval_in_an_unattended_run_carries_the_step_s_plan_and_binds_to_it() {
+    use std::sync::atomic::Ordering;
+    let server = common::http::Server::start();
+    let ws = Workspace::new();
+    ws.write(
+        "runbooks/scripted.rhai",
+        &format!(
+            "runbook(#{{ id: \"scripted\", version: \"1.0.0\", title: \"Test scripted\", severity: \"P3\",\n  params: #{{ label: #{{ type: \"string\", required: true }} }} }});\neradication(\"Record\", |ctx| {{\n  let r = health::http(\"{}\");\n  approve(\"record it?\", #{{ timeout: \"60s\" }});\n  let again = health::http(\"{}\");\n  notes::append(`${{ctx.label}} ${{again.status}}`);\n}});\n",
+            server.url("/health"),
+            server.url("/health")
+        ),
+    );
+    let child = ws
+        .cmd()
+        .args(&[
+            "run",
+            "scripted",
+            "--param",
+            "label=web-1",
+            "--transcript",
+            "t.jsonl",
+        ])
+        .spawn();
+    let first = ws.path().join("t.approvals/1.request.json");
+    wait_for(&first);
+    let asked: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&first).unwrap()).unwrap();
+    // What is approved: the step, its would-be write with its resolved arguments, the
+    // parameters, and the plan's hash (not an empty plan).
+    assert_eq!(asked["plan"][0]["binding"], "notes::append", "{asked}");
+    assert_eq!(asked["plan"][0]["args"]["text"], "web-1 200", "{asked}");
+    assert_eq!(asked["params"]["label"], "web-1", "{asked}");
+    assert!(
+        asked["step"].as_str().unwrap().contains("\"Record\""),
+        "{asked}"
+    );
+    assert_eq!(asked["plan_hash"].as_str().unwrap().len(), 64, "{asked}");
+    let shown = ws
+        .cmd()
+        .args(&["approve", "t", "--transcript", "t.jsonl", "--deny"])
+        .output();
+    // (a denial: shown first, like an approval)
+    shown.expect_code(0);
+    assert!(
+        shown.stdout.contains("params     {\"label\":\"web-1\"}"),
+        "{}",
+        shown.stdout
+    );
+    assert!(
+        shown
+            .stdout
+            .contains("notes::append({\"text\":\"web-1 200\"})"),
+        "{}",
+        shown.stdout
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+
+    // Approved, and then the step's write changes: it is not sent (drift), the step asks again.
+    let child = ws
+        .cmd()
+        .args(&[
+            "run",
+            "scripted",
+            "--param",
+            "label=web-1",
+            "--transcript",
+            "u.jsonl",
+        ])
+        .spawn();
+    wait_for(&ws.path().join("u.approvals/1.request.json"));
+    server.control.health_status.store(503, Ordering::SeqCst);
+    ws.cmd()
+        .args(&["approve", "u", "--transcript", "u.jsonl"])
+        .output()
+        .expect_code(0);
+    let second = ws.path().join("u.approvals/2.request.json");
+    wait_for(&second);
+    let asked_again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&second).unwrap()).unwrap();
+    assert_eq!(
+        asked_again["plan"][0]["args"]["text"], "web-1 503",
+        "{asked_again}"
+    );
+    ws.cmd()
+        .args(&["approve", "u", "--transcript", "u.jsonl", "--deny"])
+        .output()
+        .expect_code(0);
+    let out = child.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let ev = events(&ws.path().join("u.jsonl"));
+    let drift = of_type(&ev, "guardrail");
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert_eq!(drift[0]["rule"], "plan_drift");
+    assert!(!ws.path().join("u.notes.md").exists() || !ws.read("u.notes.md").contains("web-1"));
+}

@@ -337,6 +337,13 @@ pub mod core_api {
             });
             *host.prompt.borrow_mut() = prompt;
             let outcome = outcome?;
+            // The approval binds: the step's writes from here on must be in the plan approved
+            // (another one is not sent: drift, and the step asks again). Only the step's body
+            // is planned, so only it is held to the plan.
+            if let crate::sandbox::recorder::Stage::Step(i) = host.recorder.stage() {
+                host.recorder
+                    .bind_approved_plan(Some((i, outcome.request.plan.clone())));
+            }
             host.recorder.log(
                 "approval",
                 &format!(

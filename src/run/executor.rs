@@ -1026,6 +1026,12 @@ impl<'a> Executor<'a> {
             } else {
                 let (preview, preview_error, preview_log) = if self.driver.wants_preview() {
                     self.preview(step, ctx)
+                } else if self.asks_approval() {
+                    // Unattended, nobody reads a preview, but an `approve(...)` in the step
+                    // asks a person to approve what the step would write: the request carries
+                    // that plan, as a confirm step's does.
+                    let (preview, _, _) = self.preview(step, ctx);
+                    (preview, None, Vec::new())
                 } else {
                     (Vec::new(), None, Vec::new())
                 };
@@ -1142,6 +1148,20 @@ impl<'a> Executor<'a> {
             Ok(decision) => self.declined(&decision),
             Err(end) => Some(*end),
         }
+    }
+
+    /// Whether a step may call `approve(...)` (the runbook or a module it imports says so,
+    /// read as text: a mention in a comment only costs a preview), in a real run (a plan's
+    /// approvals do not wait).
+    fn asks_approval(&self) -> bool {
+        let host = &self.rb.host;
+        host.recorder.mode() == crate::sandbox::recorder::Mode::Run
+            && (self.rb.source.contains("approve")
+                || host
+                    .modules
+                    .borrow()
+                    .iter()
+                    .any(|m| m.source.contains("approve")))
     }
 
     /// Waits for the approval a decision asked for. Err: it did not come (denied, timed out,

@@ -65,6 +65,9 @@ pub(crate) struct Request {
     pub step: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transcript: Option<String>,
+    /// The run's parameters as its transcript recorded them (secrets as redaction markers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Value>,
     /// The step's would-be mutating calls (`binding`, `args`), as its preview computed them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plan: Vec<Value>,
@@ -168,6 +171,7 @@ impl Request {
             ("runbook", self.runbook.as_deref()),
             ("step", self.step.as_deref()),
             ("transcript", self.transcript.as_deref()),
+            ("params", self.params_text().as_deref()),
         ] {
             if let Some(v) = value {
                 out.push_str(&format!("  {label:<10} {v}\n"));
@@ -194,6 +198,14 @@ impl Request {
         ));
         out.push_str(&self.describe_plan());
         out
+    }
+
+    /// The parameters as one line (`{"instance_id":"i-1"}`), when the run has any.
+    pub(crate) fn params_text(&self) -> Option<String> {
+        self.params
+            .as_ref()
+            .filter(|p| p.as_object().is_some_and(|o| !o.is_empty()))
+            .map(crate::data::transcript::canonical_text)
     }
 
     /// The plan, one would-be call a line, and its hash.
@@ -471,7 +483,7 @@ pub(crate) fn request_and_wait(
     })?;
     let channel = Channel::of_run(run.store.as_ref(), &transcript);
     let requester = channel.requester()?;
-    let (run_id, runbook, step) = describe_run(&transcript, run.step);
+    let (run_id, runbook, step, params) = describe_run(&transcript, run.step);
     let mut request = Request {
         run_id: run_id.clone(),
         number: 0,
@@ -486,6 +498,7 @@ pub(crate) fn request_and_wait(
         runbook,
         step,
         transcript: Some(transcript.display().to_string()),
+        params,
         plan_hash: plan_hash(&question.plan),
         plan: question.plan,
     };
@@ -658,11 +671,12 @@ fn refusal_of_terminal(run: &Asker, request: &Request, me: &Who) -> Option<Strin
 }
 
 /// What the transcript says about the run and the step asking, for the request: the run's id
-/// (what `runbook approve` is given, from any machine), its runbook and the step.
+/// (what `runbook approve` is given, from any machine), its runbook, the step and the
+/// parameters.
 fn describe_run(
     transcript: &Path,
     step: Option<usize>,
-) -> (String, Option<String>, Option<String>) {
+) -> (String, Option<String>, Option<String>, Option<Value>) {
     use std::io::BufRead as _;
     let first: Option<Value> = std::fs::File::open(transcript).ok().and_then(|f| {
         let mut line = String::new();
@@ -674,7 +688,7 @@ fn describe_run(
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let Some(first) = first else {
-        return (stem, None, None);
+        return (stem, None, None, None);
     };
     let run_id = first["run_id"]
         .as_str()
@@ -698,7 +712,8 @@ fn describe_run(
             s.and_then(|s| s["phase"].as_str()).unwrap_or("?")
         )
     });
-    (run_id, runbook, step)
+    let params = Some(first["params"].clone()).filter(|p| !p.is_null());
+    (run_id, runbook, step, params)
 }
 
 /// Finds a run's transcript under the transcripts folder (`RUNBOOK_TRANSCRIPTS` or ./transcripts).
@@ -793,6 +808,7 @@ mod tests {
             runbook: None,
             step: None,
             transcript: None,
+            params: None,
             plan: vec![serde_json::json!({"binding": "ec2::stop", "args": {"ids": ["i-1"]}})],
             plan_hash: "h".into(),
         }

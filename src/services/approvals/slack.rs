@@ -40,6 +40,9 @@ pub(crate) fn request_message(request: &Request, channel: &str) -> Value {
             about.push_str(&format!("\n{label}: {v}"));
         }
     }
+    if let Some(params) = request.params_text() {
+        about.push_str(&format!("\nparams: `{params}`"));
+    }
     about.push_str(&format!(
         "\nasked by {}; needs {} approval(s){}",
         request.requester,
