@@ -1133,7 +1133,11 @@ fn a_slack_user_group_admits_its_members_at_decision_time_and_an_unresolvable_on
         "",
         &[("RUNBOOK_SLACK_SIGNING_SECRET", SIGNING)],
     );
-    let first = approve_value(&nth_request(&slack, 1));
+    let posted = nth_request(&slack, 1);
+    // No incident thread yet: the request goes to the configured channel, top-level.
+    assert_eq!(posted.body["channel"], "#approvals");
+    assert!(posted.body["thread_ts"].is_null(), "{}", posted.body);
+    let first = approve_value(&posted);
     let now = unix_now();
     let (bob, answer, _, _) = click(&served, SIGNING, now, "U0BOB", "approve", &first);
     assert_eq!(bob, 200, "{answer}");
@@ -1283,4 +1287,49 @@ fn a_script_approval_in_an_unattended_run_carries_the_step_s_plan_and_binds_to_i
     assert_eq!(drift.len(), 1, "{drift:?}");
     assert_eq!(drift[0]["rule"], "plan_drift");
     assert!(!ws.path().join("u.notes.md").exists() || !ws.read("u.notes.md").contains("web-1"));
+}
+
+#[test]
+fn an_approval_request_is_posted_in_the_run_s_incident_thread_once_there_is_one() {
+    let slack = common::http::Server::start();
+    let ws = Workspace::new();
+    let served = serve_gated(
+        &ws,
+        &slack,
+        "  slack::incident_alert(#{ severity: \"P3\", service: \"web\", description: \"cpu high\" }, #{ channel: \"#incidents\" });\n  approve(\"Terminate?\", #{ timeout: \"60s\" });",
+        "",
+        "",
+        &[("RUNBOOK_SLACK_SIGNING_SECRET", SIGNING)],
+    );
+    let request = nth_request(&slack, 1);
+    let alert = slack
+        .captured()
+        .into_iter()
+        .find(|c| c.path == "/api/chat.postMessage" && c.body["channel"] == "#incidents")
+        .expect("the incident alert was posted");
+    // The stand-in answers each post with ts `1700000001.<n>` in channel C0INCIDENTS.
+    let alert_n = slack
+        .captured()
+        .iter()
+        .position(|c| c.at == alert.at)
+        .unwrap()
+        + 1;
+    assert_eq!(request.body["channel"], "C0INCIDENTS", "{}", request.body);
+    assert_eq!(
+        request.body["thread_ts"],
+        format!("1700000001.{alert_n:06}"),
+        "{}",
+        request.body
+    );
+    let (bob, answer, _, _) = click(
+        &served,
+        SIGNING,
+        unix_now(),
+        "U0BOB",
+        "approve",
+        &approve_value(&request),
+    );
+    assert_eq!(bob, 200, "{answer}");
+    let runs = served.wait_finished(1, Duration::from_secs(30));
+    assert_eq!(runs[0]["status"], "ok", "{}", runs[0]);
 }

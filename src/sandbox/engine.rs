@@ -106,6 +106,9 @@ pub struct Host {
     /// The run's `[state]` backend, where approval requests are filed (None: next to the
     /// transcript).
     pub state: Option<crate::services::state::Store>,
+    /// The run's incident thread in Slack (channel, thread ts), once the run posted one: where
+    /// its approval requests go.
+    pub incident_thread: RefCell<Option<(String, String)>>,
 }
 
 /// Everything a [`Host`] is made from, decided before it exists: nothing about a run's
@@ -208,6 +211,7 @@ impl Host {
             protected_confirmed: std::cell::Cell::new(protected_confirmed),
             prompt: RefCell::new(prompt),
             state,
+            incident_thread: RefCell::new(None),
             guardrails: crate::sandbox::recorder::Guardrails::new(limits),
         })
     }
@@ -259,8 +263,9 @@ impl Host {
             .ok_or_else(|| "usergroups.users.list answered without a users list".to_string())
     }
 
-    /// Where approval requests are posted with buttons: Slack's Web API with a bot token and a
-    /// channel, when messages are really sent (a captured sim run has nobody to click).
+    /// Where approval requests are posted with buttons: Slack's Web API with a bot token, when
+    /// messages are really sent (a captured sim run has nobody to click), into the run's
+    /// incident thread once it has one, else to the configured channel.
     fn approval_channel(&self) -> Option<crate::services::approvals::slack::SlackPost<'_>> {
         let settings = self.notifier.settings();
         if settings.delivery != crate::data::config::Delivery::Send
@@ -268,11 +273,24 @@ impl Host {
         {
             return None;
         }
+        let (channel, thread_ts) = match self.incident_thread.borrow().clone() {
+            Some((channel, ts)) => (channel, Some(ts)),
+            None => (settings.slack_channel.clone()?, None),
+        };
         Some(crate::services::approvals::slack::SlackPost {
             notifier: &self.notifier,
             io: &self.io,
-            channel: settings.slack_channel.clone()?,
+            channel,
+            thread_ts,
         })
+    }
+
+    /// Keeps (channel, ts) as the run's incident thread: the latest thread the run posted an
+    /// incident message or a reply in.
+    pub(crate) fn note_incident_thread(&self, channel: &str, ts: &str) {
+        if !channel.is_empty() && !ts.is_empty() && ts != "planned" {
+            *self.incident_thread.borrow_mut() = Some((channel.to_string(), ts.to_string()));
+        }
     }
 }
 

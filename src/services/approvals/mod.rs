@@ -533,7 +533,7 @@ pub(crate) fn request_and_wait(
 /// Posts the request to Slack; the message's (channel, ts), or None (recorded) when it could
 /// not be posted: `runbook approve` still can answer.
 fn post(s: &slack::SlackPost, run: &Asker, request: &Request) -> Option<(String, String)> {
-    let message = slack::request_message(request, &s.channel);
+    let message = slack::request_message(request, &s.channel, s.thread_ts.as_deref());
     match s.io.block_on(
         run.interrupt,
         s.notifier.slack_api("chat.postMessage", message),

@@ -23,10 +23,12 @@ pub(crate) struct SlackPost<'a> {
     pub notifier: &'a crate::services::notify::Notifier,
     pub io: &'a crate::services::runtime::AsyncIo,
     pub channel: String,
+    /// The run's incident thread in that channel, when it has one: the request is a reply there.
+    pub thread_ts: Option<String>,
 }
 
-/// The message a request is posted as.
-pub(crate) fn request_message(request: &Request, channel: &str) -> Value {
+/// The message a request is posted as (a reply in `thread_ts`, when given).
+pub(crate) fn request_message(request: &Request, channel: &str, thread_ts: Option<&str>) -> Value {
     let value = button_value(request);
     let mut about = format!(
         "*Approval needed*: {}\nrequest {} of run `{}`",
@@ -68,7 +70,7 @@ pub(crate) fn request_message(request: &Request, channel: &str) -> Value {
             "text": { "type": "plain_text", "text": text },
         })
     };
-    json!({
+    let mut message = json!({
         "channel": channel,
         "text": format!("Approval needed: {}", request.question),
         "blocks": [
@@ -79,7 +81,11 @@ pub(crate) fn request_message(request: &Request, channel: &str) -> Value {
                 button("deny", "Deny", "danger"),
             ] },
         ],
-    })
+    });
+    if let Some(ts) = thread_ts {
+        message["thread_ts"] = json!(ts);
+    }
+    message
 }
 
 /// The message once decided: what was asked and how it ended, with no buttons left.
