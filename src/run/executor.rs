@@ -538,8 +538,12 @@ impl<'a> Executor<'a> {
             Some(r) => {
                 host.recorder.attach(r.writer);
                 let mut note = r.note;
-                if let Event::RunResumed { operator, .. } = &mut note {
+                if let Event::RunResumed {
+                    operator, identity, ..
+                } = &mut note
+                {
                     operator.clone_from(&opts.operator);
+                    *identity = Some(self.identity.clone());
                 }
                 host.recorder
                     .record(&note, Durability::Synced)
