@@ -1333,3 +1333,64 @@ fn an_approval_request_is_posted_in_the_run_s_incident_thread_once_there_is_one(
     let runs = served.wait_finished(1, Duration::from_secs(30));
     assert_eq!(runs[0]["status"], "ok", "{}", runs[0]);
 }
+
+#[test]
+fn the_signing_secret_s_variable_is_configurable_and_serve_check_refuses_interactions_without_it() {
+    let slack = common::http::Server::start();
+    let ws = Workspace::new();
+    let auth = "slack_signing_secret_env = \"ACME_SLACK_SIGNING\"\nslack_interactions = true\n";
+    let served = serve_gated(
+        &ws,
+        &slack,
+        "  approve(\"Terminate?\", #{ timeout: \"60s\" });",
+        "",
+        auth,
+        &[("ACME_SLACK_SIGNING", SIGNING)],
+    );
+    // Without the variable hooks.toml names, the configuration is refused, naming it.
+    let refused = ws
+        .cmd()
+        .args(&["serve", "--hooks", "hooks.toml", "--check"])
+        .env("RUNBOOK_SLACK_SIGNING_SECRET", "not-the-one-named")
+        .output();
+    refused.expect_code(2);
+    assert!(
+        refused
+            .stderr
+            .contains("ACME_SLACK_SIGNING (slack_signing_secret_env) is not set"),
+        "{}",
+        refused.stderr
+    );
+    ws.cmd()
+        .args(&["serve", "--hooks", "hooks.toml", "--check"])
+        .env("ACME_SLACK_SIGNING", SIGNING)
+        .output()
+        .expect_code(0);
+
+    // The server reads the secret from that variable: a click signed with it is believed.
+    let value = approve_value(&nth_request(&slack, 1));
+    let (bob, answer, _, _) = click(&served, SIGNING, unix_now(), "U0BOB", "approve", &value);
+    assert_eq!(bob, 200, "{answer}");
+    let runs = served.wait_finished(1, Duration::from_secs(30));
+    assert_eq!(runs[0]["status"], "ok", "{}", runs[0]);
+    let (forged, _, _, _) = click(
+        &served,
+        "not-the-secret",
+        unix_now(),
+        "U0BOB",
+        "approve",
+        &value,
+    );
+    assert_eq!(forged, 401);
+    // Never logged, never journaled.
+    let written: String = walk(ws.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl" || e == "log"))
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect();
+    assert!(
+        written.contains("bad signature"),
+        "the forged click is journaled"
+    );
+    assert!(!written.contains(SIGNING));
+}
