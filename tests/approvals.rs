@@ -1137,6 +1137,14 @@ fn a_slack_user_group_admits_its_members_at_decision_time_and_an_unresolvable_on
     // No incident thread yet: the request goes to the configured channel, top-level.
     assert_eq!(posted.body["channel"], "#approvals");
     assert!(posted.body["thread_ts"].is_null(), "{}", posted.body);
+    // Who may approve is said where they click.
+    assert!(
+        posted.body["blocks"]
+            .to_string()
+            .contains("from group leads"),
+        "{}",
+        posted.body
+    );
     let first = approve_value(&posted);
     let now = unix_now();
     let (bob, answer, _, _) = click(&served, SIGNING, now, "U0BOB", "approve", &first);

@@ -290,10 +290,11 @@ pub mod core_api {
     /// (another shell on this host with the `local` state backend; any machine with `aws`).
     /// Options: `approvers` (distinct identities needed, default 1), `others` (default false;
     /// true: four-eyes, the requester's own answer does not count, whatever name it claims),
-    /// `group` (a group from `[approvers]` in runbook.toml: only its members count; an
-    /// environment's `approvers` group applies too), `timeout` (default `"15m"`). The request
-    /// carries the step's plan when the run previewed it, and each answer binds to that plan's
-    /// hash. Each answer is recorded with the approver's established identity (`os`, `aws`,
+    /// `group` (a group from `[approvers]` in runbook.toml: only its members count, a Slack
+    /// user group among them asked of Slack when an answer comes; an environment's `approvers`
+    /// group applies too), `timeout` (default `"15m"`). The request carries the step's plan
+    /// (previewed, unattended runs included), the run's parameters and the plan's hash; each
+    /// answer binds to that hash, and the step's writes after the approval must be in the plan. Each answer is recorded with the approver's established identity (`os`, `aws`,
     /// `slack`); refused answers are recorded too. Plans do not wait.
     #[rhai_fn(name = "approve", return_raw)]
     pub(crate) fn approve_with(

@@ -46,13 +46,17 @@ pub(crate) fn request_message(request: &Request, channel: &str, thread_ts: Optio
         about.push_str(&format!("\nparams: `{params}`"));
     }
     about.push_str(&format!(
-        "\nasked by {}; needs {} approval(s){}",
+        "\nasked by {}; needs {} approval(s){}{}",
         request.requester,
         request.approvers,
         if request.others {
             ", not the requester's own"
         } else {
             ""
+        },
+        match &request.group {
+            Some(g) => format!(", from group {}", g.label()),
+            None => String::new(),
         }
     ));
     let mut plan = format!(
