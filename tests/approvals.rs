@@ -1402,3 +1402,51 @@ fn the_signing_secret_s_variable_is_configurable_and_serve_check_refuses_interac
     );
     assert!(!written.contains(SIGNING));
 }
+
+#[test]
+fn the_rollback_of_an_approved_step_that_failed_is_not_refused_as_drift() {
+    let ws = Workspace::new();
+    ws.write(
+        "runbooks/undo.rhai",
+        &format!(
+            "{}eradication(\"Change\", |ctx| {{ notes::append(\"changed\"); fail(\"boom\"); }},\n  #{{ confirm: true, on_failure: |ctx| {{ notes::append(\"rolled back\"); }} }});\n",
+            header("undo")
+        ),
+    );
+    let child = ws
+        .cmd()
+        .args(&[
+            "run",
+            "undo",
+            "--approval-timeout",
+            "60s",
+            "--transcript",
+            "t.jsonl",
+        ])
+        .spawn();
+    wait_for(&ws.path().join("t.approvals/1.request.json"));
+    ws.cmd()
+        .args(&["approve", "t", "--transcript", "t.jsonl"])
+        .output()
+        .expect_code(0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The approved plan covers the step's body; its rollback undoes it, and is not asked again.
+    let notes = ws.read("t.notes.md");
+    assert!(
+        notes.contains("changed") && notes.contains("rolled back"),
+        "{notes}"
+    );
+    let ev = events(&ws.path().join("t.jsonl"));
+    assert!(
+        of_type(&ev, "guardrail").is_empty(),
+        "{:?}",
+        of_type(&ev, "guardrail")
+    );
+    assert!(!ws.path().join("t.approvals/2.request.json").exists());
+}
