@@ -1035,3 +1035,418 @@ fn an_environment_s_approver_group_refuses_anyone_outside_it() {
         refused.stderr
     );
 }
+
+/// `serve` in `ws` running `gated` (its script given) on the sim, posting approval requests to
+/// the Slack stand-in `slack`, with `runbook_toml` appended to the config and `hooks_auth` as
+/// hooks.toml's `[auth]` lines; `env` on top of the hook key, the bot token and the channel.
+fn serve_gated(
+    ws: &Workspace,
+    slack: &common::http::Server,
+    body: &str,
+    runbook_toml: &str,
+    hooks_auth: &str,
+    env: &[(&str, &str)],
+) -> common::serve::Served {
+    ws.write(
+        "runbooks/gated.rhai",
+        &format!(
+            "{}eradication(\"Terminate\", |ctx| {{\n{body}\n}});\n",
+            header("gated")
+        ),
+    );
+    ws.write(
+        "runbook.toml",
+        &format!(
+            "default = \"sim\"\n\n[environments.sim]\nbackend = \"sim\"\nnotifications = \"send\"\n\n[slack_users]\nU0ALICE = \"{}\"\n{runbook_toml}",
+            my_os_key()
+        ),
+    );
+    ws.write(
+        "hooks.toml",
+        &format!("[server]\nworkers = 1\nqueue = 8\ndrain = \"1s\"\n\n[auth]\n{hooks_auth}\n[escalation]\nchannel = \"#oncall\"\n\n[[route]]\nname = \"gate\"\nalert = \"gated\"\nrunbook = \"gated@1.0.0\"\nenvironment = \"sim\"\n"),
+    );
+    let api = slack.url("/api");
+    let mut all: Vec<(&str, &str)> = vec![
+        ("RUNBOOK_HOOK_SECRET", HOOK_KEY),
+        ("SLACK_BOT_TOKEN", "xoxb-approvals-test"),
+        ("SLACK_API_URL", api.as_str()),
+        ("SLACK_CHANNEL", "#approvals"),
+    ];
+    all.extend_from_slice(env);
+    let served = common::serve::Served::start(ws, &all);
+    let alert = br#"{"alert": "gated", "labels": {"instance_id": "i-0a1b2c3d4e5f60001"}}"#;
+    let ts = unix_now();
+    let sig = runbook::front::hooks::generic::sign(HOOK_KEY.as_bytes(), ts, alert);
+    let (status, answer) = served.post(
+        "/hooks/generic",
+        &[
+            ("x-runbook-timestamp", ts.to_string().as_str()),
+            ("x-runbook-signature", sig.as_str()),
+            ("content-type", "application/json"),
+        ],
+        alert,
+    );
+    assert_eq!(status, 200, "{answer}");
+    served
+}
+
+/// The `n`th (1-based) approval request posted to the Slack stand-in, once it is.
+fn nth_request(slack: &common::http::Server, n: usize) -> common::http::Captured {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let posted: Vec<_> = slack
+            .captured()
+            .into_iter()
+            .filter(|c| {
+                c.path == "/api/chat.postMessage"
+                    && c.body["blocks"].to_string().contains("approve")
+            })
+            .collect();
+        if let Some(c) = posted.get(n - 1) {
+            return c.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "approval request {n} was not posted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn approve_value(posted: &common::http::Captured) -> String {
+    posted.body["blocks"][2]["elements"][0]["value"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_slack_user_group_admits_its_members_at_decision_time_and_an_unresolvable_one_admits_nobody() {
+    let slack = common::http::Server::start();
+    slack.slack_usergroup("S0LEADS", &["U0CAROL"]);
+    let ws = Workspace::new();
+    let served = serve_gated(
+        &ws,
+        &slack,
+        "  approve(\"Terminate?\", #{ group: \"leads\", timeout: \"60s\" });\n  approve(\"Really?\", #{ group: \"ghosts\", timeout: \"60s\" });\n  notes::append(\"terminated\");",
+        "\n[approvers]\nleads = [\"slack-group:S0LEADS\"]\nghosts = [\"slack-group:S0GONE\"]\n",
+        "",
+        &[("RUNBOOK_SLACK_SIGNING_SECRET", SIGNING)],
+    );
+    let posted = nth_request(&slack, 1);
+    // No incident thread yet: the request goes to the configured channel, top-level.
+    assert_eq!(posted.body["channel"], "#approvals");
+    assert!(posted.body["thread_ts"].is_null(), "{}", posted.body);
+    // Who may approve is said where they click.
+    assert!(
+        posted.body["blocks"]
+            .to_string()
+            .contains("from group leads"),
+        "{}",
+        posted.body
+    );
+    let first = approve_value(&posted);
+    let now = unix_now();
+    let (bob, answer, _, _) = click(&served, SIGNING, now, "U0BOB", "approve", &first);
+    assert_eq!(bob, 200, "{answer}");
+    let (carol, answer, _, _) = click(&served, SIGNING, now, "U0CAROL", "approve", &first);
+    assert_eq!(carol, 200, "{answer}");
+
+    // The second request's group cannot be resolved (Slack: no_such_subteam): carol's click is
+    // refused; the requester's own denial still stops the run.
+    let second = approve_value(&nth_request(&slack, 2));
+    let (carol, answer, _, _) = click(&served, SIGNING, now, "U0CAROL", "approve", &second);
+    assert_eq!(carol, 200, "{answer}");
+    let (alice, answer, _, _) = click(&served, SIGNING, now, "U0ALICE", "deny", &second);
+    assert_eq!(alice, 200, "{answer}");
+
+    let runs = served.wait_finished(1, Duration::from_secs(30));
+    assert_eq!(runs[0]["status"], "failed", "{}", runs[0]);
+    let transcript = ws.path().join(runs[0]["transcript"].as_str().unwrap());
+    let log = approval_log(&transcript);
+    assert!(
+        log.iter().any(|m| m.contains("slack T0TEAM/U0BOB (u0bob) is not in the approver group leads (nor a member of Slack user group S0LEADS")),
+        "a non-member is refused, saying why: {log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|m| m.starts_with("approved by slack T0TEAM/U0CAROL (u0carol)")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter().any(|m| m.contains("cannot tell whether slack T0TEAM/U0CAROL (u0carol) is in the approver group ghosts: Slack user group S0GONE could not be resolved (usergroups.users.list: no_such_subteam)")),
+        "a Slack failure refuses and is recorded: {log:?}"
+    );
+    assert_eq!(step_error(&transcript), "approval_denied");
+    // Membership was asked of Slack, by group id, with the bot token.
+    let asked: Vec<_> = slack
+        .captured()
+        .into_iter()
+        .filter(|c| c.path == "/api/usergroups.users.list")
+        .collect();
+    assert!(
+        asked.iter().any(|c| c.body["usergroup"] == "S0LEADS"),
+        "{asked:?}"
+    );
+    assert!(
+        asked.iter().any(|c| c.body["usergroup"] == "S0GONE"),
+        "{asked:?}"
+    );
+    assert!(
+        asked
+            .iter()
+            .all(|c| c.authorization.as_deref() == Some("Bearer xoxb-approvals-test"))
+    );
+}
+
+#[test]
+fn a_script_approval_in_an_unattended_run_carries_the_step_s_plan_and_binds_to_it() {
+    use std::sync::atomic::Ordering;
+    let server = common::http::Server::start();
+    let ws = Workspace::new();
+    ws.write(
+        "runbooks/scripted.rhai",
+        &format!(
+            "runbook(#{{ id: \"scripted\", version: \"1.0.0\", title: \"Test scripted\", severity: \"P3\",\n  params: #{{ label: #{{ type: \"string\", required: true }} }} }});\neradication(\"Record\", |ctx| {{\n  let r = health::http(\"{}\");\n  approve(\"record it?\", #{{ timeout: \"60s\" }});\n  let again = health::http(\"{}\");\n  notes::append(`${{ctx.label}} ${{again.status}}`);\n}});\n",
+            server.url("/health"),
+            server.url("/health")
+        ),
+    );
+    let child = ws
+        .cmd()
+        .args(&[
+            "run",
+            "scripted",
+            "--param",
+            "label=web-1",
+            "--transcript",
+            "t.jsonl",
+        ])
+        .spawn();
+    let first = ws.path().join("t.approvals/1.request.json");
+    wait_for(&first);
+    let asked: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&first).unwrap()).unwrap();
+    // What is approved: the step, its would-be write with its resolved arguments, the
+    // parameters, and the plan's hash (not an empty plan).
+    assert_eq!(asked["plan"][0]["binding"], "notes::append", "{asked}");
+    assert_eq!(asked["plan"][0]["args"]["text"], "web-1 200", "{asked}");
+    assert_eq!(asked["params"]["label"], "web-1", "{asked}");
+    assert!(
+        asked["step"].as_str().unwrap().contains("\"Record\""),
+        "{asked}"
+    );
+    assert_eq!(asked["plan_hash"].as_str().unwrap().len(), 64, "{asked}");
+    let shown = ws
+        .cmd()
+        .args(&["approve", "t", "--transcript", "t.jsonl", "--deny"])
+        .output();
+    // (a denial: shown first, like an approval)
+    shown.expect_code(0);
+    assert!(
+        shown.stdout.contains("params     {\"label\":\"web-1\"}"),
+        "{}",
+        shown.stdout
+    );
+    assert!(
+        shown
+            .stdout
+            .contains("notes::append({\"text\":\"web-1 200\"})"),
+        "{}",
+        shown.stdout
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+
+    // Approved, and then the step's write changes: it is not sent (drift), the step asks again.
+    let child = ws
+        .cmd()
+        .args(&[
+            "run",
+            "scripted",
+            "--param",
+            "label=web-1",
+            "--transcript",
+            "u.jsonl",
+        ])
+        .spawn();
+    wait_for(&ws.path().join("u.approvals/1.request.json"));
+    server.control.health_status.store(503, Ordering::SeqCst);
+    ws.cmd()
+        .args(&["approve", "u", "--transcript", "u.jsonl"])
+        .output()
+        .expect_code(0);
+    let second = ws.path().join("u.approvals/2.request.json");
+    wait_for(&second);
+    let asked_again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&second).unwrap()).unwrap();
+    assert_eq!(
+        asked_again["plan"][0]["args"]["text"], "web-1 503",
+        "{asked_again}"
+    );
+    ws.cmd()
+        .args(&["approve", "u", "--transcript", "u.jsonl", "--deny"])
+        .output()
+        .expect_code(0);
+    let out = child.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let ev = events(&ws.path().join("u.jsonl"));
+    let drift = of_type(&ev, "guardrail");
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert_eq!(drift[0]["rule"], "plan_drift");
+    assert!(!ws.path().join("u.notes.md").exists() || !ws.read("u.notes.md").contains("web-1"));
+}
+
+#[test]
+fn an_approval_request_is_posted_in_the_run_s_incident_thread_once_there_is_one() {
+    let slack = common::http::Server::start();
+    let ws = Workspace::new();
+    let served = serve_gated(
+        &ws,
+        &slack,
+        "  slack::incident_alert(#{ severity: \"P3\", service: \"web\", description: \"cpu high\" }, #{ channel: \"#incidents\" });\n  approve(\"Terminate?\", #{ timeout: \"60s\" });",
+        "",
+        "",
+        &[("RUNBOOK_SLACK_SIGNING_SECRET", SIGNING)],
+    );
+    let request = nth_request(&slack, 1);
+    let alert = slack
+        .captured()
+        .into_iter()
+        .find(|c| c.path == "/api/chat.postMessage" && c.body["channel"] == "#incidents")
+        .expect("the incident alert was posted");
+    // The stand-in answers each post with ts `1700000001.<n>` in channel C0INCIDENTS.
+    let alert_n = slack
+        .captured()
+        .iter()
+        .position(|c| c.at == alert.at)
+        .unwrap()
+        + 1;
+    assert_eq!(request.body["channel"], "C0INCIDENTS", "{}", request.body);
+    assert_eq!(
+        request.body["thread_ts"],
+        format!("1700000001.{alert_n:06}"),
+        "{}",
+        request.body
+    );
+    let (bob, answer, _, _) = click(
+        &served,
+        SIGNING,
+        unix_now(),
+        "U0BOB",
+        "approve",
+        &approve_value(&request),
+    );
+    assert_eq!(bob, 200, "{answer}");
+    let runs = served.wait_finished(1, Duration::from_secs(30));
+    assert_eq!(runs[0]["status"], "ok", "{}", runs[0]);
+}
+
+#[test]
+fn the_signing_secret_s_variable_is_configurable_and_serve_check_refuses_interactions_without_it() {
+    let slack = common::http::Server::start();
+    let ws = Workspace::new();
+    let auth = "slack_signing_secret_env = \"ACME_SLACK_SIGNING\"\nslack_interactions = true\n";
+    let served = serve_gated(
+        &ws,
+        &slack,
+        "  approve(\"Terminate?\", #{ timeout: \"60s\" });",
+        "",
+        auth,
+        &[("ACME_SLACK_SIGNING", SIGNING)],
+    );
+    // Without the variable hooks.toml names, the configuration is refused, naming it.
+    let refused = ws
+        .cmd()
+        .args(&["serve", "--hooks", "hooks.toml", "--check"])
+        .env("RUNBOOK_SLACK_SIGNING_SECRET", "not-the-one-named")
+        .output();
+    refused.expect_code(2);
+    assert!(
+        refused
+            .stderr
+            .contains("ACME_SLACK_SIGNING (slack_signing_secret_env) is not set"),
+        "{}",
+        refused.stderr
+    );
+    ws.cmd()
+        .args(&["serve", "--hooks", "hooks.toml", "--check"])
+        .env("ACME_SLACK_SIGNING", SIGNING)
+        .output()
+        .expect_code(0);
+
+    // The server reads the secret from that variable: a click signed with it is believed.
+    let value = approve_value(&nth_request(&slack, 1));
+    let (bob, answer, _, _) = click(&served, SIGNING, unix_now(), "U0BOB", "approve", &value);
+    assert_eq!(bob, 200, "{answer}");
+    let runs = served.wait_finished(1, Duration::from_secs(30));
+    assert_eq!(runs[0]["status"], "ok", "{}", runs[0]);
+    let (forged, _, _, _) = click(
+        &served,
+        "not-the-secret",
+        unix_now(),
+        "U0BOB",
+        "approve",
+        &value,
+    );
+    assert_eq!(forged, 401);
+    // Never logged, never journaled.
+    let written: String = walk(ws.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl" || e == "log"))
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect();
+    assert!(
+        written.contains("bad signature"),
+        "the forged click is journaled"
+    );
+    assert!(!written.contains(SIGNING));
+}
+
+#[test]
+fn the_rollback_of_an_approved_step_that_failed_is_not_refused_as_drift() {
+    let ws = Workspace::new();
+    ws.write(
+        "runbooks/undo.rhai",
+        &format!(
+            "{}eradication(\"Change\", |ctx| {{ notes::append(\"changed\"); fail(\"boom\"); }},\n  #{{ confirm: true, on_failure: |ctx| {{ notes::append(\"rolled back\"); }} }});\n",
+            header("undo")
+        ),
+    );
+    let child = ws
+        .cmd()
+        .args(&[
+            "run",
+            "undo",
+            "--approval-timeout",
+            "60s",
+            "--transcript",
+            "t.jsonl",
+        ])
+        .spawn();
+    wait_for(&ws.path().join("t.approvals/1.request.json"));
+    ws.cmd()
+        .args(&["approve", "t", "--transcript", "t.jsonl"])
+        .output()
+        .expect_code(0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The approved plan covers the step's body; its rollback undoes it, and is not asked again.
+    let notes = ws.read("t.notes.md");
+    assert!(
+        notes.contains("changed") && notes.contains("rolled back"),
+        "{notes}"
+    );
+    let ev = events(&ws.path().join("t.jsonl"));
+    assert!(
+        of_type(&ev, "guardrail").is_empty(),
+        "{:?}",
+        of_type(&ev, "guardrail")
+    );
+    assert!(!ws.path().join("t.approvals/2.request.json").exists());
+}

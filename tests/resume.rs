@@ -213,6 +213,61 @@ fn resume_refuses_a_changed_runbook_unless_allowed_and_needs_secrets_again() {
     ws.run(&["transcript", "verify", "t.jsonl"]).expect_code(0);
 }
 
+#[test]
+fn run_resumed_records_who_resumed_and_how_that_identity_was_established() {
+    let ws = workspace();
+    ws.write(
+        "runbooks/two.rhai",
+        concat!(
+            "runbook(#{ id: \"two\", version: \"1.0.0\", title: \"t\", severity: \"P3\" });\n",
+            "containment(\"One\", |ctx| { notes::append(\"one\"); });\n",
+            "recovery(\"Two\", |ctx| { notes::append(\"two\"); }, #{ confirm: true });\n",
+        ),
+    );
+    // Stops at the confirmation (no --yes): an aborted run to resume.
+    ws.run(&[
+        "run",
+        "two",
+        "--env",
+        "crash",
+        "--no-interactive",
+        "--transcript",
+        "t.jsonl",
+    ])
+    .expect_code(3);
+    ws.cmd()
+        .args(&["resume", "t.jsonl", "--yes", "--no-interactive"])
+        .env("RUNBOOK_OPERATOR", "someone-else")
+        .output()
+        .expect_code(0);
+    let ev = events(&ws.path().join("t.jsonl"));
+    let started = &of_type(&ev, "run_started")[0];
+    let resumed = &of_type(&ev, "run_resumed")[0];
+    // The same established identity as the start (this account), the claimed name kept apart.
+    assert_eq!(resumed["identity"]["via"], "os", "{resumed}");
+    assert_eq!(
+        resumed["identity"]["id"], started["identity"]["id"],
+        "{resumed}"
+    );
+    assert_eq!(resumed["identity"]["claimed"], "someone-else", "{resumed}");
+    assert!(
+        resumed["operator"]
+            .as_str()
+            .unwrap()
+            .starts_with("someone-else (claimed; ")
+    );
+    let shown = ws.run(&["transcript", "render", "t.jsonl"]);
+    shown.expect_code(0);
+    assert!(
+        shown.stdout.contains(&format!(
+            "resumed by {} (established via os) at step 2",
+            resumed["operator"].as_str().unwrap()
+        )),
+        "{}",
+        shown.stdout
+    );
+}
+
 /// Runs `args` (after `run ID`) in the crash environment, transcript `t.jsonl`.
 fn run_rb(ws: &Workspace, id: &str, extra: &[&str]) -> common::Run {
     let mut args = vec!["run", id, "--env", "crash", "--transcript", "t.jsonl"];

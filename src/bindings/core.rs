@@ -54,29 +54,27 @@ fn approver_group(
 ) -> Result<Option<crate::services::approvals::Group>, BindingError> {
     use crate::services::approvals::Group;
     let asked = match named {
-        Some(name) => Some(Group {
-            name: name.to_string(),
-            members: env.approver_groups.get(name).cloned().ok_or_else(|| {
+        Some(name) => Some(Group::new(
+            name,
+            env.approver_groups.get(name).cloned().ok_or_else(|| {
                 BindingError::new(
                     "bad_argument",
                     format!("group {name:?} is not in [approvers] of runbook.toml"),
                 )
             })?,
-        }),
+        )),
         None => None,
     };
-    let required = env.approvers.as_ref().map(|(name, members)| Group {
-        name: name.clone(),
-        members: members.clone(),
-    });
+    let required = env
+        .approvers
+        .as_ref()
+        .map(|(name, members)| Group::new(name, members.clone()));
     Ok(match (asked, required) {
+        // Each judged by its own rules: a Slack user group on either side still means its
+        // members, which a list intersection could not say.
         (Some(a), Some(r)) if a.name != r.name => Some(Group {
-            name: format!("{} and {}", a.name, r.name),
-            members: a
-                .members
-                .into_iter()
-                .filter(|m| r.members.contains(m))
-                .collect(),
+            and: Some(Box::new(r)),
+            ..a
         }),
         (a, r) => a.or(r),
     })
@@ -292,10 +290,11 @@ pub mod core_api {
     /// (another shell on this host with the `local` state backend; any machine with `aws`).
     /// Options: `approvers` (distinct identities needed, default 1), `others` (default false;
     /// true: four-eyes, the requester's own answer does not count, whatever name it claims),
-    /// `group` (a group from `[approvers]` in runbook.toml: only its members count; an
-    /// environment's `approvers` group applies too), `timeout` (default `"15m"`). The request
-    /// carries the step's plan when the run previewed it, and each answer binds to that plan's
-    /// hash. Each answer is recorded with the approver's established identity (`os`, `aws`,
+    /// `group` (a group from `[approvers]` in runbook.toml: only its members count, a Slack
+    /// user group among them asked of Slack when an answer comes; an environment's `approvers`
+    /// group applies too), `timeout` (default `"15m"`). The request carries the step's plan
+    /// (previewed, unattended runs included), the run's parameters and the plan's hash; each
+    /// answer binds to that hash, and the step's writes after the approval must be in the plan. Each answer is recorded with the approver's established identity (`os`, `aws`,
     /// `slack`); refused answers are recorded too. Plans do not wait.
     #[rhai_fn(name = "approve", return_raw)]
     pub(crate) fn approve_with(
@@ -339,6 +338,13 @@ pub mod core_api {
             });
             *host.prompt.borrow_mut() = prompt;
             let outcome = outcome?;
+            // The approval binds: the step's writes from here on must be in the plan approved
+            // (another one is not sent: drift, and the step asks again). Only the step's body
+            // is planned, so only it is held to the plan.
+            if let crate::sandbox::recorder::Stage::Step(i) = host.recorder.stage() {
+                host.recorder
+                    .bind_approved_plan(Some((i, outcome.request.plan.clone())));
+            }
             host.recorder.log(
                 "approval",
                 &format!(

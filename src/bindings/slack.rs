@@ -127,6 +127,7 @@ fn slack_send(ctx: &NativeCallContext, text: String, o: PostOptions) -> ScriptRe
         thread_ts,
         blocks,
         required,
+        incident,
     } = o;
     let host = recorder::host_of(ctx)?;
     let r = route(&host, channel, thread_ts);
@@ -147,16 +148,24 @@ fn slack_send(ctx: &NativeCallContext, text: String, o: PostOptions) -> ScriptRe
         match r {
             Route::Api { channel, thread_ts } => {
                 payload["channel"] = json!(channel);
-                if let Some(ts) = thread_ts {
+                if let Some(ts) = &thread_ts {
                     payload["thread_ts"] = json!(ts);
                 }
                 let what = format!("Slack message to {channel}");
-                deliver(
-                    host,
-                    &what,
-                    required,
-                    host.notifier.slack_api("chat.postMessage", payload),
-                )
+                let sent = host.notifier.slack_api("chat.postMessage", payload);
+                deliver(host, &what, required, async {
+                    let answer = sent.await?;
+                    // A reply names the incident thread; an incident alert starts one.
+                    let at = answer["channel"].as_str().unwrap_or(&channel);
+                    match (&thread_ts, incident) {
+                        (Some(ts), _) => host.note_incident_thread(at, ts),
+                        (None, true) => {
+                            host.note_incident_thread(at, answer["ts"].as_str().unwrap_or(""));
+                        }
+                        (None, false) => {}
+                    }
+                    Ok(answer)
+                })
             }
             Route::Webhook { instead_of } => {
                 let what = match &instead_of {
@@ -177,11 +186,25 @@ fn slack_send(ctx: &NativeCallContext, text: String, o: PostOptions) -> ScriptRe
     .map(|d| d.try_cast::<Map>().unwrap_or_default())
 }
 
-/// A template message: its text, as Block Kit, with the caller's post options.
-fn post_template(ctx: &NativeCallContext, text: String, options: &Map) -> ScriptResult<Map> {
+/// A template message: its text, as Block Kit, with the caller's post options; `incident`: it
+/// starts the run's incident thread.
+fn post_template(
+    ctx: &NativeCallContext,
+    text: String,
+    options: &Map,
+    incident: bool,
+) -> ScriptResult<Map> {
     let o = post_options(options).map_err(|e| arg_error(ctx, e))?;
     let blocks = Some(slack_blocks(&text));
-    slack_send(ctx, text, PostOptions { blocks, ..o })
+    slack_send(
+        ctx,
+        text,
+        PostOptions {
+            blocks,
+            incident,
+            ..o
+        },
+    )
 }
 
 fn template_fields(fields: &Map) -> Value {
@@ -194,6 +217,8 @@ struct PostOptions {
     thread_ts: Option<String>,
     blocks: Option<Value>,
     required: bool,
+    /// The incident alert: its message starts the run's incident thread.
+    incident: bool,
 }
 
 impl PostOptions {
@@ -212,6 +237,7 @@ fn post_options(opts: &Map) -> Result<PostOptions, BindingError> {
         thread_ts: args::string(opts, "thread_ts")?,
         blocks: opts.get("blocks").map(recorder::to_json),
         required: args::boolean(opts, "required", false)?,
+        incident: false,
     })
 }
 
@@ -335,6 +361,7 @@ pub mod slack_api {
             &ctx,
             notify::incident_alert_text(&template_fields(&fields)),
             &options,
+            true,
         )
     }
 
@@ -356,6 +383,7 @@ pub mod slack_api {
             &ctx,
             notify::resolution_text(&template_fields(&fields)),
             &options,
+            false,
         )
     }
 }
@@ -431,7 +459,20 @@ pub(crate) fn lifecycle_post(
             payload["text"] = json!(format!("{text} (for {channel})"));
             return deliver(host, &what, false, host.notifier.slack_webhook(payload));
         }
-        deliver(host, &what, false, host.notifier.slack_api(method, payload))
+        let sent = host.notifier.slack_api(method, payload);
+        deliver(host, &what, false, async {
+            let answer = sent.await?;
+            // The run's parent message (or its thread) is the run's incident thread.
+            if method == "chat.postMessage" {
+                let at = answer["channel"].as_str().unwrap_or(channel);
+                let ts = thread_ts
+                    .as_deref()
+                    .or_else(|| answer["ts"].as_str())
+                    .unwrap_or("");
+                host.note_incident_thread(at, ts);
+            }
+            Ok(answer)
+        })
     });
     result
         .ok()

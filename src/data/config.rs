@@ -316,6 +316,27 @@ impl Environment {
     }
 }
 
+/// Checks `[approvers]`: a Slack user group is named by its id (`slack-group:S0123ABCD`), so a
+/// typo is a configuration error, not a group that silently admits nobody at 3 a.m.
+fn check_approvers(groups: &BTreeMap<String, Vec<String>>) -> std::result::Result<(), String> {
+    for (name, members) in groups {
+        for m in members {
+            if let Some(id) = m.strip_prefix("slack-group:")
+                && (!id.starts_with('S')
+                    || id.len() < 2
+                    || !id
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
+            {
+                return Err(format!(
+                    "[approvers] {name}: {m:?} is not a Slack user group id (slack-group:S0123ABCD)"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     path: Option<PathBuf>,
@@ -345,6 +366,7 @@ impl Config {
             std::fs::read_to_string(&path).map_err(|e| Error::io("cannot read", &path, e))?;
         let file: ConfigFile =
             toml::from_str(&text).map_err(|e| Error::config(&path, e.to_string()))?;
+        check_approvers(&file.approvers).map_err(|e| Error::config(&path, e))?;
         let state = resolve_state(&path, &text, file.state.as_ref())?;
         Ok(Config {
             path: Some(path),
@@ -598,6 +620,16 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let cfg = Config::load(Some(&path));
         (dir, cfg)
+    }
+
+    #[test]
+    fn a_slack_user_group_approver_must_be_named_by_its_id() {
+        let (_d, cfg) =
+            load_text("[approvers]\nleads = [\"slack-group:S0123ABCD\", \"U0CAROL\"]\n");
+        assert!(cfg.is_ok());
+        let (_d, cfg) = load_text("[approvers]\nleads = [\"slack-group:@leads\"]\n");
+        let err = cfg.err().unwrap().to_string();
+        assert!(err.contains("is not a Slack user group id"), "{err}");
     }
 
     #[test]

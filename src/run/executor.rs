@@ -538,8 +538,12 @@ impl<'a> Executor<'a> {
             Some(r) => {
                 host.recorder.attach(r.writer);
                 let mut note = r.note;
-                if let Event::RunResumed { operator, .. } = &mut note {
+                if let Event::RunResumed {
+                    operator, identity, ..
+                } = &mut note
+                {
                     operator.clone_from(&opts.operator);
+                    *identity = Some(self.identity.clone());
                 }
                 host.recorder
                     .record(&note, Durability::Synced)
@@ -1026,6 +1030,12 @@ impl<'a> Executor<'a> {
             } else {
                 let (preview, preview_error, preview_log) = if self.driver.wants_preview() {
                     self.preview(step, ctx)
+                } else if self.asks_approval() {
+                    // Unattended, nobody reads a preview, but an `approve(...)` in the step
+                    // asks a person to approve what the step would write: the request carries
+                    // that plan, as a confirm step's does.
+                    let (preview, _, _) = self.preview(step, ctx);
+                    (preview, None, Vec::new())
                 } else {
                     (Vec::new(), None, Vec::new())
                 };
@@ -1144,6 +1154,20 @@ impl<'a> Executor<'a> {
         }
     }
 
+    /// Whether a step may call `approve(...)` (the runbook or a module it imports says so,
+    /// read as text: a mention in a comment only costs a preview), in a real run (a plan's
+    /// approvals do not wait).
+    fn asks_approval(&self) -> bool {
+        let host = &self.rb.host;
+        host.recorder.mode() == crate::sandbox::recorder::Mode::Run
+            && (self.rb.source.contains("approve")
+                || host
+                    .modules
+                    .borrow()
+                    .iter()
+                    .any(|m| m.source.contains("approve")))
+    }
+
     /// Waits for the approval a decision asked for. Err: it did not come (denied, timed out,
     /// aborted), and how the step ended.
     fn approval(
@@ -1192,10 +1216,7 @@ impl<'a> Executor<'a> {
             .environment()
             .approvers
             .as_ref()
-            .map(|(name, members)| crate::services::approvals::Group {
-                name: name.clone(),
-                members: members.clone(),
-            });
+            .map(|(name, members)| crate::services::approvals::Group::new(name, members.clone()));
         let outcome = host
             .console
             .person(|| {

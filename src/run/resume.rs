@@ -321,6 +321,7 @@ pub fn prepare(
         from_step: pick.start_step,
         // Filled in by the executor, which knows who runs it.
         operator: String::new(),
+        identity: None,
         allow_changed: recorded_sha != rb.sha256,
         sha256_then: recorded_sha.to_string(),
         sha256_now: rb.sha256.clone(),

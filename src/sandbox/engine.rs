@@ -106,6 +106,9 @@ pub struct Host {
     /// The run's `[state]` backend, where approval requests are filed (None: next to the
     /// transcript).
     pub state: Option<crate::services::state::Store>,
+    /// The run's incident thread in Slack (channel, thread ts), once the run posted one: where
+    /// its approval requests go.
+    pub incident_thread: RefCell<Option<(String, String)>>,
 }
 
 /// Everything a [`Host`] is made from, decided before it exists: nothing about a run's
@@ -208,6 +211,7 @@ impl Host {
             protected_confirmed: std::cell::Cell::new(protected_confirmed),
             prompt: RefCell::new(prompt),
             state,
+            incident_thread: RefCell::new(None),
             guardrails: crate::sandbox::recorder::Guardrails::new(limits),
         })
     }
@@ -232,11 +236,36 @@ impl Host {
             store: self.state.clone(),
             note: Box::new(|line: &str| self.recorder.log("approval", line)),
             slack: self.approval_channel(),
+            members: Box::new(|id: &str| self.slack_group_members(id)),
         }
     }
 
-    /// Where approval requests are posted with buttons: Slack's Web API with a bot token and a
-    /// channel, when messages are really sent (a captured sim run has nobody to click).
+    /// Who is in Slack user group `id` now (`usergroups.users.list`, with the bot token), for an
+    /// approver group that names it: a run that cannot ask Slack gets an error, and the answer
+    /// it was judging is refused.
+    fn slack_group_members(&self, id: &str) -> Result<Vec<String>, String> {
+        let answer = self
+            .io
+            .block_on(
+                &self.interrupt,
+                self.notifier
+                    .slack_read("usergroups.users.list", &[("usergroup", id)]),
+            )
+            .map_err(|e| e.message)?;
+        answer["users"]
+            .as_array()
+            .map(|users| {
+                users
+                    .iter()
+                    .filter_map(|u| u.as_str().map(str::to_string))
+                    .collect()
+            })
+            .ok_or_else(|| "usergroups.users.list answered without a users list".to_string())
+    }
+
+    /// Where approval requests are posted with buttons: Slack's Web API with a bot token, when
+    /// messages are really sent (a captured sim run has nobody to click), into the run's
+    /// incident thread once it has one, else to the configured channel.
     fn approval_channel(&self) -> Option<crate::services::approvals::slack::SlackPost<'_>> {
         let settings = self.notifier.settings();
         if settings.delivery != crate::data::config::Delivery::Send
@@ -244,11 +273,24 @@ impl Host {
         {
             return None;
         }
+        let (channel, thread_ts) = match self.incident_thread.borrow().clone() {
+            Some((channel, ts)) => (channel, Some(ts)),
+            None => (settings.slack_channel.clone()?, None),
+        };
         Some(crate::services::approvals::slack::SlackPost {
             notifier: &self.notifier,
             io: &self.io,
-            channel: settings.slack_channel.clone()?,
+            channel,
+            thread_ts,
         })
+    }
+
+    /// Keeps (channel, ts) as the run's incident thread: the latest thread the run posted an
+    /// incident message or a reply in.
+    pub(crate) fn note_incident_thread(&self, channel: &str, ts: &str) {
+        if !channel.is_empty() && !ts.is_empty() && ts != "planned" {
+            *self.incident_thread.borrow_mut() = Some((channel.to_string(), ts.to_string()));
+        }
     }
 }
 

@@ -606,11 +606,13 @@ impl Recorder {
         self.drifted.borrow_mut().take()
     }
 
-    /// Why a write of `step` is outside the plan approved for it (None: inside, or no plan).
-    fn drift(&self, step: Option<usize>, binding: &str, args: &Value) -> Option<String> {
+    /// Why a write at `stage` is outside the plan approved for its step (None: inside, or no
+    /// plan). Only the step's body is held to it: the plan is the body's, and the step's
+    /// `on_failure` (its rollback, undoing what the body did) is never refused as drift.
+    fn drift(&self, stage: Stage, binding: &str, args: &Value) -> Option<String> {
         let approved = self.approved.borrow();
         let (at, plan) = approved.as_ref()?;
-        if step != Some(*at) {
+        if stage != Stage::Step(*at) {
             return None;
         }
         if plan.iter().any(|p| in_plan(p, binding, args)) {
@@ -990,7 +992,7 @@ fn call_inner(
     if mutating {
         let mut shown = args.clone();
         host.redactor.redact_json(&mut shown);
-        if let Some(why) = rec.drift(step, spec.name, &shown) {
+        if let Some(why) = rec.drift(stage, spec.name, &shown) {
             let event = Event::Guardrail {
                 step,
                 binding: spec.name.to_string(),

@@ -112,11 +112,30 @@ impl Notifier {
         payload: &Value,
         bearer: Option<&str>,
     ) -> Result<(u16, String), BindingError> {
+        self.send(url, Body::Json(payload), bearer).await
+    }
+
+    /// POSTs `body`, retrying as [`Notifier::post`] says.
+    async fn send(
+        &self,
+        url: &str,
+        body: Body<'_>,
+        bearer: Option<&str>,
+    ) -> Result<(u16, String), BindingError> {
         let client = self.client()?;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut req = client.post(url).json(payload);
+            let mut req = match body {
+                Body::Json(payload) => client.post(url).json(payload),
+                Body::Form(text) => client
+                    .post(url)
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(text.to_string()),
+            };
             if let Some(token) = bearer {
                 req = req.bearer_auth(token);
             }
@@ -226,6 +245,52 @@ impl Notifier {
         }
     }
 
+    /// Reads from Slack's Web API with the bot token (`usergroups.users.list`): `args`
+    /// form-encoded, as every Web API method takes them (read methods take no JSON), and the
+    /// whole answer returned. A read is never captured: with messages captured (a sim run) there
+    /// is no Slack to ask, and that is an error, not a made-up answer.
+    pub(crate) async fn slack_read(
+        &self,
+        method: &str,
+        args: &[(&str, &str)],
+    ) -> Result<Value, BindingError> {
+        if self.settings.delivery == Delivery::Capture {
+            return Err(fail(
+                "not_configured",
+                "Slack messages are captured in this run (no Slack to ask)",
+            ));
+        }
+        let token = self
+            .settings
+            .slack_bot_token
+            .as_deref()
+            .ok_or_else(|| fail("not_configured", "no Slack bot token: set SLACK_BOT_TOKEN"))?;
+        let url = format!("{}/{method}", self.settings.slack_api_url);
+        let form = args
+            .iter()
+            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let (status, body) = self.send(&url, Body::Form(&form), Some(token)).await?;
+        let answer: Value = serde_json::from_str(&body).map_err(|_| {
+            fail(
+                "slack_error",
+                format!("{method} answered {status} with a body that is not JSON"),
+            )
+        })?;
+        if answer["ok"] == true {
+            Ok(answer)
+        } else {
+            Err(fail(
+                "slack_error",
+                format!(
+                    "{method}: {}",
+                    answer["error"].as_str().unwrap_or("unknown error")
+                ),
+            ))
+        }
+    }
+
     /// Sends to a Teams incoming webhook.
     pub async fn teams(&self, mut payload: Value) -> Result<Value, BindingError> {
         self.redactor.redact_json(&mut payload);
@@ -250,6 +315,25 @@ impl Notifier {
             ))
         }
     }
+}
+
+/// A request body: JSON (messages) or form-encoded (Web API reads).
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    Json(&'a Value),
+    Form(&'a str),
+}
+
+/// `application/x-www-form-urlencoded` encoding of one key or value.
+fn form_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// The seed's "Initial Incident Report", as text.

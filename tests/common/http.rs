@@ -35,6 +35,9 @@ pub struct Control {
     pub health_hits: AtomicU64,
     /// Files served at `/files/{name}` (an SNS signing certificate, say); GETs are captured.
     pub files: Mutex<std::collections::HashMap<String, String>>,
+    /// Slack user groups `usergroups.users.list` answers with (id -> user ids); any other id is
+    /// answered `no_such_subteam`.
+    pub usergroups: Mutex<std::collections::HashMap<String, Vec<String>>>,
 }
 
 #[derive(Clone)]
@@ -99,13 +102,61 @@ impl Server {
             .insert(name.to_string(), content.to_string());
     }
 
+    /// Makes `usergroups.users.list` answer `users` for Slack user group `id`.
+    pub fn slack_usergroup(&self, id: &str, users: &[&str]) {
+        self.control.usergroups.lock().unwrap().insert(
+            id.to_string(),
+            users.iter().map(|u| u.to_string()).collect(),
+        );
+    }
+
     pub fn captured(&self) -> Vec<Captured> {
         self.captured.lock().unwrap().clone()
     }
 }
 
+/// A JSON body as it is; a form-encoded one (Slack's read methods) as an object of its fields.
+fn body_value(body: &Bytes) -> Value {
+    if let Ok(v) = serde_json::from_slice(body) {
+        return v;
+    }
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Value::Null;
+    };
+    let decode = |t: &str| -> String {
+        let bytes = t.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() + 1 => {
+                    let hex =
+                        std::str::from_utf8(&bytes[i + 1..(i + 3).min(bytes.len())]).unwrap_or("");
+                    out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                    i += 2;
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let fields: serde_json::Map<String, Value> = text
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (decode(k), json!(decode(v))))
+        .collect();
+    if fields.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(fields)
+    }
+}
+
 fn capture(s: &Shared, path: String, headers: &HeaderMap, body: &Bytes) {
-    let body = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let body = body_value(body);
     let authorization = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -129,7 +180,14 @@ async fn slack_api(
         s.control.throttle.fetch_sub(1, Ordering::SeqCst);
         return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "").into_response();
     }
-    let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let sent: Value = body_value(&body);
+    if method == "usergroups.users.list" {
+        let id = sent["usergroup"].as_str().unwrap_or_default();
+        return match s.control.usergroups.lock().unwrap().get(id) {
+            Some(users) => axum::Json(json!({ "ok": true, "users": users })).into_response(),
+            None => axum::Json(json!({ "ok": false, "error": "no_such_subteam" })).into_response(),
+        };
+    }
     let n = s.captured.lock().unwrap().len();
     let ts = match method.as_str() {
         "chat.update" => sent["ts"].clone(),

@@ -393,9 +393,13 @@ documented! {
             /// finished and only the run's end is recorded.
             #[serde(default)]
             from_step: usize,
-            /// Who resumed.
+            /// Who resumed, as a person reads it (a `RUNBOOK_OPERATOR` name marked claimed).
             #[serde(default)]
             operator: String,
+            /// Who resumed, as established: `os` (the local account), `aws` (the STS caller
+            /// ARN) or `slack`, with any claimed display name apart (as in `run_started`).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            identity: Option<Who>,
             /// The runbook changed since the start and `--allow-changed` accepted it.
             #[serde(default)]
             allow_changed: bool,
@@ -1042,6 +1046,7 @@ mod tests {
             Event::RunResumed {
                 from_step: 1,
                 operator: "bob".into(),
+                identity: Some(Who::os_account(0).claiming(Some("bob".into()))),
                 allow_changed: true,
                 sha256_then: "a".into(),
                 sha256_now: "b".into(),

@@ -117,6 +117,7 @@ fn resumed_text(e: &Event) -> String {
     let Event::RunResumed {
         from_step,
         operator,
+        identity,
         allow_changed,
         replayed_writes,
         appended_run_finished,
@@ -125,6 +126,7 @@ fn resumed_text(e: &Event) -> String {
     else {
         return String::new();
     };
+    let operator = established(operator, identity.as_ref());
     if *appended_run_finished {
         return format!(
             "resumed by {operator} only to record the run's end (every step had finished before the crash)"
@@ -144,6 +146,15 @@ fn resumed_text(e: &Event) -> String {
         text.push_str(", runbook changed since the start (accepted)");
     }
     text
+}
+
+/// Who acted, as recorded, and how the identity was established (`os`, `aws`, `slack`) when the
+/// transcript says.
+fn established(operator: &str, identity: Option<&crate::base::identity::Who>) -> String {
+    match identity {
+        Some(who) => format!("{operator} (established via {})", who.via),
+        None => operator.to_string(),
+    }
 }
 
 /// What the first line (`run_started`) says, with `?` for what it does not.
@@ -166,6 +177,7 @@ impl Head {
                 mode,
                 environment,
                 operator,
+                identity,
                 params,
                 steps,
                 ..
@@ -174,7 +186,7 @@ impl Head {
                 runbook,
                 mode,
                 environment,
-                operator,
+                operator: established(&operator, identity.as_ref()),
                 params,
                 steps,
             },

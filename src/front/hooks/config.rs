@@ -9,6 +9,8 @@
 //! [auth]
 //! alertmanager_token_env = "RUNBOOK_ALERTMANAGER_TOKEN"
 //! generic_secret_env = "RUNBOOK_HOOK_SECRET"
+//! slack_signing_secret_env = "RUNBOOK_SLACK_SIGNING_SECRET"
+//! slack_interactions = true    # Slack approval clicks come here: the secret must be set
 //!
 //! [guardrails]
 //! dedupe_window = "15m"
@@ -132,6 +134,12 @@ pub struct AuthSettings {
     pub generic_secret_env: String,
     /// The variable holding the token for `GET /runs` and `POST /admin/...`.
     pub admin_token_env: String,
+    /// The variable holding the Slack app's signing secret (`POST /hooks/slack/interactions`).
+    pub slack_signing_secret_env: String,
+    /// Slack approval clicks are expected here: the signing secret must then be set, or
+    /// `serve --check` and `serve` refuse the configuration (without it, clicks are taken only
+    /// when the secret happens to be set).
+    pub slack_interactions: bool,
     /// Signed generic requests older (or newer) than this are refused as replays.
     #[serde(deserialize_with = "duration")]
     pub replay_window: Duration,
@@ -143,6 +151,8 @@ impl Default for AuthSettings {
             alertmanager_token_env: "RUNBOOK_ALERTMANAGER_TOKEN".into(),
             generic_secret_env: "RUNBOOK_HOOK_SECRET".into(),
             admin_token_env: "RUNBOOK_ADMIN_TOKEN".into(),
+            slack_signing_secret_env: "RUNBOOK_SLACK_SIGNING_SECRET".into(),
+            slack_interactions: false,
             replay_window: Duration::from_secs(300),
         }
     }

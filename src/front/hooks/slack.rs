@@ -1,7 +1,8 @@
 //! `POST /hooks/slack/interactions`: Slack's button clicks on approval requests.
 //!
 //! Slack signs every request: `X-Slack-Signature: v0=<hex>` is HMAC-SHA256 under the app's
-//! signing secret (`RUNBOOK_SLACK_SIGNING_SECRET`) of `v0:{X-Slack-Request-Timestamp}:{body}`.
+//! signing secret (read from the variable hooks.toml's `[auth] slack_signing_secret_env` names,
+//! `RUNBOOK_SLACK_SIGNING_SECRET` by default) of `v0:{X-Slack-Request-Timestamp}:{body}`.
 //! A request is believed only with a good signature (compared in constant time), a timestamp
 //! within five minutes, and not seen before (the same signed request twice is a replay). The
 //! clicking user is then the approver, as `slack` (team and user id), or as the person
@@ -20,34 +21,37 @@ use crate::base::identity::Who;
 
 pub(crate) const TIMESTAMP_HEADER: &str = "x-slack-request-timestamp";
 pub(crate) const SIGNATURE_HEADER: &str = "x-slack-signature";
-/// Where the signing secret is read from.
-pub(crate) const SECRET_VAR: &str = "RUNBOOK_SLACK_SIGNING_SECRET";
 /// How far a request's timestamp may be from now (Slack's own recommendation).
 pub(crate) const WINDOW: Duration = Duration::from_secs(5 * 60);
 
-/// What `serve` knows to answer clicks: the signing secret and who Slack users are elsewhere.
+/// What `serve` knows to answer clicks: the signing secret (and the variable it came from) and
+/// who Slack users are elsewhere.
 pub(crate) struct Interactions {
     secret: Option<String>,
+    var: String,
     users: BTreeMap<String, String>,
 }
 
 impl Interactions {
-    pub(crate) fn new(users: BTreeMap<String, String>) -> Self {
-        let secret = std::env::var(SECRET_VAR)
-            .ok()
-            .filter(|v| !v.trim().is_empty());
+    /// `secret` is the value of the variable `var` (None: unset or blank).
+    pub(crate) fn new(var: &str, secret: Option<String>, users: BTreeMap<String, String>) -> Self {
         if secret.is_some() {
             // Runs this server runs may post buttons: their clicks come here.
             crate::services::approvals::slack::receive_in_process();
         }
-        Interactions { secret, users }
+        Interactions {
+            secret,
+            var: var.to_string(),
+            users,
+        }
     }
 
-    /// The signing secret, or why every click is refused.
+    /// The signing secret, or why every click is refused (naming the variable, never a value).
     pub(crate) fn secret(&self) -> Result<&str, Rejection> {
         self.secret.as_deref().ok_or_else(|| {
             Rejection::Unauthenticated(format!(
-                "no Slack signing secret configured (set {SECRET_VAR})"
+                "no Slack signing secret configured (set {})",
+                self.var
             ))
         })
     }

@@ -65,6 +65,9 @@ pub(crate) struct Request {
     pub step: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transcript: Option<String>,
+    /// The run's parameters as its transcript recorded them (secrets as redaction markers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Value>,
     /// The step's would-be mutating calls (`binding`, `args`), as its preview computed them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plan: Vec<Value>,
@@ -77,7 +80,87 @@ pub(crate) struct Request {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct Group {
     pub name: String,
+    /// ARNs, Slack user ids, `os:user@host`, and Slack user groups (`slack-group:S…`), whose
+    /// members are asked of Slack when an answer is judged.
     pub members: Vec<String>,
+    /// A second group an approver must be in as well (a runbook's `group` under an
+    /// environment's `approvers`): each judged by its own rules, so a Slack user group on either
+    /// side still means its members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub and: Option<Box<Group>>,
+}
+
+/// How a Slack user group is named among an approver group's members: `slack-group:S0123ABCD`.
+pub(crate) const SLACK_GROUP: &str = "slack-group:";
+
+/// Asks Slack who is in a user group (`usergroups.users.list`): their user ids, or why Slack
+/// could not say.
+pub(crate) type Members<'a> = dyn Fn(&str) -> std::result::Result<Vec<String>, String> + 'a;
+
+/// A resolver for processes that cannot ask Slack (`runbook approve`): only Slack identities
+/// are ever looked up, and those answer through `serve`, never from a shell.
+pub(crate) fn no_slack(id: &str) -> std::result::Result<Vec<String>, String> {
+    Err(format!(
+        "this process does not ask Slack who is in user group {id}"
+    ))
+}
+
+impl Group {
+    /// A group of `members` named `name`.
+    pub(crate) fn new(name: &str, members: Vec<String>) -> Group {
+        Group {
+            name: name.to_string(),
+            members,
+            and: None,
+        }
+    }
+
+    /// Whether `who` may approve for this group: named in it, or a Slack user listed by one of
+    /// its Slack user groups as Slack answers now (and likewise in the group it is combined
+    /// with). Err: a Slack user group that might have listed them could not be resolved, so
+    /// nobody can tell (refused: fail closed).
+    pub(crate) fn admits(&self, who: &Who, members: &Members) -> std::result::Result<bool, String> {
+        let here = who.in_group(&self.members) || self.in_slack_group(who, members)?;
+        match (&self.and, here) {
+            (Some(other), true) => other.admits(who, members),
+            (_, here) => Ok(here),
+        }
+    }
+
+    /// The Slack user groups among the members.
+    fn slack_groups(&self) -> impl Iterator<Item = &str> {
+        self.members
+            .iter()
+            .filter_map(|m| m.strip_prefix(SLACK_GROUP))
+    }
+
+    fn in_slack_group(&self, who: &Who, members: &Members) -> std::result::Result<bool, String> {
+        if who.via != crate::base::identity::VIA_SLACK {
+            return Ok(false);
+        }
+        let user = who.id.rsplit('/').next().unwrap_or(&who.id);
+        let mut failed = None;
+        for id in self.slack_groups() {
+            match members(id) {
+                Ok(users) if users.iter().any(|u| u == user) => return Ok(true),
+                Ok(_) => {}
+                Err(e) => {
+                    failed = Some(format!("Slack user group {id} could not be resolved ({e})"))
+                }
+            }
+        }
+        failed.map_or(Ok(false), Err)
+    }
+
+    /// The group's name, with the one it is combined with.
+    pub(crate) fn label(&self) -> String {
+        match &self.and {
+            Some(other) if other.name != self.name => {
+                format!("{} and {}", self.name, other.label())
+            }
+            _ => self.name.clone(),
+        }
+    }
 }
 
 impl Request {
@@ -88,6 +171,7 @@ impl Request {
             ("runbook", self.runbook.as_deref()),
             ("step", self.step.as_deref()),
             ("transcript", self.transcript.as_deref()),
+            ("params", self.params_text().as_deref()),
         ] {
             if let Some(v) = value {
                 out.push_str(&format!("  {label:<10} {v}\n"));
@@ -108,12 +192,20 @@ impl Request {
                 ""
             },
             match &self.group {
-                Some(g) => format!(", from group {}", g.name),
+                Some(g) => format!(", from group {}", g.label()),
                 None => String::new(),
             }
         ));
         out.push_str(&self.describe_plan());
         out
+    }
+
+    /// The parameters as one line (`{"instance_id":"i-1"}`), when the run has any.
+    pub(crate) fn params_text(&self) -> Option<String> {
+        self.params
+            .as_ref()
+            .filter(|p| p.as_object().is_some_and(|o| !o.is_empty()))
+            .map(crate::data::transcript::canonical_text)
     }
 
     /// The plan, one would-be call a line, and its hash.
@@ -205,8 +297,15 @@ pub(crate) enum Read {
     },
 }
 
-/// Why `who`'s `answer` does not count for `request` (None: it counts).
-pub(crate) fn refusal(request: &Request, who: &Who, answer: &Answer) -> Option<String> {
+/// Why `who`'s `answer` does not count for `request` (None: it counts). `members` resolves a
+/// Slack user group of the request's approver group, now: membership is judged when the answer
+/// is, not when the request was filed.
+pub(crate) fn refusal(
+    request: &Request,
+    who: &Who,
+    answer: &Answer,
+    members: &Members,
+) -> Option<String> {
     if answer.run_id != request.run_id
         || answer.number != request.number
         || request.nonce.is_empty()
@@ -245,14 +344,33 @@ pub(crate) fn refusal(request: &Request, who: &Who, answer: &Answer) -> Option<S
             }
         ));
     }
-    if let Some(g) = &request.group
-        && !who.in_group(&g.members)
-    {
-        return Some(format!(
-            "{} is not in the approver group {}",
-            who.display(),
-            g.name
-        ));
+    if let Some(g) = &request.group {
+        match g.admits(who, members) {
+            Ok(true) => {}
+            Ok(false) => {
+                let slack = g.slack_groups().collect::<Vec<_>>();
+                return Some(format!(
+                    "{} is not in the approver group {}{}",
+                    who.display(),
+                    g.label(),
+                    if slack.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (nor a member of Slack user group {}, as Slack lists it now)",
+                            slack.join(", ")
+                        )
+                    }
+                ));
+            }
+            Err(why) => {
+                return Some(format!(
+                    "cannot tell whether {} is in the approver group {}: {why}; refused (an approver group that cannot be checked admits nobody)",
+                    who.display(),
+                    g.label()
+                ));
+            }
+        }
     }
     None
 }
@@ -348,6 +466,8 @@ pub(crate) struct Asker<'a> {
     pub note: Box<dyn Fn(&str) + 'a>,
     /// Where the request is posted with Approve/Deny buttons (Slack's Web API), if anywhere.
     pub slack: Option<slack::SlackPost<'a>>,
+    /// Asks Slack who is in a user group, when an answer is judged.
+    pub members: Box<Members<'a>>,
 }
 
 /// Files a request and waits for enough approvals, a denial, the timeout, or an interrupt.
@@ -363,7 +483,7 @@ pub(crate) fn request_and_wait(
     })?;
     let channel = Channel::of_run(run.store.as_ref(), &transcript);
     let requester = channel.requester()?;
-    let (run_id, runbook, step) = describe_run(&transcript, run.step);
+    let (run_id, runbook, step, params) = describe_run(&transcript, run.step);
     let mut request = Request {
         run_id: run_id.clone(),
         number: 0,
@@ -378,6 +498,7 @@ pub(crate) fn request_and_wait(
         runbook,
         step,
         transcript: Some(transcript.display().to_string()),
+        params,
         plan_hash: plan_hash(&question.plan),
         plan: question.plan,
     };
@@ -412,7 +533,7 @@ pub(crate) fn request_and_wait(
 /// Posts the request to Slack; the message's (channel, ts), or None (recorded) when it could
 /// not be posted: `runbook approve` still can answer.
 fn post(s: &slack::SlackPost, run: &Asker, request: &Request) -> Option<(String, String)> {
-    let message = slack::request_message(request, &s.channel);
+    let message = slack::request_message(request, &s.channel, s.thread_ts.as_deref());
     match s.io.block_on(
         run.interrupt,
         s.notifier.slack_api("chat.postMessage", message),
@@ -458,14 +579,10 @@ fn wait(
                 "approve \"{}\"? type yes to approve, no to deny: ",
                 request.question
             )) {
-                Some(true) if refusal_of_terminal(&request, requester).is_none() => {
-                    approved.push(requester.clone());
-                }
-                Some(true) => {
-                    if let Some(why) = refusal_of_terminal(&request, requester) {
-                        (run.note)(&format!("refused answer: {why}"));
-                    }
-                }
+                Some(true) => match refusal_of_terminal(run, &request, requester) {
+                    None => approved.push(requester.clone()),
+                    Some(why) => (run.note)(&format!("refused answer: {why}")),
+                },
                 Some(false) => {
                     return Err(BindingError::new(
                         "approval_denied",
@@ -496,7 +613,7 @@ fn wait(
                     if !seen.insert(key) {
                         continue;
                     }
-                    if let Some(why) = refusal(&request, &who, &answer) {
+                    if let Some(why) = refusal(&request, &who, &answer, &*run.members) {
                         (run.note)(&format!("refused answer: {why}"));
                         continue;
                     }
@@ -544,16 +661,22 @@ fn wait(
 }
 
 /// Why the terminal's own "yes" does not count (a group it is not in).
-fn refusal_of_terminal(request: &Request, me: &Who) -> Option<String> {
-    refusal(request, me, &Answer::to(request, true, me.claimed.clone()))
+fn refusal_of_terminal(run: &Asker, request: &Request, me: &Who) -> Option<String> {
+    refusal(
+        request,
+        me,
+        &Answer::to(request, true, me.claimed.clone()),
+        &*run.members,
+    )
 }
 
 /// What the transcript says about the run and the step asking, for the request: the run's id
-/// (what `runbook approve` is given, from any machine), its runbook and the step.
+/// (what `runbook approve` is given, from any machine), its runbook, the step and the
+/// parameters.
 fn describe_run(
     transcript: &Path,
     step: Option<usize>,
-) -> (String, Option<String>, Option<String>) {
+) -> (String, Option<String>, Option<String>, Option<Value>) {
     use std::io::BufRead as _;
     let first: Option<Value> = std::fs::File::open(transcript).ok().and_then(|f| {
         let mut line = String::new();
@@ -565,7 +688,7 @@ fn describe_run(
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let Some(first) = first else {
-        return (stem, None, None);
+        return (stem, None, None, None);
     };
     let run_id = first["run_id"]
         .as_str()
@@ -589,7 +712,8 @@ fn describe_run(
             s.and_then(|s| s["phase"].as_str()).unwrap_or("?")
         )
     });
-    (run_id, runbook, step)
+    let params = Some(first["params"].clone()).filter(|p| !p.is_null());
+    (run_id, runbook, step, params)
 }
 
 /// Finds a run's transcript under the transcripts folder (`RUNBOOK_TRANSCRIPTS` or ./transcripts).
@@ -656,7 +780,7 @@ pub(crate) fn answer(
 /// `who`'s answer to `request`, refused up front (exit 2) when it would not count.
 fn checked_answer(request: &Request, who: &Who, approve: bool) -> Result<Answer> {
     let answer = Answer::to(request, approve, who.claimed.clone());
-    match refusal(request, who, &answer) {
+    match refusal(request, who, &answer, &no_slack) {
         None => Ok(answer),
         Some(why) if why.contains("four-eyes") => Err(Error::Usage(format!(
             "{why}: the requester cannot approve their own run"
@@ -684,6 +808,7 @@ mod tests {
             runbook: None,
             step: None,
             transcript: None,
+            params: None,
             plan: vec![serde_json::json!({"binding": "ec2::stop", "args": {"ids": ["i-1"]}})],
             plan_hash: "h".into(),
         }
@@ -694,14 +819,14 @@ mod tests {
         let r = request(false);
         let bob = Who::aws("arn:aws:iam::1:user/bob");
         let good = Answer::to(&r, true, None);
-        assert!(refusal(&r, &bob, &good).is_none());
+        assert!(refusal(&r, &bob, &good, &no_slack).is_none());
         let mut other_nonce = good.clone();
         other_nonce.nonce = "n2".into();
-        assert!(refusal(&r, &bob, &other_nonce).is_some());
+        assert!(refusal(&r, &bob, &other_nonce, &no_slack).is_some());
         let mut other_plan = good.clone();
         other_plan.plan_hash = "other".into();
         assert!(
-            refusal(&r, &bob, &other_plan)
+            refusal(&r, &bob, &other_plan, &no_slack)
                 .unwrap()
                 .contains("another plan")
         );
@@ -712,26 +837,67 @@ mod tests {
         let r = request(true);
         let alice = Who::aws("arn:aws:iam::1:user/alice").claiming(Some("someone-else".into()));
         let yes = Answer::to(&r, true, alice.claimed.clone());
-        assert!(refusal(&r, &alice, &yes).unwrap().contains("four-eyes"));
+        assert!(
+            refusal(&r, &alice, &yes, &no_slack)
+                .unwrap()
+                .contains("four-eyes")
+        );
         let no = Answer::to(&r, false, None);
-        assert!(refusal(&r, &alice, &no).is_none());
+        assert!(refusal(&r, &alice, &no, &no_slack).is_none());
     }
 
     #[test]
     fn a_group_admits_only_its_members() {
         let mut r = request(false);
-        r.group = Some(Group {
-            name: "leads".into(),
-            members: vec!["arn:aws:iam::1:user/carol".into()],
-        });
+        r.group = Some(Group::new(
+            "leads",
+            vec!["arn:aws:iam::1:user/carol".into()],
+        ));
         let bob = Who::aws("arn:aws:iam::1:user/bob");
         let carol = Who::aws("arn:aws:iam::1:user/carol");
         assert!(
-            refusal(&r, &bob, &Answer::to(&r, true, None))
+            refusal(&r, &bob, &Answer::to(&r, true, None), &no_slack)
                 .unwrap()
                 .contains("not in the approver group leads")
         );
-        assert!(refusal(&r, &carol, &Answer::to(&r, true, None)).is_none());
+        assert!(refusal(&r, &carol, &Answer::to(&r, true, None), &no_slack).is_none());
+    }
+
+    #[test]
+    fn a_slack_user_group_admits_its_members_as_slack_answers_now_and_refuses_when_it_cannot() {
+        let mut r = request(false);
+        r.group = Some(Group::new(
+            "leads",
+            vec!["slack-group:S0LEADS".into(), "slack-group:S0GONE".into()],
+        ));
+        let slack = |id: &str| match id {
+            "S0LEADS" => Ok(vec!["U0CAROL".to_string()]),
+            _ => Err("no_such_subteam".to_string()),
+        };
+        let yes = Answer::to(&r, true, None);
+        let carol = Who::slack("T1", "U0CAROL", None);
+        assert!(refusal(&r, &carol, &yes, &slack).is_none());
+        // Not listed, and the other group cannot be asked: nobody can tell, so refused.
+        let bob = Who::slack("T1", "U0BOB", None);
+        let why = refusal(&r, &bob, &yes, &slack).unwrap();
+        assert!(
+            why.contains("S0GONE could not be resolved (no_such_subteam)"),
+            "{why}"
+        );
+        // An identity that is not a Slack user is never looked up.
+        let arn = Who::aws("arn:aws:iam::1:user/dave");
+        let why = refusal(&r, &arn, &yes, &no_slack).unwrap();
+        assert!(why.contains("is not in the approver group leads (nor a member of Slack user group S0LEADS, S0GONE"), "{why}");
+        // Combined with another group, both must admit.
+        r.group = Some(Group {
+            and: Some(Box::new(Group::new("prod", vec!["U0DAVE".into()]))),
+            ..Group::new("leads", vec!["slack-group:S0LEADS".into()])
+        });
+        let why = refusal(&r, &carol, &yes, &slack).unwrap();
+        assert!(
+            why.contains("not in the approver group leads and prod"),
+            "{why}"
+        );
     }
 
     #[test]

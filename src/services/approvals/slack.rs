@@ -23,10 +23,12 @@ pub(crate) struct SlackPost<'a> {
     pub notifier: &'a crate::services::notify::Notifier,
     pub io: &'a crate::services::runtime::AsyncIo,
     pub channel: String,
+    /// The run's incident thread in that channel, when it has one: the request is a reply there.
+    pub thread_ts: Option<String>,
 }
 
-/// The message a request is posted as.
-pub(crate) fn request_message(request: &Request, channel: &str) -> Value {
+/// The message a request is posted as (a reply in `thread_ts`, when given).
+pub(crate) fn request_message(request: &Request, channel: &str, thread_ts: Option<&str>) -> Value {
     let value = button_value(request);
     let mut about = format!(
         "*Approval needed*: {}\nrequest {} of run `{}`",
@@ -40,14 +42,21 @@ pub(crate) fn request_message(request: &Request, channel: &str) -> Value {
             about.push_str(&format!("\n{label}: {v}"));
         }
     }
+    if let Some(params) = request.params_text() {
+        about.push_str(&format!("\nparams: `{params}`"));
+    }
     about.push_str(&format!(
-        "\nasked by {}; needs {} approval(s){}",
+        "\nasked by {}; needs {} approval(s){}{}",
         request.requester,
         request.approvers,
         if request.others {
             ", not the requester's own"
         } else {
             ""
+        },
+        match &request.group {
+            Some(g) => format!(", from group {}", g.label()),
+            None => String::new(),
         }
     ));
     let mut plan = format!(
@@ -65,7 +74,7 @@ pub(crate) fn request_message(request: &Request, channel: &str) -> Value {
             "text": { "type": "plain_text", "text": text },
         })
     };
-    json!({
+    let mut message = json!({
         "channel": channel,
         "text": format!("Approval needed: {}", request.question),
         "blocks": [
@@ -76,7 +85,11 @@ pub(crate) fn request_message(request: &Request, channel: &str) -> Value {
                 button("deny", "Deny", "danger"),
             ] },
         ],
-    })
+    });
+    if let Some(ts) = thread_ts {
+        message["thread_ts"] = json!(ts);
+    }
+    message
 }
 
 /// The message once decided: what was asked and how it ended, with no buttons left.

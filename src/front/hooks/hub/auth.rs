@@ -12,10 +12,29 @@ pub(super) struct Secrets {
     pub(super) alertmanager: Option<String>,
     pub(super) generic: Option<String>,
     pub(super) admin: Option<String>,
+    /// The Slack app's signing secret (approval clicks).
+    pub(super) slack: Option<String>,
 }
 
 pub(super) fn secret(var: &str) -> Option<String> {
     std::env::var(var).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Refuses a configuration that expects Slack approval clicks (`[auth] slack_interactions`)
+/// without the signing secret to believe them: every click would be refused, and every run
+/// waiting on one would time out. Says which variable, never a value.
+pub(crate) fn slack_secret_required(hooks: &super::Hooks) -> crate::base::error::Result<()> {
+    let auth = &hooks.file.auth;
+    if auth.slack_interactions && secret(&auth.slack_signing_secret_env).is_none() {
+        return Err(crate::base::error::Error::config(
+            &hooks.path,
+            format!(
+                "[auth] slack_interactions = true, but {} (slack_signing_secret_env) is not set: Slack approval clicks could not be verified",
+                auth.slack_signing_secret_env
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Signatures and SNS message ids seen, until when they could still be replayed (Unix
@@ -53,6 +72,12 @@ impl Hub {
         .filter(|(_, value, _)| value.is_none())
         .map(|(var, _, what)| format!("{var} is not set: {what}"))
         .collect();
+        if s.slack.is_none() {
+            closed.push(format!(
+                "{} is not set: /hooks/slack/interactions refuses every click",
+                auth.slack_signing_secret_env
+            ));
+        }
         if self.hooks.file.sns.topics.is_empty() {
             closed.push("no SNS topics are allow-listed: /hooks/sns refuses every message".into());
         }

@@ -34,6 +34,7 @@ use crate::data::transcript::{JournalEvent, RouteRef};
 use crate::services::cloud::sim::SimCloud;
 
 pub(crate) use admission::AlertOutcome;
+pub(crate) use auth::slack_secret_required;
 use auth::{ReplayMemory, Secrets, secret};
 pub(crate) use plan::check;
 use plan::{Planned, plan_all};
@@ -92,11 +93,18 @@ impl Hub {
             }
         }
         let auth = &hooks.file.auth;
+        slack_secret_required(&hooks)?;
         let secrets = Secrets {
             alertmanager: secret(&auth.alertmanager_token_env),
             generic: secret(&auth.generic_secret_env),
             admin: secret(&auth.admin_token_env),
+            slack: secret(&auth.slack_signing_secret_env),
         };
+        let slack = super::slack::Interactions::new(
+            &auth.slack_signing_secret_env,
+            secrets.slack.clone(),
+            config.slack_users().clone(),
+        );
         let esc = &hooks.file.escalation;
         let mut escalator = Escalator::new(
             config.notifications(crate::data::config::Delivery::Send),
@@ -105,10 +113,15 @@ impl Hub {
             Limiter::new(esc.dedupe_window, esc.max_per_hour),
         );
         escalator.add_secrets(
-            [&secrets.alertmanager, &secrets.generic, &secrets.admin]
-                .into_iter()
-                .flatten()
-                .cloned(),
+            [
+                &secrets.alertmanager,
+                &secrets.generic,
+                &secrets.admin,
+                &secrets.slack,
+            ]
+            .into_iter()
+            .flatten()
+            .cloned(),
         );
         let sns_trust = sns::SnsTrust {
             topics: hooks.file.sns.topics.clone(),
@@ -188,7 +201,7 @@ impl Hub {
             stopping: AtomicBool::new(false),
             rt,
             escalations: Mutex::new(Vec::new()),
-            slack: super::slack::Interactions::new(config.slack_users().clone()),
+            slack,
         }))
     }
 

@@ -53,6 +53,7 @@ pub(super) fn plan_all(
 /// `runbook serve --check`: the configuration checked whole, with nothing started or written.
 /// Returns one line per route.
 pub(crate) fn check(hooks: &Hooks, dirs: &[PathBuf], config: &Config) -> Result<Vec<String>> {
+    super::slack_secret_required(hooks)?;
     let planned = plan_all(hooks, dirs, config)?;
     Ok(hooks
         .file
