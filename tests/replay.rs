@@ -384,49 +384,256 @@ fn a_captured_drill_scripts_the_fault_the_run_met_where_it_met_it() {
 fn the_transcript_of_every_repository_drill_captured_as_a_drill_passes_on_the_sim() {
     let ws = Workspace::new();
     let transcripts = drill_transcripts(&ws, &[]);
-    let mut captured_n = 0;
-    let mut refused = Vec::new();
+    // Every binding's reads are seeded: the load balancer, CloudWatch, Auto Scaling and
+    // snapshot runs are captured like the EC2 and SSM ones, none refused.
     for t in &transcripts {
-        let text = std::fs::read_to_string(t).unwrap();
-        // Capture seeds the sim from EC2 instance and SSM reads, probes and notifications; a run
-        // that read a load balancer, a metric, a group or a snapshot is refused, saying so.
-        let unseedable = [
-            "\"elb::",
-            "\"cloudwatch::",
-            "\"autoscaling::",
-            "\"ec2::snapshots\"",
-        ]
-        .iter()
-        .any(|b| text.contains(&format!("\"binding\":{b}")));
         let captured = ws.run(&["drill", "capture", &t.display().to_string()]);
         let name = t.file_stem().unwrap().to_string_lossy().into_owned();
-        if unseedable {
-            captured.expect_code(2);
-            assert!(
-                captured.stderr.contains("cannot capture this run yet"),
-                "{name}: {}",
-                captured.stderr
-            );
-            refused.push(name);
-            continue;
-        }
         captured.expect_code(0);
         ws.write(&format!("captured/{name}.toml"), &captured.stdout);
-        captured_n += 1;
     }
-    assert!(
-        captured_n >= 15,
-        "captured {captured_n}, refused {refused:?}"
-    );
+    let n = transcripts.len();
+    assert!(n >= 30, "only {n} drill transcripts");
     let run = drill_file(&ws, "captured", &format!("{REPO}/runbooks"));
     run.expect_code(0);
     assert!(
-        run.stdout.contains(&format!(
-            "{captured_n} drill(s): {captured_n} passed, 0 failed"
-        )),
+        run.stdout
+            .contains(&format!("{n} drill(s): {n} passed, 0 failed")),
         "{}",
         run.stdout
     );
+}
+
+/// The scenario `runbook drill capture` writes for the transcript of the repository drill
+/// `scenario`, saved as `drills/captured.toml`.
+fn captured_from(ws: &Workspace, scenario: &str) -> toml::Table {
+    let ts = drill_transcripts(ws, &[scenario]);
+    let captured = ws.run(&["drill", "capture", &ts[0].display().to_string()]);
+    captured.expect_code(0);
+    ws.write("drills/captured.toml", &captured.stdout);
+    toml::from_str(&captured.stdout).unwrap()
+}
+
+/// The captured drill run with the repository's runbooks passes; with the workspace's (edited)
+/// ones it fails, and its report says `because`.
+fn passes_then_fails(ws: &Workspace, because: &str) {
+    let run = drill_file(ws, "drills/captured.toml", &format!("{REPO}/runbooks"));
+    run.expect_code(0);
+    assert!(run.stdout.contains("pass  captured"), "{}", run.stdout);
+    let run = drill_file(ws, "drills/captured.toml", "runbooks");
+    run.expect_code(1);
+    assert!(
+        run.stdout.contains("FAIL") && run.stdout.contains(because),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_captured_traffic_shift_seeds_the_listener_as_it_was_and_fails_a_runbook_that_stops_halfway() {
+    let ws = Workspace::new();
+    let scenario = captured_from(&ws, "api-high-latency-shift.toml");
+    let seed = &scenario["seed"];
+    // The listener as it was before the shift: all traffic on blue.
+    let forward = seed["listeners"][0]["forward"].as_array().unwrap();
+    let weights: Vec<(String, i64)> = forward
+        .iter()
+        .map(|f| {
+            (
+                f["target_group"].as_str().unwrap().to_string(),
+                f["weight"].as_integer().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        weights,
+        [("api-blue".to_string(), 100), ("api-green".to_string(), 0)]
+    );
+    // The green pool's targets, as the shift's gates saw them healthy.
+    let green = seed["target_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"].as_str() == Some("api-green"))
+        .unwrap();
+    assert_eq!(green["targets"].as_array().unwrap().len(), 2, "{green:?}");
+    let expected = &scenario["expect"]["cloud"]["weights"];
+    assert_eq!(expected["api-blue"].as_integer(), Some(0));
+    assert_eq!(expected["api-green"].as_integer(), Some(100));
+    // Broken the way the incident shows it must not be: half the traffic left on the slow pool.
+    edited(&ws, "api-high-latency.rhai", |t| {
+        t.replace("steps: [10, 50, 100]", "steps: [10, 50]")
+    });
+    passes_then_fails(&ws, "target group api-green has weight [50] (expected 100)");
+}
+
+#[test]
+fn a_captured_cpu_incident_seeds_the_metric_and_alarm_and_fails_a_runbook_that_no_longer_restarts()
+{
+    let ws = Workspace::new();
+    let scenario = captured_from(&ws, "ec2-high-cpu-clean.toml");
+    let seed = &scenario["seed"];
+    let metric = &seed["metrics"][0];
+    assert_eq!(metric["name"].as_str(), Some("CPUUtilization"));
+    assert_eq!(
+        metric["dimensions"]["InstanceId"].as_str(),
+        Some("i-0a1b2c3d4e5f60005")
+    );
+    // 97% before the run; 12% once the restart the run sent had happened.
+    assert_eq!(metric["value"].as_float(), Some(97.0));
+    assert_eq!(metric["recovered"].as_float(), Some(12.0));
+    assert_eq!(
+        metric["recovers_on"].as_str(),
+        Some("systemctl restart ec2-manager-worker")
+    );
+    let alarm = &seed["alarms"][0];
+    assert_eq!(alarm["name"].as_str(), Some("worker-cpu-high"));
+    assert_eq!(alarm["threshold"].as_float(), Some(85.0));
+    assert_eq!(
+        alarm["dimensions"]["InstanceId"].as_str(),
+        Some("i-0a1b2c3d4e5f60005")
+    );
+    edited(&ws, "ec2-high-cpu.rhai", |t| {
+        t.replace(
+            "[`systemctl restart ${ctx.service}`]",
+            "[`systemctl status ${ctx.service}`]",
+        )
+    });
+    passes_then_fails(&ws, "Wait for the CPU alarm to clear");
+}
+
+#[test]
+fn a_captured_scale_out_seeds_the_group_and_expects_its_capacity_and_fails_a_runbook_that_does_not_scale()
+ {
+    let ws = Workspace::new();
+    let scenario = captured_from(&ws, "ec2-high-cpu-scale-out-clean.toml");
+    let seed = &scenario["seed"];
+    let group = &seed["auto_scaling_groups"][0];
+    assert_eq!(group["name"].as_str(), Some("ec2-manager-worker"));
+    // The group as it was before the run scaled it: the instance it launched is not seeded.
+    assert_eq!(group["desired"].as_integer(), Some(1));
+    assert_eq!(group["instances"].as_array().unwrap().len(), 1);
+    assert_eq!(seed["instances"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        seed["metrics"][0]["recovers_on"].as_str(),
+        Some("SetDesiredCapacity ec2-manager-worker")
+    );
+    assert_eq!(
+        scenario["expect"]["cloud"]["desired_capacity"]["ec2-manager-worker"].as_integer(),
+        Some(2)
+    );
+    edited(&ws, "ec2-high-cpu-scale-out.rhai", |t| {
+        t.replace(
+            "let target = g.desired + ctx.step;",
+            "let target = g.desired;",
+        )
+    });
+    passes_then_fails(
+        &ws,
+        "Auto Scaling group ec2-manager-worker has desired capacity 1 (expected 2)",
+    );
+}
+
+#[test]
+fn a_captured_restore_test_seeds_the_backups_and_fails_a_runbook_that_leaves_the_scratch_volume() {
+    let ws = Workspace::new();
+    let scenario = captured_from(&ws, "backup-restore-test-clean.toml");
+    let snapshots = scenario["seed"]["snapshots"].as_array().unwrap();
+    // Every backup of the volume the run listed, the pending one too.
+    assert_eq!(snapshots.len(), 3, "{snapshots:?}");
+    assert!(
+        snapshots
+            .iter()
+            .any(|s| s["state"].as_str() == Some("pending"))
+    );
+    let cloud = &scenario["expect"]["cloud"];
+    for key in ["restored", "restored_volumes_deleted"] {
+        assert_eq!(
+            cloud[key].as_array().unwrap(),
+            &[toml::Value::String("snap-0a1b2c3d4e5f60502".into())],
+            "{key}"
+        );
+    }
+    edited(&ws, "backup-restore-test.rhai", |t| {
+        t.replace(
+            "ec2::delete_volume(ctx.scratch, #{ timeout: \"15m\", every: \"10s\" });",
+            "",
+        )
+    });
+    passes_then_fails(
+        &ws,
+        "volumes restored from snap-0a1b2c3d4e5f60502 are left behind",
+    );
+}
+
+#[test]
+fn a_captured_failed_shift_scripts_the_pool_that_fails_under_traffic() {
+    let ws = Workspace::new();
+    let scenario = captured_from(&ws, "api-high-latency-shift-back.toml");
+    let faults = &scenario["seed"]["faults"];
+    assert_eq!(
+        faults["unhealthy_with_traffic"].as_array().unwrap(),
+        &[toml::Value::String("api-green".into())]
+    );
+    assert_eq!(
+        scenario["expect"]["cloud"]["weights"]["api-blue"].as_integer(),
+        Some(100)
+    );
+    drill_file(&ws, "drills/captured.toml", &format!("{REPO}/runbooks")).expect_code(0);
+}
+
+#[test]
+fn a_run_reading_a_declared_local_program_is_captured_with_its_answers() {
+    let ws = Workspace::new();
+    ws.write(
+        "runbook.toml",
+        "[environments.box]\nbackend = \"aws\"\nregion = \"us-east-1\"\nendpoint = \"http://127.0.0.1:9\"\nmax_attempts = 1\ncommands = [\"printf\"]\n",
+    );
+    let runbook = |act: &str| {
+        format!(
+            r#"runbook(#{{ id: "box", version: "1.0.0", title: "Box", severity: "P3", commands: ["printf"] }});
+containment("Read the state", |ctx| {{
+    ctx.state = local::run("printf", ["degraded"], #{{ read_only: true }}).stdout;
+}});
+recovery("Restart when degraded", |ctx| {{
+    {act}
+}}, #{{ when: |ctx| ctx.state == "degraded" }});
+"#
+        )
+    };
+    ws.write(
+        "runbooks/box.rhai",
+        &runbook(r#"let r = local::run("printf", ["restarted"]); if r.stdout != "restarted" { fail("no restart"); }"#),
+    );
+    common::moto::with_credentials(ws.cmd())
+        .args(&["run", "box", "--env", "box", "--transcript", "box.jsonl"])
+        .output()
+        .expect_code(0);
+    let captured = ws.run(&["drill", "capture", "box.jsonl"]);
+    captured.expect_code(0);
+    let scenario: toml::Table = toml::from_str(&captured.stdout).unwrap();
+    let rules = scenario["seed"]["local_commands"].as_array().unwrap();
+    let answers: Vec<(&str, &str)> = rules
+        .iter()
+        .map(|r| {
+            (
+                r["match"].as_str().unwrap(),
+                r["stdout"][0].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        [("restarted", "restarted"), ("degraded", "degraded")]
+    );
+    ws.write("drills/captured.toml", &captured.stdout);
+    ws.write("ok/box.rhai", &runbook(r#"let r = local::run("printf", ["restarted"]); if r.stdout != "restarted" { fail("no restart"); }"#));
+    drill_file(&ws, "drills/captured.toml", "ok").expect_code(0);
+    // The restart dropped: the captured drill expected it.
+    ws.write("runbooks/box.rhai", &runbook(r#"log("not restarting");"#));
+    let run = drill_file(&ws, "drills/captured.toml", "runbooks");
+    run.expect_code(1);
+    assert!(run.stdout.contains("local::run"), "{}", run.stdout);
 }
 
 #[test]
