@@ -677,3 +677,155 @@ fn a_run_stopped_at_a_confirmation_nobody_gave_replays_stopped_there_too() {
         "{k:?}"
     );
 }
+
+/// `ec2-compromised-instance` on a sim whose state persists across processes (so a resume acts
+/// on the cloud the interrupted run left), with `extra` flags and environment.
+fn compromised_run(ws: &Workspace, verb: &[&str], env: Option<(&str, &str)>) -> common::Run {
+    let runbooks = format!("{REPO}/runbooks");
+    let mut args: Vec<&str> = verb.to_vec();
+    args.extend(["--runbooks", &runbooks, "--no-interactive"]);
+    if verb[0] == "run" {
+        args.extend([
+            "ec2-compromised-instance",
+            "--env",
+            "crash",
+            "--param",
+            "instance_id=i-0a1b2c3d4e5f60001",
+            "--param",
+            "incident=2026-1130-017",
+            "--transcript",
+            "t.jsonl",
+        ]);
+    }
+    let mut cmd = ws.cmd().args(&args);
+    if let Some((k, v)) = env {
+        cmd = cmd.env(k, v);
+    }
+    cmd.output()
+}
+
+#[test]
+fn a_run_interrupted_twice_and_resumed_replays_as_the_one_run_it_was() {
+    let ws = Workspace::new();
+    ws.write(
+        "runbook.toml",
+        "[environments.crash]\nbackend = \"sim\"\nstate = \"sim-state.json\"\n",
+    );
+    // Killed in the third step, resumed without `--yes` (so it stops at the confirmation to
+    // terminate), then resumed with it.
+    let killed = compromised_run(
+        &ws,
+        &["run", "--yes"],
+        Some(("RUNBOOK_TEST_KILL_AFTER_EVENTS", "14")),
+    );
+    assert_ne!(killed.code, 0);
+    compromised_run(&ws, &["resume", "t.jsonl"], None).expect_code(3);
+    compromised_run(&ws, &["resume", "t.jsonl", "--yes"], None).expect_code(0);
+    let transcript = ws.path().join("t.jsonl");
+    let ev = common::events(&transcript);
+    assert_eq!(common::of_type(&ev, "run_resumed").len(), 2);
+    let (code, report) = replay(&ws, &transcript, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["matches"], true);
+    assert_eq!(report["incident_status"], "ok");
+    assert_eq!(report["replay_status"], "ok");
+    sent_nothing(&report);
+
+    // A change after the last resume is named at its step, and nothing before it diverges.
+    let file = edited(&ws, "ec2-compromised-instance.rhai", |t| {
+        t.replace(
+            "${ctx.instance_id} contained (snapshots",
+            "${ctx.instance_id} isolated (snapshots",
+        )
+    });
+    let (code, report) = replay(&ws, &transcript, &["--runbook", &file]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(
+        kinds(&report),
+        [(
+            "different_arguments".into(),
+            "Wait for the replacement's status checks".into()
+        )]
+    );
+}
+
+#[test]
+fn an_approval_that_never_came_replays_as_never_coming_not_as_a_divergence() {
+    let ws = Workspace::new();
+    ws.write(
+        "runbooks/confirm.rhai",
+        &format!(
+            "{}eradication(\"Terminate\", |ctx| {{ notes::append(\"terminated\"); }}, #{{ confirm: \"TERMINATE\" }});\n",
+            common::header("confirm")
+        ),
+    );
+    // Nobody approved within the timeout: the step failed.
+    ws.run(&[
+        "run",
+        "confirm",
+        "--approval-timeout",
+        "300ms",
+        "--transcript",
+        "timed-out.jsonl",
+    ])
+    .expect_code(1);
+    let (code, report) = replay(&ws, &ws.path().join("timed-out.jsonl"), &[]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["matches"], true);
+    assert_eq!(report["replay_status"], "failed");
+    sent_nothing(&report);
+
+    // The run ended (killed) while still waiting: the replay stops there too.
+    let mut child = ws
+        .cmd()
+        .args(&[
+            "run",
+            "confirm",
+            "--approval-timeout",
+            "10m",
+            "--transcript",
+            "waiting.jsonl",
+        ])
+        .spawn();
+    let request = ws.path().join("waiting.approvals/1.request.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !request.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no approval request appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (code, report) = replay(&ws, &ws.path().join("waiting.jsonl"), &[]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["matches"], true);
+    assert_eq!(report["incident_status"], "unfinished");
+    assert!(
+        report["notes"].as_array().unwrap().iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .contains("still waiting for its approval")),
+        "{report:#}"
+    );
+    sent_nothing(&report);
+    // A version that no longer asks runs the step: that is a divergence.
+    let file = ws.write(
+        "other/confirm.rhai",
+        &format!(
+            "{}eradication(\"Terminate\", |ctx| {{ notes::append(\"terminated\"); }});\n",
+            common::header("confirm")
+        ),
+    );
+    let (code, report) = replay(
+        &ws,
+        &ws.path().join("timed-out.jsonl"),
+        &["--runbook", &file.display().to_string()],
+    );
+    assert_eq!(code, 1, "{report:#}");
+    assert!(
+        kinds(&report).contains(&("unrecorded_write".into(), "Terminate".into())),
+        "{report:#}"
+    );
+}
