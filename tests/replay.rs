@@ -829,3 +829,41 @@ fn an_approval_that_never_came_replays_as_never_coming_not_as_a_divergence() {
         "{report:#}"
     );
 }
+
+#[test]
+fn the_postmortem_fills_the_resolution_template_from_the_run() {
+    let ws = Workspace::new();
+    let ts = drill_transcripts(
+        &ws,
+        &[
+            "api-high-latency-shift.toml",
+            "ec2-compromised-instance-clean.toml",
+        ],
+    );
+    let render = |t: &std::path::Path| {
+        let md = ws.run(&[
+            "transcript",
+            "render",
+            &t.display().to_string(),
+            "--format",
+            "md",
+        ]);
+        md.expect_code(0);
+        md.stdout
+    };
+    // The runbook posted its own resolution: its words.
+    let md = render(&ts[0]);
+    assert!(
+        md.contains("Root Cause: API latency (p95 850.0 ms)")
+            && md.contains("Resolution: shifted traffic from blue to green"),
+        "{md}"
+    );
+    // It did not: what it changed, and where.
+    let md = render(&ts[1]);
+    assert!(
+        md.contains("Root Cause: (to be completed in the post-incident review)")
+            && md.contains("Resolution: ec2-compromised-instance ran to completion: `ec2::isolate` (i-0a1b2c3d4e5f60001")
+            && md.contains("`ec2::terminate` (i-0a1b2c3d4e5f60001)"),
+        "{md}"
+    );
+}

@@ -502,6 +502,12 @@ impl Newer {
                     g.port = g.port.or(h["port"].as_i64());
                 }
             }
+            // Targets that never became healthy: they fail their health checks in the drill.
+            ("elb::wait_healthy", true) if code == "WaiterTimeout" => {
+                let ids = ids_in(message);
+                self.impaired.extend(ids.iter().cloned());
+                self.group(&text(&args["group"])).targets.extend(ids);
+            }
             ("elb::shift", false) => {
                 let arn = text(&args["listener"]);
                 let (from, to) = (text(&result["from"]), text(&result["to"]));
@@ -1623,4 +1629,93 @@ fn endpoint(url: String, seen: &[(Option<usize>, Value)]) -> T {
         t.insert("slow_latency_ms".into(), T::Integer(first));
     }
     T::Table(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn error(code: &str, message: &str) -> ErrorRecord {
+        ErrorRecord {
+            message: message.into(),
+            code: Some(code.into()),
+            location: None,
+            request_id: None,
+        }
+    }
+
+    #[test]
+    fn an_alarm_reason_gives_its_datapoints_threshold_and_comparison() {
+        let r = "Threshold Crossed: 1 of 5 datapoints [97, 97, 97, 90.999, 82.399] were not greater than the threshold (85).";
+        assert_eq!(reason_points(r), [97.0, 97.0, 97.0, 90.999, 82.399]);
+        assert_eq!(reason_threshold(r), Some((85.0, "GreaterThanThreshold")));
+        let r = "alarm not OK after 5m: low is ALARM: Threshold Crossed: 2 datapoints [3, 4] were less than or equal to the threshold (5).";
+        assert_eq!(
+            reason_threshold(r),
+            Some((5.0, "LessThanOrEqualToThreshold"))
+        );
+    }
+
+    #[test]
+    fn a_shift_rolled_back_scripts_its_pool_as_failing_under_traffic_with_the_original_weights() {
+        let mut n = Newer::default();
+        let listener = "arn:aws:elasticloadbalancing:eu-west-1:1:listener/app/x/1/1";
+        n.see(
+            "elb::shift",
+            &json!({ "listener": listener, "from": "blue", "to": "green" }),
+            &Value::Null,
+            Some(&error(
+                "ShiftRolledBack",
+                "at 10% to green: green: i-0a1 is unhealthy (Target.ResponseCodeMismatch); the listener's weights are back to blue=100, green=0",
+            )),
+        );
+        assert!(n.unhealthy_with_traffic.contains("green"));
+        assert_eq!(
+            n.weights,
+            BTreeMap::from([("blue".into(), 100), ("green".into(), 0)])
+        );
+        assert!(n.groups["green"].targets.contains("i-0a1"));
+        assert_eq!(
+            n.listeners[listener].forward,
+            [("blue".to_string(), 100), ("green".to_string(), 0)]
+        );
+    }
+
+    #[test]
+    fn targets_a_wait_found_unhealthy_are_impaired_in_the_drill() {
+        let mut n = Newer::default();
+        n.see(
+            "elb::wait_healthy",
+            &json!({ "group": "green", "timeout": "1m" }),
+            &Value::Null,
+            Some(&error(
+                "WaiterTimeout",
+                "targets not healthy after 1m: green: i-0a2 is unhealthy (Target.FailedHealthChecks)",
+            )),
+        );
+        assert!(n.impaired.contains("i-0a2"));
+        assert!(n.groups["green"].targets.contains("i-0a2"));
+    }
+
+    #[test]
+    fn a_metric_recovers_on_the_last_cloud_write_before_it_changed() {
+        let mut n = Newer::default();
+        let q = json!({ "namespace": "AWS/EC2", "name": "CPUUtilization", "dimensions": { "InstanceId": "i-1" } });
+        let read = |latest: f64| json!({ "points": [{ "value": 97.0 }, { "value": latest }], "latest": latest });
+        n.see("cloudwatch::metric", &q, &read(97.0), None);
+        n.last_write = trigger(
+            "ssm::run_command",
+            &json!({ "parameters": { "commands": ["systemctl restart app"] } }),
+        );
+        n.see("cloudwatch::metric", &q, &read(12.0), None);
+        let m = &n.metrics[0];
+        assert_eq!((m.first, m.last), (97.0, 12.0));
+        assert_eq!(
+            m.changed_after,
+            Some(Some("systemctl restart app".to_string()))
+        );
+        assert_eq!(trigger("notes::append", &json!({ "text": "x" })), None);
+    }
 }
