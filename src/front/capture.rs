@@ -4,10 +4,16 @@
 //! redaction marker: the drill passes the marker, never the secret), seeds the simulated cloud
 //! with what the run's read-only calls saw (`seed`, a whole fleet inline: the instances with
 //! their groups and volumes as first seen, the SSM parameters, the HTTP answers, the Run Command
-//! outputs), scripts the faults that happened at the operations and instances where they
-//! happened, and expects what the run recorded: its status, each step's status, the writes sent
-//! in order, and the cloud state those writes left (isolated, snapshotted, terminated, replaced).
+//! outputs, and through [`Newer`] the listeners and target groups, CloudWatch series and alarms,
+//! Auto Scaling groups, EBS snapshots and local programs' answers), scripts the faults that
+//! happened at the operations and instances where they happened, and expects what the run
+//! recorded: its status, each step's status, the writes sent in order, and the cloud state those
+//! writes left (isolated, snapshotted, terminated, replaced, weights, desired capacity, restored).
 //! Resource ids are the recorded ones, so the run's parameters and expectations hold unchanged.
+//!
+//! A metric is seeded as the sim models one: its level before the run, and `recovers_on` the
+//! last cloud write before it was seen to change (at the level last seen). That keeps the cause:
+//! a version of the runbook that no longer makes the write never sees the metric recover.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
