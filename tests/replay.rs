@@ -867,3 +867,73 @@ fn the_postmortem_fills_the_resolution_template_from_the_run() {
         "{md}"
     );
 }
+
+const MOTO_SHIFT: &str = r#"runbook(#{ id: "shift", version: "1.0.0", title: "Blue/green shift", severity: "P3",
+    params: #{ listener: #{ type: "string", required: true } } });
+containment("Shift traffic to green", |ctx| {
+    ctx.before = elb::listener(ctx.listener).weights;
+    let r = elb::shift(ctx.listener, #{ to: "api-green", steps: [50, 100], gate: "1s", every: "1s" });
+    ctx.after = r.weights;
+});
+"#;
+
+#[test]
+fn a_traffic_shift_on_moto_captured_as_a_drill_passes_on_the_sim_and_fails_a_shift_that_stops_halfway()
+ {
+    let moto = Moto::start();
+    let (blue, worker) = moto.seed();
+    let listener = crate::cloud_actions::moto_listener(&moto, &blue, &worker);
+    let ws = moto.workspace("123456789012");
+    ws.write("runbooks/shift.rhai", MOTO_SHIFT);
+    common::moto::with_credentials(ws.cmd())
+        .args(&[
+            "run",
+            "shift",
+            "--env",
+            "moto",
+            "--param",
+            &format!("listener={listener}"),
+            "--transcript",
+            "incident.jsonl",
+        ])
+        .output()
+        .expect_code(0);
+    drop(moto);
+    let captured = ws.run(&["drill", "capture", "incident.jsonl"]);
+    captured.expect_code(0);
+    let scenario: toml::Table = toml::from_str(&captured.stdout).unwrap();
+    // The emulator's listener, with its own ARN and the weights the run read before shifting.
+    let l = &scenario["seed"]["listeners"][0];
+    assert_eq!(l["arn"].as_str(), Some(listener.as_str()));
+    assert_eq!(l["forward"][0]["weight"].as_integer(), Some(100));
+    let green = scenario["seed"]["target_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"].as_str() == Some("api-green"))
+        .unwrap();
+    assert_eq!(
+        green["targets"].as_array().unwrap(),
+        &[toml::Value::String(worker.clone())]
+    );
+    assert_eq!(
+        scenario["expect"]["cloud"]["weights"]["api-green"].as_integer(),
+        Some(100)
+    );
+    ws.write("drills/captured.toml", &captured.stdout);
+    ws.write("good/shift.rhai", MOTO_SHIFT);
+    let run = drill_file(&ws, "drills/captured.toml", "good");
+    run.expect_code(0);
+    ws.write(
+        "runbooks/shift.rhai",
+        &MOTO_SHIFT.replace("steps: [50, 100]", "steps: [50]"),
+    );
+    let run = drill_file(&ws, "drills/captured.toml", "runbooks");
+    run.expect_code(1);
+    assert!(
+        run.stdout
+            .contains("target group api-green has weight [50] (expected 100)"),
+        "{}",
+        run.stdout
+    );
+}
