@@ -730,6 +730,16 @@ fn a_run_interrupted_twice_and_resumed_replays_as_the_one_run_it_was() {
     assert_eq!(report["incident_status"], "ok");
     assert_eq!(report["replay_status"], "ok");
     sent_nothing(&report);
+    // Captured as a drill, it is the run that finished: the confirmation the resume gave is given.
+    let captured = ws.run(&["drill", "capture", "t.jsonl"]);
+    captured.expect_code(0);
+    assert!(
+        captured.stdout.contains("yes = true"),
+        "{}",
+        captured.stdout
+    );
+    ws.write("drills/resumed.toml", &captured.stdout);
+    drill_file(&ws, "drills/resumed.toml", &format!("{REPO}/runbooks")).expect_code(0);
 
     // A change after the last resume is named at its step, and nothing before it diverges.
     let file = edited(&ws, "ec2-compromised-instance.rhai", |t| {

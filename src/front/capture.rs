@@ -1555,10 +1555,23 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
             runbook.sha256.get(..12).unwrap_or(&runbook.sha256)
         )),
     );
-    // The recorded decisions: a confirmation nobody could give stopped the run.
-    let refused = events.iter().any(|e| {
-        matches!(e, Event::Decision { action: crate::data::transcript::Action::Abort, reason, .. }
-            if reason.contains("nobody can give it"))
+    // The recorded decisions: a confirmation nobody could give stopped the run, unless a
+    // resume then gave it (the step's last decision is what the run did).
+    let mut last_decision: BTreeMap<usize, (crate::data::transcript::Action, &str)> =
+        BTreeMap::new();
+    for e in &events {
+        if let Event::Decision {
+            step,
+            action,
+            reason,
+            ..
+        } = e
+        {
+            last_decision.insert(*step, (*action, reason.as_str()));
+        }
+    }
+    let refused = last_decision.values().any(|(action, reason)| {
+        *action == crate::data::transcript::Action::Abort && reason.contains("nobody can give it")
     });
     scenario.insert("yes".into(), T::Boolean(!refused));
     let mut p = toml::Table::new();
