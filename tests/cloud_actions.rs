@@ -84,12 +84,12 @@ containment("Shift traffic to green", |ctx| {
 });
 "#;
 
-#[test]
-fn a_blue_green_shift_moves_the_listener_weights_on_moto_as_on_the_sim() {
-    let moto = Moto::start();
-    let (blue, worker) = moto.seed();
-    let (subnet, vpc) = network_of(&moto, &blue);
-    let listener = block(async {
+/// On moto: the API's load balancer with an HTTP listener forwarding all traffic to `api-blue`
+/// (the blue instance registered) and none to `api-green` (the worker registered). Returns the
+/// listener's ARN.
+pub(crate) fn moto_listener(moto: &Moto, blue: &str, worker: &str) -> String {
+    let (subnet, vpc) = network_of(moto, blue);
+    block(async {
         use aws_sdk_elasticloadbalancingv2::types as t;
         let elb = moto.elb();
         let lb = elb
@@ -117,7 +117,7 @@ fn a_blue_green_shift_moves_the_listener_weights_on_moto_as_on_the_sim() {
                 .unwrap();
             groups.push(g.target_groups()[0].target_group_arn().unwrap().to_string());
         }
-        for (group, id) in groups.iter().zip([&blue, &worker]) {
+        for (group, id) in groups.iter().zip([blue, worker]) {
             elb.register_targets()
                 .target_group_arn(group)
                 .targets(t::TargetDescription::builder().id(id).build())
@@ -154,7 +154,14 @@ fn a_blue_green_shift_moves_the_listener_weights_on_moto_as_on_the_sim() {
             .await
             .unwrap();
         l.listeners()[0].listener_arn().unwrap().to_string()
-    });
+    })
+}
+
+#[test]
+fn a_blue_green_shift_moves_the_listener_weights_on_moto_as_on_the_sim() {
+    let moto = Moto::start();
+    let (blue, worker) = moto.seed();
+    let listener = moto_listener(&moto, &blue, &worker);
     let ws = moto.workspace("123456789012");
     ws.write("runbooks/shift.rhai", SHIFT);
 

@@ -384,49 +384,256 @@ fn a_captured_drill_scripts_the_fault_the_run_met_where_it_met_it() {
 fn the_transcript_of_every_repository_drill_captured_as_a_drill_passes_on_the_sim() {
     let ws = Workspace::new();
     let transcripts = drill_transcripts(&ws, &[]);
-    let mut captured_n = 0;
-    let mut refused = Vec::new();
+    // Every binding's reads are seeded: the load balancer, CloudWatch, Auto Scaling and
+    // snapshot runs are captured like the EC2 and SSM ones, none refused.
     for t in &transcripts {
-        let text = std::fs::read_to_string(t).unwrap();
-        // Capture seeds the sim from EC2 instance and SSM reads, probes and notifications; a run
-        // that read a load balancer, a metric, a group or a snapshot is refused, saying so.
-        let unseedable = [
-            "\"elb::",
-            "\"cloudwatch::",
-            "\"autoscaling::",
-            "\"ec2::snapshots\"",
-        ]
-        .iter()
-        .any(|b| text.contains(&format!("\"binding\":{b}")));
         let captured = ws.run(&["drill", "capture", &t.display().to_string()]);
         let name = t.file_stem().unwrap().to_string_lossy().into_owned();
-        if unseedable {
-            captured.expect_code(2);
-            assert!(
-                captured.stderr.contains("cannot capture this run yet"),
-                "{name}: {}",
-                captured.stderr
-            );
-            refused.push(name);
-            continue;
-        }
         captured.expect_code(0);
         ws.write(&format!("captured/{name}.toml"), &captured.stdout);
-        captured_n += 1;
     }
-    assert!(
-        captured_n >= 15,
-        "captured {captured_n}, refused {refused:?}"
-    );
+    let n = transcripts.len();
+    assert!(n >= 30, "only {n} drill transcripts");
     let run = drill_file(&ws, "captured", &format!("{REPO}/runbooks"));
     run.expect_code(0);
     assert!(
-        run.stdout.contains(&format!(
-            "{captured_n} drill(s): {captured_n} passed, 0 failed"
-        )),
+        run.stdout
+            .contains(&format!("{n} drill(s): {n} passed, 0 failed")),
         "{}",
         run.stdout
     );
+}
+
+/// The scenario `runbook drill capture` writes for the transcript of the repository drill
+/// `scenario`, saved as `drills/captured.toml`.
+fn captured_from(ws: &Workspace, scenario: &str) -> toml::Table {
+    let ts = drill_transcripts(ws, &[scenario]);
+    let captured = ws.run(&["drill", "capture", &ts[0].display().to_string()]);
+    captured.expect_code(0);
+    ws.write("drills/captured.toml", &captured.stdout);
+    toml::from_str(&captured.stdout).unwrap()
+}
+
+/// The captured drill run with the repository's runbooks passes; with the workspace's (edited)
+/// ones it fails, and its report says `because`.
+fn passes_then_fails(ws: &Workspace, because: &str) {
+    let run = drill_file(ws, "drills/captured.toml", &format!("{REPO}/runbooks"));
+    run.expect_code(0);
+    assert!(run.stdout.contains("pass  captured"), "{}", run.stdout);
+    let run = drill_file(ws, "drills/captured.toml", "runbooks");
+    run.expect_code(1);
+    assert!(
+        run.stdout.contains("FAIL") && run.stdout.contains(because),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_captured_traffic_shift_seeds_the_listener_as_it_was_and_fails_a_runbook_that_stops_halfway() {
+    let ws = Workspace::new();
+    let scenario = captured_from(&ws, "api-high-latency-shift.toml");
+    let seed = &scenario["seed"];
+    // The listener as it was before the shift: all traffic on blue.
+    let forward = seed["listeners"][0]["forward"].as_array().unwrap();
+    let weights: Vec<(String, i64)> = forward
+        .iter()
+        .map(|f| {
+            (
+                f["target_group"].as_str().unwrap().to_string(),
+                f["weight"].as_integer().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        weights,
+        [("api-blue".to_string(), 100), ("api-green".to_string(), 0)]
+    );
+    // The green pool's targets, as the shift's gates saw them healthy.
+    let green = seed["target_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"].as_str() == Some("api-green"))
+        .unwrap();
+    assert_eq!(green["targets"].as_array().unwrap().len(), 2, "{green:?}");
+    let expected = &scenario["expect"]["cloud"]["weights"];
+    assert_eq!(expected["api-blue"].as_integer(), Some(0));
+    assert_eq!(expected["api-green"].as_integer(), Some(100));
+    // Broken the way the incident shows it must not be: half the traffic left on the slow pool.
+    edited(&ws, "api-high-latency.rhai", |t| {
+        t.replace("steps: [10, 50, 100]", "steps: [10, 50]")
+    });
+    passes_then_fails(&ws, "target group api-green has weight [50] (expected 100)");
+}
+
+#[test]
+fn a_captured_cpu_incident_seeds_the_metric_and_alarm_and_fails_a_runbook_that_no_longer_restarts()
+{
+    let ws = Workspace::new();
+    let scenario = captured_from(&ws, "ec2-high-cpu-clean.toml");
+    let seed = &scenario["seed"];
+    let metric = &seed["metrics"][0];
+    assert_eq!(metric["name"].as_str(), Some("CPUUtilization"));
+    assert_eq!(
+        metric["dimensions"]["InstanceId"].as_str(),
+        Some("i-0a1b2c3d4e5f60005")
+    );
+    // 97% before the run; 12% once the restart the run sent had happened.
+    assert_eq!(metric["value"].as_float(), Some(97.0));
+    assert_eq!(metric["recovered"].as_float(), Some(12.0));
+    assert_eq!(
+        metric["recovers_on"].as_str(),
+        Some("systemctl restart ec2-manager-worker")
+    );
+    let alarm = &seed["alarms"][0];
+    assert_eq!(alarm["name"].as_str(), Some("worker-cpu-high"));
+    assert_eq!(alarm["threshold"].as_float(), Some(85.0));
+    assert_eq!(
+        alarm["dimensions"]["InstanceId"].as_str(),
+        Some("i-0a1b2c3d4e5f60005")
+    );
+    edited(&ws, "ec2-high-cpu.rhai", |t| {
+        t.replace(
+            "[`systemctl restart ${ctx.service}`]",
+            "[`systemctl status ${ctx.service}`]",
+        )
+    });
+    passes_then_fails(&ws, "Wait for the CPU alarm to clear");
+}
+
+#[test]
+fn a_captured_scale_out_seeds_the_group_and_expects_its_capacity_and_fails_a_runbook_that_does_not_scale()
+ {
+    let ws = Workspace::new();
+    let scenario = captured_from(&ws, "ec2-high-cpu-scale-out-clean.toml");
+    let seed = &scenario["seed"];
+    let group = &seed["auto_scaling_groups"][0];
+    assert_eq!(group["name"].as_str(), Some("ec2-manager-worker"));
+    // The group as it was before the run scaled it: the instance it launched is not seeded.
+    assert_eq!(group["desired"].as_integer(), Some(1));
+    assert_eq!(group["instances"].as_array().unwrap().len(), 1);
+    assert_eq!(seed["instances"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        seed["metrics"][0]["recovers_on"].as_str(),
+        Some("SetDesiredCapacity ec2-manager-worker")
+    );
+    assert_eq!(
+        scenario["expect"]["cloud"]["desired_capacity"]["ec2-manager-worker"].as_integer(),
+        Some(2)
+    );
+    edited(&ws, "ec2-high-cpu-scale-out.rhai", |t| {
+        t.replace(
+            "let target = g.desired + ctx.step;",
+            "let target = g.desired;",
+        )
+    });
+    passes_then_fails(
+        &ws,
+        "Auto Scaling group ec2-manager-worker has desired capacity 1 (expected 2)",
+    );
+}
+
+#[test]
+fn a_captured_restore_test_seeds_the_backups_and_fails_a_runbook_that_leaves_the_scratch_volume() {
+    let ws = Workspace::new();
+    let scenario = captured_from(&ws, "backup-restore-test-clean.toml");
+    let snapshots = scenario["seed"]["snapshots"].as_array().unwrap();
+    // Every backup of the volume the run listed, the pending one too.
+    assert_eq!(snapshots.len(), 3, "{snapshots:?}");
+    assert!(
+        snapshots
+            .iter()
+            .any(|s| s["state"].as_str() == Some("pending"))
+    );
+    let cloud = &scenario["expect"]["cloud"];
+    for key in ["restored", "restored_volumes_deleted"] {
+        assert_eq!(
+            cloud[key].as_array().unwrap(),
+            &[toml::Value::String("snap-0a1b2c3d4e5f60502".into())],
+            "{key}"
+        );
+    }
+    edited(&ws, "backup-restore-test.rhai", |t| {
+        t.replace(
+            "ec2::delete_volume(ctx.scratch, #{ timeout: \"15m\", every: \"10s\" });",
+            "",
+        )
+    });
+    passes_then_fails(
+        &ws,
+        "volumes restored from snap-0a1b2c3d4e5f60502 are left behind",
+    );
+}
+
+#[test]
+fn a_captured_failed_shift_scripts_the_pool_that_fails_under_traffic() {
+    let ws = Workspace::new();
+    let scenario = captured_from(&ws, "api-high-latency-shift-back.toml");
+    let faults = &scenario["seed"]["faults"];
+    assert_eq!(
+        faults["unhealthy_with_traffic"].as_array().unwrap(),
+        &[toml::Value::String("api-green".into())]
+    );
+    assert_eq!(
+        scenario["expect"]["cloud"]["weights"]["api-blue"].as_integer(),
+        Some(100)
+    );
+    drill_file(&ws, "drills/captured.toml", &format!("{REPO}/runbooks")).expect_code(0);
+}
+
+#[test]
+fn a_run_reading_a_declared_local_program_is_captured_with_its_answers() {
+    let ws = Workspace::new();
+    ws.write(
+        "runbook.toml",
+        "[environments.box]\nbackend = \"aws\"\nregion = \"us-east-1\"\nendpoint = \"http://127.0.0.1:9\"\nmax_attempts = 1\ncommands = [\"printf\"]\n",
+    );
+    let runbook = |act: &str| {
+        format!(
+            r#"runbook(#{{ id: "box", version: "1.0.0", title: "Box", severity: "P3", commands: ["printf"] }});
+containment("Read the state", |ctx| {{
+    ctx.state = local::run("printf", ["degraded"], #{{ read_only: true }}).stdout;
+}});
+recovery("Restart when degraded", |ctx| {{
+    {act}
+}}, #{{ when: |ctx| ctx.state == "degraded" }});
+"#
+        )
+    };
+    ws.write(
+        "runbooks/box.rhai",
+        &runbook(r#"let r = local::run("printf", ["restarted"]); if r.stdout != "restarted" { fail("no restart"); }"#),
+    );
+    common::moto::with_credentials(ws.cmd())
+        .args(&["run", "box", "--env", "box", "--transcript", "box.jsonl"])
+        .output()
+        .expect_code(0);
+    let captured = ws.run(&["drill", "capture", "box.jsonl"]);
+    captured.expect_code(0);
+    let scenario: toml::Table = toml::from_str(&captured.stdout).unwrap();
+    let rules = scenario["seed"]["local_commands"].as_array().unwrap();
+    let answers: Vec<(&str, &str)> = rules
+        .iter()
+        .map(|r| {
+            (
+                r["match"].as_str().unwrap(),
+                r["stdout"][0].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        [("restarted", "restarted"), ("degraded", "degraded")]
+    );
+    ws.write("drills/captured.toml", &captured.stdout);
+    ws.write("ok/box.rhai", &runbook(r#"let r = local::run("printf", ["restarted"]); if r.stdout != "restarted" { fail("no restart"); }"#));
+    drill_file(&ws, "drills/captured.toml", "ok").expect_code(0);
+    // The restart dropped: the captured drill expected it.
+    ws.write("runbooks/box.rhai", &runbook(r#"log("not restarting");"#));
+    let run = drill_file(&ws, "drills/captured.toml", "runbooks");
+    run.expect_code(1);
+    assert!(run.stdout.contains("local::run"), "{}", run.stdout);
 }
 
 #[test]
@@ -468,5 +675,275 @@ fn a_run_stopped_at_a_confirmation_nobody_gave_replays_stopped_there_too() {
     assert!(
         k.contains(&("step_status".into(), "Terminate the instance".into())),
         "{k:?}"
+    );
+}
+
+/// `ec2-compromised-instance` on a sim whose state persists across processes (so a resume acts
+/// on the cloud the interrupted run left), with `extra` flags and environment.
+fn compromised_run(ws: &Workspace, verb: &[&str], env: Option<(&str, &str)>) -> common::Run {
+    let runbooks = format!("{REPO}/runbooks");
+    let mut args: Vec<&str> = verb.to_vec();
+    args.extend(["--runbooks", &runbooks, "--no-interactive"]);
+    if verb[0] == "run" {
+        args.extend([
+            "ec2-compromised-instance",
+            "--env",
+            "crash",
+            "--param",
+            "instance_id=i-0a1b2c3d4e5f60001",
+            "--param",
+            "incident=2026-1130-017",
+            "--transcript",
+            "t.jsonl",
+        ]);
+    }
+    let mut cmd = ws.cmd().args(&args);
+    if let Some((k, v)) = env {
+        cmd = cmd.env(k, v);
+    }
+    cmd.output()
+}
+
+#[test]
+fn a_run_interrupted_twice_and_resumed_replays_as_the_one_run_it_was() {
+    let ws = Workspace::new();
+    ws.write(
+        "runbook.toml",
+        "[environments.crash]\nbackend = \"sim\"\nstate = \"sim-state.json\"\n",
+    );
+    // Killed in the third step, resumed without `--yes` (so it stops at the confirmation to
+    // terminate), then resumed with it.
+    let killed = compromised_run(
+        &ws,
+        &["run", "--yes"],
+        Some(("RUNBOOK_TEST_KILL_AFTER_EVENTS", "14")),
+    );
+    assert_ne!(killed.code, 0);
+    compromised_run(&ws, &["resume", "t.jsonl"], None).expect_code(3);
+    compromised_run(&ws, &["resume", "t.jsonl", "--yes"], None).expect_code(0);
+    let transcript = ws.path().join("t.jsonl");
+    let ev = common::events(&transcript);
+    assert_eq!(common::of_type(&ev, "run_resumed").len(), 2);
+    let (code, report) = replay(&ws, &transcript, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["matches"], true);
+    assert_eq!(report["incident_status"], "ok");
+    assert_eq!(report["replay_status"], "ok");
+    sent_nothing(&report);
+    // Captured as a drill, it is the run that finished: the confirmation the resume gave is given.
+    let captured = ws.run(&["drill", "capture", "t.jsonl"]);
+    captured.expect_code(0);
+    assert!(
+        captured.stdout.contains("yes = true"),
+        "{}",
+        captured.stdout
+    );
+    ws.write("drills/resumed.toml", &captured.stdout);
+    drill_file(&ws, "drills/resumed.toml", &format!("{REPO}/runbooks")).expect_code(0);
+
+    // A change after the last resume is named at its step, and nothing before it diverges.
+    let file = edited(&ws, "ec2-compromised-instance.rhai", |t| {
+        t.replace(
+            "${ctx.instance_id} contained (snapshots",
+            "${ctx.instance_id} isolated (snapshots",
+        )
+    });
+    let (code, report) = replay(&ws, &transcript, &["--runbook", &file]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(
+        kinds(&report),
+        [(
+            "different_arguments".into(),
+            "Wait for the replacement's status checks".into()
+        )]
+    );
+}
+
+#[test]
+fn an_approval_that_never_came_replays_as_never_coming_not_as_a_divergence() {
+    let ws = Workspace::new();
+    ws.write(
+        "runbooks/confirm.rhai",
+        &format!(
+            "{}eradication(\"Terminate\", |ctx| {{ notes::append(\"terminated\"); }}, #{{ confirm: \"TERMINATE\" }});\n",
+            common::header("confirm")
+        ),
+    );
+    // Nobody approved within the timeout: the step failed.
+    ws.run(&[
+        "run",
+        "confirm",
+        "--approval-timeout",
+        "300ms",
+        "--transcript",
+        "timed-out.jsonl",
+    ])
+    .expect_code(1);
+    let (code, report) = replay(&ws, &ws.path().join("timed-out.jsonl"), &[]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["matches"], true);
+    assert_eq!(report["replay_status"], "failed");
+    sent_nothing(&report);
+
+    // The run ended (killed) while still waiting: the replay stops there too.
+    let mut child = ws
+        .cmd()
+        .args(&[
+            "run",
+            "confirm",
+            "--approval-timeout",
+            "10m",
+            "--transcript",
+            "waiting.jsonl",
+        ])
+        .spawn();
+    let request = ws.path().join("waiting.approvals/1.request.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !request.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no approval request appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (code, report) = replay(&ws, &ws.path().join("waiting.jsonl"), &[]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["matches"], true);
+    assert_eq!(report["incident_status"], "unfinished");
+    assert!(
+        report["notes"].as_array().unwrap().iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .contains("still waiting for its approval")),
+        "{report:#}"
+    );
+    sent_nothing(&report);
+    // A version that no longer asks runs the step: that is a divergence.
+    let file = ws.write(
+        "other/confirm.rhai",
+        &format!(
+            "{}eradication(\"Terminate\", |ctx| {{ notes::append(\"terminated\"); }});\n",
+            common::header("confirm")
+        ),
+    );
+    let (code, report) = replay(
+        &ws,
+        &ws.path().join("timed-out.jsonl"),
+        &["--runbook", &file.display().to_string()],
+    );
+    assert_eq!(code, 1, "{report:#}");
+    assert!(
+        kinds(&report).contains(&("unrecorded_write".into(), "Terminate".into())),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn the_postmortem_fills_the_resolution_template_from_the_run() {
+    let ws = Workspace::new();
+    let ts = drill_transcripts(
+        &ws,
+        &[
+            "api-high-latency-shift.toml",
+            "ec2-compromised-instance-clean.toml",
+        ],
+    );
+    let render = |t: &std::path::Path| {
+        let md = ws.run(&[
+            "transcript",
+            "render",
+            &t.display().to_string(),
+            "--format",
+            "md",
+        ]);
+        md.expect_code(0);
+        md.stdout
+    };
+    // The runbook posted its own resolution: its words.
+    let md = render(&ts[0]);
+    assert!(
+        md.contains("Root Cause: API latency (p95 850.0 ms)")
+            && md.contains("Resolution: shifted traffic from blue to green"),
+        "{md}"
+    );
+    // It did not: what it changed, and where.
+    let md = render(&ts[1]);
+    assert!(
+        md.contains("Root Cause: (to be completed in the post-incident review)")
+            && md.contains("Resolution: ec2-compromised-instance ran to completion: `ec2::isolate` (i-0a1b2c3d4e5f60001")
+            && md.contains("`ec2::terminate` (i-0a1b2c3d4e5f60001)"),
+        "{md}"
+    );
+}
+
+const MOTO_SHIFT: &str = r#"runbook(#{ id: "shift", version: "1.0.0", title: "Blue/green shift", severity: "P3",
+    params: #{ listener: #{ type: "string", required: true } } });
+containment("Shift traffic to green", |ctx| {
+    ctx.before = elb::listener(ctx.listener).weights;
+    let r = elb::shift(ctx.listener, #{ to: "api-green", steps: [50, 100], gate: "1s", every: "1s" });
+    ctx.after = r.weights;
+});
+"#;
+
+#[test]
+fn a_traffic_shift_on_moto_captured_as_a_drill_passes_on_the_sim_and_fails_a_shift_that_stops_halfway()
+ {
+    let moto = Moto::start();
+    let (blue, worker) = moto.seed();
+    let listener = crate::cloud_actions::moto_listener(&moto, &blue, &worker);
+    let ws = moto.workspace("123456789012");
+    ws.write("runbooks/shift.rhai", MOTO_SHIFT);
+    common::moto::with_credentials(ws.cmd())
+        .args(&[
+            "run",
+            "shift",
+            "--env",
+            "moto",
+            "--param",
+            &format!("listener={listener}"),
+            "--transcript",
+            "incident.jsonl",
+        ])
+        .output()
+        .expect_code(0);
+    drop(moto);
+    let captured = ws.run(&["drill", "capture", "incident.jsonl"]);
+    captured.expect_code(0);
+    let scenario: toml::Table = toml::from_str(&captured.stdout).unwrap();
+    // The emulator's listener, with its own ARN and the weights the run read before shifting.
+    let l = &scenario["seed"]["listeners"][0];
+    assert_eq!(l["arn"].as_str(), Some(listener.as_str()));
+    assert_eq!(l["forward"][0]["weight"].as_integer(), Some(100));
+    let green = scenario["seed"]["target_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"].as_str() == Some("api-green"))
+        .unwrap();
+    assert_eq!(
+        green["targets"].as_array().unwrap(),
+        &[toml::Value::String(worker.clone())]
+    );
+    assert_eq!(
+        scenario["expect"]["cloud"]["weights"]["api-green"].as_integer(),
+        Some(100)
+    );
+    ws.write("drills/captured.toml", &captured.stdout);
+    ws.write("good/shift.rhai", MOTO_SHIFT);
+    let run = drill_file(&ws, "drills/captured.toml", "good");
+    run.expect_code(0);
+    ws.write(
+        "runbooks/shift.rhai",
+        &MOTO_SHIFT.replace("steps: [50, 100]", "steps: [50]"),
+    );
+    let run = drill_file(&ws, "drills/captured.toml", "runbooks");
+    run.expect_code(1);
+    assert!(
+        run.stdout
+            .contains("target group api-green has weight [50] (expected 100)"),
+        "{}",
+        run.stdout
     );
 }

@@ -140,9 +140,14 @@ fn view_of(l: &Listener, groups: &[TargetGroup]) -> Value {
 /// What is wrong with a group's targets for traffic: every registered target must be healthy,
 /// and there must be at least one. None when all is well.
 async fn unhealthy(c: &Cloud, group: &TargetGroup) -> CloudResult<Option<String>> {
+    Ok(verdict(c, group).await?.err())
+}
+
+/// The group's targets when all of them are healthy (and there is one), else what is wrong.
+async fn verdict(c: &Cloud, group: &TargetGroup) -> CloudResult<Result<Vec<String>, String>> {
     let health = c.target_health(&group.arn).await?;
     if health.is_empty() {
-        return Ok(Some(format!("{} has no registered targets", group.name)));
+        return Ok(Err(format!("{} has no registered targets", group.name)));
     }
     let bad: Vec<String> = health
         .iter()
@@ -155,24 +160,30 @@ async fn unhealthy(c: &Cloud, group: &TargetGroup) -> CloudResult<Option<String>
             }
         })
         .collect();
-    Ok((!bad.is_empty()).then(|| format!("{}: {}", group.name, bad.join(", "))))
+    if bad.is_empty() {
+        Ok(Ok(health.into_iter().map(|h| h.id).collect()))
+    } else {
+        Ok(Err(format!("{}: {}", group.name, bad.join(", "))))
+    }
 }
 
 /// Watches `group` for `gate`, asking every `every`: the first unhealthy answer ends the watch.
+/// Passed: the group's targets (all healthy), which the shift's result names.
 async fn gate_passes(
     clock: &Clock,
     c: &Cloud,
     group: &TargetGroup,
     gate: Duration,
     every: Duration,
-) -> CloudResult<Option<String>> {
+) -> CloudResult<Result<Vec<String>, String>> {
     let started = clock.now();
     loop {
-        if let Some(why) = unhealthy(c, group).await? {
-            return Ok(Some(why));
-        }
+        let targets = match verdict(c, group).await? {
+            Ok(t) => t,
+            Err(why) => return Ok(Err(why)),
+        };
         if started.elapsed() >= gate {
-            return Ok(None);
+            return Ok(Ok(targets));
         }
         clock
             .sleep(every.min(gate.saturating_sub(started.elapsed())))
@@ -277,6 +288,7 @@ async fn shift(clock: &Clock, c: &Cloud, p: &ShiftPlan) -> CloudResult<Value> {
         ));
     }
     let mut done = Vec::new();
+    let mut healthy: Vec<String> = Vec::new();
     for &percent in &p.steps {
         let weights = [
             WeightedTarget {
@@ -290,8 +302,11 @@ async fn shift(clock: &Clock, c: &Cloud, p: &ShiftPlan) -> CloudResult<Value> {
         ];
         c.set_listener_forward(&p.listener, &weights).await?;
         match gate_passes(clock, c, &to, p.gate, p.every).await? {
-            None => done.push(json!({ "percent": percent, "healthy": true })),
-            Some(why) => {
+            Ok(targets) => {
+                done.push(json!({ "percent": percent, "healthy": true }));
+                healthy = targets;
+            }
+            Err(why) => {
                 if !p.rollback {
                     return Err(BindingError::new(
                         "ShiftGateFailed",
@@ -332,6 +347,9 @@ async fn shift(clock: &Clock, c: &Cloud, p: &ShiftPlan) -> CloudResult<Value> {
     view["to"] = json!(to.name);
     view["steps"] = json!(done);
     view["rolled_back"] = json!(false);
+    // The new colour's targets as the last gate saw them, all healthy: what a drill captured
+    // from this run registers in the group.
+    view["targets"] = json!(healthy);
     Ok(view)
 }
 
@@ -481,8 +499,8 @@ pub mod elb_api {
     /// `to` must be healthy (else `TargetsUnhealthy`, nothing changed). When a gate fails the
     /// listener's original forward action is put back and the call fails with `ShiftRolledBack`
     /// (`ShiftGateFailed` with `rollback: false`, weights left as they were). Returns the
-    /// listener (see `elb::listener`) with `from`, `to`, `steps: [#{ percent, healthy }]` and
-    /// `rolled_back: false`. The step's timeout must cover every gate. Mutating. In a plan:
+    /// listener (see `elb::listener`) with `from`, `to`, `steps: [#{ percent, healthy }]`,
+    /// `targets` (`to`'s targets, healthy at the last gate) and `rolled_back: false`. The step's timeout must cover every gate. Mutating. In a plan:
     /// `#{ listener, from, to, steps, rolled_back: false, planned: true }`.
     #[rhai_fn(return_raw)]
     pub(crate) fn shift(ctx: NativeCallContext, listener: &str, options: Map) -> ScriptResult<Map> {

@@ -4,10 +4,16 @@
 //! redaction marker: the drill passes the marker, never the secret), seeds the simulated cloud
 //! with what the run's read-only calls saw (`seed`, a whole fleet inline: the instances with
 //! their groups and volumes as first seen, the SSM parameters, the HTTP answers, the Run Command
-//! outputs), scripts the faults that happened at the operations and instances where they
-//! happened, and expects what the run recorded: its status, each step's status, the writes sent
-//! in order, and the cloud state those writes left (isolated, snapshotted, terminated, replaced).
+//! outputs, and through [`Newer`] the listeners and target groups, CloudWatch series and alarms,
+//! Auto Scaling groups, EBS snapshots and local programs' answers), scripts the faults that
+//! happened at the operations and instances where they happened, and expects what the run
+//! recorded: its status, each step's status, the writes sent in order, and the cloud state those
+//! writes left (isolated, snapshotted, terminated, replaced, weights, desired capacity, restored).
 //! Resource ids are the recorded ones, so the run's parameters and expectations hold unchanged.
+//!
+//! A metric is seeded as the sim models one: its level before the run, and `recovers_on` the
+//! last cloud write before it was seen to change (at the level last seen). That keeps the cause:
+//! a version of the runbook that no longer makes the write never sees the metric recover.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -16,7 +22,7 @@ use serde_json::Value;
 use toml::Value as T;
 
 use crate::base::error::{Error, Result};
-use crate::data::transcript::{self, Event, StepStatus};
+use crate::data::transcript::{self, ErrorRecord, Event, StepStatus};
 
 /// The API operation a binding's failure is scripted at, in the sim's fault table.
 fn operation(binding: &str) -> Option<&'static str> {
@@ -36,28 +42,76 @@ fn operation(binding: &str) -> Option<&'static str> {
         "ssm::get_parameter" => "GetParameter",
         "ssm::put_parameter" => "PutParameter",
         "ssm::run_command" => "SendCommand",
+        "ec2::snapshots" => "DescribeSnapshots",
+        "ec2::restore_volume" => "CreateVolume",
+        "ec2::delete_volume" => "DeleteVolume",
+        "elb::listener" => "DescribeListeners",
+        "elb::target_health" | "elb::wait_healthy" => "DescribeTargetHealth",
+        "elb::register" => "RegisterTargets",
+        "elb::deregister" => "DeregisterTargets",
+        "elb::set_weights" | "elb::shift" => "ModifyListener",
+        "cloudwatch::metric" => "GetMetricData",
+        "cloudwatch::alarm" | "cloudwatch::wait_alarm_ok" => "DescribeAlarms",
+        "cloudwatch::disable_actions" => "DisableAlarmActions",
+        "cloudwatch::enable_actions" => "EnableAlarmActions",
+        "autoscaling::group" => "DescribeAutoScalingGroups",
+        "autoscaling::set_desired" => "SetDesiredCapacity",
+        "autoscaling::suspend" => "SuspendProcesses",
+        "autoscaling::resume" => "ResumeProcesses",
+        "autoscaling::refresh" => "StartInstanceRefresh",
         _ => return None,
     })
 }
 
-/// Whether capture can seed the sim from what this binding's calls saw (or needs nothing from
-/// them): the EC2 instance and SSM calls, HTTP probes, notes and notifications. The load
-/// balancer, CloudWatch, Auto Scaling, local programs and EBS snapshot/volume calls cannot be
-/// captured yet.
-fn seedable(binding: &str) -> bool {
-    let (namespace, name) = binding.split_once("::").unwrap_or(("", binding));
-    match namespace {
-        "elb" | "cloudwatch" | "autoscaling" | "local" => false,
-        "ec2" => !matches!(name, "snapshots" | "restore_volume" | "delete_volume"),
-        _ => true,
+/// The API operation a failed call is scripted at: a restore whose new volume was made (and
+/// deleted again) failed attaching it.
+fn failed_operation(binding: &str, message: &str) -> Option<&'static str> {
+    match binding {
+        "ec2::restore_volume" if message.contains("the new volume") => Some("AttachVolume"),
+        _ => operation(binding),
     }
+}
+
+/// Whether the sim scripts a fault of this operation per instance (it is told the instances
+/// involved); the load balancer, CloudWatch, Auto Scaling, snapshot and volume-creation
+/// operations are not.
+fn per_instance(op: &str) -> bool {
+    !matches!(
+        op,
+        "DescribeSnapshots"
+            | "CreateVolume"
+            | "DeleteVolume"
+            | "DescribeListeners"
+            | "DescribeTargetHealth"
+            | "ModifyListener"
+            | "GetMetricData"
+            | "DescribeAlarms"
+            | "DisableAlarmActions"
+            | "EnableAlarmActions"
+            | "DescribeAutoScalingGroups"
+            | "SetDesiredCapacity"
+            | "SuspendProcesses"
+            | "ResumeProcesses"
+            | "StartInstanceRefresh"
+    )
 }
 
 /// Codes that are not the cloud's answer (the run's own stops, a waiter running out).
 fn scripted(code: &str) -> bool {
     !matches!(
         code,
-        "timed_out" | "aborted" | "WaiterTimeout" | "condition_failed" | "bad_argument" | "denied"
+        "timed_out"
+            | "aborted"
+            | "WaiterTimeout"
+            | "condition_failed"
+            | "bad_argument"
+            | "denied"
+            // A shift's gates and a local program's own deadline: the sim's targets and
+            // programs answer them (`unhealthy_with_traffic`, `impaired`), not an API error.
+            | "ShiftRolledBack"
+            | "ShiftGateFailed"
+            | "TargetsUnhealthy"
+            | "CommandTimedOut"
     )
 }
 
@@ -147,6 +201,827 @@ fn instances_in(v: &Value, out: &mut Vec<Value>) {
     }
 }
 
+/// The text the sim notes for a write, which a metric's `recovers_on` is matched against (see
+/// `FleetMetric`); None for a write that changes nothing in the cloud (a note, a post).
+fn trigger(binding: &str, args: &Value) -> Option<String> {
+    let first_id = || targets(args).first().cloned();
+    match binding {
+        "ssm::run_command" => args["parameters"]["commands"]
+            .as_array()
+            .and_then(|c| c.first())
+            .map(text)
+            .filter(|c| !c.is_empty()),
+        "autoscaling::set_desired" => Some(format!(
+            "SetDesiredCapacity {}",
+            text(&args["auto_scaling_group"])
+        )),
+        "elb::shift" | "elb::set_weights" => {
+            Some(format!("ModifyListener {}", text(&args["listener"])))
+        }
+        "local::run" => Some(format!(
+            "Local {} {}",
+            text(&args["program"]),
+            local_line(args)
+        )),
+        "ec2::stop" | "ec2::start" | "ec2::reboot" | "ec2::terminate" => {
+            let op = operation(binding)?;
+            Some(first_id().map_or_else(|| op.to_string(), |id| format!("{op} {id}")))
+        }
+        b if b.starts_with("ec2::") => operation(b).map(str::to_string),
+        _ => None,
+    }
+}
+
+/// A local program's arguments as the sim matches its `local_commands` rules (joined by spaces).
+fn local_line(args: &Value) -> String {
+    args["args"]
+        .as_array()
+        .map(|a| a.iter().map(text).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// The datapoints an alarm's reason lists (`... datapoints [97, 97, 12] were ...`).
+fn reason_points(reason: &str) -> Vec<f64> {
+    let Some((_, rest)) = reason.split_once('[') else {
+        return Vec::new();
+    };
+    let Some((inside, _)) = rest.split_once(']') else {
+        return Vec::new();
+    };
+    inside
+        .split(',')
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .collect()
+}
+
+/// The threshold and comparison an alarm's reason states (`were not greater than the threshold (85)`).
+fn reason_threshold(reason: &str) -> Option<(f64, &'static str)> {
+    let (words, rest) = reason.split_once(" the threshold (")?;
+    let threshold = rest.split_once(')')?.0.trim().parse::<f64>().ok()?;
+    let comparison = [
+        ("greater than or equal to", "GreaterThanOrEqualToThreshold"),
+        ("less than or equal to", "LessThanOrEqualToThreshold"),
+        ("less than", "LessThanThreshold"),
+        ("greater than", "GreaterThanThreshold"),
+    ]
+    .into_iter()
+    .find(|(w, _)| words.ends_with(w))?
+    .1;
+    Some((threshold, comparison))
+}
+
+/// The instance ids a message names (`i-0123 is unhealthy (...)`).
+fn ids_in(message: &str) -> Vec<String> {
+    let mut out: Vec<String> = message
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|w| w.starts_with("i-") && w.len() > 2)
+        .map(str::to_string)
+        .collect();
+    out.dedup();
+    out
+}
+
+/// `a=100, b=0` after `marker` in a message, as weights by group name.
+fn weights_after(message: &str, marker: &str) -> Option<BTreeMap<String, i64>> {
+    let (_, rest) = message.split_once(marker)?;
+    let list = rest.split(" (").next().unwrap_or(rest);
+    let weights: BTreeMap<String, i64> = list
+        .split(',')
+        .filter_map(|p| {
+            let (k, v) = p.trim().split_once('=')?;
+            Some((k.trim().to_string(), v.trim().parse().ok()?))
+        })
+        .collect();
+    (!weights.is_empty()).then_some(weights)
+}
+
+/// A target group's name, from its name or ARN (`...:targetgroup/NAME/hex`).
+fn group_name(group: &str) -> String {
+    match group.split_once(":targetgroup/") {
+        Some((_, rest)) => rest.split('/').next().unwrap_or(rest).to_string(),
+        None => group.to_string(),
+    }
+}
+
+/// A listener as first seen: its load balancer, port, protocol and forward (group, weight).
+struct ListenerSeen {
+    load_balancer: String,
+    port: i64,
+    protocol: String,
+    forward: Vec<(String, i64)>,
+}
+
+/// A target group as seen: its ARN, port and registered targets.
+#[derive(Default)]
+struct GroupSeen {
+    arn: String,
+    port: Option<i64>,
+    targets: BTreeSet<String>,
+}
+
+/// A metric series as seen: its level before the run, the last level seen, and the write after
+/// which it changed (Some(None): it changed after no write the sim can tie it to).
+struct MetricSeen {
+    namespace: String,
+    name: String,
+    dimensions: BTreeMap<String, String>,
+    first: f64,
+    last: f64,
+    changed_after: Option<Option<String>>,
+}
+
+/// An alarm as seen: its definition, and its datapoints when first and last seen.
+struct AlarmSeen {
+    namespace: Option<String>,
+    metric: Option<String>,
+    threshold: f64,
+    comparison: String,
+    periods: usize,
+    actions_enabled: bool,
+    first: Vec<f64>,
+    last: Vec<f64>,
+    changed_after: Option<Option<String>>,
+}
+
+/// An Auto Scaling group as first seen.
+struct ScalingSeen {
+    min: i64,
+    max: i64,
+    desired: i64,
+    instances: Vec<String>,
+    suspended: Vec<String>,
+}
+
+/// A local program's answers, in the order the run got them.
+struct LocalSeen {
+    program: String,
+    line: String,
+    stdout: Vec<String>,
+    stderr: String,
+    exit_code: i64,
+}
+
+/// What the calls of the load balancer, CloudWatch, Auto Scaling, EBS snapshot and local program
+/// bindings saw, and what their writes left: seeded into the drill's fleet and expected.
+#[derive(Default)]
+struct Newer {
+    listeners: BTreeMap<String, ListenerSeen>,
+    groups: BTreeMap<String, GroupSeen>,
+    unhealthy_with_traffic: BTreeSet<String>,
+    impaired: BTreeSet<String>,
+    weights: BTreeMap<String, i64>,
+    metrics: Vec<MetricSeen>,
+    alarms: BTreeMap<String, AlarmSeen>,
+    scaling: BTreeMap<String, ScalingSeen>,
+    desired: BTreeMap<String, i64>,
+    launched: BTreeSet<String>,
+    snapshots: BTreeMap<String, Value>,
+    restored_volumes: BTreeMap<String, String>,
+    restored: BTreeSet<String>,
+    deleted: BTreeSet<String>,
+    local: Vec<LocalSeen>,
+    /// The last write the sim notes (see [`trigger`]): what a metric that changes next follows.
+    last_write: Option<String>,
+    notes: Vec<String>,
+}
+
+impl Newer {
+    fn group(&mut self, name_or_arn: &str) -> &mut GroupSeen {
+        let g = self.groups.entry(group_name(name_or_arn)).or_default();
+        if g.arn.is_empty() && name_or_arn.starts_with("arn:") {
+            g.arn = name_or_arn.to_string();
+        }
+        g
+    }
+
+    /// A listener view (`elb::listener`'s result, or a shift's): first seen wins; `weights`
+    /// replaces the view's when given (the weights before a write).
+    fn listener(&mut self, view: &Value, arn: &str, weights: Option<&BTreeMap<String, i64>>) {
+        let mut forward = Vec::new();
+        for f in view["forward"].as_array().into_iter().flatten() {
+            let name = f["name"]
+                .as_str()
+                .filter(|n| !n.is_empty())
+                .map_or_else(|| group_name(&text(&f["target_group"])), str::to_string);
+            let arn_of = text(&f["target_group"]);
+            if arn_of.starts_with("arn:") {
+                self.group(&arn_of);
+            } else {
+                self.group(&name);
+            }
+            let weight = weights
+                .and_then(|w| w.get(&name).copied())
+                .or_else(|| f["weight"].as_i64())
+                .unwrap_or(0);
+            forward.push((name, weight));
+        }
+        if forward.is_empty()
+            && let Some(w) = weights
+        {
+            for (name, weight) in w {
+                self.group(name);
+                forward.push((name.clone(), *weight));
+            }
+        }
+        self.listeners
+            .entry(arn.to_string())
+            .or_insert_with(|| ListenerSeen {
+                load_balancer: view["load_balancer"]
+                    .as_str()
+                    .map_or_else(|| format!("{arn} (load balancer)"), str::to_string),
+                port: view["port"].as_i64().unwrap_or(443),
+                protocol: view["protocol"]
+                    .as_str()
+                    .map_or_else(|| "HTTPS".to_string(), str::to_string),
+                forward,
+            });
+    }
+
+    fn metric(&mut self, namespace: &str, name: &str, dims: BTreeMap<String, String>) -> usize {
+        match self
+            .metrics
+            .iter()
+            .position(|m| m.namespace == namespace && m.name == name && m.dimensions == dims)
+        {
+            Some(i) => i,
+            None => {
+                self.metrics.push(MetricSeen {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    dimensions: dims,
+                    first: f64::NAN,
+                    last: f64::NAN,
+                    changed_after: None,
+                });
+                self.metrics.len() - 1
+            }
+        }
+    }
+
+    fn alarm(&mut self, name: &str, view: &Value, reason: &str) {
+        let points = reason_points(reason);
+        let write = self.last_write.clone();
+        let (threshold, comparison) = view["threshold"]
+            .as_f64()
+            .map(|t| (t, text(&view["comparison"])))
+            .or_else(|| reason_threshold(reason).map(|(t, c)| (t, c.to_string())))
+            .unwrap_or((0.0, "GreaterThanThreshold".into()));
+        let a = self
+            .alarms
+            .entry(name.to_string())
+            .or_insert_with(|| AlarmSeen {
+                namespace: view["namespace"].as_str().map(str::to_string),
+                metric: view["metric"].as_str().map(str::to_string),
+                threshold,
+                comparison,
+                periods: points.len().max(1),
+                actions_enabled: view["actions_enabled"].as_bool().unwrap_or(true),
+                first: points.clone(),
+                last: points.clone(),
+                changed_after: None,
+            });
+        if a.namespace.is_none() {
+            a.namespace = view["namespace"].as_str().map(str::to_string);
+            a.metric = view["metric"].as_str().map(str::to_string);
+        }
+        if !points.is_empty() {
+            if a.changed_after.is_none() && points.last() != a.first.last() {
+                a.changed_after = Some(write);
+            }
+            a.last = points;
+        }
+    }
+
+    /// One recorded call (neither planned nor echoed on resume).
+    fn see(&mut self, binding: &str, args: &Value, result: &Value, error: Option<&ErrorRecord>) {
+        let message = error.map(|e| e.message.as_str()).unwrap_or_default();
+        let code = error.and_then(|e| e.code.as_deref()).unwrap_or_default();
+        match (binding, error.is_some()) {
+            ("elb::listener", false) => {
+                let arn = text(&args["listener"]);
+                self.listener(result, &arn, None);
+            }
+            ("elb::target_health" | "elb::wait_healthy", false) => {
+                let g = self.group(&text(&args["group"]));
+                for h in result.as_array().into_iter().flatten() {
+                    g.targets.insert(text(&h["id"]));
+                    g.port = g.port.or(h["port"].as_i64());
+                }
+            }
+            // Targets that never became healthy: they fail their health checks in the drill.
+            ("elb::wait_healthy", true) if code == "WaiterTimeout" => {
+                let ids = ids_in(message);
+                self.impaired.extend(ids.iter().cloned());
+                self.group(&text(&args["group"])).targets.extend(ids);
+            }
+            ("elb::shift", false) => {
+                let arn = text(&args["listener"]);
+                let (from, to) = (text(&result["from"]), text(&result["to"]));
+                // Before its first step the shift moves weights on a 100 basis: all of it on
+                // `from` (what a listener whose weights no read showed is seeded with).
+                let mut before: BTreeMap<String, i64> = BTreeMap::new();
+                before.insert(from, 100);
+                before.insert(to.clone(), 0);
+                self.listener(result, &arn, Some(&before));
+                let g = self.group(&to);
+                for t in result["targets"].as_array().into_iter().flatten() {
+                    g.targets.insert(text(t));
+                }
+                self.final_weights(result);
+            }
+            ("elb::shift", true) => {
+                let arn = text(&args["listener"]);
+                let (from, to) = (text(&args["from"]), text(&args["to"]));
+                let ids = ids_in(message.split_once("; ").map_or(message, |m| m.0));
+                match code {
+                    "ShiftRolledBack" | "ShiftGateFailed" => {
+                        // Healthy until traffic reached it: it fails under traffic.
+                        self.unhealthy_with_traffic.insert(to.clone());
+                        let original = weights_after(message, "weights are back to ");
+                        let mut before = original.clone().unwrap_or_default();
+                        if before.is_empty() && !from.is_empty() {
+                            before.insert(from, 100);
+                            before.insert(to.clone(), 0);
+                        }
+                        self.listener(&Value::Null, &arn, Some(&before));
+                        if let Some(w) = original.or_else(|| weights_after(message, "left at ")) {
+                            self.weights = w;
+                        }
+                    }
+                    "TargetsUnhealthy" => {
+                        // Failing before any traffic: the targets fail their health checks.
+                        self.impaired.extend(ids.iter().cloned());
+                        let mut before = BTreeMap::new();
+                        if !from.is_empty() {
+                            before.insert(from, 100);
+                        }
+                        before.insert(to.clone(), 0);
+                        self.listener(&Value::Null, &arn, Some(&before));
+                    }
+                    _ => {}
+                }
+                let g = self.group(&to);
+                g.targets.extend(ids);
+            }
+            ("elb::set_weights", false) => {
+                let arn = text(&args["listener"]);
+                if !self.listeners.contains_key(&arn) {
+                    self.notes.push(format!(
+                        "the weights of {arn} before elb::set_weights were not read: seeded as it left them"
+                    ));
+                }
+                self.listener(result, &arn, None);
+                self.final_weights(result);
+            }
+            ("cloudwatch::metric", false) => {
+                let dims: BTreeMap<String, String> = args["dimensions"]
+                    .as_object()
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), text(v))).collect())
+                    .unwrap_or_default();
+                let points: Vec<f64> = result["points"]
+                    .as_array()
+                    .map(|p| p.iter().filter_map(|x| x["value"].as_f64()).collect())
+                    .unwrap_or_default();
+                let Some(latest) = result["latest"].as_f64().or(points.last().copied()) else {
+                    return;
+                };
+                let write = self.last_write.clone();
+                let i = self.metric(&text(&args["namespace"]), &text(&args["name"]), dims);
+                let m = &mut self.metrics[i];
+                if m.first.is_nan() {
+                    m.first = points.first().copied().unwrap_or(latest);
+                    m.last = m.first;
+                }
+                if m.changed_after.is_none() && latest != m.first {
+                    m.changed_after = Some(write.clone());
+                    // Changed before the run made any write: it was at this level already.
+                    if write.is_none() {
+                        m.first = latest;
+                        m.changed_after = None;
+                    }
+                }
+                m.last = latest;
+            }
+            ("cloudwatch::alarm" | "cloudwatch::wait_alarm_ok", false) => {
+                let name = text(&args["alarm"]);
+                let reason = text(&result["reason"]);
+                self.alarm(&name, result, &reason);
+            }
+            ("cloudwatch::wait_alarm_ok", true) if code == "WaiterTimeout" => {
+                let name = text(&args["alarm"]);
+                self.alarm(&name, &Value::Null, message);
+            }
+            ("autoscaling::group", false) => self.scaling_group(result),
+            ("autoscaling::set_desired", _) => {
+                self.scaling_group(&args["resolved"]);
+                let name = text(&args["auto_scaling_group"]);
+                if error.is_none() {
+                    let before: BTreeSet<String> = self
+                        .scaling
+                        .get(&name)
+                        .map(|g| g.instances.iter().cloned().collect())
+                        .unwrap_or_default();
+                    for i in result["instances"].as_array().into_iter().flatten() {
+                        let id = text(&i["id"]);
+                        if !before.contains(&id) {
+                            self.launched.insert(id);
+                        }
+                    }
+                    let desired = result["desired"].as_i64().or(args["desired"].as_i64());
+                    if let Some(d) = desired {
+                        self.desired.insert(name, d);
+                    }
+                }
+            }
+            ("ec2::snapshots", false) => {
+                for s in result.as_array().into_iter().flatten() {
+                    self.snapshots
+                        .entry(text(&s["id"]))
+                        .or_insert_with(|| s.clone());
+                }
+            }
+            ("ec2::restore_volume", _) => {
+                let snap = text(&args["snapshot"]);
+                if let Some(vol) = result["volume"].as_str() {
+                    self.restored.insert(snap.clone());
+                    self.restored_volumes.insert(vol.to_string(), snap.clone());
+                }
+                // The binding deletes the volume it made when the restore fails after it.
+                if message.contains("the new volume") && message.contains("was deleted") {
+                    self.restored.insert(snap.clone());
+                    self.deleted.insert(snap);
+                }
+            }
+            ("ec2::delete_volume", false) => {
+                if let Some(snap) = self.restored_volumes.get(&text(&args["id"])) {
+                    self.deleted.insert(snap.clone());
+                }
+            }
+            ("local::run", false) => {
+                let program = text(&args["program"]);
+                let line = local_line(args);
+                let stdout = text(&result["stdout"]);
+                match self
+                    .local
+                    .iter_mut()
+                    .find(|l| l.program == program && l.line == line)
+                {
+                    Some(l) => l.stdout.push(stdout),
+                    None => self.local.push(LocalSeen {
+                        program,
+                        line,
+                        stdout: vec![stdout],
+                        stderr: text(&result["stderr"]),
+                        exit_code: result["exit_code"].as_i64().unwrap_or(0),
+                    }),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn final_weights(&mut self, view: &Value) {
+        if let Some(w) = view["weights"].as_object() {
+            self.weights = w
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_i64()?)))
+                .collect();
+        }
+    }
+
+    fn scaling_group(&mut self, g: &Value) {
+        let Some(name) = g["name"].as_str() else {
+            return;
+        };
+        self.scaling
+            .entry(name.to_string())
+            .or_insert_with(|| ScalingSeen {
+                min: g["min"].as_i64().unwrap_or(0),
+                max: g["max"].as_i64().unwrap_or(0),
+                desired: g["desired"].as_i64().unwrap_or(0),
+                instances: g["instances"]
+                    .as_array()
+                    .map(|a| a.iter().map(|i| text(&i["id"])).collect())
+                    .unwrap_or_default(),
+                suspended: g["suspended"]
+                    .as_array()
+                    .map(|a| a.iter().map(text).collect())
+                    .unwrap_or_default(),
+            });
+    }
+
+    /// The instances the seed must declare (targets, group members) and must leave out (those a
+    /// group launched during the run).
+    fn instances(&self, seen: &mut BTreeMap<String, Value>) {
+        let needed = self
+            .groups
+            .values()
+            .flat_map(|g| g.targets.iter())
+            .chain(self.scaling.values().flat_map(|g| g.instances.iter()));
+        for id in needed {
+            if !self.launched.contains(id) {
+                seen.entry(id.clone()).or_insert_with(|| {
+                    serde_json::json!({ "id": id, "state": "running", "security_groups": [], "volumes": [] })
+                });
+            }
+        }
+        for id in &self.launched {
+            seen.remove(id);
+        }
+    }
+
+    /// Writes what was seen into the seed, the faults and the expected cloud.
+    fn write(
+        self,
+        seed: &mut toml::Table,
+        faults: &mut toml::Table,
+        cloud: &mut toml::Table,
+        seen: &BTreeMap<String, Value>,
+        started: &str,
+        head: &mut Vec<String>,
+    ) {
+        let table = |pairs: Vec<(&str, T)>| -> T {
+            T::Table(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        };
+        let strs = |v: &mut dyn Iterator<Item = &String>| -> T {
+            T::Array(v.map(|s| T::String(s.clone())).collect())
+        };
+        if !self.groups.is_empty() {
+            let groups = self
+                .groups
+                .iter()
+                .map(|(name, g)| {
+                    let mut pairs = vec![("name", T::String(name.clone()))];
+                    if !g.arn.is_empty() {
+                        pairs.push(("arn", T::String(g.arn.clone())));
+                    }
+                    pairs.push(("port", T::Integer(g.port.unwrap_or(80))));
+                    pairs.push(("targets", strs(&mut g.targets.iter())));
+                    table(pairs)
+                })
+                .collect();
+            seed.insert("target_groups".into(), T::Array(groups));
+        }
+        if !self.listeners.is_empty() {
+            let listeners = self
+                .listeners
+                .iter()
+                .map(|(arn, l)| {
+                    let forward = l
+                        .forward
+                        .iter()
+                        .map(|(g, w)| {
+                            table(vec![
+                                ("target_group", T::String(g.clone())),
+                                ("weight", T::Integer(*w)),
+                            ])
+                        })
+                        .collect();
+                    table(vec![
+                        ("arn", T::String(arn.clone())),
+                        ("load_balancer", T::String(l.load_balancer.clone())),
+                        ("port", T::Integer(l.port)),
+                        ("protocol", T::String(l.protocol.clone())),
+                        ("forward", T::Array(forward)),
+                    ])
+                })
+                .collect();
+            seed.insert("listeners".into(), T::Array(listeners));
+        }
+        // An alarm whose metric no read named: its datapoints are the series.
+        let mut metrics = self.metrics;
+        let mut alarms = Vec::new();
+        for (name, a) in &self.alarms {
+            let candidates: Vec<usize> = metrics
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| {
+                    a.namespace.as_ref().is_none_or(|n| *n == m.namespace)
+                        && a.metric.as_ref().is_none_or(|n| *n == m.name)
+                })
+                .map(|(i, _)| i)
+                .collect();
+            let (namespace, metric, dims) = match (candidates.first(), &a.namespace, &a.metric) {
+                (Some(&i), _, _) => (
+                    metrics[i].namespace.clone(),
+                    metrics[i].name.clone(),
+                    metrics[i].dimensions.clone(),
+                ),
+                (None, Some(ns), Some(m)) => {
+                    match (a.first.last(), a.last.last()) {
+                        (Some(first), Some(last)) => metrics.push(MetricSeen {
+                            namespace: ns.clone(),
+                            name: m.clone(),
+                            dimensions: BTreeMap::new(),
+                            first: *first,
+                            last: *last,
+                            changed_after: a.changed_after.clone(),
+                        }),
+                        _ => head.push(format!(
+                            "alarm {name}: no datapoints seen, its metric is not seeded"
+                        )),
+                    }
+                    (ns.clone(), m.clone(), BTreeMap::new())
+                }
+                _ => {
+                    head.push(format!(
+                        "alarm {name}: which metric it watches was never seen, so it is not seeded"
+                    ));
+                    continue;
+                }
+            };
+            let mut pairs = vec![
+                ("name", T::String(name.clone())),
+                ("namespace", T::String(namespace)),
+                ("metric", T::String(metric)),
+            ];
+            if !dims.is_empty() {
+                pairs.push((
+                    "dimensions",
+                    T::Table(dims.into_iter().map(|(k, v)| (k, T::String(v))).collect()),
+                ));
+            }
+            pairs.push(("threshold", T::Float(a.threshold)));
+            pairs.push(("comparison", T::String(a.comparison.clone())));
+            pairs.push((
+                "evaluation_periods",
+                T::Integer(i64::try_from(a.periods).unwrap_or(5)),
+            ));
+            pairs.push(("actions_enabled", T::Boolean(a.actions_enabled)));
+            alarms.push(table(pairs));
+        }
+        let mut series = Vec::new();
+        for m in metrics.into_iter().filter(|m| !m.first.is_nan()) {
+            let mut pairs = vec![
+                ("namespace", T::String(m.namespace.clone())),
+                ("name", T::String(m.name.clone())),
+                (
+                    "dimensions",
+                    T::Table(
+                        m.dimensions
+                            .into_iter()
+                            .map(|(k, v)| (k, T::String(v)))
+                            .collect(),
+                    ),
+                ),
+                ("value", T::Float(m.first)),
+            ];
+            match &m.changed_after {
+                Some(Some(write)) => {
+                    pairs.push(("recovers_on", T::String(write.clone())));
+                    pairs.push(("recovered", T::Float(m.last)));
+                }
+                Some(None) => head.push(format!(
+                    "{} {} went from {} to {} after no write the sim can tie it to: seeded at {}",
+                    m.namespace, m.name, m.first, m.last, m.first
+                )),
+                None => {}
+            }
+            series.push(table(pairs));
+        }
+        if !series.is_empty() {
+            seed.insert("metrics".into(), T::Array(series));
+        }
+        if !alarms.is_empty() {
+            seed.insert("alarms".into(), T::Array(alarms));
+        }
+        if !self.scaling.is_empty() {
+            let mut templates = Vec::new();
+            let mut groups = Vec::new();
+            for (name, g) in &self.scaling {
+                // The group launches like its first member (no read shows its launch template).
+                let like = g.instances.iter().find_map(|id| seen.get(id));
+                let field = |k: &str, default: &str| {
+                    like.and_then(|i| i[k].as_str())
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or(default)
+                        .to_string()
+                };
+                let groups_of =
+                    like.map_or(T::Array(Vec::new()), |i| strings(&i["security_groups"]));
+                templates.push(table(vec![
+                    ("name", T::String(name.clone())),
+                    ("image", T::String(field("image", "ami-0fab1e0000000000a"))),
+                    ("type", T::String(field("type", "t3.medium"))),
+                    ("subnet", T::String(field("subnet", SOME_SUBNET))),
+                    ("security_groups", groups_of),
+                ]));
+                groups.push(table(vec![
+                    ("name", T::String(name.clone())),
+                    ("min", T::Integer(g.min)),
+                    ("max", T::Integer(g.max)),
+                    ("desired", T::Integer(g.desired)),
+                    ("instances", strs(&mut g.instances.iter())),
+                    ("launch_template", T::String(name.clone())),
+                    ("suspended", strs(&mut g.suspended.iter())),
+                ]));
+            }
+            seed.insert("launch_templates".into(), T::Array(templates));
+            seed.insert("auto_scaling_groups".into(), T::Array(groups));
+        }
+        let mut snapshots: BTreeMap<String, Value> = self.snapshots;
+        for snap in &self.restored {
+            snapshots.entry(snap.clone()).or_insert_with(|| {
+                head.push(format!(
+                    "snapshot {snap} was restored but never listed: seeded completed, of an unknown volume"
+                ));
+                serde_json::json!({ "id": snap, "volume": "vol-00000000000000000", "state": "completed", "start_time": started })
+            });
+        }
+        if !snapshots.is_empty() {
+            let list = snapshots
+                .values()
+                .map(|s| {
+                    let mut tags = toml::Table::new();
+                    for (k, v) in s["tags"].as_object().into_iter().flatten() {
+                        tags.insert(k.clone(), T::String(text(v)));
+                    }
+                    table(vec![
+                        ("id", T::String(text(&s["id"]))),
+                        ("volume", T::String(text(&s["volume"]))),
+                        ("state", T::String(text(&s["state"]))),
+                        ("start_time", T::String(text(&s["start_time"]))),
+                        ("tags", T::Table(tags)),
+                    ])
+                })
+                .collect();
+            seed.insert("snapshots".into(), T::Array(list));
+        }
+        if !self.local.is_empty() {
+            let mut rules = self.local;
+            // The sim answers with the first rule whose `match` occurs in the arguments: the
+            // longest first, so one line that contains another keeps its own answers.
+            rules.sort_by_key(|r| std::cmp::Reverse(r.line.len()));
+            let list = rules
+                .into_iter()
+                .map(|r| {
+                    table(vec![
+                        ("program", T::String(r.program)),
+                        ("match", T::String(r.line)),
+                        (
+                            "stdout",
+                            T::Array(r.stdout.into_iter().map(T::String).collect()),
+                        ),
+                        ("stderr", T::String(r.stderr)),
+                        ("exit_code", T::Integer(r.exit_code)),
+                    ])
+                })
+                .collect();
+            seed.insert("local_commands".into(), T::Array(list));
+        }
+        if !self.unhealthy_with_traffic.is_empty() {
+            faults.insert(
+                "unhealthy_with_traffic".into(),
+                strs(&mut self.unhealthy_with_traffic.iter()),
+            );
+        }
+        if !self.impaired.is_empty() {
+            let mut all = faults
+                .remove("impaired")
+                .and_then(|v| v.as_array().cloned())
+                .unwrap_or_default();
+            for id in self.impaired {
+                if !all.iter().any(|v| v.as_str() == Some(id.as_str())) {
+                    all.push(T::String(id));
+                }
+            }
+            faults.insert("impaired".into(), T::Array(all));
+        }
+        if !self.weights.is_empty() {
+            cloud.insert(
+                "weights".into(),
+                T::Table(
+                    self.weights
+                        .into_iter()
+                        .map(|(k, v)| (k, T::Integer(v)))
+                        .collect(),
+                ),
+            );
+        }
+        if !self.desired.is_empty() {
+            cloud.insert(
+                "desired_capacity".into(),
+                T::Table(
+                    self.desired
+                        .into_iter()
+                        .map(|(k, v)| (k, T::Integer(v)))
+                        .collect(),
+                ),
+            );
+        }
+        if !self.restored.is_empty() {
+            cloud.insert("restored".into(), strs(&mut self.restored.iter()));
+        }
+        if !self.deleted.is_empty() {
+            cloud.insert(
+                "restored_volumes_deleted".into(),
+                strs(&mut self.deleted.iter()),
+            );
+        }
+        head.extend(self.notes);
+    }
+}
+
 /// Writes the scenario for the run recorded in `path`, as TOML text.
 pub(crate) fn capture(path: &Path) -> Result<String> {
     let (lines, _) = transcript::read_verified(path)?;
@@ -172,26 +1047,6 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
         )));
     }
     let title = |i: Option<usize>| i.and_then(|i| steps.get(i)).map(|s| s.title.clone());
-    // A drill that leaves out what the run read would fail on the sim for the wrong reason (a
-    // listener, a metric or a snapshot that is not there): refused, naming the call, instead.
-    let unseedable: BTreeSet<&str> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Call {
-                binding,
-                planned: false,
-                ..
-            } if !seedable(binding) => Some(binding.as_str()),
-            _ => None,
-        })
-        .collect();
-    if !unseedable.is_empty() {
-        return Err(Error::Input(format!(
-            "cannot capture this run yet: the sim cannot be seeded from what {} read (capture seeds instances, security groups, SSM parameters and command output, HTTP answers, status checks and patch compliance)",
-            unseedable.into_iter().collect::<Vec<_>>().join(", ")
-        )));
-    }
-
     let mut seen: BTreeMap<String, Value> = BTreeMap::new();
     let mut parameters: BTreeMap<String, String> = BTreeMap::new();
     let mut endpoints: BTreeMap<String, Vec<(Option<usize>, Value)>> = BTreeMap::new();
@@ -211,6 +1066,7 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
     let mut healed_by: BTreeMap<String, &'static str> = BTreeMap::new();
     let mut missing_patches: BTreeMap<String, i64> = BTreeMap::new();
     let mut patch_failure: BTreeSet<String> = BTreeSet::new();
+    let mut newer = Newer::default();
     for e in &events {
         let Event::Call {
             step,
@@ -227,6 +1083,7 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
             continue;
         };
         let result = result.clone().unwrap_or(Value::Null);
+        newer.see(binding, args, &result, error.as_ref());
         // What the run saw first is how the world was before it acted.
         let mut found = Vec::new();
         instances_in(&result, &mut found);
@@ -356,9 +1213,22 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
             let instance = ids.first().cloned().unwrap_or_default();
             match (binding.as_str(), code.as_str()) {
                 ("ec2::stop", "WaiterTimeout") => stuck.extend(ids.iter().cloned()),
-                ("ec2::wait_status_ok", "WaiterTimeout") => impaired.extend(ids.iter().cloned()),
-                (_, c) if scripted(c) => match operation(binding) {
+                // The instances the wait names as not ok (all of them when it names none).
+                ("ec2::wait_status_ok", "WaiterTimeout") => {
+                    let named: Vec<String> = ids_in(&err.message)
+                        .into_iter()
+                        .filter(|id| ids.contains(id))
+                        .collect();
+                    impaired.extend(if named.is_empty() { ids.clone() } else { named });
+                }
+                (_, c) if scripted(c) => match failed_operation(binding, &err.message) {
                     Some(op) => {
+                        // The sim fails these operations for any caller: no instance to name.
+                        let instance = if per_instance(op) {
+                            instance
+                        } else {
+                            String::new()
+                        };
                         errors.insert((
                             op.to_string(),
                             instance,
@@ -373,6 +1243,12 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
         } else if let Some(op) = operation(binding) {
             // A call that failed earlier and then went through: a sim fault would fail it always.
             recovered.insert((op.to_string(), ids.first().cloned().unwrap_or_default()));
+        }
+        if error.is_none()
+            && *mutating
+            && let Some(t) = trigger(binding, args)
+        {
+            newer.last_write = Some(t);
         }
         if *mutating && error.is_none() {
             calls.push(binding.clone());
@@ -476,6 +1352,7 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
             }
         }
     }
+    newer.instances(&mut seen);
     // The fleet, inline.
     let mut seed = toml::Table::new();
     if let Some(Some(a)) = &account {
@@ -585,6 +1462,21 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
             ),
         );
     }
+    let mut cloud = toml::Table::new();
+    let mut head_notes: Vec<String> = Vec::new();
+    let started = lines
+        .first()
+        .and_then(|l| l["ts"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    newer.write(
+        &mut seed,
+        &mut faults,
+        &mut cloud,
+        &seen,
+        &started,
+        &mut head_notes,
+    );
     if !faults.is_empty() {
         seed.insert("faults".into(), T::Table(faults));
     }
@@ -614,7 +1506,6 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
         "calls".into(),
         T::Array(calls.iter().cloned().map(T::String).collect()),
     );
-    let mut cloud = toml::Table::new();
     let mut put = |key: &str, ids: BTreeSet<String>| {
         if !ids.is_empty() {
             cloud.insert(
@@ -664,10 +1555,23 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
             runbook.sha256.get(..12).unwrap_or(&runbook.sha256)
         )),
     );
-    // The recorded decisions: a confirmation nobody could give stopped the run.
-    let refused = events.iter().any(|e| {
-        matches!(e, Event::Decision { action: crate::data::transcript::Action::Abort, reason, .. }
-            if reason.contains("nobody can give it"))
+    // The recorded decisions: a confirmation nobody could give stopped the run, unless a
+    // resume then gave it (the step's last decision is what the run did).
+    let mut last_decision: BTreeMap<usize, (crate::data::transcript::Action, &str)> =
+        BTreeMap::new();
+    for e in &events {
+        if let Event::Decision {
+            step,
+            action,
+            reason,
+            ..
+        } = e
+        {
+            last_decision.insert(*step, (*action, reason.as_str()));
+        }
+    }
+    let refused = last_decision.values().any(|(action, reason)| {
+        *action == crate::data::transcript::Action::Abort && reason.contains("nobody can give it")
     });
     scenario.insert("yes".into(), T::Boolean(!refused));
     let mut p = toml::Table::new();
@@ -696,6 +1600,9 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
         "# Captured by `runbook drill capture` from {} (run {run_id}).\n# The cloud is seeded with what the run read; secrets stay redaction markers.\n",
         path.display()
     );
+    for n in &head_notes {
+        head.push_str(&format!("# note: {n}\n"));
+    }
     for u in &unscripted {
         head.push_str(&format!(
             "# not scripted (the sim cannot fail only some calls): {u}\n"
@@ -741,4 +1648,93 @@ fn endpoint(url: String, seen: &[(Option<usize>, Value)]) -> T {
         t.insert("slow_latency_ms".into(), T::Integer(first));
     }
     T::Table(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn error(code: &str, message: &str) -> ErrorRecord {
+        ErrorRecord {
+            message: message.into(),
+            code: Some(code.into()),
+            location: None,
+            request_id: None,
+        }
+    }
+
+    #[test]
+    fn an_alarm_reason_gives_its_datapoints_threshold_and_comparison() {
+        let r = "Threshold Crossed: 1 of 5 datapoints [97, 97, 97, 90.999, 82.399] were not greater than the threshold (85).";
+        assert_eq!(reason_points(r), [97.0, 97.0, 97.0, 90.999, 82.399]);
+        assert_eq!(reason_threshold(r), Some((85.0, "GreaterThanThreshold")));
+        let r = "alarm not OK after 5m: low is ALARM: Threshold Crossed: 2 datapoints [3, 4] were less than or equal to the threshold (5).";
+        assert_eq!(
+            reason_threshold(r),
+            Some((5.0, "LessThanOrEqualToThreshold"))
+        );
+    }
+
+    #[test]
+    fn a_shift_rolled_back_scripts_its_pool_as_failing_under_traffic_with_the_original_weights() {
+        let mut n = Newer::default();
+        let listener = "arn:aws:elasticloadbalancing:eu-west-1:1:listener/app/x/1/1";
+        n.see(
+            "elb::shift",
+            &json!({ "listener": listener, "from": "blue", "to": "green" }),
+            &Value::Null,
+            Some(&error(
+                "ShiftRolledBack",
+                "at 10% to green: green: i-0a1 is unhealthy (Target.ResponseCodeMismatch); the listener's weights are back to blue=100, green=0",
+            )),
+        );
+        assert!(n.unhealthy_with_traffic.contains("green"));
+        assert_eq!(
+            n.weights,
+            BTreeMap::from([("blue".into(), 100), ("green".into(), 0)])
+        );
+        assert!(n.groups["green"].targets.contains("i-0a1"));
+        assert_eq!(
+            n.listeners[listener].forward,
+            [("blue".to_string(), 100), ("green".to_string(), 0)]
+        );
+    }
+
+    #[test]
+    fn targets_a_wait_found_unhealthy_are_impaired_in_the_drill() {
+        let mut n = Newer::default();
+        n.see(
+            "elb::wait_healthy",
+            &json!({ "group": "green", "timeout": "1m" }),
+            &Value::Null,
+            Some(&error(
+                "WaiterTimeout",
+                "targets not healthy after 1m: green: i-0a2 is unhealthy (Target.FailedHealthChecks)",
+            )),
+        );
+        assert!(n.impaired.contains("i-0a2"));
+        assert!(n.groups["green"].targets.contains("i-0a2"));
+    }
+
+    #[test]
+    fn a_metric_recovers_on_the_last_cloud_write_before_it_changed() {
+        let mut n = Newer::default();
+        let q = json!({ "namespace": "AWS/EC2", "name": "CPUUtilization", "dimensions": { "InstanceId": "i-1" } });
+        let read = |latest: f64| json!({ "points": [{ "value": 97.0 }, { "value": latest }], "latest": latest });
+        n.see("cloudwatch::metric", &q, &read(97.0), None);
+        n.last_write = trigger(
+            "ssm::run_command",
+            &json!({ "parameters": { "commands": ["systemctl restart app"] } }),
+        );
+        n.see("cloudwatch::metric", &q, &read(12.0), None);
+        let m = &n.metrics[0];
+        assert_eq!((m.first, m.last), (97.0, 12.0));
+        assert_eq!(
+            m.changed_after,
+            Some(Some("systemctl restart app".to_string()))
+        );
+        assert_eq!(trigger("notes::append", &json!({ "text": "x" })), None);
+    }
 }

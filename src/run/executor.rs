@@ -136,6 +136,13 @@ pub trait Driver {
     fn read_line(&mut self, _prompt: &str) -> Option<String> {
         None
     }
+
+    /// A replay's answer to an approval the recorded run asked for and never got: how the step
+    /// ended then (denied, timed out, left waiting), without filing a request nobody would see.
+    /// None (every other driver): the request is filed and waited for.
+    fn unanswered_approval(&mut self, _step: &Step) -> Option<ErrorInfo> {
+        None
+    }
 }
 
 /// `run` without a person at the keyboard: every step runs, and a step that needs confirmation
@@ -1177,7 +1184,11 @@ impl<'a> Executor<'a> {
         ctx: &Dynamic,
     ) -> std::result::Result<Decision, Box<StepEnd>> {
         let wait = decision.wait.unwrap_or(Duration::from_secs(15 * 60));
-        match self.ask_approval(step, ctx, wait) {
+        let outcome = match self.driver.unanswered_approval(step) {
+            Some(recorded) => Err(recorded),
+            None => self.ask_approval(step, ctx, wait),
+        };
+        match outcome {
             Ok(decision) => Ok(decision),
             Err(info) => {
                 let status = if info.code.as_deref() == Some("aborted") {

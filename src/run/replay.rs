@@ -500,21 +500,93 @@ struct Decided {
 }
 
 /// The incident's decisions, by step title: those made before the step first started (run,
-/// skip, abort, an approval) and the choices after a failure or an interrupt.
+/// skip, abort, an approval) and the choices after a failure or an interrupt; and how each step
+/// whose approval never came ended (see [`Driver::unanswered_approval`]).
+///
+/// A resumed run is replayed as the one run it was: the decision that stopped it before a
+/// resume (an abort, a failure nobody chose to retry, an approval that never came) is what the
+/// resume undid, so the step it stopped at runs again, decided as after the resume.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct Decisions {
     before: BTreeMap<String, VecDeque<Decided>>,
     after: BTreeMap<String, VecDeque<Decided>>,
+    unanswered: BTreeMap<String, Ended>,
 }
+
+/// How a step ended: its error's message, code and location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Ended {
+    message: String,
+    code: Option<String>,
+    location: Option<String>,
+}
+
+/// Why a step that is still waiting for its approval when the transcript ends stops in the replay.
+const LEFT_WAITING: &str =
+    "the incident ended while this step waited for its approval: replayed as never approved";
 
 impl Decisions {
     fn new(events: &[Event], titles: &[String]) -> Self {
         let mut d = Decisions::default();
         let mut started = std::collections::BTreeSet::new();
+        // Steps waiting for an approval: Some(how the step ended) once it ended unapproved.
+        let mut waiting: BTreeMap<usize, Option<Ended>> = BTreeMap::new();
+        // How each step last ended before the current segment (resume boundary).
+        let mut ended: BTreeMap<usize, StepStatus> = BTreeMap::new();
         for e in events {
             match e {
                 Event::StepStarted { step, .. } => {
                     started.insert(*step);
+                }
+                Event::StepFinished {
+                    step,
+                    status,
+                    error,
+                    reason,
+                    ..
+                } => {
+                    ended.insert(*step, *status);
+                    if let Some(w) = waiting.get_mut(step)
+                        && w.is_none()
+                    {
+                        *w = Some(match error {
+                            Some(e) => Ended {
+                                message: e.message.clone(),
+                                code: e.code.clone(),
+                                location: e.location.clone(),
+                            },
+                            None => Ended {
+                                message: reason.clone().unwrap_or_default(),
+                                code: Some("aborted".into()),
+                                location: None,
+                            },
+                        });
+                    }
+                }
+                Event::RunResumed { from_step, .. } => {
+                    let Some(title) = titles.get(*from_step) else {
+                        continue;
+                    };
+                    waiting.remove(from_step);
+                    let stopped = ended
+                        .get(from_step)
+                        .is_some_and(|s| !matches!(s, StepStatus::Ok | StepStatus::Skipped));
+                    if !started.contains(from_step) {
+                        // Stopped before it started (refused, aborted, never approved): the
+                        // resume decides it again.
+                        d.before.remove(title);
+                    } else if stopped {
+                        // Ended failed or aborted after it ran: the resume runs it again.
+                        let q = d.after.entry(title.clone()).or_default();
+                        if q.back().is_some_and(|x| x.action == Action::Abort) {
+                            q.pop_back();
+                        }
+                        q.push_back(Decided {
+                            action: Action::Retry,
+                            by: "resume".into(),
+                            reason: String::new(),
+                        });
+                    }
                 }
                 Event::Decision {
                     step,
@@ -532,6 +604,14 @@ impl Decisions {
                         reason: reason.clone(),
                     };
                     if !started.contains(step) {
+                        match action {
+                            Action::Approval => {
+                                waiting.insert(*step, None);
+                            }
+                            _ => {
+                                waiting.remove(step);
+                            }
+                        }
                         d.before
                             .entry(title.clone())
                             .or_default()
@@ -545,13 +625,33 @@ impl Decisions {
                 _ => {}
             }
         }
+        for (step, end) in waiting {
+            if let Some(title) = titles.get(step) {
+                let end = end.unwrap_or_else(|| Ended {
+                    message: LEFT_WAITING.into(),
+                    code: Some("aborted".into()),
+                    location: None,
+                });
+                d.unanswered.insert(title.clone(), end);
+            }
+        }
         d
+    }
+
+    /// The steps the incident's transcript ends in, waiting for their approval.
+    fn left_waiting(&self) -> Vec<String> {
+        self.unanswered
+            .iter()
+            .filter(|(_, e)| e.message == LEFT_WAITING)
+            .map(|(t, _)| t.clone())
+            .collect()
     }
 }
 
 /// Replays the incident's decisions: the same run, skip or abort before each step, the same
-/// choice after each failure. A step that asks for confirmation the incident never gave runs
-/// (recorded as decided by `replay`, and reported).
+/// choice after each failure, the same approvals (one that never came is replayed as never
+/// coming, ending the step as it ended). A step that asks for confirmation the incident never
+/// gave runs (recorded as decided by `replay`, and reported).
 pub(crate) struct ReplayDriver(pub(crate) Decisions);
 
 impl Driver for ReplayDriver {
@@ -572,24 +672,29 @@ impl Driver for ReplayDriver {
                 Action::Inspect | Action::Refused => {}
                 // The approval came (the next decision says who) or it did not.
                 Action::Approval => {
-                    let next = self
-                        .0
-                        .before
-                        .get_mut(&step.title)
-                        .and_then(|q| q.pop_front());
-                    return match next {
-                        Some(n) if n.action == Action::Run => {
-                            Decision::recorded(Action::Run, &n.by, n.reason)
-                        }
-                        _ => Decision::recorded(
-                            Action::Abort,
-                            &d.by,
-                            format!(
-                                "the approval the incident waited for never came: {}",
-                                d.reason
-                            ),
+                    let queue = self.0.before.get_mut(&step.title);
+                    let approved = queue
+                        .as_ref()
+                        .and_then(|q| q.front())
+                        .is_some_and(|n| n.action == Action::Run);
+                    if approved && let Some(n) = queue.and_then(|q| q.pop_front()) {
+                        return Decision::recorded(Action::Run, &n.by, n.reason);
+                    }
+                    if self.0.unanswered.contains_key(&step.title) {
+                        // Asked, and answered by `unanswered_approval` as it was then.
+                        return Decision {
+                            wait: Some(std::time::Duration::ZERO),
+                            ..Decision::recorded(Action::Approval, &d.by, d.reason)
+                        };
+                    }
+                    return Decision::recorded(
+                        Action::Abort,
+                        &d.by,
+                        format!(
+                            "the approval the incident waited for never came: {}",
+                            d.reason
                         ),
-                    };
+                    );
                 }
                 action => return Decision::recorded(action, &d.by, d.reason),
             }
@@ -610,6 +715,18 @@ impl Driver for ReplayDriver {
 
     fn after_interrupt(&mut self, step: &Step) -> AfterFailure {
         self.chosen(step)
+    }
+
+    fn unanswered_approval(&mut self, step: &Step) -> Option<ErrorInfo> {
+        let e = self.0.unanswered.remove(&step.title)?;
+        Some(ErrorInfo {
+            message: e.message,
+            code: e.code,
+            location: e.location,
+            file: None,
+            line: 0,
+            col: 0,
+        })
     }
 }
 
@@ -722,6 +839,8 @@ pub(crate) fn replay(r: Replay) -> Result<Report> {
     }
     given.extend(r.params.iter().cloned());
 
+    let decisions = Decisions::new(&events, &recorded_titles);
+    let waiting = decisions.left_waiting();
     let mut env = Environment::builtin_sim();
     env.name = "replay".into();
     // Nothing may reach a cloud: the sim, and never connected (every call is answered).
@@ -739,7 +858,7 @@ pub(crate) fn replay(r: Replay) -> Result<Report> {
         // The incident's refusals are on the tape; the replay's guardrails would only differ.
         limits: Limits::default(),
         protection: Protection::Configured(false),
-        driving: Driving::Replay(Decisions::new(&events, &recorded_titles)),
+        driving: Driving::Replay(decisions),
         operator: "replay".into(),
         // Its messages carry the run's id and durations (see LIFECYCLE).
         slack_lifecycle: false,
@@ -764,6 +883,7 @@ pub(crate) fn replay(r: Replay) -> Result<Report> {
         default_source,
         &out,
         &ts,
+        &waiting,
     );
     let _ = std::fs::remove_dir_all(&scratch);
     let mut report = result?;
@@ -792,6 +912,7 @@ fn run(
     default_source: bool,
     out: &Path,
     ts: &str,
+    waiting: &[String],
 ) -> Result<Report> {
     let loaded = launch.load()?;
     let rb = &loaded.rb;
@@ -828,6 +949,7 @@ fn run(
         recorded,
         recorded_titles,
         titles: &titles,
+        waiting,
     })
     .map(
         |(divergences, notes, incident_status, incident_ms)| Report {
@@ -863,6 +985,8 @@ struct CompareInput<'a> {
     recorded: &'a crate::data::transcript::RunbookRef,
     recorded_titles: &'a [String],
     titles: &'a [String],
+    /// Steps the incident's transcript ends in, waiting for their approval.
+    waiting: &'a [String],
 }
 
 type Compared = (Vec<Divergence>, Vec<String>, String, u64);
@@ -931,6 +1055,16 @@ fn compare(c: CompareInput) -> Result<Compared> {
         if was.map(|s| s.0) == is.map(|s| s.0) {
             continue;
         }
+        // Still waiting when the incident's transcript ends: the replay stops there, unapproved.
+        if was.is_none()
+            && is.is_some_and(|s| s.0 == StepStatus::Aborted)
+            && c.waiting.contains(title)
+        {
+            notes.push(format!(
+                "step {title:?} was still waiting for its approval when the incident's transcript ends: replayed as never approved"
+            ));
+            continue;
+        }
         step_diverged = true;
         let kind = if when_skipped(was) != when_skipped(is) {
             "branch"
@@ -992,7 +1126,14 @@ fn compare(c: CompareInput) -> Result<Compared> {
     let (incident_status, incident_ms) =
         finished(c.events).unwrap_or_else(|| ("unfinished".into(), 0));
     let replay_status = finished(c.now_events).map(|f| f.0).unwrap_or_default();
-    if !step_diverged && divergences.is_empty() && incident_status != replay_status {
+    // A run that ended waiting for an approval has no end; its replay stops there, aborted.
+    let ended_waiting =
+        incident_status == "unfinished" && replay_status == "aborted" && !c.waiting.is_empty();
+    if !step_diverged
+        && divergences.is_empty()
+        && incident_status != replay_status
+        && !ended_waiting
+    {
         divergences.push(Divergence {
             order: usize::MAX,
             step: None,

@@ -682,6 +682,77 @@ fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
 }
 
+/// The seed's resolution template's root cause and resolution, filled from the run: the
+/// runbook's own resolution message when it posted one; else the alert that started the run and
+/// the writes it made, with the resources each touched.
+fn resolution_of(events: &[Value], runbook: &str) -> (String, String) {
+    const MAX_WRITES: usize = 8;
+    let line_after = |text: &str, key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let mut posted: (Option<String>, Option<String>) = (None, None);
+    let mut writes: Vec<String> = Vec::new();
+    for e in events {
+        if e["type"] != "call" || e["mutating"] != true || e["planned"] == true {
+            continue;
+        }
+        if !e["error"].is_null() {
+            continue;
+        }
+        let binding = e["binding"].as_str().unwrap_or_default();
+        if binding.starts_with("slack::") || binding.starts_with("notify::") {
+            if let Some(text) = e["args"]["text"].as_str()
+                && text.contains("INCIDENT RESOLVED")
+            {
+                posted = (
+                    line_after(text, "Root Cause:"),
+                    line_after(text, "Resolution:"),
+                );
+            }
+            continue;
+        }
+        if binding.starts_with("notes::") {
+            continue;
+        }
+        let resources = resources_named(&e["args"], e.get("result"));
+        let w = if resources.is_empty() {
+            format!("`{binding}`")
+        } else {
+            format!("`{binding}` ({})", resources.join(", "))
+        };
+        if !writes.contains(&w) {
+            writes.push(w);
+        }
+    }
+    let trigger = &events
+        .first()
+        .map(|f| f["trigger"].clone())
+        .unwrap_or_default();
+    let root_cause = posted.0.unwrap_or_else(|| match trigger["alert"].as_str() {
+        Some(alert) => format!(
+            "alert {alert} ({}; to be completed in the post-incident review)",
+            trigger["source"].as_str().unwrap_or("hook")
+        ),
+        None => "(to be completed in the post-incident review)".into(),
+    });
+    let resolution = posted.1.unwrap_or_else(|| {
+        if writes.is_empty() {
+            return format!("{runbook} ran to completion (no change made)");
+        }
+        let more = writes.len().saturating_sub(MAX_WRITES);
+        writes.truncate(MAX_WRITES);
+        let mut text = format!("{runbook} ran to completion: {}", writes.join("; "));
+        if more > 0 {
+            text.push_str(&format!("; and {more} more change(s)"));
+        }
+        text
+    });
+    (root_cause, resolution)
+}
+
 /// An incident timeline in Markdown for the post-incident review, after the seed's
 /// communication templates (initial incident report, resolution notification).
 pub fn render_markdown(events: &[Value], report: &VerifyReport, path: &Path) -> String {
@@ -819,10 +890,10 @@ pub fn render_markdown(events: &[Value], report: &VerifyReport, path: &Path) -> 
     let duration = finished.map(ms).unwrap_or("-".into());
     let _ = writeln!(out, "\n## Notification\n\n```");
     if status == "ok" {
+        let (root_cause, resolution) = resolution_of(events, &rb.id);
         let _ = writeln!(
             out,
-            "✅ INCIDENT RESOLVED\nIncident: #{incident}\nDuration: {duration}\nRoot Cause: (to be completed in the post-incident review)\nResolution: {} ran to completion\nPost-mortem: [Link to document]",
-            rb.id
+            "✅ INCIDENT RESOLVED\nIncident: #{incident}\nDuration: {duration}\nRoot Cause: {root_cause}\nResolution: {resolution}\nPost-mortem: [Link to document]"
         );
     } else {
         let _ = writeln!(
