@@ -740,7 +740,7 @@ fn resolution_of(events: &[Value], runbook: &str) -> (String, String) {
     });
     let resolution = posted.1.unwrap_or_else(|| {
         if writes.is_empty() {
-            return format!("{runbook} ran to completion (no change made)");
+            return format!("{runbook} ran to completion");
         }
         let more = writes.len().saturating_sub(MAX_WRITES);
         writes.truncate(MAX_WRITES);
