@@ -139,6 +139,11 @@ impl RunTable {
             .collect()
     }
 
+    /// Records held: queued and running, finished (at most `history`).
+    pub(crate) fn sizes(&self) -> (usize, usize) {
+        (self.active.len(), self.finished.len())
+    }
+
     pub(crate) fn running(&self) -> usize {
         self.active
             .values()
