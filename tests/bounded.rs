@@ -183,6 +183,7 @@ fn many_alerts_through_serve_leave_every_structure_within_its_bound() {
         "owned_runs",
         "slack_approvals_waiting",
         "uploads_in_flight",
+        "run_records_to_share",
     ] {
         assert_eq!(bounded(&m, gone), 0.0, "{gone}");
     }

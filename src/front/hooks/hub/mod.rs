@@ -287,6 +287,7 @@ impl Hub {
         }
         m.bounded_size("replay_memory", lock(&self.seen).len());
         let (active, finished) = lock(&self.runs).sizes();
+        m.bounded_size("run_records_to_share", lock(&self.runs).to_share());
         m.bounded_size("run_records_active", active);
         m.bounded_size("run_records_finished", finished);
         let (deduped, sent) = lock(&self.escalator.limiter).sizes();
