@@ -344,3 +344,22 @@ fn journal_of(ws: &Workspace) -> std::path::PathBuf {
         })
         .expect("a journal")
 }
+
+#[test]
+fn a_sim_history_too_small_for_a_running_command_or_a_bad_size_is_refused_at_check() {
+    let ws = workspace("sim_history = 10", "");
+    let out = ws.run(&["serve", "--check"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr
+            .contains("server.sim_history must be at least 100"),
+        "{}",
+        out.stderr
+    );
+    let ws = workspace("", "max_size = \"20 parsecs\"");
+    let out = ws.run(&["serve", "--check"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("unknown size unit"), "{}", out.stderr);
+    let ws = workspace("", "max_size = \"20GB\"\njournal_max_size = 1048576");
+    ws.run(&["serve", "--check"]).expect_code(0);
+}

@@ -583,6 +583,20 @@ impl Hooks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_as_bytes_with_decimal_or_binary_units_and_overflow_is_refused() {
+        assert_eq!(parse_size("1048576"), Ok(1_048_576));
+        assert_eq!(parse_size("20GB"), Ok(20_000_000_000));
+        assert_eq!(parse_size("64 MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("500mb"), Ok(500_000_000));
+        assert!(parse_size("GB").is_err());
+        assert!(
+            parse_size("99999999999TB")
+                .unwrap_err()
+                .contains("too large")
+        );
+    }
     use crate::front::hooks::Source;
 
     fn alert(labels: &[(&str, &str)]) -> Alert {
