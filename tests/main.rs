@@ -9,6 +9,7 @@
 mod common;
 
 mod approvals;
+mod bounded;
 mod cli;
 mod cloud_actions;
 mod cloud_moto;

@@ -814,6 +814,11 @@ documented! {
             /// `runbook` and its version.
             #[serde(default)]
             tool: String,
+            /// The journal file this one continues (its name, in the same folder), when the
+            /// server rotated its journal (`[retention] journal_max_size`, or a new UTC day):
+            /// absent in the first journal of a server.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            continues: Option<String>,
         },
         /// The server listens.
         Listening {
@@ -1174,6 +1179,7 @@ mod tests {
                 }],
                 pid: 7,
                 tool: "runbook 0.1.0".into(),
+                continues: None,
             },
             JournalEvent::Listening {
                 addr: "127.0.0.1:1".into(),

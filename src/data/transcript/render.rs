@@ -221,6 +221,7 @@ fn show_journal(events: &[Value]) -> String {
         routes,
         pid,
         tool,
+        ..
     })) = events.first().map(JournalEvent::parse)
     {
         let routes: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();

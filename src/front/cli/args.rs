@@ -377,6 +377,24 @@ pub(crate) enum TranscriptCommand {
     /// Finish the transcript uploads left pending on this host (aws backend): exit 69 while
     /// any remains
     Upload,
+    /// Apply the retention policy ([retention] in hooks.toml) to `serve`'s transcripts folder:
+    /// delete runs (transcript, notes, approvals) and closed hook journals older than keep_days,
+    /// then the oldest while over max_size; never a run still running, and with the aws
+    /// backend never one whose upload is still pending. Prints every file and the exact counts
+    Prune {
+        /// The hooks file whose [server] transcripts and [retention] apply
+        #[arg(long, default_value = crate::front::hooks::config::FILE_NAME, env = "RUNBOOK_HOOKS")]
+        hooks: PathBuf,
+        /// Say what would be deleted; delete nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Instead of [retention] keep_days
+        #[arg(long, value_name = "DAYS")]
+        keep_days: Option<u32>,
+        /// Instead of [retention] max_size (20GB, 500MB, bytes)
+        #[arg(long, value_name = "SIZE", value_parser = crate::front::hooks::config::parse_size)]
+        max_size: Option<u64>,
+    },
     /// Fetch a run's transcript by run id into a new local file, verified (aws backend: from the
     /// bucket, joined up to the last archived step when the run was cut off), to read it or to
     /// take the run over here with `runbook resume FILE`

@@ -61,6 +61,12 @@ pub(super) fn command(g: &Global, cmd: TranscriptCommand) -> Result<()> {
             output,
         ),
         TranscriptCommand::Upload => upload(g),
+        TranscriptCommand::Prune {
+            hooks,
+            dry_run,
+            keep_days,
+            max_size,
+        } => prune(g, &hooks, dry_run, keep_days, max_size),
         TranscriptCommand::Fetch { run_id, to } => {
             let config = Config::load(g.config.as_deref())?;
             let to = to.unwrap_or_else(|| crate::run::executor::default_transcript_path(&run_id));
@@ -466,6 +472,75 @@ fn local_run(path: &Path, host: &str) -> Option<RunEntry> {
         events: 0,
         transcript: path.display().to_string(),
     })
+}
+
+fn prune(
+    g: &Global,
+    hooks: &Path,
+    dry_run: bool,
+    keep_days: Option<u32>,
+    max_size: Option<u64>,
+) -> Result<()> {
+    use crate::front::hooks::retention;
+    let hooks = crate::front::hooks::config::Hooks::load(hooks)?;
+    let config = Config::load(g.config.as_deref())?;
+    let mut settings = hooks.file.retention.clone();
+    if keep_days.is_some() {
+        settings.keep_days = keep_days;
+    }
+    if max_size.is_some() {
+        settings.max_size = max_size;
+    }
+    let policy = retention::Policy::of(&settings);
+    if !policy.is_set() {
+        return Err(Error::Usage(format!(
+            "no retention policy: set keep_days or max_size under [retention] in {}, or give --keep-days / --max-size",
+            hooks.path.display()
+        )));
+    }
+    let spool = (config.state().backend == crate::data::config::StateBackend::Aws)
+        .then(|| config.state().spool.clone());
+    let root = hooks.transcripts();
+    let plan = retention::plan(
+        &root,
+        policy,
+        spool.as_deref(),
+        std::time::SystemTime::now(),
+    );
+    println!("{}:", root.display());
+    for line in retention::describe(&root, &plan, dry_run) {
+        println!("{line}");
+    }
+    if dry_run {
+        return Ok(());
+    }
+    let done = retention::apply(&root, &plan);
+    println!(
+        "deleted {} files ({} bytes); {} files ({} bytes) kept{}",
+        done.deleted.len(),
+        done.deleted_bytes,
+        done.kept_files,
+        done.kept_bytes,
+        if done.became_busy > 0 {
+            format!(
+                "; {} run(s) started being written meanwhile and were kept",
+                done.became_busy
+            )
+        } else {
+            String::new()
+        }
+    );
+    if done.errors.is_empty() {
+        Ok(())
+    } else {
+        for e in &done.errors {
+            eprintln!("error: cannot delete {e}");
+        }
+        Err(Error::Environment(format!(
+            "{} file(s) could not be deleted (see above)",
+            done.errors.len()
+        )))
+    }
 }
 
 fn upload(g: &Global) -> Result<()> {

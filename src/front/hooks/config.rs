@@ -41,6 +41,9 @@ use crate::sandbox::recorder::kill_switch_set;
 
 pub const FILE_NAME: &str = "hooks.toml";
 
+/// The smallest `server.sim_history` accepted.
+pub const MIN_SIM_HISTORY: usize = 100;
+
 /// The longest header or body timeout accepted (also keeps `Instant + timeout` far from overflow).
 const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -70,6 +73,8 @@ pub struct HooksFile {
     pub guardrails: GuardrailSettings,
     #[serde(default)]
     pub escalation: EscalationSettings,
+    #[serde(default)]
+    pub retention: RetentionSettings,
     #[serde(default, rename = "route")]
     pub routes: Vec<Route>,
 }
@@ -93,6 +98,9 @@ pub struct ServerSettings {
     pub drain: Duration,
     /// Finished runs `GET /runs` remembers.
     pub history: usize,
+    /// Entries of a simulated cloud's per-run history (its mutating calls and SSM commands with
+    /// their output) kept: the runs of a server share one simulated cloud for weeks.
+    pub sim_history: usize,
     /// A request's head must arrive within this (also how long an idle connection stays
     /// open): a client that opens a connection and sends nothing, or sends a header a byte at
     /// a time, is cut off instead of holding a slot.
@@ -118,6 +126,7 @@ impl Default for ServerSettings {
             state: None,
             drain: Duration::from_secs(60),
             history: 1000,
+            sim_history: 1000,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             max_connections: 256,
@@ -243,6 +252,90 @@ impl Default for EscalationSettings {
             max_per_hour: 30,
         }
     }
+}
+
+/// What `serve` (every `every`) and `runbook transcript prune` delete under the transcripts
+/// folder, and when the hook journal moves on to a new file. Without `keep_days` and
+/// `max_size`, nothing is ever deleted (the default: the audit trail is shipped first, see
+/// docs/memory.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Runs (transcript, notes, approvals) and closed hook journals last written more than this
+    /// many days ago are deleted.
+    pub keep_days: Option<u32>,
+    /// The transcripts folder is kept under this size ("20GB", "500MB", or bytes): the oldest
+    /// runs and closed journals are deleted first.
+    #[serde(default, deserialize_with = "opt_size")]
+    pub max_size: Option<u64>,
+    /// How often `serve` applies the policy (and measures the folder for `/metrics`).
+    #[serde(deserialize_with = "duration")]
+    pub every: Duration,
+    /// The hook journal moves on to a new file at this size ("64MB"; "0" never).
+    #[serde(deserialize_with = "size")]
+    pub journal_max_size: u64,
+    /// And at the first write of each UTC day.
+    pub journal_daily: bool,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings {
+            keep_days: None,
+            max_size: None,
+            every: Duration::from_secs(600),
+            journal_max_size: 64 * 1024 * 1024,
+            journal_daily: true,
+        }
+    }
+}
+
+/// A size: bytes, or a number with `KB`, `MB`, `GB`, `TB` (powers of 1000) or `KiB`, `MiB`,
+/// `GiB`, `TiB` (powers of 1024). Overflow is refused.
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 20GB, 500MB, 1048576)"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1_000,
+        "mb" | "m" => 1_000_000,
+        "gb" | "g" => 1_000_000_000,
+        "tb" | "t" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown size unit {other:?} (KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+            ));
+        }
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// A size as text or a plain integer.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeText {
+    Bytes(u64),
+    Text(String),
+}
+
+fn size<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    match SizeText::deserialize(d)? {
+        SizeText::Bytes(n) => Ok(n),
+        SizeText::Text(t) => parse_size(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+fn opt_size<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
+    size(d).map(Some)
 }
 
 /// One routing rule: which alerts, which runbook, with what.
@@ -405,6 +498,15 @@ impl Hooks {
         if f.server.max_connections == 0 {
             problems.push("server.max_connections must be at least 1".to_string());
         }
+        // A run polls its SSM command while others send theirs: the bound must leave it there.
+        if f.server.sim_history < MIN_SIM_HISTORY {
+            problems.push(format!(
+                "server.sim_history must be at least {MIN_SIM_HISTORY} (a running run's SSM command must stay readable)"
+            ));
+        }
+        if f.retention.every < Duration::from_secs(1) {
+            problems.push("retention.every must be at least 1s".to_string());
+        }
         for (key, d) in [
             ("header_timeout", f.server.header_timeout),
             ("body_timeout", f.server.body_timeout),
@@ -491,6 +593,20 @@ impl Hooks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_as_bytes_with_decimal_or_binary_units_and_overflow_is_refused() {
+        assert_eq!(parse_size("1048576"), Ok(1_048_576));
+        assert_eq!(parse_size("20GB"), Ok(20_000_000_000));
+        assert_eq!(parse_size("64 MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("500mb"), Ok(500_000_000));
+        assert!(parse_size("GB").is_err());
+        assert!(
+            parse_size("99999999999TB")
+                .unwrap_err()
+                .contains("too large")
+        );
+    }
     use crate::front::hooks::Source;
 
     fn alert(labels: &[(&str, &str)]) -> Alert {

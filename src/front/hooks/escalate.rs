@@ -64,6 +64,11 @@ pub(crate) struct Limiter {
 }
 
 impl Limiter {
+    /// Entries: (alert, reason) pairs remembered for dedupe, escalations sent in the last hour.
+    pub(crate) fn sizes(&self) -> (usize, usize) {
+        (self.last.len(), self.sent.len())
+    }
+
     pub(crate) fn new(window: Duration, max_per_hour: usize) -> Self {
         Limiter {
             window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),

@@ -125,6 +125,18 @@ pub(crate) struct GateState {
     pub breakers: BTreeMap<String, Breaker>,
 }
 
+impl GateState {
+    /// Entries of each map: fingerprints seen, cooldowns, starts of the last hour, breakers.
+    pub(crate) fn sizes(&self) -> [(&'static str, usize); 4] {
+        [
+            ("guard_fingerprints_seen", self.seen.len()),
+            ("guard_cooldowns", self.cooldown_until.len()),
+            ("guard_hourly_starts", self.starts.len()),
+            ("guard_breakers", self.breakers.len()),
+        ]
+    }
+}
+
 /// One admission request: everything the gate needs to know about a routed alert.
 pub(crate) struct Candidate<'a> {
     pub fingerprint: &'a str,

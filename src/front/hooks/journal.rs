@@ -13,6 +13,11 @@
 //! very lines of the file, see `state::records`) before it is acknowledged: a batch the table
 //! refuses is rolled back in the file too and fails like a full disk, so the team's copy never
 //! misses a line the replica answered for.
+//!
+//! Rotation (`[retention]` in hooks.toml): once the file reaches `journal_max_size`, or a new
+//! UTC day begins, the next batch goes to a new file `journal-<ulid>.jsonl` whose first line (the
+//! same `journal_started`) names the file it `continues`; the old file is whole and closed, so
+//! the retention pass can ship and prune it like a finished run's transcript.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -30,7 +35,8 @@ type Ack = oneshot::Sender<std::result::Result<(), String>>;
 
 pub(crate) struct Journal {
     tx: mpsc::Sender<(JournalEvent, Ack)>,
-    path: PathBuf,
+    /// The file written now (rotation changes it).
+    path: Arc<std::sync::Mutex<PathBuf>>,
     /// False from a failed write until the next one succeeds (`/healthz` reports it, and
     /// alerts are answered 503 meanwhile).
     writable: Arc<AtomicBool>,
@@ -44,6 +50,92 @@ struct Appender {
     writer: Option<TranscriptWriter>,
     good_len: u64,
     team: Option<TeamCopy>,
+    rotation: Rotation,
+    /// The UTC day the file was started on.
+    day: chrono::NaiveDate,
+    /// Where the path of the file written now is published (`Journal::path`).
+    shared_path: Arc<std::sync::Mutex<PathBuf>>,
+}
+
+/// When the journal moves on to a new file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rotation {
+    /// At this size (bytes); 0 never.
+    pub max_bytes: u64,
+    /// At the first write of a new UTC day.
+    pub daily: bool,
+}
+
+impl Appender {
+    fn due(&self) -> bool {
+        (self.rotation.max_bytes > 0 && self.good_len >= self.rotation.max_bytes)
+            || (self.rotation.daily && chrono::Utc::now().date_naive() != self.day)
+    }
+
+    /// Starts a new file continuing this one (after a batch was written whole). On failure the
+    /// current file goes on (logged; tried again after the next batch).
+    fn rotate(&mut self, header: &JournalEvent) {
+        let Some(dir) = self.path.parent() else {
+            return;
+        };
+        let next = dir.join(format!(
+            "journal-{}.jsonl",
+            crate::base::identity::new_run_id()
+        ));
+        let mut header = header.clone();
+        if let JournalEvent::JournalStarted { continues, .. } = &mut header {
+            *continues = self
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+        }
+        let created = TranscriptWriter::create(&next, self.redactor.clone())
+            .and_then(|mut w| {
+                w.append(&header, Durability::Synced)?;
+                Ok(w)
+            })
+            .map_err(|e| e.to_string());
+        let writer = match created {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!("hook journal: cannot rotate to {}: {e}", next.display());
+                let _ = std::fs::remove_file(&next);
+                return;
+            }
+        };
+        let len = std::fs::metadata(&next).map(|m| m.len()).unwrap_or(0);
+        let team = match &self.team {
+            Some(old) => {
+                let mut team = TeamCopy {
+                    store: old.store.clone(),
+                    journal: next
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    next: 0,
+                };
+                if let Err(e) = team.store(&next, 0, len) {
+                    tracing::error!("hook journal: cannot rotate (the state table): {e}");
+                    let _ = std::fs::remove_file(&next);
+                    return;
+                }
+                Some(team)
+            }
+            None => None,
+        };
+        tracing::info!(
+            from = %self.path.display(),
+            to = %next.display(),
+            "hook journal rotated"
+        );
+        // The old writer is dropped here: its file is closed and its lock released.
+        self.writer = Some(writer);
+        self.team = team;
+        self.good_len = len;
+        self.day = chrono::Utc::now().date_naive();
+        self.path = next.clone();
+        *self.shared_path.lock().unwrap_or_else(|p| p.into_inner()) = next;
+    }
 }
 
 /// The journal's copy in the state table (aws backend).
@@ -153,7 +245,10 @@ impl Journal {
         secrets: Vec<String>,
         header: JournalEvent,
         team: Option<Arc<crate::services::state::aws::AwsStore>>,
+        rotation: Rotation,
     ) -> Result<Journal> {
+        let shared_path = Arc::new(std::sync::Mutex::new(path.to_path_buf()));
+        let published = shared_path.clone();
         let mut team = team.map(|store| TeamCopy {
             store,
             journal: path
@@ -203,6 +298,9 @@ impl Journal {
                     writer: Some(writer),
                     good_len,
                     team,
+                    rotation,
+                    day: chrono::Utc::now().date_naive(),
+                    shared_path: published,
                 };
                 // Group commit: everything that queued up while the last fsync ran is written
                 // and then synced once, so a burst of alerts costs one fsync, not one each.
@@ -224,6 +322,9 @@ impl Journal {
                     for ack in acks {
                         let _ = ack.send(result.clone());
                     }
+                    if result.is_ok() && appender.due() {
+                        appender.rotate(&header);
+                    }
                 }
             })
             .map_err(|e| {
@@ -237,13 +338,14 @@ impl Journal {
             .map_err(|_| Error::Internal("the journal thread stopped".into()))??;
         Ok(Journal {
             tx,
-            path: path.to_path_buf(),
+            path: shared_path,
             writable,
         })
     }
 
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
+    /// The file written now.
+    pub(crate) fn path(&self) -> PathBuf {
+        self.path.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// False while the last write failed (until one succeeds again).
@@ -271,5 +373,81 @@ impl Journal {
         self.send(event)
             .blocking_recv()
             .unwrap_or_else(|_| Err("the journal is closed".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> JournalEvent {
+        JournalEvent::JournalStarted {
+            config: "hooks.toml".into(),
+            routes: Vec::new(),
+            pid: 1,
+            tool: "runbook test".into(),
+            continues: None,
+        }
+    }
+
+    fn journals(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn the_journal_rotates_once_it_reaches_its_size_and_the_new_file_names_the_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("journal-00000000000000000000000000.jsonl");
+        let max = 1500;
+        let rotation = Rotation {
+            max_bytes: max,
+            daily: false,
+        };
+        let journal = Journal::create(&first, Vec::new(), header(), None, rotation).unwrap();
+        let mut rotated_at = None;
+        for i in 0..40 {
+            journal
+                .record_blocking(JournalEvent::Listening {
+                    addr: format!("127.0.0.1:{i}"),
+                })
+                .unwrap();
+            // Each record is its own batch; rotation follows the batch that reached the size.
+            let len = std::fs::metadata(&first).unwrap().len();
+            if len >= max {
+                rotated_at = Some(len);
+                break;
+            }
+        }
+        let len = rotated_at.expect("the journal never reached its size");
+        // One more record is written after the rotation: into the new file.
+        journal
+            .record_blocking(JournalEvent::Listening {
+                addr: "after".into(),
+            })
+            .unwrap();
+        let files = journals(dir.path());
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert_eq!(
+            std::fs::metadata(&first).unwrap().len(),
+            len,
+            "the old file grew"
+        );
+        let (old, _) = crate::data::transcript::read_verified(&first).unwrap();
+        // It was cut at the first line that reached the size, not later.
+        let last_line = serde_json::to_vec(old.last().unwrap()).unwrap().len() as u64;
+        assert!(len.saturating_sub(last_line) < max, "rotated late: {len}");
+        let (new, _) = crate::data::transcript::read_verified(&files[1]).unwrap();
+        assert_eq!(new[0]["type"], "journal_started");
+        assert_eq!(
+            new[0]["continues"],
+            "journal-00000000000000000000000000.jsonl"
+        );
+        assert_eq!(new[1]["addr"], "after");
+        assert_eq!(journal.path(), files[1]);
     }
 }

@@ -27,6 +27,16 @@ pub(crate) struct Metrics {
     pub breakers_open: Gauge,
     pub run_duration: Histogram,
     pub first_call_latency: Histogram,
+    /// Entries each bounded in-memory structure holds now (docs/memory.md), set when scraped.
+    pub bounded: Family<Labels, Gauge>,
+    /// The process's resident memory and open file descriptors (/proc/self), set when scraped.
+    pub resident_bytes: Gauge,
+    pub open_fds: Gauge,
+    /// Under the transcripts folder, measured by each retention pass.
+    pub transcripts_bytes: Gauge,
+    pub transcripts_files: Gauge,
+    /// Files the retention passes deleted.
+    pub retention_deleted: Counter,
 }
 
 impl Default for Metrics {
@@ -47,6 +57,12 @@ impl Default for Metrics {
             run_duration: Histogram::new(exponential_buckets(0.1, 2.0, 15)),
             // 1 ms .. ~4 s: the receiver's own overhead is what this shows.
             first_call_latency: Histogram::new(exponential_buckets(0.001, 2.0, 13)),
+            bounded: Family::default(),
+            resident_bytes: Gauge::default(),
+            open_fds: Gauge::default(),
+            transcripts_bytes: Gauge::default(),
+            transcripts_files: Gauge::default(),
+            retention_deleted: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -101,6 +117,36 @@ impl Default for Metrics {
             "From the alert's arrival to the run's first API call",
             m.first_call_latency.clone(),
         );
+        registry.register(
+            "bounded_entries",
+            "Entries held now by each bounded in-memory structure (docs/memory.md), by structure",
+            m.bounded.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the serve process (VmRSS of /proc/self/status)",
+            m.resident_bytes.clone(),
+        );
+        registry.register(
+            "process_open_fds",
+            "Open file descriptors of the serve process (/proc/self/fd)",
+            m.open_fds.clone(),
+        );
+        registry.register(
+            "transcripts_bytes",
+            "Bytes kept under the transcripts folder, as of the last retention pass",
+            m.transcripts_bytes.clone(),
+        );
+        registry.register(
+            "transcripts_files",
+            "Files kept under the transcripts folder, as of the last retention pass",
+            m.transcripts_files.clone(),
+        );
+        registry.register(
+            "retention_deleted_files",
+            "Files deleted by the retention policy ([retention] in hooks.toml)",
+            m.retention_deleted.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -111,10 +157,71 @@ impl Metrics {
         family.get_or_create(&labels).inc();
     }
 
+    /// Sets the size of one bounded structure.
+    pub(crate) fn bounded_size(&self, structure: &'static str, entries: usize) {
+        self.bounded
+            .get_or_create(&vec![("structure", structure.to_string())])
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
+
+    /// Reads the process's resident memory and open files (Linux; elsewhere they stay 0).
+    pub(crate) fn sample_process(&self) {
+        if let Some(kb) = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| vm_rss_kb(&s))
+        {
+            self.resident_bytes
+                .set(i64::try_from(kb.saturating_mul(1024)).unwrap_or(i64::MAX));
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            // The listing's own descriptor is among them: one less.
+            let n = dir.count().saturating_sub(1);
+            self.open_fds.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// `VmRSS` (kB) of a `/proc/PID/status` text.
+fn vm_rss_kb(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resident_memory_and_bounded_sizes_are_rendered() {
+        assert_eq!(
+            vm_rss_kb("Name:\trunbook\nVmRSS:\t   34816 kB\n"),
+            Some(34816)
+        );
+        let m = Metrics::default();
+        m.sample_process();
+        m.bounded_size("sim_mutations", 7);
+        let text = m.render();
+        assert!(
+            text.contains("runbook_bounded_entries{structure=\"sim_mutations\"} 7"),
+            "{text}"
+        );
+        let rss: i64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("runbook_process_resident_memory_bytes "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap();
+        assert!(rss > 0, "{text}");
     }
 }

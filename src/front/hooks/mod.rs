@@ -28,6 +28,7 @@ pub(crate) mod hub;
 pub(crate) mod journal;
 pub(crate) mod metrics;
 pub(crate) mod pool;
+pub(crate) mod retention;
 pub(crate) mod server;
 pub mod slack;
 pub mod sns;
@@ -194,6 +195,7 @@ pub fn serve(
     }
     hub.start_workers()?;
     hub.start_takeover()?;
+    hub.start_retention()?;
     rt.block_on(async {
         // A file-size limit (systemd's LimitFSIZE, ulimit -f) reached by the journal must fail
         // that write (rolled back, answered 503, /healthz unhealthy), not kill the receiver

@@ -139,6 +139,16 @@ impl RunTable {
             .collect()
     }
 
+    /// Records held: queued and running, finished (at most `history`).
+    pub(crate) fn sizes(&self) -> (usize, usize) {
+        (self.active.len(), self.finished.len())
+    }
+
+    /// Records waiting to be shared through the state table (aws backend).
+    pub(crate) fn to_share(&self) -> usize {
+        self.sink.as_ref().map_or(0, RecordSink::queued)
+    }
+
     pub(crate) fn running(&self) -> usize {
         self.active
             .values()
@@ -166,16 +176,27 @@ impl RunTable {
 /// lists them: a thread of its own puts them (in order, the newest state of each run per round),
 /// off the admission path. A put the table refuses is logged and makes `/healthz` unhealthy
 /// until one succeeds; the journal, not these records, is the evidence.
+///
+/// The queue is bounded ([`RECORDS_QUEUED`]): while the table does not answer, a record that
+/// finds it full is dropped (logged, `/healthz` unhealthy), so a long outage of the table costs
+/// no more memory than that.
 pub(crate) struct RecordSink {
-    tx: std::sync::mpsc::Sender<serde_json::Value>,
+    tx: std::sync::mpsc::SyncSender<serde_json::Value>,
     healthy: Arc<AtomicBool>,
+    /// Records queued now (`/metrics`).
+    queued: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// The most run records waiting for the table.
+pub(crate) const RECORDS_QUEUED: usize = 10_000;
 
 impl RecordSink {
     pub(crate) fn start(store: Arc<crate::services::state::aws::AwsStore>) -> RecordSink {
-        let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<serde_json::Value>(RECORDS_QUEUED);
         let healthy = Arc::new(AtomicBool::new(true));
         let flag = healthy.clone();
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let taken = queued.clone();
         let replica = format!(
             "{}:{}",
             gethostname::gethostname().to_string_lossy(),
@@ -187,7 +208,15 @@ impl RecordSink {
                 while let Ok(first) = rx.recv() {
                     // Whatever queued up meanwhile, each run's latest state once.
                     let mut latest: Vec<(serde_json::Value, i64)> = Vec::new();
-                    for mut record in std::iter::once(first).chain(rx.try_iter().take(1000)) {
+                    let batch: Vec<serde_json::Value> = std::iter::once(first)
+                        .chain(rx.try_iter().take(1000))
+                        .collect();
+                    let _ = taken.fetch_update(
+                        std::sync::atomic::Ordering::SeqCst,
+                        std::sync::atomic::Ordering::SeqCst,
+                        |n| Some(n.saturating_sub(batch.len())),
+                    );
+                    for mut record in batch {
                         record["replica"] = replica.clone().into();
                         let rank = rank(record["status"].as_str().unwrap_or_default());
                         match latest
@@ -209,15 +238,40 @@ impl RecordSink {
             tracing::error!("cannot start the run-records thread: {e}");
             healthy.store(false, std::sync::atomic::Ordering::SeqCst);
         }
-        RecordSink { tx, healthy }
+        RecordSink {
+            tx,
+            healthy,
+            queued,
+        }
+    }
+
+    /// Records waiting for the table now.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn send(&self, record: &RunRecord) {
         match serde_json::to_value(record) {
             Ok(v) => {
-                if self.tx.send(v).is_err() {
-                    self.healthy
-                        .store(false, std::sync::atomic::Ordering::SeqCst);
+                self.queued
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                match self.tx.try_send(v) {
+                    Ok(()) => {}
+                    Err(e) => {
+                        let _ = self.queued.fetch_update(
+                            std::sync::atomic::Ordering::SeqCst,
+                            std::sync::atomic::Ordering::SeqCst,
+                            |n| Some(n.saturating_sub(1)),
+                        );
+                        if matches!(e, std::sync::mpsc::TrySendError::Full(_)) {
+                            tracing::error!(
+                                run_id = %record.run_id,
+                                "a run record was not shared: {RECORDS_QUEUED} are waiting for the state table already"
+                            );
+                        }
+                        self.healthy
+                            .store(false, std::sync::atomic::Ordering::SeqCst);
+                    }
                 }
             }
             Err(e) => tracing::error!("a run record cannot be serialized: {e}"),

@@ -510,12 +510,16 @@ async fn healthz(State(hub): State<Arc<Hub>>) -> Response {
 }
 
 async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+    // Reads /proc and takes the structures' locks briefly: off the async workers.
+    let text = tokio::task::spawn_blocking(move || hub.render_metrics())
+        .await
+        .unwrap_or_default();
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        hub.metrics.render(),
+        text,
     )
         .into_response()
 }

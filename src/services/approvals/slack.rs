@@ -144,6 +144,12 @@ static INBOX: LazyLock<Mutex<Inbox>> = LazyLock::new(|| Mutex::new(HashMap::new(
 /// The requests runs in this process are waiting on: a click for any other is not taken.
 static WAITING: LazyLock<Mutex<std::collections::HashSet<(String, u32)>>> =
     LazyLock::new(|| Mutex::new(std::collections::HashSet::new()));
+/// Requests runs in this process wait on now (each entry is removed when its run stops
+/// waiting, with its inbox): `/metrics` shows it stays bounded by the runs running.
+pub(crate) fn waiting_count() -> usize {
+    WAITING.lock().map(|w| w.len()).unwrap_or(0)
+}
+
 /// Set by `serve` when it takes Slack clicks: only then can a run on the `local` backend be
 /// answered from Slack (its clicks arrive in this process).
 static SERVED: AtomicBool = AtomicBool::new(false);

@@ -74,6 +74,15 @@ fn active(run_id: &str, on: bool) {
     }
 }
 
+/// Uploads working in this process now (each removed when its run's archiver ends).
+pub(crate) fn active_count() -> usize {
+    ACTIVE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map_or(0, HashSet::len)
+}
+
 fn is_active(run_id: &str) -> bool {
     ACTIVE
         .lock()

@@ -72,6 +72,9 @@ pub(crate) struct Hub {
     escalations: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Slack approval clicks: the signing secret and `[slack_users]`.
     pub(crate) slack: super::slack::Interactions,
+    /// The aws backend's pending-upload folder: the retention pass never deletes a transcript
+    /// whose upload is still pending there.
+    spool: Option<PathBuf>,
 }
 
 impl Hub {
@@ -89,6 +92,8 @@ impl Hub {
             if env.backend == Backend::Sim && !sims.contains_key(&env.name) {
                 let sim = SimCloud::for_environment(env)
                     .map_err(|e| crate::services::cloud::setup_error(env, e))?;
+                // Shared by every run for the life of the server: its per-run history is a ring.
+                sim.keep_history(hooks.file.server.sim_history);
                 sims.insert(env.name.clone(), sim);
             }
         }
@@ -166,8 +171,13 @@ impl Hub {
                     .collect(),
                 pid: std::process::id(),
                 tool: format!("runbook {}", env!("CARGO_PKG_VERSION")),
+                continues: None,
             },
             shared.clone(),
+            super::journal::Rotation {
+                max_bytes: hooks.file.retention.journal_max_size,
+                daily: hooks.file.retention.journal_daily,
+            },
         )?;
         let (tx, rx) = mpsc::sync_channel(hooks.file.server.queue);
         let metrics = Metrics::default();
@@ -202,6 +212,8 @@ impl Hub {
             rt,
             escalations: Mutex::new(Vec::new()),
             slack,
+            spool: (config.state().backend == crate::data::config::StateBackend::Aws)
+                .then(|| config.state().spool.clone()),
         }))
     }
 
@@ -274,6 +286,106 @@ impl Hub {
             "journal": self.journal_path(),
             "run_records_shared": records_shared,
         })
+    }
+}
+
+impl Hub {
+    /// Sets the gauges a scrape reads: the process's memory and open files, and the size of
+    /// every bounded structure (docs/memory.md), then renders `/metrics`.
+    pub(crate) fn render_metrics(&self) -> String {
+        let m = &self.metrics;
+        m.sample_process();
+        for (name, n) in lock(&self.gate).state.sizes() {
+            m.bounded_size(name, n);
+        }
+        m.bounded_size("replay_memory", lock(&self.seen).len());
+        let (active, finished) = lock(&self.runs).sizes();
+        m.bounded_size("run_records_to_share", lock(&self.runs).to_share());
+        m.bounded_size("run_records_active", active);
+        m.bounded_size("run_records_finished", finished);
+        let (deduped, sent) = lock(&self.escalator.limiter).sizes();
+        m.bounded_size("escalation_dedupe", deduped);
+        m.bounded_size("escalations_last_hour", sent);
+        m.bounded_size("escalations_in_flight", lock(&self.escalations).len());
+        m.bounded_size("owned_runs", lock(&self.owned).len());
+        let mut sim = crate::services::cloud::sim::HistorySizes::default();
+        for s in self.sims.values() {
+            let h = s.history_sizes();
+            sim.mutations = sim.mutations.saturating_add(h.mutations);
+            sim.commands = sim.commands.saturating_add(h.commands);
+            sim.invocations = sim.invocations.saturating_add(h.invocations);
+        }
+        m.bounded_size("sim_mutations", sim.mutations);
+        m.bounded_size("sim_commands", sim.commands);
+        m.bounded_size("sim_command_invocations", sim.invocations);
+        m.bounded_size(
+            "slack_approvals_waiting",
+            crate::services::approvals::slack::waiting_count(),
+        );
+        m.bounded_size(
+            "uploads_in_flight",
+            crate::services::state::upload::active_count(),
+        );
+        m.render()
+    }
+
+    /// One retention pass over the transcripts folder (`[retention]`): deletes what the policy
+    /// says (never a run still running or not uploaded yet), measures what is kept for
+    /// `/metrics`. Blocking file work: call it off the async workers.
+    pub(crate) fn retention_pass(&self) {
+        let root = self.hooks.transcripts();
+        let policy = super::retention::Policy::of(&self.hooks.file.retention);
+        if policy.is_set() {
+            let plan = super::retention::plan(
+                &root,
+                policy,
+                self.spool.as_deref(),
+                std::time::SystemTime::now(),
+            );
+            if !plan.delete.is_empty() {
+                let done = super::retention::apply(&root, &plan);
+                self.metrics
+                    .retention_deleted
+                    .inc_by(done.deleted.len() as u64);
+                tracing::info!(
+                    deleted_files = done.deleted.len(),
+                    deleted_bytes = done.deleted_bytes,
+                    kept_bytes = done.kept_bytes,
+                    "retention pass"
+                );
+                for e in &done.errors {
+                    tracing::error!("retention: cannot delete {e}");
+                }
+            }
+        }
+        let (files, bytes) = super::retention::usage(&root);
+        self.metrics
+            .transcripts_files
+            .set(i64::try_from(files).unwrap_or(i64::MAX));
+        self.metrics
+            .transcripts_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Runs [`Hub::retention_pass`] now and every `retention.every`, on a thread of its own.
+    pub(crate) fn start_retention(self: &Arc<Self>) -> Result<()> {
+        if !super::retention::Policy::of(&self.hooks.file.retention).is_set() {
+            tracing::warn!(
+                "no [retention] keep_days or max_size in hooks.toml: transcripts and journals are never deleted"
+            );
+        }
+        let hub = self.clone();
+        let every = self.hooks.file.retention.every;
+        std::thread::Builder::new()
+            .name("retention".into())
+            .spawn(move || {
+                loop {
+                    hub.retention_pass();
+                    std::thread::sleep(every);
+                }
+            })
+            .map_err(|e| Error::Internal(format!("cannot start the retention thread: {e}")))?;
+        Ok(())
     }
 }
 

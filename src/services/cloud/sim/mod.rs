@@ -116,6 +116,44 @@ struct State {
     /// are its `volumes`.
     #[serde(default)]
     volumes: Vec<super::Volume>,
+    /// SSM commands ever sent: a command's id counts on from it, so ids stay unique when the
+    /// oldest commands are dropped from `commands`.
+    #[serde(default)]
+    commands_sent: u64,
+    /// Entries dropped from the front of `mutations` and `commands` by the history bound.
+    #[serde(default)]
+    history_dropped: u64,
+    /// The most entries `mutations` and `commands` keep (`serve`'s `server.sim_history`): a
+    /// server's runs share one simulated cloud for weeks, and these lists are per-run history,
+    /// not state the next run needs. None (drills, plans, the CLI) keeps everything a run did.
+    #[serde(skip)]
+    keep: Option<usize>,
+}
+
+impl State {
+    /// Drops the oldest history entries beyond `keep`.
+    fn trim_history(&mut self) {
+        let Some(keep) = self.keep else { return };
+        for excess in [
+            self.mutations.len().saturating_sub(keep),
+            self.commands.len().saturating_sub(keep),
+        ] {
+            self.history_dropped = self.history_dropped.saturating_add(excess as u64);
+        }
+        let m = self.mutations.len().saturating_sub(keep);
+        self.mutations.drain(..m);
+        let c = self.commands.len().saturating_sub(keep);
+        self.commands.drain(..c);
+    }
+}
+
+/// The sizes of the simulated cloud's per-run history (`/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct HistorySizes {
+    pub mutations: usize,
+    pub commands: usize,
+    /// Command invocations kept (each holds its output).
+    pub invocations: usize,
 }
 
 pub struct SimCloud {
@@ -242,6 +280,9 @@ impl SimCloud {
                 refreshes: Vec::new(),
                 local_uses: Vec::new(),
                 volumes: Vec::new(),
+                commands_sent: 0,
+                history_dropped: 0,
+                keep: None,
             })),
             fleet: Arc::new(fleet),
             request_ids: Mutex::new(Vec::new()),
@@ -275,7 +316,29 @@ impl SimCloud {
     fn mutated(&self, s: &mut State, what: String) {
         self.trigger_metrics(s, &what);
         s.mutations.push(what);
+        s.trim_history();
         self.persist(s);
+    }
+
+    /// Keeps at most `keep` entries of the per-run history (the mutations and SSM commands,
+    /// oldest dropped first) on every handle of this cloud: `serve` shares one for weeks.
+    pub(crate) fn keep_history(&self, keep: usize) {
+        if let Ok(mut s) = self.state.lock() {
+            s.keep = Some(keep);
+            s.trim_history();
+        }
+    }
+
+    /// How much per-run history the simulated cloud holds now.
+    pub(crate) fn history_sizes(&self) -> HistorySizes {
+        match self.state.lock() {
+            Ok(s) => HistorySizes {
+                mutations: s.mutations.len(),
+                commands: s.commands.len(),
+                invocations: s.commands.iter().map(|c| c.invocations.len()).sum(),
+            },
+            Err(_) => HistorySizes::default(),
+        }
     }
 
     /// Writes the state atomically (temp file + rename), so a crash leaves the old or the new.
@@ -425,6 +488,47 @@ mod tests {
             .build()
             .unwrap()
             .block_on(f)
+    }
+
+    #[test]
+    fn a_bounded_sim_keeps_only_the_newest_history_and_command_ids_stay_unique() {
+        let sim = SimCloud::from_toml(DEFAULT_FLEET).unwrap();
+        let shared = sim.share();
+        let keep = 5;
+        sim.keep_history(keep);
+        let instance = sim.fleet().instances[0].id.clone();
+        let req = crate::services::cloud::CommandRequest {
+            instances: vec![instance.clone()],
+            document: "AWS-RunShellScript".into(),
+            parameters: [("commands".to_string(), vec!["uptime".to_string()])].into(),
+            max_concurrency: "1".into(),
+            max_errors: "0".into(),
+            timeout_seconds: 60,
+            comment: String::new(),
+        };
+        let mut ids = std::collections::BTreeSet::new();
+        // N + k commands, half through a second handle: the bound is the cloud's, not a handle's.
+        for n in 0..keep + 7 {
+            let on = if n % 2 == 0 { &sim } else { &shared };
+            ids.insert(block(on.send_command(&req)).unwrap());
+            let sizes = sim.history_sizes();
+            assert!(
+                sizes.mutations <= keep && sizes.commands <= keep,
+                "{sizes:?}"
+            );
+        }
+        assert_eq!(ids.len(), keep + 7, "a command id was given twice");
+        let sizes = sim.history_sizes();
+        assert_eq!((sizes.mutations, sizes.commands), (keep, keep));
+        // The newest command is still there to be polled.
+        let newest = ids.iter().max_by_key(|id| id[..8].to_string()).unwrap();
+        assert!(block(sim.command_invocation(newest, &instance)).is_ok());
+        // Without a bound (drills, the CLI), everything a run did is kept.
+        let unbounded = SimCloud::from_toml(DEFAULT_FLEET).unwrap();
+        for _ in 0..keep + 7 {
+            block(unbounded.send_command(&req)).unwrap();
+        }
+        assert_eq!(unbounded.history_sizes().commands, keep + 7);
     }
 
     #[test]

@@ -92,11 +92,13 @@ impl SimCloud {
                 self.run_patch_baseline(&mut s, req, inv, &at);
             }
         }
-        let id = format!(
-            "{:08x}-0000-4000-8000-{:012x}",
-            s.commands.len() + 1,
-            s.calls
-        );
+        // Counted, not the list's length: the oldest commands may have been dropped (and a
+        // state saved before the counter existed has only its length).
+        s.commands_sent = s
+            .commands_sent
+            .max(s.commands.len() as u64)
+            .saturating_add(1);
+        let id = format!("{:08x}-0000-4000-8000-{:012x}", s.commands_sent, s.calls);
         s.commands.push(Command {
             id: id.clone(),
             document: req.document.clone(),
