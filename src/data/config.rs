@@ -303,6 +303,28 @@ impl Environment {
     }
 }
 
+/// The project's folder, as a path relative to the current one: the nearest folder holding a
+/// `runbook.toml`, walking up (`..`, `../..`), or the current folder (an empty path, so
+/// `project_root().join("transcripts")` is `transcripts` there). The defaults that name folders
+/// of the project (`runbooks/`, `transcripts/`) start from it, so a command run from a subfolder
+/// finds the same runbooks and writes its audit trail to the same place as from the root.
+pub(crate) fn project_root() -> PathBuf {
+    let Ok(cwd) = std::env::current_dir() else {
+        return PathBuf::new();
+    };
+    cwd.ancestors()
+        .position(|a| a.join(FILE_NAME).is_file())
+        .map(|up| (0..up).map(|_| "..").collect())
+        .unwrap_or_default()
+}
+
+/// The transcripts folder: `RUNBOOK_TRANSCRIPTS`, else `transcripts/` in the project's folder.
+pub(crate) fn transcripts_dir() -> PathBuf {
+    std::env::var_os("RUNBOOK_TRANSCRIPTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root().join("transcripts"))
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     path: Option<PathBuf>,

@@ -71,15 +71,21 @@ pub(crate) enum Command {
     /// every call answered from the transcript, nothing sent; exit 0 when it does what the
     /// incident did, 1 when it diverges (listed step by step), 2 when the transcript cannot be replayed
     Replay(ReplayArgs),
-    /// List the runbooks in the runbook folders
+    /// List the runbooks in the runbook folders (with the alerts each answers)
     List {
         #[arg(long, value_enum, default_value_t = Output::Human)]
         output: Output,
+        /// Only the runbooks that answer this alert (exit 1 when none does)
+        #[arg(long, value_name = "NAME")]
+        alert: Option<String>,
     },
     /// Print a runbook's metadata and steps as Markdown
     Show {
         /// A runbook file, or ID[@VERSION]
         target: String,
+        /// `json`: the metadata, parameters and steps as one JSON document (docs/json.md)
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
     },
     /// Verify, show or render a run transcript
     #[command(subcommand)]
@@ -176,7 +182,7 @@ pub(crate) enum DocsTopic {
     Transcript,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Output {
     Human,
     Json,
@@ -233,6 +239,9 @@ pub(crate) struct PlanArgs {
     pub(crate) env: Option<String>,
     #[command(flatten)]
     pub(crate) launch: LaunchArgs,
+    /// `json`: one JSON document on stdout (docs/json.md), progress on stderr
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    pub(crate) output: Output,
 }
 
 #[derive(Debug, Args)]
@@ -261,6 +270,9 @@ pub(crate) struct ResumeArgs {
     pub(crate) drive: DriveArgs,
     #[command(flatten)]
     pub(crate) launch: LaunchArgs,
+    /// `json`: one JSON document on stdout (docs/json.md), progress on stderr
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    pub(crate) output: Output,
 }
 
 #[derive(Debug, Args)]
@@ -287,6 +299,9 @@ pub(crate) struct DrillArgs {
     /// Scenarios run at once
     #[arg(long, default_value_t = 2)]
     pub(crate) jobs: usize,
+    /// `json`: one JSON document on stdout (docs/json.md), progress on stderr
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    pub(crate) output: Output,
 }
 
 #[derive(Debug, Subcommand)]
@@ -334,10 +349,17 @@ pub(crate) enum TranscriptCommand {
         /// backend; journals, plans and drills are never archived and only their chain is checked)
         #[arg(long)]
         chain_only: bool,
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
     },
     /// A readable timeline of the run: a file, s3://BUCKET/KEY, or a run id (found in the
     /// state table with the aws backend, under the transcripts folder with local)
-    Show { run: String },
+    Show {
+        run: String,
+        /// `json`: the run's summary and every event as one JSON document (docs/json.md)
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
     /// An incident timeline for the post-incident review
     Render {
         file: PathBuf,

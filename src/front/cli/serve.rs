@@ -17,7 +17,7 @@ pub(super) fn serve(
     if check {
         let hooks = crate::front::hooks::config::Hooks::load(hooks)?;
         for line in crate::front::hooks::hub::check(&hooks, &g.dirs, &config)? {
-            println!("{line}");
+            super::out(&format!("{line}\n"));
         }
         return Ok(());
     }
@@ -62,14 +62,14 @@ pub(super) fn hook(
     if reset_breakers {
         let config = Config::load(g.config.as_deref())?;
         let closed = crate::front::hooks::reset_breakers(hooks, config.state(), scope)?;
-        println!(
-            "closed: {}",
+        super::out(&format!(
+            "closed: {}\n",
             if closed.is_empty() {
                 "none (no breaker was open)".to_string()
             } else {
                 closed.join(", ")
             }
-        );
+        ));
         return Ok(());
     }
     let Some(source) = source else {

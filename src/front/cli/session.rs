@@ -34,15 +34,15 @@ pub(super) fn approve(
         }
     };
     let (r, who) = crate::services::approvals::answer(run_id, at, request, !deny)?;
-    print!("{}", r.describe());
-    println!(
-        "{} request {} of run {} as {}: {}",
+    super::out(&r.describe());
+    super::out(&format!(
+        "{} request {} of run {} as {}: {}\n",
         if deny { "denied" } else { "approved" },
         r.number,
         r.run_id,
         who.display(),
         r.question
-    );
+    ));
     Ok(())
 }
 
