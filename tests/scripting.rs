@@ -584,3 +584,101 @@ fn a_run_from_a_subfolder_uses_the_projects_runbooks_config_and_transcripts() {
     let doc: Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(doc["runbooks"][0]["id"], "t");
 }
+
+const FIND: &str = r#"runbook(#{ id: "hello", version: "1.0.0", title: "Hello", severity: "P3" });
+containment("Count", |ctx| { ctx.n = ec2::find(#{ tags: #{ Name: "api-blue-1" } }).len(); });
+"#;
+
+#[test]
+fn profile_and_region_follow_the_aws_clis_precedence_and_the_run_says_where_it_acted() {
+    use common::moto::{Moto, with_credentials};
+    let moto = Moto::start();
+    let ws = Workspace::new();
+    ws.write(
+        "runbook.toml",
+        &format!(
+            "[environments.pinned]\nbackend = \"aws\"\nregion = \"us-east-1\"\nendpoint = \"{0}\"\naccount_id = \"123456789012\"\nmax_attempts = 1\n\n\
+             [environments.open]\nbackend = \"aws\"\nendpoint = \"{0}\"\nmax_attempts = 1\n\n\
+             [environments.lab]\nbackend = \"sim\"\n",
+            moto.endpoint()
+        ),
+    );
+    ws.write(
+        "aws-config",
+        "[default]\nregion = sa-east-1\n\n[profile oncall]\nregion = ca-central-1\n",
+    );
+    ws.write("runbooks/hello.rhai", FIND);
+    let config = ws.path().join("aws-config");
+    // Where a run acted, from its document and from its transcript, which must agree.
+    let acted = |env: &str, vars: &[(&str, &str)], flags: &[&str]| -> String {
+        let mut cmd = with_credentials(ws.cmd())
+            .env("AWS_CONFIG_FILE", config.to_str().unwrap())
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
+        for (k, v) in vars {
+            cmd = cmd.env(k, v);
+        }
+        let mut args = vec!["run", "hello", "--env", env, "--output", "json"];
+        args.extend(flags);
+        let r = cmd.args(&args).output();
+        r.expect_code(0);
+        let doc: Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(doc["account"], "123456789012", "{doc}");
+        assert_eq!(doc["endpoint"], moto.endpoint().as_str());
+        let region = doc["region"].as_str().unwrap().to_string();
+        let banner = format!(
+            "env {env}: aws account 123456789012, region {region}, endpoint {}",
+            moto.endpoint()
+        );
+        assert!(r.stderr.contains(&banner), "{banner}\n{}", r.stderr);
+        let ev = events(&ws.path().join(doc["transcript"].as_str().unwrap()));
+        assert_eq!(ev[0]["region"], region.as_str());
+        assert_eq!(ev[0]["account"], "123456789012");
+        region
+    };
+    // runbook.toml over the shared config; the environment variable over runbook.toml; the flag
+    // over both.
+    assert_eq!(acted("pinned", &[], &[]), "us-east-1");
+    assert_eq!(
+        acted("pinned", &[("AWS_REGION", "eu-west-1")], &[]),
+        "eu-west-1"
+    );
+    assert_eq!(
+        acted(
+            "pinned",
+            &[("AWS_REGION", "eu-west-1")],
+            &["--region", "ap-south-1"]
+        ),
+        "ap-south-1"
+    );
+    // Nothing in runbook.toml: the shared config's default profile, or the profile named by
+    // AWS_PROFILE or --profile (the flag over the variable).
+    assert_eq!(acted("open", &[], &[]), "sa-east-1");
+    assert_eq!(
+        acted("open", &[("AWS_PROFILE", "oncall")], &[]),
+        "ca-central-1"
+    );
+    assert_eq!(
+        acted(
+            "open",
+            &[("AWS_PROFILE", "nonesuch")],
+            &["--profile", "oncall"]
+        ),
+        "ca-central-1"
+    );
+
+    // The simulator has no profile or region to set, and `list` talks to no AWS.
+    let sim = ws.run(&["run", "hello", "--env", "lab", "--region", "eu-west-1"]);
+    sim.expect_code(2);
+    assert!(
+        sim.stderr.contains("lab is the simulator"),
+        "{}",
+        sim.stderr
+    );
+    let list = ws.run(&["list", "--region", "eu-west-1"]);
+    list.expect_code(2);
+    assert!(
+        list.stderr.contains("does not talk to AWS"),
+        "{}",
+        list.stderr
+    );
+}

@@ -330,6 +330,20 @@ pub struct Config {
     path: Option<PathBuf>,
     file: ConfigFile,
     state: StateConfig,
+    aws_flags: AwsFlags,
+}
+
+/// `--profile` and `--region` from the command line: they win over everything else.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AwsFlags {
+    pub profile: Option<String>,
+    pub region: Option<String>,
+}
+
+impl AwsFlags {
+    fn is_empty(&self) -> bool {
+        self.profile.is_none() && self.region.is_none()
+    }
 }
 
 impl Config {
@@ -354,12 +368,26 @@ impl Config {
             std::fs::read_to_string(&path).map_err(|e| Error::io("cannot read", &path, e))?;
         let file: ConfigFile =
             toml::from_str(&text).map_err(|e| Error::config(&path, e.to_string()))?;
-        let state = resolve_state(&path, &text, file.state.as_ref())?;
+        let mut state = resolve_state(&path, &text, file.state.as_ref())?;
+        if state.backend == StateBackend::Aws {
+            state.aws.resolve(&AwsFlags::default());
+        }
         Ok(Config {
             path: Some(path),
             file,
             state,
+            aws_flags: AwsFlags::default(),
         })
+    }
+
+    /// The configuration with `--profile`/`--region` over every AWS setting it resolves: every
+    /// aws environment `select` returns, and the `[state]` table and bucket.
+    pub fn with_aws_flags(mut self, flags: AwsFlags) -> Self {
+        if self.state.backend == StateBackend::Aws {
+            self.state.aws.resolve(&flags);
+        }
+        self.aws_flags = flags;
+        self
     }
 
     /// The resolved `[state]` section (`local` without one).
@@ -449,17 +477,27 @@ impl Config {
             },
             None => None,
         };
+        let mut aws = AwsSettings {
+            region: env.region.clone(),
+            profile: env.profile.clone(),
+            endpoint: env.endpoint.clone(),
+            max_attempts: env.max_attempts,
+        };
+        match env.backend {
+            Backend::Aws => aws.resolve(&self.aws_flags),
+            Backend::Sim if self.aws_flags.is_empty() => {}
+            Backend::Sim => {
+                return Err(Error::Usage(format!(
+                    "--profile and --region apply to an aws environment; {name} is the simulator (its region is its fleet's)"
+                )));
+            }
+        }
         Ok(Environment {
             approvers,
             approver_groups: self.file.approvers.clone(),
             name: name.clone(),
             backend: env.backend,
-            aws: AwsSettings {
-                region: env.region.clone(),
-                profile: env.profile.clone(),
-                endpoint: env.endpoint.clone(),
-                max_attempts: env.max_attempts,
-            },
+            aws,
             account_id: env.account_id.clone(),
             protected: env.protected,
             fleet,
@@ -500,6 +538,28 @@ pub struct AwsSettings {
     pub profile: Option<String>,
     pub endpoint: Option<String>,
     pub max_attempts: Option<u32>,
+}
+
+impl AwsSettings {
+    /// The AWS CLI's precedence for the profile and the region: the command line's flag, then
+    /// the environment (`AWS_PROFILE`; `AWS_REGION`, `AWS_DEFAULT_REGION`), then runbook.toml;
+    /// what is still unset comes from the shared config files (`~/.aws/config`, the profile's
+    /// `region`) when the SDK loads. The endpoint keeps runbook.toml's word over
+    /// `AWS_ENDPOINT_URL` (a configured emulator must not be left by accident).
+    fn resolve(&mut self, flags: &AwsFlags) {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        self.region = flags
+            .region
+            .clone()
+            .or_else(|| var("AWS_REGION"))
+            .or_else(|| var("AWS_DEFAULT_REGION"))
+            .or_else(|| self.region.take());
+        self.profile = flags
+            .profile
+            .clone()
+            .or_else(|| var("AWS_PROFILE"))
+            .or_else(|| self.profile.take());
+    }
 }
 
 const DEFAULT_SLACK_API: &str = "https://slack.com/api";

@@ -29,6 +29,16 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "RUNBOOK_CONFIG")]
     pub(crate) config: Option<PathBuf>,
 
+    /// The AWS profile, over AWS_PROFILE and runbook.toml (the AWS CLI's precedence; commands that
+    /// talk to AWS only)
+    #[arg(long, global = true, value_name = "NAME")]
+    pub(crate) profile: Option<String>,
+
+    /// The AWS region, over AWS_REGION and runbook.toml (the AWS CLI's precedence; commands that
+    /// talk to AWS only)
+    #[arg(long, global = true, value_name = "REGION")]
+    pub(crate) region: Option<String>,
+
     /// Diagnostic log format on stderr (json: one object per line, for log aggregation)
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RUNBOOK_LOG_FORMAT")]
     pub(crate) log_format: LogFormat,

@@ -26,6 +26,7 @@ use clap::{CommandFactory, Parser};
 
 use crate::base::console::Console;
 use crate::base::error::{Error, Result, ScriptDiagnostic, exit};
+use crate::data::config::{AwsFlags, Config};
 use crate::runbook::catalog;
 use crate::sandbox::engine::Host;
 use crate::sandbox::recorder::Mode;
@@ -154,13 +155,47 @@ pub(crate) struct Global {
     /// `--config`: the environments file.
     pub(crate) config: Option<PathBuf>,
     pub(crate) quiet: bool,
+    /// `--profile`, `--region`.
+    pub(crate) aws: AwsFlags,
+}
+
+impl Global {
+    /// runbook.toml (`--config`, or the first one walking up), with `--profile`/`--region`.
+    pub(crate) fn load_config(&self) -> Result<Config> {
+        Ok(Config::load(self.config.as_deref())?.with_aws_flags(self.aws.clone()))
+    }
+}
+
+/// Commands that never talk to AWS refuse `--profile`/`--region` rather than ignore them.
+fn refuse_aws_flags(cli: &Cli) -> Result<()> {
+    let name = match &cli.command {
+        Command::Check { .. } => "check",
+        Command::List { .. } => "list",
+        Command::Show { .. } => "show",
+        Command::Drill(_) => "drill",
+        Command::Replay(_) => "replay",
+        Command::Docs { .. } => "docs",
+        Command::Completions { .. } => "completions",
+        _ => return Ok(()),
+    };
+    if cli.profile.is_some() || cli.region.is_some() {
+        return Err(Error::Usage(format!(
+            "`runbook {name}` does not talk to AWS: --profile and --region do not apply"
+        )));
+    }
+    Ok(())
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
+    refuse_aws_flags(&cli)?;
     let g = Global {
         dirs: catalog::search_dirs(&cli.runbooks),
         config: cli.config,
         quiet: cli.quiet,
+        aws: AwsFlags {
+            profile: cli.profile,
+            region: cli.region,
+        },
     };
     match cli.command {
         Command::Run(args) => run::run(&g, args),
@@ -184,7 +219,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Transcript(cmd) => transcript::command(&g, cmd),
         Command::State(cmd) => {
             use crate::services::state::ops;
-            let config = crate::data::config::Config::load(g.config.as_deref())?;
+            let config = g.load_config()?;
             out(&format!(
                 "{}\n",
                 match cmd {

@@ -10,7 +10,6 @@ use super::Global;
 use super::args::{DriveArgs, LaunchArgs, Output, PlanArgs, ResumeArgs, RunArgs};
 use crate::base::console::Console;
 use crate::base::error::{Error, Result};
-use crate::data::config::Config;
 use crate::data::transcript;
 use crate::run::executor;
 use crate::run::launch::{Driving, Launch, Launched, Protection, Resuming, Source, TargetLock};
@@ -126,7 +125,7 @@ fn launch_from(
     run_id: String,
     resume: Option<Resuming>,
 ) -> Result<Launch> {
-    let config = Config::load(g.config.as_deref())?;
+    let config = g.load_config()?;
     let env = config.select(args.env.as_deref())?;
     let transcript = args
         .transcript
@@ -281,6 +280,7 @@ mod tests {
             dirs: vec![dir.join("runbooks")],
             config: Some(dir.join("runbook.toml")),
             quiet: true,
+            aws: crate::data::config::AwsFlags::default(),
         };
         let run_id = "run-1".to_string();
         let launch = match cli.command {

@@ -13,7 +13,7 @@ pub(super) fn serve(
     addr_file: Option<&Path>,
     check: bool,
 ) -> Result<()> {
-    let config = Config::load(g.config.as_deref())?;
+    let config = g.load_config()?;
     if check {
         let hooks = crate::front::hooks::config::Hooks::load(hooks)?;
         for line in crate::front::hooks::hub::check(&hooks, &g.dirs, &config)? {
@@ -60,7 +60,7 @@ pub(super) fn hook(
     scope: Option<&str>,
 ) -> Result<()> {
     if reset_breakers {
-        let config = Config::load(g.config.as_deref())?;
+        let config = g.load_config()?;
         let closed = crate::front::hooks::reset_breakers(hooks, config.state(), scope)?;
         super::out(&format!(
             "closed: {}\n",
@@ -78,6 +78,6 @@ pub(super) fn hook(
     let mut payload = Vec::new();
     std::io::Read::read_to_end(&mut std::io::stdin(), &mut payload)
         .map_err(|e| Error::io("cannot read", Path::new("<stdin>"), e))?;
-    let config = Config::load(g.config.as_deref())?;
+    let config = g.load_config()?;
     crate::front::hooks::one_shot(hooks, g.dirs, config, source, &payload)
 }

@@ -12,7 +12,6 @@ use serde_json::Value;
 use super::Global;
 use super::args::{Output, RenderFormat, TranscriptCommand};
 use crate::base::error::{Error, Result};
-use crate::data::config::Config;
 use crate::data::transcript;
 use crate::services::state::Store;
 use crate::services::state::archive::{RunEntry, check_reaches_head, checked_run_id, short};
@@ -80,7 +79,7 @@ pub(super) fn command(g: &Global, cmd: TranscriptCommand) -> Result<()> {
         ),
         TranscriptCommand::Upload => upload(g),
         TranscriptCommand::Fetch { run_id, to } => {
-            let config = Config::load(g.config.as_deref())?;
+            let config = g.load_config()?;
             let to = to.unwrap_or_else(|| crate::run::executor::default_transcript_path(&run_id));
             let got = Store::open(config.state())?.fetch_transcript(&run_id, &to)?;
             super::out(&format!(
@@ -103,7 +102,7 @@ pub(super) fn command(g: &Global, cmd: TranscriptCommand) -> Result<()> {
 
 /// The aws store of the configuration, or None with `local`.
 fn aws_store(g: &Global) -> Result<Option<Arc<AwsStore>>> {
-    let config = Config::load(g.config.as_deref())?;
+    let config = g.load_config()?;
     Ok(Store::open(config.state())?.aws())
 }
 
