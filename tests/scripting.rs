@@ -682,3 +682,86 @@ fn profile_and_region_follow_the_aws_clis_precedence_and_the_run_says_where_it_a
         list.stderr
     );
 }
+
+/// What the shell's completion gets for `words` (the last one being completed), through bash's
+/// own registration script and completion function, run by bash in the workspace.
+fn bash_completes(ws: &Workspace, words: &[&str]) -> Vec<String> {
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+    let script = format!(
+        "eval \"$(RUNBOOK_COMPLETE=bash \"$0\")\"\n\
+         COMP_WORDS=(runbook {words}); COMP_CWORD={index}; COMP_TYPE=9\n\
+         _clap_complete_runbook runbook {last} runbook\n\
+         printf '%s\\n' \"${{COMPREPLY[@]}}\"\n",
+        words = quoted.join(" "),
+        index = words.len(),
+        last = quoted.last().map_or("''", |w| w.as_str()),
+    );
+    let mut bash = Command::new("bash");
+    bash.current_dir(ws.path())
+        .args(["-c", &script, env!("CARGO_BIN_EXE_runbook")]);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RUNBOOK_") {
+            bash.env_remove(&k);
+        }
+    }
+    let out = bash.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn completion_offers_runbook_ids_versions_environments_and_parameter_names() {
+    let ws = Workspace::new();
+    ws.write(
+        "runbooks/restart-api.rhai",
+        r#"runbook(#{ id: "restart-api", version: "1.2.0", title: "Restart the API", severity: "P3",
+    params: #{ instance_id: #{ type: "string", description: "the instance" }, incident: #{} } });
+containment("Note", |ctx| { log("x"); });
+"#,
+    );
+    ws.write(
+        "runbook.toml",
+        "[environments.staging]\nbackend = \"sim\"\n",
+    );
+    let targets = bash_completes(&ws, &["run", "re"]);
+    assert!(targets.contains(&"restart-api".to_string()), "{targets:?}");
+    assert!(
+        targets.contains(&"restart-api@1.2.0".to_string()),
+        "{targets:?}"
+    );
+    let params = bash_completes(&ws, &["plan", "restart-api", "--param", ""]);
+    assert!(params.contains(&"instance_id=".to_string()), "{params:?}");
+    assert!(params.contains(&"incident=".to_string()), "{params:?}");
+    let envs = bash_completes(&ws, &["run", "restart-api", "--env", "st"]);
+    assert_eq!(envs, ["staging"]);
+
+    // zsh and fish register the same completer; fish's answer carries the runbook's title.
+    for shell in ["zsh", "fish"] {
+        let script = ws.cmd().env("RUNBOOK_COMPLETE", shell).output();
+        script.expect_code(0);
+        assert!(
+            script.stdout.contains("RUNBOOK_COMPLETE"),
+            "{shell}: {}",
+            script.stdout
+        );
+    }
+    let fish = ws
+        .cmd()
+        .env("RUNBOOK_COMPLETE", "fish")
+        .args(&["--", "runbook", "show", ""])
+        .output();
+    fish.expect_code(0);
+    assert!(
+        fish.stdout
+            .lines()
+            .any(|l| l == "restart-api\tRestart the API"),
+        "{}",
+        fish.stdout
+    );
+}

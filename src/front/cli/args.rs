@@ -5,6 +5,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::engine::ArgValueCandidates;
+
+use super::complete;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -92,6 +95,7 @@ pub(crate) enum Command {
     /// Print a runbook's metadata and steps as Markdown
     Show {
         /// A runbook file, or ID[@VERSION]
+        #[arg(add = ArgValueCandidates::new(complete::targets))]
         target: String,
         /// `json`: the metadata, parameters and steps as one JSON document (docs/json.md)
         #[arg(long, value_enum, default_value_t = Output::Human)]
@@ -127,7 +131,7 @@ pub(crate) enum Command {
     /// Every binding at a prompt, recorded in a session transcript
     Repl {
         /// The environment (from runbook.toml; default: its `default`, else `sim`)
-        #[arg(long = "env", env = "RUNBOOK_ENV")]
+        #[arg(long = "env", env = "RUNBOOK_ENV", add = ArgValueCandidates::new(complete::environments))]
         env: Option<String>,
         /// Where to write the session transcript
         #[arg(long)]
@@ -203,7 +207,8 @@ pub(crate) enum Output {
 #[derive(Debug, Args)]
 pub(crate) struct LaunchArgs {
     /// A parameter, as NAME=VALUE (repeatable)
-    #[arg(short = 'p', long = "param", value_parser = parse_param)]
+    #[arg(short = 'p', long = "param", value_parser = parse_param,
+          add = ArgValueCandidates::new(complete::params))]
     pub(crate) params: Vec<(String, String)>,
     /// Confirm mutating calls in a protected environment by naming it (e.g. --confirm-env prod)
     #[arg(long, value_name = "ENV")]
@@ -240,12 +245,13 @@ pub(crate) struct DriveArgs {
 #[derive(Debug, Args)]
 pub(crate) struct PlanArgs {
     /// A runbook file, or ID[@VERSION] (the version pin refuses any other version)
+    #[arg(add = ArgValueCandidates::new(complete::targets))]
     pub(crate) target: String,
     /// Where to write the transcript (default: transcripts/YYYY-MM-DD/<run-id>.jsonl)
     #[arg(long)]
     pub(crate) transcript: Option<PathBuf>,
     /// The environment to run against, from runbook.toml (default: its `default`, else `sim`)
-    #[arg(long = "env", env = "RUNBOOK_ENV")]
+    #[arg(long = "env", env = "RUNBOOK_ENV", add = ArgValueCandidates::new(complete::environments))]
     pub(crate) env: Option<String>,
     #[command(flatten)]
     pub(crate) launch: LaunchArgs,

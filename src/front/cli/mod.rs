@@ -8,6 +8,7 @@
 
 mod args;
 mod check;
+mod complete;
 mod drill;
 mod json;
 mod run;
@@ -34,6 +35,11 @@ use args::{Cli, Command, DocsTopic, LogFormat, Output, TranscriptCommand};
 
 /// Entry point used by `main.rs`.
 pub fn main() -> ExitCode {
+    // A shell asking for completions (`RUNBOOK_COMPLETE=bash runbook -- runbook run <Tab>`)
+    // is answered here and the process ends; otherwise this returns at once.
+    clap_complete::CompleteEnv::with_factory(Cli::command)
+        .var(complete::VAR)
+        .complete();
     let cli = Cli::parse();
     let json_command = json_command(&cli.command);
     // A server's decisions are its log; a one-shot command stays quiet unless asked.
