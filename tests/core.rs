@@ -569,7 +569,10 @@ fn the_repository_runbooks_check_clean_and_render() {
 
     let json = ws.run(&["check", &runbooks, "--output", "json"]);
     json.expect_code(0);
-    let rows: Vec<Value> = serde_json::from_str(&json.stdout).unwrap();
+    let doc: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(doc["schema"], 1);
+    assert_eq!(doc["status"], "ok");
+    let rows = doc["files"].as_array().unwrap();
     assert!(!rows.is_empty());
     assert!(rows.iter().all(|r| r["ok"] == true));
 

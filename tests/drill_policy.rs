@@ -48,10 +48,10 @@ fn policy(ws: &Workspace, alerts: &str, now: &str) -> common::Run {
 }
 
 fn violations(run: &common::Run) -> Vec<(String, String)> {
-    // `check --output json` prints the runbook list first, then the policy object.
-    let start = run.stdout.rfind("{\n  \"date\"").expect("policy JSON");
-    let v: Value = serde_json::from_str(&run.stdout[start..]).unwrap();
-    v["violations"]
+    // `check --policy --output json` prints one document: the files, then the policy.
+    let doc: Value = serde_json::from_str(&run.stdout).expect("one JSON document");
+    assert_eq!(doc["schema"], 1);
+    doc["policy"]["violations"]
         .as_array()
         .unwrap()
         .iter()

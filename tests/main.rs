@@ -26,6 +26,7 @@ mod local_commands;
 mod notify_health;
 mod replay;
 mod resume;
+mod scripting;
 mod state;
 mod transcript_format;
 mod transcripts_s3;

@@ -211,7 +211,8 @@ fn a_run_is_archived_as_it_goes_with_object_lock_and_its_s3_copy_verifies_agains
         "only parts while it runs: {keys:?}"
     );
     let listed = runbook(&other, &["transcript", "list", "--output", "json"]);
-    let runs: Value = serde_json::from_str(&listed.stdout).unwrap();
+    let doc: Value = serde_json::from_str(&listed.stdout).unwrap();
+    let runs = &doc["runs"];
     assert_eq!(runs[0]["status"], "running", "{}", listed.stdout);
 
     // Held at the last step's approval (asked of anyone: no `others`), answered once its
@@ -487,8 +488,8 @@ fn transcript_list_and_show_find_a_run_by_id_from_the_state_table() {
     );
     assert!(!none.stdout.contains(&run_id), "{}", none.stdout);
     let json = runbook(&other, &["transcript", "list", "--output", "json"]);
-    let runs: Value = serde_json::from_str(&json.stdout).unwrap();
-    let run = &runs[0];
+    let doc: Value = serde_json::from_str(&json.stdout).unwrap();
+    let run = &doc["runs"][0];
     assert_eq!(run["run_id"], run_id.as_str());
     assert_eq!(run["status"], "ok");
     assert_eq!(run["targets"][0], INSTANCE);
@@ -572,8 +573,8 @@ fn a_run_cut_off_by_a_crash_is_fetched_by_id_on_another_host_and_taken_over_ther
         pending.stdout
     );
     let listed = runbook(&ws, &["transcript", "list", "--output", "json"]);
-    let runs: Value = serde_json::from_str(&listed.stdout).unwrap();
-    assert_eq!(runs[0]["status"], "interrupted", "{}", listed.stdout);
+    let doc: Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(doc["runs"][0]["status"], "interrupted", "{}", listed.stdout);
 
     // Another host fetches it by id and resumes it: the run finishes there, archived whole.
     let other = colleague(&moto);
@@ -663,7 +664,8 @@ fn a_run_refused_before_its_transcript_exists_archives_nothing_not_even_the_file
     assert_eq!(everything, Some(0));
     assert!(walk(&ws.path().join(".runbook/uploads")).is_empty());
     let listed = runbook(&ws, &["transcript", "list", "--output", "json"]);
-    assert_eq!(listed.stdout.trim(), "[]", "{}", listed.stderr);
+    let doc: Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(doc["runs"], serde_json::json!([]), "{}", listed.stderr);
 }
 
 #[test]

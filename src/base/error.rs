@@ -229,6 +229,10 @@ pub enum Error {
     #[error("{count} policy violation(s)")]
     PolicyViolations { count: usize },
 
+    /// A search that found nothing (`list --alert` naming an alert no runbook answers).
+    #[error("{0}")]
+    NoMatch(String),
+
     /// Drills that did not pass.
     #[error("{count} drill(s) failed")]
     DrillsFailed { count: usize },
@@ -280,6 +284,7 @@ impl Error {
             Error::Io { .. }
             | Error::TranscriptBroken { .. }
             | Error::PolicyViolations { .. }
+            | Error::NoMatch(_)
             | Error::DrillsFailed { .. }
             | Error::ReplayDiverged { .. }
             | Error::HookRunsFailed { .. } => exit::FAILED,
@@ -373,6 +378,7 @@ mod tests {
                 exit::FAILED,
             ),
             (Error::PolicyViolations { count: 1 }, exit::FAILED),
+            (Error::NoMatch("x".into()), exit::FAILED),
             (Error::DrillsFailed { count: 1 }, exit::FAILED),
             (Error::ReplayDiverged { count: 1 }, exit::FAILED),
             (

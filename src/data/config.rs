@@ -337,11 +337,47 @@ fn check_approvers(groups: &BTreeMap<String, Vec<String>>) -> std::result::Resul
     Ok(())
 }
 
+/// The project's folder, as a path relative to the current one: the nearest folder holding a
+/// `runbook.toml`, walking up (`..`, `../..`), or the current folder (an empty path, so
+/// `project_root().join("transcripts")` is `transcripts` there). The defaults that name folders
+/// of the project (`runbooks/`, `transcripts/`) start from it, so a command run from a subfolder
+/// finds the same runbooks and writes its audit trail to the same place as from the root.
+pub(crate) fn project_root() -> PathBuf {
+    let Ok(cwd) = std::env::current_dir() else {
+        return PathBuf::new();
+    };
+    cwd.ancestors()
+        .position(|a| a.join(FILE_NAME).is_file())
+        .map(|up| (0..up).map(|_| "..").collect())
+        .unwrap_or_default()
+}
+
+/// The transcripts folder: `RUNBOOK_TRANSCRIPTS`, else `transcripts/` in the project's folder.
+pub(crate) fn transcripts_dir() -> PathBuf {
+    std::env::var_os("RUNBOOK_TRANSCRIPTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root().join("transcripts"))
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     path: Option<PathBuf>,
     file: ConfigFile,
     state: StateConfig,
+    aws_flags: AwsFlags,
+}
+
+/// `--profile` and `--region` from the command line: they win over everything else.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AwsFlags {
+    pub profile: Option<String>,
+    pub region: Option<String>,
+}
+
+impl AwsFlags {
+    fn is_empty(&self) -> bool {
+        self.profile.is_none() && self.region.is_none()
+    }
 }
 
 impl Config {
@@ -367,12 +403,26 @@ impl Config {
         let file: ConfigFile =
             toml::from_str(&text).map_err(|e| Error::config(&path, e.to_string()))?;
         check_approvers(&file.approvers).map_err(|e| Error::config(&path, e))?;
-        let state = resolve_state(&path, &text, file.state.as_ref())?;
+        let mut state = resolve_state(&path, &text, file.state.as_ref())?;
+        if state.backend == StateBackend::Aws {
+            state.aws.resolve(&AwsFlags::default());
+        }
         Ok(Config {
             path: Some(path),
             file,
             state,
+            aws_flags: AwsFlags::default(),
         })
+    }
+
+    /// The configuration with `--profile`/`--region` over every AWS setting it resolves: every
+    /// aws environment `select` returns, and the `[state]` table and bucket.
+    pub fn with_aws_flags(mut self, flags: AwsFlags) -> Self {
+        if self.state.backend == StateBackend::Aws {
+            self.state.aws.resolve(&flags);
+        }
+        self.aws_flags = flags;
+        self
     }
 
     /// The resolved `[state]` section (`local` without one).
@@ -462,17 +512,27 @@ impl Config {
             },
             None => None,
         };
+        let mut aws = AwsSettings {
+            region: env.region.clone(),
+            profile: env.profile.clone(),
+            endpoint: env.endpoint.clone(),
+            max_attempts: env.max_attempts,
+        };
+        match env.backend {
+            Backend::Aws => aws.resolve(&self.aws_flags),
+            Backend::Sim if self.aws_flags.is_empty() => {}
+            Backend::Sim => {
+                return Err(Error::Usage(format!(
+                    "--profile and --region apply to an aws environment; {name} is the simulator (its region is its fleet's)"
+                )));
+            }
+        }
         Ok(Environment {
             approvers,
             approver_groups: self.file.approvers.clone(),
             name: name.clone(),
             backend: env.backend,
-            aws: AwsSettings {
-                region: env.region.clone(),
-                profile: env.profile.clone(),
-                endpoint: env.endpoint.clone(),
-                max_attempts: env.max_attempts,
-            },
+            aws,
             account_id: env.account_id.clone(),
             protected: env.protected,
             fleet,
@@ -513,6 +573,28 @@ pub struct AwsSettings {
     pub profile: Option<String>,
     pub endpoint: Option<String>,
     pub max_attempts: Option<u32>,
+}
+
+impl AwsSettings {
+    /// The AWS CLI's precedence for the profile and the region: the command line's flag, then
+    /// the environment (`AWS_PROFILE`; `AWS_REGION`, `AWS_DEFAULT_REGION`), then runbook.toml;
+    /// what is still unset comes from the shared config files (`~/.aws/config`, the profile's
+    /// `region`) when the SDK loads. The endpoint keeps runbook.toml's word over
+    /// `AWS_ENDPOINT_URL` (a configured emulator must not be left by accident).
+    fn resolve(&mut self, flags: &AwsFlags) {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        self.region = flags
+            .region
+            .clone()
+            .or_else(|| var("AWS_REGION"))
+            .or_else(|| var("AWS_DEFAULT_REGION"))
+            .or_else(|| self.region.take());
+        self.profile = flags
+            .profile
+            .clone()
+            .or_else(|| var("AWS_PROFILE"))
+            .or_else(|| self.profile.take());
+    }
 }
 
 const DEFAULT_SLACK_API: &str = "https://slack.com/api";

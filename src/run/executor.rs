@@ -1580,11 +1580,10 @@ impl<'a> Executor<'a> {
 }
 
 /// Where a run's transcript goes by default: `<dir>/YYYY-MM-DD/<run-id>.jsonl`, with `<dir>` from
-/// `RUNBOOK_TRANSCRIPTS` or `transcripts/` under the current folder.
+/// `RUNBOOK_TRANSCRIPTS` or `transcripts/` in the project's folder (`config::project_root`).
 pub fn default_transcript_path(run_id: &str) -> PathBuf {
-    let dir = std::env::var_os("RUNBOOK_TRANSCRIPTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("transcripts"));
+    // The project's folder, also from a subfolder: audit files never scatter.
+    let dir = crate::data::config::transcripts_dir();
     dir.join(chrono::Utc::now().format("%Y-%m-%d").to_string())
         .join(format!("{run_id}.jsonl"))
 }

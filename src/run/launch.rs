@@ -547,17 +547,15 @@ fn acts_on(host: &Host, account: Option<&str>) -> String {
     )
 }
 
-/// runbook.toml's `region`/`endpoint` win over `AWS_REGION`/`AWS_ENDPOINT_URL`: when both are
-/// set and differ, say which one the run uses (a person who exported a variable expects it to count).
+/// runbook.toml's `endpoint` wins over `AWS_ENDPOINT_URL`: when both are set and differ, say
+/// which one the run uses (a person who exported a variable expects it to count). The region is
+/// not here: `AWS_REGION` wins over runbook.toml, as in the AWS CLI (`config::AwsSettings`).
 fn overridden_variables(host: &Host) -> Vec<String> {
     let env = host.cloud.environment();
     if env.backend != Backend::Aws {
         return Vec::new();
     }
-    let pairs = [
-        ("endpoint", &env.aws.endpoint, "AWS_ENDPOINT_URL"),
-        ("region", &env.aws.region, "AWS_REGION"),
-    ];
+    let pairs = [("endpoint", &env.aws.endpoint, "AWS_ENDPOINT_URL")];
     pairs
         .into_iter()
         .filter_map(|(what, configured, var)| {

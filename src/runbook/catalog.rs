@@ -46,10 +46,11 @@ pub fn load_at(
     Ok(rb)
 }
 
-/// The folders to search: `--runbooks`/`RUNBOOK_PATH` when given, else `./runbooks`.
+/// The folders to search: `--runbooks`/`RUNBOOK_PATH` when given, else `runbooks/` in the
+/// project's folder (the nearest one up holding runbook.toml, else this one).
 pub fn search_dirs(given: &[PathBuf]) -> Vec<PathBuf> {
     if given.is_empty() {
-        vec![PathBuf::from("runbooks")]
+        vec![crate::data::config::project_root().join("runbooks")]
     } else {
         given.to_vec()
     }

@@ -266,7 +266,7 @@ pub fn kill_parameter_state(host: &Host, name: &str) -> Option<String> {
 }
 
 /// How a not-yet-created instance is named in the blast-radius count.
-const NEW_INSTANCE: &str = "new instance ";
+pub(crate) const NEW_INSTANCE: &str = "new instance ";
 
 /// The resources a write changes, counted by the blast-radius cap: the ids it *targets* (its
 /// `id`, `ids` and `instances` arguments, tag targets already resolved to `instances`; the

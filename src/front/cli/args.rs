@@ -5,6 +5,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::engine::ArgValueCandidates;
+
+use super::complete;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,6 +31,16 @@ pub(crate) struct Cli {
     /// The environments file (default: the first runbook.toml walking up from here)
     #[arg(long, global = true, env = "RUNBOOK_CONFIG")]
     pub(crate) config: Option<PathBuf>,
+
+    /// The AWS profile, over AWS_PROFILE and runbook.toml (the AWS CLI's precedence; commands that
+    /// talk to AWS only)
+    #[arg(long, global = true, value_name = "NAME")]
+    pub(crate) profile: Option<String>,
+
+    /// The AWS region, over AWS_REGION and runbook.toml (the AWS CLI's precedence; commands that
+    /// talk to AWS only)
+    #[arg(long, global = true, value_name = "REGION")]
+    pub(crate) region: Option<String>,
 
     /// Diagnostic log format on stderr (json: one object per line, for log aggregation)
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RUNBOOK_LOG_FORMAT")]
@@ -71,15 +84,22 @@ pub(crate) enum Command {
     /// every call answered from the transcript, nothing sent; exit 0 when it does what the
     /// incident did, 1 when it diverges (listed step by step), 2 when the transcript cannot be replayed
     Replay(ReplayArgs),
-    /// List the runbooks in the runbook folders
+    /// List the runbooks in the runbook folders (with the alerts each answers)
     List {
         #[arg(long, value_enum, default_value_t = Output::Human)]
         output: Output,
+        /// Only the runbooks that answer this alert (exit 1 when none does)
+        #[arg(long, value_name = "NAME")]
+        alert: Option<String>,
     },
     /// Print a runbook's metadata and steps as Markdown
     Show {
         /// A runbook file, or ID[@VERSION]
+        #[arg(add = ArgValueCandidates::new(complete::targets))]
         target: String,
+        /// `json`: the metadata, parameters and steps as one JSON document (docs/json.md)
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
     },
     /// Verify, show or render a run transcript
     #[command(subcommand)]
@@ -111,7 +131,7 @@ pub(crate) enum Command {
     /// Every binding at a prompt, recorded in a session transcript
     Repl {
         /// The environment (from runbook.toml; default: its `default`, else `sim`)
-        #[arg(long = "env", env = "RUNBOOK_ENV")]
+        #[arg(long = "env", env = "RUNBOOK_ENV", add = ArgValueCandidates::new(complete::environments))]
         env: Option<String>,
         /// Where to write the session transcript
         #[arg(long)]
@@ -188,7 +208,7 @@ pub(crate) enum DocsTopic {
     Transcript,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Output {
     Human,
     Json,
@@ -199,7 +219,8 @@ pub(crate) enum Output {
 #[derive(Debug, Args)]
 pub(crate) struct LaunchArgs {
     /// A parameter, as NAME=VALUE (repeatable)
-    #[arg(short = 'p', long = "param", value_parser = parse_param)]
+    #[arg(short = 'p', long = "param", value_parser = parse_param,
+          add = ArgValueCandidates::new(complete::params))]
     pub(crate) params: Vec<(String, String)>,
     /// Confirm mutating calls in a protected environment by naming it (e.g. --confirm-env prod)
     #[arg(long, value_name = "ENV")]
@@ -236,15 +257,19 @@ pub(crate) struct DriveArgs {
 #[derive(Debug, Args)]
 pub(crate) struct PlanArgs {
     /// A runbook file, or ID[@VERSION] (the version pin refuses any other version)
+    #[arg(add = ArgValueCandidates::new(complete::targets))]
     pub(crate) target: String,
     /// Where to write the transcript (default: transcripts/YYYY-MM-DD/<run-id>.jsonl)
     #[arg(long)]
     pub(crate) transcript: Option<PathBuf>,
     /// The environment to run against, from runbook.toml (default: its `default`, else `sim`)
-    #[arg(long = "env", env = "RUNBOOK_ENV")]
+    #[arg(long = "env", env = "RUNBOOK_ENV", add = ArgValueCandidates::new(complete::environments))]
     pub(crate) env: Option<String>,
     #[command(flatten)]
     pub(crate) launch: LaunchArgs,
+    /// `json`: one JSON document on stdout (docs/json.md), progress on stderr
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    pub(crate) output: Output,
 }
 
 #[derive(Debug, Args)]
@@ -273,6 +298,9 @@ pub(crate) struct ResumeArgs {
     pub(crate) drive: DriveArgs,
     #[command(flatten)]
     pub(crate) launch: LaunchArgs,
+    /// `json`: one JSON document on stdout (docs/json.md), progress on stderr
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    pub(crate) output: Output,
 }
 
 #[derive(Debug, Args)]
@@ -299,6 +327,9 @@ pub(crate) struct DrillArgs {
     /// Scenarios run at once
     #[arg(long, default_value_t = 2)]
     pub(crate) jobs: usize,
+    /// `json`: one JSON document on stdout (docs/json.md), progress on stderr
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    pub(crate) output: Output,
 }
 
 #[derive(Debug, Subcommand)]
@@ -346,10 +377,17 @@ pub(crate) enum TranscriptCommand {
         /// backend; journals, plans and drills are never archived and only their chain is checked)
         #[arg(long)]
         chain_only: bool,
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
     },
     /// A readable timeline of the run: a file, s3://BUCKET/KEY, or a run id (found in the
     /// state table with the aws backend, under the transcripts folder with local)
-    Show { run: String },
+    Show {
+        run: String,
+        /// `json`: the run's summary and every event as one JSON document (docs/json.md)
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
     /// An incident timeline for the post-incident review
     Render {
         file: PathBuf,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use super::args::Output;
-use super::{color, render_all, silent_host};
+use super::{color, err, out, render_all, silent_host};
 use crate::base::error::{Error, Result, ScriptDiagnostic};
 use crate::runbook::Runbook;
 use crate::runbook::catalog;
@@ -18,7 +18,39 @@ struct Checked {
     result: Result<Runbook>,
 }
 
-pub(super) fn check(dirs: &[PathBuf], paths: &[PathBuf], output: Output) -> Result<()> {
+/// `check` (and with `--policy`, the mandate): with `--output json` one document holding both.
+pub(super) fn command(
+    dirs: &[PathBuf],
+    paths: &[PathBuf],
+    output: Output,
+    policy_args: Option<(&Path, &Path, Option<chrono::NaiveDate>)>,
+) -> Result<()> {
+    let (files, bad) = check(dirs, paths, output)?;
+    let mut doc = json!({ "status": "ok", "files": files, "policy": null });
+    let mut result = Ok(());
+    if bad > 0 {
+        doc["status"] = json!("invalid");
+        result = Err(Error::Invalid { count: bad });
+    } else if let Some((alerts, results, now)) = policy_args {
+        let (policy_doc, count) = policy(dirs, alerts, results, now, output)?;
+        doc["policy"] = policy_doc;
+        if count > 0 {
+            doc["status"] = json!("policy_violations");
+            result = Err(Error::PolicyViolations { count });
+        }
+    }
+    match output {
+        Output::Json => super::json::finish("check", doc, result),
+        Output::Human => result,
+    }
+}
+
+/// Checks every file, printing the human report; the JSON rows and how many files are invalid.
+fn check(
+    dirs: &[PathBuf],
+    paths: &[PathBuf],
+    output: Output,
+) -> Result<(Vec<serde_json::Value>, usize)> {
     let roots: Vec<PathBuf> = if paths.is_empty() {
         dirs.to_vec()
     } else {
@@ -124,9 +156,9 @@ pub(super) fn check(dirs: &[PathBuf], paths: &[PathBuf], output: Output) -> Resu
                     ),
                     _ => format!("INVALID {}", c.file.display()),
                 };
-                println!("{head}");
+                out(&format!("{head}\n"));
                 if !text.is_empty() {
-                    eprint!("{text}");
+                    err(&text);
                 }
             }
             Output::Json => {
@@ -145,26 +177,17 @@ pub(super) fn check(dirs: &[PathBuf], paths: &[PathBuf], output: Output) -> Resu
             }
         }
     }
-    if let Output::Json = output {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json_rows).unwrap_or_default()
-        );
-    }
-    if bad > 0 {
-        Err(Error::Invalid { count: bad })
-    } else {
-        Ok(())
-    }
+    Ok((json_rows, bad))
 }
 
-pub(super) fn policy(
+/// The mandate's check, printing the human report; its JSON and how many violations it found.
+fn policy(
     dirs: &[PathBuf],
     alerts: &Path,
     results: &Path,
     now: Option<chrono::NaiveDate>,
     output: Output,
-) -> Result<()> {
+) -> Result<(serde_json::Value, usize)> {
     let catalogue = crate::front::policy::load_catalogue(alerts)?;
     let runbooks: Vec<Runbook> = catalog::runbook_files(dirs)
         .iter()
@@ -173,38 +196,34 @@ pub(super) fn policy(
     let records = crate::front::drill::read_records(results);
     let today = now.unwrap_or_else(|| chrono::Utc::now().date_naive());
     let violations = crate::front::policy::check(&runbooks, &catalogue, &records, today);
-    match output {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &json!({ "date": today.to_string(), "violations": violations })
-            )
-            .unwrap_or_default()
-        ),
-        Output::Human => {
-            if violations.is_empty() {
-                println!(
-                    "policy ok: {} alert(s), {} runbook(s), {} drill record(s), as of {today}",
-                    catalogue.alerts.len(),
-                    runbooks.len(),
-                    records.len()
-                );
-            }
-            for v in &violations {
-                println!("POLICY  {} [{}]: {}", v.subject, v.rule, v.message);
-            }
+    if output == Output::Human {
+        if violations.is_empty() {
+            out(&format!(
+                "policy ok: {} alert(s), {} runbook(s), {} drill record(s), as of {today}\n",
+                catalogue.alerts.len(),
+                runbooks.len(),
+                records.len()
+            ));
+        }
+        for v in &violations {
+            out(&format!(
+                "POLICY  {} [{}]: {}\n",
+                v.subject, v.rule, v.message
+            ));
         }
     }
-    if violations.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::PolicyViolations {
-            count: violations.len(),
-        })
-    }
+    let doc = json!({
+        "date": today.to_string(),
+        "alerts": catalogue.alerts.len(),
+        "runbooks": runbooks.len(),
+        "drill_records": records.len(),
+        "violations": violations,
+    });
+    Ok((doc, violations.len()))
 }
 
-pub(super) fn list(dirs: &[PathBuf], output: Output) -> Result<()> {
+/// `list` (or with `--alert NAME`, only the runbooks that answer that alert: exit 1 when none).
+pub(super) fn list(dirs: &[PathBuf], output: Output, alert: Option<&str>) -> Result<()> {
     let mut rows = Vec::new();
     for file in catalog::runbook_files(dirs) {
         let row = match Runbook::load(&file, silent_host(Mode::Plan)) {
@@ -221,6 +240,7 @@ pub(super) fn list(dirs: &[PathBuf], output: Output) -> Result<()> {
                     "version": rb.meta.version.to_string(),
                     "severity": rb.meta.severity.as_str(),
                     "phases": phases.join(" "),
+                    "alerts": rb.meta.alerts,
                     "reviewed": rb.meta.reviewed.map(|d| d.to_string()),
                     "title": rb.meta.title,
                     "file": file.display().to_string(),
@@ -231,42 +251,118 @@ pub(super) fn list(dirs: &[PathBuf], output: Output) -> Result<()> {
         };
         rows.push(row);
     }
+    let mut result = Ok(());
+    if let Some(name) = alert {
+        let invalid = rows.iter().filter(|r| r["valid"] != true).count();
+        rows.retain(|r| {
+            r["alerts"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == name))
+        });
+        if rows.is_empty() {
+            let folders = dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let unread = match invalid {
+                0 => String::new(),
+                n => format!(
+                    " ({n} runbook file(s) could not be loaded and were not searched: `runbook check` says why)"
+                ),
+            };
+            result = Err(Error::NoMatch(format!(
+                "no runbook in {folders} answers alert {name:?}{unread}"
+            )));
+        }
+    }
     match output {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).unwrap_or_default()
-        ),
+        Output::Json => {
+            return super::json::finish(
+                "list",
+                json!({
+                    "status": if result.is_ok() { "ok" } else { "no_match" },
+                    "alert": alert,
+                    "runbooks": rows,
+                }),
+                result,
+            );
+        }
+        Output::Human if result.is_err() => {}
         Output::Human => {
-            println!(
-                "{:<28} {:<9} {:<4} {:<10} {:<11} TITLE",
-                "ID", "VERSION", "SEV", "PHASES", "REVIEWED"
+            let mut text = format!(
+                "{:<28} {:<9} {:<4} {:<10} {:<11} {:<28} TITLE\n",
+                "ID", "VERSION", "SEV", "PHASES", "REVIEWED", "ALERTS"
             );
             for r in &rows {
                 if r["valid"] == true {
-                    println!(
-                        "{:<28} {:<9} {:<4} {:<10} {:<11} {}",
+                    let alerts = r["alerts"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|x| x.as_str())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .filter(|a| !a.is_empty())
+                        .unwrap_or_else(|| "-".into());
+                    text.push_str(&format!(
+                        "{:<28} {:<9} {:<4} {:<10} {:<11} {:<28} {}\n",
                         r["id"].as_str().unwrap_or(""),
                         r["version"].as_str().unwrap_or(""),
                         r["severity"].as_str().unwrap_or(""),
                         r["phases"].as_str().unwrap_or(""),
                         r["reviewed"].as_str().unwrap_or("never"),
+                        alerts,
                         r["title"].as_str().unwrap_or("")
-                    );
+                    ));
                 } else {
-                    println!(
-                        "{:<28} (invalid: run `runbook check {}`)",
+                    text.push_str(&format!(
+                        "{:<28} (invalid: run `runbook check {}`)\n",
                         "?",
                         r["file"].as_str().unwrap_or("")
-                    );
+                    ));
                 }
             }
+            out(&text);
         }
     }
-    Ok(())
+    result
 }
 
-pub(super) fn show(dirs: &[PathBuf], target: &str) -> Result<()> {
+pub(super) fn show(dirs: &[PathBuf], target: &str, output: Output) -> Result<()> {
     let rb = catalog::load(dirs, target, silent_host(Mode::Plan))?;
-    print!("{}", rb.to_markdown());
-    Ok(())
+    if output == Output::Human {
+        out(&rb.to_markdown());
+        return Ok(());
+    }
+    let steps: Vec<serde_json::Value> = rb
+        .steps
+        .iter()
+        .map(|s| {
+            json!({
+                "index": s.index,
+                "phase": s.phase.as_str(),
+                "title": s.title,
+                "description": s.description,
+                "timeout_ms": u64::try_from(s.timeout.as_millis()).unwrap_or(u64::MAX),
+                "retries": s.retries,
+                "backoff_ms": u64::try_from(s.backoff.as_millis()).unwrap_or(u64::MAX),
+                "confirm": s.confirm,
+                "allow_failure": s.allow_failure,
+                "rollback": s.on_failure.is_some(),
+                "conditional": s.when.is_some(),
+            })
+        })
+        .collect();
+    super::json::finish(
+        "show",
+        json!({
+            "status": "ok",
+            "file": rb.file,
+            "runbook": rb.meta,
+            "steps": steps,
+        }),
+        Ok(()),
+    )
 }

@@ -14,10 +14,16 @@ pub(super) fn drill(g: &Global, args: &DrillArgs) -> Result<()> {
         junit,
         report,
         jobs,
+        output,
     } = args;
+    let json = *output == Output::Json;
     if let Some(DrillCommand::Capture { transcript }) = command {
-        let text = crate::front::capture::capture(transcript)?;
-        let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+        if json {
+            return Err(Error::Usage(
+                "`drill capture` writes a TOML scenario: --output json does not apply".into(),
+            ));
+        }
+        super::out(&crate::front::capture::capture(transcript)?);
         return Ok(());
     }
     let dirs = &g.dirs;
@@ -30,8 +36,10 @@ pub(super) fn drill(g: &Global, args: &DrillArgs) -> Result<()> {
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io("cannot create", out, e))?;
     let outcomes = crate::front::drill::run_all(&files, dirs, out, *jobs);
-    for (file, r) in &outcomes {
-        println!("{}", crate::front::drill::summary_line(file, r));
+    if !json {
+        for (file, r) in &outcomes {
+            super::out(&format!("{}\n", crate::front::drill::summary_line(file, r)));
+        }
     }
     let today = chrono::Utc::now().date_naive().to_string();
     let passed: Vec<&crate::front::drill::Outcome> = outcomes
@@ -51,16 +59,49 @@ pub(super) fn drill(g: &Global, args: &DrillArgs) -> Result<()> {
         .iter()
         .filter(|(_, r)| !r.as_ref().is_ok_and(|o| o.passed))
         .count();
-    println!(
-        "{} drill(s): {} passed, {failed} failed",
-        outcomes.len(),
-        outcomes.len() - failed
-    );
-    if failed > 0 {
+    let result = if failed > 0 {
         Err(Error::DrillsFailed { count: failed })
     } else {
         Ok(())
+    };
+    if json {
+        let drills: Vec<serde_json::Value> = outcomes
+            .iter()
+            .map(|(file, r)| match r {
+                Ok(o) => serde_json::json!({
+                    "file": file.display().to_string(),
+                    "scenario": o.scenario,
+                    "runbook": o.runbook,
+                    "version": o.version,
+                    "status": if o.passed { "passed" } else { "failed" },
+                    "run_status": o.status,
+                    "failures": o.failures,
+                    "duration_ms": o.duration_ms,
+                    "wall_ms": o.wall_ms,
+                    "clock": o.clock,
+                    "transcript": o.transcript.display().to_string(),
+                }),
+                Err(e) => serde_json::json!({
+                    "file": file.display().to_string(),
+                    "status": "error",
+                    "failures": [e.to_string()],
+                }),
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "status": if failed > 0 { "failed" } else { "passed" },
+            "passed": outcomes.len().saturating_sub(failed),
+            "failed": failed,
+            "drills": drills,
+        });
+        return super::json::finish("drill", doc, result);
     }
+    super::out(&format!(
+        "{} drill(s): {} passed, {failed} failed\n",
+        outcomes.len(),
+        outcomes.len().saturating_sub(failed)
+    ));
+    result
 }
 
 /// `runbook replay`: the report on stdout (text or JSON), the exit code from what it found.
@@ -77,20 +118,22 @@ pub(super) fn replay(g: &Global, args: ReplayArgs) -> Result<()> {
         dirs: g.dirs.clone(),
         params,
     })?;
-    let text = match output {
-        Output::Json => format!(
-            "{}\n",
-            serde_json::to_string_pretty(&report).map_err(|e| Error::Internal(e.to_string()))?
-        ),
-        Output::Human => report.text(),
-    };
-    // A closed pipe (`| head`) is the reader's choice, not a failure of the replay.
-    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
-    if report.matches {
+    let result = if report.matches {
         Ok(())
     } else {
         Err(Error::ReplayDiverged {
             count: report.divergences.len(),
         })
+    };
+    match output {
+        Output::Json => super::json::finish(
+            "replay",
+            serde_json::to_value(&report).map_err(|e| Error::Internal(e.to_string()))?,
+            result,
+        ),
+        Output::Human => {
+            super::out(&report.text());
+            result
+        }
     }
 }

@@ -8,7 +8,9 @@
 
 mod args;
 mod check;
+mod complete;
 mod drill;
+mod json;
 mod man;
 mod run;
 mod serve;
@@ -26,14 +28,21 @@ use clap::{CommandFactory, Parser};
 
 use crate::base::console::Console;
 use crate::base::error::{Error, Result, ScriptDiagnostic, exit};
+use crate::data::config::{AwsFlags, Config};
 use crate::runbook::catalog;
 use crate::sandbox::engine::Host;
 use crate::sandbox::recorder::Mode;
-use args::{Cli, Command, DocsTopic, LogFormat};
+use args::{Cli, Command, DocsTopic, LogFormat, Output, TranscriptCommand};
 
 /// Entry point used by `main.rs`.
 pub fn main() -> ExitCode {
+    // A shell asking for completions (`RUNBOOK_COMPLETE=bash runbook -- runbook run <Tab>`)
+    // is answered here and the process ends; otherwise this returns at once.
+    clap_complete::CompleteEnv::with_factory(Cli::command)
+        .var(complete::VAR)
+        .complete();
     let cli = Cli::parse();
+    let json_command = json_command(&cli.command);
     // A server's decisions are its log; a one-shot command stays quiet unless asked.
     let level = if matches!(cli.command, Command::Serve { .. }) {
         "info"
@@ -45,9 +54,62 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::from(exit::OK),
         Err(err) => {
             report(&err);
+            // A script reading `--output json` gets a document whatever happened.
+            if let Some(command) = json_command {
+                json::emit_error(command, &err);
+            }
             ExitCode::from(err.exit_code())
         }
     }
+}
+
+/// The command's name when it was asked for `--output json`.
+fn json_command(command: &Command) -> Option<&'static str> {
+    let json = |o: &Output, name| (*o == Output::Json).then_some(name);
+    match command {
+        Command::Run(a) => json(&a.common.output, "run"),
+        Command::Plan(a) => json(&a.output, "plan"),
+        Command::Resume(a) => json(&a.output, "resume"),
+        Command::Check { output, .. } => json(output, "check"),
+        Command::Drill(a) => json(&a.output, "drill"),
+        Command::Replay(a) => json(&a.output, "replay"),
+        Command::List { output, .. } => json(output, "list"),
+        Command::Show { output, .. } => json(output, "show"),
+        Command::Transcript(TranscriptCommand::Verify { output, .. }) => {
+            json(output, "transcript verify")
+        }
+        Command::Transcript(TranscriptCommand::Show { output, .. }) => {
+            json(output, "transcript show")
+        }
+        Command::Transcript(TranscriptCommand::List { output, .. }) => {
+            json(output, "transcript list")
+        }
+        _ => None,
+    }
+}
+
+/// Writes a command's output to stdout. A reader that closes the pipe early (`runbook list |
+/// head -1`) is not an error: the rest is dropped without a word and the command ends with the
+/// status it would have had. Any other failure to write is said once on stderr.
+pub(crate) fn out(text: &str) {
+    static FAILED: AtomicBool = AtomicBool::new(false);
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+        && !FAILED.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "error: cannot write to stdout: {e}"
+        );
+    }
+}
+
+/// Writes diagnostics to stderr, ignoring a closed stderr the same way as [`out`].
+pub(crate) fn err(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 fn init_tracing(format: LogFormat, level: &str) {
@@ -100,13 +162,47 @@ pub(crate) struct Global {
     /// `--config`: the environments file.
     pub(crate) config: Option<PathBuf>,
     pub(crate) quiet: bool,
+    /// `--profile`, `--region`.
+    pub(crate) aws: AwsFlags,
+}
+
+impl Global {
+    /// runbook.toml (`--config`, or the first one walking up), with `--profile`/`--region`.
+    pub(crate) fn load_config(&self) -> Result<Config> {
+        Ok(Config::load(self.config.as_deref())?.with_aws_flags(self.aws.clone()))
+    }
+}
+
+/// Commands that never talk to AWS refuse `--profile`/`--region` rather than ignore them.
+fn refuse_aws_flags(cli: &Cli) -> Result<()> {
+    let name = match &cli.command {
+        Command::Check { .. } => "check",
+        Command::List { .. } => "list",
+        Command::Show { .. } => "show",
+        Command::Drill(_) => "drill",
+        Command::Replay(_) => "replay",
+        Command::Docs { .. } => "docs",
+        Command::Completions { .. } => "completions",
+        _ => return Ok(()),
+    };
+    if cli.profile.is_some() || cli.region.is_some() {
+        return Err(Error::Usage(format!(
+            "`runbook {name}` does not talk to AWS: --profile and --region do not apply"
+        )));
+    }
+    Ok(())
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
+    refuse_aws_flags(&cli)?;
     let g = Global {
         dirs: catalog::search_dirs(&cli.runbooks),
         config: cli.config,
         quiet: cli.quiet,
+        aws: AwsFlags {
+            profile: cli.profile,
+            region: cli.region,
+        },
     };
     match cli.command {
         Command::Run(args) => run::run(&g, args),
@@ -120,27 +216,24 @@ fn dispatch(cli: Cli) -> Result<()> {
             results,
             now,
         } => {
-            check::check(&g.dirs, &paths, output)?;
-            if policy {
-                check::policy(&g.dirs, &alerts, &results, now, output)?;
-            }
-            Ok(())
+            let policy = policy.then_some((alerts.as_path(), results.as_path(), now));
+            check::command(&g.dirs, &paths, output, policy)
         }
         Command::Drill(args) => drill::drill(&g, &args),
         Command::Replay(args) => drill::replay(&g, args),
-        Command::List { output } => check::list(&g.dirs, output),
-        Command::Show { target } => check::show(&g.dirs, &target),
+        Command::List { output, alert } => check::list(&g.dirs, output, alert.as_deref()),
+        Command::Show { target, output } => check::show(&g.dirs, &target, output),
         Command::Transcript(cmd) => transcript::command(&g, cmd),
         Command::State(cmd) => {
             use crate::services::state::ops;
-            let config = crate::data::config::Config::load(g.config.as_deref())?;
-            println!(
-                "{}",
+            let config = g.load_config()?;
+            out(&format!(
+                "{}\n",
                 match cmd {
                     args::StateCommand::Init => ops::init(config.state())?,
                     args::StateCommand::Check => ops::check(config.state())?,
                 }
-            );
+            ));
             Ok(())
         }
         Command::Approve {
@@ -176,9 +269,9 @@ fn dispatch(cli: Cli) -> Result<()> {
         } => serve::hook(g, source, &hooks, reset_breakers, scope.as_deref()),
         Command::Docs { topic } => {
             match topic {
-                DocsTopic::Api => print!("{}", crate::front::docs::markdown()?),
-                DocsTopic::Drills => print!("{}", crate::front::drill::format_reference()),
-                DocsTopic::Transcript => print!("{}", crate::data::transcript::format_reference()),
+                DocsTopic::Api => out(&crate::front::docs::markdown()?),
+                DocsTopic::Drills => out(&crate::front::drill::format_reference()),
+                DocsTopic::Transcript => out(&crate::data::transcript::format_reference()),
             }
             Ok(())
         }

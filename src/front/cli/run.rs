@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use super::Global;
-use super::args::{DriveArgs, LaunchArgs, PlanArgs, ResumeArgs, RunArgs};
+use super::args::{DriveArgs, LaunchArgs, Output, PlanArgs, ResumeArgs, RunArgs};
 use crate::base::console::Console;
 use crate::base::error::{Error, Result};
-use crate::data::config::Config;
 use crate::data::transcript;
 use crate::run::executor;
 use crate::run::launch::{Driving, Launch, Launched, Protection, Resuming, Source, TargetLock};
@@ -24,7 +23,7 @@ pub(super) fn run(g: &Global, args: RunArgs) -> Result<()> {
     let mode = if args.plan { Mode::Plan } else { Mode::Run };
     let driving = args.drive.driving(mode, args.approval_timeout);
     let limits = args.common.launch.limits();
-    command_line(g, mode, args.common, driving, limits)
+    command_line(g, "run", mode, args.common, driving, limits)
 }
 
 pub(super) fn plan(g: &Global, args: PlanArgs) -> Result<()> {
@@ -33,7 +32,7 @@ pub(super) fn plan(g: &Global, args: PlanArgs) -> Result<()> {
         approval_timeout: None,
     };
     let limits = args.launch.limits();
-    command_line(g, Mode::Plan, args, driving, limits)
+    command_line(g, "plan", Mode::Plan, args, driving, limits)
 }
 
 pub(super) fn resume(g: &Global, args: ResumeArgs) -> Result<()> {
@@ -42,6 +41,7 @@ pub(super) fn resume(g: &Global, args: ResumeArgs) -> Result<()> {
         allow_changed,
         drive,
         launch,
+        output,
     } = args;
     let (events, _) = transcript::read_verified(&transcript)?;
     let first = &events[0];
@@ -57,17 +57,14 @@ pub(super) fn resume(g: &Global, args: ResumeArgs) -> Result<()> {
         transcript: Some(transcript.clone()),
         env: first["environment"].as_str().map(str::to_string),
         launch,
+        output,
     };
     let limits = crate::run::resume::limits(first, args.launch.limits());
     let run_id = first["run_id"].as_str().unwrap_or_default().to_string();
     let driving = drive.driving(Mode::Run, None);
     let resuming = Resuming { allow_changed };
     let launch = launch_from(g, Mode::Run, &args, driving, limits, run_id, Some(resuming))?;
-    finish(
-        launch.run()?,
-        Mode::Run,
-        args.launch.sim_state_out.as_deref(),
-    )
+    finish(launch.run()?, "resume", Mode::Run, &args)
 }
 
 impl LaunchArgs {
@@ -106,6 +103,7 @@ impl DriveArgs {
 /// `run` and `plan`: a new run.
 fn command_line(
     g: &Global,
+    command: &str,
     mode: Mode,
     args: PlanArgs,
     driving: Driving,
@@ -113,7 +111,7 @@ fn command_line(
 ) -> Result<()> {
     let run_id = crate::base::identity::new_run_id();
     let launch = launch_from(g, mode, &args, driving, limits, run_id, None)?;
-    finish(launch.run()?, mode, args.launch.sim_state_out.as_deref())
+    finish(launch.run()?, command, mode, &args)
 }
 
 /// What the command line decides for a run: the environment from runbook.toml, the transcript
@@ -127,7 +125,7 @@ fn launch_from(
     run_id: String,
     resume: Option<Resuming>,
 ) -> Result<Launch> {
-    let config = Config::load(g.config.as_deref())?;
+    let config = g.load_config()?;
     let env = config.select(args.env.as_deref())?;
     let transcript = args
         .transcript
@@ -183,9 +181,11 @@ fn launch_from(
     })
 }
 
-/// The run's summary on stderr (a plan's list of would-be calls on stdout), the simulated cloud's
-/// state when asked, and the exit status the run ended with.
-fn finish(done: Launched, mode: Mode, sim_state_out: Option<&Path>) -> Result<()> {
+/// The run's summary on stderr (a plan's list of would-be calls on stdout, or with `--output
+/// json` the run's document), the simulated cloud's state when asked, and the exit status the
+/// run ended with.
+fn finish(done: Launched, command: &str, mode: Mode, args: &PlanArgs) -> Result<()> {
+    let sim_state_out = args.launch.sim_state_out.as_deref();
     let Launched {
         rb,
         report,
@@ -218,8 +218,33 @@ fn finish(done: Launched, mode: Mode, sim_state_out: Option<&Path>) -> Result<()
         Some(pending @ Archived::Pending { .. }) => console.force_line(&pending.describe()),
         None => {}
     }
+    if args.output == Output::Json {
+        let mut doc = match transcript::read_verified(&report.transcript) {
+            Ok((events, _)) => super::json::run_summary(&events),
+            // The run's own word when its transcript cannot be read back (a disk that filled):
+            // the status still holds, the steps are the transcript's to tell.
+            Err(e) => serde_json::json!({
+                "run_id": report.run_id,
+                "status": report.status.as_str(),
+                "reason": report.reason,
+                "steps": [],
+                "writes": [],
+                "transcript_error": e.to_string(),
+            }),
+        };
+        doc["transcript"] = serde_json::json!(report.transcript.display().to_string());
+        doc["notes"] = serde_json::json!(report.notes.display().to_string());
+        doc["undelivered_notifications"] = serde_json::json!(report.undelivered_notifications);
+        doc["archived"] = match &archived {
+            Some(Archived::Done { url, .. }) => serde_json::json!(url),
+            Some(Archived::Pending { .. }) => serde_json::json!("pending"),
+            None => serde_json::Value::Null,
+        };
+        let result = report.into_result().map(|_| ());
+        return super::json::finish(command, doc, result);
+    }
     if mode == Mode::Plan {
-        print!("{}", executor::plan_summary(&report));
+        super::out(&executor::plan_summary(&report));
     }
     report.into_result().map(|_| ())
 }
@@ -255,6 +280,7 @@ mod tests {
             dirs: vec![dir.join("runbooks")],
             config: Some(dir.join("runbook.toml")),
             quiet: true,
+            aws: crate::data::config::AwsFlags::default(),
         };
         let run_id = "run-1".to_string();
         let launch = match cli.command {

@@ -13,11 +13,11 @@ pub(super) fn serve(
     addr_file: Option<&Path>,
     check: bool,
 ) -> Result<()> {
-    let config = Config::load(g.config.as_deref())?;
+    let config = g.load_config()?;
     if check {
         let hooks = crate::front::hooks::config::Hooks::load(hooks)?;
         for line in crate::front::hooks::hub::check(&hooks, &g.dirs, &config)? {
-            println!("{line}");
+            super::out(&format!("{line}\n"));
         }
         return Ok(());
     }
@@ -146,16 +146,16 @@ pub(super) fn hook(
     scope: Option<&str>,
 ) -> Result<()> {
     if reset_breakers {
-        let config = Config::load(g.config.as_deref())?;
+        let config = g.load_config()?;
         let closed = crate::front::hooks::reset_breakers(hooks, config.state(), scope)?;
-        println!(
-            "closed: {}",
+        super::out(&format!(
+            "closed: {}\n",
             if closed.is_empty() {
                 "none (no breaker was open)".to_string()
             } else {
                 closed.join(", ")
             }
-        );
+        ));
         return Ok(());
     }
     let Some(source) = source else {
@@ -164,7 +164,7 @@ pub(super) fn hook(
     let mut payload = Vec::new();
     std::io::Read::read_to_end(&mut std::io::stdin(), &mut payload)
         .map_err(|e| Error::io("cannot read", Path::new("<stdin>"), e))?;
-    let config = Config::load(g.config.as_deref())?;
+    let config = g.load_config()?;
     crate::front::hooks::one_shot(hooks, g.dirs, config, source, &payload)
 }
 

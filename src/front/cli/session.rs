@@ -7,7 +7,6 @@ use std::sync::atomic::AtomicBool;
 use super::Global;
 use crate::base::console::Console;
 use crate::base::error::Result;
-use crate::data::config::Config;
 use crate::run::executor;
 use crate::sandbox::engine::{Host, HostParts};
 use crate::sandbox::recorder::Mode;
@@ -22,7 +21,7 @@ pub(super) fn approve(
     use crate::services::approvals::Answering;
     // With the `aws` state backend the request is in the table (any machine, any folder);
     // otherwise in the folder next to the run's transcript on this host.
-    let config = Config::load(g.config.as_deref())?;
+    let config = g.load_config()?;
     let at = match (
         transcript,
         crate::services::state::Store::open(config.state())?,
@@ -34,15 +33,15 @@ pub(super) fn approve(
         }
     };
     let (r, who) = crate::services::approvals::answer(run_id, at, request, !deny)?;
-    print!("{}", r.describe());
-    println!(
-        "{} request {} of run {} as {}: {}",
+    super::out(&r.describe());
+    super::out(&format!(
+        "{} request {} of run {} as {}: {}\n",
         if deny { "denied" } else { "approved" },
         r.number,
         r.run_id,
         who.display(),
         r.question
-    );
+    ));
     Ok(())
 }
 
@@ -52,7 +51,7 @@ pub(super) fn repl(
     transcript: Option<PathBuf>,
     plan: bool,
 ) -> Result<()> {
-    let config = Config::load(g.config.as_deref())?;
+    let config = g.load_config()?;
     let env = config.select(env)?;
     let name = env.name.clone();
     // The REPL has no per-step confirmation: a protected environment is plan-only.

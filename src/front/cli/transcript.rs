@@ -12,7 +12,6 @@ use serde_json::Value;
 use super::Global;
 use super::args::{Output, RenderFormat, TranscriptCommand};
 use crate::base::error::{Error, Result};
-use crate::data::config::Config;
 use crate::data::transcript;
 use crate::services::state::Store;
 use crate::services::state::archive::{RunEntry, check_reaches_head, checked_run_id, short};
@@ -25,11 +24,29 @@ pub(super) fn command(g: &Global, cmd: TranscriptCommand) -> Result<()> {
             allow_unfinished,
             key_file,
             chain_only,
-        } => verify(g, &file, allow_unfinished, key_file.as_deref(), chain_only),
-        TranscriptCommand::Show { run } => {
-            let (events, _, _) = load(g, &run)?;
-            print!("{}", transcript::show(&events));
-            Ok(())
+            output,
+        } => verify(
+            g,
+            &file,
+            allow_unfinished,
+            key_file.as_deref(),
+            chain_only,
+            output,
+        ),
+        TranscriptCommand::Show { run, output } => {
+            let (events, report, file) = load(g, &run)?;
+            if output == Output::Human {
+                super::out(&transcript::show(&events));
+                return Ok(());
+            }
+            let mut doc = match report.kind {
+                transcript::Kind::Run => super::json::run_summary(&events),
+                transcript::Kind::Journal => serde_json::json!({}),
+            };
+            doc["kind"] = kind_name(report.kind).into();
+            doc["file"] = file.display().to_string().into();
+            doc["events"] = Value::Array(events);
+            super::json::finish("transcript show", doc, Ok(()))
         }
         TranscriptCommand::Render { file, format } => {
             let (events, report) = transcript::read_verified(&file)?;
@@ -43,7 +60,7 @@ pub(super) fn command(g: &Global, cmd: TranscriptCommand) -> Result<()> {
                 RenderFormat::Md => transcript::render_markdown(&events, &report, &file),
                 RenderFormat::Html => transcript::render_html(&events, &report, &file),
             };
-            print!("{text}");
+            super::out(&text);
             Ok(())
         }
         TranscriptCommand::List {
@@ -68,11 +85,11 @@ pub(super) fn command(g: &Global, cmd: TranscriptCommand) -> Result<()> {
             max_size,
         } => prune(g, &hooks, dry_run, keep_days, max_size),
         TranscriptCommand::Fetch { run_id, to } => {
-            let config = Config::load(g.config.as_deref())?;
+            let config = g.load_config()?;
             let to = to.unwrap_or_else(|| crate::run::executor::default_transcript_path(&run_id));
             let got = Store::open(config.state())?.fetch_transcript(&run_id, &to)?;
-            println!(
-                "fetched run {run_id}: {} · {} lines · head {} · {}",
+            super::out(&format!(
+                "fetched run {run_id}: {} · {} lines · head {} · {}\n",
                 got.path.display(),
                 got.events,
                 got.head,
@@ -83,7 +100,7 @@ pub(super) fn command(g: &Global, cmd: TranscriptCommand) -> Result<()> {
                         got.path.display()
                     ),
                 }
-            );
+            ));
             Ok(())
         }
     }
@@ -91,7 +108,7 @@ pub(super) fn command(g: &Global, cmd: TranscriptCommand) -> Result<()> {
 
 /// The aws store of the configuration, or None with `local`.
 fn aws_store(g: &Global) -> Result<Option<Arc<AwsStore>>> {
-    let config = Config::load(g.config.as_deref())?;
+    let config = g.load_config()?;
     Ok(Store::open(config.state())?.aws())
 }
 
@@ -170,18 +187,29 @@ fn archived_by_run_id(store: &AwsStore, run_id: &str) -> Result<(Vec<u8>, PathBu
     Ok((bytes, shown))
 }
 
+/// `run` or `journal`, as the JSON documents name a transcript's kind.
+fn kind_name(kind: transcript::Kind) -> &'static str {
+    match kind {
+        transcript::Kind::Run => "run",
+        transcript::Kind::Journal => "journal",
+    }
+}
+
 fn verify(
     g: &Global,
     name: &str,
     allow_unfinished: bool,
     key_file: Option<&Path>,
     chain_only: bool,
+    output: Output,
 ) -> Result<()> {
     let (events, report, file) = load(g, name)?;
+    let mut signatures = None;
     let signed = match key_file {
         Some(key) => {
             let signer = transcript::Signer::from_file(key)?;
             let n = transcript::check_signatures(&file, &events, &report, &signer)?;
+            signatures = Some((n, signer.key_id.clone()));
             format!(" · {n} signature(s) verified with key {}", signer.key_id)
         }
         None => String::new(),
@@ -214,12 +242,29 @@ fn verify(
             format!(" · {n} line(s) in the form of an earlier version (keys in the writer's order)")
         }
     };
-    println!(
-        "ok: {} · {} events · chain intact · head {} · {end}{signed}{archived}{legacy}",
+    if output == Output::Json {
+        let doc = serde_json::json!({
+            "status": "ok",
+            "file": file.display().to_string(),
+            "kind": kind_name(report.kind),
+            "run_id": report.run_id,
+            "events": report.events,
+            "head": report.head,
+            "finished": report.finished,
+            "signatures": signatures.as_ref().map(|(n, _)| n),
+            "key_id": signatures.as_ref().map(|(_, k)| k),
+            "head_checked": !archived.is_empty(),
+            "legacy_lines": report.legacy_lines,
+            "detail": format!("{end}{signed}{archived}{legacy}").trim_start_matches(" · ").to_string(),
+        });
+        return super::json::finish("transcript verify", doc, Ok(()));
+    }
+    super::out(&format!(
+        "ok: {} · {} events · chain intact · head {} · {end}{signed}{archived}{legacy}\n",
         file.display(),
         report.events,
         report.head
-    );
+    ));
     Ok(())
 }
 
@@ -353,17 +398,20 @@ fn list(
     runs.sort_by(|a, b| b.run_id.cmp(&a.run_id));
     runs.truncate(limit);
     match output {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&runs).unwrap_or_default()
-        ),
+        Output::Json => {
+            return super::json::finish(
+                "transcript list",
+                serde_json::json!({ "source": source, "runs": runs }),
+                Ok(()),
+            );
+        }
         Output::Human => {
             if runs.is_empty() {
-                eprintln!("no runs found in {source}");
+                super::err(&format!("no runs found in {source}\n"));
             }
             for r in &runs {
-                println!(
-                    "{}  {}  {}  {}  {}  by {} on {}  targets {}  {}",
+                super::out(&format!(
+                    "{}  {}  {}  {}  {}  by {} on {}  targets {}  {}\n",
                     r.run_id,
                     r.started,
                     r.status,
@@ -379,7 +427,7 @@ fn list(
                     r.key
                         .as_deref()
                         .map_or_else(|| r.transcript.clone(), |k| format!("s3://{bucket}/{k}"))
-                );
+                ));
             }
         }
     }
@@ -391,9 +439,7 @@ fn list(
 /// and `verify` do that). With `local`, the targets are the run's parameter values: the
 /// transcript does not say which parameters the runbook marks `target: true`.
 fn local_runs(since: Option<i64>) -> (Vec<RunEntry>, String) {
-    let root = std::env::var_os("RUNBOOK_TRANSCRIPTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("transcripts"));
+    let root = crate::data::config::transcripts_dir();
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let mut runs = Vec::new();
     let mut stack = vec![root.clone()];
@@ -551,10 +597,10 @@ fn upload(g: &Global) -> Result<()> {
     };
     let (lines, all) = crate::services::state::upload::retry_pending(&store);
     if lines.is_empty() {
-        println!("no pending uploads");
+        super::out("no pending uploads\n");
     }
     for line in &lines {
-        println!("{line}");
+        super::out(&format!("{line}\n"));
     }
     if all {
         Ok(())

@@ -273,7 +273,10 @@ pub fn one_shot(
         .collect();
     let out =
         serde_json::json!({ "alerts": outcomes, "runs": runs, "journal": hub.journal_path() });
-    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    crate::front::cli::out(&format!(
+        "{}\n",
+        serde_json::to_string_pretty(&out).unwrap_or_default()
+    ));
     let failed: Vec<&pool::RunRecord> = runs.iter().filter(|r| r.status != "ok").collect();
     if let Some(r) = failed.first() {
         return Err(Error::HookRunsFailed {

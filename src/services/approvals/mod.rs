@@ -716,11 +716,10 @@ fn describe_run(
     (run_id, runbook, step, params)
 }
 
-/// Finds a run's transcript under the transcripts folder (`RUNBOOK_TRANSCRIPTS` or ./transcripts).
+/// Finds a run's transcript under the transcripts folder (`RUNBOOK_TRANSCRIPTS` or the
+/// project's transcripts/).
 pub(crate) fn find_transcript(run_id: &str) -> Result<PathBuf> {
-    let root = std::env::var_os("RUNBOOK_TRANSCRIPTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("transcripts"));
+    let root = crate::data::config::transcripts_dir();
     let name = format!("{run_id}.jsonl");
     let mut stack = vec![root.clone()];
     while let Some(dir) = stack.pop() {

@@ -3,8 +3,9 @@
 //!
 //! Region, profile, endpoint (`AWS_ENDPOINT_URL` or the environment's `endpoint`, so LocalStack
 //! and moto work unchanged) and the SDK's standard retry mode come from the environment config.
-//! Precedence: an environment's `region`/`endpoint` in runbook.toml win over `AWS_REGION` /
-//! `AWS_ENDPOINT_URL`, which win over the profile; what was resolved is kept (`target`) so the
+//! Precedence: the region and profile as `config::AwsSettings::resolve` settled them (`--region`
+//! / `--profile`, then `AWS_REGION` / `AWS_PROFILE`, then runbook.toml, then the shared config),
+//! the endpoint from runbook.toml over `AWS_ENDPOINT_URL`; what was resolved is kept (`target`) so the
 //! run banner and `run_started` say where the run acts, and a connection error names the URL.
 //! Every response's request id is kept for the transcript, and every error keeps its AWS code
 //! (`InvalidInstanceID.NotFound`, ...) so scripts can catch it by code.
