@@ -529,7 +529,7 @@ fn prune(
 ) -> Result<()> {
     use crate::front::hooks::retention;
     let hooks = crate::front::hooks::config::Hooks::load(hooks)?;
-    let config = Config::load(g.config.as_deref())?;
+    let config = g.load_config()?;
     let mut settings = hooks.file.retention.clone();
     if keep_days.is_some() {
         settings.keep_days = keep_days;
