@@ -4,9 +4,12 @@
 //! What moto 5.2 models is compared for real: listeners with weighted forward actions, target
 //! groups and registration, target health (moto answers `healthy` for every running target),
 //! Auto Scaling groups, desired capacity and suspended processes. moto does not implement
-//! `StartInstanceRefresh`: `autoscaling::refresh` is tested on the sim alone. CloudWatch is tested
-//! on the sim alone too: aws-sdk-cloudwatch 1.140 speaks Smithy RPC v2 CBOR, which moto's server
-//! 5.2.1 does not route (404); moto also answers `DisableAlarmActions` with a 500.
+//! `StartInstanceRefresh`: `autoscaling::refresh` is tested on the sim alone. CloudWatch is compared
+//! too: `PutMetricData` (seeded here with the SDK), `GetMetricData`, alarms with `SetAlarmState`,
+//! and (from moto 5.2.3) `DisableAlarmActions`/`EnableAlarmActions`. That needs aws-sdk-cloudwatch
+//! pinned to 1.99.0, the last release that speaks awsQuery (see Cargo.toml): later ones speak
+//! only Smithy RPC v2 CBOR, which moto's server does not route (404). moto does not evaluate
+//! alarms: their state is what the test sets.
 
 use crate::common;
 
@@ -237,8 +240,11 @@ containment("Read the CPU and its alarm", |ctx| {
                                  dimensions: #{ InstanceId: ctx.instance }, stat: "Maximum", window: "10m" });
     ctx.has_points = m.count > 0;
     ctx.max = m.max;
+    ctx.values = m.points.map(|p| p.value);
+    ctx.latest = m.latest;
     let a = cloudwatch::alarm("worker-cpu-high");
     ctx.state = a.state;
+    ctx.reason = a.reason;
     ctx.threshold = a.threshold;
     ctx.comparison = a.comparison;
     try {
@@ -246,6 +252,7 @@ containment("Read the CPU and its alarm", |ctx| {
         ctx.waited = "ok";
     } catch (e) {
         ctx.waited = e.code;
+        ctx.wait_message = e.message;
     }
     try { cloudwatch::alarm("no-such-alarm"); } catch (e) { ctx.missing = e.code; }
 });
@@ -260,9 +267,7 @@ containment("Mute the alarm, then unmute it", |ctx| {
 });
 "#;
 
-/// CloudWatch on the sim only: aws-sdk-cloudwatch 1.140 speaks Smithy RPC v2 CBOR, which moto's
-/// server (5.2.1) does not route (every CloudWatch call answers 404), so there is no emulator to
-/// compare with until moto serves that protocol or the crate is pinned to an awsQuery release.
+/// The sim's side of the CloudWatch scripts: its scripted series and the alarm it derives.
 #[test]
 fn cloudwatch_metrics_and_alarms_read_as_the_sim_scripts_them() {
     let ws = Workspace::new();
@@ -294,6 +299,191 @@ fn cloudwatch_metrics_and_alarms_read_as_the_sim_scripts_them() {
     );
     assert_eq!(muted["muted"], true, "{muted}");
     assert_eq!(muted["unmuted"], true, "{muted}");
+}
+
+const WAIT_OK: &str = r#"runbook(#{ id: "wait-ok", version: "1.0.0", title: "Alarm cleared", severity: "P3" });
+containment("Wait for the latency alarm to clear", |ctx| {
+    let a = cloudwatch::wait_alarm_ok("api-latency-high", #{ timeout: "30s", every: "1s" });
+    ctx.state = a.state;
+    ctx.reason = a.reason;
+});
+"#;
+
+const ALARM_REASON: &str =
+    "Threshold Crossed: 3 datapoints [95.0, 97.0, 93.0] were greater than the threshold (85.0).";
+
+/// Seeds moto as the sim's fleet has it: the worker's CPU at 93, 97 and 95 over the last three
+/// minutes (PutMetricData through the SDK), `worker-cpu-high` over it in ALARM, and
+/// `api-latency-high` back to OK. moto evaluates no alarm: SetAlarmState is the state.
+fn seed_cloudwatch(moto: &Moto, worker: &str) {
+    use aws_sdk_cloudwatch::primitives::DateTime;
+    use aws_sdk_cloudwatch::types as cwt;
+    block(async {
+        let cw = moto.cloudwatch();
+        let now = std::time::SystemTime::now();
+        let dim = cwt::Dimension::builder()
+            .name("InstanceId")
+            .value(worker)
+            .build();
+        let mut put = cw.put_metric_data().namespace("AWS/EC2");
+        for (ago, value) in [(180, 93.0), (120, 97.0), (60, 95.0)] {
+            put = put.metric_data(
+                cwt::MetricDatum::builder()
+                    .metric_name("CPUUtilization")
+                    .dimensions(dim.clone())
+                    .timestamp(DateTime::from(now - std::time::Duration::from_secs(ago)))
+                    .value(value)
+                    .unit(cwt::StandardUnit::Percent)
+                    .build(),
+            );
+        }
+        put.send().await.unwrap();
+        for (name, namespace, metric, threshold, state, reason) in [
+            (
+                "worker-cpu-high",
+                "AWS/EC2",
+                "CPUUtilization",
+                85.0,
+                cwt::StateValue::Alarm,
+                ALARM_REASON,
+            ),
+            (
+                "api-latency-high",
+                "AWS/ApplicationELB",
+                "TargetResponseTime",
+                0.5,
+                cwt::StateValue::Ok,
+                "Threshold Crossed: 1 datapoint [0.21] was not greater than the threshold (0.5).",
+            ),
+        ] {
+            let mut alarm = cw
+                .put_metric_alarm()
+                .alarm_name(name)
+                .namespace(namespace)
+                .metric_name(metric)
+                .statistic(cwt::Statistic::Maximum)
+                .period(60)
+                .evaluation_periods(5)
+                .threshold(threshold)
+                .comparison_operator(cwt::ComparisonOperator::GreaterThanThreshold);
+            if name == "worker-cpu-high" {
+                alarm = alarm.dimensions(dim.clone());
+            }
+            alarm.send().await.unwrap();
+            cw.set_alarm_state()
+                .alarm_name(name)
+                .state_value(state)
+                .state_reason(reason)
+                .send()
+                .await
+                .unwrap();
+        }
+    })
+}
+
+/// What moto says of an alarm's actions, read with the SDK.
+fn actions_enabled_on_moto(moto: &Moto, alarm: &str) -> bool {
+    block(async {
+        let out = moto
+            .cloudwatch()
+            .describe_alarms()
+            .alarm_names(alarm)
+            .send()
+            .await
+            .unwrap();
+        out.metric_alarms()[0].actions_enabled().unwrap()
+    })
+}
+
+#[test]
+fn cloudwatch_metrics_and_alarms_read_on_moto_as_on_the_sim() {
+    let moto = Moto::start();
+    let (_, worker) = moto.seed();
+    seed_cloudwatch(&moto, &worker);
+    let ws = moto.workspace("123456789012");
+    ws.write("runbooks/watch.rhai", WATCH);
+
+    let (on_moto, writes) = run_script(&ws, "moto", "watch", &[format!("instance={worker}")], 0);
+    assert!(writes.is_empty(), "{writes:?}");
+    let (on_sim, _) = run_script(
+        &ws,
+        "drill",
+        "watch",
+        &[format!("instance={SIM_WORKER}")],
+        0,
+    );
+    for key in [
+        "has_points",
+        "max",
+        "state",
+        "threshold",
+        "comparison",
+        "waited",
+        "missing",
+    ] {
+        assert_eq!(
+            on_moto[key], on_sim[key],
+            "{key}: moto {on_moto} sim {on_sim}"
+        );
+    }
+    // GetMetricData gave back what PutMetricData put, oldest first, one point a minute.
+    assert_eq!(on_moto["values"], serde_json::json!([93.0, 97.0, 95.0]));
+    assert_eq!(on_moto["latest"], 95.0);
+    assert_eq!(on_moto["reason"], ALARM_REASON);
+    // The wait that ran out says why: the alarm's state and reason.
+    let message = on_moto["wait_message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("worker-cpu-high is ALARM") && message.contains(ALARM_REASON),
+        "{message}"
+    );
+}
+
+#[test]
+fn waiting_for_an_alarm_that_is_ok_on_moto_returns_its_state_and_reason() {
+    let moto = Moto::start();
+    let (_, worker) = moto.seed();
+    seed_cloudwatch(&moto, &worker);
+    let ws = moto.workspace("123456789012");
+    ws.write("runbooks/wait-ok.rhai", WAIT_OK);
+
+    let (on_moto, writes) = run_script(&ws, "moto", "wait-ok", &[], 0);
+    assert!(writes.is_empty(), "{writes:?}");
+    assert_eq!(on_moto["state"], "OK", "{on_moto}");
+    assert_eq!(
+        on_moto["reason"],
+        "Threshold Crossed: 1 datapoint [0.21] was not greater than the threshold (0.5)."
+    );
+}
+
+/// DisableAlarmActions / EnableAlarmActions exist in moto from 5.2.3 (5.2.1 answers 500);
+/// .ci/run installs at least that.
+#[test]
+fn muting_an_alarm_for_maintenance_disables_and_enables_its_actions_on_moto() {
+    let moto = Moto::start();
+    let (_, worker) = moto.seed();
+    seed_cloudwatch(&moto, &worker);
+    let ws = moto.workspace("123456789012");
+    ws.write("runbooks/mute.rhai", MUTE);
+
+    let (on_moto, writes) = run_script(&ws, "moto", "mute", &[], 0);
+    assert_eq!(
+        writes,
+        ["cloudwatch::disable_actions", "cloudwatch::enable_actions"]
+    );
+    assert_eq!(on_moto["muted"], true, "{on_moto}");
+    assert_eq!(on_moto["unmuted"], true, "{on_moto}");
+    assert!(actions_enabled_on_moto(&moto, "worker-cpu-high"));
+
+    // A run that only mutes leaves moto's alarm muted: the write reached the emulator.
+    ws.write(
+        "runbooks/mute-only.rhai",
+        r#"runbook(#{ id: "mute-only", version: "1.0.0", title: "Maintenance", severity: "P3" });
+containment("Mute", |ctx| { cloudwatch::disable_actions(["worker-cpu-high"]); });
+"#,
+    );
+    let (_, writes) = run_script(&ws, "moto", "mute-only", &[], 0);
+    assert_eq!(writes, ["cloudwatch::disable_actions"]);
+    assert!(!actions_enabled_on_moto(&moto, "worker-cpu-high"));
 }
 
 const SCALE: &str = r#"runbook(#{ id: "scale", version: "1.0.0", title: "Scale out", severity: "P3" });

@@ -483,3 +483,50 @@ eradication = "1h"
         run.stdout
     );
 }
+
+/// The mandate (a runbook with containment, eradication and recovery) is for P1 and P2 alerts:
+/// the notify-only P3/P4 runbooks have no eradication step and pass, but like every runbook
+/// they must be reviewed and drilled.
+#[test]
+fn p3_and_p4_runbooks_are_outside_the_mandate_but_must_be_drilled() {
+    let ws = Workspace::new();
+    drill(&ws, &[]).expect_code(0);
+    let today = chrono::Utc::now().date_naive().to_string();
+    let ok = policy(&ws, &format!("{REPO}/alerts.toml"), &today);
+    ok.expect_code(0);
+    assert!(violations(&ok).is_empty(), "{:?}", violations(&ok));
+
+    // The same alert made P2: the notify-only runbook now falls short of the mandate.
+    let alerts = std::fs::read_to_string(format!("{REPO}/alerts.toml")).unwrap();
+    let p2 = alerts.replace(
+        "name = \"dynamodb-throttling\"\nseverity = \"P3\"",
+        "name = \"dynamodb-throttling\"\nseverity = \"P2\"",
+    );
+    assert_ne!(p2, alerts, "alerts.toml lists dynamodb-throttling as P3");
+    let p2 = ws.write("alerts-p2.toml", &p2);
+    let run = policy(&ws, p2.to_str().unwrap(), &today);
+    run.expect_code(1);
+    assert_eq!(
+        violations(&run),
+        vec![(
+            "three-phases".to_string(),
+            "dynamodb-throttling".to_string()
+        )]
+    );
+
+    // Without their drill records, both are reported undrilled.
+    for id in ["dynamodb-throttling", "api-low-activity"] {
+        std::fs::remove_dir_all(ws.path().join("results").join(id)).unwrap();
+    }
+    let run = policy(&ws, &format!("{REPO}/alerts.toml"), &today);
+    run.expect_code(1);
+    let mut v = violations(&run);
+    v.sort();
+    assert_eq!(
+        v,
+        vec![
+            ("drilled".to_string(), "api-low-activity".to_string()),
+            ("drilled".to_string(), "dynamodb-throttling".to_string()),
+        ]
+    );
+}

@@ -34,7 +34,7 @@ impl Moto {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("python3 with moto's server must be installed for these tests: pip install 'moto[server]' (.ci/run does)");
+            .expect("python3 with moto's server must be installed for these tests: pip install 'moto[server]>=5.2.3' (.ci/run does)");
         let moto = Moto { child, port };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !moto.answers() {
@@ -139,6 +139,20 @@ impl Moto {
             ))
             .build();
         aws_sdk_elasticloadbalancingv2::Client::from_conf(config)
+    }
+
+    /// A CloudWatch client on this server, to seed metrics and alarms and read them back.
+    pub fn cloudwatch(&self) -> aws_sdk_cloudwatch::Client {
+        use aws_sdk_cloudwatch::config as c;
+        let config = c::Builder::new()
+            .behavior_version(c::BehaviorVersion::latest())
+            .region(c::Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(c::Credentials::new(
+                "testing", "testing", None, None, "tests",
+            ))
+            .build();
+        aws_sdk_cloudwatch::Client::from_conf(config)
     }
 
     pub fn autoscaling(&self) -> aws_sdk_autoscaling::Client {
