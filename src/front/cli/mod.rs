@@ -119,9 +119,14 @@ fn init_tracing(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{level},aws_config=error"))
     });
+    // A log line that cannot be written (a full disk or a file-size limit on the file stderr
+    // goes to) is lost, nothing more: tracing-subscriber would otherwise report the failure
+    // with `eprintln!` to that same stderr, and that panics, taking down the request or run
+    // that logged (seen: `serve` dropping an alert's connection once its log hit LimitFSIZE).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.with_ansi(color()).try_init(),
