@@ -369,6 +369,9 @@ struct Newer {
     groups: BTreeMap<String, GroupSeen>,
     unhealthy_with_traffic: BTreeSet<String>,
     impaired: BTreeSet<String>,
+    /// Targets a health read showed, and whether every read of them said `unhealthy` (true
+    /// until one says `healthy`): those fail their health checks for the whole drill.
+    never_healthy: BTreeMap<String, bool>,
     weights: BTreeMap<String, i64>,
     metrics: Vec<MetricSeen>,
     alarms: BTreeMap<String, AlarmSeen>,
@@ -503,9 +506,22 @@ impl Newer {
             }
             ("elb::target_health" | "elb::wait_healthy", false) => {
                 let g = self.group(&text(&args["group"]));
+                let mut states = Vec::new();
                 for h in result.as_array().into_iter().flatten() {
                     g.targets.insert(text(&h["id"]));
                     g.port = g.port.or(h["port"].as_i64());
+                    states.push((text(&h["id"]), text(&h["state"])));
+                }
+                for (id, state) in states {
+                    match state.as_str() {
+                        "unhealthy" => {
+                            self.never_healthy.entry(id).or_insert(true);
+                        }
+                        "healthy" => {
+                            self.never_healthy.insert(id, false);
+                        }
+                        _ => {}
+                    }
                 }
             }
             // Targets that never became healthy: they fail their health checks in the drill.
@@ -732,7 +748,7 @@ impl Newer {
 
     /// Writes what was seen into the seed, the faults and the expected cloud.
     fn write(
-        self,
+        mut self,
         seed: &mut toml::Table,
         faults: &mut toml::Table,
         cloud: &mut toml::Table,
@@ -975,6 +991,11 @@ impl Newer {
                 strs(&mut self.unhealthy_with_traffic.iter()),
             );
         }
+        self.impaired.extend(
+            std::mem::take(&mut self.never_healthy)
+                .into_iter()
+                .filter_map(|(id, never)| never.then_some(id)),
+        );
         if !self.impaired.is_empty() {
             let mut all = faults
                 .remove("impaired")
