@@ -119,21 +119,9 @@ target = "{{labels.soak_seq}}"
     .unwrap();
 }
 
-/// moto's server with one lock around every request (as the tests run it: DynamoDB and S3 on
-/// one port), on `port`.
-const SERIALISED_MOTO: &str = r#"
-import os, sys, threading
-from werkzeug.serving import run_simple
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-port = int(sys.argv[1])
-os.environ["MOTO_PORT"] = str(port)
-app = DomainDispatcherApplication(create_backend_app)
-lock = threading.Lock()
-def serialised(environ, start_response):
-    with lock:
-        return list(app(environ, start_response))
-run_simple("127.0.0.1", port, serialised, threaded=True)
-"#;
+/// moto's server with one lock around every request, as the tests run it (DynamoDB and S3 on
+/// one port; why: tests/common/moto.rs).
+const SERIALISED_MOTO: &str = include_str!("../tests/common/serialised_moto.py");
 
 /// Starts moto on a free loopback port; returns it and its endpoint once it answers.
 fn start_moto() -> (KillOnDrop, String) {

@@ -1,5 +1,6 @@
 # moto's server with one lock around every request: see SERIALISED_MOTO in tests/common/moto.rs
-# (also started by benches/hooks_load.rs with HOOKS_LOAD_BACKEND=aws).
+# (also started by benches/hooks_load.rs with HOOKS_LOAD_BACKEND=aws and benches/soak.rs with
+# SOAK_STATE=moto).
 import os, sys, threading
 from werkzeug.serving import run_simple
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
