@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::super::escalate::Escalation;
 use super::super::pool::{Job, RunRecord};
-use super::{Alert, Hub, Metrics, lock};
+use super::{Hub, Metrics, lock};
 use crate::base::clock::now_utc;
 use crate::base::console::Console;
 use crate::base::error::{Error, Result};
@@ -523,7 +523,7 @@ mod test_panic {
     }
 
     /// A panicking observer when the alert's `instance_id` label is the variable's value.
-    pub(super) fn observer(alert: &super::Alert) -> Option<Box<dyn RunObserver>> {
+    pub(super) fn observer(alert: &super::super::Alert) -> Option<Box<dyn RunObserver>> {
         let id = std::env::var(VAR).ok()?;
         (alert.labels.get("instance_id") == Some(&id))
             .then(|| Box::new(Panics) as Box<dyn RunObserver>)
