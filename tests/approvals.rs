@@ -1450,3 +1450,163 @@ fn the_rollback_of_an_approved_step_that_failed_is_not_refused_as_drift() {
     );
     assert!(!ws.path().join("t.approvals/2.request.json").exists());
 }
+
+/// A workspace whose runs keep their state in moto's DynamoDB and S3: approval requests are
+/// then posted to Slack with buttons from a CLI run (a click reaches the run through the table).
+fn threaded_workspace(moto: &common::moto::Moto) -> Workspace {
+    let ws = Workspace::new();
+    ws.write(
+        "runbook.toml",
+        &format!(
+            "default = \"sim\"\n\n[environments.sim]\nbackend = \"sim\"\nstate = \"sim-state.json\"\nnotifications = \"send\"\n\n[state]\nbackend = \"aws\"\ntable = \"runbook-state\"\nbucket = \"runbook-transcripts\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\n",
+            moto.endpoint()
+        ),
+    );
+    common::moto::with_credentials(ws.cmd().args(&["state", "init"]))
+        .output()
+        .expect_code(0);
+    ws
+}
+
+/// `args` with Slack's Web API at `slack` and moto's credentials.
+fn with_slack(ws: &Workspace, slack: &common::http::Server, args: &[&str]) -> common::Cmd {
+    common::moto::with_credentials(ws.cmd().args(args))
+        .env("SLACK_BOT_TOKEN", "xoxb-approvals-test")
+        .env("SLACK_API_URL", &slack.url("/api"))
+        .env("SLACK_CHANNEL", "#approvals")
+}
+
+/// Runs `body` as one runbook, unattended, with the transcript at `t.jsonl`; `kill_after`:
+/// die by SIGKILL after that many events.
+fn threaded_run(
+    ws: &Workspace,
+    slack: &common::http::Server,
+    body: &str,
+    kill_after: Option<usize>,
+) -> common::Run {
+    ws.write(
+        "runbooks/threaded.rhai",
+        &format!("{}{body}", header("threaded")),
+    );
+    let args = [
+        "run",
+        "threaded",
+        "--yes",
+        "--no-interactive",
+        "--transcript",
+        "t.jsonl",
+    ];
+    let mut cmd = with_slack(ws, slack, &args);
+    if let Some(n) = kill_after {
+        cmd = cmd.env("RUNBOOK_TEST_KILL_AFTER_EVENTS", &n.to_string());
+    }
+    cmd.output()
+}
+
+/// Kills a run of `body` after the first event `cut` picks, resumes it, and returns what the
+/// Slack stand-in received.
+fn killed_and_resumed(
+    body: &str,
+    cut: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<common::http::Captured> {
+    let moto = common::moto::Moto::start();
+    // Where to cut: counted on an uninterrupted run of the same runbook.
+    let reference = threaded_workspace(&moto);
+    threaded_run(&reference, &common::http::Server::start(), body, None);
+    let point = events(&reference.path().join("t.jsonl"))
+        .iter()
+        .position(cut)
+        .expect("the reference run has the cut point")
+        + 1;
+
+    let ws = threaded_workspace(&moto);
+    let slack = common::http::Server::start();
+    let killed = threaded_run(&ws, &slack, body, Some(point));
+    assert_eq!(
+        killed.code, -1,
+        "the run must die by the signal: {}",
+        killed.stderr
+    );
+    let resumed = with_slack(
+        &ws,
+        &slack,
+        &["resume", "t.jsonl", "--yes", "--no-interactive"],
+    )
+    .output();
+    // Nobody answers: the approval times out and the step fails, which is not the point here.
+    assert_ne!(resumed.code, 0, "{}", resumed.stderr);
+    let ev = events(&ws.path().join("t.jsonl"));
+    let last = of_type(&ev, "step_finished").into_iter().last().cloned();
+    assert_eq!(
+        last.map(|s| s["error"]["code"].clone()),
+        Some(serde_json::json!("approval_timeout")),
+        "the resumed run asked for approval and waited for it: {}",
+        resumed.stderr
+    );
+    common::moto::with_credentials(ws.cmd().args(&["transcript", "verify", "t.jsonl"]))
+        .output()
+        .expect_code(0);
+    slack.captured()
+}
+/// The incident alert (the first post to #incidents) and the approval request, with the ts
+/// the stand-in gave the alert (`1700000001.<n>`, n counting every request it received).
+fn alert_and_request(posted: &[common::http::Captured]) -> (String, serde_json::Value) {
+    let alerts: Vec<usize> = posted
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.path == "/api/chat.postMessage" && c.body["channel"] == "#incidents")
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        alerts.len(),
+        1,
+        "the incident alert went out once, not again on resume"
+    );
+    let request = posted
+        .iter()
+        .find(|c| {
+            c.path == "/api/chat.postMessage" && c.body["blocks"].to_string().contains("approve")
+        })
+        .unwrap_or_else(|| {
+            let seen: Vec<String> = posted
+                .iter()
+                .map(|c| format!("{} {}", c.path, c.body))
+                .collect();
+            panic!("the resumed run posted no approval request: {seen:#?}")
+        });
+    (
+        format!("1700000001.{:06}", alerts[0] + 1),
+        request.body.clone(),
+    )
+}
+
+#[test]
+fn a_run_resumed_after_the_step_that_opened_the_incident_thread_asks_for_approval_in_that_thread() {
+    let body = concat!(
+        "containment(\"Alert\", |ctx| { slack::incident_alert(#{ severity: \"P3\", service: \"web\", description: \"cpu high\" }, #{ channel: \"#incidents\" }); });\n",
+        "eradication(\"Terminate\", |ctx| { approve(\"Terminate?\", #{ timeout: \"1s\" }); });\n",
+    );
+    let posted = killed_and_resumed(body, |e| e["type"] == "step_finished");
+    let (thread, request) = alert_and_request(&posted);
+    assert_eq!(request["channel"], "C0INCIDENTS", "{request}");
+    assert_eq!(request["thread_ts"], thread, "{request}");
+}
+
+#[test]
+fn a_run_resumed_inside_the_step_that_opened_the_incident_thread_asks_for_approval_in_that_thread()
+{
+    // Killed right after the alert's call was recorded: the resumed step gets the alert's
+    // answer from the transcript (it is not sent again) and must still know the thread.
+    let body = concat!(
+        "containment(\"Alert and terminate\", |ctx| {\n",
+        "  slack::incident_alert(#{ severity: \"P3\", service: \"web\", description: \"cpu high\" }, #{ channel: \"#incidents\" });\n",
+        "  approve(\"Terminate?\", #{ timeout: \"1s\" });\n",
+        "});\n",
+    );
+    let posted = killed_and_resumed(body, |e| {
+        e["type"] == "call" && e["binding"] == "slack::post"
+    });
+    let (thread, request) = alert_and_request(&posted);
+    assert_eq!(request["channel"], "C0INCIDENTS", "{request}");
+    assert_eq!(request["thread_ts"], thread, "{request}");
+}

@@ -132,6 +132,10 @@ fn slack_send(ctx: &NativeCallContext, text: String, o: PostOptions) -> ScriptRe
     let host = recorder::host_of(ctx)?;
     let r = route(&host, channel, thread_ts);
     let recorded = match &r {
+        // `incident` only when set, so other posts record what they always did.
+        Route::Api { channel, thread_ts } if incident => {
+            json!({ "channel": channel, "thread_ts": thread_ts, "text": text, "incident": true })
+        }
         Route::Api { channel, thread_ts } => {
             json!({ "channel": channel, "thread_ts": thread_ts, "text": text })
         }
@@ -140,7 +144,7 @@ fn slack_send(ctx: &NativeCallContext, text: String, o: PostOptions) -> ScriptRe
         } => json!({ "webhook": true, "instead_of": channel, "text": text }),
         Route::Webhook { instead_of: None } => json!({ "webhook": true, "text": text }),
     };
-    recorder::call(ctx, &SLACK_POST, recorded, |host| {
+    let answer = recorder::call(ctx, &SLACK_POST, recorded.clone(), |host| {
         let mut payload = json!({ "text": text });
         if let Some(b) = &blocks {
             payload["blocks"] = b.clone();
@@ -152,20 +156,12 @@ fn slack_send(ctx: &NativeCallContext, text: String, o: PostOptions) -> ScriptRe
                     payload["thread_ts"] = json!(ts);
                 }
                 let what = format!("Slack message to {channel}");
-                let sent = host.notifier.slack_api("chat.postMessage", payload);
-                deliver(host, &what, required, async {
-                    let answer = sent.await?;
-                    // A reply names the incident thread; an incident alert starts one.
-                    let at = answer["channel"].as_str().unwrap_or(&channel);
-                    match (&thread_ts, incident) {
-                        (Some(ts), _) => host.note_incident_thread(at, ts),
-                        (None, true) => {
-                            host.note_incident_thread(at, answer["ts"].as_str().unwrap_or(""));
-                        }
-                        (None, false) => {}
-                    }
-                    Ok(answer)
-                })
+                deliver(
+                    host,
+                    &what,
+                    required,
+                    host.notifier.slack_api("chat.postMessage", payload),
+                )
             }
             Route::Webhook { instead_of } => {
                 let what = match &instead_of {
@@ -182,8 +178,48 @@ fn slack_send(ctx: &NativeCallContext, text: String, o: PostOptions) -> ScriptRe
                 deliver(host, &what, required, host.notifier.slack_webhook(payload))
             }
         }
-    })
-    .map(|d| d.try_cast::<Map>().unwrap_or_default())
+    })?
+    .try_cast::<Map>()
+    .unwrap_or_default();
+    note_thread(&host, SLACK_POST.name, &recorded, &answer);
+    Ok(answer)
+}
+
+/// The incident thread a post names, read from what the transcript keeps of it (its binding,
+/// recorded arguments and answer): a delivered reply names the thread it replied in; a
+/// delivered incident alert or run parent message starts one (its own `ts`). Resume reads the
+/// thread back from the transcript with this, so it is the one rule for live and resumed runs.
+pub(crate) fn thread_noted(
+    binding: &str,
+    args: &Value,
+    answer: &Value,
+) -> Option<(String, String)> {
+    if answer["ok"] != true {
+        return None;
+    }
+    let channel = answer["channel"].as_str().or(args["channel"].as_str())?;
+    let starts = match binding {
+        "slack::post" => args["incident"] == true,
+        // The webhook has no threads (and its answer no ts).
+        "slack::lifecycle" => args["method"] == "chat.postMessage",
+        _ => return None,
+    };
+    let ts = match args["thread_ts"].as_str() {
+        Some(ts) if binding == "slack::post" || starts => ts,
+        None if starts => answer["ts"].as_str()?,
+        _ => return None,
+    };
+    Some((channel.to_string(), ts.to_string()))
+}
+
+/// Notes the run's incident thread from a post's answer, after the call rather than in the
+/// sending code: a resumed run gets the answers of the interrupted step's posts from the
+/// transcript without sending them, and must still post its approval requests in the thread.
+fn note_thread(host: &Host, binding: &str, recorded: &Value, answer: &Map) {
+    let answer = recorder::to_json(&Dynamic::from_map(answer.clone()));
+    if let Some((channel, ts)) = thread_noted(binding, recorded, &answer) {
+        host.note_incident_thread(&channel, &ts);
+    }
 }
 
 /// A template message: its text, as Block Kit, with the caller's post options; `incident`: it
@@ -445,7 +481,7 @@ pub(crate) fn lifecycle_post(
 ) -> Option<String> {
     let recorded =
         json!({ "method": method, "channel": channel, "thread_ts": thread_ts, "text": text });
-    let result = recorder::call_at(host, Position::NONE, &LIFECYCLE, recorded, |host| {
+    let result = recorder::call_at(host, Position::NONE, &LIFECYCLE, recorded.clone(), |host| {
         let mut payload = json!({ "channel": channel, "text": text });
         if let Some(ts) = &thread_ts {
             payload["thread_ts"] = json!(ts);
@@ -459,24 +495,14 @@ pub(crate) fn lifecycle_post(
             payload["text"] = json!(format!("{text} (for {channel})"));
             return deliver(host, &what, false, host.notifier.slack_webhook(payload));
         }
-        let sent = host.notifier.slack_api(method, payload);
-        deliver(host, &what, false, async {
-            let answer = sent.await?;
-            // The run's parent message (or its thread) is the run's incident thread.
-            if method == "chat.postMessage" {
-                let at = answer["channel"].as_str().unwrap_or(channel);
-                let ts = thread_ts
-                    .as_deref()
-                    .or_else(|| answer["ts"].as_str())
-                    .unwrap_or("");
-                host.note_incident_thread(at, ts);
-            }
-            Ok(answer)
-        })
+        deliver(host, &what, false, host.notifier.slack_api(method, payload))
     });
-    result
-        .ok()
-        .and_then(|d| d.try_cast::<Map>())
-        .filter(|m| m.get("ok").and_then(|v| v.as_bool().ok()) == Some(true))
-        .map(|m| m.get("ts").map(|t| t.to_string()).unwrap_or_default())
+    let answer = result.ok().and_then(|d| d.try_cast::<Map>())?;
+    // The run's parent message (or its thread) is the run's incident thread; the webhook has
+    // no threads.
+    if !webhook_only(host) {
+        note_thread(host, LIFECYCLE.name, &recorded, &answer);
+    }
+    (answer.get("ok").and_then(|v| v.as_bool().ok()) == Some(true))
+        .then(|| answer.get("ts").map(|t| t.to_string()).unwrap_or_default())
 }

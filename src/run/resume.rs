@@ -316,6 +316,21 @@ pub fn prepare(
     for e in &typed {
         g.restore_touched(e);
     }
+    // The run's incident thread, from the posts it made before the crash: the resumed run's
+    // approval requests go there, as the first process's would have.
+    for e in &typed {
+        if let Event::Call {
+            binding,
+            args,
+            result: Some(answer),
+            planned: false,
+            ..
+        } = e
+            && let Some((channel, ts)) = crate::bindings::slack::thread_noted(binding, args, answer)
+        {
+            rb.host.note_incident_thread(&channel, &ts);
+        }
+    }
 
     let note = Event::RunResumed {
         from_step: pick.start_step,

@@ -1,4 +1,4 @@
-//! CloudWatch in the sim: metric series scripted on the run's clock (see `FleetMetric`) and
+//! CloudWatch in the sim: metric series scripted on the sim's time (see `FleetMetric`) and
 //! alarms evaluated on them, so "CPU at 97% for ten minutes, then falling after the restart"
 //! is what `GetMetricData` and the alarm's state say, in simulated time.
 
@@ -36,15 +36,15 @@ impl SimCloud {
             .position(|m| m.namespace == namespace && m.name == name && &m.dimensions == dimensions)
     }
 
-    /// The metric's value at `t` ms on the run's clock (negative: before the run started).
+    /// The metric's value at `t` (ms since the Unix epoch on the sim's time).
     fn value_at(&self, s: &State, index: usize, t: i64) -> f64 {
         let Some(m) = self.fleet.metrics.get(index) else {
             return 0.0;
         };
-        let trigger = s.metric_triggers.get(index).copied().flatten();
+        let trigger = s.metric_triggered_at.get(index).copied().flatten();
         match (trigger, m.recovered) {
-            (Some(at), Some(to)) if t >= i64::try_from(at).unwrap_or(i64::MAX) => {
-                let since = t.saturating_sub(i64::try_from(at).unwrap_or(i64::MAX));
+            (Some(at), Some(to)) if t >= at => {
+                let since = t.saturating_sub(at);
                 let ramp = i64::try_from(m.ramp_minutes)
                     .unwrap_or(i64::MAX)
                     .saturating_mul(MINUTE_MS);
@@ -69,7 +69,7 @@ impl SimCloud {
         window_s: i64,
     ) -> Vec<Datapoint> {
         let period = i64::from(period_s.max(1)).saturating_mul(1000);
-        let now = i64::try_from(self.clock.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let now = self.now_ms();
         let n = (window_s.saturating_mul(1000) / period).clamp(1, MAX_POINTS);
         let samples = (period / MINUTE_MS).max(1);
         let mut out = Vec::new();
@@ -89,10 +89,7 @@ impl SimCloud {
                 _ => values.iter().sum::<f64>() / values.len() as f64,
             };
             let start = end.saturating_sub(period);
-            let stamp = self
-                .epoch
-                .checked_add_signed(chrono::Duration::milliseconds(start))
-                .unwrap_or(self.epoch);
+            let stamp = chrono::DateTime::from_timestamp_millis(start).unwrap_or(self.epoch);
             out.push(Datapoint {
                 timestamp: stamp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 value: (value * 1000.0).round() / 1000.0,
@@ -122,11 +119,7 @@ impl SimCloud {
     pub(crate) async fn describe_alarms(&self, names: &[String]) -> CloudResult<Vec<Alarm>> {
         self.enter("DescribeAlarms", &[]).await?;
         let s = self.lock()?;
-        let now = self
-            .epoch
-            .checked_add_signed(
-                chrono::Duration::from_std(self.clock.elapsed()).unwrap_or_default(),
-            )
+        let now = chrono::DateTime::from_timestamp_millis(self.now_ms())
             .unwrap_or(self.epoch)
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         Ok(self
@@ -277,6 +270,36 @@ mod tests {
             12.0
         );
         let alarm = &block(sim.describe_alarms(&["worker-cpu-high".into()])).unwrap()[0];
+        assert_eq!(alarm.state, "OK", "{alarm:?}");
+    }
+
+    #[test]
+    fn a_run_sharing_the_sim_sees_a_metric_an_earlier_run_remedied_as_remedied_at_once() {
+        // `serve` gives every run its own handle on one sim, each with a clock that starts at
+        // zero when the run does. The restart happens 50 ms into the first run's clock; the
+        // second run starts after it, so on its own clock the restart would lie 50 ms ahead and
+        // its CPU would still read 97 (its alarm in ALARM) until then.
+        let sim = SimCloud::from_toml(DEFAULT_FLEET).unwrap();
+        let first = sim.share();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let restart = CommandRequest {
+            instances: vec!["i-0a1b2c3d4e5f60005".into()],
+            document: "AWS-RunShellScript".into(),
+            parameters: [(
+                "commands".to_string(),
+                vec!["systemctl restart ec2-manager-worker".to_string()],
+            )]
+            .into(),
+            max_concurrency: "1".into(),
+            max_errors: "0".into(),
+            timeout_seconds: 60,
+            comment: String::new(),
+        };
+        block(first.send_command(&restart)).unwrap();
+        let second = sim.share();
+        let last = block(second.metric_data(&cpu())).unwrap();
+        assert_eq!(last.last().unwrap().value, 12.0, "{last:?}");
+        let alarm = &block(second.describe_alarms(&["worker-cpu-high".into()])).unwrap()[0];
         assert_eq!(alarm.state, "OK", "{alarm:?}");
     }
 

@@ -99,9 +99,13 @@ struct State {
     target_groups: Vec<elb::SimTargetGroup>,
     #[serde(default)]
     listeners: Vec<super::Listener>,
-    /// When (ms on the run's clock) each fleet metric's `recovers_on` call happened.
+    /// When each fleet metric's `recovers_on` call happened, in ms since the Unix epoch on the
+    /// sim's time ([`SimCloud::now_ms`]). Not on a run's own clock: runs sharing one sim in
+    /// `serve`, and a resumed run, each start their clock at zero, and must all see a metric
+    /// that an earlier run remedied as remedied. (Renamed from `metric_triggers`, which held
+    /// run-clock times: a state file with the old field starts with no metric remedied.)
     #[serde(default)]
-    metric_triggers: Vec<Option<u64>>,
+    metric_triggered_at: Vec<Option<i64>>,
     /// Alarms whose actions were disabled (by name).
     #[serde(default)]
     alarm_actions_disabled: Vec<String>,
@@ -248,7 +252,7 @@ impl SimCloud {
         let output_uses = vec![0; fleet.command_outputs.len()];
         let target_groups = elb::target_groups_of(&fleet);
         let listeners = elb::listeners_of(&fleet, &target_groups);
-        let metric_triggers = vec![None; fleet.metrics.len()];
+        let metric_triggered_at = vec![None; fleet.metrics.len()];
         let alarm_actions_disabled = fleet
             .alarms
             .iter()
@@ -274,7 +278,7 @@ impl SimCloud {
                 patch_states: BTreeMap::new(),
                 target_groups,
                 listeners,
-                metric_triggers,
+                metric_triggered_at,
                 alarm_actions_disabled,
                 scaling_groups,
                 refreshes: Vec::new(),
@@ -449,9 +453,14 @@ impl SimCloud {
     /// Notes the first call whose text contains a metric's `recovers_on`: from then on, on the
     /// run's clock, the metric moves to its `recovered` level.
     fn trigger_metrics(&self, s: &mut State, text: &str) {
-        let now = u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX);
-        s.metric_triggers.resize(self.fleet.metrics.len(), None);
-        for (m, at) in self.fleet.metrics.iter().zip(s.metric_triggers.iter_mut()) {
+        let now = self.now_ms();
+        s.metric_triggered_at.resize(self.fleet.metrics.len(), None);
+        for (m, at) in self
+            .fleet
+            .metrics
+            .iter()
+            .zip(s.metric_triggered_at.iter_mut())
+        {
             if at.is_none()
                 && m.recovers_on
                     .as_deref()
@@ -460,6 +469,14 @@ impl SimCloud {
                 *at = Some(now);
             }
         }
+    }
+
+    /// The sim's time, in ms since the Unix epoch: when this handle was made, plus its run's
+    /// clock (real time, or simulated in drills and plans). Every handle on one shared state
+    /// reads metric history on this one time line.
+    fn now_ms(&self) -> i64 {
+        let elapsed = i64::try_from(self.clock.elapsed().as_millis()).unwrap_or(i64::MAX);
+        self.epoch.timestamp_millis().saturating_add(elapsed)
     }
 
     fn new_id(s: &mut State, prefix: &str) -> String {
