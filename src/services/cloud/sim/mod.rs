@@ -123,6 +123,9 @@ struct State {
     /// Entries dropped from the front of `mutations` and `commands` by the history bound.
     #[serde(default)]
     history_dropped: u64,
+    /// Calls counted so far for each of `faults.calls` (same order).
+    #[serde(default)]
+    fault_calls: Vec<u64>,
     /// The most entries `mutations` and `commands` keep (`serve`'s `server.sim_history`): a
     /// server's runs share one simulated cloud for weeks, and these lists are per-run history,
     /// not state the next run needs. None (drills, plans, the CLI) keeps everything a run did.
@@ -282,6 +285,7 @@ impl SimCloud {
                 volumes: Vec::new(),
                 commands_sent: 0,
                 history_dropped: 0,
+                fault_calls: Vec::new(),
                 keep: None,
             })),
             fleet: Arc::new(fleet),
@@ -406,13 +410,27 @@ impl SimCloud {
                     .sleep(Duration::from_millis(faults.latency_ms))
                     .await;
             }
-            let call = {
+            let (call, scripted) = {
                 let mut s = self.lock()?;
                 s.calls += 1;
-                s.calls
+                // A call counts once for `faults.calls`, however often it is retried.
+                let scripted = if attempt == 1 {
+                    Self::count_call(&mut s, &faults.calls, operation, instances)
+                } else {
+                    None
+                };
+                (s.calls, scripted)
             };
             if let Ok(mut ids) = self.request_ids.lock() {
                 ids.push(format!("sim-{call:08}"));
+            }
+            if let Some(f) = scripted {
+                let message = if f.message.is_empty() {
+                    format!("simulated {} ({operation}, call {call})", f.error)
+                } else {
+                    f.message.clone()
+                };
+                return Err(err(&f.error, message));
             }
             if faults.throttle_calls.contains(&call) {
                 if attempt < faults.max_attempts.max(1) {
@@ -444,6 +462,29 @@ impl SimCloud {
             }
             return Ok(());
         }
+    }
+
+    /// Counts a call of `operation` for every `faults.calls` entry it matches; the first whose
+    /// count falls on a failing call is the error it answers with.
+    fn count_call<'f>(
+        s: &mut State,
+        faults: &'f [fleet::CallFault],
+        operation: &str,
+        instances: &[String],
+    ) -> Option<&'f fleet::CallFault> {
+        s.fault_calls.resize(faults.len(), 0);
+        let mut failing = None;
+        for (f, n) in faults.iter().zip(s.fault_calls.iter_mut()) {
+            if f.operation == operation
+                && (f.instance.is_empty() || instances.contains(&f.instance))
+            {
+                *n = n.saturating_add(1);
+                if failing.is_none() && f.fails(*n) {
+                    failing = Some(f);
+                }
+            }
+        }
+        failing
     }
 
     /// Notes the first call whose text contains a metric's `recovers_on`: from then on, on the
@@ -543,5 +584,40 @@ mod tests {
             SimCloud::from_toml(&format!("{base}[faults]\nthrottle_calls = [1, 2, 3]\n")).unwrap();
         let e = block(sim.describe_instances(&Filter::default())).unwrap_err();
         assert_eq!(e.code, "RequestLimitExceeded");
+    }
+
+    #[test]
+    fn the_nth_call_of_an_operation_on_an_instance_fails_as_scripted_and_the_next_goes_through() {
+        let base = "[[instances]]\nid = \"i-1\"\nvpc = \"vpc-1\"\nsubnet = \"subnet-1\"\n\
+                    [[instances]]\nid = \"i-2\"\nvpc = \"vpc-1\"\nsubnet = \"subnet-1\"\n";
+        let fleet = format!(
+            "{base}[[faults.calls]]\noperation = \"DescribeInstances\"\ninstance = \"i-1\"\n\
+             nth = 2\nattempts = 2\nerror = \"Throttling\"\n"
+        );
+        let sim = SimCloud::from_toml(&fleet).unwrap();
+        let of = |id: &str| Filter {
+            ids: vec![id.to_string()],
+            ..Filter::default()
+        };
+        let outcomes: Vec<Result<(), String>> = ["i-1", "i-2", "i-1", "i-1", "i-1"]
+            .iter()
+            .map(|id| {
+                block(sim.describe_instances(&of(id)))
+                    .map(|_| ())
+                    .map_err(|e| e.code)
+            })
+            .collect();
+        // i-2's call is not counted; i-1's second and third fail, once each (no SDK retry).
+        assert_eq!(
+            outcomes,
+            [
+                Ok(()),
+                Ok(()),
+                Err("Throttling".to_string()),
+                Err("Throttling".to_string()),
+                Ok(())
+            ]
+        );
+        assert_eq!(sim.take_request_ids().len(), 5, "one request per call");
     }
 }
