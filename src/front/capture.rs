@@ -132,8 +132,11 @@ fn requests(binding: &str) -> Vec<&'static str> {
     };
     let mut out = lookup.to_vec();
     out.extend(operation(binding));
-    if binding == "ec2::restore_volume" {
-        out.push("AttachVolume");
+    match binding {
+        "ec2::restore_volume" => out.push("AttachVolume"),
+        // It reads the group it set back (once, or polling: see [`polls`]).
+        "autoscaling::set_desired" => out.push("DescribeAutoScalingGroups"),
+        _ => {}
     }
     out
 }
@@ -154,12 +157,35 @@ fn polls(binding: &str, args: &Value) -> Option<&'static str> {
     })
 }
 
+/// The Auto Scaling groups, SSM parameters or alarms (by name) a call is for: the sim matches a
+/// `faults.calls` entry's `resource` against them.
+fn resources(binding: &str, args: &Value) -> Vec<String> {
+    let key = match binding {
+        "autoscaling::group" => "group",
+        b if b.starts_with("autoscaling::") => "auto_scaling_group",
+        "ssm::get_parameter" | "ssm::put_parameter" => "name",
+        "cloudwatch::alarm" | "cloudwatch::wait_alarm_ok" => "alarm",
+        "cloudwatch::disable_actions" | "cloudwatch::enable_actions" => "alarms",
+        _ => return Vec::new(),
+    };
+    match &args[key] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// One recorded call as the sim counts it for `faults.calls`.
 struct Counted {
     /// The requests it made (see [`requests`]), up to the one that failed.
     ops: Vec<&'static str>,
     /// The instances it was for.
     ids: Vec<String>,
+    /// The named resources it was for (see [`resources`]).
+    names: Vec<String>,
     /// The operation it failed at, with the error the cloud answered.
     failed: Option<(&'static str, String, String)>,
     polled: Option<&'static str>,
@@ -167,9 +193,42 @@ struct Counted {
 }
 
 impl Counted {
-    fn counts(&self, op: &str, instance: &str) -> bool {
-        self.ops.contains(&op) && (instance.is_empty() || self.ids.iter().any(|i| i == instance))
+    /// How many of this call's requests the sim counts for a fault of `op` on `on` (an
+    /// instance, a resource).
+    fn counts(&self, op: &str, on: &On) -> usize {
+        let for_it = match on {
+            On::Any => true,
+            On::Instance(i) => self.ids.contains(i),
+            On::Resource(r) => self.names.contains(r),
+        };
+        if for_it {
+            self.ops.iter().filter(|o| **o == op).count()
+        } else {
+            0
+        }
     }
+
+    /// What a fault of `op` at this call is scripted on.
+    fn on(&self, op: &str) -> On {
+        if per_instance(op) {
+            self.ids.first().cloned().map_or(On::Any, On::Instance)
+        } else {
+            // A resource only for a call of exactly one (a call of several fails for any of them).
+            match self.names.as_slice() {
+                [one] => On::Resource(one.clone()),
+                _ => On::Any,
+            }
+        }
+    }
+}
+
+/// What a call fault is scripted on: any call of its operation, or those for one instance or
+/// one named resource.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum On {
+    Any,
+    Instance(String),
+    Resource(String),
 }
 
 /// The faults of the calls that failed: an operation that failed every time it was called
@@ -177,24 +236,23 @@ impl Counted {
 /// (`calls`, counted per operation and instance). Notes where a wait's polling makes the count
 /// uncertain.
 fn call_faults(counted: &[Counted], notes: &mut Vec<String>) -> (Vec<T>, Vec<T>) {
-    let keys: BTreeSet<(&'static str, String)> = counted
+    let keys: BTreeSet<(&'static str, On)> = counted
         .iter()
         .filter_map(|c| {
             let (op, _, _) = c.failed.as_ref()?;
-            let inst = if per_instance(op) {
-                c.ids.first().cloned().unwrap_or_default()
-            } else {
-                String::new()
-            };
-            Some((*op, inst))
+            Some((*op, c.on(op)))
         })
         .collect();
     let (mut always, mut calls) = (Vec::new(), Vec::new());
-    for (op, inst) in keys {
+    for (op, on) in keys {
         // (n, code, message) of every counted call, None for one that went through.
         let mut seq: Vec<Option<(String, String)>> = Vec::new();
         let mut polled_by: Option<&str> = None;
-        for c in counted.iter().filter(|c| c.counts(op, &inst)) {
+        for c in counted {
+            let n = c.counts(op, &on);
+            if n == 0 {
+                continue;
+            }
             let failed_here = c.failed.as_ref().filter(|f| f.0 == op);
             if polled_by.is_none()
                 && seq.iter().all(Option::is_none)
@@ -203,13 +261,21 @@ fn call_faults(counted: &[Counted], notes: &mut Vec<String>) -> (Vec<T>, Vec<T>)
             {
                 polled_by = Some(c.binding.as_str());
             }
+            // Its requests before the last went through; the last failed if the call did there.
+            seq.extend(std::iter::repeat_n(None, n - 1));
             seq.push(failed_here.map(|f| (f.1.clone(), f.2.clone())));
         }
         let fault = |pairs: Vec<(&str, T)>| -> toml::Table {
             let mut t = toml::Table::new();
             t.insert("operation".into(), T::String(op.to_string()));
-            if !inst.is_empty() {
-                t.insert("instance".into(), T::String(inst.clone()));
+            match &on {
+                On::Any => {}
+                On::Instance(i) => {
+                    t.insert("instance".into(), T::String(i.clone()));
+                }
+                On::Resource(r) => {
+                    t.insert("resource".into(), T::String(r.clone()));
+                }
             }
             for (k, v) in pairs {
                 t.insert(k.into(), v);
@@ -228,7 +294,10 @@ fn call_faults(counted: &[Counted], notes: &mut Vec<String>) -> (Vec<T>, Vec<T>)
         if let Some(b) = polled_by {
             notes.push(format!(
                 "{op}{}: {b} polled it before it failed, once per try, and the transcript does not say how often: the drill may fail another call of it",
-                if inst.is_empty() { String::new() } else { format!(" on {inst}") }
+                match &on {
+                    On::Any => String::new(),
+                    On::Instance(x) | On::Resource(x) => format!(" on {x}"),
+                }
             ));
         }
         // Runs of calls in a row that failed with the same error.
@@ -1471,6 +1540,7 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
         counted.push(Counted {
             ops: made,
             ids: ids.clone(),
+            names: resources(binding, args),
             failed,
             polled,
             binding: binding.clone(),
@@ -1880,13 +1950,15 @@ mod tests {
     }
 
     fn call(binding: &str, ids: &[&str], failed: Option<(&'static str, &str)>) -> Counted {
-        let args = json!({ "ids": ids });
+        // An Auto Scaling call's "ids" are its group's name.
+        let args = json!({ "ids": ids, "group": ids.first(), "auto_scaling_group": ids.first() });
         let mut ops = requests(binding);
         let polled = polls(binding, &args);
         ops.extend(polled.filter(|p| !ops.contains(p)));
         Counted {
             ops,
-            ids: ids.iter().map(|s| s.to_string()).collect(),
+            ids: targets(&args),
+            names: resources(binding, &args),
             failed: failed.map(|(op, code)| (op, code.to_string(), format!("{code}!"))),
             polled,
             binding: binding.into(),
@@ -1933,6 +2005,23 @@ mod tests {
         let (_, calls) = call_faults(&counted, &mut notes);
         assert_eq!(calls[0]["nth"].as_integer(), Some(2));
         assert!(notes[0].contains("ec2::stop polled it"), "{notes:?}");
+
+        // An Auto Scaling group's calls are counted for that group (its name the resource),
+        // set_desired's lookup of it and its read after included.
+        let throttled = Some(("DescribeAutoScalingGroups", "Throttling"));
+        let mut set = call("autoscaling::set_desired", &["workers"], None);
+        set.polled = None;
+        let counted = [
+            call("autoscaling::group", &["other"], None),
+            set,
+            call("autoscaling::group", &["workers"], throttled),
+            call("autoscaling::group", &["workers"], None),
+        ];
+        let (_, calls) = call_faults(&counted, &mut notes);
+        assert_eq!(calls[0]["resource"].as_str(), Some("workers"));
+        assert!(calls[0].get("instance").is_none());
+        assert_eq!(calls[0]["nth"].as_integer(), Some(3), "{calls:?}");
+        assert_eq!(notes.len(), 1, "no wait polled the group: {notes:?}");
     }
 
     #[test]

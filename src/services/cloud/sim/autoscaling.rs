@@ -112,7 +112,7 @@ impl SimCloud {
         &self,
         names: &[String],
     ) -> CloudResult<Vec<ScalingGroup>> {
-        self.enter("DescribeAutoScalingGroups", &[]).await?;
+        self.enter("DescribeAutoScalingGroups", names).await?;
         let s = self.lock()?;
         Ok(s.scaling_groups
             .iter()
@@ -122,7 +122,8 @@ impl SimCloud {
     }
 
     pub(crate) async fn set_desired_capacity(&self, name: &str, desired: i64) -> CloudResult<()> {
-        self.enter("SetDesiredCapacity", &[]).await?;
+        self.enter("SetDesiredCapacity", &[name.to_string()])
+            .await?;
         let mut s = self.lock()?;
         let k = s
             .scaling_groups
@@ -226,7 +227,7 @@ impl SimCloud {
         } else {
             "ResumeProcesses"
         };
-        self.enter(op, &[]).await?;
+        self.enter(op, &[name.to_string()]).await?;
         let mut s = self.lock()?;
         if let Some(bad) = processes.iter().find(|p| !PROCESSES.contains(&p.as_str())) {
             return Err(err(
@@ -257,7 +258,8 @@ impl SimCloud {
         name: &str,
         _min_healthy_percent: i64,
     ) -> CloudResult<String> {
-        self.enter("StartInstanceRefresh", &[]).await?;
+        self.enter("StartInstanceRefresh", &[name.to_string()])
+            .await?;
         let now = self.elapsed_ms();
         let mut s = self.lock()?;
         let g = s
@@ -293,7 +295,8 @@ impl SimCloud {
         name: &str,
         id: &str,
     ) -> CloudResult<InstanceRefresh> {
-        self.enter("DescribeInstanceRefreshes", &[]).await?;
+        self.enter("DescribeInstanceRefreshes", &[name.to_string()])
+            .await?;
         let now = self.elapsed_ms();
         let s = self.lock()?;
         let r = s

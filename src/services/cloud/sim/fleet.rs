@@ -340,8 +340,9 @@ pub(crate) struct Faults {
     pub(crate) calls: Vec<CallFault>,
 }
 
-/// An error on the `nth` call of `operation` (counting only the calls for `instance` when
-/// given) and the `attempts - 1` calls after it; the calls before and after go through. The
+/// An error on the `nth` call of `operation` (counting only the calls for `instance`, or for
+/// `resource` on an operation of Auto Scaling groups, SSM parameters or alarms, when given) and
+/// the `attempts - 1` calls after it; the calls before and after go through. The
 /// caller sees the error: it is what the SDK returned after its own retries, so they are not
 /// tried again. A call is one API request as the caller makes it, so a binding that looks an
 /// instance up first or polls counts each of its requests.
@@ -351,6 +352,9 @@ pub(crate) struct CallFault {
     pub(crate) operation: String,
     #[serde(default)]
     pub(crate) instance: String,
+    /// The Auto Scaling group, SSM parameter or alarm (by name) the call is for.
+    #[serde(default)]
+    pub(crate) resource: String,
     /// 1-based: the first call that fails.
     #[serde(default = "one")]
     pub(crate) nth: u64,
@@ -410,13 +414,17 @@ fn default_attempts() -> u32 {
     3
 }
 
-/// An API error returned whenever `operation` is called for `instance` (any instance if empty).
+/// An API error returned whenever `operation` is called for `instance` (any instance if empty)
+/// and `resource` (any if empty).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ApiFault {
     pub(crate) operation: String,
     #[serde(default)]
     pub(crate) instance: String,
+    /// The Auto Scaling group, SSM parameter or alarm (by name) the call is for.
+    #[serde(default)]
+    pub(crate) resource: String,
     pub(crate) code: String,
     #[serde(default)]
     pub(crate) message: String,

@@ -400,6 +400,9 @@ impl SimCloud {
 
     /// Every API call starts here: latency, call counting, throttling (retried like the SDK's
     /// standard mode), scripted errors for the instances involved, and a request id.
+    /// `instances` are the instances the call is for or, for an operation on another resource,
+    /// its names (the Auto Scaling groups, parameters, alarms): what a fault's `instance` or
+    /// `resource` is matched against.
     async fn enter(&self, operation: &str, instances: &[String]) -> CloudResult<()> {
         let faults = &self.fleet.faults;
         let mut attempt = 0;
@@ -450,7 +453,9 @@ impl SimCloud {
             }
             for f in &faults.errors {
                 if f.operation == operation
-                    && (f.instance.is_empty() || instances.contains(&f.instance))
+                    && [&f.instance, &f.resource]
+                        .iter()
+                        .all(|on| on.is_empty() || instances.contains(on))
                 {
                     let message = if f.message.is_empty() {
                         format!("simulated failure of {operation}")
@@ -476,7 +481,9 @@ impl SimCloud {
         let mut failing = None;
         for (f, n) in faults.iter().zip(s.fault_calls.iter_mut()) {
             if f.operation == operation
-                && (f.instance.is_empty() || instances.contains(&f.instance))
+                && [&f.instance, &f.resource]
+                    .iter()
+                    .all(|on| on.is_empty() || instances.contains(on))
             {
                 *n = n.saturating_add(1);
                 if failing.is_none() && f.fails(*n) {
@@ -619,5 +626,18 @@ mod tests {
             ]
         );
         assert_eq!(sim.take_request_ids().len(), 5, "one request per call");
+    }
+
+    #[test]
+    fn a_call_fault_on_a_named_resource_counts_and_fails_only_the_calls_for_it() {
+        let fleet = "[[parameters]]\nname = \"/a\"\nvalue = \"1\"\n\
+                     [[parameters]]\nname = \"/b\"\nvalue = \"2\"\n\
+                     [[faults.calls]]\noperation = \"SsmGetParameter\"\nresource = \"/b\"\n\
+                     error = \"InternalError\"\n";
+        let sim = SimCloud::from_toml(fleet).unwrap();
+        let get = |name: &str| block(sim.get_parameter(name, false)).map_err(|e| e.code);
+        assert_eq!(get("/a"), Ok("1".to_string()));
+        assert_eq!(get("/b"), Err("InternalError".to_string()));
+        assert_eq!(get("/b"), Ok("2".to_string()));
     }
 }
