@@ -327,6 +327,16 @@ fn call_faults(counted: &[Counted], notes: &mut Vec<String>) -> (Vec<T>, Vec<T>)
     (always, calls)
 }
 
+/// `...: instance refresh not finished ...: ID P% (STATUS)` (a refresh's wait that ran out): the
+/// status and the percentage it was last seen at.
+fn refresh_stuck(message: &str) -> Option<(String, i64)> {
+    let (_, last) = message.rsplit_once(": ")?;
+    let mut words = last.split_whitespace().skip(1);
+    let percent = words.next()?.strip_suffix('%')?.parse().ok()?;
+    let status = words.next()?.strip_prefix('(')?.strip_suffix(')')?;
+    Some((status.to_string(), percent))
+}
+
 /// `instance refresh ID of GROUP ended STATUS at P%: REASON` (the binding's `RefreshFailed`):
 /// the status, the percentage and the reason.
 fn refresh_ending(message: &str) -> Option<(String, i64, String)> {
@@ -881,7 +891,18 @@ impl Newer {
             }
             ("autoscaling::refresh", _) => {
                 let name = text(&args["auto_scaling_group"]);
-                if code == "RefreshFailed" {
+                if message.contains("instance refresh not finished") {
+                    // A wait that ran out: the refresh stays where it was last seen.
+                    match refresh_stuck(message) {
+                        Some((status, percent)) => {
+                            self.refresh_failures
+                                .insert(name.clone(), (status, percent, String::new()));
+                        }
+                        None => self.notes.push(format!(
+                            "the instance refresh of {name} did not finish, at a progress the capture cannot read ({message}): not scripted"
+                        )),
+                    }
+                } else if code == "RefreshFailed" {
                     match refresh_ending(message) {
                         Some(ending) => {
                             self.refresh_failures.insert(name.clone(), ending);
@@ -2064,6 +2085,22 @@ mod tests {
         );
         assert!(head[0].contains("refreshed but never read"), "{head:?}");
         assert!(!scripted("RefreshFailed"));
+
+        // One whose wait ran out stays unfinished where it was last seen.
+        let mut n = Newer::default();
+        n.see(
+            "autoscaling::refresh",
+            &json!({ "auto_scaling_group": "workers", "min_healthy": 90, "wait": true }),
+            &Value::Null,
+            Some(&error(
+                "WaiterTimeout",
+                "instance refresh not finished after 10m: refresh-00000002 60% (InProgress)",
+            )),
+        );
+        assert_eq!(
+            n.refresh_failures["workers"],
+            ("InProgress".to_string(), 60, String::new())
+        );
     }
 
     #[test]

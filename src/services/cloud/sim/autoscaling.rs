@@ -449,5 +449,20 @@ mod tests {
             (r.status.as_str(), r.percent_complete, r.reason.as_str()),
             ("Cancelled", 20, "launch template not found")
         );
+
+        // One scripted `InProgress` never finishes: a wait on it runs out again.
+        let fleet = format!(
+            "{DEFAULT_FLEET}\n[[faults.refresh_failures]]\ngroup = \"{GROUP}\"\n\
+             status = \"InProgress\"\npercent = 60\n"
+        );
+        let mut sim = SimCloud::from_toml(&fleet).unwrap();
+        let clock = crate::base::clock::Clock::real();
+        clock.set_simulated(true);
+        sim.set_clock(clock.clone());
+        let id = block(sim.start_instance_refresh(GROUP, 90)).unwrap();
+        clock.skip(Duration::from_secs(3600));
+        let r = block(sim.describe_instance_refresh(GROUP, &id)).unwrap();
+        assert_eq!((r.status.as_str(), r.percent_complete), ("InProgress", 60));
+        assert!(!r.is_terminal());
     }
 }

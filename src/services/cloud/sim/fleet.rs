@@ -384,7 +384,8 @@ fn one() -> u64 {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RefreshFailure {
     pub(crate) group: String,
-    /// `Failed`, `Cancelled`, `RollbackSuccessful`, `RollbackFailed` (default `Failed`).
+    /// `Failed`, `Cancelled`, `RollbackSuccessful`, `RollbackFailed` (default `Failed`); or a
+    /// status that does not end it (`InProgress`): it never finishes, stuck at `percent`.
     #[serde(default = "failed")]
     pub(crate) status: String,
     /// The percentage it reaches and stops at (default 50).
