@@ -1122,6 +1122,8 @@ containment("Scale out the workers", |ctx| {
 /// moto keeps a group's suspended processes but launches whatever they say (it ignores a
 /// suspended `Launch`), and starts its instances `InService` at once: on moto the broken runbook
 /// would pass. The sim honours a suspended `Launch`, which is what makes the captured drill fail it.
+/// moto (5.2) does not implement `StartInstanceRefresh`, so a failed refresh is captured from a
+/// sim run (`a_failed_instance_refresh_is_scripted_to_fail_again_...`).
 #[test]
 fn an_auto_scaling_run_on_moto_captured_as_a_drill_passes_on_the_sim_and_fails_a_runbook_that_no_longer_resumes_launch()
  {
