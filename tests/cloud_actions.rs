@@ -510,37 +510,7 @@ containment("Scale the workers", |ctx| {
 fn auto_scaling_capacity_and_processes_agree_between_moto_and_the_sim() {
     let moto = Moto::start();
     let (blue, _) = moto.seed();
-    let (subnet, _) = network_of(&moto, &blue);
-    block(async {
-        moto.ec2()
-            .create_launch_template()
-            .launch_template_name("ec2-manager-worker")
-            .launch_template_data(
-                aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
-                    .image_id("ami-0a1b2c3d4e5f60003")
-                    .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-        moto.autoscaling()
-            .create_auto_scaling_group()
-            .auto_scaling_group_name("ec2-manager-worker")
-            .launch_template(
-                aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
-                    .launch_template_name("ec2-manager-worker")
-                    .version("$Latest")
-                    .build(),
-            )
-            .min_size(1)
-            .max_size(4)
-            .desired_capacity(1)
-            .vpc_zone_identifier(&subnet)
-            .send()
-            .await
-            .unwrap();
-    });
+    moto.scaling_group("ec2-manager-worker", &blue);
     let ws = moto.workspace("123456789012");
     ws.write("runbooks/scale.rhai", SCALE);
     let (on_moto, moto_writes) = run_script(&ws, "moto", "scale", &[], 0);

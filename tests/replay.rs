@@ -947,3 +947,257 @@ fn a_traffic_shift_on_moto_captured_as_a_drill_passes_on_the_sim_and_fails_a_shi
         run.stdout
     );
 }
+
+/// Runs the drill scenario `scenario` (TOML text) with the runbooks of the workspace folder
+/// `runbooks` and returns its transcript: the "incident" a capture test starts from.
+fn incident_from(ws: &Workspace, scenario: &str, runbooks: &str) -> std::path::PathBuf {
+    ws.write("incident/scenario.toml", scenario);
+    ws.run(&[
+        "drill",
+        "incident/scenario.toml",
+        "--runbooks",
+        runbooks,
+        "--out",
+        "incident/out",
+        "--results",
+        "incident/results",
+    ])
+    .expect_code(0);
+    let mut out: Vec<std::path::PathBuf> = std::fs::read_dir(ws.path().join("incident/out"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    assert_eq!(out.len(), 1, "{out:?}");
+    out.remove(0)
+}
+
+/// `runbook drill capture` of `transcript`, saved as `drills/captured.toml`.
+fn capture(ws: &Workspace, transcript: &std::path::Path) -> (String, toml::Table) {
+    let captured = ws.run(&["drill", "capture", &transcript.display().to_string()]);
+    captured.expect_code(0);
+    ws.write("drills/captured.toml", &captured.stdout);
+    let scenario = toml::from_str(&captured.stdout).unwrap();
+    (captured.stdout, scenario)
+}
+
+const FLAKY_READ: &str = r#"runbook(#{ id: "flaky-read", version: "1.0.0", title: "Tag the worker", severity: "P3",
+    params: #{ instance_id: #{ type: "string", required: true } } });
+containment("Read the worker", |ctx| {
+    ctx.state = ec2::describe(ctx.instance_id).state;
+}, #{ retries: 1, backoff: "1s" });
+containment("Tag the worker", |ctx| {
+    ec2::tag(ctx.instance_id, #{ Checked: "yes" });
+});
+"#;
+
+#[test]
+fn a_call_throttled_and_then_retried_is_scripted_at_that_call_and_fails_a_runbook_that_no_longer_retries()
+ {
+    let ws = Workspace::new();
+    ws.write("good/flaky-read.rhai", FLAKY_READ);
+    // The incident: the read is throttled past the SDK's three attempts once, and the step's
+    // retry goes through.
+    let incident = incident_from(
+        &ws,
+        r#"runbook = "flaky-read@1.0.0"
+[params]
+instance_id = "i-0a1b2c3d4e5f60005"
+[[faults.calls]]
+operation = "DescribeInstances"
+instance = "i-0a1b2c3d4e5f60005"
+error = "RequestLimitExceeded"
+message = "Request limit exceeded."
+[expect]
+status = "ok"
+"#,
+        "good",
+    );
+    let (text, scenario) = capture(&ws, &incident);
+    // Scripted, not left in a comment.
+    assert!(!text.contains("# not scripted"), "{text}");
+    let faults = &scenario["seed"]["faults"];
+    assert!(faults.get("errors").is_none(), "{text}");
+    let call = &faults["calls"][0];
+    assert_eq!(call["operation"].as_str(), Some("DescribeInstances"));
+    assert_eq!(call["instance"].as_str(), Some("i-0a1b2c3d4e5f60005"));
+    assert_eq!(call["nth"].as_integer(), Some(1));
+    assert_eq!(call["attempts"].as_integer(), Some(1));
+    assert_eq!(call["error"].as_str(), Some("RequestLimitExceeded"));
+    assert_eq!(
+        scenario["expect"]["steps"]["Read the worker"].as_str(),
+        Some("ok")
+    );
+    let run = drill_file(&ws, "drills/captured.toml", "good");
+    run.expect_code(0);
+    assert!(run.stdout.contains("pass  captured"), "{}", run.stdout);
+    // Without the step's retry the same throttled call fails the run.
+    ws.write(
+        "runbooks/flaky-read.rhai",
+        &FLAKY_READ.replace(r#"#{ retries: 1, backoff: "1s" }"#, "#{}"),
+    );
+    let run = drill_file(&ws, "drills/captured.toml", "runbooks");
+    run.expect_code(1);
+    assert!(
+        run.stdout.contains("FAIL")
+            && run
+                .stdout
+                .contains("\"Read the worker\" failed: Request limit exceeded."),
+        "{}",
+        run.stdout
+    );
+}
+
+const ROLL_WORKERS: &str = r#"runbook(#{ id: "roll-workers", version: "1.0.0", title: "Roll the workers", severity: "P3" });
+recovery("Refresh the workers", |ctx| {
+    ctx.before = autoscaling::group("ec2-manager-worker").desired;
+    autoscaling::suspend("ec2-manager-worker", ["AlarmNotification"]);
+    try {
+        ctx.refresh = autoscaling::refresh("ec2-manager-worker", #{ every: "15s" }).status;
+    } catch (e) {
+        // The incident: a refresh that failed left the alarms muted until someone noticed.
+        ctx.refresh = e.code;
+    }
+    autoscaling::resume("ec2-manager-worker", ["AlarmNotification"]);
+});
+"#;
+
+#[test]
+fn a_failed_instance_refresh_is_scripted_to_fail_again_and_fails_a_runbook_that_stops_at_it() {
+    let ws = Workspace::new();
+    ws.write("good/roll-workers.rhai", ROLL_WORKERS);
+    let incident = incident_from(
+        &ws,
+        r#"runbook = "roll-workers@1.0.0"
+[[faults.refresh_failures]]
+group = "ec2-manager-worker"
+status = "Cancelled"
+percent = 25
+reason = "Instances failed to pass their health checks"
+[expect]
+status = "ok"
+"#,
+        "good",
+    );
+    let (text, scenario) = capture(&ws, &incident);
+    let f = &scenario["seed"]["faults"]["refresh_failures"][0];
+    assert_eq!(f["group"].as_str(), Some("ec2-manager-worker"), "{text}");
+    assert_eq!(f["status"].as_str(), Some("Cancelled"));
+    assert_eq!(f["percent"].as_integer(), Some(25));
+    // The refresh's end is not an error of the call that started it.
+    assert!(scenario["seed"]["faults"].get("errors").is_none(), "{text}");
+    ws.write("runbooks/roll-workers.rhai", &ROLL_WORKERS.replace(
+        "    try {\n        ctx.refresh = autoscaling::refresh(\"ec2-manager-worker\", #{ every: \"15s\" }).status;\n    } catch (e) {\n        // The incident: a refresh that failed left the alarms muted until someone noticed.\n        ctx.refresh = e.code;\n    }\n",
+        "    ctx.refresh = autoscaling::refresh(\"ec2-manager-worker\", #{ every: \"15s\" }).status;\n",
+    ));
+    assert!(
+        !std::fs::read_to_string(ws.path().join("runbooks/roll-workers.rhai"))
+            .unwrap()
+            .contains("try")
+    );
+    let run = drill_file(&ws, "drills/captured.toml", "good");
+    run.expect_code(0);
+    assert!(run.stdout.contains("pass  captured"), "{}", run.stdout);
+    let run = drill_file(&ws, "drills/captured.toml", "runbooks");
+    run.expect_code(1);
+    assert!(
+        run.stdout.contains("FAIL") && run.stdout.contains("Cancelled at 25%"),
+        "{}",
+        run.stdout
+    );
+}
+
+const MOTO_SCALE_OUT: &str = r#"runbook(#{ id: "workers-scale-out", version: "1.0.0", title: "Scale out the workers", severity: "P3" });
+containment("Scale out the workers", |ctx| {
+    let g = autoscaling::group("ec2-manager-worker");
+    ctx.suspended = g.suspended;
+    // What the incident exposed: a deploy had left `Launch` suspended, so a scale-out launched nothing.
+    if g.suspended.contains("Launch") {
+        autoscaling::resume("ec2-manager-worker", ["Launch"]);
+    }
+    ctx.desired = autoscaling::set_desired("ec2-manager-worker", 2, #{ timeout: "60s", every: "1s" }).desired;
+});
+"#;
+
+/// moto keeps a group's suspended processes but launches whatever they say (it ignores a
+/// suspended `Launch`), and starts its instances `InService` at once: on moto the broken runbook
+/// would pass. The sim honours a suspended `Launch`, which is what makes the captured drill fail it.
+/// moto (5.2) does not implement `StartInstanceRefresh`, so a failed refresh is captured from a
+/// sim run (`a_failed_instance_refresh_is_scripted_to_fail_again_...`).
+#[test]
+fn an_auto_scaling_run_on_moto_captured_as_a_drill_passes_on_the_sim_and_fails_a_runbook_that_no_longer_resumes_launch()
+ {
+    let moto = Moto::start();
+    let (blue, _) = moto.seed();
+    moto.scaling_group("ec2-manager-worker", &blue);
+    common::moto::block(async {
+        moto.autoscaling()
+            .suspend_processes()
+            .auto_scaling_group_name("ec2-manager-worker")
+            .scaling_processes("Launch")
+            .send()
+            .await
+            .unwrap();
+    });
+    let ws = moto.workspace("123456789012");
+    ws.write("runbooks/workers-scale-out.rhai", MOTO_SCALE_OUT);
+    common::moto::with_credentials(ws.cmd())
+        .args(&[
+            "run",
+            "workers-scale-out",
+            "--env",
+            "moto",
+            "--transcript",
+            "incident.jsonl",
+        ])
+        .output()
+        .expect_code(0);
+    drop(moto);
+    let (text, scenario) = capture(&ws, std::path::Path::new("incident.jsonl"));
+    // The group as the run first read it: one instance, Launch suspended; its outcome expected.
+    let g = &scenario["seed"]["auto_scaling_groups"][0];
+    assert_eq!(g["name"].as_str(), Some("ec2-manager-worker"), "{text}");
+    assert_eq!(
+        (
+            g["min"].as_integer(),
+            g["max"].as_integer(),
+            g["desired"].as_integer()
+        ),
+        (Some(1), Some(4), Some(1))
+    );
+    assert_eq!(g["instances"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        g["suspended"].as_array().unwrap(),
+        &[toml::Value::String("Launch".into())]
+    );
+    assert_eq!(
+        scenario["expect"]["cloud"]["desired_capacity"]["ec2-manager-worker"].as_integer(),
+        Some(2)
+    );
+    let calls: Vec<&str> = scenario["expect"]["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    assert_eq!(calls, ["autoscaling::resume", "autoscaling::set_desired"]);
+    ws.write("good/workers-scale-out.rhai", MOTO_SCALE_OUT);
+    let run = drill_file(&ws, "drills/captured.toml", "good");
+    run.expect_code(0);
+    assert!(run.stdout.contains("pass  captured"), "{}", run.stdout);
+    // Broken the way the incident exposed: the scale-out without resuming Launch.
+    ws.write(
+        "runbooks/workers-scale-out.rhai",
+        &MOTO_SCALE_OUT.replace(
+            "        autoscaling::resume(\"ec2-manager-worker\", [\"Launch\"]);\n",
+            "",
+        ),
+    );
+    let run = drill_file(&ws, "drills/captured.toml", "runbooks");
+    run.expect_code(1);
+    assert!(
+        run.stdout.contains("FAIL") && run.stdout.contains("1 of 2 InService"),
+        "{}",
+        run.stdout
+    );
+}

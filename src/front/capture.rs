@@ -39,9 +39,11 @@ fn operation(binding: &str) -> Option<&'static str> {
         "ec2::launch" => "RunInstances",
         "ec2::tag" => "CreateTags",
         "ec2::untag" => "DeleteTags",
-        "ssm::get_parameter" => "GetParameter",
-        "ssm::put_parameter" => "PutParameter",
-        "ssm::run_command" => "SendCommand",
+        // The sim names Systems Manager's operations with their service (`SsmSendCommand`).
+        "ssm::get_parameter" => "SsmGetParameter",
+        "ssm::put_parameter" => "SsmPutParameter",
+        "ssm::run_command" => "SsmSendCommand",
+        "ssm::patch_states" => "SsmDescribeInstancePatchStates",
         "ec2::snapshots" => "DescribeSnapshots",
         "ec2::restore_volume" => "CreateVolume",
         "ec2::delete_volume" => "DeleteVolume",
@@ -78,7 +80,9 @@ fn failed_operation(binding: &str, message: &str) -> Option<&'static str> {
 fn per_instance(op: &str) -> bool {
     !matches!(
         op,
-        "DescribeSnapshots"
+        "SsmGetParameter"
+            | "SsmPutParameter"
+            | "DescribeSnapshots"
             | "CreateVolume"
             | "DeleteVolume"
             | "DescribeListeners"
@@ -112,7 +116,239 @@ fn scripted(code: &str) -> bool {
             | "ShiftGateFailed"
             | "TargetsUnhealthy"
             | "CommandTimedOut"
+            // A refresh that ended badly is scripted as `refresh_failures`, not as an error of
+            // the call that started it.
+            | "RefreshFailed"
     )
+}
+
+/// The API requests a binding call makes, in order, as far as a `faults.calls` count needs
+/// them: the lookups before its own operation (an instance described first) count too.
+fn requests(binding: &str) -> Vec<&'static str> {
+    let lookup: &[&'static str] = match binding {
+        "ec2::isolate" | "ec2::snapshot_volumes" | "ec2::restore_volume" => &["DescribeInstances"],
+        "autoscaling::set_desired" => &["DescribeAutoScalingGroups"],
+        _ => &[],
+    };
+    let mut out = lookup.to_vec();
+    out.extend(operation(binding));
+    match binding {
+        "ec2::restore_volume" => out.push("AttachVolume"),
+        // It reads the group it set back (once, or polling: see [`polls`]).
+        "autoscaling::set_desired" => out.push("DescribeAutoScalingGroups"),
+        _ => {}
+    }
+    out
+}
+
+/// The operation a binding polls while it waits (as many requests as the wait took, which the
+/// transcript does not say): a call count past one of these may be off.
+fn polls(binding: &str, args: &Value) -> Option<&'static str> {
+    Some(match binding {
+        "ec2::wait_status_ok" => "DescribeInstanceStatus",
+        "ec2::stop" | "ec2::start" | "ec2::terminate" if args["wait"] != false => {
+            "DescribeInstances"
+        }
+        "ec2::wait_state" => "DescribeInstances",
+        "elb::wait_healthy" => "DescribeTargetHealth",
+        "cloudwatch::wait_alarm_ok" => "DescribeAlarms",
+        "autoscaling::set_desired" if args["wait"] != false => "DescribeAutoScalingGroups",
+        _ => return None,
+    })
+}
+
+/// The Auto Scaling groups, SSM parameters or alarms (by name) a call is for: the sim matches a
+/// `faults.calls` entry's `resource` against them.
+fn resources(binding: &str, args: &Value) -> Vec<String> {
+    let key = match binding {
+        "autoscaling::group" => "group",
+        b if b.starts_with("autoscaling::") => "auto_scaling_group",
+        "ssm::get_parameter" | "ssm::put_parameter" => "name",
+        "cloudwatch::alarm" | "cloudwatch::wait_alarm_ok" => "alarm",
+        "cloudwatch::disable_actions" | "cloudwatch::enable_actions" => "alarms",
+        _ => return Vec::new(),
+    };
+    match &args[key] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// One recorded call as the sim counts it for `faults.calls`.
+struct Counted {
+    /// The requests it made (see [`requests`]), up to the one that failed.
+    ops: Vec<&'static str>,
+    /// The instances it was for.
+    ids: Vec<String>,
+    /// The named resources it was for (see [`resources`]).
+    names: Vec<String>,
+    /// The operation it failed at, with the error the cloud answered.
+    failed: Option<(&'static str, String, String)>,
+    polled: Option<&'static str>,
+    binding: String,
+}
+
+impl Counted {
+    /// How many of this call's requests the sim counts for a fault of `op` on `on` (an
+    /// instance, a resource).
+    fn counts(&self, op: &str, on: &On) -> usize {
+        let for_it = match on {
+            On::Any => true,
+            On::Instance(i) => self.ids.contains(i),
+            On::Resource(r) => self.names.contains(r),
+        };
+        if for_it {
+            self.ops.iter().filter(|o| **o == op).count()
+        } else {
+            0
+        }
+    }
+
+    /// What a fault of `op` at this call is scripted on.
+    fn on(&self, op: &str) -> On {
+        if per_instance(op) {
+            self.ids.first().cloned().map_or(On::Any, On::Instance)
+        } else {
+            // A resource only for a call of exactly one (a call of several fails for any of them).
+            match self.names.as_slice() {
+                [one] => On::Resource(one.clone()),
+                _ => On::Any,
+            }
+        }
+    }
+}
+
+/// What a call fault is scripted on: any call of its operation, or those for one instance or
+/// one named resource.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum On {
+    Any,
+    Instance(String),
+    Resource(String),
+}
+
+/// The faults of the calls that failed: an operation that failed every time it was called
+/// fails always (`errors`); one that failed and then went through fails the same calls
+/// (`calls`, counted per operation and instance). Notes where a wait's polling makes the count
+/// uncertain.
+fn call_faults(counted: &[Counted], notes: &mut Vec<String>) -> (Vec<T>, Vec<T>) {
+    let keys: BTreeSet<(&'static str, On)> = counted
+        .iter()
+        .filter_map(|c| {
+            let (op, _, _) = c.failed.as_ref()?;
+            Some((*op, c.on(op)))
+        })
+        .collect();
+    let (mut always, mut calls) = (Vec::new(), Vec::new());
+    for (op, on) in keys {
+        // (n, code, message) of every counted call, None for one that went through.
+        let mut seq: Vec<Option<(String, String)>> = Vec::new();
+        let mut polled_by: Option<&str> = None;
+        for c in counted {
+            let n = c.counts(op, &on);
+            if n == 0 {
+                continue;
+            }
+            let failed_here = c.failed.as_ref().filter(|f| f.0 == op);
+            if polled_by.is_none()
+                && seq.iter().all(Option::is_none)
+                && c.polled == Some(op)
+                && failed_here.is_none()
+            {
+                polled_by = Some(c.binding.as_str());
+            }
+            // Its requests before the last went through; the last failed if the call did there.
+            seq.extend(std::iter::repeat_n(None, n - 1));
+            seq.push(failed_here.map(|f| (f.1.clone(), f.2.clone())));
+        }
+        let fault = |pairs: Vec<(&str, T)>| -> toml::Table {
+            let mut t = toml::Table::new();
+            t.insert("operation".into(), T::String(op.to_string()));
+            match &on {
+                On::Any => {}
+                On::Instance(i) => {
+                    t.insert("instance".into(), T::String(i.clone()));
+                }
+                On::Resource(r) => {
+                    t.insert("resource".into(), T::String(r.clone()));
+                }
+            }
+            for (k, v) in pairs {
+                t.insert(k.into(), v);
+            }
+            t
+        };
+        if seq.iter().all(Option::is_some) {
+            if let Some(Some((code, message))) = seq.first() {
+                always.push(T::Table(fault(vec![
+                    ("code", T::String(code.clone())),
+                    ("message", T::String(message.clone())),
+                ])));
+            }
+            continue;
+        }
+        if let Some(b) = polled_by {
+            notes.push(format!(
+                "{op}{}: {b} polled it before it failed, once per try, and the transcript does not say how often: the drill may fail another call of it",
+                match &on {
+                    On::Any => String::new(),
+                    On::Instance(x) | On::Resource(x) => format!(" on {x}"),
+                }
+            ));
+        }
+        // Runs of calls in a row that failed with the same error.
+        let mut n = 0usize;
+        while n < seq.len() {
+            let Some((code, message)) = seq[n].clone() else {
+                n += 1;
+                continue;
+            };
+            let mut end = n + 1;
+            while seq
+                .get(end)
+                .is_some_and(|s| s.as_ref().is_some_and(|s| s.0 == code))
+            {
+                end += 1;
+            }
+            let int = |v: usize| T::Integer(i64::try_from(v).unwrap_or(i64::MAX));
+            calls.push(T::Table(fault(vec![
+                ("nth", int(n + 1)),
+                ("attempts", int(end - n)),
+                ("error", T::String(code)),
+                ("message", T::String(message)),
+            ])));
+            n = end;
+        }
+    }
+    (always, calls)
+}
+
+/// `...: instance refresh not finished ...: ID P% (STATUS)` (a refresh's wait that ran out): the
+/// status and the percentage it was last seen at.
+fn refresh_stuck(message: &str) -> Option<(String, i64)> {
+    let (_, last) = message.rsplit_once(": ")?;
+    let mut words = last.split_whitespace().skip(1);
+    let percent = words.next()?.strip_suffix('%')?.parse().ok()?;
+    let status = words.next()?.strip_prefix('(')?.strip_suffix(')')?;
+    Some((status.to_string(), percent))
+}
+
+/// `instance refresh ID of GROUP ended STATUS at P%: REASON` (the binding's `RefreshFailed`):
+/// the status, the percentage and the reason.
+fn refresh_ending(message: &str) -> Option<(String, i64, String)> {
+    let (_, rest) = message.split_once(" ended ")?;
+    let (status, rest) = rest.split_once(" at ")?;
+    let (percent, reason) = rest.split_once('%')?;
+    let reason = reason.strip_prefix(':').unwrap_or(reason).trim();
+    Some((
+        status.trim().to_string(),
+        percent.trim().parse().ok()?,
+        reason.to_string(),
+    ))
 }
 
 /// The instance ids a call's arguments name (the first is the one a fault is scripted for).
@@ -377,6 +613,10 @@ struct Newer {
     alarms: BTreeMap<String, AlarmSeen>,
     scaling: BTreeMap<String, ScalingSeen>,
     desired: BTreeMap<String, i64>,
+    /// Groups an instance refresh was started on, and how the ones that failed ended
+    /// (status, percentage, reason).
+    refreshed: BTreeSet<String>,
+    refresh_failures: BTreeMap<String, (String, i64, String)>,
     launched: BTreeSet<String>,
     snapshots: BTreeMap<String, Value>,
     restored_volumes: BTreeMap<String, String>,
@@ -649,6 +889,31 @@ impl Newer {
                     }
                 }
             }
+            ("autoscaling::refresh", _) => {
+                let name = text(&args["auto_scaling_group"]);
+                if message.contains("instance refresh not finished") {
+                    // A wait that ran out: the refresh stays where it was last seen.
+                    match refresh_stuck(message) {
+                        Some((status, percent)) => {
+                            self.refresh_failures
+                                .insert(name.clone(), (status, percent, String::new()));
+                        }
+                        None => self.notes.push(format!(
+                            "the instance refresh of {name} did not finish, at a progress the capture cannot read ({message}): not scripted"
+                        )),
+                    }
+                } else if code == "RefreshFailed" {
+                    match refresh_ending(message) {
+                        Some(ending) => {
+                            self.refresh_failures.insert(name.clone(), ending);
+                        }
+                        None => self.notes.push(format!(
+                            "the instance refresh of {name} failed in words the capture does not know ({message}): not scripted"
+                        )),
+                    }
+                }
+                self.refreshed.insert(name);
+            }
             ("ec2::snapshots", false) => {
                 for s in result.as_array().into_iter().flatten() {
                     self.snapshots
@@ -901,6 +1166,38 @@ impl Newer {
         if !alarms.is_empty() {
             seed.insert("alarms".into(), T::Array(alarms));
         }
+        // A group refreshed but never read: the sim needs it to start the refresh.
+        for name in &self.refreshed {
+            if !self.scaling.contains_key(name) {
+                head.push(format!(
+                    "Auto Scaling group {name} was refreshed but never read: seeded empty, so its refresh takes the sim's minute"
+                ));
+                self.scaling.insert(
+                    name.clone(),
+                    ScalingSeen {
+                        min: 0,
+                        max: 0,
+                        desired: 0,
+                        instances: Vec::new(),
+                        suspended: Vec::new(),
+                    },
+                );
+            }
+        }
+        if !self.refresh_failures.is_empty() {
+            let list = std::mem::take(&mut self.refresh_failures)
+                .into_iter()
+                .map(|(group, (status, percent, reason))| {
+                    table(vec![
+                        ("group", T::String(group)),
+                        ("status", T::String(status)),
+                        ("percent", T::Integer(percent)),
+                        ("reason", T::String(reason)),
+                    ])
+                })
+                .collect();
+            faults.insert("refresh_failures".into(), T::Array(list));
+        }
         if !self.scaling.is_empty() {
             let mut templates = Vec::new();
             let mut groups = Vec::new();
@@ -1072,8 +1369,7 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
     let mut parameters: BTreeMap<String, String> = BTreeMap::new();
     let mut endpoints: BTreeMap<String, Vec<(Option<usize>, Value)>> = BTreeMap::new();
     let mut outputs: Vec<(String, Vec<String>, i64)> = Vec::new();
-    let mut errors: BTreeSet<(String, String, String, String)> = BTreeSet::new();
-    let mut recovered: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut counted: Vec<Counted> = Vec::new();
     let mut stuck: BTreeSet<String> = BTreeSet::new();
     let mut impaired: BTreeSet<String> = BTreeSet::new();
     let mut command_failure: Option<toml::Table> = None;
@@ -1229,9 +1525,15 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
             }
             _ => {}
         }
+        // The requests this call made, for the per-operation counts of `faults.calls`.
+        let mut made = requests(binding);
+        let polled = polls(binding, args);
+        if let Some(p) = polled.filter(|p| !made.contains(p)) {
+            made.push(p);
+        }
+        let mut failed = None;
         if let Some(err) = error {
             let code = err.code.clone().unwrap_or_default();
-            let instance = ids.first().cloned().unwrap_or_default();
             match (binding.as_str(), code.as_str()) {
                 ("ec2::stop", "WaiterTimeout") => stuck.extend(ids.iter().cloned()),
                 // The instances the wait names as not ok (all of them when it names none).
@@ -1244,27 +1546,26 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
                 }
                 (_, c) if scripted(c) => match failed_operation(binding, &err.message) {
                     Some(op) => {
-                        // The sim fails these operations for any caller: no instance to name.
-                        let instance = if per_instance(op) {
-                            instance
-                        } else {
-                            String::new()
-                        };
-                        errors.insert((
-                            op.to_string(),
-                            instance,
-                            code.clone(),
-                            err.message.clone(),
-                        ));
+                        // The requests after the one that failed were not made.
+                        match made.iter().position(|m| *m == op) {
+                            Some(at) => made.truncate(at + 1),
+                            None => made = vec![op],
+                        }
+                        failed = Some((op, code.clone(), err.message.clone()));
                     }
                     None => unscripted.push(format!("{binding}: {code}")),
                 },
                 _ => {}
             }
-        } else if let Some(op) = operation(binding) {
-            // A call that failed earlier and then went through: a sim fault would fail it always.
-            recovered.insert((op.to_string(), ids.first().cloned().unwrap_or_default()));
         }
+        counted.push(Counted {
+            ops: made,
+            ids: ids.clone(),
+            names: resources(binding, args),
+            failed,
+            polled,
+            binding: binding.clone(),
+        });
         if error.is_none()
             && *mutating
             && let Some(t) = trigger(binding, args)
@@ -1278,30 +1579,13 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
         let _ = title(*step);
     }
     let mut faults = toml::Table::new();
-    let errors: Vec<T> = errors
-        .into_iter()
-        .filter(|(op, inst, code, _)| {
-            let keep = !recovered.contains(&(op.clone(), inst.clone()));
-            if !keep {
-                unscripted.push(format!(
-                    "{op} on {inst}: {code} (failed, then went through)"
-                ));
-            }
-            keep
-        })
-        .map(|(op, inst, code, message)| {
-            let mut t = toml::Table::new();
-            t.insert("operation".into(), T::String(op));
-            if !inst.is_empty() {
-                t.insert("instance".into(), T::String(inst));
-            }
-            t.insert("code".into(), T::String(code));
-            t.insert("message".into(), T::String(message));
-            T::Table(t)
-        })
-        .collect();
+    let mut count_notes = Vec::new();
+    let (errors, failed_calls) = call_faults(&counted, &mut count_notes);
     if !errors.is_empty() {
         faults.insert("errors".into(), T::Array(errors));
+    }
+    if !failed_calls.is_empty() {
+        faults.insert("calls".into(), T::Array(failed_calls));
     }
     if !stuck.is_empty() {
         faults.insert(
@@ -1484,7 +1768,7 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
         );
     }
     let mut cloud = toml::Table::new();
-    let mut head_notes: Vec<String> = Vec::new();
+    let mut head_notes: Vec<String> = count_notes;
     let started = lines
         .first()
         .and_then(|l| l["ts"].as_str())
@@ -1626,7 +1910,7 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
     }
     for u in &unscripted {
         head.push_str(&format!(
-            "# not scripted (the sim cannot fail only some calls): {u}\n"
+            "# not scripted (no simulated operation answers this binding): {u}\n"
         ));
     }
     Ok(format!("{head}{body}"))
@@ -1684,6 +1968,139 @@ mod tests {
             location: None,
             request_id: None,
         }
+    }
+
+    fn call(binding: &str, ids: &[&str], failed: Option<(&'static str, &str)>) -> Counted {
+        // An Auto Scaling call's "ids" are its group's name.
+        let args = json!({ "ids": ids, "group": ids.first(), "auto_scaling_group": ids.first() });
+        let mut ops = requests(binding);
+        let polled = polls(binding, &args);
+        ops.extend(polled.filter(|p| !ops.contains(p)));
+        Counted {
+            ops,
+            ids: targets(&args),
+            names: resources(binding, &args),
+            failed: failed.map(|(op, code)| (op, code.to_string(), format!("{code}!"))),
+            polled,
+            binding: binding.into(),
+        }
+    }
+
+    #[test]
+    fn a_call_that_failed_and_then_went_through_is_scripted_at_its_call_of_the_operation() {
+        let throttled = Some(("DescribeInstances", "RequestLimitExceeded"));
+        let counted = [
+            // The lookup isolate makes first is a DescribeInstances call of i-1 too.
+            call("ec2::isolate", &["i-1"], None),
+            call("ec2::describe", &["i-2"], None),
+            call("ec2::describe", &["i-1"], throttled),
+            call("ec2::describe", &["i-1"], throttled),
+            call("ec2::describe", &["i-1"], None),
+            // Failed every time it was called: it fails always.
+            call(
+                "ec2::snapshot_volumes",
+                &["i-1"],
+                Some(("CreateSnapshot", "InternalError")),
+            ),
+        ];
+        let mut notes = Vec::new();
+        let (always, calls) = call_faults(&counted, &mut notes);
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        let c = calls[0].as_table().unwrap();
+        assert_eq!(c["operation"].as_str(), Some("DescribeInstances"));
+        assert_eq!(c["instance"].as_str(), Some("i-1"));
+        assert_eq!(c["nth"].as_integer(), Some(2));
+        assert_eq!(c["attempts"].as_integer(), Some(2));
+        assert_eq!(c["error"].as_str(), Some("RequestLimitExceeded"));
+        assert_eq!(always.len(), 1);
+        assert_eq!(always[0]["operation"].as_str(), Some("CreateSnapshot"));
+        assert_eq!(always[0]["code"].as_str(), Some("InternalError"));
+        assert!(notes.is_empty(), "{notes:?}");
+
+        // A stop that polled the instance first: the count is said to be uncertain.
+        let counted = [
+            call("ec2::stop", &["i-1"], None),
+            call("ec2::describe", &["i-1"], throttled),
+            call("ec2::describe", &["i-1"], None),
+        ];
+        let (_, calls) = call_faults(&counted, &mut notes);
+        assert_eq!(calls[0]["nth"].as_integer(), Some(2));
+        assert!(notes[0].contains("ec2::stop polled it"), "{notes:?}");
+
+        // An Auto Scaling group's calls are counted for that group (its name the resource),
+        // set_desired's lookup of it and its read after included.
+        let throttled = Some(("DescribeAutoScalingGroups", "Throttling"));
+        let mut set = call("autoscaling::set_desired", &["workers"], None);
+        set.polled = None;
+        let counted = [
+            call("autoscaling::group", &["other"], None),
+            set,
+            call("autoscaling::group", &["workers"], throttled),
+            call("autoscaling::group", &["workers"], None),
+        ];
+        let (_, calls) = call_faults(&counted, &mut notes);
+        assert_eq!(calls[0]["resource"].as_str(), Some("workers"));
+        assert!(calls[0].get("instance").is_none());
+        assert_eq!(calls[0]["nth"].as_integer(), Some(3), "{calls:?}");
+        assert_eq!(notes.len(), 1, "no wait polled the group: {notes:?}");
+    }
+
+    #[test]
+    fn a_failed_instance_refresh_is_scripted_to_end_the_same_way_on_a_seeded_group() {
+        let mut n = Newer::default();
+        n.see(
+            "autoscaling::refresh",
+            &json!({ "auto_scaling_group": "workers", "min_healthy": 90, "wait": true }),
+            &Value::Null,
+            Some(&error(
+                "RefreshFailed",
+                "instance refresh refresh-1 of workers ended Cancelled at 40%: Instances failed to pass their health checks",
+            )),
+        );
+        let (mut seed, mut faults, mut cloud, mut head) = (
+            toml::Table::new(),
+            toml::Table::new(),
+            toml::Table::new(),
+            Vec::new(),
+        );
+        n.write(
+            &mut seed,
+            &mut faults,
+            &mut cloud,
+            &BTreeMap::new(),
+            "",
+            &mut head,
+        );
+        let f = &faults["refresh_failures"][0];
+        assert_eq!(f["group"].as_str(), Some("workers"));
+        assert_eq!(f["status"].as_str(), Some("Cancelled"));
+        assert_eq!(f["percent"].as_integer(), Some(40));
+        assert_eq!(
+            f["reason"].as_str(),
+            Some("Instances failed to pass their health checks")
+        );
+        assert_eq!(
+            seed["auto_scaling_groups"][0]["name"].as_str(),
+            Some("workers")
+        );
+        assert!(head[0].contains("refreshed but never read"), "{head:?}");
+        assert!(!scripted("RefreshFailed"));
+
+        // One whose wait ran out stays unfinished where it was last seen.
+        let mut n = Newer::default();
+        n.see(
+            "autoscaling::refresh",
+            &json!({ "auto_scaling_group": "workers", "min_healthy": 90, "wait": true }),
+            &Value::Null,
+            Some(&error(
+                "WaiterTimeout",
+                "instance refresh not finished after 10m: refresh-00000002 60% (InProgress)",
+            )),
+        );
+        assert_eq!(
+            n.refresh_failures["workers"],
+            ("InProgress".to_string(), 60, String::new())
+        );
     }
 
     #[test]

@@ -242,6 +242,54 @@ impl Moto {
     }
 }
 
+impl Moto {
+    /// An Auto Scaling group `name` (1 to 4 instances, 1 desired) launching from a launch
+    /// template of the same name into the subnet of `like` (an instance of [`Moto::seed`]).
+    pub fn scaling_group(&self, name: &str, like: &str) {
+        block(async {
+            let out = self
+                .ec2()
+                .describe_instances()
+                .instance_ids(like)
+                .send()
+                .await
+                .unwrap();
+            let subnet = out.reservations()[0].instances()[0]
+                .subnet_id()
+                .unwrap()
+                .to_string();
+            self.ec2()
+                .create_launch_template()
+                .launch_template_name(name)
+                .launch_template_data(
+                    t::RequestLaunchTemplateData::builder()
+                        .image_id("ami-0a1b2c3d4e5f60003")
+                        .instance_type(t::InstanceType::T3Micro)
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+            self.autoscaling()
+                .create_auto_scaling_group()
+                .auto_scaling_group_name(name)
+                .launch_template(
+                    aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                        .launch_template_name(name)
+                        .version("$Latest")
+                        .build(),
+                )
+                .min_size(1)
+                .max_size(4)
+                .desired_capacity(1)
+                .vpc_zone_identifier(&subnet)
+                .send()
+                .await
+                .unwrap();
+        })
+    }
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -1,7 +1,8 @@
 //! Auto Scaling in the sim: groups over fleet instances, desired capacity within the group's
 //! limits (launching from its launch template and registering with its target groups, or
 //! terminating the newest), suspended processes, and instance refreshes that progress on the
-//! run's clock (a minute per instance; `faults.refresh_fails` fails one halfway).
+//! run's clock (a minute per instance; `faults.refresh_fails` fails one halfway, `faults.refresh_failures`
+//! ends one as a real one was seen to end).
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +24,8 @@ const PROCESSES: &[&str] = &[
     "ReplaceUnhealthy",
     "ScheduledActions",
 ];
+/// Why a refresh of `faults.refresh_fails` fails (AWS's words for the commonest cause).
+const HEALTH_CHECKS_FAILED: &str = "Instances failed to pass their health checks";
 /// How long the sim's instance refresh takes per instance, on the run's clock.
 const REFRESH_PER_INSTANCE_MS: u64 = 60_000;
 
@@ -109,7 +112,7 @@ impl SimCloud {
         &self,
         names: &[String],
     ) -> CloudResult<Vec<ScalingGroup>> {
-        self.enter("DescribeAutoScalingGroups", &[]).await?;
+        self.enter("DescribeAutoScalingGroups", names).await?;
         let s = self.lock()?;
         Ok(s.scaling_groups
             .iter()
@@ -119,7 +122,8 @@ impl SimCloud {
     }
 
     pub(crate) async fn set_desired_capacity(&self, name: &str, desired: i64) -> CloudResult<()> {
-        self.enter("SetDesiredCapacity", &[]).await?;
+        self.enter("SetDesiredCapacity", &[name.to_string()])
+            .await?;
         let mut s = self.lock()?;
         let k = s
             .scaling_groups
@@ -223,7 +227,7 @@ impl SimCloud {
         } else {
             "ResumeProcesses"
         };
-        self.enter(op, &[]).await?;
+        self.enter(op, &[name.to_string()]).await?;
         let mut s = self.lock()?;
         if let Some(bad) = processes.iter().find(|p| !PROCESSES.contains(&p.as_str())) {
             return Err(err(
@@ -254,7 +258,8 @@ impl SimCloud {
         name: &str,
         _min_healthy_percent: i64,
     ) -> CloudResult<String> {
-        self.enter("StartInstanceRefresh", &[]).await?;
+        self.enter("StartInstanceRefresh", &[name.to_string()])
+            .await?;
         let now = self.elapsed_ms();
         let mut s = self.lock()?;
         let g = s
@@ -290,7 +295,8 @@ impl SimCloud {
         name: &str,
         id: &str,
     ) -> CloudResult<InstanceRefresh> {
-        self.enter("DescribeInstanceRefreshes", &[]).await?;
+        self.enter("DescribeInstanceRefreshes", &[name.to_string()])
+            .await?;
         let now = self.elapsed_ms();
         let s = self.lock()?;
         let r = s
@@ -312,19 +318,31 @@ impl SimCloud {
                 .min(100),
         )
         .unwrap_or(100);
-        let fails = self.fleet.faults.refresh_fails.iter().any(|g| g == name);
-        let (status, percent, reason) = if fails && percent >= 50 {
-            (
-                "Failed",
-                50,
-                "Instances failed to pass their health checks".to_string(),
-            )
-        } else if percent >= 100 {
-            ("Successful", 100, String::new())
-        } else if percent == 0 {
-            ("Pending", 0, String::new())
-        } else {
-            ("InProgress", percent, String::new())
+        let faults = &self.fleet.faults;
+        let failure = faults
+            .refresh_failures
+            .iter()
+            .find(|f| f.group == name)
+            .map(|f| {
+                let reason = if f.reason.is_empty() {
+                    HEALTH_CHECKS_FAILED.to_string()
+                } else {
+                    f.reason.clone()
+                };
+                (f.status.as_str(), f.percent.clamp(0, 100), reason)
+            })
+            .or_else(|| {
+                faults
+                    .refresh_fails
+                    .iter()
+                    .any(|g| g == name)
+                    .then(|| ("Failed", 50, HEALTH_CHECKS_FAILED.to_string()))
+            });
+        let (status, percent, reason) = match failure {
+            Some((status, at, reason)) if percent >= at => (status, at, reason),
+            _ if percent >= 100 => ("Successful", 100, String::new()),
+            _ if percent == 0 => ("Pending", 0, String::new()),
+            _ => ("InProgress", percent, String::new()),
         };
         Ok(InstanceRefresh {
             id: r.id.clone(),
@@ -409,5 +427,42 @@ mod tests {
         clock.skip(Duration::from_secs(120));
         let r = block(sim.describe_instance_refresh(GROUP, &id)).unwrap();
         assert_eq!((r.status.as_str(), r.percent_complete), ("Failed", 50));
+    }
+
+    #[test]
+    fn a_scripted_refresh_failure_ends_with_its_status_percentage_and_reason() {
+        let fleet = format!(
+            "{DEFAULT_FLEET}\n[[faults.refresh_failures]]\ngroup = \"{GROUP}\"\n\
+             status = \"Cancelled\"\npercent = 20\nreason = \"launch template not found\"\n"
+        );
+        let mut sim = SimCloud::from_toml(&fleet).unwrap();
+        let clock = crate::base::clock::Clock::real();
+        clock.set_simulated(true);
+        sim.set_clock(clock.clone());
+        let id = block(sim.start_instance_refresh(GROUP, 90)).unwrap();
+        clock.skip(Duration::from_secs(6));
+        let r = block(sim.describe_instance_refresh(GROUP, &id)).unwrap();
+        assert_eq!((r.status.as_str(), r.percent_complete), ("InProgress", 10));
+        clock.skip(Duration::from_secs(60));
+        let r = block(sim.describe_instance_refresh(GROUP, &id)).unwrap();
+        assert_eq!(
+            (r.status.as_str(), r.percent_complete, r.reason.as_str()),
+            ("Cancelled", 20, "launch template not found")
+        );
+
+        // One scripted `InProgress` never finishes: a wait on it runs out again.
+        let fleet = format!(
+            "{DEFAULT_FLEET}\n[[faults.refresh_failures]]\ngroup = \"{GROUP}\"\n\
+             status = \"InProgress\"\npercent = 60\n"
+        );
+        let mut sim = SimCloud::from_toml(&fleet).unwrap();
+        let clock = crate::base::clock::Clock::real();
+        clock.set_simulated(true);
+        sim.set_clock(clock.clone());
+        let id = block(sim.start_instance_refresh(GROUP, 90)).unwrap();
+        clock.skip(Duration::from_secs(3600));
+        let r = block(sim.describe_instance_refresh(GROUP, &id)).unwrap();
+        assert_eq!((r.status.as_str(), r.percent_complete), ("InProgress", 60));
+        assert!(!r.is_terminal());
     }
 }

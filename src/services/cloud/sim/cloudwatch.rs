@@ -117,7 +117,7 @@ impl SimCloud {
     }
 
     pub(crate) async fn describe_alarms(&self, names: &[String]) -> CloudResult<Vec<Alarm>> {
-        self.enter("DescribeAlarms", &[]).await?;
+        self.enter("DescribeAlarms", names).await?;
         let s = self.lock()?;
         let now = chrono::DateTime::from_timestamp_millis(self.now_ms())
             .unwrap_or(self.epoch)
@@ -196,7 +196,7 @@ impl SimCloud {
         } else {
             "DisableAlarmActions"
         };
-        self.enter(op, &[]).await?;
+        self.enter(op, names).await?;
         let mut s = self.lock()?;
         // CloudWatch ignores names it does not know; so does the sim.
         for name in names {

@@ -329,6 +329,78 @@ pub(crate) struct Faults {
     /// Auto Scaling groups (names) whose instance refreshes fail halfway.
     #[serde(default)]
     pub(crate) refresh_fails: Vec<String>,
+    /// Instance refreshes that end other than `Successful`, as a real one was seen to: the
+    /// group, the status, the percentage it stops at and the reason AWS gave.
+    #[serde(default)]
+    pub(crate) refresh_failures: Vec<RefreshFailure>,
+    /// Errors on given calls of an operation, after which it goes through: what a throttle
+    /// or a transient error that a retry answered looks like (`throttle_calls` counts every
+    /// call; these count the operation's own).
+    #[serde(default)]
+    pub(crate) calls: Vec<CallFault>,
+}
+
+/// An error on the `nth` call of `operation` (counting only the calls for `instance`, or for
+/// `resource` on an operation of Auto Scaling groups, SSM parameters or alarms, when given) and
+/// the `attempts - 1` calls after it; the calls before and after go through. The
+/// caller sees the error: it is what the SDK returned after its own retries, so they are not
+/// tried again. A call is one API request as the caller makes it, so a binding that looks an
+/// instance up first or polls counts each of its requests.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CallFault {
+    pub(crate) operation: String,
+    #[serde(default)]
+    pub(crate) instance: String,
+    /// The Auto Scaling group, SSM parameter or alarm (by name) the call is for.
+    #[serde(default)]
+    pub(crate) resource: String,
+    /// 1-based: the first call that fails.
+    #[serde(default = "one")]
+    pub(crate) nth: u64,
+    /// How many calls in a row fail from the `nth` on.
+    #[serde(default = "one")]
+    pub(crate) attempts: u64,
+    /// The AWS error code the caller sees (`Throttling`, `RequestLimitExceeded`,
+    /// `InternalError`, `Timeout`, ...).
+    pub(crate) error: String,
+    #[serde(default)]
+    pub(crate) message: String,
+}
+
+impl CallFault {
+    /// Whether the `n`th call (1-based) of the operation for this fault fails.
+    pub(crate) fn fails(&self, n: u64) -> bool {
+        n >= self.nth && n < self.nth.saturating_add(self.attempts)
+    }
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// How an instance refresh of `group` ends when it does not succeed.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RefreshFailure {
+    pub(crate) group: String,
+    /// `Failed`, `Cancelled`, `RollbackSuccessful`, `RollbackFailed` (default `Failed`); or a
+    /// status that does not end it (`InProgress`): it never finishes, stuck at `percent`.
+    #[serde(default = "failed")]
+    pub(crate) status: String,
+    /// The percentage it reaches and stops at (default 50).
+    #[serde(default = "half")]
+    pub(crate) percent: i64,
+    #[serde(default)]
+    pub(crate) reason: String,
+}
+
+fn failed() -> String {
+    "Failed".into()
+}
+
+fn half() -> i64 {
+    50
 }
 
 /// What clears an instance's failing status checks (see [`Faults::impaired_until`]).
@@ -343,13 +415,17 @@ fn default_attempts() -> u32 {
     3
 }
 
-/// An API error returned whenever `operation` is called for `instance` (any instance if empty).
+/// An API error returned whenever `operation` is called for `instance` (any instance if empty)
+/// and `resource` (any if empty).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ApiFault {
     pub(crate) operation: String,
     #[serde(default)]
     pub(crate) instance: String,
+    /// The Auto Scaling group, SSM parameter or alarm (by name) the call is for.
+    #[serde(default)]
+    pub(crate) resource: String,
     pub(crate) code: String,
     #[serde(default)]
     pub(crate) message: String,

@@ -127,6 +127,9 @@ struct State {
     /// Entries dropped from the front of `mutations` and `commands` by the history bound.
     #[serde(default)]
     history_dropped: u64,
+    /// Calls counted so far for each of `faults.calls` (same order).
+    #[serde(default)]
+    fault_calls: Vec<u64>,
     /// The most entries `mutations` and `commands` keep (`serve`'s `server.sim_history`): a
     /// server's runs share one simulated cloud for weeks, and these lists are per-run history,
     /// not state the next run needs. None (drills, plans, the CLI) keeps everything a run did.
@@ -286,6 +289,7 @@ impl SimCloud {
                 volumes: Vec::new(),
                 commands_sent: 0,
                 history_dropped: 0,
+                fault_calls: Vec::new(),
                 keep: None,
             })),
             fleet: Arc::new(fleet),
@@ -400,6 +404,9 @@ impl SimCloud {
 
     /// Every API call starts here: latency, call counting, throttling (retried like the SDK's
     /// standard mode), scripted errors for the instances involved, and a request id.
+    /// `instances` are the instances the call is for or, for an operation on another resource,
+    /// its names (the Auto Scaling groups, parameters, alarms): what a fault's `instance` or
+    /// `resource` is matched against.
     async fn enter(&self, operation: &str, instances: &[String]) -> CloudResult<()> {
         let faults = &self.fleet.faults;
         let mut attempt = 0;
@@ -410,13 +417,27 @@ impl SimCloud {
                     .sleep(Duration::from_millis(faults.latency_ms))
                     .await;
             }
-            let call = {
+            let (call, scripted) = {
                 let mut s = self.lock()?;
                 s.calls += 1;
-                s.calls
+                // A call counts once for `faults.calls`, however often it is retried.
+                let scripted = if attempt == 1 {
+                    Self::count_call(&mut s, &faults.calls, operation, instances)
+                } else {
+                    None
+                };
+                (s.calls, scripted)
             };
             if let Ok(mut ids) = self.request_ids.lock() {
                 ids.push(format!("sim-{call:08}"));
+            }
+            if let Some(f) = scripted {
+                let message = if f.message.is_empty() {
+                    format!("simulated {} ({operation}, call {call})", f.error)
+                } else {
+                    f.message.clone()
+                };
+                return Err(err(&f.error, message));
             }
             if faults.throttle_calls.contains(&call) {
                 if attempt < faults.max_attempts.max(1) {
@@ -436,7 +457,9 @@ impl SimCloud {
             }
             for f in &faults.errors {
                 if f.operation == operation
-                    && (f.instance.is_empty() || instances.contains(&f.instance))
+                    && [&f.instance, &f.resource]
+                        .iter()
+                        .all(|on| on.is_empty() || instances.contains(on))
                 {
                     let message = if f.message.is_empty() {
                         format!("simulated failure of {operation}")
@@ -448,6 +471,31 @@ impl SimCloud {
             }
             return Ok(());
         }
+    }
+
+    /// Counts a call of `operation` for every `faults.calls` entry it matches; the first whose
+    /// count falls on a failing call is the error it answers with.
+    fn count_call<'f>(
+        s: &mut State,
+        faults: &'f [fleet::CallFault],
+        operation: &str,
+        instances: &[String],
+    ) -> Option<&'f fleet::CallFault> {
+        s.fault_calls.resize(faults.len(), 0);
+        let mut failing = None;
+        for (f, n) in faults.iter().zip(s.fault_calls.iter_mut()) {
+            if f.operation == operation
+                && [&f.instance, &f.resource]
+                    .iter()
+                    .all(|on| on.is_empty() || instances.contains(on))
+            {
+                *n = n.saturating_add(1);
+                if failing.is_none() && f.fails(*n) {
+                    failing = Some(f);
+                }
+            }
+        }
+        failing
     }
 
     /// Notes the first call whose text contains a metric's `recovers_on`: from then on, on the
@@ -560,5 +608,53 @@ mod tests {
             SimCloud::from_toml(&format!("{base}[faults]\nthrottle_calls = [1, 2, 3]\n")).unwrap();
         let e = block(sim.describe_instances(&Filter::default())).unwrap_err();
         assert_eq!(e.code, "RequestLimitExceeded");
+    }
+
+    #[test]
+    fn the_nth_call_of_an_operation_on_an_instance_fails_as_scripted_and_the_next_goes_through() {
+        let base = "[[instances]]\nid = \"i-1\"\nvpc = \"vpc-1\"\nsubnet = \"subnet-1\"\n\
+                    [[instances]]\nid = \"i-2\"\nvpc = \"vpc-1\"\nsubnet = \"subnet-1\"\n";
+        let fleet = format!(
+            "{base}[[faults.calls]]\noperation = \"DescribeInstances\"\ninstance = \"i-1\"\n\
+             nth = 2\nattempts = 2\nerror = \"Throttling\"\n"
+        );
+        let sim = SimCloud::from_toml(&fleet).unwrap();
+        let of = |id: &str| Filter {
+            ids: vec![id.to_string()],
+            ..Filter::default()
+        };
+        let outcomes: Vec<Result<(), String>> = ["i-1", "i-2", "i-1", "i-1", "i-1"]
+            .iter()
+            .map(|id| {
+                block(sim.describe_instances(&of(id)))
+                    .map(|_| ())
+                    .map_err(|e| e.code)
+            })
+            .collect();
+        // i-2's call is not counted; i-1's second and third fail, once each (no SDK retry).
+        assert_eq!(
+            outcomes,
+            [
+                Ok(()),
+                Ok(()),
+                Err("Throttling".to_string()),
+                Err("Throttling".to_string()),
+                Ok(())
+            ]
+        );
+        assert_eq!(sim.take_request_ids().len(), 5, "one request per call");
+    }
+
+    #[test]
+    fn a_call_fault_on_a_named_resource_counts_and_fails_only_the_calls_for_it() {
+        let fleet = "[[parameters]]\nname = \"/a\"\nvalue = \"1\"\n\
+                     [[parameters]]\nname = \"/b\"\nvalue = \"2\"\n\
+                     [[faults.calls]]\noperation = \"SsmGetParameter\"\nresource = \"/b\"\n\
+                     error = \"InternalError\"\n";
+        let sim = SimCloud::from_toml(fleet).unwrap();
+        let get = |name: &str| block(sim.get_parameter(name, false)).map_err(|e| e.code);
+        assert_eq!(get("/a"), Ok("1".to_string()));
+        assert_eq!(get("/b"), Err("InternalError".to_string()));
+        assert_eq!(get("/b"), Ok("2".to_string()));
     }
 }

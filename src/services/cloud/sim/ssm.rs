@@ -202,7 +202,7 @@ impl SimCloud {
     }
 
     pub(crate) async fn get_parameter(&self, name: &str, _decrypt: bool) -> CloudResult<String> {
-        self.enter("SsmGetParameter", &[]).await?;
+        self.enter("SsmGetParameter", &[name.to_string()]).await?;
         let s = self.lock()?;
         s.parameters
             .get(name)
@@ -217,7 +217,7 @@ impl SimCloud {
         kind: &str,
         overwrite: bool,
     ) -> CloudResult<i64> {
-        self.enter("SsmPutParameter", &[]).await?;
+        self.enter("SsmPutParameter", &[name.to_string()]).await?;
         let mut s = self.lock()?;
         let version = match s.parameters.get(name) {
             Some(_) if !overwrite => {
