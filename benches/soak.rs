@@ -63,9 +63,9 @@ fn workspace(dir: &Path, max_size: &str, every_secs: u64, state: &str, sim_histo
     }
     // The default fleet with the worker's memory already under the threshold: every run takes
     // the runbook's whole path (CloudWatch read, SSM diagnostics with their output, notes, the
-    // alarm checked) but restarts nothing, so the alarm is OK at once. With the memory high, the
-    // runs of a server share one sim but each has its own clock, and a run whose clock is behind
-    // the first restart waits a real minute for the alarm: the soak would measure that wait.
+    // alarm checked) but restarts nothing, so the alarm is OK at once. With the memory high, only
+    // the first run would restart the worker: the runs of a server share one sim, so every later
+    // run sees the memory it remedied, and takes the short path.
     let fleet = std::fs::read_to_string(repo.join("sim/default-fleet.toml")).unwrap();
     let normal = fleet.replacen(
         "dimensions = { InstanceId = \"i-0a1b2c3d4e5f60005\" }\nvalue = 94.6",
