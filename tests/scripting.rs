@@ -585,6 +585,79 @@ fn a_run_from_a_subfolder_uses_the_projects_runbooks_config_and_transcripts() {
     assert_eq!(doc["runbooks"][0]["id"], "t");
 }
 
+#[test]
+fn drill_policy_and_serve_from_a_subfolder_use_the_projects_drills_alerts_and_hooks() {
+    let ws = Workspace::new();
+    // Reviewed today, so the policy's only question is whether the drill's record is found.
+    let today = chrono::Utc::now().date_naive();
+    ws.write(
+        "runbooks/t.rhai",
+        &format!(
+            "runbook(#{{ id: \"t\", version: \"1.0.0\", title: \"Test t\", severity: \"P3\", reviewed: \"{today}\" }});\ncontainment(\"Note\", |ctx| {{ log(\"x\"); }});\n"
+        ),
+    );
+    ws.write(
+        "runbook.toml",
+        "default = \"lab\"\n[environments.lab]\nbackend = \"sim\"\n",
+    );
+    ws.write(
+        "drills/t-clean.toml",
+        "runbook = \"t@1.0.0\"\n[expect]\nstatus = \"ok\"\n",
+    );
+    ws.write(
+        "alerts.toml",
+        "[[alert]]\nname = \"t-alert\"\nseverity = \"P3\"\ncondition = \"x\"\nsource = \"test\"\n",
+    );
+    ws.write(
+        "hooks.toml",
+        "[[route]]\nname = \"t-route\"\nalert = \"t-alert\"\nrunbook = \"t@1.0.0\"\nenvironment = \"lab\"\n",
+    );
+    let sub = ws.path().join("runbooks/notes");
+    std::fs::create_dir_all(&sub).unwrap();
+    let from_sub = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
+            .current_dir(&sub)
+            .env_remove("RUNBOOK_TRANSCRIPTS")
+            .env_remove("RUNBOOK_PATH")
+            .env_remove("RUNBOOK_CONFIG")
+            .env_remove("RUNBOOK_ENV")
+            .env_remove("RUNBOOK_HOOKS")
+            .env("RUNBOOK_OPERATOR", "tester@ci")
+            .env("NO_COLOR", "1")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stdout, stderr)
+    };
+
+    // The root's drills/ is found; its transcripts and records are written there.
+    let (code, stdout, stderr) = from_sub(&["drill", "--output", "json"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(doc["drills"].as_array().map(Vec::len), Some(1), "{doc}");
+    assert!(ws.path().join("drills/out").is_dir());
+    let records = std::fs::read_dir(ws.path().join("drills/results")).unwrap().count();
+    assert_eq!(records, 1, "one dated record in the root's drills/results");
+    assert!(!sub.join("drills").exists(), "nothing written in the subfolder");
+
+    // The policy check reads the root's alert catalogue and the drill record just written.
+    let now = today.to_string();
+    let (code, stdout, stderr) =
+        from_sub(&["check", "--policy", "--now", &now, "--output", "json"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(doc["policy"]["alerts"], 1, "{doc}");
+    assert_eq!(doc["policy"]["drill_records"], 1, "{doc}");
+
+    // serve finds the root's hooks.toml.
+    let (code, stdout, stderr) = from_sub(&["serve", "--check"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("t-route"), "{stdout}");
+}
+
 const FIND: &str = r#"runbook(#{ id: "hello", version: "1.0.0", title: "Hello", severity: "P3" });
 containment("Count", |ctx| { ctx.n = ec2::find(#{ tags: #{ Name: "api-blue-1" } }).len(); });
 "#;

@@ -352,6 +352,13 @@ pub(crate) fn project_root() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// A file or folder of the project named on the command line (as given, from the current
+/// folder), else `default` in the project's folder: `hooks.toml`, `alerts.toml` and `drills/`
+/// are the same files from a subfolder as from the root, as `runbooks/` and `transcripts/` are.
+pub(crate) fn in_project(given: Option<&Path>, default: &str) -> PathBuf {
+    given.map_or_else(|| project_root().join(default), Path::to_path_buf)
+}
+
 /// The transcripts folder: `RUNBOOK_TRANSCRIPTS`, else `transcripts/` in the project's folder.
 pub(crate) fn transcripts_dir() -> PathBuf {
     std::env::var_os("RUNBOOK_TRANSCRIPTS")

@@ -68,12 +68,12 @@ pub(crate) enum Command {
         /// reviewed and drilled within 90 days, versions bumped when content changes
         #[arg(long)]
         policy: bool,
-        /// The alert catalogue
-        #[arg(long, default_value = "alerts.toml")]
-        alerts: PathBuf,
-        /// Where drill records are
-        #[arg(long, default_value = "drills/results")]
-        results: PathBuf,
+        /// The alert catalogue [default: alerts.toml in the project's folder]
+        #[arg(long, value_name = "FILE")]
+        alerts: Option<PathBuf>,
+        /// Where drill records are [default: drills/results in the project's folder]
+        #[arg(long, value_name = "DIR")]
+        results: Option<PathBuf>,
         /// Check as of this date (YYYY-MM-DD; default today), for reproducible results
         #[arg(long)]
         now: Option<chrono::NaiveDate>,
@@ -143,9 +143,9 @@ pub(crate) enum Command {
     /// Tier 1: receive alerts over HTTP (Alertmanager, SNS, signed webhooks) and start the
     /// runbooks hooks.toml routes them to, under guardrails; escalate when they trip
     Serve {
-        /// The routing and guardrails file
-        #[arg(long, default_value = crate::front::hooks::config::FILE_NAME, env = "RUNBOOK_HOOKS")]
-        hooks: PathBuf,
+        /// The routing and guardrails file [default: hooks.toml in the project's folder]
+        #[arg(long, value_name = "FILE", env = "RUNBOOK_HOOKS")]
+        hooks: Option<PathBuf>,
         /// Listen here instead of hooks.toml's server.listen (port 0 picks a free one)
         #[arg(long, value_name = "ADDR", env = "RUNBOOK_LISTEN")]
         listen: Option<String>,
@@ -168,9 +168,9 @@ pub(crate) enum Command {
         /// What sent the payload
         #[arg(long, value_enum, required_unless_present = "reset_breakers")]
         source: Option<crate::front::hooks::Source>,
-        /// The routing and guardrails file
-        #[arg(long, default_value = crate::front::hooks::config::FILE_NAME, env = "RUNBOOK_HOOKS")]
-        hooks: PathBuf,
+        /// The routing and guardrails file [default: hooks.toml in the project's folder]
+        #[arg(long, value_name = "FILE", env = "RUNBOOK_HOOKS")]
+        hooks: Option<PathBuf>,
         /// Instead: close open circuit breakers in the saved state (all, or `--scope RUNBOOK`);
         /// with `[state] backend = "aws"`, in the state table, for every replica
         #[arg(long)]
@@ -309,15 +309,16 @@ pub(crate) struct DrillArgs {
     #[command(subcommand)]
     pub(crate) command: Option<DrillCommand>,
     pub(crate) targets: Vec<PathBuf>,
-    /// The scenarios folder
-    #[arg(long, default_value = "drills")]
-    pub(crate) drills: PathBuf,
-    /// Where each drill's transcript is kept
-    #[arg(long, default_value = "drills/out")]
-    pub(crate) out: PathBuf,
-    /// Where passing drills leave their dated records (read by `check --policy`)
-    #[arg(long, default_value = "drills/results")]
-    pub(crate) results: PathBuf,
+    /// The scenarios folder [default: drills in the project's folder]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) drills: Option<PathBuf>,
+    /// Where each drill's transcript is kept [default: drills/out in the project's folder]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: Option<PathBuf>,
+    /// Where passing drills leave their dated records (read by `check --policy`) [default:
+    /// drills/results in the project's folder]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) results: Option<PathBuf>,
     /// Write JUnit XML here
     #[arg(long)]
     pub(crate) junit: Option<PathBuf>,
@@ -420,9 +421,10 @@ pub(crate) enum TranscriptCommand {
     /// then the oldest while over max_size; never a run still running, and with the aws
     /// backend never one whose upload is still pending. Prints every file and the exact counts
     Prune {
-        /// The hooks file whose [server] transcripts and [retention] apply
-        #[arg(long, default_value = crate::front::hooks::config::FILE_NAME, env = "RUNBOOK_HOOKS")]
-        hooks: PathBuf,
+        /// The hooks file whose [server] transcripts and [retention] apply [default: hooks.toml
+        /// in the project's folder]
+        #[arg(long, value_name = "FILE", env = "RUNBOOK_HOOKS")]
+        hooks: Option<PathBuf>,
         /// Say what would be deleted; delete nothing
         #[arg(long)]
         dry_run: bool,

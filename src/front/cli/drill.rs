@@ -26,6 +26,10 @@ pub(super) fn drill(g: &Global, args: &DrillArgs) -> Result<()> {
         super::out(&crate::front::capture::capture(transcript)?);
         return Ok(());
     }
+    use crate::data::config::in_project;
+    let drills = &in_project(drills.as_deref(), "drills");
+    let out = &in_project(out.as_deref(), "drills/out");
+    let results = &in_project(results.as_deref(), "drills/results");
     let dirs = &g.dirs;
     let files = crate::front::drill::scenarios(targets, drills)?;
     if files.is_empty() {

@@ -221,6 +221,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             results,
             now,
         } => {
+            use crate::data::config::in_project;
+            let alerts = in_project(alerts.as_deref(), "alerts.toml");
+            let results = in_project(results.as_deref(), "drills/results");
             let policy = policy.then_some((alerts.as_path(), results.as_path(), now));
             check::command(&g.dirs, &paths, output, policy)
         }
@@ -258,20 +261,26 @@ fn dispatch(cli: Cli) -> Result<()> {
             addr_file,
             check: _,
             healthcheck: Some(url),
-        } => serve::healthcheck(&hooks, &url, listen, addr_file.as_deref()),
+        } => serve::healthcheck(&hooks_file(hooks), &url, listen, addr_file.as_deref()),
         Command::Serve {
             hooks,
             listen,
             addr_file,
             check,
             healthcheck: None,
-        } => serve::serve(g, &hooks, listen, addr_file.as_deref(), check),
+        } => serve::serve(g, &hooks_file(hooks), listen, addr_file.as_deref(), check),
         Command::Hook {
             source,
             hooks,
             reset_breakers,
             scope,
-        } => serve::hook(g, source, &hooks, reset_breakers, scope.as_deref()),
+        } => serve::hook(
+            g,
+            source,
+            &hooks_file(hooks),
+            reset_breakers,
+            scope.as_deref(),
+        ),
         Command::Docs { topic } => {
             match topic {
                 DocsTopic::Api => out(&crate::front::docs::markdown()?),
@@ -294,6 +303,11 @@ fn dispatch(cli: Cli) -> Result<()> {
 }
 
 /// A host that only loads runbooks (`check`, `list`, `show`): it prints nothing.
+/// `--hooks` (or `RUNBOOK_HOOKS`) as given, else `hooks.toml` in the project's folder.
+pub(super) fn hooks_file(given: Option<std::path::PathBuf>) -> std::path::PathBuf {
+    crate::data::config::in_project(given.as_deref(), crate::front::hooks::config::FILE_NAME)
+}
+
 fn silent_host(mode: Mode) -> Rc<Host> {
     Host::new(mode, Console::silent(), Arc::new(AtomicBool::new(false)))
 }

@@ -83,7 +83,7 @@ pub(super) fn command(g: &Global, cmd: TranscriptCommand) -> Result<()> {
             dry_run,
             keep_days,
             max_size,
-        } => prune(g, &hooks, dry_run, keep_days, max_size),
+        } => prune(g, &super::hooks_file(hooks), dry_run, keep_days, max_size),
         TranscriptCommand::Fetch { run_id, to } => {
             let config = g.load_config()?;
             let to = to.unwrap_or_else(|| crate::run::executor::default_transcript_path(&run_id));
