@@ -516,6 +516,22 @@ fn colour_is_for_a_terminal_without_no_color_and_never_for_a_pipe() {
     assert!(!piped.contains("\x1b["), "piped: {piped:?}");
 }
 
+/// The binary started in `dir`, with none of the variables that would point it away from the
+/// project `dir` is in.
+fn in_folder(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
+    cmd.current_dir(dir)
+        .env_remove("RUNBOOK_TRANSCRIPTS")
+        .env_remove("RUNBOOK_PATH")
+        .env_remove("RUNBOOK_CONFIG")
+        .env_remove("RUNBOOK_ENV")
+        .env_remove("RUNBOOK_HOOKS")
+        .env("RUNBOOK_OPERATOR", "tester@ci")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    cmd
+}
+
 #[test]
 fn a_run_from_a_subfolder_uses_the_projects_runbooks_config_and_transcripts() {
     let ws = Workspace::new();
@@ -532,16 +548,8 @@ fn a_run_from_a_subfolder_uses_the_projects_runbooks_config_and_transcripts() {
     );
     let sub = ws.path().join("docs/notes");
     std::fs::create_dir_all(&sub).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
-        .current_dir(&sub)
-        .env_remove("RUNBOOK_TRANSCRIPTS")
-        .env_remove("RUNBOOK_PATH")
-        .env_remove("RUNBOOK_CONFIG")
-        .env_remove("RUNBOOK_ENV")
-        .env("RUNBOOK_OPERATOR", "tester@ci")
-        .env("NO_COLOR", "1")
+    let out = in_folder(&sub)
         .args(["run", "t", "--output", "json"])
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -615,19 +623,7 @@ fn drill_policy_and_serve_from_a_subfolder_use_the_projects_drills_alerts_and_ho
     let sub = ws.path().join("runbooks/notes");
     std::fs::create_dir_all(&sub).unwrap();
     let from_sub = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
-            .current_dir(&sub)
-            .env_remove("RUNBOOK_TRANSCRIPTS")
-            .env_remove("RUNBOOK_PATH")
-            .env_remove("RUNBOOK_CONFIG")
-            .env_remove("RUNBOOK_ENV")
-            .env_remove("RUNBOOK_HOOKS")
-            .env("RUNBOOK_OPERATOR", "tester@ci")
-            .env("NO_COLOR", "1")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = in_folder(&sub).args(args).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         (out.status.code(), stdout, stderr)
@@ -639,9 +635,14 @@ fn drill_policy_and_serve_from_a_subfolder_use_the_projects_drills_alerts_and_ho
     let doc: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(doc["drills"].as_array().map(Vec::len), Some(1), "{doc}");
     assert!(ws.path().join("drills/out").is_dir());
-    let records = std::fs::read_dir(ws.path().join("drills/results")).unwrap().count();
+    let records = std::fs::read_dir(ws.path().join("drills/results"))
+        .unwrap()
+        .count();
     assert_eq!(records, 1, "one dated record in the root's drills/results");
-    assert!(!sub.join("drills").exists(), "nothing written in the subfolder");
+    assert!(
+        !sub.join("drills").exists(),
+        "nothing written in the subfolder"
+    );
 
     // The policy check reads the root's alert catalogue and the drill record just written.
     let now = today.to_string();

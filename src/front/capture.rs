@@ -2047,15 +2047,20 @@ mod tests {
 
     #[test]
     fn a_failed_instance_refresh_is_scripted_to_end_the_same_way_on_a_seeded_group() {
-        let mut n = Newer::default();
-        n.see(
-            "autoscaling::refresh",
-            &json!({ "auto_scaling_group": "workers", "min_healthy": 90, "wait": true }),
-            &Value::Null,
-            Some(&error(
-                "RefreshFailed",
-                "instance refresh refresh-1 of workers ended Cancelled at 40%: Instances failed to pass their health checks",
-            )),
+        // What a capture saw of `autoscaling::refresh` on the group "workers" that ended in `code`.
+        let refreshed = |code: &str, message: &str| {
+            let mut n = Newer::default();
+            n.see(
+                "autoscaling::refresh",
+                &json!({ "auto_scaling_group": "workers", "min_healthy": 90, "wait": true }),
+                &Value::Null,
+                Some(&error(code, message)),
+            );
+            n
+        };
+        let n = refreshed(
+            "RefreshFailed",
+            "instance refresh refresh-1 of workers ended Cancelled at 40%: Instances failed to pass their health checks",
         );
         let (mut seed, mut faults, mut cloud, mut head) = (
             toml::Table::new(),
@@ -2087,15 +2092,9 @@ mod tests {
         assert!(!scripted("RefreshFailed"));
 
         // One whose wait ran out stays unfinished where it was last seen.
-        let mut n = Newer::default();
-        n.see(
-            "autoscaling::refresh",
-            &json!({ "auto_scaling_group": "workers", "min_healthy": 90, "wait": true }),
-            &Value::Null,
-            Some(&error(
-                "WaiterTimeout",
-                "instance refresh not finished after 10m: refresh-00000002 60% (InProgress)",
-            )),
+        let n = refreshed(
+            "WaiterTimeout",
+            "instance refresh not finished after 10m: refresh-00000002 60% (InProgress)",
         );
         assert_eq!(
             n.refresh_failures["workers"],
