@@ -28,6 +28,7 @@ use crate::services::state::{Admission, Refused as Shared, Ticket};
 use std::sync::Arc;
 
 const HOUR_MS: i64 = 3_600_000;
+const MINUTE_MS: i64 = 60_000;
 
 /// Why an alert was not run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,8 +118,12 @@ pub(crate) struct GateState {
     /// runbook|target → until when it cools down (Unix ms; the route's cooldown or the global).
     #[serde(default)]
     cooldown_until: BTreeMap<String, i64>,
-    /// (when, runbook) of the runs admitted in the last hour, oldest first.
+    /// The runs admitted in the last hour, per runbook and minute.
     #[serde(default)]
+    hourly: Hourly,
+    /// What versions before round 5 kept instead: one (when, runbook) per run. Read from an
+    /// older file and folded into `hourly` by [`load_state`]; never written.
+    #[serde(default, skip_serializing)]
     starts: VecDeque<(i64, String)>,
     /// Open breakers: `*` for the overall one, else a runbook id.
     #[serde(default)]
@@ -131,9 +136,77 @@ impl GateState {
         [
             ("guard_fingerprints_seen", self.seen.len()),
             ("guard_cooldowns", self.cooldown_until.len()),
-            ("guard_hourly_starts", self.starts.len()),
+            ("guard_hourly_starts", self.hourly.entries()),
             ("guard_breakers", self.breakers.len()),
         ]
+    }
+}
+
+/// The runs admitted in the last hour, counted per runbook and minute: runbook -> (minute since
+/// the Unix epoch, runs), oldest first. At most 61 entries a runbook whatever the alert rate (one
+/// entry a run was 180,000 at 50 alerts/s, scanned on every admission and saved every second).
+/// A minute's runs count until the whole minute is an hour old, so a run counts for between 60
+/// and 61 minutes: the limit errs towards refusing, never towards letting one more run start.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Hourly(BTreeMap<String, VecDeque<(i64, u32)>>);
+
+impl Hourly {
+    fn add(&mut self, runbook: &str, now_ms: i64) {
+        let minute = now_ms.div_euclid(MINUTE_MS);
+        let q = self.0.entry(runbook.to_string()).or_default();
+        match q.back_mut() {
+            // A clock that stepped back counts in the newest minute, keeping the order.
+            Some((last, n)) if *last >= minute => *n = n.saturating_add(1),
+            _ => q.push_back((minute, 1)),
+        }
+    }
+
+    /// Takes back the latest run of `runbook` (an admission cancelled right after it was made).
+    fn take_back(&mut self, runbook: &str) {
+        let Some(q) = self.0.get_mut(runbook) else {
+            return;
+        };
+        if let Some((_, n)) = q.back_mut() {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                q.pop_back();
+            }
+        }
+        if q.is_empty() {
+            self.0.remove(runbook);
+        }
+    }
+
+    /// Drops the minutes that ended an hour or more before `now_ms`.
+    fn prune(&mut self, now_ms: i64) {
+        let ended_an_hour_ago = |minute: i64| {
+            now_ms.saturating_sub(minute.saturating_add(1).saturating_mul(MINUTE_MS)) >= HOUR_MS
+        };
+        self.0.retain(|_, q| {
+            while q.front().is_some_and(|(m, _)| ended_an_hour_ago(*m)) {
+                q.pop_front();
+            }
+            !q.is_empty()
+        });
+    }
+
+    fn of(&self, runbook: &str) -> usize {
+        self.0.get(runbook).map_or(0, Self::sum)
+    }
+
+    fn total(&self) -> usize {
+        self.0.values().map(Self::sum).sum()
+    }
+
+    fn sum(q: &VecDeque<(i64, u32)>) -> usize {
+        q.iter()
+            .map(|(_, n)| usize::try_from(*n).unwrap_or(usize::MAX))
+            .fold(0, usize::saturating_add)
+    }
+
+    /// Entries kept (runbook-minutes), for the metrics.
+    fn entries(&self) -> usize {
+        self.0.values().map(VecDeque::len).sum()
     }
 }
 
@@ -235,8 +308,8 @@ impl Gate {
         {
             return Err((Refusal::Cooldown { until_ms }, None));
         }
-        let overall = s.starts.len();
-        let mine = s.starts.iter().filter(|(_, r)| r == c.runbook).count();
+        let overall = s.hourly.total();
+        let mine = s.hourly.of(c.runbook);
         let tripped = if overall >= self.settings.max_runs_per_hour {
             Some(("*", self.settings.max_runs_per_hour))
         } else if mine >= self.settings.max_runs_per_hour_per_runbook {
@@ -268,7 +341,7 @@ impl Gate {
         } else {
             s.cooldown_until.get(c.target).copied()
         };
-        s.starts.push_back((now_ms, c.runbook.to_string()));
+        s.hourly.add(c.runbook, now_ms);
         Ok(Admitted {
             prev_seen,
             prev_cooldown,
@@ -292,9 +365,7 @@ impl Gate {
             Some(until) => s.cooldown_until.insert(c.target.to_string(), until),
             None => s.cooldown_until.remove(c.target),
         };
-        if let Some(pos) = s.starts.iter().rposition(|(_, r)| r == c.runbook) {
-            s.starts.remove(pos);
-        }
+        s.hourly.take_back(c.runbook);
     }
 
     /// Closes breakers: all of them, or one runbook's (`*` is the overall one). Returns what
@@ -317,9 +388,9 @@ impl Gate {
         };
         for scope in &closed {
             if scope == "*" {
-                self.state.starts.clear();
+                self.state.hourly.0.clear();
             } else {
-                self.state.starts.retain(|(_, r)| r != scope);
+                self.state.hourly.0.remove(scope.as_str());
             }
         }
         self.dirty = true;
@@ -328,13 +399,7 @@ impl Gate {
 
     fn prune(&mut self, now_ms: i64) {
         let s = &mut self.state;
-        while s
-            .starts
-            .front()
-            .is_some_and(|(at, _)| now_ms.saturating_sub(*at) >= HOUR_MS)
-        {
-            s.starts.pop_front();
-        }
+        s.hourly.prune(now_ms);
         if now_ms.saturating_sub(self.last_prune) < 1000 {
             return;
         }
@@ -457,12 +522,19 @@ fn scope_name(scope: &str) -> String {
 /// forgetting an open breaker would defeat it).
 pub(crate) fn load_state(path: &Path) -> crate::base::error::Result<GateState> {
     match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| {
-            crate::base::error::Error::Internal(format!(
-                "{}: the guardrail state is unreadable ({e}); fix or remove it (this also closes any open breaker)",
-                path.display()
-            ))
-        }),
+        Ok(text) => {
+            let mut state: GateState = serde_json::from_str(&text).map_err(|e| {
+                crate::base::error::Error::Internal(format!(
+                    "{}: the guardrail state is unreadable ({e}); fix or remove it (this also closes any open breaker)",
+                    path.display()
+                ))
+            })?;
+            // An older file's runs of the last hour still count after the upgrade.
+            for (at, runbook) in std::mem::take(&mut state.starts) {
+                state.hourly.add(&runbook, at);
+            }
+            Ok(state)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(GateState::default()),
         Err(e) => Err(crate::base::error::Error::io("cannot read", path, e)),
     }
@@ -675,6 +747,69 @@ mod tests {
     }
 
     #[test]
+    fn the_hourly_count_keeps_one_entry_a_runbook_and_minute_however_many_runs_start() {
+        let mut lax = settings();
+        lax.max_runs_per_hour = 1_000_000;
+        lax.max_runs_per_hour_per_runbook = 1_000_000;
+        let mut g = Gate::new(lax, GateState::default());
+        for i in 0..3_000i64 {
+            let (fp, target) = (format!("f{i}"), format!("t{i}"));
+            // 1,000 runs in each of three minutes.
+            let at = (i / 1_000) * MINUTE_MS + i % 1_000;
+            assert_eq!(reason(g.admit(&cand(&fp, "rb", &target), at)), "admitted");
+        }
+        assert_eq!(g.state.hourly.total(), 3_000);
+        let sizes = g.state.sizes();
+        assert_eq!(sizes[2], ("guard_hourly_starts", 3), "one entry a minute");
+    }
+
+    #[test]
+    fn a_run_counts_against_the_hourly_limit_for_a_full_hour_and_not_past_the_minute_after() {
+        // Three runs of "rb" (its limit) at 00:00:30.
+        let full = || {
+            let mut g = Gate::new(settings(), GateState::default());
+            for i in 0..3 {
+                let (fp, t) = (format!("f{i}"), format!("t{i}"));
+                assert_eq!(reason(g.admit(&cand(&fp, "rb", &t), 30_000)), "admitted");
+            }
+            g
+        };
+        let mut g = full();
+        assert_eq!(
+            reason(g.admit(&cand("late", "rb", "t9"), 30_000 + HOUR_MS - 1)),
+            "rate_limited",
+            "an hour has not passed since the runs"
+        );
+        let mut g = full();
+        assert_eq!(
+            reason(g.admit(&cand("later", "rb", "t9"), HOUR_MS + MINUTE_MS)),
+            "admitted",
+            "the runs' whole minute is an hour old"
+        );
+    }
+
+    #[test]
+    fn an_older_state_file_s_runs_of_the_last_hour_still_count_and_are_saved_per_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("guardrails.json");
+        std::fs::write(
+            &path,
+            r#"{"seen":{},"cooldown_until":{},"starts":[[1000,"rb"],[2000,"rb"],[3000,"rb"]],"breakers":{}}"#,
+        )
+        .unwrap();
+        let state = load_state(&path).unwrap();
+        assert_eq!(state.hourly.of("rb"), 3);
+        save_state(&path, &state).unwrap();
+        let saved = std::fs::read_to_string(&path).unwrap();
+        assert!(!saved.contains("\"starts\""), "{saved}");
+        let mut g = Gate::new(settings(), load_state(&path).unwrap());
+        assert_eq!(
+            reason(g.admit(&cand("f", "rb", "t"), 4_000)),
+            "rate_limited"
+        );
+    }
+
+    #[test]
     fn a_cancelled_admission_leaves_no_trace() {
         let mut g = Gate::new(settings(), GateState::default());
         let c = cand("f", "rb", "t");
@@ -685,7 +820,7 @@ mod tests {
             "admitted",
             "neither deduplicated nor cooling down"
         );
-        assert_eq!(g.state.starts.len(), 1);
+        assert_eq!(g.state.hourly.total(), 1);
     }
 
     #[test]
