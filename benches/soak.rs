@@ -262,6 +262,9 @@ struct Sent {
     status: u16,
     accepted: bool,
     latency: Duration,
+    /// What an alert that was not accepted got: the outcome and reason in the answer, or the
+    /// client's error (a soak that fails must say why, its server's log is gone with its folder).
+    why: Option<String>,
 }
 
 /// Sends `count` alerts at `rate`/s from t0, each on its own task at its scheduled time.
@@ -295,19 +298,25 @@ async fn generate(base: String, count: usize, rate: f64, t0: Instant, out: Arc<M
         let out = out.clone();
         tasks.push(tokio::spawn(async move {
             let sent = Instant::now();
-            let (status, accepted) = match request.send().await {
+            let (status, accepted, why) = match request.send().await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let v: Value = resp.json().await.unwrap_or(Value::Null);
-                    (status, v["alerts"][0]["outcome"] == "accepted")
+                    let answer = &v["alerts"][0];
+                    let accepted = answer["outcome"] == "accepted";
+                    let why = (!accepted || status != 200).then(|| {
+                        format!("{} {} {}", answer["outcome"], answer["reason"], v["error"])
+                    });
+                    (status, accepted, why)
                 }
-                Err(_) => (0, false),
+                Err(e) => (0, false, Some(format!("client error: {e}"))),
             };
             out.lock().unwrap().push(Sent {
                 at: sent.saturating_duration_since(t0),
                 status,
                 accepted,
                 latency: sent.elapsed(),
+                why,
             });
         }));
         // Finished tasks are dropped as they go: a long soak must not grow the sender either.
@@ -575,6 +584,19 @@ fn main() {
         sent.len(),
         health["status"]
     );
+    for s in sent
+        .iter()
+        .filter(|s| s.status != 200 || !s.accepted)
+        .take(10)
+    {
+        println!(
+            "    not accepted at {:.1} s: HTTP {} after {:.0} ms: {}",
+            s.at.as_secs_f64(),
+            s.status,
+            s.latency.as_secs_f64() * 1000.0,
+            s.why.as_deref().unwrap_or("?")
+        );
+    }
     println!(
         "  RSS after warm-up (sample {}+): {lo:.1} .. {hi:.1} MB (goal: flat, under 60 MB)",
         warm + 1
