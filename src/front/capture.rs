@@ -141,6 +141,17 @@ fn requests(binding: &str) -> Vec<&'static str> {
     out
 }
 
+/// The requests a binding call makes, its lookups and any polling included (see [`requests`]
+/// and [`polls`]), and the operation it polls.
+fn made(binding: &str, args: &Value) -> (Vec<&'static str>, Option<&'static str>) {
+    let mut ops = requests(binding);
+    let polled = polls(binding, args);
+    if let Some(p) = polled.filter(|p| !ops.contains(p)) {
+        ops.push(p);
+    }
+    (ops, polled)
+}
+
 /// The operation a binding polls while it waits (as many requests as the wait took, which the
 /// transcript does not say): a call count past one of these may be off.
 fn polls(binding: &str, args: &Value) -> Option<&'static str> {
@@ -1526,11 +1537,7 @@ pub(crate) fn capture(path: &Path) -> Result<String> {
             _ => {}
         }
         // The requests this call made, for the per-operation counts of `faults.calls`.
-        let mut made = requests(binding);
-        let polled = polls(binding, args);
-        if let Some(p) = polled.filter(|p| !made.contains(p)) {
-            made.push(p);
-        }
+        let (mut made, polled) = made(binding, args);
         let mut failed = None;
         if let Some(err) = error {
             let code = err.code.clone().unwrap_or_default();
@@ -1973,9 +1980,7 @@ mod tests {
     fn call(binding: &str, ids: &[&str], failed: Option<(&'static str, &str)>) -> Counted {
         // An Auto Scaling call's "ids" are its group's name.
         let args = json!({ "ids": ids, "group": ids.first(), "auto_scaling_group": ids.first() });
-        let mut ops = requests(binding);
-        let polled = polls(binding, &args);
-        ops.extend(polled.filter(|p| !ops.contains(p)));
+        let (ops, polled) = made(binding, &args);
         Counted {
             ops,
             ids: targets(&args),

@@ -398,12 +398,18 @@ mod tests {
         assert_eq!(e.code, "ValidationError");
     }
 
-    #[test]
-    fn an_instance_refresh_progresses_on_the_run_clock_and_a_scripted_one_fails_halfway() {
-        let mut sim = SimCloud::from_toml(DEFAULT_FLEET).unwrap();
+    /// A sim of `fleet` on a simulated clock the test moves on.
+    fn on_simulated_time(fleet: &str) -> (SimCloud, crate::base::clock::Clock) {
+        let mut sim = SimCloud::from_toml(fleet).unwrap();
         let clock = crate::base::clock::Clock::real();
         clock.set_simulated(true);
         sim.set_clock(clock.clone());
+        (sim, clock)
+    }
+
+    #[test]
+    fn an_instance_refresh_progresses_on_the_run_clock_and_a_scripted_one_fails_halfway() {
+        let (sim, clock) = on_simulated_time(DEFAULT_FLEET);
         let id = block(sim.start_instance_refresh(GROUP, 90)).unwrap();
         assert_eq!(
             block(sim.start_instance_refresh(GROUP, 90))
@@ -419,10 +425,7 @@ mod tests {
         assert_eq!((r.status.as_str(), r.percent_complete), ("Successful", 100));
 
         let fleet = format!("{DEFAULT_FLEET}\n[faults]\nrefresh_fails = [\"{GROUP}\"]\n");
-        let mut sim = SimCloud::from_toml(&fleet).unwrap();
-        let clock = crate::base::clock::Clock::real();
-        clock.set_simulated(true);
-        sim.set_clock(clock.clone());
+        let (sim, clock) = on_simulated_time(&fleet);
         let id = block(sim.start_instance_refresh(GROUP, 90)).unwrap();
         clock.skip(Duration::from_secs(120));
         let r = block(sim.describe_instance_refresh(GROUP, &id)).unwrap();
@@ -435,10 +438,7 @@ mod tests {
             "{DEFAULT_FLEET}\n[[faults.refresh_failures]]\ngroup = \"{GROUP}\"\n\
              status = \"Cancelled\"\npercent = 20\nreason = \"launch template not found\"\n"
         );
-        let mut sim = SimCloud::from_toml(&fleet).unwrap();
-        let clock = crate::base::clock::Clock::real();
-        clock.set_simulated(true);
-        sim.set_clock(clock.clone());
+        let (sim, clock) = on_simulated_time(&fleet);
         let id = block(sim.start_instance_refresh(GROUP, 90)).unwrap();
         clock.skip(Duration::from_secs(6));
         let r = block(sim.describe_instance_refresh(GROUP, &id)).unwrap();
@@ -455,10 +455,7 @@ mod tests {
             "{DEFAULT_FLEET}\n[[faults.refresh_failures]]\ngroup = \"{GROUP}\"\n\
              status = \"InProgress\"\npercent = 60\n"
         );
-        let mut sim = SimCloud::from_toml(&fleet).unwrap();
-        let clock = crate::base::clock::Clock::real();
-        clock.set_simulated(true);
-        sim.set_clock(clock.clone());
+        let (sim, clock) = on_simulated_time(&fleet);
         let id = block(sim.start_instance_refresh(GROUP, 90)).unwrap();
         clock.skip(Duration::from_secs(3600));
         let r = block(sim.describe_instance_refresh(GROUP, &id)).unwrap();

@@ -456,11 +456,7 @@ impl SimCloud {
                 ));
             }
             for f in &faults.errors {
-                if f.operation == operation
-                    && [&f.instance, &f.resource]
-                        .iter()
-                        .all(|on| on.is_empty() || instances.contains(on))
-                {
+                if f.operation == operation && names_call(&f.instance, &f.resource, instances) {
                     let message = if f.message.is_empty() {
                         format!("simulated failure of {operation}")
                     } else {
@@ -484,11 +480,7 @@ impl SimCloud {
         s.fault_calls.resize(faults.len(), 0);
         let mut failing = None;
         for (f, n) in faults.iter().zip(s.fault_calls.iter_mut()) {
-            if f.operation == operation
-                && [&f.instance, &f.resource]
-                    .iter()
-                    .all(|on| on.is_empty() || instances.contains(on))
-            {
+            if f.operation == operation && names_call(&f.instance, &f.resource, instances) {
                 *n = n.saturating_add(1);
                 if failing.is_none() && f.fails(*n) {
                     failing = Some(f);
@@ -540,6 +532,15 @@ impl SimCloud {
             )
         })
     }
+}
+
+/// Whether a fault scripted for `instance` and `resource` (either empty: any) applies to a call
+/// for `names` (the instances, groups, parameters or alarms [`SimCloud::enter`] was given). One
+/// rule for the faults that always fail (`errors`) and those that fail a given call (`calls`).
+fn names_call(instance: &str, resource: &str, names: &[String]) -> bool {
+    [instance, resource]
+        .iter()
+        .all(|on| on.is_empty() || names.iter().any(|n| n == on))
 }
 
 #[cfg(test)]
