@@ -2,7 +2,8 @@
 //! with its own fingerprint, routed to `ec2-memory-high@2.0.0` on the simulated cloud, for many
 //! minutes (the worker's memory already back under 90%: each run reads CloudWatch, runs the SSM
 //! diagnostics, writes its notes and checks the alarm, and restarts nothing; see `workspace`). What it shows is whether the server stays flat: RSS every sample (VmRSS of
-//! `/proc/PID/status`, and `runbook_process_resident_memory_bytes` from `/metrics`), the sizes of
+//! `/proc/PID/status`, and `runbook_process_resident_memory_bytes` from `/metrics`, with the
+//! heap's live bytes `runbook_process_heap_live_bytes` beside it), the sizes of
 //! the bounded structures (`runbook_bounded_entries`), the disk used under the transcripts folder
 //! with the retention policy applied (`[retention] max_size`, measured by walking the folder and
 //! by `runbook_transcripts_bytes`), open files, and the latency (alert to the run's first API
@@ -29,7 +30,9 @@
 //! the printed executable with `--bench` and `SOAK_MINUTES=2 SOAK_SAMPLE_SECS=30`.
 //!
 //! Checked (the exit status is non-zero when one fails): every alert was answered 200 and
-//! accepted, and the server was still healthy at the end.
+//! accepted, and the server was still healthy at the end. A request that got no answer at all
+//! (the connection closed under it) is sent once more, as Alertmanager and SNS do, and listed;
+//! a resend that is refused (say, as a replay of a first attempt that was admitted) fails.
 
 // A test or bench crate has no users outside itself: its `pub` helpers are for its modules.
 #![allow(unreachable_pub)]
@@ -212,11 +215,13 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn vm_rss_kb(pid: u32) -> Option<u64> {
+/// One `kB` field of `/proc/PID/status`: `VmRSS`, or its parts `RssAnon` (the heap, stacks)
+/// and `RssFile` (the binary's pages read in, which the kernel can drop and read again).
+fn status_kb(pid: u32, field: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?
         .split_whitespace()
         .nth(1)?
         .parse()
@@ -265,6 +270,9 @@ struct Sent {
     /// What an alert that was not accepted got: the outcome and reason in the answer, or the
     /// client's error (a soak that fails must say why, its server's log is gone with its folder).
     why: Option<String>,
+    /// The client error of a first attempt that got no HTTP answer, when the alert was sent
+    /// again (as Alertmanager and SNS do): the answer above is the second attempt's.
+    resent_after: Option<String>,
 }
 
 /// Sends `count` alerts at `rate`/s from t0, each on its own task at its scheduled time.
@@ -298,7 +306,20 @@ async fn generate(base: String, count: usize, rate: f64, t0: Instant, out: Arc<M
         let out = out.clone();
         tasks.push(tokio::spawn(async move {
             let sent = Instant::now();
-            let (status, accepted, why) = match request.send().await {
+            // A request that got no answer at all is sent once more, as a real sender would:
+            // an HTTP/1.1 server may close an idle kept-alive connection just as the client
+            // reuses it. The resend is reported, never hidden, and if the first attempt had
+            // been admitted after all the second is refused as a replay and counts as failed.
+            let retry = request.try_clone();
+            let mut resent_after = None;
+            let mut answer = request.send().await;
+            if let (Err(e), Some(retry)) = (&answer, retry)
+                && e.status().is_none()
+            {
+                resent_after = Some(format!("{e:?}"));
+                answer = retry.send().await;
+            }
+            let (status, accepted, why) = match answer {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let v: Value = resp.json().await.unwrap_or(Value::Null);
@@ -317,6 +338,7 @@ async fn generate(base: String, count: usize, rate: f64, t0: Instant, out: Arc<M
                 accepted,
                 latency: sent.elapsed(),
                 why,
+                resent_after,
             });
         }));
         // Finished tasks are dropped as they go: a long soak must not grow the sender either.
@@ -350,8 +372,12 @@ struct Sample {
     alerts_sent: usize,
     runs_finished: f64,
     rss_mb: f64,
+    rss_anon_mb: f64,
+    rss_file_mb: f64,
     metrics_rss_mb: f64,
     open_fds: f64,
+    /// What the heap holds (the binary's counting allocator): the part of RSS that is live.
+    heap_mb: f64,
     disk_mb: f64,
     disk_files: u64,
     metrics_transcripts_mb: f64,
@@ -420,9 +446,12 @@ async fn sample(
         minute: elapsed.as_secs_f64() / 60.0,
         alerts_sent: sent.len(),
         runs_finished: metric(&m, "runbook_runs_total"),
-        rss_mb: vm_rss_kb(pid).unwrap_or(0) as f64 / 1024.0,
+        rss_mb: status_kb(pid, "VmRSS").unwrap_or(0) as f64 / 1024.0,
+        rss_anon_mb: status_kb(pid, "RssAnon").unwrap_or(0) as f64 / 1024.0,
+        rss_file_mb: status_kb(pid, "RssFile").unwrap_or(0) as f64 / 1024.0,
         metrics_rss_mb: metric(&m, "runbook_process_resident_memory_bytes") / 1048576.0,
         open_fds: metric(&m, "runbook_process_open_fds"),
+        heap_mb: metric(&m, "runbook_process_heap_live_bytes") / 1048576.0,
         disk_mb: bytes as f64 / 1048576.0,
         disk_files: files,
         metrics_transcripts_mb: metric(&m, "runbook_transcripts_bytes") / 1048576.0,
@@ -514,12 +543,15 @@ fn main() {
     let mut samples: Vec<Sample> = Vec::new();
     let print = |s: &Sample| {
         println!(
-            "{:>6.1} min  sent {:>7}  runs {:>7}  RSS {:>6.1} MB (/metrics {:>6.1})  fds {:>4}  disk {:>7.1} MB {:>6} files  deleted {:>6}  sim {:>4}/{:>4}  replay {:>6}  seen {:>6}  first call p50/p99 {:>6.1}/{:>6.1} ms  run p50 {:>7.0} ms  http p50/p99 {:>6.1}/{:>6.1} ms",
+            "{:>6.1} min  sent {:>7}  runs {:>7}  RSS {:>6.1} MB (/metrics {:>6.1}; anon {:>5.1}, file {:>5.1}; heap {:>5.1})  fds {:>4}  disk {:>7.1} MB {:>6} files  deleted {:>6}  sim {:>4}/{:>4}  replay {:>6}  seen {:>6}  first call p50/p99 {:>6.1}/{:>6.1} ms  run p50 {:>7.0} ms  http p50/p99 {:>6.1}/{:>6.1} ms",
             s.minute,
             s.alerts_sent,
             s.runs_finished,
             s.rss_mb,
             s.metrics_rss_mb,
+            s.rss_anon_mb,
+            s.rss_file_mb,
+            s.heap_mb,
             s.open_fds,
             s.disk_mb,
             s.disk_files,
@@ -584,6 +616,24 @@ fn main() {
         sent.len(),
         health["status"]
     );
+    let resent: Vec<&Sent> = sent.iter().filter(|s| s.resent_after.is_some()).collect();
+    println!(
+        "  alerts sent again after a first attempt got no answer: {}",
+        resent.len()
+    );
+    for s in resent.iter().take(10) {
+        println!(
+            "    resent at {:.1} s (then HTTP {}, {}): {}",
+            s.at.as_secs_f64(),
+            s.status,
+            if s.accepted {
+                "accepted"
+            } else {
+                "not accepted"
+            },
+            s.resent_after.as_deref().unwrap_or("?")
+        );
+    }
     for s in sent
         .iter()
         .filter(|s| s.status != 200 || !s.accepted)
@@ -600,6 +650,12 @@ fn main() {
     println!(
         "  RSS after warm-up (sample {}+): {lo:.1} .. {hi:.1} MB (goal: flat, under 60 MB)",
         warm + 1
+    );
+    let heap: Vec<f64> = samples.iter().skip(warm).map(|s| s.heap_mb).collect();
+    println!(
+        "  heap held after warm-up: {:.1} .. {:.1} MB (the rest of RSS is code, stacks and what the allocator keeps)",
+        heap.iter().copied().fold(f64::MAX, f64::min),
+        heap.iter().copied().fold(0.0, f64::max)
     );
     if let (Some(f), Some(l)) = (first, last) {
         println!(

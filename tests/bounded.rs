@@ -196,8 +196,12 @@ fn many_alerts_through_serve_leave_every_structure_within_its_bound() {
         assert_eq!(bounded(&m, gone), 0.0, "{gone}");
     }
     // The process itself, from /proc/self.
-    assert!(value(&m, "runbook_process_resident_memory_bytes") > 1e6);
+    let rss = value(&m, "runbook_process_resident_memory_bytes");
+    assert!(rss > 1e6);
     assert!(value(&m, "runbook_process_open_fds") >= 3.0);
+    // The binary's counting allocator: what the heap holds, which resident memory contains.
+    let heap = value(&m, "runbook_process_heap_live_bytes");
+    assert!(heap > 1e5 && heap < rss, "heap {heap} of rss {rss}");
     assert!(value(&m, "runbook_transcripts_bytes") >= 0.0);
 }
 

@@ -10,9 +10,14 @@
 //!
 //! A library user that keeps its own allocator has no count (it reads zero), so the limit is
 //! then not enforced: only the `runbook` binary promises it.
+//!
+//! The same allocator keeps a process-wide count too, which `serve`'s `/metrics` shows next to
+//! the resident size: the difference is what the C allocator keeps but the program no longer
+//! uses, so a soak can tell a leak (live bytes rise) from fragmentation (only RSS rises).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::sync::atomic::{AtomicIsize, Ordering};
 
 /// The system allocator, counting the bytes each thread holds.
 pub struct CountingAllocator;
@@ -24,9 +29,14 @@ thread_local! {
     static LIVE: Cell<isize> = const { Cell::new(0) };
 }
 
+/// Bytes the whole process holds. Relaxed: it is a gauge read now and then, never a guard
+/// that orders other memory.
+static PROCESS: AtomicIsize = AtomicIsize::new(0);
+
 fn add(delta: isize) {
     // `try_with` fails only while the thread is being torn down; the count no longer matters then.
     let _ = LIVE.try_with(|c| c.set(c.get().wrapping_add(delta)));
+    PROCESS.fetch_add(delta, Ordering::Relaxed);
 }
 
 fn signed(n: usize) -> isize {
@@ -75,6 +85,29 @@ unsafe impl GlobalAlloc for CountingAllocator {
 /// allocator knows; zero without it.
 pub fn thread_live_bytes() -> i64 {
     LIVE.try_with(Cell::get).unwrap_or(0) as i64
+}
+
+/// Bytes the whole process holds (allocated and not yet freed), as far as the counting
+/// allocator knows; zero without it.
+pub fn process_live_bytes() -> i64 {
+    PROCESS.load(Ordering::Relaxed) as i64
+}
+
+/// Hands memory the C allocator keeps free back to the system. glibc keeps freed memory in
+/// per-thread arenas and returns it only from the top of each heap, so a server whose threads
+/// take turns building large short-lived values (a state file's JSON, a run's transcript) holds
+/// their peak forever after; `malloc_trim` releases the free pages inside the heaps too. A no-op
+/// elsewhere (musl returns memory on its own).
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: `malloc_trim` takes no pointers and only walks the allocator's own lists,
+        // under the allocator's locks.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -32,6 +32,9 @@ pub(crate) struct Metrics {
     /// The process's resident memory and open file descriptors (/proc/self), set when scraped.
     pub resident_bytes: Gauge,
     pub open_fds: Gauge,
+    /// Bytes the program holds on the heap (the counting allocator's count): RSS rising while
+    /// this stays flat is the allocator keeping freed memory, not a leak.
+    pub heap_live_bytes: Gauge,
     /// Under the transcripts folder, measured by each retention pass.
     pub transcripts_bytes: Gauge,
     pub transcripts_files: Gauge,
@@ -60,6 +63,7 @@ impl Default for Metrics {
             bounded: Family::default(),
             resident_bytes: Gauge::default(),
             open_fds: Gauge::default(),
+            heap_live_bytes: Gauge::default(),
             transcripts_bytes: Gauge::default(),
             transcripts_files: Gauge::default(),
             retention_deleted: Counter::default(),
@@ -133,6 +137,11 @@ impl Default for Metrics {
             m.open_fds.clone(),
         );
         registry.register(
+            "process_heap_live_bytes",
+            "Bytes the serve process holds on its heap now (allocated and not freed)",
+            m.heap_live_bytes.clone(),
+        );
+        registry.register(
             "transcripts_bytes",
             "Bytes kept under the transcripts folder, as of the last retention pass",
             m.transcripts_bytes.clone(),
@@ -178,6 +187,8 @@ impl Metrics {
             let n = dir.count().saturating_sub(1);
             self.open_fds.set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+        self.heap_live_bytes
+            .set(crate::base::memory::process_live_bytes());
     }
 
     pub(crate) fn render(&self) -> String {

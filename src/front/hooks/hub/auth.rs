@@ -1,6 +1,7 @@
 //! Authentication: bearer tokens, generic webhook signatures, SNS messages, and the memory of
 //! what was seen that refuses a replay. Everything here decides whether a request is believed.
 
+use crate::base::digest::Digest;
 use crate::data::transcript::JournalEvent;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -44,19 +45,11 @@ pub(crate) fn slack_secret_required(hooks: &super::Hooks) -> crate::base::error:
 /// (16 bytes instead of a 72-byte string at 50 alerts/s for 10 minutes).
 #[derive(Default)]
 pub(super) struct ReplayMemory {
-    until: HashMap<u128, i64>,
+    until: HashMap<Digest, i64>,
     pruned_at: i64,
 }
 
 impl ReplayMemory {
-    fn digest(key: &str) -> u128 {
-        use sha2::{Digest, Sha256};
-        let hash = Sha256::digest(key.as_bytes());
-        let mut first = [0u8; 16];
-        first.copy_from_slice(&hash[..16]);
-        u128::from_be_bytes(first)
-    }
-
     /// Remembers `key` until `until` unless it is remembered now (`Err`); drops what expired
     /// (once a second at most: a scan per request would be quadratic under load).
     pub(super) fn sight(&mut self, key: &str, now: i64, until: i64) -> std::result::Result<(), ()> {
@@ -64,7 +57,7 @@ impl ReplayMemory {
             self.until.retain(|_, u| *u >= now);
             self.pruned_at = now;
         }
-        let k = Self::digest(key);
+        let k = Digest::of(key);
         if self.until.get(&k).is_some_and(|u| *u >= now) {
             return Err(());
         }
@@ -73,7 +66,7 @@ impl ReplayMemory {
     }
 
     pub(super) fn forget(&mut self, key: &str) {
-        self.until.remove(&Self::digest(key));
+        self.until.remove(&Digest::of(key));
     }
 
     pub(super) fn len(&self) -> usize {
