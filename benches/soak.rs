@@ -157,8 +157,11 @@ const MOTO_ENV: [(&str, &str); 3] = [
 ];
 
 /// Starts `serve` in `dir` on a free loopback port, with a clean environment (and `env`).
-fn start_serve(bin: &Path, dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
+/// Starts `serve`; returns it with its alert address and its probe address (`/healthz` and
+/// `/metrics` on connections of their own, so a sample is taken even while alerts queue).
+fn start_serve(bin: &Path, dir: &Path, env: &[(&str, &str)]) -> (Child, String, String) {
     let addr_file = dir.join("serve.addr");
+    let probe_file = dir.join("probe.addr");
     let log = std::fs::File::create(dir.join("serve.log")).unwrap();
     let mut command = Command::new(bin);
     command.current_dir(dir);
@@ -175,6 +178,8 @@ fn start_serve(bin: &Path, dir: &Path, env: &[(&str, &str)]) -> (Child, String) 
         .args(["serve", "--hooks", "hooks.toml", "--listen", "127.0.0.1:0"])
         .arg("--addr-file")
         .arg(&addr_file)
+        .args(["--probe-listen", "127.0.0.1:0", "--probe-addr-file"])
+        .arg(&probe_file)
         .envs(env.iter().copied())
         .env("RUNBOOK_HOOK_SECRET", SECRET)
         .env("RUNBOOK_OPERATOR", "soak")
@@ -187,8 +192,15 @@ fn start_serve(bin: &Path, dir: &Path, env: &[(&str, &str)]) -> (Child, String) 
         .expect("spawn runbook serve");
     let started = Instant::now();
     loop {
-        if let Ok(addr) = std::fs::read_to_string(&addr_file) {
-            return (child, format!("http://{}", addr.trim()));
+        if let (Ok(addr), Ok(probe)) = (
+            std::fs::read_to_string(&addr_file),
+            std::fs::read_to_string(&probe_file),
+        ) {
+            return (
+                child,
+                format!("http://{}", addr.trim()),
+                format!("http://{}", probe.trim()),
+            );
         }
         if let Ok(Some(status)) = child.try_wait() {
             panic!(
@@ -397,16 +409,23 @@ struct Sample {
     http_p99: f64,
 }
 
+/// The server under soak: its alert and probe addresses and its process.
+struct Server<'a> {
+    base: &'a str,
+    probe: &'a str,
+    pid: u32,
+}
+
 async fn sample(
     client: &reqwest::Client,
-    base: &str,
-    pid: u32,
+    server: &Server<'_>,
     transcripts: &Path,
     t0: Instant,
     window: Duration,
     sent: &[Sent],
 ) -> Sample {
-    let m = get_text(client, &format!("{base}/metrics")).await;
+    let Server { base, probe, pid } = *server;
+    let m = get_text(client, &format!("{probe}/metrics")).await;
     let runs: Value =
         serde_json::from_str(&get_text(client, &format!("{base}/runs?limit=1000")).await)
             .unwrap_or(Value::Null);
@@ -516,7 +535,7 @@ fn main() {
             String::from_utf8_lossy(&init.stderr)
         );
     }
-    let (child, base) = start_serve(&bin, dir.path(), env);
+    let (child, base, probe) = start_serve(&bin, dir.path(), env);
     let mut child = KillOnDrop(child);
     let pid = child.0.id();
     let transcripts = dir.path().join("transcripts/hooks");
@@ -576,8 +595,11 @@ fn main() {
         let snapshot = sent.lock().unwrap().clone();
         let s = rt.block_on(sample(
             &client,
-            &base,
-            pid,
+            &Server {
+                base: &base,
+                probe: &probe,
+                pid,
+            },
             &transcripts,
             t0,
             window,
@@ -596,7 +618,7 @@ fn main() {
         .filter(|s| s.status != 200 || !s.accepted)
         .count();
     let health: Value =
-        serde_json::from_str(&rt.block_on(get_text(&client, &format!("{base}/healthz"))))
+        serde_json::from_str(&rt.block_on(get_text(&client, &format!("{probe}/healthz"))))
             .unwrap_or(Value::Null);
 
     // Start and end: the first and the last window in which runs finished (the one after the

@@ -1673,6 +1673,78 @@ fn idle_connections_beyond_the_cap_do_not_keep_a_real_alert_out() {
     );
 }
 
+#[test]
+fn health_checks_and_scrapes_on_the_probe_listener_are_answered_while_every_alert_slot_is_taken() {
+    let s = setup("header_timeout = \"60s\"\nmax_connections = 2", "", "");
+    let probe_file = s.ws.path().join("probe.addr");
+    let served = Served::start_with(
+        &s.ws,
+        &s.env().refs(),
+        &[
+            "--probe-listen",
+            "127.0.0.1:0",
+            "--probe-addr-file",
+            probe_file.to_str().unwrap(),
+        ],
+    );
+    let probe = format!(
+        "http://{}",
+        std::fs::read_to_string(&probe_file).unwrap().trim()
+    );
+    assert_ne!(probe, served.base);
+    // Two idle connections take both alert slots for the minute of the header timeout.
+    let addr = served.base.trim_start_matches("http://").to_string();
+    let idle: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // A client of its own for each request: a pooled connection belongs to the runtime that
+    // opened it, and each `block_on` is a new one.
+    let request = |method: reqwest::Method, url: String| {
+        block_on(async {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(3))
+                .build()
+                .unwrap();
+            let response = client.request(method, url).send().await?;
+            let status = response.status().as_u16();
+            Ok::<_, reqwest::Error>((status, response.text().await?))
+        })
+    };
+    let get = |url: String| request(reqwest::Method::GET, url);
+    // The alert listener cannot answer now: what the probe listener is for.
+    assert!(
+        get(served.url("/healthz")).is_err(),
+        "the alert listener answered with every slot taken"
+    );
+    assert_eq!(get(format!("{probe}/healthz")).unwrap().0, 200);
+    let (status, metrics) = get(format!("{probe}/metrics")).unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("runbook_process_resident_memory_bytes"),
+        "{metrics}"
+    );
+    // Nothing else is served there: no alert, no run list.
+    for path in ["/runs", "/hooks/generic", "/admin/breaker/reset"] {
+        assert_eq!(get(format!("{probe}{path}")).unwrap().0, 404, "{path}");
+    }
+    let posted = request(reqwest::Method::POST, format!("{probe}/hooks/generic"));
+    assert_eq!(posted.unwrap().0, 404);
+    // The container probe finds it from the file, and passes.
+    let probed =
+        s.ws.cmd()
+            .args(&[
+                "serve",
+                "--healthcheck",
+                "--probe-addr-file",
+                probe_file.to_str().unwrap(),
+            ])
+            .output();
+    assert_eq!(probed.code, 0, "{}", probed.stderr);
+    assert!(probed.stdout.contains(&probe), "{}", probed.stdout);
+    drop(idle);
+}
+
 fn prlimit(pid: u32, limit: &str) {
     let status = std::process::Command::new("prlimit")
         .args([&format!("--pid={pid}"), limit])

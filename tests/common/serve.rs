@@ -55,6 +55,11 @@ pub async fn send(
 impl Served {
     /// Starts `runbook serve` in `ws` (its hooks.toml, runbook.toml and runbooks/) with `env`.
     pub fn start(ws: &Workspace, env: &[(&str, &str)]) -> Served {
+        Served::start_with(ws, env, &[])
+    }
+
+    /// [`Served::start`] with more arguments for `runbook serve`.
+    pub fn start_with(ws: &Workspace, env: &[(&str, &str)], args: &[&str]) -> Served {
         let addr_file = ws.path().join("serve.addr");
         let log = ws.path().join("serve.log");
         // A previous server's address must not be mistaken for this one's.
@@ -68,6 +73,7 @@ impl Served {
             "--addr-file",
             addr_file.to_str().unwrap(),
         ]);
+        cmd = cmd.args(args);
         for (k, v) in env {
             cmd = cmd.env(k, v);
         }

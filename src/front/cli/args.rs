@@ -152,6 +152,13 @@ pub(crate) enum Command {
         /// Once listening, write the bound address to this file
         #[arg(long, value_name = "PATH")]
         addr_file: Option<PathBuf>,
+        /// Serve /healthz and /metrics on this address too, on connections of their own,
+        /// instead of hooks.toml's server.probe_listen (port 0 picks a free one)
+        #[arg(long, value_name = "ADDR", env = "RUNBOOK_PROBE_LISTEN")]
+        probe_listen: Option<String>,
+        /// Once listening, write the probe address to this file
+        #[arg(long, value_name = "PATH")]
+        probe_addr_file: Option<PathBuf>,
         /// Only check hooks.toml (every route's runbook, pin, parameters and environment) and
         /// print the routes; start nothing
         #[arg(long)]

@@ -5,14 +5,9 @@ use std::path::Path;
 use super::Global;
 use crate::base::error::{Error, Result};
 use crate::data::config::Config;
+use crate::front::hooks::Listen;
 
-pub(super) fn serve(
-    g: Global,
-    hooks: &Path,
-    listen: Option<String>,
-    addr_file: Option<&Path>,
-    check: bool,
-) -> Result<()> {
+pub(super) fn serve(g: Global, hooks: &Path, listen: Listen, check: bool) -> Result<()> {
     let config = g.load_config()?;
     if check {
         let hooks = crate::front::hooks::config::Hooks::load(hooks)?;
@@ -22,7 +17,7 @@ pub(super) fn serve(
         return Ok(());
     }
     retry_pending_uploads(&config)?;
-    crate::front::hooks::serve(hooks, g.dirs, config, listen, addr_file)
+    crate::front::hooks::serve(hooks, g.dirs, config, listen)
 }
 
 /// With the aws backend, finishes transcript uploads left pending (by a crashed process, or an
@@ -58,12 +53,10 @@ const HEALTHCHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 /// `runbook serve --healthcheck [URL]`: the probe a container image without curl needs. Every
 /// failure exits 1, the code Docker's HEALTHCHECK reads as "unhealthy" (it reserves 2).
-pub(super) fn healthcheck(
-    hooks: &Path,
-    url: &str,
-    listen: Option<String>,
-    addr_file: Option<&Path>,
-) -> Result<()> {
+///
+/// Without a URL it probes the probe listener when there is one (it answers while every
+/// alert connection is taken), else the alert listener.
+pub(super) fn healthcheck(hooks: &Path, url: &str, listen: Listen) -> Result<()> {
     let unhealthy = |what: &str, why: String| Error::Io {
         action: "health check failed:",
         path: what.into(),
@@ -71,17 +64,36 @@ pub(super) fn healthcheck(
     };
     let url = if url.is_empty() {
         // The address the server bound (port 0 resolved) before the one it was asked for.
-        let addr = match (addr_file, listen) {
-            (Some(file), _) => std::fs::read_to_string(file)
+        let read = |file: &Path| {
+            std::fs::read_to_string(file)
                 .map(|a| a.trim().to_string())
-                .map_err(|e| unhealthy(&file.display().to_string(), e.to_string()))?,
-            (None, Some(listen)) => listen,
-            (None, None) => {
-                crate::front::hooks::config::Hooks::load(hooks)
-                    .map_err(|e| unhealthy(&hooks.display().to_string(), e.to_string()))?
-                    .file
-                    .server
-                    .listen
+                .map_err(|e| unhealthy(&file.display().to_string(), e.to_string()))
+        };
+        let configured = || {
+            crate::front::hooks::config::Hooks::load(hooks)
+                .map(|h| h.file.server)
+                .map_err(|e| unhealthy(&hooks.display().to_string(), e.to_string()))
+        };
+        let addr = match listen {
+            Listen {
+                probe_addr_file: Some(file),
+                ..
+            } => read(&file)?,
+            Listen {
+                probe_listen: Some(probe),
+                ..
+            } => probe,
+            Listen {
+                addr_file: Some(file),
+                ..
+            } => read(&file)?,
+            Listen {
+                listen: Some(listen),
+                ..
+            } => listen,
+            Listen { .. } => {
+                let server = configured()?;
+                server.probe_listen.unwrap_or(server.listen)
             }
         };
         format!("http://{}/healthz", probe_address(&addr))

@@ -3,6 +3,7 @@
 //! ```toml
 //! [server]
 //! listen = "127.0.0.1:9750"
+//! probe_listen = "127.0.0.1:9751" # optional: /healthz and /metrics only, never behind alerts
 //! workers = 4                  # runs at once (the concurrency guardrail)
 //! queue = 32                   # runs waiting for a worker; beyond this, 503 (recorded)
 //!
@@ -113,6 +114,10 @@ pub struct ServerSettings {
     /// (idle ones close after `header_timeout`, so a flood of idle connections cannot starve
     /// a real alert for longer than that).
     pub max_connections: usize,
+    /// A second address that serves only `GET /healthz` and `GET /metrics`, on connections of
+    /// its own: a health check or a scrape never waits behind alerts for a slot, so a server
+    /// that is only busy is not restarted as hung, and an overload stays observable.
+    pub probe_listen: Option<String>,
 }
 
 impl Default for ServerSettings {
@@ -130,6 +135,7 @@ impl Default for ServerSettings {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             max_connections: 256,
+            probe_listen: None,
         }
     }
 }

@@ -182,13 +182,22 @@ pub fn serve(
     hooks_path: &std::path::Path,
     dirs: Vec<std::path::PathBuf>,
     config: crate::data::config::Config,
-    listen: Option<String>,
-    addr_file: Option<&std::path::Path>,
+    listen: Listen,
 ) -> crate::base::error::Result<()> {
     use crate::base::error::Error;
     let hooks = config::Hooks::load(hooks_path)?;
     let rt = runtime()?;
-    let addr = listen.unwrap_or_else(|| hooks.file.server.listen.clone());
+    let addr = listen
+        .listen
+        .unwrap_or_else(|| hooks.file.server.listen.clone());
+    let probe_addr = listen
+        .probe_listen
+        .or_else(|| hooks.file.server.probe_listen.clone());
+    if listen.probe_addr_file.is_some() && probe_addr.is_none() {
+        return Err(Error::Usage(
+            "--probe-addr-file needs a probe address: --probe-listen, or server.probe_listen in hooks.toml".into(),
+        ));
+    }
     let hub = hub::Hub::new(hooks, dirs, config, rt.handle().clone())?;
     for warning in hub.closed_endpoints() {
         tracing::warn!("{warning}");
@@ -205,29 +214,60 @@ pub fn serve(
         {
             tracing::warn!("cannot handle SIGXFSZ: {e}");
         }
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .map_err(|e| Error::Environment(format!("cannot listen on {addr}: {e}")))?;
-        if let Some(path) = addr_file {
-            let bound = listener
-                .local_addr()
-                .map_err(|e| Error::io("cannot read the bound address for", path, e))?;
-            // Written whole then renamed, so a reader never sees half an address.
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, bound.to_string())
-                .and_then(|()| std::fs::rename(&tmp, path))
-                .map_err(|e| Error::io("cannot write", path, e))?;
-        }
-        eprintln!(
-            "runbook serve: listening on {} · journal {}",
-            listener
-                .local_addr()
+        let listener = bind(&addr, listen.addr_file.as_deref()).await?;
+        let probes = match &probe_addr {
+            Some(probe) => Some(bind(probe, listen.probe_addr_file.as_deref()).await?),
+            None => None,
+        };
+        let shown = |l: &tokio::net::TcpListener, asked: &str| {
+            l.local_addr()
                 .map(|a| a.to_string())
-                .unwrap_or_else(|_| addr.clone()),
+                .unwrap_or_else(|_| asked.to_string())
+        };
+        eprintln!(
+            "runbook serve: listening on {}{} · journal {}",
+            shown(&listener, &addr),
+            match (&probes, &probe_addr) {
+                (Some(p), Some(asked)) =>
+                    format!(" · /healthz and /metrics also on {}", shown(p, asked)),
+                _ => String::new(),
+            },
             hub.journal_path()
         );
-        server::serve(hub, listener).await
+        server::serve(hub, listener, probes).await
     })
+}
+
+/// Where `serve` listens: the alerts' address and the probes' (each with a file to write the
+/// bound address to, for port 0), from the command line; hooks.toml's `[server]` fills the rest.
+#[derive(Debug, Default)]
+pub struct Listen {
+    pub listen: Option<String>,
+    pub addr_file: Option<std::path::PathBuf>,
+    pub probe_listen: Option<String>,
+    pub probe_addr_file: Option<std::path::PathBuf>,
+}
+
+/// Binds `addr`, and writes the bound address (port 0 resolved) to `file` when asked.
+async fn bind(
+    addr: &str,
+    file: Option<&std::path::Path>,
+) -> crate::base::error::Result<tokio::net::TcpListener> {
+    use crate::base::error::Error;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Environment(format!("cannot listen on {addr}: {e}")))?;
+    if let Some(path) = file {
+        let bound = listener
+            .local_addr()
+            .map_err(|e| Error::io("cannot read the bound address for", path, e))?;
+        // Written whole then renamed, so a reader never sees half an address.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bound.to_string())
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| Error::io("cannot write", path, e))?;
+    }
+    Ok(listener)
 }
 
 /// `runbook hook`: one payload from stdin through the same path as `serve` (routing,

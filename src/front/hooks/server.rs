@@ -9,6 +9,7 @@
 //! | `GET /healthz`                | 200 while healthy; 503 while draining, with a worker   |
 //! |                               | missing, or while the journal cannot be written        |
 //! | `GET /metrics`                | Prometheus text                                        |
+//! |                               | (both also on `server.probe_listen`, if set, alone)    |
 //! | `POST /admin/breaker/reset`   | close breakers (`?scope=RUNBOOK` or all); admin token  |
 //! | `POST /hooks/slack/interactions` | Approve/Deny clicks on approval requests, signed by |
 //! |                               | Slack (see `hooks::slack`)                             |
@@ -58,7 +59,15 @@ pub(crate) fn router(hub: Arc<Hub>) -> Router {
 /// a network needs: at most `server.max_connections` at once (further ones wait in the
 /// listen backlog), and a request head must arrive within `server.header_timeout`, which also
 /// closes idle connections; bodies are held to `server.body_timeout` by [`TimedBody`].
-pub(crate) async fn serve(hub: Arc<Hub>, listener: tokio::net::TcpListener) -> Result<()> {
+///
+/// `probes`, when given, is a second listener that serves only `/healthz` and `/metrics`, on
+/// [`PROBE_CONNECTIONS`] connections of its own, until the drain has ended: a probe never
+/// waits behind alerts for a slot, and it sees the drain (503) instead of a refused connection.
+pub(crate) async fn serve(
+    hub: Arc<Hub>,
+    listener: tokio::net::TcpListener,
+    probes: Option<tokio::net::TcpListener>,
+) -> Result<()> {
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
@@ -88,6 +97,15 @@ pub(crate) async fn serve(hub: Arc<Hub>, listener: tokio::net::TcpListener) -> R
         })
     };
     let settings = hub.hooks.file.server.clone();
+    let (probes_stop, probes_stopped) = tokio::sync::watch::channel(false);
+    let probing = probes.map(|probes| {
+        tokio::spawn(accept_probes(
+            probes,
+            probe_router(hub.clone()),
+            settings.header_timeout,
+            probes_stopped,
+        ))
+    });
     let app = router(hub.clone());
     let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -122,26 +140,13 @@ pub(crate) async fn serve(hub: Arc<Hub>, listener: tokio::net::TcpListener) -> R
                 break;
             }
         };
-        let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let mut stop = stop_rx.clone();
-        let header_timeout = settings.header_timeout;
-        connections.spawn(async move {
-            let _slot = slot;
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stop.changed() => {
-                    // Finish the request in flight, then close.
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
+        connections.spawn(connection(
+            stream,
+            app.clone(),
+            settings.header_timeout,
+            stop_rx.clone(),
+            slot,
+        ));
         // Reap finished connections so the set does not grow with every one ever served.
         while connections.try_join_next().is_some() {}
     }
@@ -158,6 +163,10 @@ pub(crate) async fn serve(hub: Arc<Hub>, listener: tokio::net::TcpListener) -> R
             .map_err(|e| Error::Internal(format!("the drain failed: {e}")))?
     };
     hub.flush_escalations().await;
+    let _ = probes_stop.send(true);
+    if let Some(probing) = probing {
+        let _ = probing.await;
+    }
     let _ = hub
         .journal
         .record(JournalEvent::Stopped {
@@ -166,6 +175,85 @@ pub(crate) async fn serve(hub: Arc<Hub>, listener: tokio::net::TcpListener) -> R
         .await;
     tracing::info!(aborted = drained.aborted, "stopped");
     Ok(())
+}
+
+/// Serves one connection (HTTP/1.1, its head within `header_timeout`) holding its slot; on
+/// `stop`, finishes the request in flight and closes.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    header_timeout: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    let _slot = slot;
+    let _ = stream.set_nodelay(true);
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// Connections the probe listener serves at once. Probes and scrapes are small and quick; a
+/// flood there waits in its own backlog and never takes an alert's slot.
+const PROBE_CONNECTIONS: usize = 16;
+
+/// The probe listener's routes: nothing that starts, changes or lists runs.
+fn probe_router(hub: Arc<Hub>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(hub)
+}
+
+/// Accepts probe connections until `stop`.
+async fn accept_probes(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(PROBE_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            _ = stop.changed() => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!("accept failed on the probe listener: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        connections.spawn(connection(
+            stream,
+            app.clone(),
+            header_timeout,
+            stop.clone(),
+            slot,
+        ));
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
 }
 
 async fn shutdown_signal() -> &'static str {
