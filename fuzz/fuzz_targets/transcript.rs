@@ -51,12 +51,17 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(rest) else {
         return;
     };
-    // The writer's contract: each event is a JSON object with a `type`, and a transcript
-    // opens with run_started (or journal_started).
+    // The writer's contract: each event is a JSON object with a `type`, never a `signature`
+    // (the writer's own line; it refuses one appended), and a transcript opens with
+    // run_started (or journal_started).
     let events: Vec<Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v.get("type").and_then(Value::as_str).is_some())
+        .filter(|v| {
+            v.get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t != "signature")
+        })
         .collect();
     let opens = events.first().and_then(|e| e["type"].as_str());
     if !matches!(opens, Some("run_started" | "journal_started")) {

@@ -159,6 +159,39 @@ mod tests {
     }
 
     #[test]
+    fn a_signature_line_appended_as_an_event_is_refused_and_the_transcript_still_verifies() {
+        // Found by the transcript fuzz target: a `signature` event written through `append`
+        // signed nothing, and the file never verified again.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        let mut w = TranscriptWriter::create(&path, Rc::new(Redactor::new())).unwrap();
+        w.append(
+            &json!({"type": "run_started", "run_id": "r1"}),
+            Durability::Synced,
+        )
+        .unwrap();
+        let forged = json!({"type": "signature", "alg": "hmac-sha256", "key_id": "00",
+                            "signed": "ab", "signature": "cd"});
+        let err = w
+            .append(&forged, Durability::Synced)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("written by the transcript writer alone"),
+            "{err}"
+        );
+        w.append(
+            &json!({"type": "run_finished", "status": "ok"}),
+            Durability::Synced,
+        )
+        .unwrap();
+        drop(w);
+        let (events, report) = read_verified(&path).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(report.finished.as_deref(), Some("ok"));
+    }
+
+    #[test]
     fn an_old_form_line_after_a_canonical_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.jsonl");

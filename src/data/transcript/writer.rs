@@ -138,6 +138,14 @@ impl TranscriptWriter {
         // secret that happened to occur in a hash must not break the chain.
         self.redactor.redact_json(&mut body);
         let kind = body.get("type").and_then(Value::as_str).map(str::to_string);
+        // A `signature` line is the writer's own, made below from the chain it holds: one
+        // appended as an event would sign nothing, and the transcript would never verify again.
+        if kind.as_deref() == Some("signature") {
+            return Err(Error::Internal(format!(
+                "{}: a signature line is written by the transcript writer alone, never appended as an event",
+                self.path.display()
+            )));
+        }
         self.append_line(body, durability)?;
         if self.seq == 1 && kind.as_deref() == Some("run_started") {
             self.is_run = true;
