@@ -121,6 +121,17 @@ mod tests {
         serde_json::to_string(&v).unwrap()
     }
 
+    /// A writer on `path` whose transcript has begun (its `run_started` written).
+    fn started(path: &std::path::Path) -> TranscriptWriter {
+        let mut w = TranscriptWriter::create(path, Rc::new(Redactor::new())).unwrap();
+        w.append(
+            &json!({"type": "run_started", "run_id": "r1"}),
+            Durability::Synced,
+        )
+        .unwrap();
+        w
+    }
+
     fn hash_of(line: &str) -> String {
         serde_json::from_str::<Value>(line).unwrap()["hash"]
             .as_str()
@@ -164,12 +175,7 @@ mod tests {
         // signed nothing, and the file never verified again.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.jsonl");
-        let mut w = TranscriptWriter::create(&path, Rc::new(Redactor::new())).unwrap();
-        w.append(
-            &json!({"type": "run_started", "run_id": "r1"}),
-            Durability::Synced,
-        )
-        .unwrap();
+        let mut w = started(&path);
         let forged = json!({"type": "signature", "alg": "hmac-sha256", "key_id": "00",
                             "signed": "ab", "signature": "cd"});
         let err = w
@@ -195,13 +201,7 @@ mod tests {
     fn an_old_form_line_after_a_canonical_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.jsonl");
-        let mut w = TranscriptWriter::create(&path, Rc::new(Redactor::new())).unwrap();
-        w.append(
-            &json!({"type": "run_started", "run_id": "r1"}),
-            Durability::Synced,
-        )
-        .unwrap();
-        drop(w);
+        drop(started(&path));
         let text = std::fs::read_to_string(&path).unwrap();
         let head = hash_of(text.lines().last().unwrap());
         let old = legacy_line(1, &head, json!({"type": "run_finished", "status": "ok"}));
@@ -264,12 +264,7 @@ mod tests {
     fn written_transcript_verifies_and_detects_edits() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.jsonl");
-        let mut w = TranscriptWriter::create(&path, Rc::new(Redactor::new())).unwrap();
-        w.append(
-            &json!({"type": "run_started", "run_id": "r1"}),
-            Durability::Synced,
-        )
-        .unwrap();
+        let mut w = started(&path);
         w.append(
             &json!({"type": "log", "message": "hi"}),
             Durability::Written,

@@ -99,59 +99,38 @@ pub(crate) async fn serve(
     let settings = hub.hooks.file.server.clone();
     let (probes_stop, probes_stopped) = tokio::sync::watch::channel(false);
     let probing = probes.map(|probes| {
-        tokio::spawn(accept_probes(
-            probes,
-            probe_router(hub.clone()),
-            settings.header_timeout,
-            probes_stopped,
-        ))
+        let app = probe_router(hub.clone());
+        let header_timeout = settings.header_timeout;
+        tokio::spawn(async move {
+            let mut until = probes_stopped.clone();
+            let mut open = accept_until(
+                probes,
+                app,
+                PROBE_CONNECTIONS,
+                header_timeout,
+                probes_stopped,
+                async move {
+                    let _ = until.changed().await;
+                },
+            )
+            .await;
+            while open.join_next().await.is_some() {}
+        })
     });
-    let app = router(hub.clone());
-    let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut connections = tokio::task::JoinSet::new();
-    let signal = shutdown_signal();
-    tokio::pin!(signal);
-    loop {
-        // A slot first: beyond the cap a connection waits in the backlog, unread, until an
-        // open one closes (idle ones do after the header timeout).
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-            signal = &mut signal => {
-                tracing::info!(signal, "stopping: no new alerts; draining runs");
-                break;
-            }
-        };
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, or this loop would spin.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            signal = &mut signal => {
-                tracing::info!(signal, "stopping: no new alerts; draining runs");
-                break;
-            }
-        };
-        connections.spawn(connection(
-            stream,
-            app.clone(),
-            settings.header_timeout,
-            stop_rx.clone(),
-            slot,
-        ));
-        // Reap finished connections so the set does not grow with every one ever served.
-        while connections.try_join_next().is_some() {}
-    }
+    let mut connections = accept_until(
+        listener,
+        router(hub.clone()),
+        settings.max_connections,
+        settings.header_timeout,
+        stop_rx,
+        async {
+            let signal = shutdown_signal().await;
+            tracing::info!(signal, "stopping: no new alerts; draining runs");
+        },
+    )
+    .await;
     hub.stop_accepting();
-    drop(listener);
     let _ = stop_tx.send(true);
     while connections.join_next().await.is_some() {}
     saver.abort();
@@ -215,33 +194,40 @@ fn probe_router(hub: Arc<Hub>) -> Router {
         .with_state(hub)
 }
 
-/// Accepts probe connections until `stop`.
-async fn accept_probes(
+/// Accepts connections on `listener`, at most `cap` open at once, until `until` completes;
+/// returns the connections still open (each finishes its request in flight and closes once
+/// `stop` changes). Beyond the cap a connection waits in the backlog, unread, until an open one
+/// closes (idle ones do after the header timeout).
+async fn accept_until(
     listener: tokio::net::TcpListener,
     app: Router,
+    cap: usize,
     header_timeout: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(PROBE_CONNECTIONS));
+    stop: tokio::sync::watch::Receiver<bool>,
+    until: impl std::future::Future<Output = ()>,
+) -> tokio::task::JoinSet<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(cap));
     let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(until);
     loop {
         let slot = tokio::select! {
             slot = slots.clone().acquire_owned() => match slot {
                 Ok(slot) => slot,
                 Err(_) => break,
             },
-            _ = stop.changed() => break,
+            () = &mut until => break,
         };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
-                    tracing::warn!("accept failed on the probe listener: {e}");
+                    // Out of file descriptors and the like: wait, or this loop would spin.
+                    tracing::warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
-            _ = stop.changed() => break,
+            () = &mut until => break,
         };
         connections.spawn(connection(
             stream,
@@ -250,10 +236,10 @@ async fn accept_probes(
             stop.clone(),
             slot,
         ));
+        // Reap finished connections so the set does not grow with every one ever served.
         while connections.try_join_next().is_some() {}
     }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
+    connections
 }
 
 async fn shutdown_signal() -> &'static str {
