@@ -285,6 +285,33 @@ fn a_flood_split_across_two_replicas_keeps_the_global_hourly_limit_exactly() {
 }
 
 #[test]
+fn a_runbook_s_breaker_opened_on_one_replica_refuses_that_runbook_on_the_other() {
+    // Admission reads the two breakers that can refuse it by key (the overall one and its
+    // runbook's); this pins the runbook's.
+    let moto = Moto::start();
+    let (_ws, replicas) = two_replicas(
+        &moto,
+        "max_runs_per_hour = 100\nmax_runs_per_hour_per_runbook = 1",
+    );
+    let first = send_all(vec![(&replicas[0], alert("i-0000000000000001a", &[]))]);
+    assert_eq!(first[0].0, "accepted", "{first:?}");
+    let tripped = send_all(vec![(&replicas[0], alert("i-0000000000000001b", &[]))]);
+    assert_eq!(tripped[0].1, "rate_limited", "{tripped:?}");
+    let other = send_all(vec![(&replicas[1], alert("i-0000000000000001c", &[]))]);
+    assert_eq!(
+        other[0],
+        ("refused".to_string(), "breaker_open".to_string()),
+        "the other replica sees the runbook's breaker"
+    );
+    let (_, health) = replicas[1].get("/healthz");
+    let open: Vec<String> = health["breakers"]
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    assert_eq!(open, ["tag-target"], "{health}");
+}
+
+#[test]
 fn a_breaker_opened_on_one_replica_refuses_on_the_other_until_reset() {
     let moto = Moto::start();
     let (ws, replicas) = two_replicas(&moto, "max_runs_per_hour = 1");

@@ -275,9 +275,9 @@ impl AwsStore {
         if a.protected_refused {
             return Ok(Err(Refused::Protected));
         }
-        let open = self.open_breakers()?;
+        let open = self.breakers_open_of(&["*", a.runbook])?;
         for scope in ["*", a.runbook] {
-            if open.iter().any(|b| b.scope == scope) {
+            if open.iter().any(|b| b == scope) {
                 return Ok(Err(Refused::BreakerOpen {
                     scope: scope.to_string(),
                 }));
@@ -356,6 +356,62 @@ impl AwsStore {
             closed.push(b.scope);
         }
         Ok(closed)
+    }
+
+    /// Which of `scopes` have an open breaker: one consistent BatchGetItem of their items,
+    /// read by key. Admission asks only for the two scopes that can refuse it (the overall one
+    /// and its runbook's), so its cost does not grow with the breakers open elsewhere (moto's
+    /// Query also walks the whole table, which made every admission slower as the table grew).
+    fn breakers_open_of(&self, scopes: &[&str]) -> Result<Vec<String>> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let mut keys = Vec::new();
+        for scope in scopes {
+            keys.push(HashMap::from([
+                ("pk".to_string(), s("BREAKER")),
+                ("sk".to_string(), s(*scope)),
+            ]));
+        }
+        let mut request = KeysAndAttributes::builder()
+            .set_keys(Some(keys))
+            .consistent_read(true)
+            .projection_expression("sk")
+            .build()
+            .map_err(|e| Error::Internal(format!("BatchGetItem of the breakers: {e}")))?;
+        let mut open = Vec::new();
+        // Keys DynamoDB leaves unprocessed (throttling) are asked again, a few times, then the
+        // admission fails: a breaker that cannot be read must not read as closed.
+        for _ in 0..MAX_RACES {
+            let (ddb, table) = (self.ddb.clone(), self.table.clone());
+            let asked = request.clone();
+            let out = self
+                .run(async move {
+                    ddb.batch_get_item()
+                        .request_items(table, asked)
+                        .send()
+                        .await
+                })?
+                .map_err(|e| sdk("BatchGetItem", e))?;
+            for item in out
+                .responses
+                .as_ref()
+                .and_then(|r| r.get(&self.table))
+                .into_iter()
+                .flatten()
+            {
+                open.extend(text(item, "sk"));
+            }
+            match out
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.table))
+                .filter(|k| !k.keys.is_empty())
+            {
+                Some(left) => request = left,
+                None => return Ok(open),
+            }
+        }
+        Err(Error::Internal(
+            "the breakers could not be read: DynamoDB left keys unprocessed".into(),
+        ))
     }
 
     /// Every open breaker (one consistent Query).
