@@ -290,7 +290,8 @@ pub fn policies(config: &StateConfig) -> String {
         "Statement": [
             { "Effect": "Allow",
               "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
-                         "dynamodb:DeleteItem", "dynamodb:Query", "dynamodb:DescribeTable"],
+                         "dynamodb:DeleteItem", "dynamodb:Query", "dynamodb:BatchGetItem",
+                         "dynamodb:DescribeTable"],
               "Resource": table },
             { "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": bucket },
             { "Effect": "Allow", "Action": object_actions, "Resource": objects }
