@@ -22,7 +22,9 @@
 //! - `SOAK_STATE=moto`: the aws state backend (`[state] backend = "aws"`: admission, run
 //!   records, ownership, the journal's copy in DynamoDB, every transcript uploaded to S3) on a
 //!   moto server this bench starts (`python3` with `moto[server]`), the cloud still the sim. The
-//!   issue's variant: `SOAK_STATE=moto SOAK_RATE=10 SOAK_MINUTES=10`.
+//!   issue's variant: `SOAK_STATE=moto SOAK_RATE=10 SOAK_MINUTES=10`, more than moto serves on a
+//!   2-core machine (about 4.5 alerts/s with a core to itself); `SOAK_RATE=2` is what it
+//!   sustains beside other work (docs/benchmarks.md section 13).
 //!
 //! The release soak: `SOAK_RATE=50 SOAK_MINUTES=60 cargo bench --bench soak`. Under
 //! `cargo test --benches` (no `--bench` argument) it runs 10 s at 5/s, sampling every 2 s, as a
