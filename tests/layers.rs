@@ -22,6 +22,7 @@ const LAYERS: &[Layer] = &[
         members: &[
             "clock",
             "console",
+            "digest",
             "error",
             "git",
             "identity",

@@ -272,6 +272,24 @@ impl AwsStore {
             cooldown_until: 0,
             counted: Vec::new(),
         };
+        // A step that fails after the dedupe put takes back what this admission wrote: the
+        // alert is answered `state_unavailable`, and the sender's retry must be judged afresh,
+        // not "deduplicated" by a remembered alert that never ran.
+        let decided = self.admit_remembered(a, &mut ticket);
+        if decided.is_err() {
+            self.cancel(&ticket);
+        }
+        decided
+    }
+
+    /// [`AwsStore::admit`] once the alert is remembered: what it wrote beyond the dedupe item
+    /// is in `ticket` at every return, so an error can be taken back whole.
+    fn admit_remembered(
+        &self,
+        a: &Admission<'_>,
+        ticket: &mut Ticket,
+    ) -> Result<std::result::Result<Ticket, Refused>> {
+        let now = a.now_ms;
         if a.protected_refused {
             return Ok(Err(Refused::Protected));
         }
@@ -303,9 +321,10 @@ impl AwsStore {
                 Some(window_end) => ticket.counted.push((scope.to_string(), window_end)),
                 None => {
                     // Over the limit: nothing of this admission but the dedupe stays.
-                    self.uncount(&ticket.counted);
+                    self.uncount(&std::mem::take(&mut ticket.counted));
                     if ticket.cooldown_until != 0 {
                         self.delete_if(format!("COOLDOWN#{}", a.target), "until", until);
+                        ticket.cooldown_until = 0;
                     }
                     let reason = format!(
                         "{limit} runs in the last hour ({}): the breaker is now open until a person resets it",
@@ -320,7 +339,7 @@ impl AwsStore {
                 }
             }
         }
-        Ok(Ok(ticket))
+        Ok(Ok(ticket.clone()))
     }
 
     /// Takes an admission back (the run could not be queued): the sender's retry is judged
