@@ -303,12 +303,14 @@ fn a_runbook_s_breaker_opened_on_one_replica_refuses_that_runbook_on_the_other()
         ("refused".to_string(), "breaker_open".to_string()),
         "the other replica sees the runbook's breaker"
     );
-    let (_, health) = replicas[1].get("/healthz");
-    let open: Vec<String> = health["breakers"]
-        .as_object()
-        .map(|o| o.keys().cloned().collect())
-        .unwrap_or_default();
-    assert_eq!(open, ["tag-target"], "{health}");
+    assert_eq!(breakers_in_health(&replicas[1]), ["tag-target"]);
+}
+
+/// The scopes of the breakers a replica's `/healthz` shows open.
+fn breakers_in_health(replica: &Served) -> Vec<String> {
+    let (_, health) = replica.get("/healthz");
+    let open = health["breakers"].as_object().cloned().unwrap_or_default();
+    open.keys().cloned().collect()
 }
 
 #[test]
@@ -325,11 +327,7 @@ fn a_breaker_opened_on_one_replica_refuses_on_the_other_until_reset() {
         ("refused".to_string(), "breaker_open".to_string()),
         "the other replica sees the breaker"
     );
-    let breakers = |replica: &Served| {
-        let (_, health) = replica.get("/healthz");
-        let open = health["breakers"].as_object().cloned().unwrap_or_default();
-        open.keys().cloned().collect::<Vec<_>>()
-    };
+    let breakers = breakers_in_health;
     assert_eq!(breakers(&replicas[1]), ["*"], "its health shows it too");
     // Reset on the second replica closes it for the first.
     let auth = format!("Bearer {ADMIN}");
