@@ -358,6 +358,28 @@ fn journal_of(ws: &Workspace) -> std::path::PathBuf {
 }
 
 #[test]
+fn a_server_timeout_of_zero_or_over_an_hour_is_refused_at_check() {
+    for (setting, value) in [
+        ("header_timeout", "0s"),
+        ("body_timeout", "2h"),
+        ("health_timeout", "0ms"),
+        ("health_timeout", "61m"),
+    ] {
+        let ws = workspace(&format!("{setting} = \"{value}\""), "");
+        let out = ws.run(&["serve", "--check"]);
+        out.expect_code(2);
+        assert!(
+            out.stderr
+                .contains(&format!("server.{setting} must be between 1ms and 1h")),
+            "{setting} = {value}: {}",
+            out.stderr
+        );
+    }
+    let ws = workspace("health_timeout = \"2s\"", "");
+    ws.run(&["serve", "--check"]).expect_code(0);
+}
+
+#[test]
 fn a_sim_history_too_small_for_a_running_command_or_a_bad_size_is_refused_at_check() {
     let ws = workspace("sim_history = 10", "");
     let out = ws.run(&["serve", "--check"]);

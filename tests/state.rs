@@ -306,6 +306,43 @@ fn a_runbook_s_breaker_opened_on_one_replica_refuses_that_runbook_on_the_other()
     assert_eq!(breakers_in_health(&replicas[1]), ["tag-target"]);
 }
 
+#[test]
+fn health_answers_state_unavailable_within_its_timeout_while_the_table_does_not_answer() {
+    let moto = Moto::start();
+    let ws = workspace(&aws_state(&moto), "");
+    let hooks = ws.read("hooks.toml");
+    ws.write(
+        "hooks.toml",
+        &hooks.replacen("[server]\n", "[server]\nhealth_timeout = \"300ms\"\n", 1),
+    );
+    let init = with_credentials(ws.cmd().args(&["state", "init"])).output();
+    assert_eq!(init.code, 0, "{}{}", init.stdout, init.stderr);
+    let replica = Served::start(&ws, &env());
+    let (status, health) = replica.get("/healthz");
+    assert_eq!((status, &health["status"]), (200, &json!("ok")), "{health}");
+    assert_eq!(health["state_error"], Value::Null);
+    {
+        let _paused = moto.pause();
+        // Without the deadline this waits on the table for the client's whole 30 s and fails.
+        let (status, health) = replica.get("/healthz");
+        assert_eq!(status, 503, "{health}");
+        assert_eq!(health["status"], "state_unavailable");
+        assert_eq!(
+            health["state_error"],
+            "the state table did not answer within 300ms"
+        );
+    }
+    let (status, health) = replica.get("/healthz");
+    assert_eq!((status, &health["status"]), (200, &json!("ok")), "{health}");
+    assert!(
+        replica
+            .log_text()
+            .contains("the state table did not answer within 300ms (server.health_timeout)"),
+        "{}",
+        replica.log_text()
+    );
+}
+
 /// The scopes of the breakers a replica's `/healthz` shows open.
 fn breakers_in_health(replica: &Served) -> Vec<String> {
     let (_, health) = replica.get("/healthz");

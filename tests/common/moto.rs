@@ -290,6 +290,31 @@ impl Moto {
     }
 }
 
+impl Moto {
+    /// Stops the server's process (SIGSTOP) until the guard is dropped (SIGCONT): it keeps
+    /// its connections and answers nothing, as a backend does that has stopped answering.
+    pub fn pause(&self) -> Paused<'_> {
+        signal(self.child.id(), "-STOP");
+        Paused(self)
+    }
+}
+
+pub struct Paused<'a>(&'a Moto);
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        signal(self.0.child.id(), "-CONT");
+    }
+}
+
+fn signal(pid: u32, which: &str) {
+    let status = Command::new("kill")
+        .args([which, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {which} {pid}");
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -4,6 +4,7 @@
 //! [server]
 //! listen = "127.0.0.1:9750"
 //! probe_listen = "127.0.0.1:9751" # optional: /healthz and /metrics only, never behind alerts
+//! health_timeout = "800ms"     # /healthz's wait for the state table (aws backend)
 //! workers = 4                  # runs at once (the concurrency guardrail)
 //! queue = 32                   # runs waiting for a worker; beyond this, 503 (recorded)
 //!
@@ -118,6 +119,12 @@ pub struct ServerSettings {
     /// its own: a health check or a scrape never waits behind alerts for a slot, so a server
     /// that is only busy is not restarted as hung, and an overload stays observable.
     pub probe_listen: Option<String>,
+    /// How long `/healthz` waits for the state table (aws backend) before it answers
+    /// `state_unavailable`: a probe must learn that the table is slow from us, with the reason,
+    /// before its own timeout gives up on a server that is only waiting (Kubernetes' default
+    /// probe timeout is 1 s; `serve --healthcheck` waits 5 s).
+    #[serde(deserialize_with = "duration")]
+    pub health_timeout: Duration,
 }
 
 impl Default for ServerSettings {
@@ -136,6 +143,7 @@ impl Default for ServerSettings {
             body_timeout: Duration::from_secs(10),
             max_connections: 256,
             probe_listen: None,
+            health_timeout: Duration::from_millis(800),
         }
     }
 }
@@ -516,6 +524,7 @@ impl Hooks {
         for (key, d) in [
             ("header_timeout", f.server.header_timeout),
             ("body_timeout", f.server.body_timeout),
+            ("health_timeout", f.server.health_timeout),
         ] {
             if d.is_zero() || d > MAX_TIMEOUT {
                 problems.push(format!(

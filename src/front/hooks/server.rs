@@ -38,14 +38,12 @@ use crate::data::transcript::JournalEvent;
 
 pub(crate) fn router(hub: Arc<Hub>) -> Router {
     let limit = hub.hooks.file.server.max_body;
-    Router::new()
+    probe_routes()
         .route("/hooks/alertmanager", post(alertmanager))
         .route("/hooks/sns", post(sns))
         .route("/hooks/generic", post(generic))
         .route("/runs", get(runs))
         .route("/runs/{id}", get(run))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
         .route("/admin/breaker/reset", post(reset))
         .route("/hooks/slack/interactions", post(slack_interaction))
         .layer(DefaultBodyLimit::max(limit))
@@ -186,12 +184,16 @@ async fn connection(
 /// flood there waits in its own backlog and never takes an alert's slot.
 const PROBE_CONNECTIONS: usize = 16;
 
-/// The probe listener's routes: nothing that starts, changes or lists runs.
-fn probe_router(hub: Arc<Hub>) -> Router {
+/// The routes the probe listener serves, and the alert listener too: nothing that starts,
+/// changes or lists runs.
+fn probe_routes() -> Router<Arc<Hub>> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .with_state(hub)
+}
+
+fn probe_router(hub: Arc<Hub>) -> Router {
+    probe_routes().with_state(hub)
 }
 
 /// Accepts connections on `listener`, at most `cap` open at once, until `until` completes;

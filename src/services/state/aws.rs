@@ -435,16 +435,18 @@ impl AwsStore {
 
     /// Every open breaker (one consistent Query).
     pub fn open_breakers(&self) -> Result<Vec<OpenBreaker>> {
-        Ok(self
-            .query("BREAKER")?
-            .iter()
-            .map(|i| OpenBreaker {
-                scope: text(i, "sk").unwrap_or_default(),
-                opened_at: text(i, "at").unwrap_or_default(),
-                reason: text(i, "reason").unwrap_or_default(),
-                by: text(i, "by").unwrap_or_default(),
-            })
-            .collect())
+        Ok(breakers_of(&self.query("BREAKER")?))
+    }
+
+    /// [`AwsStore::open_breakers`] that gives up after `deadline` (None), for `/healthz`: a
+    /// health check must answer "the table is slow" before its prober's own timeout reports a
+    /// hung server. The Query is abandoned, not left running, when the deadline passes.
+    pub fn open_breakers_within(&self, deadline: Duration) -> Result<Option<Vec<OpenBreaker>>> {
+        let query = self.query_future("BREAKER", None, true);
+        match self.run(async move { tokio::time::timeout(deadline, query).await })? {
+            Err(_elapsed) => Ok(None),
+            Ok(items) => Ok(Some(breakers_of(&items.map_err(|e| sdk("Query", e))?))),
+        }
     }
 
     /// Counts one run into `scope`'s current window if it is under `limit`: the window's end,
@@ -678,13 +680,24 @@ impl AwsStore {
         limit: Option<usize>,
         forward: bool,
     ) -> Result<Vec<HashMap<String, AttributeValue>>> {
+        self.run(self.query_future(pk, limit, forward))?
+            .map_err(|e| sdk("Query", e))
+    }
+
+    /// The Query of [`AwsStore::query_items`], not yet run.
+    fn query_future(
+        &self,
+        pk: &str,
+        limit: Option<usize>,
+        forward: bool,
+    ) -> impl Future<Output = QueryOutcome> + Send + 'static {
         let (ddb, table, pk) = (self.ddb.clone(), self.table.clone(), pk.to_string());
         let limit = limit.unwrap_or(usize::MAX);
-        self.run(async move {
+        async move {
             let mut items = Vec::new();
             let mut start = None;
             loop {
-                let out = match ddb
+                let out = ddb
                     .query()
                     .table_name(&table)
                     .key_condition_expression("pk = :pk")
@@ -694,19 +707,14 @@ impl AwsStore {
                     .set_limit(i32::try_from(limit.saturating_sub(items.len())).ok())
                     .set_exclusive_start_key(start)
                     .send()
-                    .await
-                {
-                    Ok(out) => out,
-                    Err(e) => return Err(e),
-                };
+                    .await?;
                 items.extend(out.items.unwrap_or_default());
                 match out.last_evaluated_key {
                     Some(k) if !k.is_empty() && items.len() < limit => start = Some(k),
                     _ => return Ok(items),
                 }
             }
-        })?
-        .map_err(|e| sdk("Query", e))
+        }
     }
 
     // ---- target locks ---------------------------------------------------------------------
@@ -851,6 +859,25 @@ fn run_on<T: Send + 'static>(
     });
     rx.recv()
         .map_err(|_| Error::Internal("the state runtime stopped during a request".into()))
+}
+
+/// What a Query of one partition comes to: its items, or the SDK's error.
+type QueryOutcome = std::result::Result<
+    Vec<HashMap<String, AttributeValue>>,
+    aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::query::QueryError>,
+>;
+
+/// The open breakers the items of the BREAKER partition describe.
+fn breakers_of(items: &[HashMap<String, AttributeValue>]) -> Vec<OpenBreaker> {
+    items
+        .iter()
+        .map(|i| OpenBreaker {
+            scope: text(i, "sk").unwrap_or_default(),
+            opened_at: text(i, "at").unwrap_or_default(),
+            reason: text(i, "reason").unwrap_or_default(),
+            by: text(i, "by").unwrap_or_default(),
+        })
+        .collect()
 }
 
 pub(crate) fn scope_name(scope: &str) -> String {

@@ -234,13 +234,15 @@ impl Hub {
     /// only while alerts are taken, every worker is alive and the journal can be written.
     /// With the aws backend the breakers are the table's (one Query, so a breaker another
     /// replica opened or reset shows here too) and `state_unavailable` says the table cannot
-    /// be read; this blocks on the table, so call it off the async workers.
+    /// be read, or did not answer within `server.health_timeout` (`state_error` says which);
+    /// this blocks on the table for up to that long, so call it off the async workers.
     pub(crate) fn health(&self) -> Value {
         let mut breakers = json!(lock(&self.gate).state.breakers.clone());
-        let mut state_ok = true;
+        let mut state_error = None;
         if let Some(store) = self.store.shared_guardrails() {
-            match store.open_breakers() {
-                Ok(open) => {
+            let deadline = self.hooks.file.server.health_timeout;
+            match store.open_breakers_within(deadline) {
+                Ok(Some(open)) => {
                     breakers = open
                         .into_iter()
                         .map(|b| {
@@ -252,9 +254,19 @@ impl Hub {
                         .collect::<serde_json::Map<String, Value>>()
                         .into();
                 }
+                // Said without the SDK's message: /healthz is open, and an AWS error can name
+                // the account and role. The log has the whole error.
+                Ok(None) => {
+                    let waited = humantime::format_duration(deadline);
+                    tracing::warn!(
+                        "/healthz: the state table did not answer within {waited} (server.health_timeout)"
+                    );
+                    state_error = Some(format!("the state table did not answer within {waited}"));
+                }
                 Err(e) => {
-                    tracing::error!("{e}");
-                    state_ok = false;
+                    tracing::error!("/healthz: {e}");
+                    state_error =
+                        Some("the state table could not be read (the log says why)".into());
                 }
             }
         }
@@ -267,7 +279,7 @@ impl Hub {
             "workers_missing"
         } else if !self.journal.writable() {
             "journal_unwritable"
-        } else if !state_ok {
+        } else if state_error.is_some() {
             "state_unavailable"
         } else if records_shared == Some(false) {
             "run_records_unwritable"
@@ -285,6 +297,7 @@ impl Hub {
             "kill_switch": self.hooks.kill_switch_set(),
             "journal": self.journal_path(),
             "run_records_shared": records_shared,
+            "state_error": state_error,
         })
     }
 }
