@@ -34,14 +34,17 @@
 // A test or bench crate has no users outside itself: its `pub` helpers are for its modules.
 #![allow(unreachable_pub)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::{KillOnDrop, MOTO_ENV, env_num, pct, sorted, start_moto, status_kb};
 
 const SECRET: &str = "hooks-load-bench-secret";
 const ALERT: &str = "ec2-cpu-high";
@@ -90,10 +93,6 @@ struct Sent {
     error: Option<String>,
 }
 
-fn env_num<T: std::str::FromStr>(name: &str) -> Option<T> {
-    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
-}
-
 /// The workspace `runbook serve` runs in: the sim environment on the default fleet, the
 /// tag-target runbook, hooks.toml. Returns the fleet's instance ids.
 fn workspace(dir: &Path, state: Option<&str>) -> Vec<String> {
@@ -126,124 +125,21 @@ fn workspace(dir: &Path, state: Option<&str>) -> Vec<String> {
     instances
 }
 
-/// Starts `runbook serve` in `dir` on a free loopback port, with a clean environment (nothing
-/// from the caller's `AWS_*`, `SLACK_*`, `TEAMS_*`, `RUNBOOK_*`), its log in `serve.log`;
-/// with `aws`, moto's test credentials.
-fn start_serve(dir: &Path, aws: bool) -> (Child, String) {
+/// Starts `runbook serve` in `dir` on a free loopback port, with a clean environment, its log
+/// in `serve.log`; with `aws`, moto's test credentials. Returns it and its address.
+fn start_serve(dir: &Path, aws: bool) -> (KillOnDrop, String) {
     let addr_file = dir.join("serve.addr");
-    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_runbook"));
-    command.current_dir(dir);
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy().into_owned();
-        if ["AWS_", "SLACK_", "TEAMS_", "RUNBOOK_"]
-            .iter()
-            .any(|p| key.starts_with(p))
-        {
-            command.env_remove(&key);
-        }
-    }
+    let mut command = support::serve_command(Path::new(env!("CARGO_BIN_EXE_runbook")), dir);
     if aws {
-        with_moto_credentials(&mut command);
+        command.envs(MOTO_ENV);
     }
-    let mut child = command
-        .args(["serve", "--hooks", "hooks.toml", "--listen", "127.0.0.1:0"])
+    command
         .arg("--addr-file")
         .arg(&addr_file)
         .env("RUNBOOK_HOOK_SECRET", SECRET)
-        .env("RUNBOOK_OPERATOR", "bench")
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("spawn runbook serve");
-    let started = Instant::now();
-    loop {
-        if let Ok(addr) = std::fs::read_to_string(&addr_file) {
-            return (child, format!("http://{}", addr.trim()));
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "runbook serve exited ({status}):\n{}",
-                std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
-            );
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "runbook serve did not start"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// The server, killed if the benchmark panics before stopping it.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// moto's test credentials (the emulator accepts any), and no instance-metadata probe.
-fn with_moto_credentials(command: &mut Command) -> &mut Command {
-    command
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-}
-
-/// A free loopback port (bound, read, released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// moto's server on a free loopback port, serialised exactly as the tests run it.
-fn start_moto() -> (Child, u16) {
-    let port = free_port();
-    let mut child = Command::new("python3")
-        .args([
-            "-c",
-            include_str!("../tests/common/serialised_moto.py"),
-            &port.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 with moto's server: pip install 'moto[server]'");
-    let started = Instant::now();
-    loop {
-        if moto_answers(port) {
-            return (child, port);
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("moto's server exited ({status})");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "moto's server did not answer on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn moto_answers(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let req = format!("GET /moto-api/ HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
-    let mut head = [0u8; 12];
-    s.write_all(req.as_bytes()).is_ok() && s.read_exact(&mut head).is_ok() && &head[9..12] == b"200"
+        .env("RUNBOOK_OPERATOR", "bench");
+    let (child, mut addrs) = support::spawn_serve(command, dir, &[&addr_file]);
+    (child, addrs.pop().expect("the alert address"))
 }
 
 /// Counts the requests that pass through a loopback TCP proxy in front of moto, by operation:
@@ -342,17 +238,7 @@ fn start_counting_proxy(upstream: u16, counter: Arc<CallCounter>) -> u16 {
 
 /// `VmRSS` and `VmHWM` of `pid`, in kB.
 fn memory_kb(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))?
-            .split_whitespace()
-            .nth(1)?
-            .parse::<u64>()
-            .ok()
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    Some((status_kb(pid, "VmRSS")?, status_kb(pid, "VmHWM")?))
 }
 
 /// CPU time (user + system) `pid` has used so far, from `/proc/PID/stat`.
@@ -374,20 +260,6 @@ fn cpu_time(pid: u32) -> Option<Duration> {
         })
         .unwrap_or(100);
     Some(Duration::from_secs_f64(ticks as f64 / per_sec as f64))
-}
-
-/// Nearest-rank percentile of sorted values.
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn sorted(mut v: Vec<f64>) -> Vec<f64> {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v
 }
 
 fn mb(kb: u64) -> f64 {
@@ -624,10 +496,7 @@ fn main() {
     let counter = Arc::new(CallCounter::default());
     let moto = aws.then(|| {
         let (child, port) = start_moto();
-        (
-            KillOnDrop(child),
-            start_counting_proxy(port, counter.clone()),
-        )
+        (child, start_counting_proxy(port, counter.clone()))
     });
     let state = moto.as_ref().map(|(_, proxy)| {
         format!(
@@ -648,9 +517,8 @@ fn main() {
         instances = workspace(dir, state.as_deref());
     }
     if aws {
-        let mut init = Command::new(env!("CARGO_BIN_EXE_runbook"));
-        with_moto_credentials(&mut init);
-        let out = init
+        let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
+            .envs(MOTO_ENV)
             .current_dir(&dirs[0])
             .args(["state", "init"])
             .output()
@@ -666,7 +534,7 @@ fn main() {
     let mut bases = Vec::new();
     for dir in &dirs {
         let (child, base) = start_serve(dir, aws);
-        servers.push(KillOnDrop(child));
+        servers.push(child);
         bases.push(base);
     }
     let pids: Vec<u32> = servers.iter().map(|c| c.0.id()).collect();

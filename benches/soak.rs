@@ -39,19 +39,18 @@
 // A test or bench crate has no users outside itself: its `pub` helpers are for its modules.
 #![allow(unreachable_pub)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::{KillOnDrop, MOTO_ENV, env_num, start_moto, status_kb};
 
 const SECRET: &str = "soak-bench-secret";
 const INSTANCE: &str = "i-0a1b2c3d4e5f60005";
-
-fn env_num<T: std::str::FromStr>(name: &str) -> Option<T> {
-    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
-}
 
 /// The workspace: the repository's runbooks and stdlib, the default fleet, one route; `state`
 /// is runbook.toml's `[state]` section (empty: local).
@@ -124,124 +123,6 @@ target = "{{labels.soak_seq}}"
     .unwrap();
 }
 
-/// moto's server with one lock around every request, as the tests run it (DynamoDB and S3 on
-/// one port; why: tests/common/moto.rs).
-const SERIALISED_MOTO: &str = include_str!("../tests/common/serialised_moto.py");
-
-/// Starts moto on a free loopback port; returns it and its endpoint once it answers.
-fn start_moto() -> (KillOnDrop, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port");
-    let child = Command::new("python3")
-        .args(["-c", SERIALISED_MOTO, &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 with moto[server] installed");
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "moto did not answer on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (KillOnDrop(child), format!("http://127.0.0.1:{port}"))
-}
-
-/// The emulator's credentials (everything else AWS_* is stripped).
-const MOTO_ENV: [(&str, &str); 3] = [
-    ("AWS_ACCESS_KEY_ID", "testing"),
-    ("AWS_SECRET_ACCESS_KEY", "testing"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-];
-
-/// Starts `serve` in `dir` on a free loopback port, with a clean environment (and `env`).
-/// Starts `serve`; returns it with its alert address and its probe address (`/healthz` and
-/// `/metrics` on connections of their own, so a sample is taken even while alerts queue).
-fn start_serve(bin: &Path, dir: &Path, env: &[(&str, &str)]) -> (Child, String, String) {
-    let addr_file = dir.join("serve.addr");
-    let probe_file = dir.join("probe.addr");
-    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-    let mut command = Command::new(bin);
-    command.current_dir(dir);
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy().into_owned();
-        if ["AWS_", "SLACK_", "TEAMS_", "RUNBOOK_"]
-            .iter()
-            .any(|p| key.starts_with(p))
-        {
-            command.env_remove(&key);
-        }
-    }
-    let mut child = command
-        .args(["serve", "--hooks", "hooks.toml", "--listen", "127.0.0.1:0"])
-        .arg("--addr-file")
-        .arg(&addr_file)
-        .args(["--probe-listen", "127.0.0.1:0", "--probe-addr-file"])
-        .arg(&probe_file)
-        .envs(env.iter().copied())
-        .env("RUNBOOK_HOOK_SECRET", SECRET)
-        .env("RUNBOOK_OPERATOR", "soak")
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("spawn runbook serve");
-    let started = Instant::now();
-    loop {
-        if let (Ok(addr), Ok(probe)) = (
-            std::fs::read_to_string(&addr_file),
-            std::fs::read_to_string(&probe_file),
-        ) {
-            return (
-                child,
-                format!("http://{}", addr.trim()),
-                format!("http://{}", probe.trim()),
-            );
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "runbook serve exited ({status}):\n{}",
-                std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
-            );
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "runbook serve did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// One `kB` field of `/proc/PID/status`: `VmRSS`, or its parts `RssAnon` (the heap, stacks)
-/// and `RssFile` (the binary's pages read in, which the kernel can drop and read again).
-fn status_kb(pid: u32, field: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 /// Bytes and files under `dir`.
 fn du(dir: &Path) -> (u64, u64) {
     let (mut bytes, mut files) = (0, 0);
@@ -264,14 +145,29 @@ fn du(dir: &Path) -> (u64, u64) {
     (bytes, files)
 }
 
+/// Nearest-rank percentile of unsorted values.
 fn pct(values: &[f64], p: f64) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-    v[rank.clamp(1, v.len()) - 1]
+    support::pct(&support::sorted(values.to_vec()), p)
+}
+
+/// Starts `serve`; returns it with its alert address and its probe address (`/healthz` and
+/// `/metrics` on connections of their own, so a sample is taken even while alerts queue).
+fn start_serve(bin: &Path, dir: &Path, env: &[(&str, &str)]) -> (KillOnDrop, String, String) {
+    let addr_file = dir.join("serve.addr");
+    let probe_file = dir.join("probe.addr");
+    let mut command = support::serve_command(bin, dir);
+    command
+        .arg("--addr-file")
+        .arg(&addr_file)
+        .args(["--probe-listen", "127.0.0.1:0", "--probe-addr-file"])
+        .arg(&probe_file)
+        .envs(env.iter().copied())
+        .env("RUNBOOK_HOOK_SECRET", SECRET)
+        .env("RUNBOOK_OPERATOR", "soak");
+    let (child, mut addrs) = support::spawn_serve(command, dir, &[&addr_file, &probe_file]);
+    let probe = addrs.pop().expect("the probe address");
+    let base = addrs.pop().expect("the alert address");
+    (child, base, probe)
 }
 
 /// What the sender saw of one alert: when it was sent (since t0), status, latency.
@@ -514,9 +410,9 @@ fn main() {
     let every = sample_secs.max(1.0).round() as u64;
     let on_moto = std::env::var("SOAK_STATE").is_ok_and(|v| v == "moto");
     let (_moto, state, env): (Option<KillOnDrop>, String, &[(&str, &str)]) = if on_moto {
-        let (moto, endpoint) = start_moto();
+        let (moto, port) = start_moto();
         let state = format!(
-            "[state]\nbackend = \"aws\"\ntable = \"runbook-state\"\nbucket = \"runbook-transcripts\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\n"
+            "[state]\nbackend = \"aws\"\ntable = \"runbook-state\"\nbucket = \"runbook-transcripts\"\nregion = \"us-east-1\"\nendpoint = \"http://127.0.0.1:{port}\"\n"
         );
         (Some(moto), state, &MOTO_ENV)
     } else {
@@ -537,8 +433,7 @@ fn main() {
             String::from_utf8_lossy(&init.stderr)
         );
     }
-    let (child, base, probe) = start_serve(&bin, dir.path(), env);
-    let mut child = KillOnDrop(child);
+    let (mut child, base, probe) = start_serve(&bin, dir.path(), env);
     let pid = child.0.id();
     let transcripts = dir.path().join("transcripts/hooks");
     println!(
