@@ -234,7 +234,8 @@ impl Hub {
     /// only while alerts are taken, every worker is alive and the journal can be written.
     /// With the aws backend the breakers are the table's (one Query, so a breaker another
     /// replica opened or reset shows here too) and `state_unavailable` says the table cannot
-    /// be read, or did not answer within `server.health_timeout` (`state_error` says which);
+    /// be read, or did not answer within `server.health_timeout` (`state_error` says which,
+    /// and `breakers` is null: this replica's own view is not the team's);
     /// this blocks on the table for up to that long, so call it off the async workers.
     pub(crate) fn health(&self) -> Value {
         let mut breakers = json!(lock(&self.gate).state.breakers.clone());
@@ -262,11 +263,13 @@ impl Hub {
                         "/healthz: the state table did not answer within {waited} (server.health_timeout)"
                     );
                     state_error = Some(format!("the state table did not answer within {waited}"));
+                    breakers = Value::Null;
                 }
                 Err(e) => {
                     tracing::error!("/healthz: {e}");
                     state_error =
                         Some("the state table could not be read (the log says why)".into());
+                    breakers = Value::Null;
                 }
             }
         }
