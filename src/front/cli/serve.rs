@@ -47,9 +47,8 @@ fn retry_pending_uploads(config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// How long the probe waits for `/healthz` (a container runtime's own health-check timeout is
-/// longer, so a hung server is reported by us, with the reason, not by it).
-const HEALTHCHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long the probe waits for `/healthz` (hooks.toml's `health_timeout` is held under it).
+const HEALTHCHECK_TIMEOUT: std::time::Duration = crate::front::hooks::config::HEALTHCHECK_WAIT;
 
 /// `runbook serve --healthcheck [URL]`: the probe a container image without curl needs. Every
 /// failure exits 1, the code Docker's HEALTHCHECK reads as "unhealthy" (it reserves 2).

@@ -49,6 +49,13 @@ pub const MIN_SIM_HISTORY: usize = 100;
 /// The longest header or body timeout accepted (also keeps `Instant + timeout` far from overflow).
 const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// How long `runbook serve --healthcheck` waits for `/healthz` (a container runtime's own
+/// health-check timeout is longer, so a hung server is reported by us, with the reason).
+pub(crate) const HEALTHCHECK_WAIT: Duration = Duration::from_secs(5);
+
+/// The longest `server.health_timeout`: `/healthz` must answer within [`HEALTHCHECK_WAIT`].
+const MAX_HEALTH_TIMEOUT: Duration = Duration::from_secs(4);
+
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(&text).map_err(serde::de::Error::custom)
@@ -521,15 +528,20 @@ impl Hooks {
         if f.retention.every < Duration::from_secs(1) {
             problems.push("retention.every must be at least 1s".to_string());
         }
-        for (key, d) in [
-            ("header_timeout", f.server.header_timeout),
-            ("body_timeout", f.server.body_timeout),
-            ("health_timeout", f.server.health_timeout),
+        for (key, d, max, why) in [
+            ("header_timeout", f.server.header_timeout, MAX_TIMEOUT, ""),
+            ("body_timeout", f.server.body_timeout, MAX_TIMEOUT, ""),
+            (
+                "health_timeout",
+                f.server.health_timeout,
+                MAX_HEALTH_TIMEOUT,
+                " (under the 5s `serve --healthcheck` waits, so a slow state table is reported with its reason, not as a hung server)",
+            ),
         ] {
-            if d.is_zero() || d > MAX_TIMEOUT {
+            if d.is_zero() || d > max {
                 problems.push(format!(
-                    "server.{key} must be between 1ms and {}",
-                    humantime::format_duration(MAX_TIMEOUT)
+                    "server.{key} must be between 1ms and {}{why}",
+                    humantime::format_duration(max)
                 ));
             }
         }
