@@ -528,6 +528,10 @@ impl Hooks {
         if f.retention.every < Duration::from_secs(1) {
             problems.push("retention.every must be at least 1s".to_string());
         }
+        let under_probe = format!(
+            " (under the {} `serve --healthcheck` waits, so a slow state table is reported with its reason, not as a hung server)",
+            humantime::format_duration(HEALTHCHECK_WAIT)
+        );
         for (key, d, max, why) in [
             ("header_timeout", f.server.header_timeout, MAX_TIMEOUT, ""),
             ("body_timeout", f.server.body_timeout, MAX_TIMEOUT, ""),
@@ -535,7 +539,7 @@ impl Hooks {
                 "health_timeout",
                 f.server.health_timeout,
                 MAX_HEALTH_TIMEOUT,
-                " (under the 5s `serve --healthcheck` waits, so a slow state table is reported with its reason, not as a hung server)",
+                under_probe.as_str(),
             ),
         ] {
             if d.is_zero() || d > max {
