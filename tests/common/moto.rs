@@ -288,9 +288,7 @@ impl Moto {
                 .unwrap();
         })
     }
-}
 
-impl Moto {
     /// Stops the server's process (SIGSTOP) until the guard is dropped (SIGCONT): it keeps
     /// its connections and answers nothing, as a backend does that has stopped answering.
     pub fn pause(&self) -> Paused<'_> {
