@@ -47,7 +47,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{KillOnDrop, MOTO_ENV, env_num, start_moto, status_kb};
+use support::{KillOnDrop, MOTO_ENV, env_num, pct, sorted, start_moto, status_kb};
 
 const SECRET: &str = "soak-bench-secret";
 const INSTANCE: &str = "i-0a1b2c3d4e5f60005";
@@ -143,11 +143,6 @@ fn du(dir: &Path) -> (u64, u64) {
         }
     }
     (bytes, files)
-}
-
-/// Nearest-rank percentile of unsorted values.
-fn pct(values: &[f64], p: f64) -> f64 {
-    support::pct(&support::sorted(values.to_vec()), p)
 }
 
 /// Starts `serve`; returns it with its alert address and its probe address (`/healthz` and
@@ -342,21 +337,26 @@ async fn sample(
                 .collect()
         })
         .unwrap_or_default();
-    let first_calls: Vec<f64> = recent
-        .iter()
-        .filter_map(|r| r["first_call_ms"].as_f64())
-        .collect();
-    let durations: Vec<f64> = recent
-        .iter()
-        .filter_map(|r| r["duration_ms"].as_f64())
-        .collect();
+    let first_calls = sorted(
+        recent
+            .iter()
+            .filter_map(|r| r["first_call_ms"].as_f64())
+            .collect(),
+    );
+    let durations = sorted(
+        recent
+            .iter()
+            .filter_map(|r| r["duration_ms"].as_f64())
+            .collect(),
+    );
     let elapsed = t0.elapsed();
     let from = elapsed.saturating_sub(window);
-    let http: Vec<f64> = sent
-        .iter()
-        .filter(|s| s.at >= from)
-        .map(|s| s.latency.as_secs_f64() * 1000.0)
-        .collect();
+    let http = sorted(
+        sent.iter()
+            .filter(|s| s.at >= from)
+            .map(|s| s.latency.as_secs_f64() * 1000.0)
+            .collect(),
+    );
     let (bytes, files) = du(transcripts);
     let b = |s: &str| metric(&m, &format!("runbook_bounded_entries{{structure=\"{s}\"}}"));
     Sample {
